@@ -1,0 +1,184 @@
+//! Accounts and the settings the ledger's posting rules read.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::AccountId;
+use crate::money::Amount;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// `balance > floor`: calls, SMS and purchases are allowed.
+    Active,
+    /// `balance <= floor`: the authorization API refuses billable actions.
+    Suspended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermsAcceptance {
+    pub version: String,
+    pub accepted_by: String,
+    pub accepted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RechargeMode {
+    /// Charge the configured amount.
+    Add,
+    /// Charge what brings the balance back up to the configured amount.
+    TopUpTo,
+}
+
+/// The smallest recharge amount and threshold the product allows (from the product docs).
+pub const MIN_RECHARGE_AMOUNT_USD: Decimal = Decimal::from_parts(50, 0, 0, false, 0);
+pub const MIN_RECHARGE_THRESHOLD_USD: Decimal = Decimal::from_parts(10, 0, 0, false, 0);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RechargeSettingsError {
+    #[error("recharge amount must be at least $50")]
+    AmountTooSmall,
+    #[error("recharge threshold must be at least $10")]
+    ThresholdTooSmall,
+    #[error("recharge amount must be above the threshold")]
+    AmountNotAboveThreshold,
+    #[error("recharge amount and threshold must be whole cents")]
+    NotWholeCents,
+}
+
+/// Auto-recharge settings that passed the product's validation rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRechargeSettings", into = "RawRechargeSettings")]
+pub struct RechargeSettings {
+    enabled: bool,
+    amount_usd: Amount,
+    threshold_usd: Amount,
+    mode: RechargeMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RawRechargeSettings {
+    enabled: bool,
+    amount_usd: Amount,
+    threshold_usd: Amount,
+    mode: RechargeMode,
+}
+
+impl RechargeSettings {
+    pub fn new(
+        enabled: bool,
+        amount_usd: Amount,
+        threshold_usd: Amount,
+        mode: RechargeMode,
+    ) -> Result<Self, RechargeSettingsError> {
+        if amount_usd.value().scale() > 2 || threshold_usd.value().scale() > 2 {
+            return Err(RechargeSettingsError::NotWholeCents);
+        }
+        if amount_usd.value() < MIN_RECHARGE_AMOUNT_USD {
+            return Err(RechargeSettingsError::AmountTooSmall);
+        }
+        if threshold_usd.value() < MIN_RECHARGE_THRESHOLD_USD {
+            return Err(RechargeSettingsError::ThresholdTooSmall);
+        }
+        if amount_usd <= threshold_usd {
+            return Err(RechargeSettingsError::AmountNotAboveThreshold);
+        }
+        Ok(RechargeSettings { enabled, amount_usd, threshold_usd, mode })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    pub fn amount_usd(&self) -> Amount {
+        self.amount_usd
+    }
+    pub fn threshold_usd(&self) -> Amount {
+        self.threshold_usd
+    }
+    pub fn mode(&self) -> RechargeMode {
+        self.mode
+    }
+}
+
+impl TryFrom<RawRechargeSettings> for RechargeSettings {
+    type Error = RechargeSettingsError;
+    fn try_from(raw: RawRechargeSettings) -> Result<Self, Self::Error> {
+        RechargeSettings::new(raw.enabled, raw.amount_usd, raw.threshold_usd, raw.mode)
+    }
+}
+
+impl From<RechargeSettings> for RawRechargeSettings {
+    fn from(s: RechargeSettings) -> Self {
+        RawRechargeSettings {
+            enabled: s.enabled,
+            amount_usd: s.amount_usd,
+            threshold_usd: s.threshold_usd,
+            mode: s.mode,
+        }
+    }
+}
+
+/// An account as the ledger sees it. Balance, `last_seq` and `version` change only by posting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    /// Exact, never rounded.
+    pub balance_usd: Decimal,
+    pub opening_balance_usd: Decimal,
+    pub status: AccountStatus,
+    /// Postpaid accounts may go down to `-credit_limit`; `None` means prepaid (floor 0).
+    pub credit_limit_usd: Option<Amount>,
+    pub terms: Option<TermsAcceptance>,
+    pub recharge: Option<RechargeSettings>,
+    /// The id of the auto-recharge request raised and not yet settled.
+    pub recharge_in_flight: Option<String>,
+    /// Crossing below this raises a low-balance notice, once per crossing.
+    pub low_balance_usd: Option<Amount>,
+    /// Optimistic-concurrency version; every write bumps it.
+    pub version: u64,
+    /// The sequence number of the account's last entry (0 before the first).
+    pub last_seq: u64,
+    pub last_posted_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Account {
+    pub fn open(id: AccountId, credit_limit_usd: Option<Amount>, now: DateTime<Utc>) -> Self {
+        let mut account = Account {
+            id,
+            balance_usd: Decimal::ZERO,
+            opening_balance_usd: Decimal::ZERO,
+            status: AccountStatus::Suspended,
+            credit_limit_usd,
+            terms: None,
+            recharge: None,
+            recharge_in_flight: None,
+            low_balance_usd: None,
+            version: 0,
+            last_seq: 0,
+            last_posted_at: None,
+            created_at: crate::truncate_to_micros(now),
+        };
+        account.status = account.status_for(account.balance_usd);
+        account
+    }
+
+    /// The lowest balance at which service still runs is anything above this.
+    pub fn floor_usd(&self) -> Decimal {
+        self.credit_limit_usd.map(|limit| -limit.value()).unwrap_or(Decimal::ZERO)
+    }
+
+    pub fn status_for(&self, balance_usd: Decimal) -> AccountStatus {
+        if balance_usd > self.floor_usd() {
+            AccountStatus::Active
+        } else {
+            AccountStatus::Suspended
+        }
+    }
+
+    pub fn terms_accepted(&self) -> bool {
+        self.terms.is_some()
+    }
+}

@@ -1,0 +1,55 @@
+//! The ringledger domain. Knows nothing of AWS: money, accounts, entries, the posting rules and
+//! the store port that the DynamoDB and embedded stores implement.
+
+pub mod account;
+pub mod entry;
+pub mod ids;
+pub mod memory;
+pub mod money;
+pub mod posting;
+pub mod store;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+pub use account::{
+    Account, AccountStatus, RechargeMode, RechargeSettings, RechargeSettingsError, TermsAcceptance,
+};
+pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
+pub use ids::{AccountId, IdError, SourceId};
+pub use money::{display_usd, Amount, AmountError, Rounding};
+pub use posting::{
+    apply, Application, LedgerEvent, LedgerEventKind, Posting, PostingResult, PostingRule, Refusal,
+};
+pub use store::{
+    AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, PostOutcome, Show, StoreError,
+};
+
+/// A request that breaks a ledger rule. Always a client error: nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{item:?} cannot be a {kind:?}")]
+    WrongDirection { item: BillingItem, kind: EntryKind },
+    #[error("credits always post; they cannot be refused below the floor")]
+    CreditsAlwaysPost,
+    #[error("details are {size_bytes} bytes of JSON; the limit is {}", posting::MAX_DETAILS_BYTES)]
+    DetailsTooLarge { size_bytes: usize },
+    #[error("{count} postings in one call; the limit is {}", posting::MAX_POSTINGS_PER_CALL)]
+    BatchTooLarge { count: usize },
+    #[error("page size must be between 1 and {max}")]
+    BadPageSize { max: u32 },
+    #[error("the cursor is not one this API returned")]
+    BadCursor,
+    #[error("settings changes cannot touch the balance, sequence or version")]
+    BalanceFieldsAreLedgerOnly,
+    #[error(transparent)]
+    Amount(#[from] AmountError),
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Recharge(#[from] RechargeSettingsError),
+}
+
+/// Stores keep microseconds; truncating once at the edge keeps round trips exact.
+pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}

@@ -1,0 +1,392 @@
+//! Posting rules: how a batch of postings changes an account. Pure; the stores persist the result.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::account::{Account, AccountStatus};
+use crate::entry::{verify_chain, BillingItem, Entry, EntryKind};
+use crate::ids::SourceId;
+use crate::money::Amount;
+use crate::LedgerError;
+
+/// The most postings one store call accepts; callers chunk bigger batches.
+pub const MAX_POSTINGS_PER_CALL: usize = 1_000;
+/// The most bytes of JSON details one entry may carry.
+pub const MAX_DETAILS_BYTES: usize = 1_024;
+
+/// What happens when a debit would take the balance below the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostingRule {
+    /// Completed usage and credits: the thing already happened, so it always posts.
+    Always,
+    /// A purchase asked for in advance: refused when it would take the balance below the floor,
+    /// and refused before the terms of service are accepted.
+    RefuseBelowFloor,
+}
+
+/// A request to change an account's balance, identified by a stable source id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub source_id: SourceId,
+    pub kind: EntryKind,
+    pub item: BillingItem,
+    pub amount_usd: Amount,
+    pub rule: PostingRule,
+    pub occurred_at: DateTime<Utc>,
+    pub details: serde_json::Value,
+}
+
+impl Posting {
+    /// Completed usage: a debit that always posts.
+    pub fn usage(
+        source_id: SourceId,
+        item: BillingItem,
+        amount_usd: Amount,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        Self::new(source_id, EntryKind::Debit, item, amount_usd, PostingRule::Always, occurred_at)
+    }
+
+    /// An advance purchase (a phone number): a debit refused below the floor.
+    pub fn purchase(
+        source_id: SourceId,
+        item: BillingItem,
+        amount_usd: Amount,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        Self::new(
+            source_id,
+            EntryKind::Debit,
+            item,
+            amount_usd,
+            PostingRule::RefuseBelowFloor,
+            occurred_at,
+        )
+    }
+
+    /// A credit: funds added, a refund or a positive adjustment.
+    pub fn credit(
+        source_id: SourceId,
+        item: BillingItem,
+        amount_usd: Amount,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        Self::new(source_id, EntryKind::Credit, item, amount_usd, PostingRule::Always, occurred_at)
+    }
+
+    pub fn new(
+        source_id: SourceId,
+        kind: EntryKind,
+        item: BillingItem,
+        amount_usd: Amount,
+        rule: PostingRule,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        if !item.allows(kind) {
+            return Err(LedgerError::WrongDirection { item, kind });
+        }
+        if kind == EntryKind::Credit && rule != PostingRule::Always {
+            return Err(LedgerError::CreditsAlwaysPost);
+        }
+        Ok(Posting {
+            source_id,
+            kind,
+            item,
+            amount_usd,
+            rule,
+            occurred_at: crate::truncate_to_micros(occurred_at),
+            details: serde_json::Value::Null,
+        })
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Result<Self, LedgerError> {
+        let size = serde_json::to_vec(&details).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+        if size > MAX_DETAILS_BYTES {
+            return Err(LedgerError::DetailsTooLarge { size_bytes: size });
+        }
+        self.details = details;
+        Ok(self)
+    }
+
+    /// Checks a deserialized posting as strictly as the constructors do.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        Posting::new(
+            self.source_id.clone(),
+            self.kind,
+            self.item,
+            self.amount_usd,
+            self.rule,
+            self.occurred_at,
+        )?
+        .with_details(self.details.clone())
+        .map(|_| ())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The purchase would take the balance below the floor.
+    InsufficientBalance { balance_usd: Decimal, floor_usd: Decimal },
+    TermsNotAccepted,
+}
+
+/// What became of one posting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum PostingResult {
+    Applied { seq: u64, balance_after_usd: Decimal },
+    /// The source id was applied before (or earlier in the same batch): nothing changed.
+    /// `seq` is the entry that applied it.
+    Duplicate { seq: u64 },
+    Refused(Refusal),
+}
+
+/// Something that must happen because of a posting, written atomically with it (the outbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEvent {
+    /// Stable: `<account>:<kind>:<seq>`, so redelivery downstream is recognisable.
+    pub id: String,
+    pub account_id: crate::AccountId,
+    pub kind: LedgerEventKind,
+    /// The account's last entry when the event was raised.
+    pub seq: u64,
+    pub balance_usd: Decimal,
+    pub raised_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LedgerEventKind {
+    /// The balance fell below the auto-recharge threshold with no recharge in flight.
+    RechargeRequested { request_id: String },
+    /// The balance crossed below the account's low-balance level.
+    LowBalance,
+    /// The balance reached the floor: service stops.
+    Suspended,
+    /// A credit lifted the balance above the floor: service resumes.
+    Reactivated,
+}
+
+impl LedgerEventKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LedgerEventKind::RechargeRequested { .. } => "recharge_requested",
+            LedgerEventKind::LowBalance => "low_balance",
+            LedgerEventKind::Suspended => "suspended",
+            LedgerEventKind::Reactivated => "reactivated",
+        }
+    }
+}
+
+/// The outcome of applying a batch to an account, ready for a store to persist atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    /// The account after the batch (version bumped when anything changed).
+    pub account: Account,
+    pub entries: Vec<Entry>,
+    pub results: Vec<PostingResult>,
+    pub events: Vec<LedgerEvent>,
+}
+
+impl Application {
+    pub fn changed(&self) -> bool {
+        !self.entries.is_empty()
+    }
+}
+
+/// Apply `postings` to `account`. `already_applied` maps source ids the store already holds for
+/// this account to the sequence number of their entry.
+///
+/// Panics if the resulting balance chain is broken: that is a bug, never an operating error.
+pub fn apply(
+    account: &Account,
+    postings: &[Posting],
+    already_applied: &HashMap<SourceId, u64>,
+    now: DateTime<Utc>,
+) -> Result<Application, LedgerError> {
+    if postings.len() > MAX_POSTINGS_PER_CALL {
+        return Err(LedgerError::BatchTooLarge { count: postings.len() });
+    }
+    let posted_at = match account.last_posted_at {
+        Some(last) if last > now => last,
+        _ => crate::truncate_to_micros(now),
+    };
+    let floor = account.floor_usd();
+    let mut balance = account.balance_usd;
+    let mut seq = account.last_seq;
+    let mut in_batch: HashMap<&SourceId, u64> = HashMap::new();
+    let mut entries = Vec::new();
+    let mut results = Vec::with_capacity(postings.len());
+
+    for posting in postings {
+        if let Some(&earlier) = already_applied.get(&posting.source_id) {
+            results.push(PostingResult::Duplicate { seq: earlier });
+            continue;
+        }
+        if let Some(&earlier) = in_batch.get(&posting.source_id) {
+            results.push(PostingResult::Duplicate { seq: earlier });
+            continue;
+        }
+        let next_balance = balance + posting.kind.signed(posting.amount_usd);
+        if posting.rule == PostingRule::RefuseBelowFloor {
+            if !account.terms_accepted() {
+                results.push(PostingResult::Refused(Refusal::TermsNotAccepted));
+                continue;
+            }
+            if next_balance < floor {
+                results.push(PostingResult::Refused(Refusal::InsufficientBalance {
+                    balance_usd: balance,
+                    floor_usd: floor,
+                }));
+                continue;
+            }
+        }
+        seq += 1;
+        balance = next_balance;
+        in_batch.insert(&posting.source_id, seq);
+        entries.push(Entry {
+            account_id: account.id.clone(),
+            seq,
+            kind: posting.kind,
+            item: posting.item,
+            amount_usd: posting.amount_usd,
+            balance_after_usd: balance,
+            posted_at,
+            occurred_at: posting.occurred_at,
+            source_id: posting.source_id.clone(),
+            details: posting.details.clone(),
+        });
+        results.push(PostingResult::Applied { seq, balance_after_usd: balance });
+    }
+
+    let mut next = account.clone();
+    let mut events = Vec::new();
+    if !entries.is_empty() {
+        assert_chain_extends(account, &entries);
+        next.balance_usd = balance;
+        next.last_seq = seq;
+        next.last_posted_at = Some(posted_at);
+        next.version += 1;
+        next.status = next.status_for(balance);
+
+        // A recharge credit settles the request it was raised for.
+        if let Some(in_flight) = &account.recharge_in_flight {
+            let settled = entries
+                .iter()
+                .any(|e| e.item == BillingItem::FundsAdded && e.source_id.as_str() == in_flight);
+            if settled {
+                next.recharge_in_flight = None;
+            }
+        }
+
+        let mut raise = |kind: LedgerEventKind| {
+            events.push(LedgerEvent {
+                id: format!("{}:{}:{}", account.id, kind.as_str(), seq),
+                account_id: account.id.clone(),
+                kind,
+                seq,
+                balance_usd: balance,
+                raised_at: posted_at,
+            });
+        };
+        match (account.status, next.status) {
+            (AccountStatus::Active, AccountStatus::Suspended) => raise(LedgerEventKind::Suspended),
+            (AccountStatus::Suspended, AccountStatus::Active) => raise(LedgerEventKind::Reactivated),
+            _ => {}
+        }
+        if let Some(level) = account.low_balance_usd {
+            if account.balance_usd >= level.value() && balance < level.value() {
+                raise(LedgerEventKind::LowBalance);
+            }
+        }
+        if let Some(recharge) = next.recharge.as_ref().filter(|r| r.enabled()) {
+            if balance < recharge.threshold_usd().value() && next.recharge_in_flight.is_none() {
+                let request_id = format!("rch:{}:{}", account.id, seq);
+                next.recharge_in_flight = Some(request_id.clone());
+                raise(LedgerEventKind::RechargeRequested { request_id });
+            }
+        }
+    }
+    Ok(Application { account: next, entries, results, events })
+}
+
+/// Recompute what a change of settings implies: status from the (possibly new) floor, and the
+/// events a status change or a newly enabled auto-recharge raises. Balance and sequence must not
+/// have been touched by the change.
+pub fn settle_settings_change(
+    before: &Account,
+    after: &mut Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<LedgerEvent>, LedgerError> {
+    if after.id != before.id
+        || after.balance_usd != before.balance_usd
+        || after.opening_balance_usd != before.opening_balance_usd
+        || after.last_seq != before.last_seq
+        || after.last_posted_at != before.last_posted_at
+        || after.version != before.version
+    {
+        return Err(LedgerError::BalanceFieldsAreLedgerOnly);
+    }
+    after.version += 1;
+    after.status = after.status_for(after.balance_usd);
+    let mut events = Vec::new();
+    let at = crate::truncate_to_micros(now);
+    let mut raise = |kind: LedgerEventKind| {
+        events.push(LedgerEvent {
+            id: format!("{}:{}:{}:v{}", after.id, kind.as_str(), after.last_seq, after.version),
+            account_id: after.id.clone(),
+            kind,
+            seq: after.last_seq,
+            balance_usd: after.balance_usd,
+            raised_at: at,
+        });
+    };
+    match (before.status, after.status) {
+        (AccountStatus::Active, AccountStatus::Suspended) => raise(LedgerEventKind::Suspended),
+        (AccountStatus::Suspended, AccountStatus::Active) => raise(LedgerEventKind::Reactivated),
+        _ => {}
+    }
+    if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled()) {
+        if after.balance_usd < recharge.threshold_usd().value() && after.recharge_in_flight.is_none()
+        {
+            let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
+            after.recharge_in_flight = Some(request_id.clone());
+            raise(LedgerEventKind::RechargeRequested { request_id });
+        }
+    }
+    Ok(events)
+}
+
+fn assert_chain_extends(account: &Account, entries: &[Entry]) {
+    let first = entries.first().map(|e| e.seq).unwrap_or(0);
+    assert_eq!(first, account.last_seq + 1, "new entries must continue the sequence");
+    let mut balance = account.balance_usd;
+    let mut previous = account.last_seq;
+    for entry in entries {
+        assert_eq!(entry.seq, previous + 1, "sequence gap in a batch");
+        balance += entry.signed_amount_usd();
+        assert_eq!(entry.balance_after_usd, balance, "balance chain broken in a batch");
+        previous = entry.seq;
+    }
+    // The same check the stores run after reading back, on the batch alone.
+    let shifted: Vec<Entry> = entries
+        .iter()
+        .map(|e| Entry { seq: e.seq - account.last_seq, ..e.clone() })
+        .collect();
+    assert!(verify_chain(account.balance_usd, &shifted, balance).is_ok());
+}
+
+/// Source ids in a batch, deduplicated, in first-seen order: what a store must look up.
+pub fn distinct_source_ids(postings: &[Posting]) -> Vec<SourceId> {
+    let mut seen = HashSet::new();
+    postings
+        .iter()
+        .filter(|p| seen.insert(&p.source_id))
+        .map(|p| p.source_id.clone())
+        .collect()
+}

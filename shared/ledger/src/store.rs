@@ -1,0 +1,200 @@
+//! The store port: everything the rest of ringledger asks of a ledger store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::entry::{Entry, EntryKind};
+use crate::ids::AccountId;
+use crate::money::Amount;
+use crate::posting::{LedgerEvent, Posting, PostingResult};
+use crate::LedgerError;
+
+/// The most entries one activity page returns.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// How many times a store retries an optimistic-concurrency conflict before giving up.
+pub const MAX_CONFLICT_RETRIES: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub id: AccountId,
+    pub credit_limit_usd: Option<Amount>,
+}
+
+/// A change to an account's settings, applied with optimistic concurrency (it may run more than
+/// once under contention, so it must be a pure function of the account it is given).
+pub type AccountChange = Arc<dyn Fn(&mut Account) -> Result<(), LedgerError> + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostOutcome {
+    /// One result per posting, in order.
+    pub results: Vec<PostingResult>,
+    /// The account after the call.
+    pub account: Account,
+    /// Events raised by this call (already in the outbox).
+    pub events: Vec<LedgerEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    #[default]
+    All,
+    Debits,
+    Credits,
+}
+
+impl Show {
+    pub fn admits(self, kind: EntryKind) -> bool {
+        match self {
+            Show::All => true,
+            Show::Debits => kind == EntryKind::Debit,
+            Show::Credits => kind == EntryKind::Credit,
+        }
+    }
+}
+
+/// Entries of one account posted in `[from, to)` (UTC), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryQuery {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub show: Show,
+    /// Opaque, from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+impl EntryQuery {
+    pub fn admits(&self, entry: &Entry) -> bool {
+        self.show.admits(entry.kind)
+            && self.from.is_none_or(|from| entry.posted_at >= from)
+            && self.to.is_none_or(|to| entry.posted_at < to)
+    }
+
+    pub fn checked_limit(&self) -> Result<u32, LedgerError> {
+        if self.limit == 0 || self.limit > MAX_PAGE_SIZE {
+            return Err(LedgerError::BadPageSize { max: MAX_PAGE_SIZE });
+        }
+        Ok(self.limit)
+    }
+
+    /// The sequence number the cursor says to resume after (0 without a cursor).
+    pub fn resume_after_seq(&self) -> Result<u64, LedgerError> {
+        match &self.cursor {
+            None => Ok(0),
+            Some(cursor) => decode_cursor(cursor),
+        }
+    }
+}
+
+/// Cursors are `s<seq>`: resume after that entry. Opaque to clients.
+pub fn encode_cursor(last_seq: u64) -> String {
+    format!("s{last_seq}")
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<u64, LedgerError> {
+    cursor
+        .strip_prefix('s')
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or(LedgerError::BadCursor)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryPage {
+    pub entries: Vec<Entry>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("account {0} not found")]
+    AccountNotFound(AccountId),
+    #[error("account {0} already exists")]
+    AccountExists(AccountId),
+    /// The request broke a ledger rule: a 4xx, nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] LedgerError),
+    /// Optimistic-concurrency conflicts exhausted the retries: safe to retry later.
+    #[error("too much contention on account {0}; nothing was applied, retry later")]
+    Contention(AccountId),
+    /// The store is throttling: safe to retry later.
+    #[error("the store is throttling requests; nothing was applied, retry later")]
+    Throttled,
+    /// Anything else went wrong talking to the store. The outcome may be unknown; retrying with
+    /// the same source ids is always safe.
+    #[error("the ledger store failed")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data broke an invariant. A bug: stop and look.
+    #[error("stored ledger data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(source))
+    }
+
+    /// Whether the same call may simply be retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Contention(_) | StoreError::Throttled | StoreError::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError>;
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// Change settings (terms, credit limit, auto-recharge, ...). Never the balance.
+    async fn modify_account(
+        &self,
+        id: &AccountId,
+        change: AccountChange,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError>;
+
+    /// Apply a batch of postings to one account atomically: every applied posting becomes one
+    /// entry, duplicates (by source id) change nothing, and the raised events land in the outbox
+    /// in the same atomic write.
+    async fn post(
+        &self,
+        id: &AccountId,
+        postings: Vec<Posting>,
+        now: DateTime<Utc>,
+    ) -> Result<PostOutcome, StoreError>;
+
+    async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError>;
+
+    /// Events written by postings and not yet acknowledged by the relay, oldest first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError>;
+
+    /// The relay delivered the event downstream. Acknowledging twice is fine.
+    async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError>;
+}
+
+/// Read every entry of an account (tests, statements of small ranges, audits).
+pub async fn all_entries(
+    store: &dyn LedgerStore,
+    id: &AccountId,
+    query: EntryQuery,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut query = EntryQuery { limit: MAX_PAGE_SIZE, ..query };
+    let mut out = Vec::new();
+    loop {
+        let page = store.entries(id, &query).await?;
+        out.extend(page.entries);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return Ok(out),
+        }
+    }
+}
