@@ -84,6 +84,10 @@ install_python() {
         return 0
     fi
     command -v python3 >/dev/null 2>&1 || die "python3 is required"
+    if [[ -e "$VENV" ]] && ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+        log "removing broken venv $VENV (python moved or changed?)"
+        rm -rf "$VENV"
+    fi
     if [[ ! -x "$VENV/bin/python" ]]; then
         log "creating venv $VENV"
         mkdir -p "$TOOLS"
@@ -141,7 +145,15 @@ cmd_install() {
 
 # ------------------------------------------------------------- up / down --
 
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# Alive and not a zombie: a server that `up` started is re-parented to PID 1
+# once `up` returns, and PID 1 on some machines (firecracker init) reaps exited
+# children only every couple of seconds, so `kill -0` alone is not enough.
+pid_alive() {
+    local state
+    [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null || return 1
+    state="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+    [[ -n "$state" && "$state" != Z ]]
+}
 
 # A pid from a pid file is only ours if its command line mentions .tools/
 # (guards against pid reuse after a reboot or a crash).
@@ -244,7 +256,7 @@ cmd_up() {
         return 0
     fi
     cmd_down_quiet # clear leftovers of a half-started or killed stack
-    local home major ports p_ddb p_moto p_stripe
+    local home major p_ddb p_moto p_stripe
     home="$(ddb_home)" || die "DynamoDB Local is not installed: run scripts/stack.sh install"
     [[ -x "$VENV/bin/moto_server" ]] || die "venv is not installed: run scripts/stack.sh install"
     major="$(java_major)"

@@ -1,1 +1,67 @@
+//! One conformance suite for every ledger store. A store's test file calls
+//! [`conformance_suite!`] with an async factory that returns a fresh, empty store.
 
+pub mod cases;
+pub mod model;
+
+pub use cases::*;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ledger::LedgerStore;
+
+/// The factory the suite is given: a fresh, isolated, empty store per call.
+pub trait StoreFactory: Send + Sync + 'static {
+    fn fresh(&self) -> impl Future<Output = Arc<dyn LedgerStore>> + Send;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Arc<dyn LedgerStore>> + Send,
+{
+    fn fresh(&self) -> impl Future<Output = Arc<dyn LedgerStore>> + Send {
+        self()
+    }
+}
+
+/// Generate one `#[tokio::test]` per conformance case for a store.
+///
+/// `$factory` is a path to `async fn() -> Arc<dyn LedgerStore>`; `$model_cases` is how many
+/// random histories the model-based property test runs (fewer for slow stores).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path, model_cases = $model_cases:expr) => {
+        $crate::conformance_suite!(@case $factory,
+            posted_entries_read_back_exactly_with_an_unbroken_chain,
+            a_redelivered_source_id_changes_nothing_and_says_so,
+            duplicates_within_one_batch_apply_once,
+            concurrent_posting_with_duplicates_applies_each_source_id_once,
+            advance_purchases_are_refused_below_the_floor_and_usage_is_not,
+            crossing_the_floor_suspends_and_a_credit_above_it_reactivates,
+            postpaid_accounts_run_down_to_their_credit_limit,
+            one_recharge_request_per_threshold_crossing,
+            activity_filters_by_utc_range_and_kind_with_a_cursor,
+            settings_changes_never_touch_the_balance,
+            outbox_events_stay_pending_until_acknowledged,
+            unknown_accounts_and_duplicate_creation_are_typed_errors,
+            bad_queries_are_rejected_and_change_nothing,
+            interrupted_postings_leave_nothing_half_applied,
+            accounts_are_isolated_from_each_other,
+        );
+
+        #[test]
+        fn random_histories_match_a_plain_model() {
+            $crate::model::random_histories_match_a_plain_model(|| $factory(), $model_cases);
+        }
+    };
+    (@case $factory:path, $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::cases::$name($factory().await).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The project's test command: ./scripts/test.sh [extra args for `cargo test`]
+#
+# Installs and starts the local AWS stack (scripts/stack.sh), always stops it
+# on exit, then runs fmt, clippy, the test suite and EXTRA_CHECKS, failing fast.
+# Example: ./scripts/test.sh -p ringledger-ledger
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+STACK_SH="$SCRIPT_DIR/stack.sh"
+cd "$ROOT"
+
+# Extra checks run after `cargo test`, in order; each entry is one shell
+# command run from the repo root with the stack's env loaded. Later issues
+# append here, e.g.:
+#   EXTRA_CHECKS+=(".tools/venv/bin/cfn-lint infra/template.yaml")
+EXTRA_CHECKS=()
+
+STEP_START=$SECONDS
+banner() {
+    printf '\n==================== %s ====================\n' "$*"
+    STEP_START=$SECONDS
+}
+done_step() { printf -- '---- ok (%ss)\n' "$((SECONDS - STEP_START))"; }
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    "$STACK_SH" down || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+banner "stack: install"
+"$STACK_SH" install
+done_step
+
+banner "stack: up"
+"$STACK_SH" up
+# shellcheck source=/dev/null
+source "$ROOT/.stack/env"
+"$STACK_SH" env
+done_step
+
+banner "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+done_step
+
+banner "cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+done_step
+
+# `--workspace` unless the caller picked packages (`-p X` narrows the run).
+TEST_SCOPE=(--workspace)
+for arg in "$@"; do
+    [[ "$arg" == "--" ]] && break
+    case "$arg" in
+    -p | -p* | --package | --package=* | --workspace | --all) TEST_SCOPE=() ;;
+    *) ;;
+    esac
+done
+TEST_CMD=(cargo test "${TEST_SCOPE[@]}" --locked "$@")
+banner "${TEST_CMD[*]}"
+"${TEST_CMD[@]}"
+done_step
+
+for check in "${EXTRA_CHECKS[@]}"; do
+    banner "$check"
+    bash -c "$check"
+    done_step
+done
+
+banner "all checks passed"
