@@ -87,10 +87,24 @@ pub async fn post(
     store.post(id, postings, now).await.expect("post")
 }
 
+/// Read a consistent snapshot: the account, its entries, and the account again unchanged (a write
+/// whose caller gave up may still land at any moment, and two reads are not one snapshot).
+pub async fn snapshot(store: &dyn LedgerStore, id: &AccountId) -> (Account, Vec<ledger::Entry>) {
+    for _ in 0..100 {
+        let before = store.account(id).await.expect("read account").expect("account exists");
+        let entries = all_entries(store, id, EntryQuery::default()).await.expect("read entries");
+        let after = store.account(id).await.expect("read account").expect("account exists");
+        if before == after && entries.len() as u64 == after.last_seq {
+            return (after, entries);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("account {id} never held still long enough to read");
+}
+
 /// Read everything back and check every invariant the ledger promises.
 pub async fn assert_consistent(store: &dyn LedgerStore, id: &AccountId) -> Account {
-    let account = store.account(id).await.expect("read account").expect("account exists");
-    let entries = all_entries(store, id, EntryQuery::default()).await.expect("read entries");
+    let (account, entries) = snapshot(store, id).await;
     verify_chain(account.opening_balance_usd, &entries, account.balance_usd)
         .unwrap_or_else(|e| panic!("chain broken for {id}: {e}"));
     assert_eq!(entries.len() as u64, account.last_seq, "every sequence number has one entry");
@@ -388,8 +402,15 @@ pub async fn one_recharge_request_per_threshold_crossing(store: Arc<dyn LedgerSt
         )
         .await
         .unwrap();
-    assert!(store.pending_events(100).await.unwrap().iter().all(|e| e.account_id != id
-        || e.kind.as_str() != "recharge_requested"), "$20 is above the threshold");
+    assert!(
+        store
+            .pending_events(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.account_id != id || e.kind.as_str() != "recharge_requested"),
+        "$20 is above the threshold"
+    );
     let at_threshold = post(&*store, &id, vec![usage("a", "5")], at(2)).await;
     assert!(at_threshold.events.is_empty(), "exactly at the threshold is not below it");
 
@@ -432,11 +453,8 @@ pub async fn activity_filters_by_utc_range_and_kind_with_a_cursor(store: Arc<dyn
     // 30 entries over 5 days, in several posts; every third is a credit.
     for i in 0..30i64 {
         let when = at(i * day / 6 + 1);
-        let posting = if i % 3 == 0 {
-            credit(&format!("c{i}"), "3")
-        } else {
-            usage(&format!("u{i}"), "1")
-        };
+        let posting =
+            if i % 3 == 0 { credit(&format!("c{i}"), "3") } else { usage(&format!("u{i}"), "1") };
         post(&*store, &id, vec![posting], when).await;
         expected_times.push((i, when));
     }
@@ -576,8 +594,9 @@ pub async fn bad_queries_are_rejected_and_change_nothing(store: Arc<dyn LedgerSt
     ] {
         assert!(matches!(store.entries(&id, &query).await, Err(StoreError::Rejected(_))));
     }
-    let too_many: Vec<Posting> =
-        (0..=ledger::posting::MAX_POSTINGS_PER_CALL).map(|i| usage(&format!("x{i}"), "1")).collect();
+    let too_many: Vec<Posting> = (0..=ledger::posting::MAX_POSTINGS_PER_CALL)
+        .map(|i| usage(&format!("x{i}"), "1"))
+        .collect();
     assert!(matches!(
         store.post(&id, too_many, at(2)).await,
         Err(StoreError::Rejected(LedgerError::BatchTooLarge { .. }))
@@ -594,15 +613,17 @@ pub async fn interrupted_postings_leave_nothing_half_applied(store: Arc<dyn Ledg
     let batches: Vec<Vec<Posting>> = (0..40)
         .map(|b| {
             (0..rng.random_range(1..=12))
-                .map(|i| usage(&format!("b{b}-{i}"), &format!("0.{:04}", rng.random_range(1..9999))))
+                .map(|i| {
+                    usage(&format!("b{b}-{i}"), &format!("0.{:04}", rng.random_range(1..9999)))
+                })
                 .collect()
         })
         .collect();
     for batch in &batches {
         let budget = Duration::from_micros(rng.random_range(0..15_000));
         let _ = tokio::time::timeout(budget, store.post(&id, batch.clone(), Utc::now())).await;
-        let account = assert_consistent(&*store, &id).await;
-        let entries = all_entries(&*store, &id, EntryQuery::default()).await.unwrap();
+        assert_consistent(&*store, &id).await;
+        let (account, entries) = snapshot(&*store, &id).await;
         // Whole batches only: every batch is either fully present or fully absent.
         let present: HashSet<_> = entries.iter().map(|e| e.source_id.clone()).collect();
         for earlier in &batches {

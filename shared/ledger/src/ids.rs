@@ -9,9 +9,13 @@ pub const MAX_SOURCE_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("account id must be 1 to {MAX_ACCOUNT_ID_LEN} characters of A-Z, a-z, 0-9, '-' or '_'")]
+    #[error(
+        "account id must be 1 to {MAX_ACCOUNT_ID_LEN} characters of A-Z, a-z, 0-9, '-' or '_'"
+    )]
     BadAccountId,
-    #[error("source id must be 1 to {MAX_SOURCE_ID_LEN} printable ASCII characters without spaces")]
+    #[error(
+        "source id must be 1 to {MAX_SOURCE_ID_LEN} printable ASCII characters without spaces"
+    )]
     BadSourceId,
 }
 

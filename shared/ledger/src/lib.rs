@@ -37,6 +37,8 @@ pub enum LedgerError {
     BatchTooLarge { count: usize },
     #[error("page size must be between 1 and {max}")]
     BadPageSize { max: u32 },
+    #[error("times are kept to the microsecond; this one has finer precision")]
+    SubMicrosecondTime,
     #[error("the cursor is not one this API returned")]
     BadCursor,
     #[error("settings changes cannot touch the balance, sequence or version")]

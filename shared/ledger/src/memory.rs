@@ -22,10 +22,17 @@ struct Book {
     by_source: HashMap<SourceId, u64>,
 }
 
+/// Events leave the outbox in time order, then per account in version order.
+type OutboxKey = (DateTime<Utc>, AccountId, u64, String);
+
+fn outbox_key(event: &LedgerEvent) -> OutboxKey {
+    (event.raised_at, event.account_id.clone(), event.version, event.id.clone())
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
     books: Mutex<HashMap<AccountId, Book>>,
-    outbox: Mutex<BTreeMap<(DateTime<Utc>, String), LedgerEvent>>,
+    outbox: Mutex<BTreeMap<OutboxKey, LedgerEvent>>,
 }
 
 impl MemoryStore {
@@ -36,7 +43,7 @@ impl MemoryStore {
     fn push_events(&self, events: &[LedgerEvent]) {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
         for event in events {
-            outbox.insert((event.raised_at, event.id.clone()), event.clone());
+            outbox.insert(outbox_key(event), event.clone());
         }
     }
 }
@@ -132,7 +139,8 @@ impl LedgerStore for MemoryStore {
             }
             if query.admits(entry) {
                 if entries.len() == limit {
-                    next_cursor = Some(encode_cursor(entries.last().map_or(after, |e: &Entry| e.seq)));
+                    next_cursor =
+                        Some(encode_cursor(entries.last().map_or(after, |e: &Entry| e.seq)));
                     break;
                 }
                 entries.push(entry.clone());
@@ -148,7 +156,7 @@ impl LedgerStore for MemoryStore {
 
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
-        outbox.remove(&(event.raised_at, event.id.clone()));
+        outbox.remove(&outbox_key(event));
         Ok(())
     }
 }

@@ -112,18 +112,24 @@ impl Posting {
         Ok(self)
     }
 
-    /// Checks a deserialized posting as strictly as the constructors do.
+    /// Checks a posting (built by hand or deserialized) as strictly as the constructors do.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        Posting::new(
-            self.source_id.clone(),
-            self.kind,
-            self.item,
-            self.amount_usd,
-            self.rule,
-            self.occurred_at,
-        )?
-        .with_details(self.details.clone())
-        .map(|_| ())
+        if !self.item.allows(self.kind) {
+            return Err(LedgerError::WrongDirection { item: self.item, kind: self.kind });
+        }
+        if self.kind == EntryKind::Credit && self.rule != PostingRule::Always {
+            return Err(LedgerError::CreditsAlwaysPost);
+        }
+        if self.occurred_at != crate::truncate_to_micros(self.occurred_at) {
+            return Err(LedgerError::SubMicrosecondTime);
+        }
+        if !self.details.is_null() {
+            let size = serde_json::to_vec(&self.details).map_or(usize::MAX, |bytes| bytes.len());
+            if size > MAX_DETAILS_BYTES {
+                return Err(LedgerError::DetailsTooLarge { size_bytes: size });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -131,7 +137,10 @@ impl Posting {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
     /// The purchase would take the balance below the floor.
-    InsufficientBalance { balance_usd: Decimal, floor_usd: Decimal },
+    InsufficientBalance {
+        balance_usd: Decimal,
+        floor_usd: Decimal,
+    },
     TermsNotAccepted,
 }
 
@@ -139,10 +148,15 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum PostingResult {
-    Applied { seq: u64, balance_after_usd: Decimal },
+    Applied {
+        seq: u64,
+        balance_after_usd: Decimal,
+    },
     /// The source id was applied before (or earlier in the same batch): nothing changed.
     /// `seq` is the entry that applied it.
-    Duplicate { seq: u64 },
+    Duplicate {
+        seq: u64,
+    },
     Refused(Refusal),
 }
 
@@ -155,6 +169,8 @@ pub struct LedgerEvent {
     pub kind: LedgerEventKind,
     /// The account's last entry when the event was raised.
     pub seq: u64,
+    /// The account version whose write raised it: orders an account's events.
+    pub version: u64,
     pub balance_usd: Decimal,
     pub raised_at: DateTime<Utc>,
 }
@@ -266,6 +282,7 @@ pub fn apply(
 
     let mut next = account.clone();
     let mut events = Vec::new();
+    let version = account.version + 1;
     if !entries.is_empty() {
         assert_chain_extends(account, &entries);
         next.balance_usd = balance;
@@ -290,13 +307,16 @@ pub fn apply(
                 account_id: account.id.clone(),
                 kind,
                 seq,
+                version,
                 balance_usd: balance,
                 raised_at: posted_at,
             });
         };
         match (account.status, next.status) {
             (AccountStatus::Active, AccountStatus::Suspended) => raise(LedgerEventKind::Suspended),
-            (AccountStatus::Suspended, AccountStatus::Active) => raise(LedgerEventKind::Reactivated),
+            (AccountStatus::Suspended, AccountStatus::Active) => {
+                raise(LedgerEventKind::Reactivated)
+            }
             _ => {}
         }
         if let Some(level) = account.low_balance_usd {
@@ -335,13 +355,18 @@ pub fn settle_settings_change(
     after.version += 1;
     after.status = after.status_for(after.balance_usd);
     let mut events = Vec::new();
-    let at = crate::truncate_to_micros(now);
+    // Never before the account's last posting, so events keep their order per account.
+    let at = match after.last_posted_at {
+        Some(last) if last > now => last,
+        _ => crate::truncate_to_micros(now),
+    };
     let mut raise = |kind: LedgerEventKind| {
         events.push(LedgerEvent {
             id: format!("{}:{}:{}:v{}", after.id, kind.as_str(), after.last_seq, after.version),
             account_id: after.id.clone(),
             kind,
             seq: after.last_seq,
+            version: after.version,
             balance_usd: after.balance_usd,
             raised_at: at,
         });
@@ -352,7 +377,8 @@ pub fn settle_settings_change(
         _ => {}
     }
     if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled()) {
-        if after.balance_usd < recharge.threshold_usd().value() && after.recharge_in_flight.is_none()
+        if after.balance_usd < recharge.threshold_usd().value()
+            && after.recharge_in_flight.is_none()
         {
             let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
             after.recharge_in_flight = Some(request_id.clone());
@@ -374,19 +400,13 @@ fn assert_chain_extends(account: &Account, entries: &[Entry]) {
         previous = entry.seq;
     }
     // The same check the stores run after reading back, on the batch alone.
-    let shifted: Vec<Entry> = entries
-        .iter()
-        .map(|e| Entry { seq: e.seq - account.last_seq, ..e.clone() })
-        .collect();
+    let shifted: Vec<Entry> =
+        entries.iter().map(|e| Entry { seq: e.seq - account.last_seq, ..e.clone() }).collect();
     assert!(verify_chain(account.balance_usd, &shifted, balance).is_ok());
 }
 
 /// Source ids in a batch, deduplicated, in first-seen order: what a store must look up.
 pub fn distinct_source_ids(postings: &[Posting]) -> Vec<SourceId> {
     let mut seen = HashSet::new();
-    postings
-        .iter()
-        .filter(|p| seen.insert(&p.source_id))
-        .map(|p| p.source_id.clone())
-        .collect()
+    postings.iter().filter(|p| seen.insert(&p.source_id)).map(|p| p.source_id.clone()).collect()
 }

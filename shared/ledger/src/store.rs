@@ -97,10 +97,7 @@ pub fn encode_cursor(last_seq: u64) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> Result<u64, LedgerError> {
-    cursor
-        .strip_prefix('s')
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or(LedgerError::BadCursor)
+    cursor.strip_prefix('s').and_then(|n| n.parse::<u64>().ok()).ok_or(LedgerError::BadCursor)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -140,7 +137,10 @@ impl StoreError {
 
     /// Whether the same call may simply be retried.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Contention(_) | StoreError::Throttled | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Contention(_) | StoreError::Throttled | StoreError::Unavailable(_)
+        )
     }
 }
 

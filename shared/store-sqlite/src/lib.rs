@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use ledger::posting::{apply, distinct_source_ids, settle_settings_change};
 use ledger::store::{encode_cursor, AccountChange};
 use ledger::{
-    Account, AccountId, Entry, EntryPage, EntryQuery, EntryKind, LedgerEvent, LedgerStore,
+    Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
     NewAccount, PostOutcome, Posting, Show, SourceId, StoreError,
 };
 
@@ -39,9 +39,11 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS outbox (
     id            TEXT PRIMARY KEY,
     raised_at_us  INTEGER NOT NULL,
+    account_id    TEXT NOT NULL,
+    version       INTEGER NOT NULL,
     body          TEXT NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS outbox_by_time ON outbox (raised_at_us, id);
+CREATE INDEX IF NOT EXISTS outbox_in_order ON outbox (raised_at_us, account_id, version, id);
 ";
 
 /// How the store syncs commits to disk.
@@ -146,7 +148,9 @@ fn write_account(
 ) -> Result<(), StoreError> {
     let body = serde_json::to_string(account).map_err(corrupt)?;
     let updated = connection
-        .prepare_cached("UPDATE accounts SET body = ?1, version = ?2 WHERE id = ?3 AND version = ?4")
+        .prepare_cached(
+            "UPDATE accounts SET body = ?1, version = ?2 WHERE id = ?3 AND version = ?4",
+        )
         .map_err(db)?
         .execute(params![body, account.version as i64, account.id.as_str(), expected_version])
         .map_err(db)?;
@@ -157,11 +161,22 @@ fn write_account(
 
 fn write_events(connection: &Connection, events: &[LedgerEvent]) -> Result<(), StoreError> {
     let mut insert = connection
-        .prepare_cached("INSERT OR IGNORE INTO outbox (id, raised_at_us, body) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT OR IGNORE INTO outbox (id, raised_at_us, account_id, version, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(db)?;
     for event in events {
         let body = serde_json::to_string(event).map_err(corrupt)?;
-        insert.execute(params![event.id, micros(event.raised_at), body]).map_err(db)?;
+        insert
+            .execute(params![
+                event.id,
+                micros(event.raised_at),
+                event.account_id.as_str(),
+                event.version as i64,
+                body
+            ])
+            .map_err(db)?;
     }
     Ok(())
 }
@@ -204,7 +219,9 @@ fn post_blocking(
         let chained_from = match last_balance {
             Some(body) => serde_json::from_str::<Entry>(&body).map_err(corrupt)?.balance_after_usd,
             None if account.last_seq == 0 => account.opening_balance_usd,
-            None => return Err(corrupt(format!("account {id} is missing entry {}", account.last_seq))),
+            None => {
+                return Err(corrupt(format!("account {id} is missing entry {}", account.last_seq)))
+            }
         };
         if chained_from != account.balance_usd {
             return Err(corrupt(format!("account {id} balance is not its last balance_after")));
@@ -361,7 +378,7 @@ impl LedgerStore for SqliteStore {
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
         self.with_connection(move |connection| {
             let mut statement = connection
-                .prepare_cached("SELECT body FROM outbox ORDER BY raised_at_us, id LIMIT ?1")
+                .prepare_cached("SELECT body FROM outbox ORDER BY raised_at_us, account_id, version, id LIMIT ?1")
                 .map_err(db)?;
             let rows = statement
                 .query_map(params![i64::from(limit)], |row| row.get::<_, String>(0))
@@ -378,7 +395,9 @@ impl LedgerStore for SqliteStore {
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let event_id = event.id.clone();
         self.with_connection(move |connection| {
-            connection.execute("DELETE FROM outbox WHERE id = ?1", params![event_id]).map_err(db)?;
+            connection
+                .execute("DELETE FROM outbox WHERE id = ?1", params![event_id])
+                .map_err(db)?;
             Ok(())
         })
         .await

@@ -22,7 +22,11 @@ async fn a_reopened_store_has_every_committed_posting() {
     let id = AccountId::parse("restart").unwrap();
     {
         let store = SqliteStore::open(&path, Durability::Full).unwrap();
-        store.create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, chrono::Utc::now())
+        store
+            .create_account(
+                NewAccount { id: id.clone(), credit_limit_usd: None },
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         let credit = Posting::credit(
@@ -109,6 +113,7 @@ async fn a_killed_process_leaves_nothing_half_applied() {
     assert_eq!(account.last_seq as usize, batches * BATCH);
     assert_eq!(
         account.balance_usd,
-        -rust_decimal::Decimal::from_str("0.0123").unwrap() * rust_decimal::Decimal::from(batches * BATCH)
+        -rust_decimal::Decimal::from_str("0.0123").unwrap()
+            * rust_decimal::Decimal::from(batches * BATCH)
     );
 }

@@ -1,0 +1,128 @@
+//! Item shapes, mapped with serde_dynamo.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use ledger::{Account, AccountId, Amount, BillingItem, Entry, EntryKind, SourceId, StoreError};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot map item: {e}")))
+}
+
+pub fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
+        .map_err(|e| StoreError::Corrupt(format!("cannot read item: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountItem {
+    pub pk: String,
+    pub sk: String,
+    pub version: u64,
+    pub account: Account,
+    /// The seq range of the last committed batch whose source-id markers may not all be
+    /// written yet. The next poster writes them before it looks any source id up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debt_first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debt_last: Option<u64>,
+}
+
+/// One batch's entries (or a part of a large batch), in a compact form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageItem {
+    pub pk: String,
+    pub sk: String,
+    pub first: u64,
+    pub last: u64,
+    /// Every entry of a batch shares its posting time (micros since the epoch, UTC).
+    pub posted_at: i64,
+    /// JSON array of [`PageEntry`].
+    pub entries: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageEntry {
+    #[serde(rename = "s")]
+    pub seq: u64,
+    #[serde(rename = "k")]
+    pub kind: EntryKind,
+    #[serde(rename = "i")]
+    pub item: BillingItem,
+    #[serde(rename = "a")]
+    pub amount_usd: Amount,
+    #[serde(rename = "b")]
+    pub balance_after_usd: Decimal,
+    #[serde(rename = "o")]
+    pub occurred_at_micros: i64,
+    #[serde(rename = "r")]
+    pub source_id: SourceId,
+    #[serde(rename = "d", default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+impl PageEntry {
+    pub fn from_entry(entry: &Entry) -> Self {
+        PageEntry {
+            seq: entry.seq,
+            kind: entry.kind,
+            item: entry.item,
+            amount_usd: entry.amount_usd,
+            balance_after_usd: entry.balance_after_usd,
+            occurred_at_micros: entry.occurred_at.timestamp_micros(),
+            source_id: entry.source_id.clone(),
+            details: entry.details.clone(),
+        }
+    }
+
+    pub fn into_entry(
+        self,
+        account_id: &AccountId,
+        posted_at: DateTime<Utc>,
+    ) -> Result<Entry, StoreError> {
+        let occurred_at = DateTime::<Utc>::from_timestamp_micros(self.occurred_at_micros)
+            .ok_or_else(|| StoreError::Corrupt("entry time out of range".into()))?;
+        Ok(Entry {
+            account_id: account_id.clone(),
+            seq: self.seq,
+            kind: self.kind,
+            item: self.item,
+            amount_usd: self.amount_usd,
+            balance_after_usd: self.balance_after_usd,
+            posted_at,
+            occurred_at,
+            source_id: self.source_id,
+            details: self.details,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarkerItem {
+    pub pk: String,
+    pub sk: String,
+    pub seq: u64,
+    pub page: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinuteItem {
+    pub pk: String,
+    pub sk: String,
+    pub first: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub pk: String,
+    pub sk: String,
+    /// JSON of the ledger event.
+    pub event: String,
+}

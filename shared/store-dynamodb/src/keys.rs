@@ -1,0 +1,69 @@
+//! The single-table key design.
+//!
+//! | item    | pk                         | sk                 |
+//! |---------|----------------------------|--------------------|
+//! | account | `A#<account>`              | `A`                |
+//! | page    | `A#<account>#P#<first_seq>`| `P`                |
+//! | minute  | `A#<account>#I`            | `YYYY-MM-DDTHH:MM` |
+//! | marker  | `A#<account>#S#<source_id>`| `S`                |
+//! | outbox  | `O#<shard>`                | `<micros>#<account>#<version>#<event>` |
+//!
+//! Only the account item is written by every posting, once per batch; pages and markers each
+//! get a partition key of their own, so a hot account is capped by its account item alone.
+
+use chrono::{DateTime, Utc};
+use ledger::{AccountId, LedgerEvent, SourceId};
+
+pub const OUTBOX_SHARDS: u64 = 8;
+
+pub fn account_pk(id: &AccountId) -> String {
+    format!("A#{id}")
+}
+
+pub const ACCOUNT_SK: &str = "A";
+
+pub fn page_pk(id: &AccountId, first_seq: u64) -> String {
+    format!("A#{id}#P#{first_seq}")
+}
+
+pub const PAGE_SK: &str = "P";
+
+pub fn minute_pk(id: &AccountId) -> String {
+    format!("A#{id}#I")
+}
+
+pub fn minute_sk(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+pub fn marker_pk(id: &AccountId, source: &SourceId) -> String {
+    format!("A#{id}#S#{source}")
+}
+
+pub const MARKER_SK: &str = "S";
+
+/// FNV-1a: stable across builds and platforms (std's hasher is neither).
+pub fn stable_hash(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+pub fn outbox_pk_for(event_id: &str) -> String {
+    format!("O#{}", stable_hash(event_id) % OUTBOX_SHARDS)
+}
+
+pub fn outbox_pk(shard: u64) -> String {
+    format!("O#{shard}")
+}
+
+/// Sorts by time, then per account by version, like every store's outbox.
+pub fn outbox_sk(event: &LedgerEvent) -> String {
+    format!(
+        "{:020}#{}#{:020}#{}",
+        event.raised_at.timestamp_micros().max(0),
+        event.account_id,
+        event.version,
+        event.id
+    )
+}

@@ -1,0 +1,113 @@
+//! DynamoDB-specific behaviour: crash points inside a posting, and cancellation reasons decoded
+//! from the real DynamoDB Local responses.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use conformance::{at, credit, open, usage, usd};
+use ledger::{LedgerStore, PostingResult, StoreError};
+use store_dynamodb::errors::TransactionFailure;
+use store_dynamodb::Fault;
+
+fn applied_seqs(results: &[PostingResult]) -> Vec<u64> {
+    results
+        .iter()
+        .map(|r| match r {
+            PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq } => *seq,
+            PostingResult::Refused(reason) => panic!("refused: {reason:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crash_after_commit_before_markers_never_applies_twice() {
+    let store = e2e::fresh_dynamo_store().await;
+    let id = open(&store, "crash", None).await;
+    store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
+
+    let batch = vec![usage("e1", "1"), usage("e2", "2"), usage("e3", "3")];
+    store.inject_fault_once(Fault::AfterCommitBeforeMarkers);
+    let crashed = store.post(&id, batch.clone(), at(2)).await;
+    assert!(matches!(crashed, Err(StoreError::Unavailable(_))), "the caller saw a failure");
+    let account = store.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, usd("94"), "the transaction itself committed");
+
+    // The queue redelivers the same batch: every event is recognised, nothing changes.
+    let redelivered = store.post(&id, batch.clone(), at(3)).await.unwrap();
+    assert!(redelivered.results.iter().all(|r| matches!(r, PostingResult::Duplicate { .. })));
+    assert_eq!(applied_seqs(&redelivered.results), vec![2, 3, 4]);
+    assert_eq!(redelivered.account.balance_usd, usd("94"));
+
+    // Crash again, then an unrelated batch arrives first and pays the marker debt.
+    let second = vec![usage("f1", "0.5"), usage("f2", "0.25")];
+    store.inject_fault_once(Fault::AfterCommitBeforeMarkers);
+    assert!(store.post(&id, second.clone(), at(4)).await.is_err());
+    let other = store.post(&id, vec![usage("g1", "0.0001")], at(5)).await.unwrap();
+    assert_eq!(applied_seqs(&other.results), vec![7]);
+    let again = store.post(&id, second, at(6)).await.unwrap();
+    assert_eq!(
+        again.results,
+        vec![PostingResult::Duplicate { seq: 5 }, PostingResult::Duplicate { seq: 6 }]
+    );
+    let account = conformance::assert_consistent(&store, &id).await;
+    assert_eq!(account.balance_usd, usd("93.2499"));
+}
+
+fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_string(), AttributeValue::S(pk.into())),
+        ("sk".to_string(), AttributeValue::S(sk.into())),
+    ])
+}
+
+fn conditional_put(table: &str, pk: &str, condition: &str) -> TransactWriteItem {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(key(pk, "x")))
+        .condition_expression(condition)
+        .build()
+        .unwrap();
+    TransactWriteItem::builder().put(put).build()
+}
+
+#[tokio::test]
+async fn cancellation_reasons_from_dynamodb_local_decode_into_typed_failures() {
+    let store = e2e::fresh_dynamo_store().await;
+    let client = store.client();
+    let table = store.table();
+    client.put_item().table_name(table).set_item(Some(key("existing", "x"))).send().await.unwrap();
+
+    // Item 0 (the account slot) failing its condition is a version conflict.
+    let result = client
+        .transact_write_items()
+        .transact_items(conditional_put(table, "existing", "attribute_not_exists(pk)"))
+        .transact_items(conditional_put(table, "fresh-1", "attribute_not_exists(pk)"))
+        .send()
+        .await;
+    let failure = TransactionFailure::from_sdk(result.expect_err("must be cancelled"));
+    assert!(matches!(failure, TransactionFailure::VersionConflict), "{failure:?}");
+
+    // Any other item failing its condition is an item that already exists, with its index.
+    let result = client
+        .transact_write_items()
+        .transact_items(conditional_put(table, "fresh-2", "attribute_not_exists(pk)"))
+        .transact_items(conditional_put(table, "existing", "attribute_not_exists(pk)"))
+        .send()
+        .await;
+    let failure = TransactionFailure::from_sdk(result.expect_err("must be cancelled"));
+    assert!(matches!(failure, TransactionFailure::AlreadyExists { item: 1 }), "{failure:?}");
+
+    // Nothing of a cancelled transaction was written.
+    for pk in ["fresh-1", "fresh-2"] {
+        let item = client.get_item().table_name(table).set_key(Some(key(pk, "x"))).send().await;
+        assert!(item.unwrap().item.is_none(), "{pk} must not exist");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_table_is_an_unavailable_store_not_a_panic() {
+    let client = store_dynamodb::client_for_endpoint(Some(&e2e::dynamodb_endpoint())).await;
+    let store = store_dynamodb::DynamoStore::new(client, "no-such-table-here");
+    let result = store.account(&conformance::account_id("x")).await;
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+}
