@@ -173,24 +173,37 @@ impl DynamoStore {
         compact.into_iter().map(|e| e.into_entry(id, posted_at)).collect()
     }
 
-    /// Write the markers of the batch `first..=last` (idempotent puts).
-    async fn write_markers(&self, id: &AccountId, first: u64, last: u64) -> Result<(), StoreError> {
+    /// Pay marker debt: read the batch `first..=last` back from its pages and write its markers
+    /// (idempotent puts).
+    async fn pay_debt(&self, id: &AccountId, first: u64, last: u64) -> Result<(), StoreError> {
         let mut page_first = first;
-        let mut requests = Vec::new();
+        let mut markers = Vec::new();
         while page_first <= last {
             let page = self.read_page(id, page_first).await?;
             for entry in Self::page_entries(id, &page)? {
-                let marker = MarkerItem {
-                    pk: marker_pk(id, &entry.source_id),
-                    sk: MARKER_SK.into(),
-                    seq: entry.seq,
-                    page: page.first,
-                };
-                requests.push(to_item(&marker)?);
+                markers.push((entry.source_id, entry.seq, page.first));
             }
             page_first = page.last + 1;
         }
-        self.batch_put(requests).await
+        self.write_markers(id, &markers).await
+    }
+
+    async fn write_markers(
+        &self,
+        id: &AccountId,
+        markers: &[(SourceId, u64, u64)],
+    ) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(markers.len());
+        for (source, seq, page) in markers {
+            let marker = MarkerItem {
+                pk: marker_pk(id, source),
+                sk: MARKER_SK.into(),
+                seq: *seq,
+                page: *page,
+            };
+            items.push(to_item(&marker)?);
+        }
+        self.batch_put(items).await
     }
 
     async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
@@ -252,6 +265,10 @@ impl DynamoStore {
                     .consistent_read(true)
                     .build()
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if let Some(meter) = &self.meter {
+                    // Consistent reads bill at least one unit per key asked for, found or not.
+                    meter.record_read(keys.len() as u64);
+                }
                 let output = self
                     .client
                     .batch_get_item()
@@ -425,7 +442,7 @@ impl DynamoStore {
         let current =
             self.read_account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
         if let (Some(first), Some(last)) = (current.debt_first, current.debt_last) {
-            self.write_markers(id, first, last).await?;
+            self.pay_debt(id, first, last).await?;
         }
         let known = self.lookup_markers(id, &distinct_source_ids(postings)).await?;
         let application = apply(&current.account, postings, &known, now)?;
@@ -441,7 +458,13 @@ impl DynamoStore {
         let last = application.account.last_seq;
         let mut items =
             vec![self.account_put(&application.account, Some((first, last)), current.version)?];
+        let mut markers = Vec::with_capacity(application.entries.len());
         for page in Self::pages(id, &application.entries)? {
+            for entry in
+                &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
+            {
+                markers.push((entry.source_id.clone(), entry.seq, page.first));
+            }
             items.push(self.put(to_item(&page)?, Some("attribute_not_exists(pk)"))?);
         }
         let posted_at = application.entries[0].posted_at;
@@ -462,7 +485,7 @@ impl DynamoStore {
             return Err(StoreError::unavailable(SimulatedCrash(fault)));
         }
         // Best effort: a failure here leaves the debt for the next poster, never a wrong answer.
-        match self.write_markers(id, first, last).await {
+        match self.write_markers(id, &markers).await {
             Ok(()) => self.clear_debt(id, first).await,
             Err(error) => warn!(account_id = %id, %error, "markers left as debt"),
         }
