@@ -64,7 +64,18 @@ for arg in "$@"; do
 done
 TEST_CMD=(cargo test "${TEST_SCOPE[@]}" --locked "$@")
 banner "${TEST_CMD[*]}"
-"${TEST_CMD[@]}"
+mkdir -p "$ROOT/.stack"
+TEST_LOG="$ROOT/.stack/cargo-test.log"
+"${TEST_CMD[@]}" 2>&1 | tee "$TEST_LOG"
+# Sum every test binary's result line so the run closes on one total (the last binary cargo
+# prints is often a doc-test target with nothing in it).
+read -r PASSED FAILED < <(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+} END { print p + 0, f + 0 }' "$TEST_LOG")
+if [[ "$PASSED" -eq 0 ]]; then
+    echo "no test ran: that is a failure" >&2
+    exit 1
+fi
 done_step
 
 for check in "${EXTRA_CHECKS[@]}"; do
@@ -74,3 +85,4 @@ for check in "${EXTRA_CHECKS[@]}"; do
 done
 
 banner "all checks passed"
+echo "tests: ${PASSED} passed, ${FAILED} failed"

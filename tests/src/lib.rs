@@ -39,3 +39,39 @@ pub async fn fresh_dynamo_store() -> DynamoStore {
 pub async fn fresh_store() -> Arc<dyn LedgerStore> {
     Arc::new(fresh_dynamo_store().await)
 }
+
+/// Batch sizes the crash posters use (SQLite commits faster, so bigger batches).
+pub const CRASH_BATCH_SQLITE: usize = 50;
+pub const CRASH_BATCH_DYNAMODB: usize = 20;
+
+/// Start `crash-poster` with `args`, let it reach `target_seq` on `store` (or 60 s), then
+/// SIGKILL it wherever it is.
+pub async fn run_and_kill(
+    poster: &str,
+    args: &[&str],
+    store: &dyn LedgerStore,
+    target_seq: u64,
+    poll: std::time::Duration,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(poster)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start crash-poster");
+    let mut ready = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    BufReader::new(stdout).read_line(&mut ready).expect("read crash-poster");
+    assert_eq!(ready.trim(), "ready", "crash-poster did not start");
+    let id = ledger::AccountId::parse(conformance::crash::CRASH_ACCOUNT).expect("valid id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seq = store.account(&id).await.expect("read").map_or(0, |a| a.last_seq);
+        if seq >= target_seq || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap crash-poster");
+}

@@ -1,1 +1,313 @@
-fn main() {}
+//! `ringledger`: the local runner and ops CLI, on the embedded store by default.
+//!
+//! This first cut carries the ledger's ops commands and a `demo`; the HTTP API (`serve`) and the
+//! workers join it with their issues.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+
+use ledger::store::all_entries;
+use ledger::{
+    display_usd, AccountId, Amount, BillingItem, EntryKind, EntryQuery, LedgerStore, NewAccount,
+    Posting, PostingResult, PostingRule, Show, SourceId, StoreError, TermsAcceptance,
+};
+use store_dynamodb::{client_for_endpoint, create_table, DynamoStore};
+use store_sqlite::{Durability, SqliteStore};
+
+#[derive(Parser)]
+#[command(name = "ringledger", version, about = "ringledger: prepaid telephony billing, locally")]
+struct Cli {
+    /// Which ledger store to use.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite, env = "RINGLEDGER_STORE", global = true)]
+    store: StoreKind,
+    /// The embedded store's database file.
+    #[arg(long, default_value = "ringledger.db", env = "RINGLEDGER_DB", global = true)]
+    db: String,
+    /// DynamoDB endpoint (e.g. DynamoDB Local); omit for AWS.
+    #[arg(long, env = "RINGLEDGER_DYNAMODB_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// DynamoDB table name.
+    #[arg(long, default_value = "ringledger", env = "RINGLEDGER_TABLE", global = true)]
+    table: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Dynamodb,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Seed an account, replay a small day of telephony usage and payments, print a summary.
+    Demo {
+        #[arg(long, default_value = "demo")]
+        account: String,
+    },
+    /// Create an account (prepaid unless a credit limit is given).
+    CreateAccount {
+        account: String,
+        #[arg(long)]
+        credit_limit_usd: Option<String>,
+    },
+    /// Record the account's acceptance of the terms of service (purchases need it).
+    AcceptTerms {
+        account: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "2026-01")]
+        terms_version: String,
+    },
+    /// Show an account.
+    Show { account: String },
+    /// Credit an account (funds added, refund or adjustment).
+    Credit {
+        account: String,
+        amount_usd: String,
+        /// The idempotency id: the same id twice applies once.
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value = "adjustment")]
+        item: String,
+    },
+    /// Debit an account for completed usage (always posts) or a purchase (`--purchase`).
+    Debit {
+        account: String,
+        amount_usd: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value = "adjustment")]
+        item: String,
+        /// Refuse if it would take the balance below the floor.
+        #[arg(long)]
+        purchase: bool,
+    },
+    /// List entries, oldest first, optionally by UTC range (RFC 3339) and kind.
+    Activity {
+        account: String,
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value_t = ShowArg::All)]
+        show: ShowArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowArg {
+    All,
+    Debits,
+    Credits,
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn open_store(cli: &Cli) -> Result<Arc<dyn LedgerStore>, StoreError> {
+    Ok(match cli.store {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(&cli.db, Durability::Full)?),
+        StoreKind::Dynamodb => {
+            let client = client_for_endpoint(cli.endpoint.as_deref()).await;
+            if cli.endpoint.is_some() {
+                create_table(&client, &cli.table).await?;
+            }
+            Arc::new(DynamoStore::new(client, cli.table.clone()))
+        }
+    })
+}
+
+fn item(name: &str) -> Result<BillingItem, String> {
+    BillingItem::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = BillingItem::ALL.iter().map(|i| i.as_str()).collect();
+        format!("unknown billing item {name:?}; one of {}", names.join(", "))
+    })
+}
+
+async fn show(store: &dyn LedgerStore, id: &AccountId) -> CliResult {
+    let account = store.account(id).await?.ok_or_else(|| format!("no account {id}"))?;
+    println!("account   {}", account.id);
+    println!(
+        "balance   {} (exact {})",
+        display_usd(account.balance_usd),
+        account.balance_usd.normalize()
+    );
+    println!("status    {:?}", account.status);
+    println!("floor     {}", display_usd(account.floor_usd()));
+    println!("entries   {}", account.last_seq);
+    Ok(())
+}
+
+fn report(results: &[PostingResult]) {
+    for result in results {
+        match result {
+            PostingResult::Applied { seq, balance_after_usd } => {
+                println!("applied as entry {seq}; balance {}", display_usd(*balance_after_usd))
+            }
+            PostingResult::Duplicate { seq } => {
+                println!("already applied as entry {seq}; nothing changed")
+            }
+            PostingResult::Refused(reason) => println!("refused: {reason:?}"),
+        }
+    }
+}
+
+async fn accept_terms(
+    store: &dyn LedgerStore,
+    id: &AccountId,
+    by: &str,
+    version: &str,
+) -> Result<(), StoreError> {
+    let (by, version) = (by.to_string(), version.to_string());
+    let now = Utc::now();
+    store
+        .modify_account(
+            id,
+            Arc::new(move |account| {
+                account.terms = Some(TermsAcceptance {
+                    version: version.clone(),
+                    accepted_by: by.clone(),
+                    accepted_at: now,
+                });
+                Ok(())
+            }),
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn demo(store: &dyn LedgerStore, name: &str) -> CliResult {
+    let id = AccountId::parse(name)?;
+    let now = Utc::now();
+    match store.create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, now).await {
+        Ok(_) | Err(StoreError::AccountExists(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    accept_terms(store, &id, "demo@example.com", "2026-01").await?;
+    let day = now.format("%Y%m%d").to_string();
+    let source = |s: &str| SourceId::parse(format!("demo-{day}-{s}"));
+    let mut postings = vec![Posting::credit(
+        source("pay")?,
+        BillingItem::FundsAdded,
+        Amount::from_str("25")?,
+        now,
+    )?];
+    for i in 0..40 {
+        let (item, amount) = match i % 4 {
+            0 => (BillingItem::PhoneCall, "0.0140"),
+            1 => (BillingItem::OutgoingSms, "0.0079"),
+            2 => (BillingItem::IncomingSms, "0.0079"),
+            _ => (BillingItem::CarrierSurcharge, "0.0030"),
+        };
+        postings.push(Posting::usage(
+            source(&format!("u{i}"))?,
+            item,
+            Amount::from_str(amount)?,
+            now,
+        )?);
+    }
+    postings.push(Posting::new(
+        source("number")?,
+        EntryKind::Debit,
+        BillingItem::PhoneNumber,
+        Amount::from_str("1.15")?,
+        PostingRule::RefuseBelowFloor,
+        now,
+    )?);
+    // The whole day is delivered twice, as a queue may: the second delivery changes nothing.
+    let first = store.post(&id, postings.clone(), now).await?;
+    let second = store.post(&id, postings, now).await?;
+    let applied = first.results.iter().filter(|r| matches!(r, PostingResult::Applied { .. }));
+    let duplicates = second.results.iter().filter(|r| matches!(r, PostingResult::Duplicate { .. }));
+    println!("first delivery:  {} postings applied", applied.count());
+    println!("second delivery: {} recognised as duplicates", duplicates.count());
+    let entries = all_entries(store, &id, EntryQuery::default()).await?;
+    let mut by_item: std::collections::BTreeMap<&str, Decimal> = Default::default();
+    for entry in &entries {
+        *by_item.entry(entry.item.as_str()).or_default() += entry.signed_amount_usd();
+    }
+    println!("\nby billing item:");
+    for (item, total) in by_item {
+        println!("  {item:<20} {:>10}  (exact {})", display_usd(total), total.normalize());
+    }
+    println!();
+    show(store, &id).await
+}
+
+#[tokio::main]
+async fn main() -> CliResult {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let store = open_store(&cli).await?;
+    let now = Utc::now();
+    match &cli.command {
+        Command::Demo { account } => demo(&*store, account).await?,
+        Command::CreateAccount { account, credit_limit_usd } => {
+            let credit_limit_usd = credit_limit_usd.as_deref().map(Amount::from_str).transpose()?;
+            let id = AccountId::parse(account.as_str())?;
+            store.create_account(NewAccount { id: id.clone(), credit_limit_usd }, now).await?;
+            show(&*store, &id).await?;
+        }
+        Command::AcceptTerms { account, by, terms_version } => {
+            let id = AccountId::parse(account.as_str())?;
+            accept_terms(&*store, &id, by, terms_version).await?;
+            println!("terms {terms_version} accepted by {by}");
+        }
+        Command::Show { account } => show(&*store, &AccountId::parse(account.as_str())?).await?,
+        Command::Credit { account, amount_usd, source, item: name } => {
+            let posting = Posting::credit(
+                SourceId::parse(source.as_str())?,
+                item(name)?,
+                Amount::from_str(amount_usd)?,
+                now,
+            )?;
+            let id = AccountId::parse(account.as_str())?;
+            report(&store.post(&id, vec![posting], now).await?.results);
+        }
+        Command::Debit { account, amount_usd, source, item: name, purchase } => {
+            let rule = if *purchase { PostingRule::RefuseBelowFloor } else { PostingRule::Always };
+            let posting = Posting::new(
+                SourceId::parse(source.as_str())?,
+                EntryKind::Debit,
+                item(name)?,
+                Amount::from_str(amount_usd)?,
+                rule,
+                now,
+            )?;
+            let id = AccountId::parse(account.as_str())?;
+            report(&store.post(&id, vec![posting], now).await?.results);
+        }
+        Command::Activity { account, from, to, show } => {
+            let show = match show {
+                ShowArg::All => Show::All,
+                ShowArg::Debits => Show::Debits,
+                ShowArg::Credits => Show::Credits,
+            };
+            let query = EntryQuery { from: *from, to: *to, show, ..Default::default() };
+            let id = AccountId::parse(account.as_str())?;
+            println!("seq,posted_at,kind,item,amount_usd,balance_after_usd,source_id");
+            for e in all_entries(&*store, &id, query).await? {
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    e.seq,
+                    e.posted_at.to_rfc3339(),
+                    e.kind.as_str(),
+                    e.item.as_str(),
+                    e.amount_usd,
+                    e.balance_after_usd,
+                    e.source_id
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! [`conformance_suite!`] with an async factory that returns a fresh, empty store.
 
 pub mod cases;
+pub mod crash;
 pub mod model;
 
 pub use cases::*;
