@@ -655,3 +655,69 @@ pub async fn accounts_are_isolated_from_each_other(store: Arc<dyn LedgerStore>) 
     assert_eq!(assert_consistent(&*store, &a).await.balance_usd, usd("10"));
     assert_eq!(assert_consistent(&*store, &b).await.balance_usd, usd("4"));
 }
+
+/// A posting source that, like the rating engine, uses 60 plan seconds per new event.
+struct PlanMinutes(Vec<String>);
+
+impl ledger::PostingSource for PlanMinutes {
+    fn candidate_source_ids(&self) -> Vec<SourceId> {
+        self.0.iter().map(|s| source(s)).collect()
+    }
+
+    fn postings(
+        &self,
+        account: &Account,
+        already_applied: &std::collections::HashMap<SourceId, u64>,
+    ) -> Result<(Vec<Posting>, ledger::PlanUsage), LedgerError> {
+        let mut plan = account.plan_usage.clone();
+        plan.month = "2026-11".into();
+        let mut seen = HashSet::new();
+        let mut postings = Vec::new();
+        for id in &self.0 {
+            let sid = source(id);
+            if !already_applied.contains_key(&sid) && seen.insert(sid.clone()) {
+                plan.included_seconds_used += 60;
+            }
+            postings.push(usage(id, "0.01"));
+        }
+        Ok((postings, plan))
+    }
+}
+
+pub async fn plan_usage_changes_with_its_postings_exactly_once(store: Arc<dyn LedgerStore>) {
+    let id = open(&*store, "plan", None).await;
+    let first = PlanMinutes(vec!["c1".into(), "c2".into(), "c1".into()]);
+    let outcome = store.post_with(&id, Arc::new(first), at(1)).await.unwrap();
+    assert_eq!(outcome.account.plan_usage.included_seconds_used, 120);
+    let again = PlanMinutes(vec!["c2".into(), "c1".into()]);
+    let outcome = store.post_with(&id, Arc::new(again), at(2)).await.unwrap();
+    assert_eq!(outcome.account.plan_usage.included_seconds_used, 120, "redelivery uses nothing");
+
+    // Concurrent deliveries of overlapping events use each event's seconds once.
+    let mut tasks = Vec::new();
+    for lane in 0..4 {
+        let store = store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10 {
+                let events = (0..5).map(|i| format!("e{}", (lane + round + i) % 30)).collect();
+                let source: Arc<dyn ledger::PostingSource> = Arc::new(PlanMinutes(events));
+                for _ in 0..50 {
+                    match store.post_with(&id, source.clone(), Utc::now()).await {
+                        Ok(_) => break,
+                        Err(error) if error.is_retryable() => {
+                            tokio::time::sleep(Duration::from_millis(5)).await
+                        }
+                        Err(error) => panic!("post failed: {error}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let account = assert_consistent(&*store, &id).await;
+    assert_eq!(account.plan_usage.included_seconds_used, 60 * account.last_seq);
+    assert_eq!(account.plan_usage, store.account(&id).await.unwrap().unwrap().plan_usage);
+}

@@ -50,6 +50,7 @@ macro_rules! conformance_suite {
             bad_queries_are_rejected_and_change_nothing,
             interrupted_postings_leave_nothing_half_applied,
             accounts_are_isolated_from_each_other,
+            plan_usage_changes_with_its_postings_exactly_once,
         );
 
         #[test]

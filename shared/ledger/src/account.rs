@@ -120,6 +120,26 @@ impl From<RechargeSettings> for RawRechargeSettings {
     }
 }
 
+/// Included plan seconds used in one calendar month (UTC). Updated atomically with the
+/// postings that use them, so a redelivered call never uses them twice.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PlanUsage {
+    /// `YYYY-MM`; empty before the first use.
+    pub month: String,
+    pub included_seconds_used: u64,
+}
+
+impl PlanUsage {
+    /// Seconds used in `month`: zero if the record is of another month.
+    pub fn used_in(&self, month: &str) -> u64 {
+        if self.month == month {
+            self.included_seconds_used
+        } else {
+            0
+        }
+    }
+}
+
 /// An account as the ledger sees it. Balance, `last_seq` and `version` change only by posting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -136,6 +156,11 @@ pub struct Account {
     pub recharge_in_flight: Option<String>,
     /// Crossing below this raises a low-balance notice, once per crossing.
     pub low_balance_usd: Option<Amount>,
+    /// The id of the account's rate card (see the rating crate); `None` uses the standard card.
+    #[serde(default)]
+    pub rate_card: Option<String>,
+    #[serde(default)]
+    pub plan_usage: PlanUsage,
     /// Optimistic-concurrency version; every write bumps it.
     pub version: u64,
     /// The sequence number of the account's last entry (0 before the first).
@@ -156,6 +181,8 @@ impl Account {
             recharge: None,
             recharge_in_flight: None,
             low_balance_usd: None,
+            rate_card: None,
+            plan_usage: PlanUsage::default(),
             version: 0,
             last_seq: 0,
             last_posted_at: None,

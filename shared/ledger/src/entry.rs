@@ -52,10 +52,13 @@ pub enum BillingItem {
     Adjustment,
     /// An operator's refund.
     Refund,
+    /// The part of a call's charge covered by the plan's included minutes (a credit paired
+    /// with the call's debit, so the call shows on statements at its full price).
+    IncludedMinutes,
 }
 
 impl BillingItem {
-    pub const ALL: [BillingItem; 12] = [
+    pub const ALL: [BillingItem; 13] = [
         BillingItem::PhoneNumber,
         BillingItem::PhoneCall,
         BillingItem::OutgoingSms,
@@ -68,11 +71,14 @@ impl BillingItem {
         BillingItem::FundsAdded,
         BillingItem::Adjustment,
         BillingItem::Refund,
+        BillingItem::IncludedMinutes,
     ];
 
     pub fn allows(self, kind: EntryKind) -> bool {
         match self {
-            BillingItem::FundsAdded | BillingItem::Refund => kind == EntryKind::Credit,
+            BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
+                kind == EntryKind::Credit
+            }
             BillingItem::Adjustment => true,
             _ => kind == EntryKind::Debit,
         }
@@ -92,6 +98,7 @@ impl BillingItem {
             BillingItem::FundsAdded => "funds_added",
             BillingItem::Adjustment => "adjustment",
             BillingItem::Refund => "refund",
+            BillingItem::IncludedMinutes => "included_minutes",
         }
     }
 

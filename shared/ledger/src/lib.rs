@@ -12,7 +12,8 @@ pub mod store;
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
-    Account, AccountStatus, RechargeMode, RechargeSettings, RechargeSettingsError, TermsAcceptance,
+    Account, AccountStatus, PlanUsage, RechargeMode, RechargeSettings, RechargeSettingsError,
+    TermsAcceptance,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use ids::{AccountId, IdError, SourceId};
@@ -21,7 +22,8 @@ pub use posting::{
     apply, Application, LedgerEvent, LedgerEventKind, Posting, PostingResult, PostingRule, Refusal,
 };
 pub use store::{
-    AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, PostOutcome, Show, StoreError,
+    AccountChange, EntryPage, EntryQuery, FixedPostings, LedgerStore, NewAccount, PostOutcome,
+    PostingSource, Show, StoreError,
 };
 
 /// A request that breaks a ledger rule. Always a client error: nothing changed.

@@ -1,7 +1,7 @@
 //! An in-process store: the reference adapter for unit tests of the crates above the port.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use crate::account::Account;
 use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
-use crate::posting::{apply, distinct_source_ids, settle_settings_change, LedgerEvent, Posting};
+use crate::posting::{apply, settle_settings_change, LedgerEvent};
 use crate::store::{
     encode_cursor, AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, PostOutcome,
-    StoreError,
+    PostingSource, StoreError,
 };
 
 #[derive(Default)]
@@ -93,10 +93,10 @@ impl LedgerStore for MemoryStore {
         Ok(account)
     }
 
-    async fn post(
+    async fn post_with(
         &self,
         id: &AccountId,
-        postings: Vec<Posting>,
+        source: Arc<dyn PostingSource>,
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError> {
         let application = {
@@ -104,11 +104,14 @@ impl LedgerStore for MemoryStore {
             let book = books.get_mut(id).ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
             let account =
                 book.account.as_ref().ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
-            let known: HashMap<SourceId, u64> = distinct_source_ids(&postings)
+            let known: HashMap<SourceId, u64> = source
+                .candidate_source_ids()
                 .into_iter()
                 .filter_map(|s| book.by_source.get(&s).map(|&seq| (s, seq)))
                 .collect();
-            let application = apply(account, &postings, &known, now)?;
+            let (postings, plan_usage) = source.postings(account, &known)?;
+            let base = Account { plan_usage, ..account.clone() };
+            let application = apply(&base, &postings, &known, now)?;
             if application.changed() {
                 for entry in &application.entries {
                     book.by_source.insert(entry.source_id.clone(), entry.seq);

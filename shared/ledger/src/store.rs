@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::account::Account;
+use std::collections::HashMap;
+
+use crate::account::{Account, PlanUsage};
 use crate::entry::{Entry, EntryKind};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, SourceId};
 use crate::money::Amount;
 use crate::posting::{LedgerEvent, Posting, PostingResult};
 use crate::LedgerError;
@@ -27,6 +29,39 @@ pub struct NewAccount {
 /// A change to an account's settings, applied with optimistic concurrency (it may run more than
 /// once under contention, so it must be a pure function of the account it is given).
 pub type AccountChange = Arc<dyn Fn(&mut Account) -> Result<(), LedgerError> + Send + Sync>;
+
+/// Where a batch's postings come from. Stores call it inside their atomic read-modify-write,
+/// after looking up duplicates, so postings may depend on the account (rating with included
+/// plan minutes) and stay exact under concurrency and redelivery.
+pub trait PostingSource: Send + Sync {
+    /// Every source id the postings may carry: looked up for duplicates first.
+    fn candidate_source_ids(&self) -> Vec<SourceId>;
+
+    /// The postings for `account` given the source ids already applied, and the account's
+    /// plan usage after them. Called again on every optimistic-concurrency retry.
+    fn postings(
+        &self,
+        account: &Account,
+        already_applied: &HashMap<SourceId, u64>,
+    ) -> Result<(Vec<Posting>, PlanUsage), LedgerError>;
+}
+
+/// A fixed list of postings (payments, adjustments, tax).
+pub struct FixedPostings(pub Vec<Posting>);
+
+impl PostingSource for FixedPostings {
+    fn candidate_source_ids(&self) -> Vec<SourceId> {
+        crate::posting::distinct_source_ids(&self.0)
+    }
+
+    fn postings(
+        &self,
+        account: &Account,
+        _already_applied: &HashMap<SourceId, u64>,
+    ) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
+        Ok((self.0.clone(), account.plan_usage.clone()))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostOutcome {
@@ -169,6 +204,20 @@ pub trait LedgerStore: Send + Sync {
         &self,
         id: &AccountId,
         postings: Vec<Posting>,
+        now: DateTime<Utc>,
+    ) -> Result<PostOutcome, StoreError> {
+        if postings.len() > crate::posting::MAX_POSTINGS_PER_CALL {
+            return Err(LedgerError::BatchTooLarge { count: postings.len() }.into());
+        }
+        self.post_with(id, Arc::new(FixedPostings(postings)), now).await
+    }
+
+    /// Like [`LedgerStore::post`], with postings computed from the account inside the atomic
+    /// write (see [`PostingSource`]).
+    async fn post_with(
+        &self,
+        id: &AccountId,
+        source: Arc<dyn PostingSource>,
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError>;
 

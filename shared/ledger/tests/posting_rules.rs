@@ -939,7 +939,9 @@ fn every_billing_item_posts_only_in_its_documented_direction() {
         let debit = Posting::usage(source("x"), item, usd(dec!(1)), t0()).is_ok();
         let credit = Posting::credit(source("x"), item, usd(dec!(1)), t0()).is_ok();
         let (debit_expected, credit_expected) = match item {
-            BillingItem::FundsAdded | BillingItem::Refund => (false, true),
+            BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
+                (false, true)
+            }
             BillingItem::Adjustment => (true, true),
             _ => (true, false),
         };

@@ -30,11 +30,11 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use ledger::posting::{apply, distinct_source_ids, settle_settings_change};
+use ledger::posting::{apply, settle_settings_change};
 use ledger::store::{AccountChange, MAX_CONFLICT_RETRIES};
 use ledger::{
     Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, NewAccount,
-    PostOutcome, Posting, SourceId, StoreError,
+    PostOutcome, PostingSource, SourceId, StoreError,
 };
 
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
@@ -250,6 +250,9 @@ impl DynamoStore {
         sources: &[SourceId],
     ) -> Result<HashMap<SourceId, u64>, StoreError> {
         let mut known = HashMap::new();
+        // BatchGetItem rejects repeated keys.
+        let mut seen = std::collections::HashSet::new();
+        let sources: Vec<&SourceId> = sources.iter().filter(|s| seen.insert(*s)).collect();
         for chunk in sources.chunks(BATCH_GET_MAX) {
             let mut keys: Vec<Item> =
                 chunk.iter().map(|s| Self::key(marker_pk(id, s), MARKER_SK)).collect();
@@ -436,7 +439,7 @@ impl DynamoStore {
     async fn try_post(
         &self,
         id: &AccountId,
-        postings: &[Posting],
+        source: &dyn PostingSource,
         now: DateTime<Utc>,
     ) -> Result<Result<PostOutcome, TransactionFailure>, StoreError> {
         let current =
@@ -444,8 +447,10 @@ impl DynamoStore {
         if let (Some(first), Some(last)) = (current.debt_first, current.debt_last) {
             self.pay_debt(id, first, last).await?;
         }
-        let known = self.lookup_markers(id, &distinct_source_ids(postings)).await?;
-        let application = apply(&current.account, postings, &known, now)?;
+        let known = self.lookup_markers(id, &source.candidate_source_ids()).await?;
+        let (postings, plan_usage) = source.postings(&current.account, &known)?;
+        let base = Account { plan_usage, ..current.account.clone() };
+        let application = apply(&base, &postings, &known, now)?;
         let outcome = PostOutcome {
             results: application.results.clone(),
             account: application.account.clone(),
@@ -578,19 +583,16 @@ impl LedgerStore for DynamoStore {
         Err(StoreError::Contention(id.clone()))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %id, postings = postings.len()), err)]
-    async fn post(
+    #[tracing::instrument(skip_all, fields(account_id = %id), err)]
+    async fn post_with(
         &self,
         id: &AccountId,
-        postings: Vec<Posting>,
+        source: Arc<dyn PostingSource>,
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError> {
-        if postings.len() > ledger::posting::MAX_POSTINGS_PER_CALL {
-            return Err(ledger::LedgerError::BatchTooLarge { count: postings.len() }.into());
-        }
         let mut throttled = 0;
         for attempt in 0..MAX_CONFLICT_RETRIES {
-            match self.try_post(id, &postings, now).await? {
+            match self.try_post(id, &*source, now).await? {
                 Ok(outcome) => return Ok(outcome),
                 Err(TransactionFailure::Throttled) if throttled < 5 => {
                     throttled += 1;

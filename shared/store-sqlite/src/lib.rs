@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use ledger::posting::{apply, distinct_source_ids, settle_settings_change};
+use ledger::posting::{apply, settle_settings_change};
 use ledger::store::{encode_cursor, AccountChange};
 use ledger::{
     Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
-    NewAccount, PostOutcome, Posting, Show, SourceId, StoreError,
+    NewAccount, PostOutcome, PostingSource, Show, SourceId, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -184,7 +184,7 @@ fn write_events(connection: &Connection, events: &[LedgerEvent]) -> Result<(), S
 fn post_blocking(
     connection: &mut Connection,
     id: &AccountId,
-    postings: &[Posting],
+    source: &dyn PostingSource,
     now: DateTime<Utc>,
 ) -> Result<PostOutcome, StoreError> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
@@ -196,17 +196,19 @@ fn post_blocking(
         let mut lookup = tx
             .prepare_cached("SELECT seq FROM entries WHERE account_id = ?1 AND source_id = ?2")
             .map_err(db)?;
-        for source in distinct_source_ids(postings) {
+        for candidate in source.candidate_source_ids() {
             let seq: Option<i64> = lookup
-                .query_row(params![id.as_str(), source.as_str()], |row| row.get(0))
+                .query_row(params![id.as_str(), candidate.as_str()], |row| row.get(0))
                 .optional()
                 .map_err(db)?;
             if let Some(seq) = seq {
-                known.insert(source, seq as u64);
+                known.insert(candidate, seq as u64);
             }
         }
     }
-    let application = apply(&account, postings, &known, now)?;
+    let (postings, plan_usage) = source.postings(&account, &known)?;
+    let base = Account { plan_usage, ..account.clone() };
+    let application = apply(&base, &postings, &known, now)?;
     if application.changed() {
         // Chain continuity before the write is built: the stored last entry must end where the
         // account's balance says it does.
@@ -359,14 +361,14 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn post(
+    async fn post_with(
         &self,
         id: &AccountId,
-        postings: Vec<Posting>,
+        source: Arc<dyn PostingSource>,
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError> {
         let id = id.clone();
-        self.with_connection(move |connection| post_blocking(connection, &id, &postings, now)).await
+        self.with_connection(move |connection| post_blocking(connection, &id, &*source, now)).await
     }
 
     async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError> {
