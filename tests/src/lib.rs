@@ -75,3 +75,83 @@ pub async fn run_and_kill(
     child.kill().expect("kill -9");
     child.wait().expect("reap crash-poster");
 }
+
+/// moto's endpoint (SQS, SES); panics with instructions when the stack is not running.
+pub fn moto_endpoint() -> String {
+    std::env::var("RINGLEDGER_MOTO_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "RINGLEDGER_MOTO_ENDPOINT is not set. These tests need moto: run them through \
+             ./scripts/test.sh, or `scripts/stack.sh up` and `source .stack/env` first."
+        )
+    })
+}
+
+pub async fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_endpoint())
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// A queue of its own for one test; with `dead_letter` set, a redrive policy sends a message
+/// there after `max_receive_count` receives. The visibility timeout is 1 s so failed messages
+/// come back quickly.
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    prefix: &str,
+    dead_letter: Option<(&str, u32)>,
+) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut request = client
+        .create_queue()
+        .queue_name(unique_table(prefix))
+        .attributes(QueueAttributeName::VisibilityTimeout, "1");
+    if let Some((dlq_url, max_receive_count)) = dead_letter {
+        let arn = client
+            .get_queue_attributes()
+            .queue_url(dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("dlq arn");
+        let policy =
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive_count}"}}"#);
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy);
+    }
+    request.send().await.expect("create queue").queue_url.expect("queue url")
+}
+
+/// Every message body currently in `queue_url` (received and deleted).
+pub async fn drain(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..50 {
+        let output = client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            bodies.push(message.body.unwrap_or_default());
+            if let Some(handle) = message.receipt_handle {
+                client
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+    }
+    bodies
+}

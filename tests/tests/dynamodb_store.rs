@@ -111,3 +111,25 @@ async fn a_missing_table_is_an_unavailable_store_not_a_panic() {
     let result = store.account(&conformance::account_id("x")).await;
     assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
 }
+
+#[tokio::test]
+async fn forged_cursors_are_bad_requests_not_corruption() {
+    let store = e2e::fresh_dynamo_store().await;
+    let id = open(&store, "cursors", None).await;
+    for i in 0..3 {
+        store.post(&id, vec![usage(&format!("e{i}"), "1")], at(i)).await.unwrap();
+    }
+    for cursor in ["d9.8", "d2.0", "d1.18446744073709551615", "d0.0", "s1"] {
+        let query =
+            ledger::EntryQuery { cursor: Some(cursor.into()), limit: 10, ..Default::default() };
+        let result = store.entries(&id, &query).await;
+        assert!(
+            matches!(result, Err(StoreError::Rejected(ledger::LedgerError::BadCursor))),
+            "{cursor}: {result:?}"
+        );
+    }
+    let page = store.entries(&id, &ledger::EntryQuery { limit: 1, ..Default::default() }).await;
+    let cursor = page.unwrap().next_cursor.expect("more entries");
+    let next = ledger::EntryQuery { cursor: Some(cursor), limit: 10, ..Default::default() };
+    assert_eq!(store.entries(&id, &next).await.unwrap().entries.len(), 2);
+}

@@ -174,12 +174,23 @@ pub async fn a_redelivered_source_id_changes_nothing_and_says_so(store: Arc<dyn 
     assert_eq!(again.account.version, first.account.version, "a no-op writes nothing");
     assert!(again.events.is_empty());
 
+    // Source ids may contain the store's own key separators.
+    let tricky = post(&*store, &id, vec![usage("pay#S#7", "1"), usage("7", "1")], at(4)).await;
+    assert!(tricky.results.iter().all(|r| matches!(r, PostingResult::Applied { .. })));
+    let tricky_again =
+        post(&*store, &id, vec![usage("7", "1"), usage("pay#S#7", "1")], at(4)).await;
+    assert_eq!(
+        tricky_again.results,
+        vec![PostingResult::Duplicate { seq: 4 }, PostingResult::Duplicate { seq: 3 }]
+    );
+    post(&*store, &id, vec![credit("refill", "2")], at(4)).await;
+
     let mixed = post(&*store, &id, vec![usage("evt-2", "1"), usage("evt-1", "2.5")], at(4)).await;
-    assert_eq!(applied(&mixed.results[0]), (3, usd("16.5")));
+    assert_eq!(applied(&mixed.results[0]), (6, usd("16.5")));
     assert_eq!(mixed.results[1], PostingResult::Duplicate { seq: 2 });
     let account = assert_consistent(&*store, &id).await;
     assert_eq!(account.balance_usd, usd("16.5"));
-    assert_eq!(account.last_seq, 3);
+    assert_eq!(account.last_seq, 6);
 }
 
 pub async fn duplicates_within_one_batch_apply_once(store: Arc<dyn LedgerStore>) {

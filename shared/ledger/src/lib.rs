@@ -41,6 +41,10 @@ pub enum LedgerError {
     BadPageSize { max: u32 },
     #[error("times are kept to the microsecond; this one has finer precision")]
     SubMicrosecondTime,
+    #[error("posting source id {0} was not declared for the duplicate lookup")]
+    UndeclaredSourceId(String),
+    #[error("the event cannot be rated: {0}")]
+    Unrateable(String),
     #[error("the cursor is not one this API returned")]
     BadCursor,
     #[error("settings changes cannot touch the balance, sequence or version")]

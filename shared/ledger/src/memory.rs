@@ -11,8 +11,8 @@ use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
 use crate::posting::{apply, settle_settings_change, LedgerEvent};
 use crate::store::{
-    encode_cursor, AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, PostOutcome,
-    PostingSource, StoreError,
+    checked_postings, encode_cursor, AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount,
+    PostOutcome, PostingSource, StoreError,
 };
 
 #[derive(Default)]
@@ -109,7 +109,7 @@ impl LedgerStore for MemoryStore {
                 .into_iter()
                 .filter_map(|s| book.by_source.get(&s).map(|&seq| (s, seq)))
                 .collect();
-            let (postings, plan_usage) = source.postings(account, &known)?;
+            let (postings, plan_usage) = checked_postings(&*source, account, &known)?;
             let base = Account { plan_usage, ..account.clone() };
             let application = apply(&base, &postings, &known, now)?;
             if application.changed() {

@@ -46,6 +46,22 @@ pub trait PostingSource: Send + Sync {
     ) -> Result<(Vec<Posting>, PlanUsage), LedgerError>;
 }
 
+/// Ask `source` for its postings and check it declared every source id it uses (an undeclared
+/// id would skip the duplicate lookup). Every store calls this, never `postings` directly.
+pub fn checked_postings(
+    source: &dyn PostingSource,
+    account: &Account,
+    already_applied: &HashMap<SourceId, u64>,
+) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
+    let (postings, plan_usage) = source.postings(account, already_applied)?;
+    let declared: std::collections::HashSet<SourceId> =
+        source.candidate_source_ids().into_iter().collect();
+    if let Some(posting) = postings.iter().find(|p| !declared.contains(&p.source_id)) {
+        return Err(LedgerError::UndeclaredSourceId(posting.source_id.to_string()));
+    }
+    Ok((postings, plan_usage))
+}
+
 /// A fixed list of postings (payments, adjustments, tax).
 pub struct FixedPostings(pub Vec<Posting>);
 

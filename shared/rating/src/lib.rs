@@ -19,6 +19,8 @@ pub const MAX_CALL_SECONDS: u32 = 86_400;
 pub const MAX_SEGMENTS: u32 = 100;
 pub const MAX_RING_THROUGH_ATTEMPTS: u32 = 50;
 pub const MAX_PREFIXES: usize = 10_000;
+/// Included minutes a month cannot exceed a 31-day month of talk.
+pub const MAX_INCLUDED_MINUTES_PER_MONTH: u32 = 31 * 24 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,6 +142,8 @@ pub enum RateCardError {
     BadPrefix { prefix: String },
     #[error("at most {MAX_PREFIXES} prefixes per direction")]
     TooManyPrefixes,
+    #[error("included minutes per month must be at most {MAX_INCLUDED_MINUTES_PER_MONTH}")]
+    TooManyIncludedMinutes,
 }
 
 fn check_rate(field: &str, value: Decimal) -> Result<(), RateCardError> {
@@ -193,6 +197,9 @@ impl RateCard {
         ];
         for (field, value) in rates {
             check_rate(field, value)?;
+        }
+        if self.included_minutes_per_month > MAX_INCLUDED_MINUTES_PER_MONTH {
+            return Err(RateCardError::TooManyIncludedMinutes);
         }
         Ok(())
     }

@@ -7,9 +7,10 @@ use aws_sdk_dynamodb::types::CancellationReason;
 
 use ledger::{AccountId, StoreError};
 
-const THROTTLING_CODES: [&str; 4] = [
+const THROTTLING_CODES: [&str; 5] = [
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
+    "ProvisionedThroughputExceeded",
     "RequestLimitExceeded",
     "ThrottlingError",
 ];
@@ -22,6 +23,13 @@ where
 {
     if error.code().is_some_and(|code| THROTTLING_CODES.contains(&code)) {
         return StoreError::Throttled;
+    }
+    // A request DynamoDB refuses as invalid will be refused again: never retry it.
+    if error.code() == Some("ValidationException") {
+        return StoreError::Corrupt(format!(
+            "DynamoDB rejected the request: {}",
+            error.message().unwrap_or("no message")
+        ));
     }
     StoreError::unavailable(error)
 }

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{AccountChange, MAX_CONFLICT_RETRIES};
+use ledger::store::{checked_postings, AccountChange, MAX_CONFLICT_RETRIES};
 use ledger::{
     Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, NewAccount,
     PostOutcome, PostingSource, SourceId, StoreError,
@@ -254,8 +254,11 @@ impl DynamoStore {
         let mut seen = std::collections::HashSet::new();
         let sources: Vec<&SourceId> = sources.iter().filter(|s| seen.insert(*s)).collect();
         for chunk in sources.chunks(BATCH_GET_MAX) {
+            // Markers are matched back by their exact key: a source id may itself contain `#`.
+            let by_key: HashMap<String, &SourceId> =
+                chunk.iter().map(|s| (marker_pk(id, s), *s)).collect();
             let mut keys: Vec<Item> =
-                chunk.iter().map(|s| Self::key(marker_pk(id, s), MARKER_SK)).collect();
+                by_key.keys().map(|pk| Self::key(pk.clone(), MARKER_SK)).collect();
             for attempt in 0..=MAX_UNPROCESSED_RETRIES {
                 if keys.is_empty() {
                     break;
@@ -284,12 +287,10 @@ impl DynamoStore {
                 {
                     self.meter_read(&item);
                     let marker: MarkerItem = from_item(item)?;
-                    let source = marker
-                        .pk
-                        .rsplit_once("#S#")
-                        .and_then(|(_, s)| SourceId::parse(s).ok())
-                        .ok_or_else(|| StoreError::Corrupt(format!("bad marker {}", marker.pk)))?;
-                    known.insert(source, marker.seq);
+                    let source = by_key.get(&marker.pk).ok_or_else(|| {
+                        StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
+                    })?;
+                    known.insert((*source).clone(), marker.seq);
                 }
                 keys = output
                     .unprocessed_keys
@@ -448,7 +449,7 @@ impl DynamoStore {
             self.pay_debt(id, first, last).await?;
         }
         let known = self.lookup_markers(id, &source.candidate_source_ids()).await?;
-        let (postings, plan_usage) = source.postings(&current.account, &known)?;
+        let (postings, plan_usage) = checked_postings(source, &current.account, &known)?;
         let base = Account { plan_usage, ..current.account.clone() };
         let application = apply(&base, &postings, &known, now)?;
         let outcome = PostOutcome {
@@ -594,8 +595,11 @@ impl LedgerStore for DynamoStore {
         for attempt in 0..MAX_CONFLICT_RETRIES {
             match self.try_post(id, &*source, now).await? {
                 Ok(outcome) => return Ok(outcome),
-                Err(TransactionFailure::Throttled) if throttled < 5 => {
+                Err(TransactionFailure::Throttled) => {
                     throttled += 1;
+                    if throttled > 5 {
+                        return Err(StoreError::Throttled);
+                    }
                     tokio::time::sleep(backoff(attempt + 3)).await;
                 }
                 Err(failure) if failure.is_retryable() => {
@@ -617,6 +621,10 @@ impl LedgerStore for DynamoStore {
             self.read_account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
         let last_seq = account.account.last_seq;
         let (mut page_first, after) = match cursor {
+            // A cursor names the page of an entry this API returned: never past the end.
+            Some((page, after)) if page > last_seq || after > last_seq => {
+                return Err(StoreError::Rejected(ledger::LedgerError::BadCursor));
+            }
             Some(position) => position,
             None => (self.first_page_for(id, query.from).await?, 0),
         };
@@ -629,7 +637,13 @@ impl LedgerStore for DynamoStore {
                 let next = encode_page_cursor(page_first, page_first - 1);
                 return Ok(EntryPage { entries, next_cursor: Some(next) });
             }
-            let page = self.read_page(id, page_first).await?;
+            let page = match self.read_page(id, page_first).await {
+                // Only a cursor can point at a page start that does not exist.
+                Err(StoreError::Corrupt(_)) if cursor.is_some() && pages_read == 0 => {
+                    return Err(StoreError::Rejected(ledger::LedgerError::BadCursor));
+                }
+                other => other?,
+            };
             pages_read += 1;
             for entry in Self::page_entries(id, &page)? {
                 if entry.seq <= after {
@@ -657,6 +671,7 @@ impl LedgerStore for DynamoStore {
     }
 
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
+        let limit = limit.clamp(1, 1_000);
         let mut events: Vec<(String, LedgerEvent)> = Vec::new();
         for shard in 0..OUTBOX_SHARDS {
             let output = self
@@ -731,7 +746,7 @@ fn decode_page_cursor(cursor: &str) -> Result<(u64, u64), StoreError> {
         .strip_prefix('d')
         .and_then(|rest| rest.split_once('.'))
         .and_then(|(page, seq)| Some((page.parse().ok()?, seq.parse().ok()?)))
-        .filter(|(page, seq): &(u64, u64)| *page >= 1 && *seq + 1 >= *page)
+        .filter(|(page, seq): &(u64, u64)| *page >= 1 && *seq >= *page - 1)
         .ok_or(StoreError::Rejected(ledger::LedgerError::BadCursor))
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{encode_cursor, AccountChange};
+use ledger::store::{checked_postings, encode_cursor, AccountChange};
 use ledger::{
     Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
     NewAccount, PostOutcome, PostingSource, Show, SourceId, StoreError,
@@ -206,7 +206,7 @@ fn post_blocking(
             }
         }
     }
-    let (postings, plan_usage) = source.postings(&account, &known)?;
+    let (postings, plan_usage) = checked_postings(source, &account, &known)?;
     let base = Account { plan_usage, ..account.clone() };
     let application = apply(&base, &postings, &known, now)?;
     if application.changed() {

@@ -1,0 +1,30 @@
+//! Usage debits: telephony events become money here.
+//!
+//! - [`events`]: the versioned event schema, parsed strictly;
+//! - [`source`]: events rated into postings inside the ledger's atomic write;
+//! - [`worker`]: the SQS batch worker (grouping, failures, panics contained);
+//! - [`relay`]: the outbox relay for recharge requests and notices;
+//! - [`sqs`]: SQS adapters: the event sink and a poller that behaves like Lambda's SQS source.
+
+pub mod events;
+pub mod relay;
+pub mod source;
+pub mod sqs;
+pub mod worker;
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use ledger::LedgerStore;
+
+/// The usage-debits Lambda's handler: an SQS batch in, the failed message ids out.
+pub async fn handle_sqs_event(
+    store: Arc<dyn LedgerStore>,
+    cards: &worker::RateCards,
+    sink: Option<Arc<dyn relay::EventSink>>,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let messages = sqs::messages_from_event(event);
+    let report = worker::process_batch(store, cards, sink, messages).await;
+    sqs::batch_response(&report.failures)
+}

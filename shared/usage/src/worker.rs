@@ -1,0 +1,240 @@
+//! The usage worker: a batch of SQS messages in, the ids of the messages that failed out.
+//!
+//! Messages are parsed one by one (a malformed one fails alone), grouped by account, rated and
+//! posted with one store call per account chunk, accounts in parallel, each in its own task so
+//! a panic fails only that account's messages. Failed messages return to the queue and, after
+//! `maxReceiveCount` tries, go to the dead-letter queue; nothing is dropped silently.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
+use rating::RateCard;
+use tracing::{info, warn, Instrument};
+
+use crate::events::UsageEvent;
+use crate::relay::{publish_and_ack, EventSink};
+use crate::source::{check_rates, RatedEvents};
+
+/// Events per store call: up to ~6 postings each stays under the ledger's 1,000 per call.
+pub const MAX_EVENTS_PER_POST: usize = 100;
+/// Accounts posted concurrently within one batch.
+pub const ACCOUNT_CONCURRENCY: usize = 8;
+
+/// One queue message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub body: String,
+}
+
+/// Why a message was not processed; it goes back to the queue (and in the end to the DLQ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message_id: String,
+    pub reason: String,
+}
+
+/// The rate cards the worker knows, by id. Accounts without one use the standard card.
+#[derive(Debug, Clone)]
+pub struct RateCards {
+    cards: HashMap<String, Arc<RateCard>>,
+    standard: Arc<RateCard>,
+}
+
+impl RateCards {
+    /// Every card is validated: the engine assumes valid cards.
+    pub fn new(
+        cards: HashMap<String, RateCard>,
+        standard: RateCard,
+    ) -> Result<Self, rating::RateCardError> {
+        standard.validate()?;
+        for card in cards.values() {
+            card.validate()?;
+        }
+        Ok(RateCards {
+            cards: cards.into_iter().map(|(id, card)| (id, Arc::new(card))).collect(),
+            standard: Arc::new(standard),
+        })
+    }
+
+    pub fn standard_only() -> Self {
+        Self::new(HashMap::new(), RateCard::standard()).expect("the standard card is valid")
+    }
+
+    /// Load `{"standard": card?, "cards": {"id": card, ...}}` (the operator's rate-card file).
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            standard: Option<RateCard>,
+            #[serde(default)]
+            cards: HashMap<String, RateCard>,
+        }
+        let file: File = serde_json::from_str(json).map_err(|e| format!("rate cards: {e}"))?;
+        Self::new(file.cards, file.standard.unwrap_or_else(RateCard::standard))
+            .map_err(|e| format!("rate cards: {e}"))
+    }
+
+    pub fn card(&self, id: Option<&str>) -> Option<Arc<RateCard>> {
+        match id {
+            None => Some(self.standard.clone()),
+            Some(id) => self.cards.get(id).cloned(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub failures: Vec<Failure>,
+    pub events_posted: usize,
+    pub postings_applied: usize,
+    pub postings_duplicate: usize,
+    pub postings_refused: usize,
+}
+
+/// Process one batch. Returns which messages failed and why (already logged).
+pub async fn process_batch(
+    store: Arc<dyn LedgerStore>,
+    cards: &RateCards,
+    sink: Option<Arc<dyn EventSink>>,
+    messages: Vec<Message>,
+) -> BatchReport {
+    let mut report = BatchReport::default();
+    let mut by_account: BTreeMap<AccountId, Vec<(String, UsageEvent)>> = BTreeMap::new();
+    for message in messages {
+        match UsageEvent::parse(&message.body) {
+            Ok(event) => {
+                by_account.entry(event.account_id.clone()).or_default().push((message.id, event))
+            }
+            Err(error) => {
+                warn!(message_id = %message.id, reason = %error, "malformed usage event");
+                report.failures.push(Failure { message_id: message.id, reason: error.to_string() });
+            }
+        }
+    }
+    let tasks = by_account.into_iter().map(|(account_id, events)| {
+        let store = store.clone();
+        let cards = cards.clone();
+        let sink = sink.clone();
+        let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+        let span = tracing::info_span!("account", %account_id, events = events.len());
+        async move {
+            let handle =
+                tokio::spawn(
+                    async move {
+                        post_account(&*store, &cards, sink.as_deref(), &account_id, events).await
+                    }
+                    .instrument(span),
+                );
+            match handle.await {
+                Ok(outcome) => outcome,
+                Err(join_error) => {
+                    let reason = format!("worker panicked: {join_error}");
+                    warn!(%reason, "account batch failed");
+                    let failures = ids
+                        .into_iter()
+                        .map(|message_id| Failure { message_id, reason: reason.clone() })
+                        .collect();
+                    AccountOutcome { failures, ..Default::default() }
+                }
+            }
+        }
+    });
+    let outcomes: Vec<AccountOutcome> =
+        futures::stream::iter(tasks).buffer_unordered(ACCOUNT_CONCURRENCY).collect().await;
+    for outcome in outcomes {
+        report.failures.extend(outcome.failures);
+        report.events_posted += outcome.events_posted;
+        report.postings_applied += outcome.applied;
+        report.postings_duplicate += outcome.duplicate;
+        report.postings_refused += outcome.refused;
+    }
+    report
+}
+
+#[derive(Debug, Default)]
+struct AccountOutcome {
+    failures: Vec<Failure>,
+    events_posted: usize,
+    applied: usize,
+    duplicate: usize,
+    refused: usize,
+}
+
+async fn post_account(
+    store: &dyn LedgerStore,
+    cards: &RateCards,
+    sink: Option<&dyn EventSink>,
+    account_id: &AccountId,
+    events: Vec<(String, UsageEvent)>,
+) -> AccountOutcome {
+    let mut outcome = AccountOutcome::default();
+    let fail_all = |outcome: &mut AccountOutcome, events: &[(String, UsageEvent)], reason: &str| {
+        warn!(%reason, count = events.len(), "usage events failed");
+        outcome.failures.extend(
+            events.iter().map(|(id, _)| Failure { message_id: id.clone(), reason: reason.into() }),
+        );
+    };
+    let account = match store.account(account_id).await {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            fail_all(&mut outcome, &events, &format!("unknown account {account_id}"));
+            return outcome;
+        }
+        Err(error) => {
+            fail_all(&mut outcome, &events, &format!("ledger store: {error}"));
+            return outcome;
+        }
+    };
+    let Some(card) = cards.card(account.rate_card.as_deref()) else {
+        let reason = format!("account {account_id} has unknown rate card {:?}", account.rate_card);
+        fail_all(&mut outcome, &events, &reason);
+        return outcome;
+    };
+    let mut good = Vec::with_capacity(events.len());
+    for (message_id, event) in events {
+        match check_rates(&card, &event) {
+            Ok(()) => good.push((message_id, event)),
+            Err(error) => {
+                warn!(%message_id, reason = %error, "usage event cannot be rated");
+                outcome.failures.push(Failure { message_id, reason: error.to_string() });
+            }
+        }
+    }
+    for chunk in good.chunks(MAX_EVENTS_PER_POST) {
+        let source = Arc::new(RatedEvents {
+            card: card.clone(),
+            events: chunk.iter().map(|(_, e)| e.clone()).collect(),
+        });
+        match store.post_with(account_id, source, chrono::Utc::now()).await {
+            Ok(posted) => {
+                outcome.events_posted += chunk.len();
+                for result in &posted.results {
+                    match result {
+                        PostingResult::Applied { .. } => outcome.applied += 1,
+                        PostingResult::Duplicate { .. } => outcome.duplicate += 1,
+                        PostingResult::Refused(reason) => {
+                            // A purchase the platform should not have made: recorded, not retried.
+                            warn!(?reason, "usage posting refused");
+                            outcome.refused += 1;
+                        }
+                    }
+                }
+                if let Some(sink) = sink {
+                    // Fast path; the sweeper relays whatever this misses.
+                    if let Err(error) = publish_and_ack(store, sink, &posted.events).await {
+                        warn!(%error, "events left in the outbox for the sweeper");
+                    }
+                }
+                info!(events = chunk.len(), balance = %posted.account.balance_usd, "posted");
+            }
+            Err(error @ (StoreError::Rejected(_) | StoreError::Corrupt(_))) => {
+                fail_all(&mut outcome, chunk, &format!("rejected by the ledger: {error}"));
+            }
+            Err(error) => fail_all(&mut outcome, chunk, &format!("ledger store: {error}")),
+        }
+    }
+    outcome
+}

@@ -1,0 +1,217 @@
+//! Usage events end to end: a real SQS queue on moto, consumed by a poller that behaves like
+//! Lambda's SQS event source (batches of 10, successes deleted, failures left to come back, a
+//! redrive policy to a DLQ), rated and posted to DynamoDB Local. Balances match hand-computed
+//! totals; redelivery changes nothing; poison messages land in the DLQ; a threshold crossing
+//! raises exactly one recharge request; an outbox event survives a crash before its send.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use conformance::{at, credit, open, usd};
+use ledger::{Account, Amount, LedgerStore, RechargeMode, RechargeSettings};
+use usage::relay::{sweep, EventSink};
+use usage::sqs::{poll_once, SqsSink};
+use usage::worker::{process_batch, RateCards};
+
+const FIXTURES: [&str; 8] = [
+    include_str!("../fixtures/usage/call_outbound.json"),
+    include_str!("../fixtures/usage/call_outbound_uk.json"),
+    include_str!("../fixtures/usage/call_inbound_tollfree_transcribed.json"),
+    include_str!("../fixtures/usage/call_unanswered_ring_through.json"),
+    include_str!("../fixtures/usage/sms_out.json"),
+    include_str!("../fixtures/usage/sms_in.json"),
+    include_str!("../fixtures/usage/number_purchase.json"),
+    include_str!("../fixtures/usage/number_renewal.json"),
+];
+
+const POISON: [&str; 3] = [
+    include_str!("../fixtures/poison/malformed.json"),
+    include_str!("../fixtures/poison/unknown_type.json"),
+    include_str!("../fixtures/poison/unknown_account.json"),
+];
+
+struct Rig {
+    sqs: aws_sdk_sqs::Client,
+    store: Arc<dyn LedgerStore>,
+    sink: Arc<SqsSink>,
+    usage_url: String,
+    dlq_url: String,
+    cards: RateCards,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let sqs = e2e::sqs_client().await;
+        let dlq_url = e2e::create_queue(&sqs, "usage-dlq", None).await;
+        let usage_url = e2e::create_queue(&sqs, "usage", Some((&dlq_url, 2))).await;
+        let sink = Arc::new(SqsSink {
+            client: sqs.clone(),
+            recharge_queue_url: e2e::create_queue(&sqs, "recharge", None).await,
+            notifications_queue_url: e2e::create_queue(&sqs, "notifications", None).await,
+        });
+        let store: Arc<dyn LedgerStore> = Arc::new(e2e::fresh_dynamo_store().await);
+        Rig { sqs, store, sink, usage_url, dlq_url, cards: RateCards::standard_only() }
+    }
+
+    async fn send(&self, bodies: &[&str]) {
+        for body in bodies {
+            self.sqs
+                .send_message()
+                .queue_url(&self.usage_url)
+                .message_body(*body)
+                .send()
+                .await
+                .expect("send");
+        }
+    }
+
+    async fn queue_depth(&self, url: &str) -> (u64, u64) {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        let read =
+            |name| attributes.get(&name).and_then(|v: &String| v.parse().ok()).unwrap_or(0u64);
+        (
+            read(QueueAttributeName::ApproximateNumberOfMessages),
+            read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Poll like Lambda until the usage queue is empty (in flight included) and the DLQ holds
+    /// `dead_letters` messages. Returns how many messages the worker was handed.
+    async fn run_until_drained(
+        &self,
+        sink: Option<Arc<dyn EventSink>>,
+        dead_letters: u64,
+    ) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut handed = 0;
+        while Instant::now() < deadline {
+            let store = self.store.clone();
+            let cards = self.cards.clone();
+            let sink = sink.clone();
+            let stats = poll_once(&self.sqs, &self.usage_url, 0, |messages| async move {
+                process_batch(store, &cards, sink, messages).await.failures
+            })
+            .await
+            .expect("poll");
+            handed += stats.received;
+            if stats.received == 0 {
+                let (visible, in_flight) = self.queue_depth(&self.usage_url).await;
+                let (dead, _) = self.queue_depth(&self.dlq_url).await;
+                if visible == 0 && in_flight == 0 && dead >= dead_letters {
+                    return handed;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        panic!("the usage queue did not drain in time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_one_request() {
+    let rig = Rig::new().await;
+    let store = &*rig.store;
+    let id = open(store, "acme", None).await;
+    store.post(&id, vec![credit("pay-1", "20")], at(0)).await.unwrap();
+    store
+        .modify_account(
+            &id,
+            Arc::new(|a: &mut Account| {
+                a.recharge = Some(RechargeSettings::new(
+                    true,
+                    Amount::from_str("50")?,
+                    Amount::from_str("15")?,
+                    RechargeMode::TopUpTo,
+                )?);
+                Ok(())
+            }),
+            at(0),
+        )
+        .await
+        .unwrap();
+    let sink: Arc<dyn EventSink> = rig.sink.clone();
+
+    // A day of usage plus three poison messages.
+    let mut bodies: Vec<&str> = FIXTURES.to_vec();
+    bodies.extend(POISON);
+    rig.send(&bodies).await;
+    rig.run_until_drained(Some(sink.clone()), 3).await;
+
+    // Hand-computed on the standard card:
+    //   call 187 s at 60/6 -> 192 s x 0.014/60 = 0.0448, surcharge 0.0025
+    //   UK call 61 s -> 66 s x 0.04/60 = 0.044, surcharge 0.0025
+    //   toll-free inbound 30 s -> 60 s x 0.022/60 = 0.022, surcharge 0.0025, transcription 0.05
+    //   unanswered, 2 ring-through attempts x 0.002 = 0.004
+    //   sms out 2 segments x 0.0079 = 0.0158 + 0.003; sms in 0.0079 + 0.003
+    //   local number purchase 1.15; toll-free renewal 2.15
+    //   total 3.502; 20 - 3.502 = 16.498
+    let account = conformance::assert_consistent(store, &id).await;
+    assert_eq!(account.balance_usd, usd("16.498"));
+    assert_eq!(account.last_seq, 15, "one credit and fourteen charges");
+
+    let dead: BTreeSet<String> = e2e::drain(&rig.sqs, &rig.dlq_url).await.into_iter().collect();
+    let poison: BTreeSet<String> = POISON.iter().map(|s| s.to_string()).collect();
+    assert_eq!(dead, poison, "exactly the poison messages reached the DLQ");
+
+    // The platform resends the whole day: every message is handled, nothing changes.
+    rig.send(&FIXTURES).await;
+    let handed = rig.run_until_drained(Some(sink.clone()), 0).await;
+    assert_eq!(handed, FIXTURES.len());
+    let again = conformance::assert_consistent(store, &id).await;
+    assert_eq!((again.balance_usd, again.last_seq), (account.balance_usd, account.last_seq));
+    assert!(e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await.is_empty());
+
+    // A 40-minute UK call crosses the $15 threshold: 0.04 x 40 + 0.0025 = 1.6025 -> 14.8955.
+    let long_call = r#"{"version": 1, "event_id": "evt-uk-long", "account_id": "acme", "occurred_at": "2026-11-04T10:00:00Z", "type": "call", "data": {"direction": "outbound", "from": "+14155550100", "to": "+447700900123", "answered": true, "duration_seconds": 2400}}"#;
+    let sms = r#"{"version": 1, "event_id": "evt-sms-late", "account_id": "acme", "occurred_at": "2026-11-04T10:05:00Z", "type": "sms_out", "data": {"from": "+14155550100", "to": "+14155550123", "segments": 2}}"#;
+    rig.send(&[long_call]).await;
+    rig.run_until_drained(Some(sink.clone()), 0).await;
+    rig.send(&[sms, long_call]).await;
+    rig.run_until_drained(Some(sink.clone()), 0).await;
+    let crossed = conformance::assert_consistent(store, &id).await;
+    assert_eq!(crossed.balance_usd, usd("14.8767"), "14.8955 - 0.0188 for the SMS");
+    let requests = e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await;
+    assert_eq!(requests.len(), 1, "exactly one recharge request: {requests:?}");
+    let request: serde_json::Value = serde_json::from_str(&requests[0]).unwrap();
+    assert_eq!(request["kind"]["kind"], "recharge_requested");
+    assert_eq!(
+        request["kind"]["request_id"].as_str(),
+        crossed.recharge_in_flight.as_deref(),
+        "the request in the queue is the one in flight"
+    );
+
+    // Notices so far (the first credit's reactivation was posted outside the worker).
+    sweep(store, &*sink, 100, 1_000).await.unwrap();
+    e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+
+    // The worker "dies" between the ledger write and the queue send (no sink): the suspension
+    // notice waits in the outbox, and the sweeper sends it exactly once.
+    let huge = r#"{"version": 1, "event_id": "evt-uk-day", "account_id": "acme", "occurred_at": "2026-11-04T12:00:00Z", "type": "call", "data": {"direction": "outbound", "from": "+14155550100", "to": "+447700900123", "answered": true, "duration_seconds": 86400}}"#;
+    rig.send(&[huge]).await;
+    rig.run_until_drained(None, 0).await;
+    assert!(e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await.is_empty());
+    let pending = store.pending_events(100).await.unwrap();
+    assert_eq!(pending.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["suspended"]);
+    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap(), 1);
+    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap(), 0, "sent once");
+    let notices = e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+    assert_eq!(notices.len(), 1);
+    assert!(notices[0].contains("\"suspended\""));
+    let suspended = conformance::assert_consistent(store, &id).await;
+    // 14.8767 - (0.04 x 1440 + 0.0025) = -42.7258
+    assert_eq!(suspended.balance_usd, usd("-42.7258"));
+    assert_eq!(suspended.status, ledger::AccountStatus::Suspended);
+}
