@@ -4,8 +4,10 @@
 //! - [`source`]: events rated into postings inside the ledger's atomic write;
 //! - [`worker`]: the SQS batch worker (grouping, failures, panics contained);
 //! - [`relay`]: the outbox relay for recharge requests and notices;
+//! - [`authorize`]: may this account place this call / send this SMS / buy this number;
 //! - [`sqs`]: SQS adapters: the event sink and a poller that behaves like Lambda's SQS source.
 
+pub mod authorize;
 pub mod events;
 pub mod relay;
 pub mod source;

@@ -1,0 +1,133 @@
+//! `POST /v1/authorizations`: the telephony platform asks whether an account may place a call,
+//! send an SMS or buy a number. Authorized as the platform (IAM on API Gateway in AWS, a bearer
+//! token locally), never as an account user.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use ledger::{AccountId, LedgerStore};
+use serde::Serialize;
+use usage::authorize::{authorize, Action, Decision};
+use usage::worker::RateCards;
+
+use crate::error::ApiError;
+
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+/// How the platform proves who it is.
+#[derive(Clone)]
+pub enum PlatformAuth {
+    /// API Gateway's IAM authorizer already checked the caller.
+    Iam,
+    /// `Authorization: Bearer <token>` (the local runner, tests).
+    Token(String),
+}
+
+pub struct AuthorizationState {
+    pub store: Arc<dyn LedgerStore>,
+    pub cards: RateCards,
+    pub platform: PlatformAuth,
+    pub max_call_seconds: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthorizationResponse {
+    pub account_id: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
+
+pub fn router(state: Arc<AuthorizationState>) -> Router {
+    Router::new()
+        .route("/v1/authorizations", post(authorize_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Compares without an early exit, so timing says nothing about the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_platform(platform: &PlatformAuth, headers: &HeaderMap) -> Result<(), ApiError> {
+    let PlatformAuth::Token(expected) = platform else { return Ok(()) };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route is for the telephony platform: present its bearer token",
+        )),
+    }
+}
+
+fn parse(body: &[u8]) -> Result<(AccountId, Action), ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    let account_id = match object.remove("account_id") {
+        Some(serde_json::Value::String(id)) => AccountId::parse(id).map_err(|e| {
+            ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id")
+        })?,
+        _ => {
+            return Err(ApiError::bad_request("invalid_field", "account_id (a string) is required")
+                .on_field("account_id"))
+        }
+    };
+    let action: Action = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid action: {e}")))?;
+    if let Action::Call { to, .. } = &action {
+        let digits = to.strip_prefix('+').unwrap_or(to);
+        if !(3..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(
+                ApiError::bad_request("invalid_field", "to must be an E.164 number").on_field("to")
+            );
+        }
+    }
+    if let Action::Sms { segments, .. } = &action {
+        if !(1..=rating::MAX_SEGMENTS).contains(segments) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("segments must be between 1 and {}", rating::MAX_SEGMENTS),
+            )
+            .on_field("segments"));
+        }
+    }
+    Ok((account_id, action))
+}
+
+async fn authorize_handler(
+    State(state): State<Arc<AuthorizationState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AuthorizationResponse>, ApiError> {
+    check_platform(&state.platform, &headers)?;
+    let (account_id, action) = parse(&body)?;
+    let account = state
+        .store
+        .account(&account_id)
+        .await
+        .map_err(ApiError::from_store)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account"))?;
+    let card = state.cards.card(account.rate_card.as_deref()).ok_or_else(|| {
+        ApiError::internal(&std::io::Error::other(format!(
+            "account {account_id} has unknown rate card {:?}",
+            account.rate_card
+        )))
+    })?;
+    let decision = authorize(&account, &card, &action, chrono::Utc::now(), state.max_call_seconds);
+    let message = decision.reason.map(|r| r.message());
+    Ok(Json(AuthorizationResponse { account_id: account_id.to_string(), decision, message }))
+}

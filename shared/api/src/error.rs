@@ -1,0 +1,66 @@
+//! The API's error body: `{code, message, field}`. Internal errors never reach the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn on_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Log the cause with its chain; answer a bare 500 (or 503 for retryable store trouble).
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    pub fn from_store(error: ledger::StoreError) -> Self {
+        use ledger::StoreError;
+        match error {
+            StoreError::AccountNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", "no such account")
+            }
+            StoreError::Rejected(rule) => Self::bad_request("invalid_request", rule.to_string()),
+            StoreError::Contention(_) | StoreError::Throttled => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the ledger is busy; nothing was applied, retry",
+            ),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}

@@ -1,0 +1,225 @@
+//! The authorization route, in process, over the memory store, on the standard rate card:
+//! outbound 0.014/min (UK `44` 0.04), 60/6 increments, 0.0025 surcharge per call,
+//! SMS 0.0079/segment + 0.003, local number 1.15.
+
+use std::sync::Arc;
+
+use api::authorization::{router, AuthorizationState, PlatformAuth};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conformance::{at, credit, open, usage as usage_posting};
+use http_body_util::BodyExt;
+use ledger::memory::MemoryStore;
+use ledger::{AccountId, LedgerStore, NewAccount};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use usage::worker::RateCards;
+
+const TOKEN: &str = "platform-test-token";
+
+async fn app_with(store: Arc<dyn LedgerStore>) -> axum::Router {
+    router(Arc::new(AuthorizationState {
+        store,
+        cards: RateCards::standard_only(),
+        platform: PlatformAuth::Token(TOKEN.into()),
+        max_call_seconds: 14_400,
+    }))
+}
+
+async fn funded(name: &str, balance: &str) -> (Arc<dyn LedgerStore>, AccountId) {
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let id = open(&*store, name, None).await;
+    store.post(&id, vec![credit("pay", balance)], at(1)).await.unwrap();
+    (store, id)
+}
+
+async fn call(app: axum::Router, token: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let mut request =
+        Request::post("/v1/authorizations").header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app.oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn ask(app: axum::Router, body: Value) -> (StatusCode, Value) {
+    call(app, Some(TOKEN), &body.to_string()).await
+}
+
+#[tokio::test]
+async fn a_call_is_allowed_for_the_longest_duration_the_balance_covers() {
+    let (store, _) = funded("acme", "1").await;
+    // budget 1 - 0.0025 = 0.9975 buys 0.9975 x 60 / 0.014 = 4275 s; billed durations are
+    // 60 + 6k, so the longest is 60 + 702 x 6 = 4272 s (cost 0.9968 + 0.0025 = 0.9993).
+    let (status, body) = ask(
+        app_with(store.clone()).await,
+        json!({"account_id": "acme", "action": "call", "direction": "outbound", "to": "+14155550123"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"account_id": "acme", "allowed": true, "max_duration_seconds": 4272}));
+
+    // UK at 0.04: 0.9975 x 60 / 0.04 = 1496.25 -> 1496 s -> 60 + 239 x 6 = 1494 s.
+    let (_, body) = ask(
+        app_with(store).await,
+        json!({"account_id": "acme", "action": "call", "direction": "outbound", "to": "+447700900123"}),
+    )
+    .await;
+    assert_eq!(body["max_duration_seconds"], 1494);
+}
+
+#[tokio::test]
+async fn long_calls_are_capped_and_tiny_balances_are_refused() {
+    let (store, _) = funded("rich", "1000").await;
+    let (_, body) = ask(
+        app_with(store).await,
+        json!({"account_id": "rich", "action": "call", "direction": "inbound", "to": "+14155550123"}),
+    )
+    .await;
+    assert_eq!(body["max_duration_seconds"], 14_400);
+
+    // 0.01 - 0.0025 = 0.0075 buys 32 s, less than the first 60 s increment.
+    let (store, _) = funded("poor", "0.01").await;
+    let (status, body) = ask(
+        app_with(store).await,
+        json!({"account_id": "poor", "action": "call", "direction": "outbound", "to": "+14155550123"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["allowed"], false);
+    assert_eq!(body["reason"], "insufficient_balance");
+    assert!(body.get("max_duration_seconds").is_none());
+}
+
+#[tokio::test]
+async fn sms_and_number_purchases_need_their_cost_above_the_floor() {
+    let (store, _) = funded("texter", "0.0188").await;
+    let sms =
+        json!({"account_id": "texter", "action": "sms", "direction": "outbound", "segments": 2});
+    let (_, body) = ask(app_with(store.clone()).await, sms.clone()).await;
+    assert_eq!(body["allowed"], true, "2 x 0.0079 + 0.003 = 0.0188 fits exactly");
+    let three =
+        json!({"account_id": "texter", "action": "sms", "direction": "outbound", "segments": 3});
+    let (_, body) = ask(app_with(store).await, three).await;
+    assert_eq!(body["reason"], "insufficient_balance");
+
+    let (store, _) = funded("buyer", "1.15").await;
+    let number =
+        json!({"account_id": "buyer", "action": "number_purchase", "number_type": "local"});
+    let (_, body) = ask(app_with(store.clone()).await, number).await;
+    assert_eq!(body["allowed"], true, "landing exactly on the floor is allowed");
+    let toll_free =
+        json!({"account_id": "buyer", "action": "number_purchase", "number_type": "toll_free"});
+    let (_, body) = ask(app_with(store).await, toll_free).await;
+    assert_eq!(body["reason"], "insufficient_balance");
+}
+
+#[tokio::test]
+async fn suspended_accounts_and_accounts_without_terms_are_refused() {
+    let (store, id) = funded("broke", "1").await;
+    store.post(&id, vec![usage_posting("c", "1")], at(2)).await.unwrap();
+    let sms =
+        json!({"account_id": "broke", "action": "sms", "direction": "outbound", "segments": 1});
+    let (_, body) = ask(app_with(store.clone()).await, sms).await;
+    assert_eq!(body["reason"], "suspended");
+    assert!(body["message"].as_str().unwrap().contains("suspended"));
+
+    // A postpaid account at its credit limit is suspended too.
+    let postpaid = open(&*store, "postpaid", Some("50")).await;
+    store.post(&postpaid, vec![usage_posting("big", "50")], at(3)).await.unwrap();
+    let call = json!({"account_id": "postpaid", "action": "call", "direction": "outbound", "to": "+14155550123"});
+    let (_, body) = ask(app_with(store.clone()).await, call).await;
+    assert_eq!(body["reason"], "suspended");
+
+    let fresh = AccountId::parse("fresh").unwrap();
+    store.create_account(NewAccount { id: fresh, credit_limit_usd: None }, at(0)).await.unwrap();
+    let sms =
+        json!({"account_id": "fresh", "action": "sms", "direction": "outbound", "segments": 1});
+    let (_, body) = ask(app_with(store).await, sms).await;
+    assert_eq!(body["reason"], "terms_not_accepted");
+}
+
+#[tokio::test]
+async fn only_the_platform_may_ask() {
+    let (store, _) = funded("acme", "5").await;
+    let body =
+        json!({"account_id": "acme", "action": "sms", "direction": "outbound", "segments": 1});
+    let (status, error) = call(app_with(store.clone()).await, None, &body.to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["code"], "unauthorized");
+    let (status, _) =
+        call(app_with(store).await, Some("platform-test-tokeN"), &body.to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_4xx_and_unknown_accounts_a_404() {
+    let (store, _) = funded("acme", "5").await;
+    let cases = [
+        ("{not json", StatusCode::BAD_REQUEST, "invalid_json", None),
+        ("[]", StatusCode::BAD_REQUEST, "invalid_json", None),
+        (
+            r#"{"action": "sms", "direction": "outbound", "segments": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some("account_id"),
+        ),
+        (
+            r#"{"account_id": "a b", "action": "sms", "direction": "outbound", "segments": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some("account_id"),
+        ),
+        (
+            r#"{"account_id": "acme", "action": "fax"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"account_id": "acme", "action": "sms", "direction": "outbound", "segments": -1}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"account_id": "acme", "action": "sms", "direction": "outbound", "segments": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some("segments"),
+        ),
+        (
+            r#"{"account_id": "acme", "action": "sms", "direction": "outbound", "segments": 1, "extra": true}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"account_id": "acme", "action": "call", "direction": "outbound", "to": "not-a-number"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some("to"),
+        ),
+        (
+            r#"{"account_id": "ghost", "action": "sms", "direction": "outbound", "segments": 1}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, error) = call(app_with(store.clone()).await, Some(TOKEN), body).await;
+        assert_eq!(got, status, "{body}");
+        assert_eq!(error["code"], code, "{body}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        if let Some(field) = field {
+            assert_eq!(error["field"], field, "{body}");
+        }
+    }
+    let huge = format!(r#"{{"account_id": "acme", "pad": "{}"}}"#, "x".repeat(10_000));
+    let (status, _) = call(app_with(store).await, Some(TOKEN), &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -1,0 +1,152 @@
+//! Call, SMS and number-purchase authorization for the telephony platform: may this account do
+//! this, and for a call, the longest duration its balance above the floor covers.
+
+use chrono::{DateTime, Utc};
+use ledger::{Account, AccountStatus};
+use rating::{Direction, NumberType, RateCard};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The longest call ever authorized, whatever the balance (4 hours).
+pub const DEFAULT_MAX_CALL_SECONDS: u32 = 4 * 3_600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    Call { direction: Direction, to: String },
+    Sms { direction: Direction, segments: u32 },
+    NumberPurchase { number_type: NumberType },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    TermsNotAccepted,
+    /// At or below the floor (for postpaid accounts: at the credit limit).
+    Suspended,
+    /// Active, but the balance above the floor does not cover this.
+    InsufficientBalance,
+}
+
+impl Denial {
+    pub fn message(self) -> &'static str {
+        match self {
+            Denial::TermsNotAccepted => "the account has not accepted the terms of service",
+            Denial::Suspended => "the account is suspended: its balance is at or below its floor",
+            Denial::InsufficientBalance => "the balance above the floor does not cover this",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Denial>,
+    /// Calls only: the longest duration (seconds) the balance covers, capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<u32>,
+}
+
+impl Decision {
+    fn deny(reason: Denial) -> Self {
+        Decision { allowed: false, reason: Some(reason), max_duration_seconds: None }
+    }
+
+    fn allow(max_duration_seconds: Option<u32>) -> Self {
+        Decision { allowed: true, reason: None, max_duration_seconds }
+    }
+}
+
+/// Decide `action` for `account` rated by `card` at `now`.
+pub fn authorize(
+    account: &Account,
+    card: &RateCard,
+    action: &Action,
+    now: DateTime<Utc>,
+    max_call_seconds: u32,
+) -> Decision {
+    if !account.terms_accepted() {
+        return Decision::deny(Denial::TermsNotAccepted);
+    }
+    if account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd() {
+        return Decision::deny(Denial::Suspended);
+    }
+    let available = account.balance_usd - account.floor_usd();
+    match action {
+        Action::Call { direction, to } => {
+            let month = now.format("%Y-%m").to_string();
+            let included_total = u64::from(card.included_minutes_per_month) * 60;
+            let included_left = included_total.saturating_sub(account.plan_usage.used_in(&month));
+            match longest_call_seconds(card, *direction, to, available, included_left) {
+                Some(seconds) if seconds > 0 => {
+                    Decision::allow(Some(seconds.min(u64::from(max_call_seconds)) as u32))
+                }
+                _ => Decision::deny(Denial::InsufficientBalance),
+            }
+        }
+        Action::Sms { direction, segments } => {
+            let per_segment = match direction {
+                Direction::Inbound => card.sms.inbound_per_segment_usd,
+                Direction::Outbound => card.sms.outbound_per_segment_usd,
+            };
+            let cost = per_segment * Decimal::from(*segments) + card.sms.surcharge_per_message_usd;
+            if cost <= available {
+                Decision::allow(None)
+            } else {
+                Decision::deny(Denial::InsufficientBalance)
+            }
+        }
+        Action::NumberPurchase { number_type } => {
+            let price = match number_type {
+                NumberType::Local => card.numbers.local_purchase_usd,
+                NumberType::TollFree => card.numbers.toll_free_purchase_usd,
+            };
+            // The ledger allows a purchase that lands exactly on the floor.
+            if price <= available {
+                Decision::allow(None)
+            } else {
+                Decision::deny(Denial::InsufficientBalance)
+            }
+        }
+    }
+}
+
+/// The longest duration whose billed cost (after included seconds, with the per-call surcharge
+/// and minimum charge) fits in `available`. `None` when not even the first increment fits.
+/// Uncapped: the caller applies its maximum.
+pub fn longest_call_seconds(
+    card: &RateCard,
+    direction: Direction,
+    to: &str,
+    available: Decimal,
+    included_left_seconds: u64,
+) -> Option<u64> {
+    const UNLIMITED: u64 = 31 * 86_400;
+    let budget = available - card.calls.surcharge_per_call_usd;
+    if budget < Decimal::ZERO {
+        return None;
+    }
+    let rate = card.per_minute_usd(direction, to);
+    let initial = u64::from(card.calls.initial_increment_seconds);
+    let subsequent = u64::from(card.calls.subsequent_increment_seconds);
+    let billable_seconds = if rate.is_zero() {
+        UNLIMITED
+    } else {
+        // Paid seconds the budget buys (rounded down: never authorize more than is covered).
+        let paid = (budget * Decimal::from(60) / rate).floor();
+        let mut paid = u64::try_from(paid).unwrap_or(UNLIMITED).min(UNLIMITED);
+        if card.calls.minimum_charge_usd > budget {
+            // Not even the minimum is covered: only included seconds can be used.
+            paid = 0;
+        }
+        paid.saturating_add(included_left_seconds)
+    };
+    if billable_seconds < initial {
+        return None;
+    }
+    // Billed seconds are initial + k * subsequent; the longest duration billed within the
+    // budget is exactly that boundary.
+    let k = (billable_seconds - initial) / subsequent;
+    Some(initial + k * subsequent)
+}
