@@ -34,6 +34,15 @@ struct Args {
     /// Where the embedded store's database file goes (use a real disk, not tmpfs).
     #[arg(long, default_value = "target/bench")]
     sqlite_dir: String,
+    /// Which suites to run.
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["ledger".to_string(), "rating".to_string(), "worker".to_string()])]
+    suites: Vec<String>,
+    /// Usage worker batch sizes (messages per worker call) on DynamoDB Local.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100, 1000])]
+    worker_batches: Vec<usize>,
+    /// Events rated in the rating suite.
+    #[arg(long, default_value_t = 2_000_000)]
+    rating_events: usize,
 }
 
 /// A realistic completed call: UUID-sized event id, a few details.
@@ -105,7 +114,7 @@ async fn open_account(store: &dyn LedgerStore, name: &str) -> AccountId {
 async fn dynamodb(endpoint: &str, args: &Args) {
     println!("### DynamoDB Local ({endpoint})\n");
     println!(
-        "| batch | events | billed WCU/event | hottest key | WCU/event on hottest key | hot-account ceiling (events/s) | DynamoDB Local reported WCU/event | RCU/event | p50 ms/batch | p99 ms/batch | events/s (Local) |"
+        "| batch | events | billed WCU/event | hottest repeatedly written key | WCU/event on it | hot-account ceiling (events/s) | DynamoDB Local reported WCU/event | RCU/event | p50 ms/batch | p99 ms/batch | events/s (Local) |"
     );
     println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let client = client_for_endpoint(Some(endpoint)).await;
@@ -122,10 +131,8 @@ async fn dynamodb(endpoint: &str, args: &Args) {
         let state = meter.take();
         let events = run.events as f64;
         let (hottest_key, hottest) = state
-            .write_units_by_key
-            .iter()
-            .max_by_key(|(_, units)| **units)
-            .map(|(key, units)| (key_kind(key), *units as f64))
+            .hottest_repeated_key()
+            .map(|(key, units)| (key_kind(key), units as f64))
             .unwrap_or(("none", 0.0));
         let hot_per_event = hottest / events;
         println!(
@@ -166,11 +173,144 @@ async fn sqlite(args: &Args) {
     println!();
 }
 
+/// A realistic mix: 60% calls (some international, some with premium features), 30% SMS,
+/// 10% ring-through attempts and number renewals.
+fn usage_body(account: &str, round: usize, i: usize) -> String {
+    let id = format!("{round:04x}-{i:08x}-5b1c-4f2a-8e7d-0c3a");
+    let head = format!(
+        r#""version": 1, "event_id": "{id}", "account_id": "{account}", "occurred_at": "2026-11-03T14:05:09Z""#
+    );
+    match i % 10 {
+        0..=3 => format!(
+            r#"{{{head}, "type": "call", "data": {{"direction": "outbound", "from": "+14155550100", "to": "+1415555{:04}", "answered": true, "duration_seconds": {}}}}}"#,
+            i % 10_000,
+            30 + i % 600
+        ),
+        4 => format!(
+            r#"{{{head}, "type": "call", "data": {{"direction": "outbound", "from": "+14155550100", "to": "+447700900123", "answered": true, "duration_seconds": 125, "premium": ["call_recording"]}}}}"#
+        ),
+        5 => format!(
+            r#"{{{head}, "type": "call", "data": {{"direction": "inbound", "from": "+12125550199", "to": "+18005550100", "answered": true, "duration_seconds": 61, "premium": ["transcription"]}}}}"#
+        ),
+        6..=8 => format!(
+            r#"{{{head}, "type": "sms_out", "data": {{"from": "+14155550100", "to": "+14155550123", "segments": {}}}}}"#,
+            1 + i % 3
+        ),
+        _ => format!(
+            r#"{{{head}, "type": "call", "data": {{"direction": "outbound", "from": "+14155550100", "to": "+14155550177", "answered": false, "duration_seconds": 0, "ring_through_attempts": 2}}}}"#
+        ),
+    }
+}
+
+fn rating_suite(args: &Args) {
+    use rating::{rate, RateCard};
+    let card = RateCard::standard();
+    let events: Vec<usage::events::UsageEvent> = (0..1_000)
+        .map(|i| usage::events::UsageEvent::parse(&usage_body("acme", 0, i)).expect("valid event"))
+        .collect();
+    let usages: Vec<rating::Usage<'_>> = events.iter().map(|e| e.usage()).collect();
+    // Warm up, then one thread (one core) for the whole run.
+    let mut charges = 0usize;
+    for usage in &usages {
+        charges += rate(&card, usage, 0).expect("rates").charges.len();
+    }
+    let started = Instant::now();
+    for i in 0..args.rating_events {
+        let rated = rate(&card, &usages[i % usages.len()], 0).expect("rates");
+        charges += rated.charges.len();
+    }
+    let elapsed = started.elapsed();
+    let per_second = args.rating_events as f64 / elapsed.as_secs_f64();
+    println!("### Rating alone (one thread, standard card, realistic mix)\n");
+    println!("| events | seconds | events/s | ns/event | charges produced |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {:.3} | {:.0} | {:.0} | {} |\n",
+        args.rating_events,
+        elapsed.as_secs_f64(),
+        per_second,
+        1e9 / per_second,
+        charges
+    );
+    // Parsing + rating + building postings, for scale.
+    let bodies: Vec<String> = (0..100_000).map(|i| usage_body("acme", 1, i)).collect();
+    let parse_started = Instant::now();
+    let mut parsed_charges = 0usize;
+    for body in &bodies {
+        let event = usage::events::UsageEvent::parse(body).expect("valid");
+        parsed_charges += rate(&card, &event.usage(), 0).expect("rates").charges.len();
+    }
+    let parse_elapsed = parse_started.elapsed();
+    println!(
+        "Parsing the JSON message and rating it: {:.0} events/s on one thread ({} events, {} charges).\n",
+        bodies.len() as f64 / parse_elapsed.as_secs_f64(),
+        bodies.len(),
+        parsed_charges
+    );
+}
+
+async fn worker_suite(endpoint: &str, args: &Args) {
+    use usage::worker::{process_batch, Message, RateCards};
+    println!("### Usage worker on DynamoDB Local (one hot account, no sink)\n");
+    println!("| worker batch | events | postings | billed WCU/event | hottest repeatedly written key | WCU/event on it | hot-account ceiling (events/s) | events/s (Local) | ms per batch |");
+    println!("|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    let client = client_for_endpoint(Some(endpoint)).await;
+    let cards = RateCards::standard_only();
+    for &batch in &args.worker_batches {
+        let table = format!("bench-worker-{}-{batch}", std::process::id());
+        create_table(&client, &table).await.expect("create table");
+        let meter = Arc::new(CapacityMeter::default());
+        let store: Arc<dyn LedgerStore> =
+            Arc::new(DynamoStore::new(client.clone(), table).with_meter(meter.clone()));
+        open_account(&*store, "acme").await;
+        let rounds = (args.events / batch).max(2);
+        let mut postings = 0;
+        meter.take();
+        let started = Instant::now();
+        for round in 0..rounds {
+            let messages: Vec<Message> = (0..batch)
+                .map(|i| Message { id: format!("m{i}"), body: usage_body("acme", round + 1, i) })
+                .collect();
+            let report = process_batch(store.clone(), &cards, None, messages).await;
+            assert!(report.failures.is_empty(), "{:?}", report.failures.first());
+            postings += report.postings_applied;
+        }
+        let elapsed = started.elapsed();
+        let state = meter.take();
+        let events = (rounds * batch) as f64;
+        let (hottest_key, hottest) = state
+            .hottest_repeated_key()
+            .map(|(key, units)| (key_kind(key), units as f64))
+            .unwrap_or(("none", 0.0));
+        println!(
+            "| {batch} | {} | {postings} | {:.3} | {hottest_key} | {:.4} | {:.0} | {:.0} | {:.1} |",
+            rounds * batch,
+            state.write_units as f64 / events,
+            hottest / events,
+            PARTITION_WRITE_UNITS_PER_SECOND * events / hottest,
+            events / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() * 1e3 / rounds as f64,
+        );
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Some(endpoint) = &args.endpoint {
-        dynamodb(endpoint, &args).await;
+    let wants = |suite: &str| args.suites.iter().any(|s| s == suite);
+    if wants("rating") {
+        rating_suite(&args);
     }
-    sqlite(&args).await;
+    if let Some(endpoint) = &args.endpoint {
+        if wants("ledger") {
+            dynamodb(endpoint, &args).await;
+        }
+        if wants("worker") {
+            worker_suite(endpoint, &args).await;
+        }
+    }
+    if wants("ledger") {
+        sqlite(&args).await;
+    }
 }

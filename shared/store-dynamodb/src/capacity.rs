@@ -67,9 +67,29 @@ pub struct MeterState {
     pub write_units: u64,
     pub read_units: u64,
     pub write_units_by_key: HashMap<String, u64>,
+    /// How many writes each key took: a key written once (a page, a marker) adds no
+    /// sustained load to its partition; the per-second limit bites on keys written repeatedly.
+    pub writes_by_key: HashMap<String, u64>,
     /// What DynamoDB (Local) reported through ReturnConsumedCapacity, for comparison.
     pub reported_write_units: f64,
     pub transactions: u64,
+}
+
+impl MeterState {
+    /// The key with the most units among keys written more than once (sustained load), and
+    /// its units; `None` if every key was written once.
+    pub fn hottest_repeated_key(&self) -> Option<(&str, u64)> {
+        self.write_units_by_key
+            .iter()
+            .filter(|(key, _)| self.writes_by_key.get(*key).copied().unwrap_or(0) > 1)
+            .max_by_key(|(_, units)| **units)
+            .map(|(key, units)| (key.as_str(), *units))
+    }
+
+    /// The largest number of units any single key took over the run (a burst).
+    pub fn largest_key_units(&self) -> u64 {
+        self.write_units_by_key.values().copied().max().unwrap_or(0)
+    }
 }
 
 impl CapacityMeter {
@@ -77,6 +97,7 @@ impl CapacityMeter {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         state.write_units += units;
         *state.write_units_by_key.entry(partition_key.to_string()).or_default() += units;
+        *state.writes_by_key.entry(partition_key.to_string()).or_default() += 1;
     }
 
     pub fn record_read(&self, units: u64) {
