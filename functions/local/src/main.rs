@@ -88,6 +88,14 @@ enum Command {
         #[arg(long)]
         purchase: bool,
     },
+    /// Rate and post telephony usage events (schema v1) from files: `.json` holds one event,
+    /// `.jsonl` one per line. Prints what failed and why; redelivering a file changes nothing.
+    Ingest {
+        files: Vec<std::path::PathBuf>,
+        /// Operator rate-card file (`{"standard": ..., "cards": {...}}`).
+        #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
+        rate_cards: Option<std::path::PathBuf>,
+    },
     /// List entries, oldest first, optionally by UTC range (RFC 3339) and kind.
     Activity {
         account: String,
@@ -285,6 +293,43 @@ async fn main() -> CliResult {
             )?;
             let id = AccountId::parse(account.as_str())?;
             report(&store.post(&id, vec![posting], now).await?.results);
+        }
+        Command::Ingest { files, rate_cards } => {
+            let cards = match rate_cards {
+                Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
+                None => usage::worker::RateCards::standard_only(),
+            };
+            let mut messages = Vec::new();
+            for file in files {
+                let text = std::fs::read_to_string(file)?;
+                let is_lines = file.extension().is_some_and(|e| e == "jsonl");
+                let bodies: Vec<&str> = if is_lines {
+                    text.lines().filter(|l| !l.trim().is_empty()).collect()
+                } else {
+                    vec![text.as_str()]
+                };
+                for (line, body) in bodies.into_iter().enumerate() {
+                    let id = format!("{}:{}", file.display(), line + 1);
+                    messages.push(usage::worker::Message { id, body: body.to_string() });
+                }
+            }
+            let mut applied = 0;
+            let mut duplicates = 0;
+            let mut failed = 0;
+            for chunk in messages.chunks(usage::worker::MAX_EVENTS_PER_POST) {
+                let report =
+                    usage::worker::process_batch(store.clone(), &cards, None, chunk.to_vec()).await;
+                applied += report.postings_applied;
+                duplicates += report.postings_duplicate;
+                for failure in &report.failures {
+                    failed += 1;
+                    println!("failed {}: {}", failure.message_id, failure.reason);
+                }
+            }
+            println!(
+                "{} events: {applied} charges applied, {duplicates} already applied, {failed} failed",
+                messages.len()
+            );
         }
         Command::Activity { account, from, to, show } => {
             let show = match show {

@@ -30,6 +30,8 @@ pub enum EventError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope {
+    /// Checked before the strict parse; declared so the strict parse accepts it.
+    #[allow(dead_code)]
     version: u32,
     event_id: String,
     account_id: String,
@@ -122,11 +124,20 @@ impl UsageEvent {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(EventError::TooLarge(body.len()));
         }
-        let envelope: Envelope =
+        // The version decides the schema, so it is read before the strict parse: a newer
+        // message with new fields reports its version, not an unknown field.
+        let loose: serde_json::Value =
             serde_json::from_str(body).map_err(|e| EventError::Malformed(e.to_string()))?;
-        if envelope.version != SCHEMA_VERSION {
-            return Err(EventError::UnsupportedVersion(envelope.version));
+        match loose.get("version").and_then(serde_json::Value::as_u64) {
+            Some(version) if version != u64::from(SCHEMA_VERSION) => {
+                return Err(EventError::UnsupportedVersion(
+                    u32::try_from(version).unwrap_or(u32::MAX),
+                ));
+            }
+            _ => {}
         }
+        let envelope: Envelope =
+            serde_json::from_value(loose).map_err(|e| EventError::Malformed(e.to_string()))?;
         if envelope.event_id.len() > MAX_EVENT_ID_LEN {
             return Err(EventError::BadField {
                 field: "event_id",

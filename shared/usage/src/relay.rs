@@ -42,7 +42,8 @@ pub async fn sweep(
 ) -> Result<usize, RelayError> {
     let mut relayed = 0;
     while relayed < max_events {
-        let pending = store.pending_events(batch).await?;
+        let room = u32::try_from(max_events - relayed).unwrap_or(u32::MAX);
+        let pending = store.pending_events(batch.min(room)).await?;
         if pending.is_empty() {
             break;
         }
