@@ -1,5 +1,14 @@
 //! HTTP routers. Each is an axum `Router`, served by `lambda_http` in its Lambda function and by
 //! the local runner over TCP, so both speak exactly the same API.
 
+pub mod account;
+// pub mod app; (wired once the payments crate lands)
+pub mod audit;
+pub mod auth;
 pub mod authorization;
+pub mod body;
 pub mod error;
+pub mod operator;
+// pub mod payments;
+pub mod profile;
+pub mod state;

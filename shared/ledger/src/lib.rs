@@ -2,6 +2,7 @@
 //! the store port that the DynamoDB and embedded stores implement.
 
 pub mod account;
+pub mod docs;
 pub mod entry;
 pub mod ids;
 pub mod memory;
@@ -47,6 +48,11 @@ pub enum LedgerError {
     Unrateable(String),
     #[error("the cursor is not one this API returned")]
     BadCursor,
+    #[error(
+        "document id must be 1 to {} printable ASCII characters without spaces",
+        docs::MAX_DOC_ID_LEN
+    )]
+    BadDocumentId,
     #[error("settings changes cannot touch the balance, sequence or version")]
     BalanceFieldsAreLedgerOnly,
     #[error(transparent)]

@@ -1,0 +1,76 @@
+//! The account API assembled: account, payment and operator routes behind an authentication
+//! layer, plus `/openapi.json` and `/health` without one.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth::{local_jwt_layer, LocalJwt};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The OpenAPI 3 document of every route (kept in sync by a test).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route of the account API, as `(METHOD, path)`: the OpenAPI document must list exactly
+/// these (a test checks both directions and that each is really routed).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/terms"),
+    ("GET", "/v1/overview"),
+    ("GET", "/v1/settings"),
+    ("PUT", "/v1/settings/auto-recharge"),
+    ("PUT", "/v1/settings/low-balance"),
+    ("PUT", "/v1/settings/contacts"),
+    ("PUT", "/v1/settings/address"),
+    ("PUT", "/v1/settings/statement-schedule"),
+    ("GET", "/v1/settings/audit"),
+    ("GET", "/v1/activity"),
+    ("GET", "/v1/activity.csv"),
+    ("GET", "/v1/cards"),
+    ("POST", "/v1/cards"),
+    ("PUT", "/v1/cards/{card_id}/role"),
+    ("DELETE", "/v1/cards/{card_id}"),
+    ("POST", "/v1/payments"),
+    ("GET", "/v1/payments"),
+    ("POST", "/v1/operator/accounts"),
+    ("GET", "/v1/operator/accounts/{account_id}"),
+    ("PUT", "/v1/operator/accounts/{account_id}/rate-card"),
+    ("PUT", "/v1/operator/accounts/{account_id}/credit-limit"),
+    ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
+    ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
+];
+
+/// Routes that need an [`crate::auth::Identity`] in the request extensions (put there by the
+/// caller's layer: the local JWT check, or API Gateway's claims in Lambda).
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(crate::account::router())
+        .merge(crate::payments::router())
+        .merge(crate::operator::router())
+        .with_state(state)
+}
+
+/// The public part: the contract and a health check.
+pub fn public() -> Router {
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .route("/health", get(|| async { "ok" }))
+}
+
+async fn no_route() -> impl IntoResponse {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+/// The whole API for the local runner: JWT-checked routes, public routes, JSON 404s.
+pub fn local(state: Arc<AppState>, jwt: LocalJwt) -> Router {
+    let authenticated =
+        routes(state).layer(middleware::from_fn_with_state(jwt, local_jwt_layer));
+    Router::new().merge(authenticated).merge(public()).fallback(no_route)
+}

@@ -1,0 +1,243 @@
+//! Operator routes (operator role only): create accounts, set rate cards, credit limits and tax
+//! exemption, and post manual adjustments or refunds with a reason.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use ledger::{
+    AccountId, Amount, BillingItem, EntryKind, NewAccount, Posting, PostingResult, PostingRule,
+    SourceId, StoreError,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::account::{account_or_404, idempotency_key, overview_json};
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{audit, body, profile};
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/operator/accounts", post(create_account))
+        .route("/v1/operator/accounts/{account_id}", get(show_account))
+        .route("/v1/operator/accounts/{account_id}/rate-card", put(set_rate_card))
+        .route("/v1/operator/accounts/{account_id}/credit-limit", put(set_credit_limit))
+        .route("/v1/operator/accounts/{account_id}/tax-exemption", put(set_tax_exemption))
+        .route("/v1/operator/accounts/{account_id}/adjustments", post(adjust))
+}
+
+fn path_account(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    account_id: String,
+    #[serde(default)]
+    credit_limit_usd: Option<Amount>,
+}
+
+async fn create_account(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    raw: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    identity.operator()?;
+    let request: CreateAccount = body::json(&raw)?;
+    let id = path_account(&request.account_id)?;
+    let new = NewAccount { id: id.clone(), credit_limit_usd: request.credit_limit_usd };
+    let account = match state.ledger().create_account(new, Utc::now()).await {
+        Ok(account) => account,
+        Err(StoreError::AccountExists(_)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "the account exists"))
+        }
+        Err(error) => return Err(ApiError::from_store(error)),
+    };
+    audit::record(state.docs(), &id, &identity.user, "account_created", Value::Null, json!({
+        "credit_limit_usd": account.credit_limit_usd
+    }))
+    .await?;
+    Ok((StatusCode::CREATED, Json(overview_json(&state, &account).await?)))
+}
+
+async fn show_account(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let account = account_or_404(&state, &path_account(&account_id)?).await?;
+    let (profile, _) = profile::load(state.docs(), &account.id).await?;
+    let mut view = overview_json(&state, &account).await?;
+    view["tax_exempt"] = json!(profile.tax_exempt);
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateCardBody {
+    rate_card: Option<String>,
+}
+
+async fn set_rate_card(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let request: RateCardBody = body::json(&raw)?;
+    if state.cards.card(request.rate_card.as_deref()).is_none() {
+        return Err(ApiError::bad_request("invalid_field", "no rate card has that id")
+            .on_field("rate_card"));
+    }
+    let before = account_or_404(&state, &id).await?;
+    let card = request.rate_card.clone();
+    let after = state
+        .ledger()
+        .modify_account(&id, Arc::new(move |a| {
+            a.rate_card = card.clone();
+            Ok(())
+        }), Utc::now())
+        .await
+        .map_err(ApiError::from_store)?;
+    audit::record(state.docs(), &id, &identity.user, "rate_card", json!(before.rate_card), json!(after.rate_card))
+        .await?;
+    Ok(Json(json!({ "rate_card": after.rate_card })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditLimitBody {
+    credit_limit_usd: Option<Amount>,
+}
+
+async fn set_credit_limit(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let request: CreditLimitBody = body::json(&raw)?;
+    let before = account_or_404(&state, &id).await?;
+    let limit = request.credit_limit_usd;
+    let after = state
+        .ledger()
+        .modify_account(&id, Arc::new(move |a| {
+            a.credit_limit_usd = limit;
+            Ok(())
+        }), Utc::now())
+        .await
+        .map_err(ApiError::from_store)?;
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "credit_limit",
+        json!(before.credit_limit_usd),
+        json!(after.credit_limit_usd),
+    )
+    .await?;
+    Ok(Json(json!({ "credit_limit_usd": after.credit_limit_usd, "status": after.status })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaxExemptionBody {
+    tax_exempt: bool,
+}
+
+async fn set_tax_exemption(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let request: TaxExemptionBody = body::json(&raw)?;
+    account_or_404(&state, &id).await?;
+    let (before, after) = profile::update(state.docs(), &id, |p| {
+        p.tax_exempt = request.tax_exempt;
+        Ok(())
+    })
+    .await?;
+    audit::record(state.docs(), &id, &identity.user, "tax_exempt", json!(before.tax_exempt), json!(after.tax_exempt))
+        .await?;
+    Ok(Json(json!({ "tax_exempt": after.tax_exempt })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum AdjustmentKind {
+    Credit,
+    Debit,
+    Refund,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustmentBody {
+    kind: AdjustmentKind,
+    amount_usd: Amount,
+    reason: String,
+}
+
+async fn adjust(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let key = idempotency_key(&headers)?;
+    let request: AdjustmentBody = body::json(&raw)?;
+    if request.reason.trim().is_empty() || request.reason.len() > 500 {
+        return Err(ApiError::bad_request("invalid_field", "reason must be 1 to 500 characters")
+            .on_field("reason"));
+    }
+    let (kind, item) = match request.kind {
+        AdjustmentKind::Credit => (EntryKind::Credit, BillingItem::Adjustment),
+        AdjustmentKind::Debit => (EntryKind::Debit, BillingItem::Adjustment),
+        AdjustmentKind::Refund => (EntryKind::Credit, BillingItem::Refund),
+    };
+    let source = SourceId::parse(format!("adj:{key}")).map_err(|e| {
+        ApiError::bad_request("invalid_field", e.to_string()).on_field("Idempotency-Key")
+    })?;
+    // An operator's debit is a correction of what happened: it always posts.
+    let posting = Posting::new(source, kind, item, request.amount_usd, PostingRule::Always, Utc::now())
+        .and_then(|p| p.with_details(json!({ "reason": request.reason, "by": identity.user })))
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    account_or_404(&state, &id).await?;
+    let outcome =
+        state.ledger().post(&id, vec![posting], Utc::now()).await.map_err(ApiError::from_store)?;
+    let (status, seq) = match outcome.results.first() {
+        Some(PostingResult::Applied { seq, .. }) => (StatusCode::CREATED, *seq),
+        Some(PostingResult::Duplicate { seq }) => (StatusCode::OK, *seq),
+        other => {
+            let message = format!("unexpected posting result {other:?}");
+            return Err(ApiError::internal(&std::io::Error::other(message)));
+        }
+    };
+    Ok((
+        status,
+        Json(json!({
+            "entry_seq": seq,
+            "balance_usd": outcome.account.balance_usd.normalize().to_string(),
+            "status": outcome.account.status,
+        })),
+    ))
+}

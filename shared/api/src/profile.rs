@@ -1,0 +1,245 @@
+//! An account's billing profile: contacts, address, tax exemption, statement schedule, the card
+//! processor's customer id and the registered cards. One versioned document per account.
+
+use ledger::docs::{DocError, DocKind, DocStore};
+use ledger::AccountId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+pub const MAX_BILLING_EMAILS: usize = 10;
+pub const MAX_CARDS: usize = 5;
+
+/// An email address checked at the edge (shape only; delivery proves the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl TryFrom<String> for Email {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let value = value.trim().to_string();
+        let valid = (3..=254).contains(&value.len())
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+            && value.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            });
+        if valid {
+            Ok(Email(value))
+        } else {
+            Err(format!("{value:?} is not an email address"))
+        }
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+impl Email {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An E.164 phone number: `+` and 8 to 15 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Phone(String);
+
+impl TryFrom<String> for Phone {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let valid = value
+            .strip_prefix('+')
+            .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+        if valid {
+            Ok(Phone(value))
+        } else {
+            Err(format!("{value:?} is not an E.164 phone number (+ and 8-15 digits)"))
+        }
+    }
+}
+
+impl From<Phone> for String {
+    fn from(value: Phone) -> Self {
+        value.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    /// ISO 3166-2 subdivision code without the country (`CA`, `NY`, `ON`), where there is one.
+    #[serde(default)]
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 (`US`, `CA`).
+    pub country: String,
+}
+
+impl Address {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let field = |name: &str, value: &str, max: usize| {
+            if value.trim().is_empty() || value.len() > max {
+                Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("{name} must be 1 to {max} characters"),
+                )
+                .on_field(name))
+            } else {
+                Ok(())
+            }
+        };
+        field("line1", &self.line1, 200)?;
+        if let Some(line2) = &self.line2 {
+            field("line2", line2, 200)?;
+        }
+        field("city", &self.city, 100)?;
+        field("postal_code", &self.postal_code, 20)?;
+        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "country must be an ISO 3166-1 alpha-2 code such as US",
+            )
+            .on_field("country"));
+        }
+        if let Some(region) = &self.region {
+            if region.is_empty()
+                || region.len() > 3
+                || !region.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "region must be an ISO 3166-2 subdivision code such as CA",
+                )
+                .on_field("region"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementSchedule {
+    #[default]
+    None,
+    Weekly,
+    Monthly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardRole {
+    Primary,
+    Backup,
+}
+
+/// What is kept of a card: the processor's ids and what the card page shows. Never a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCard {
+    /// The processor's payment-method id.
+    pub id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    pub role: CardRole,
+    pub card_manager_email: Email,
+    pub added_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl StoredCard {
+    pub fn expired(&self, today: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        let (year, month) = (today.year(), today.month());
+        i32::from(self.exp_year) < year
+            || (i32::from(self.exp_year) == year && u32::from(self.exp_month) < month)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub billing_emails: Vec<Email>,
+    #[serde(default)]
+    pub recharge_failure_email: Option<Email>,
+    #[serde(default)]
+    pub critical_phone: Option<Phone>,
+    #[serde(default)]
+    pub service_address: Option<Address>,
+    #[serde(default)]
+    pub tax_exempt: bool,
+    #[serde(default)]
+    pub statement_schedule: StatementSchedule,
+    #[serde(default)]
+    pub processor_customer_id: Option<String>,
+    #[serde(default)]
+    pub cards: Vec<StoredCard>,
+}
+
+impl Profile {
+    pub fn primary_card(&self) -> Option<&StoredCard> {
+        self.cards.iter().find(|c| c.role == CardRole::Primary)
+    }
+
+    pub fn backup_card(&self) -> Option<&StoredCard> {
+        self.cards.iter().find(|c| c.role == CardRole::Backup)
+    }
+}
+
+const PROFILE_ID: &str = "profile";
+
+/// The profile and its version (0 when none is stored yet).
+pub async fn load(docs: &dyn DocStore, account: &AccountId) -> Result<(Profile, u64), ApiError> {
+    match docs.get_doc(account, DocKind::Profile, PROFILE_ID).await.map_err(ApiError::from_store)? {
+        None => Ok((Profile::default(), 0)),
+        Some(doc) => {
+            let profile = serde_json::from_str(&doc.body).map_err(|e| ApiError::internal(&e))?;
+            Ok((profile, doc.version))
+        }
+    }
+}
+
+/// Read-modify-write the profile with optimistic concurrency (bounded retries). `change` may
+/// run more than once. Returns the profile before and after.
+pub async fn update<F>(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    mut change: F,
+) -> Result<(Profile, Profile), ApiError>
+where
+    F: FnMut(&mut Profile) -> Result<(), ApiError>,
+{
+    for _ in 0..16 {
+        let (before, version) = load(docs, account).await?;
+        let mut after = before.clone();
+        change(&mut after)?;
+        let body = serde_json::to_string(&after).map_err(|e| ApiError::internal(&e))?;
+        let expected = if version == 0 { None } else { Some(version) };
+        match docs.put_doc(account, DocKind::Profile, PROFILE_ID, &body, expected).await {
+            Ok(_) => return Ok((before, after)),
+            Err(DocError::Conflict) => continue,
+            Err(DocError::TooLarge(_)) => {
+                return Err(ApiError::bad_request("invalid_request", "the profile is too large"))
+            }
+            Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
+        }
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the profile is being changed concurrently; retry",
+    ))
+}

@@ -1,0 +1,27 @@
+//! What every router is given.
+
+use std::sync::Arc;
+
+use ledger::docs::DocStore;
+use ledger::LedgerStore;
+use usage::worker::RateCards;
+
+/// A store that keeps both the ledger and the account documents.
+pub trait Store: LedgerStore + DocStore {}
+impl<T: LedgerStore + DocStore> Store for T {}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cards: RateCards,
+}
+
+impl AppState {
+    pub fn ledger(&self) -> &dyn LedgerStore {
+        &*self.store
+    }
+
+    pub fn docs(&self) -> &dyn DocStore {
+        &*self.store
+    }
+}
