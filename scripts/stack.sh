@@ -181,19 +181,7 @@ PY
 # whole store to /tmp/localstripe.pickle on every write (shared between runs,
 # and O(store) per write). This launcher serves the same aiohttp app on
 # 127.0.0.1 only, keeps the store in memory, and starts empty.
-LOCALSTRIPE_LAUNCHER='
-import logging, socket, sys
-from aiohttp import web
-from localstripe import resources, server
-resources.Store.dump_to_disk = lambda self: None
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", int(sys.argv[1])))
-access = logging.getLogger("aiohttp.access")
-access.setLevel(logging.INFO)
-access.addHandler(logging.StreamHandler())
-web.run_app(server.app, sock=sock, access_log=access, print=lambda *a: print(*a, flush=True))
-'
+LOCALSTRIPE_LAUNCHER="$ROOT/scripts/localstripe_launcher.py"
 
 # start NAME CMD... : run CMD in its own session/process group (so `down` can
 # kill it with its children, and Ctrl-C in the terminal does not race `down`).
@@ -273,7 +261,7 @@ cmd_up() {
         -Djava.library.path="$home/DynamoDBLocal_lib" -jar "$home/DynamoDBLocal.jar" \
         -inMemory -sharedDb -disableTelemetry -port "$p_ddb")
     start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$p_moto"
-    start localstripe "$VENV/bin/python" -c "$LOCALSTRIPE_LAUNCHER" "$p_stripe"
+    start localstripe "$VENV/bin/python" "$LOCALSTRIPE_LAUNCHER" "$p_stripe"
 
     local ok=1
     wait_for dynamodb "$p_ddb" || ok=0

@@ -45,6 +45,30 @@ enum StoreKind {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (account routes, operator routes, the platform's authorization route)
+    /// on the chosen store, with the simulated card processor.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080", env = "RINGLEDGER_ADDR")]
+        addr: String,
+        /// The platform's bearer token for `POST /v1/authorizations`.
+        #[arg(long, env = "RINGLEDGER_PLATFORM_TOKEN", default_value = "dev-platform-token")]
+        platform_token: String,
+        /// Operator rate-card file (`{"standard": ..., "cards": {...}}`).
+        #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
+        rate_cards: Option<std::path::PathBuf>,
+    },
+    /// Issue a development token (HS256, signed with the local secret) for the API.
+    Token {
+        /// The account the token belongs to (not needed for operators).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t = RoleArg::Admin)]
+        role: RoleArg,
+        #[arg(long, default_value = "dev@localhost")]
+        user: String,
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
     /// Seed an account, replay a small day of telephony usage and payments, print a summary.
     Demo {
         #[arg(long, default_value = "demo")]
@@ -109,6 +133,13 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Viewer,
+    Admin,
+    Operator,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ShowArg {
     All,
     Debits,
@@ -116,6 +147,74 @@ enum ShowArg {
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The local signing secret: `RINGLEDGER_JWT_SECRET`, else a random one kept beside the
+/// database (`<db>.jwt-secret`, created on first use) so `token` and `serve` agree.
+fn jwt_secret(cli: &Cli) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    if let Ok(secret) = std::env::var("RINGLEDGER_JWT_SECRET") {
+        return Ok(secret.into_bytes());
+    }
+    let path = format!("{}.jwt-secret", cli.db);
+    if let Ok(secret) = std::fs::read(&path) {
+        return Ok(secret);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut secret = String::new();
+    for _ in 0..4 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos(),
+        );
+        secret.push_str(&format!("{:016x}", h.finish()));
+    }
+    std::fs::write(&path, &secret)?;
+    Ok(secret.into_bytes())
+}
+
+async fn open_full_store(cli: &Cli) -> Result<Arc<dyn api::state::Store>, StoreError> {
+    Ok(match cli.store {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(&cli.db, Durability::Full)?),
+        StoreKind::Dynamodb => {
+            let client = client_for_endpoint(cli.endpoint.as_deref()).await;
+            if cli.endpoint.is_some() {
+                create_table(&client, &cli.table).await?;
+            }
+            Arc::new(DynamoStore::new(client, cli.table.clone()))
+        }
+    })
+}
+
+async fn serve(
+    cli: &Cli,
+    addr: &str,
+    platform_token: &str,
+    rate_cards: Option<&std::path::Path>,
+) -> CliResult {
+    let store = open_full_store(cli).await?;
+    let cards = match rate_cards {
+        Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
+        None => usage::worker::RateCards::standard_only(),
+    };
+    let state = Arc::new(api::state::AppState {
+        store: store.clone(),
+        cards: cards.clone(),
+        processor: Arc::new(payments::SimulatedProcessor::new()),
+    });
+    let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
+    let authorization =
+        api::authorization::router(Arc::new(api::authorization::AuthorizationState {
+            store: store.clone(),
+            cards,
+            platform: api::authorization::PlatformAuth::Token(platform_token.to_string()),
+            max_call_seconds: usage::authorize::DEFAULT_MAX_CALL_SECONDS,
+        }));
+    let app = authorization.merge(api::app::local(state, jwt));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("ringledger API on http://{} (OpenAPI at /openapi.json)", listener.local_addr()?);
+    eprintln!("issue a token: ringledger token --account <id> --role admin");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
 
 async fn open_store(cli: &Cli) -> Result<Arc<dyn LedgerStore>, StoreError> {
     Ok(match cli.store {
@@ -255,9 +354,26 @@ async fn main() -> CliResult {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve { addr, platform_token, rate_cards } => {
+            return serve(&cli, addr, platform_token, rate_cards.as_deref()).await;
+        }
+        Command::Token { account, role, user, ttl_seconds } => {
+            let role = match role {
+                RoleArg::Viewer => api::auth::Role::Viewer,
+                RoleArg::Admin => api::auth::Role::Admin,
+                RoleArg::Operator => api::auth::Role::Operator,
+            };
+            let jwt = api::auth::LocalJwt::new(jwt_secret(&cli)?);
+            println!("{}", jwt.issue(user, account.as_deref(), role, *ttl_seconds));
+            return Ok(());
+        }
+        _ => {}
+    }
     let store = open_store(&cli).await?;
     let now = Utc::now();
     match &cli.command {
+        Command::Serve { .. } | Command::Token { .. } => unreachable!("handled above"),
         Command::Demo { account } => demo(&*store, account).await?,
         Command::CreateAccount { account, credit_limit_usd } => {
             let credit_limit_usd = credit_limit_usd.as_deref().map(Amount::from_str).transpose()?;

@@ -24,7 +24,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{audit, body, profile};
 
-pub fn router() -> Router<Arc<AppState>> {
+/// Terms, overview, settings and their audit log (the settings function).
+pub fn settings_router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/terms", post(accept_terms))
         .route("/v1/overview", get(overview))
@@ -35,8 +36,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/settings/address", put(put_address))
         .route("/v1/settings/statement-schedule", put(put_statement_schedule))
         .route("/v1/settings/audit", get(audit_log))
-        .route("/v1/activity", get(activity))
-        .route("/v1/activity.csv", get(activity_csv))
+}
+
+/// Activity and its CSV export (the activity function).
+pub fn activity_router() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/activity", get(activity)).route("/v1/activity.csv", get(activity_csv))
 }
 
 pub async fn account_or_404(state: &AppState, id: &AccountId) -> Result<Account, ApiError> {
@@ -118,14 +122,25 @@ async fn accept_terms(
     let accepted = acceptance.clone();
     let after = state
         .ledger()
-        .modify_account(&id, Arc::new(move |a| {
-            a.terms = Some(accepted.clone());
-            Ok(())
-        }), Utc::now())
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.terms = Some(accepted.clone());
+                Ok(())
+            }),
+            Utc::now(),
+        )
         .await
         .map_err(ApiError::from_store)?;
-    audit::record(state.docs(), &id, &identity.user, "terms", json!(before.terms), json!(after.terms))
-        .await?;
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "terms",
+        json!(before.terms),
+        json!(after.terms),
+    )
+    .await?;
     Ok(Json(json!({ "terms": acceptance })))
 }
 
@@ -189,10 +204,14 @@ async fn put_auto_recharge(
     require_terms(&before)?;
     let after = state
         .ledger()
-        .modify_account(&id, Arc::new(move |a| {
-            a.recharge = Some(settings.clone());
-            Ok(())
-        }), Utc::now())
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.recharge = Some(settings.clone());
+                Ok(())
+            }),
+            Utc::now(),
+        )
         .await
         .map_err(ApiError::from_store)?;
     audit::record(
@@ -224,10 +243,14 @@ async fn put_low_balance(
     let before = account_or_404(&state, &id).await?;
     let after = state
         .ledger()
-        .modify_account(&id, Arc::new(move |a| {
-            a.low_balance_usd = level;
-            Ok(())
-        }), Utc::now())
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.low_balance_usd = level;
+                Ok(())
+            }),
+            Utc::now(),
+        )
         .await
         .map_err(ApiError::from_store)?;
     audit::record(
@@ -257,7 +280,8 @@ async fn put_contacts(
 ) -> Result<Json<Value>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: ContactsBody = body::json(&raw)?;
-    if request.billing_emails.is_empty() || request.billing_emails.len() > profile::MAX_BILLING_EMAILS
+    if request.billing_emails.is_empty()
+        || request.billing_emails.len() > profile::MAX_BILLING_EMAILS
     {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -392,8 +416,11 @@ fn entry_query(params: &Params, max_limit: u32) -> Result<EntryQuery, ApiError> 
         "debits" => Show::Debits,
         "credits" => Show::Credits,
         _ => {
-            return Err(ApiError::bad_request("invalid_field", "show must be all, debits or credits")
-                .on_field("show"))
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "show must be all, debits or credits",
+            )
+            .on_field("show"))
         }
     };
     let from = params.time("from")?;

@@ -48,19 +48,43 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// caller's layer: the local JWT check, or API Gateway's claims in Lambda).
 pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
-        .merge(crate::account::router())
-        .merge(crate::payments::router())
-        .merge(crate::operator::router())
+        .merge(group(Group::Settings))
+        .merge(group(Group::Activity))
+        .merge(group(Group::Payments))
         .with_state(state)
+}
+
+/// The route groups, one Lambda function each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Terms, overview, settings, audit log, operator routes.
+    Settings,
+    /// Activity and CSV export.
+    Activity,
+    /// Cards, Pay Now, payment history.
+    Payments,
+}
+
+pub fn group(group: Group) -> Router<Arc<AppState>> {
+    match group {
+        Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
+        Group::Activity => crate::account::activity_router(),
+        Group::Payments => crate::payments::router(),
+    }
+}
+
+/// One group for its Lambda: identity from API Gateway's JWT authorizer claims.
+pub fn lambda(group_name: Group, state: Arc<AppState>) -> Router {
+    group(group_name)
+        .with_state(state)
+        .layer(middleware::from_fn(crate::apigw::identity_from_authorizer))
+        .fallback(no_route)
 }
 
 /// The public part: the contract and a health check.
 pub fn public() -> Router {
     Router::new()
-        .route(
-            "/openapi.json",
-            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        )
+        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], OPENAPI) }))
         .route("/health", get(|| async { "ok" }))
 }
 
@@ -70,7 +94,6 @@ async fn no_route() -> impl IntoResponse {
 
 /// The whole API for the local runner: JWT-checked routes, public routes, JSON 404s.
 pub fn local(state: Arc<AppState>, jwt: LocalJwt) -> Router {
-    let authenticated =
-        routes(state).layer(middleware::from_fn_with_state(jwt, local_jwt_layer));
+    let authenticated = routes(state).layer(middleware::from_fn_with_state(jwt, local_jwt_layer));
     Router::new().merge(authenticated).merge(public()).fallback(no_route)
 }

@@ -19,7 +19,8 @@ pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            let code = if inner.is_syntax() || inner.is_eof() { "invalid_json" } else { "invalid_field" };
+            let code =
+                if inner.is_syntax() || inner.is_eof() { "invalid_json" } else { "invalid_field" };
             let mut api = ApiError::bad_request(code, inner.to_string());
             if path != "." && !path.is_empty() {
                 api = api.on_field(path);

@@ -2,13 +2,14 @@
 //! the local runner over TCP, so both speak exactly the same API.
 
 pub mod account;
-// pub mod app; (wired once the payments crate lands)
+pub mod apigw;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authorization;
 pub mod body;
 pub mod error;
 pub mod operator;
-// pub mod payments;
+pub mod payments;
 pub mod profile;
 pub mod state;

@@ -61,9 +61,16 @@ async fn create_account(
         }
         Err(error) => return Err(ApiError::from_store(error)),
     };
-    audit::record(state.docs(), &id, &identity.user, "account_created", Value::Null, json!({
-        "credit_limit_usd": account.credit_limit_usd
-    }))
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "account_created",
+        Value::Null,
+        json!({
+            "credit_limit_usd": account.credit_limit_usd
+        }),
+    )
     .await?;
     Ok((StatusCode::CREATED, Json(overview_json(&state, &account).await?)))
 }
@@ -104,14 +111,25 @@ async fn set_rate_card(
     let card = request.rate_card.clone();
     let after = state
         .ledger()
-        .modify_account(&id, Arc::new(move |a| {
-            a.rate_card = card.clone();
-            Ok(())
-        }), Utc::now())
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.rate_card = card.clone();
+                Ok(())
+            }),
+            Utc::now(),
+        )
         .await
         .map_err(ApiError::from_store)?;
-    audit::record(state.docs(), &id, &identity.user, "rate_card", json!(before.rate_card), json!(after.rate_card))
-        .await?;
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "rate_card",
+        json!(before.rate_card),
+        json!(after.rate_card),
+    )
+    .await?;
     Ok(Json(json!({ "rate_card": after.rate_card })))
 }
 
@@ -134,10 +152,14 @@ async fn set_credit_limit(
     let limit = request.credit_limit_usd;
     let after = state
         .ledger()
-        .modify_account(&id, Arc::new(move |a| {
-            a.credit_limit_usd = limit;
-            Ok(())
-        }), Utc::now())
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.credit_limit_usd = limit;
+                Ok(())
+            }),
+            Utc::now(),
+        )
         .await
         .map_err(ApiError::from_store)?;
     audit::record(
@@ -173,8 +195,15 @@ async fn set_tax_exemption(
         Ok(())
     })
     .await?;
-    audit::record(state.docs(), &id, &identity.user, "tax_exempt", json!(before.tax_exempt), json!(after.tax_exempt))
-        .await?;
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "tax_exempt",
+        json!(before.tax_exempt),
+        json!(after.tax_exempt),
+    )
+    .await?;
     Ok(Json(json!({ "tax_exempt": after.tax_exempt })))
 }
 
@@ -218,9 +247,10 @@ async fn adjust(
         ApiError::bad_request("invalid_field", e.to_string()).on_field("Idempotency-Key")
     })?;
     // An operator's debit is a correction of what happened: it always posts.
-    let posting = Posting::new(source, kind, item, request.amount_usd, PostingRule::Always, Utc::now())
-        .and_then(|p| p.with_details(json!({ "reason": request.reason, "by": identity.user })))
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let posting =
+        Posting::new(source, kind, item, request.amount_usd, PostingRule::Always, Utc::now())
+            .and_then(|p| p.with_details(json!({ "reason": request.reason, "by": identity.user })))
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     account_or_404(&state, &id).await?;
     let outcome =
         state.ledger().post(&id, vec![posting], Utc::now()).await.map_err(ApiError::from_store)?;

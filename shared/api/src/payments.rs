@@ -23,7 +23,8 @@ use crate::profile::{self, CardRole, Email, StoredCard};
 use crate::state::AppState;
 
 /// Pay Now limits (whole cents).
-pub const MIN_PAYMENT_USD: rust_decimal::Decimal = rust_decimal::Decimal::from_parts(1, 0, 0, false, 0);
+pub const MIN_PAYMENT_USD: rust_decimal::Decimal =
+    rust_decimal::Decimal::from_parts(1, 0, 0, false, 0);
 pub const MAX_PAYMENT_USD: rust_decimal::Decimal =
     rust_decimal::Decimal::from_parts(10_000, 0, 0, false, 0);
 /// An in-progress Pay Now older than this may be taken over by a retry with the same key (the
@@ -118,7 +119,9 @@ async fn add_card(
             .on_field("payment_method_token"));
     }
     // A raw card number is never accepted, stored or logged.
-    if token.bytes().filter(u8::is_ascii_digit).count() >= 12 && token.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-') {
+    if token.bytes().filter(u8::is_ascii_digit).count() >= 12
+        && token.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    {
         return Err(ApiError::bad_request(
             "invalid_field",
             "send a payment-method token from the card form, never a card number",
@@ -171,7 +174,11 @@ async fn add_card(
             return Ok(());
         }
         if p.cards.len() >= profile::MAX_CARDS {
-            return Err(ApiError::new(StatusCode::CONFLICT, "too_many_cards", "card limit reached"));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_cards",
+                "card limit reached",
+            ));
         }
         p.cards.push(card.clone());
         if card.role == CardRole::Primary || p.primary_card().is_none() {
@@ -237,8 +244,15 @@ async fn set_role(
     let roles = |p: &profile::Profile| {
         p.cards.iter().map(|c| json!({ "card": c.id, "role": c.role })).collect::<Vec<_>>()
     };
-    crate::audit::record(state.docs(), &id, &identity.user, "card_roles", json!(roles(&before)), json!(roles(&after)))
-        .await?;
+    crate::audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "card_roles",
+        json!(roles(&before)),
+        json!(roles(&after)),
+    )
+    .await?;
     let cards: Vec<CardView<'_>> = after.cards.iter().map(card_view).collect();
     Ok(Json(json!({ "cards": cards })))
 }
@@ -337,7 +351,11 @@ struct PayNowBody {
     amount_usd: Amount,
 }
 
-async fn save_payment(state: &AppState, id: &AccountId, record: &PaymentRecord) -> Result<(), ApiError> {
+async fn save_payment(
+    state: &AppState,
+    id: &AccountId,
+    record: &PaymentRecord,
+) -> Result<(), ApiError> {
     let body = serde_json::to_string(record).map_err(|e| ApiError::internal(&e))?;
     for _ in 0..8 {
         let current = state
@@ -346,7 +364,8 @@ async fn save_payment(state: &AppState, id: &AccountId, record: &PaymentRecord) 
             .await
             .map_err(ApiError::from_store)?;
         let expected = current.map(|d| d.version);
-        match state.docs().put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await {
+        match state.docs().put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await
+        {
             Ok(_) => return Ok(()),
             Err(DocError::Conflict) => continue,
             Err(DocError::TooLarge(_)) => break,
@@ -382,13 +401,23 @@ async fn claim(
         match state.docs().put_doc(id, DocKind::Idempotency, key, &body, None).await {
             Ok(version) => return Ok(Claim::Mine { record: fresh, version }),
             Err(DocError::Conflict) => {}
-            Err(DocError::TooLarge(_)) => return Err(ApiError::internal(&std::io::Error::other("idempotency record too large"))),
+            Err(DocError::TooLarge(_)) => {
+                return Err(ApiError::internal(&std::io::Error::other(
+                    "idempotency record too large",
+                )))
+            }
             Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
         }
-        let Some(doc) = state.docs().get_doc(id, DocKind::Idempotency, key).await.map_err(ApiError::from_store)? else {
+        let Some(doc) = state
+            .docs()
+            .get_doc(id, DocKind::Idempotency, key)
+            .await
+            .map_err(ApiError::from_store)?
+        else {
             continue;
         };
-        let existing: IdempotencyRecord = serde_json::from_str(&doc.body).map_err(|e| ApiError::internal(&e))?;
+        let existing: IdempotencyRecord =
+            serde_json::from_str(&doc.body).map_err(|e| ApiError::internal(&e))?;
         if existing.amount_usd != amount {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -405,10 +434,18 @@ async fn claim(
                 // Its owner died: take over the same payment (same processor key, same credit).
                 let taken = IdempotencyRecord { started_at: now, ..existing };
                 let body = serde_json::to_string(&taken).map_err(|e| ApiError::internal(&e))?;
-                match state.docs().put_doc(id, DocKind::Idempotency, key, &body, Some(doc.version)).await {
+                match state
+                    .docs()
+                    .put_doc(id, DocKind::Idempotency, key, &body, Some(doc.version))
+                    .await
+                {
                     Ok(version) => return Ok(Claim::Mine { record: taken, version }),
                     Err(DocError::Conflict) => continue,
-                    Err(DocError::TooLarge(_)) => return Err(ApiError::internal(&std::io::Error::other("idempotency record too large"))),
+                    Err(DocError::TooLarge(_)) => {
+                        return Err(ApiError::internal(&std::io::Error::other(
+                            "idempotency record too large",
+                        )))
+                    }
                     Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
                 }
             }
@@ -424,7 +461,9 @@ async fn claim(
 }
 
 fn ledger_hash(value: &str) -> u64 {
-    value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    value
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 async fn finish(
@@ -471,7 +510,9 @@ async fn pay_now(
     let account = account_or_404(&state, &id).await?;
     require_terms(&account)?;
     let (profile, _) = profile::load(state.docs(), &id).await?;
-    let (Some(card), Some(customer)) = (profile.primary_card().cloned(), profile.processor_customer_id.clone()) else {
+    let (Some(card), Some(customer)) =
+        (profile.primary_card().cloned(), profile.processor_customer_id.clone())
+    else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_primary_card",
@@ -520,7 +561,8 @@ async fn pay_now(
     };
     let (status, response) = match outcome {
         ChargeOutcome::Succeeded { payment_intent_id } => {
-            let source = SourceId::parse(format!("pay:{key}")).map_err(|e| ApiError::internal(&e))?;
+            let source =
+                SourceId::parse(format!("pay:{key}")).map_err(|e| ApiError::internal(&e))?;
             let posting = Posting::credit(source, BillingItem::FundsAdded, amount, Utc::now())
                 .and_then(|p| {
                     p.with_details(json!({
@@ -531,9 +573,15 @@ async fn pay_now(
                     }))
                 })
                 .map_err(|e| ApiError::internal(&e))?;
-            let posted = state.ledger().post(&id, vec![posting], Utc::now()).await.map_err(ApiError::from_store)?;
+            let posted = state
+                .ledger()
+                .post(&id, vec![posting], Utc::now())
+                .await
+                .map_err(ApiError::from_store)?;
             let seq = match posted.results.first() {
-                Some(PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq }) => Some(*seq),
+                Some(PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq }) => {
+                    Some(*seq)
+                }
                 _ => None,
             };
             payment.status = PaymentStatus::Succeeded;
@@ -576,7 +624,8 @@ async fn history(
         .list_docs(id, DocKind::Payment, params.get("cursor"), limit)
         .await
         .map_err(ApiError::from_store)?;
-    let next_cursor = (docs.len() == limit as usize).then(|| docs.last().map(|d| d.id.clone())).flatten();
+    let next_cursor =
+        (docs.len() == limit as usize).then(|| docs.last().map(|d| d.id.clone())).flatten();
     let payments: Vec<PaymentRecord> = docs
         .iter()
         .map(|d| serde_json::from_str(&d.body))

@@ -14,6 +14,7 @@ impl<T: LedgerStore + DocStore> Store for T {}
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cards: RateCards,
+    pub processor: Arc<dyn payments::CardProcessor>,
 }
 
 impl AppState {

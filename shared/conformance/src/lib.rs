@@ -1,8 +1,10 @@
 //! One conformance suite for every ledger store. A store's test file calls
-//! [`conformance_suite!`] with an async factory that returns a fresh, empty store.
+//! [`conformance_suite!`] with an async factory that returns a fresh, empty store, and
+//! [`doc_conformance_suite!`] with one that returns a fresh, empty document store.
 
 pub mod cases;
 pub mod crash;
+pub mod docs;
 pub mod model;
 
 pub use cases::*;

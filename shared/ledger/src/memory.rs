@@ -1,12 +1,16 @@
 //! An in-process store: the reference adapter for unit tests of the crates above the port.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::account::Account;
+use crate::docs::{
+    check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
+};
 use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
 use crate::posting::{apply, settle_settings_change, LedgerEvent};
@@ -33,6 +37,8 @@ fn outbox_key(event: &LedgerEvent) -> OutboxKey {
 pub struct MemoryStore {
     books: Mutex<HashMap<AccountId, Book>>,
     outbox: Mutex<BTreeMap<OutboxKey, LedgerEvent>>,
+    /// Documents per account and kind, by id (so a list is a range of the map).
+    docs: Mutex<HashMap<(AccountId, DocKind), BTreeMap<String, Doc>>>,
 }
 
 impl MemoryStore {
@@ -161,5 +167,75 @@ impl LedgerStore for MemoryStore {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
         outbox.remove(&outbox_key(event));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl DocStore for MemoryStore {
+    async fn get_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Doc>, StoreError> {
+        check_doc_id(id)?;
+        let docs = self.docs.lock().expect("docs lock poisoned");
+        Ok(docs.get(&(account.clone(), kind)).and_then(|of_kind| of_kind.get(id)).cloned())
+    }
+
+    async fn put_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        body: &str,
+        expected_version: Option<u64>,
+    ) -> Result<u64, DocError> {
+        let version = check_put(id, body, expected_version)?;
+        let mut docs = self.docs.lock().expect("docs lock poisoned");
+        let of_kind = docs.entry((account.clone(), kind)).or_default();
+        let stored_version = of_kind.get(id).map(|doc| doc.version);
+        if stored_version != expected_version {
+            return Err(DocError::Conflict);
+        }
+        of_kind.insert(id.to_string(), Doc { id: id.to_string(), version, body: body.to_string() });
+        Ok(version)
+    }
+
+    async fn delete_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<(), DocError> {
+        check_delete(id, expected_version)?;
+        let mut docs = self.docs.lock().expect("docs lock poisoned");
+        let of_kind = docs.get_mut(&(account.clone(), kind)).ok_or(DocError::Conflict)?;
+        match of_kind.get(id) {
+            Some(doc) if doc.version == expected_version => {
+                of_kind.remove(id);
+                Ok(())
+            }
+            _ => Err(DocError::Conflict),
+        }
+    }
+
+    async fn list_docs(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Doc>, StoreError> {
+        let limit = check_list(after, limit)?;
+        let docs = self.docs.lock().expect("docs lock poisoned");
+        let Some(of_kind) = docs.get(&(account.clone(), kind)) else { return Ok(Vec::new()) };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(of_kind
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, doc)| doc.clone())
+            .collect())
     }
 }

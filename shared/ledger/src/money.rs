@@ -58,7 +58,7 @@ pub enum AmountError {
 /// A strictly positive USD amount with at most [`MAX_AMOUNT_SCALE`] decimals and at most
 /// [`MAX_AMOUNT_USD`]. Direction (debit or credit) is carried by the entry kind, never by a sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Decimal", into = "Decimal")]
+#[serde(try_from = "String", into = "Decimal")]
 pub struct Amount(Decimal);
 
 impl Amount {
@@ -97,6 +97,15 @@ impl Amount {
 
     pub fn value(self) -> Decimal {
         self.0
+    }
+}
+
+/// Amounts arrive as decimal strings (`"12.34"`): a JSON number may already have been through
+/// a float, so numbers are refused.
+impl TryFrom<String> for Amount {
+    type Error = AmountError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
     }
 }
 

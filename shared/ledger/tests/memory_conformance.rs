@@ -1,7 +1,8 @@
-//! The memory store passes the same conformance suite as the real stores.
+//! The memory store passes the same conformance suites as the real stores.
 
 use std::sync::Arc;
 
+use ledger::docs::DocStore;
 use ledger::memory::MemoryStore;
 use ledger::LedgerStore;
 
@@ -10,3 +11,9 @@ async fn fresh() -> Arc<dyn LedgerStore> {
 }
 
 conformance::conformance_suite!(fresh, model_cases = 256);
+
+async fn fresh_docs() -> Arc<dyn DocStore> {
+    Arc::new(MemoryStore::new())
+}
+
+conformance::doc_conformance_suite!(fresh_docs);

@@ -1,6 +1,7 @@
 //! SDK errors decoded into typed outcomes. Never stringified into a decision.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
@@ -34,12 +35,27 @@ where
     StoreError::unavailable(error)
 }
 
-pub fn is_conditional_check_failed<R>(error: &SdkError<PutItemError, R>) -> bool {
-    matches!(
-        error,
-        SdkError::ServiceError(service)
-            if matches!(service.err(), PutItemError::ConditionalCheckFailedException(_))
-    )
+/// Operation errors that can say "the condition expression was false".
+pub trait ConditionalOperationError {
+    fn is_conditional_check_failed(&self) -> bool;
+}
+
+impl ConditionalOperationError for PutItemError {
+    fn is_conditional_check_failed(&self) -> bool {
+        matches!(self, PutItemError::ConditionalCheckFailedException(_))
+    }
+}
+
+impl ConditionalOperationError for DeleteItemError {
+    fn is_conditional_check_failed(&self) -> bool {
+        matches!(self, DeleteItemError::ConditionalCheckFailedException(_))
+    }
+}
+
+pub fn is_conditional_check_failed<E: ConditionalOperationError, R>(
+    error: &SdkError<E, R>,
+) -> bool {
+    matches!(error, SdkError::ServiceError(service) if service.err().is_conditional_check_failed())
 }
 
 /// Why a ledger transaction did not commit, decoded from `CancellationReasons`.

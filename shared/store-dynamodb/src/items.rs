@@ -126,3 +126,13 @@ pub struct OutboxItem {
     /// JSON of the ledger event.
     pub event: String,
 }
+
+/// A document: `version` is a number attribute, `body` the JSON as a string attribute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocItem {
+    pub pk: String,
+    /// The document id.
+    pub sk: String,
+    pub version: u64,
+    pub body: String,
+}

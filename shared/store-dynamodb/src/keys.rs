@@ -7,11 +7,17 @@
 //! | minute  | `A#<account>#I`            | `YYYY-MM-DDTHH:MM` |
 //! | marker  | `A#<account>#S#<source_id>`| `S`                |
 //! | outbox  | `O#<shard>`                | `<micros>#<account>#<version>#<event>` |
+//! | document| `A#<account>#D#<kind>`     | `<document id>`    |
 //!
 //! Only the account item is written by every posting, once per batch; pages and markers each
 //! get a partition key of their own, so a hot account is capped by its account item alone.
+//! Documents (profile, payments, idempotency records, audit log) share one partition per account
+//! and kind, so listing a kind is an ascending query on the sort key; they never touch the
+//! ledger's items. Account ids cannot contain `#`, so no document key collides with another
+//! item's key, whatever characters the document id holds.
 
 use chrono::{DateTime, Utc};
+use ledger::docs::DocKind;
 use ledger::{AccountId, LedgerEvent, SourceId};
 
 pub const OUTBOX_SHARDS: u64 = 8;
@@ -41,6 +47,10 @@ pub fn marker_pk(id: &AccountId, source: &SourceId) -> String {
 }
 
 pub const MARKER_SK: &str = "S";
+
+pub fn doc_pk(id: &AccountId, kind: DocKind) -> String {
+    format!("A#{id}#D#{}", kind.as_str())
+}
 
 /// FNV-1a: stable across builds and platforms (std's hasher is neither).
 pub fn stable_hash(value: &str) -> u64 {

@@ -23,13 +23,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
-    WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
+use ledger::docs::{
+    check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
+};
 use ledger::posting::{apply, settle_settings_change};
 use ledger::store::{checked_postings, AccountChange, MAX_CONFLICT_RETRIES};
 use ledger::{
@@ -40,7 +43,8 @@ use ledger::{
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
 use errors::{classify, TransactionFailure};
 use items::{
-    from_item, to_item, AccountItem, Item, MarkerItem, MinuteItem, OutboxItem, PageEntry, PageItem,
+    from_item, to_item, AccountItem, DocItem, Item, MarkerItem, MinuteItem, OutboxItem, PageEntry,
+    PageItem,
 };
 use keys::*;
 
@@ -733,6 +737,148 @@ impl DynamoStore {
             Some(item) => Ok(from_item::<MinuteItem>(item)?.first),
             None => Ok(1),
         }
+    }
+}
+
+fn doc_from_item(item: Item) -> Result<Doc, StoreError> {
+    let item: DocItem = from_item(item)?;
+    if item.version == 0 {
+        return Err(StoreError::Corrupt(format!("document {} has version 0", item.sk)));
+    }
+    Ok(Doc { id: item.sk, version: item.version, body: item.body })
+}
+
+/// Documents are single items written with standard conditional writes: a version condition
+/// on one item is all the optimistic concurrency they need, so no transactions.
+#[async_trait]
+impl DocStore for DynamoStore {
+    async fn get_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Doc>, StoreError> {
+        check_doc_id(id)?;
+        self.get(doc_pk(account, kind), id).await?.map(doc_from_item).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(account_id = %account, kind = kind.as_str()))]
+    async fn put_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        body: &str,
+        expected_version: Option<u64>,
+    ) -> Result<u64, DocError> {
+        let version = check_put(id, body, expected_version)?;
+        let item = to_item(&DocItem {
+            pk: doc_pk(account, kind),
+            sk: id.to_string(),
+            version,
+            body: body.to_string(),
+        })?;
+        // A write whose condition fails is billed too, so every attempt is counted.
+        self.meter_write(&item, WriteKind::Standard);
+        let request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let request = match expected_version {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(expected) => request
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(version),
+            Err(error) if errors::is_conditional_check_failed(&error) => Err(DocError::Conflict),
+            Err(error) => Err(classify(error).into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account_id = %account, kind = kind.as_str()))]
+    async fn delete_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<(), DocError> {
+        check_delete(id, expected_version)?;
+        let pk = doc_pk(account, kind);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk.clone(), id)))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_version.to_string()),
+            )
+            // A delete is billed on the size of the item it removes; the old item says it.
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                if let Some(old) = &output.attributes {
+                    self.meter_write(old, WriteKind::Standard);
+                }
+                Ok(())
+            }
+            Err(error) if errors::is_conditional_check_failed(&error) => {
+                if let Some(meter) = &self.meter {
+                    meter.record_write(&pk, 1);
+                }
+                Err(DocError::Conflict)
+            }
+            Err(error) => Err(classify(error).into()),
+        }
+    }
+
+    async fn list_docs(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Doc>, StoreError> {
+        let limit = check_list(after, limit)?;
+        let mut docs = Vec::with_capacity(limit);
+        let mut start_key: Option<Item> = None;
+        // One query reads at most 1 MB, less than `limit` large documents: continue from where
+        // it stopped until the page is full. Every round returns at least one document while
+        // more remain (a document is far below 1 MB), so `limit` rounds always suffice.
+        for _ in 0..limit {
+            let request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", AttributeValue::S(doc_pk(account, kind)))
+                .scan_index_forward(true)
+                .limit(i32::try_from(limit - docs.len()).unwrap_or(i32::MAX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take());
+            let request = match after {
+                None => request.key_condition_expression("pk = :pk"),
+                Some(after) => request
+                    .key_condition_expression("pk = :pk AND sk > :after")
+                    .expression_attribute_values(":after", AttributeValue::S(after.to_string())),
+            };
+            let output = request.send().await.map_err(classify)?;
+            let items = output.items.unwrap_or_default();
+            if let Some(meter) = &self.meter {
+                // A query is billed on the total size it read, not per item.
+                meter.record_read(read_units(items.iter().map(item_size_bytes).sum()));
+            }
+            for item in items {
+                docs.push(doc_from_item(item)?);
+            }
+            start_key = output.last_evaluated_key;
+            if docs.len() >= limit || start_key.is_none() {
+                break;
+            }
+        }
+        Ok(docs)
     }
 }
 

@@ -13,6 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use ledger::docs::{
+    check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
+};
 use ledger::posting::{apply, settle_settings_change};
 use ledger::store::{checked_postings, encode_cursor, AccountChange};
 use ledger::{
@@ -44,6 +47,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     body          TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS outbox_in_order ON outbox (raised_at_us, account_id, version, id);
+CREATE TABLE IF NOT EXISTS docs (
+    account_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (account_id, kind, id)
+) STRICT;
 ";
 
 /// How the store syncs commits to disk.
@@ -401,6 +412,156 @@ impl LedgerStore for SqliteStore {
                 .execute("DELETE FROM outbox WHERE id = ?1", params![event_id])
                 .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+fn read_doc(
+    connection: &Connection,
+    account: &AccountId,
+    kind: DocKind,
+    id: &str,
+) -> Result<Option<Doc>, StoreError> {
+    let row: Option<(i64, String)> = connection
+        .prepare_cached(
+            "SELECT version, body FROM docs WHERE account_id = ?1 AND kind = ?2 AND id = ?3",
+        )
+        .map_err(db)?
+        .query_row(params![account.as_str(), kind.as_str(), id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+        .map_err(db)?;
+    row.map(|(version, body)| Ok(Doc { id: id.to_string(), version: doc_version(version)?, body }))
+        .transpose()
+}
+
+fn doc_version(stored: i64) -> Result<u64, StoreError> {
+    u64::try_from(stored)
+        .ok()
+        .filter(|&version| version >= 1)
+        .ok_or_else(|| corrupt(format!("document version {stored} is not positive")))
+}
+
+#[async_trait]
+impl DocStore for SqliteStore {
+    async fn get_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Doc>, StoreError> {
+        check_doc_id(id)?;
+        let (account, id) = (account.clone(), id.to_string());
+        self.with_connection(move |connection| read_doc(connection, &account, kind, &id)).await
+    }
+
+    async fn put_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        body: &str,
+        expected_version: Option<u64>,
+    ) -> Result<u64, DocError> {
+        let version = check_put(id, body, expected_version)?;
+        let (account, id, body) = (account.clone(), id.to_string(), body.to_string());
+        let written = self
+            .with_connection(move |connection| {
+                let changed = match expected_version {
+                    None => connection
+                        .prepare_cached(
+                            "INSERT INTO docs (account_id, kind, id, version, body) \
+                             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                        )
+                        .map_err(db)?
+                        .execute(params![account.as_str(), kind.as_str(), id, version as i64, body])
+                        .map_err(db)?,
+                    // `check_put` keeps `expected` below `i64::MAX`, so both casts are exact.
+                    Some(expected) => connection
+                        .prepare_cached(
+                            "UPDATE docs SET version = ?4, body = ?5 \
+                             WHERE account_id = ?1 AND kind = ?2 AND id = ?3 AND version = ?6",
+                        )
+                        .map_err(db)?
+                        .execute(params![
+                            account.as_str(),
+                            kind.as_str(),
+                            id,
+                            version as i64,
+                            body,
+                            expected as i64
+                        ])
+                        .map_err(db)?,
+                };
+                Ok(changed == 1)
+            })
+            .await?;
+        if written {
+            Ok(version)
+        } else {
+            Err(DocError::Conflict)
+        }
+    }
+
+    async fn delete_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<(), DocError> {
+        check_delete(id, expected_version)?;
+        let (account, id) = (account.clone(), id.to_string());
+        let deleted = self
+            .with_connection(move |connection| {
+                connection
+                    .prepare_cached(
+                        "DELETE FROM docs WHERE account_id = ?1 AND kind = ?2 AND id = ?3 \
+                         AND version = ?4",
+                    )
+                    .map_err(db)?
+                    // `check_delete` keeps the version within i64.
+                    .execute(params![account.as_str(), kind.as_str(), id, expected_version as i64])
+                    .map_err(db)
+            })
+            .await?;
+        if deleted == 1 {
+            Ok(())
+        } else {
+            Err(DocError::Conflict)
+        }
+    }
+
+    async fn list_docs(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Doc>, StoreError> {
+        let limit = check_list(after, limit)?;
+        // Every id is non-empty, so all of them sort after the empty string.
+        let (account, after) = (account.clone(), after.unwrap_or("").to_string());
+        self.with_connection(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, version, body FROM docs \
+                     WHERE account_id = ?1 AND kind = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+                )
+                .map_err(db)?;
+            let rows = statement
+                .query_map(params![account.as_str(), kind.as_str(), after, limit as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                })
+                .map_err(db)?;
+            let mut docs = Vec::with_capacity(limit);
+            for row in rows {
+                let (id, version, body) = row.map_err(db)?;
+                docs.push(Doc { id, version: doc_version(version)?, body });
+            }
+            Ok(docs)
         })
         .await
     }

@@ -1,14 +1,25 @@
-//! The embedded store passes the shared conformance suite, on a real file in WAL mode.
+//! The embedded store passes the shared conformance suites, on a real file in WAL mode.
 
 use std::sync::Arc;
 
+use ledger::docs::DocStore;
 use ledger::LedgerStore;
 use store_sqlite::{Durability, SqliteStore};
 
-async fn fresh() -> Arc<dyn LedgerStore> {
+fn open_fresh() -> SqliteStore {
     // Each store gets its own directory; the directory lives as long as the test process.
     let dir = tempfile::tempdir().expect("temp dir").keep();
-    Arc::new(SqliteStore::open(dir.join("ledger.db"), Durability::Normal).expect("open sqlite"))
+    SqliteStore::open(dir.join("ledger.db"), Durability::Normal).expect("open sqlite")
+}
+
+async fn fresh() -> Arc<dyn LedgerStore> {
+    Arc::new(open_fresh())
 }
 
 conformance::conformance_suite!(fresh, model_cases = 128);
+
+async fn fresh_docs() -> Arc<dyn DocStore> {
+    Arc::new(open_fresh())
+}
+
+conformance::doc_conformance_suite!(fresh_docs);

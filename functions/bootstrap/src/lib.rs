@@ -1,0 +1,52 @@
+//! What every Lambda does once per cold start: tracing, typed config from the environment, SDK
+//! clients built once and shared by every invocation.
+
+use std::sync::Arc;
+
+use api::app::{lambda, Group};
+use api::state::AppState;
+use payments::{SecretKey, StripeConfig, StripeProcessor};
+use store_dynamodb::DynamoStore;
+use usage::worker::RateCards;
+
+pub type Error = lambda_http::Error;
+
+pub fn env(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| format!("{name} must be set").into())
+}
+
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+}
+
+pub fn rate_cards() -> Result<RateCards, Error> {
+    match std::env::var("RINGLEDGER_RATE_CARDS") {
+        Ok(path) => Ok(RateCards::from_json(&std::fs::read_to_string(&path)?)?),
+        Err(_) => Ok(RateCards::standard_only()),
+    }
+}
+
+/// The account API's state: the DynamoDB store, the Stripe processor, the rate cards.
+pub async fn app_state() -> Result<Arc<AppState>, Error> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
+    let processor = StripeProcessor::new(StripeConfig::new(
+        std::env::var("RINGLEDGER_STRIPE_URL").unwrap_or_else(|_| "https://api.stripe.com".into()),
+        SecretKey::parse(env("RINGLEDGER_STRIPE_SECRET_KEY")?)?,
+    ))?;
+    Ok(Arc::new(AppState {
+        store: Arc::new(store),
+        cards: rate_cards()?,
+        processor: Arc::new(processor),
+    }))
+}
+
+/// Serve one route group behind API Gateway.
+pub async fn serve_group(group: Group) -> Result<(), Error> {
+    init_tracing();
+    let state = app_state().await?;
+    lambda_http::run(lambda(group, state)).await
+}

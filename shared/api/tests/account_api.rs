@@ -1,0 +1,560 @@
+//! The account API in process: auth, terms, settings with audit, cards, Pay Now, activity,
+//! operator routes and bad input.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use serde_json::json;
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused() {
+    let app = TestApp::new();
+    assert_eq!(
+        app.call("GET", "/v1/overview", None, &[], None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = api::auth::LocalJwt::new(b"another-secret".to_vec()).issue(
+        "mallory",
+        Some("acme"),
+        api::auth::Role::Admin,
+        600,
+    );
+    let reply = app.get("/v1/overview", &forged).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json["code"], "unauthorized");
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = |exp, role, account: Option<&str>, aud: &str| api::auth::Claims {
+        sub: "old".into(),
+        account_id: account.map(str::to_string),
+        role,
+        exp,
+        iss: Some(app.jwt.issuer.clone()),
+        aud: Some(aud.into()),
+    };
+    let admin = api::auth::Role::Admin;
+    let expired = app.jwt.sign(&claims(now - 600, admin, Some("acme"), "ringledger"));
+    assert_eq!(app.get("/v1/overview", &expired).await.status, StatusCode::UNAUTHORIZED);
+    let wrong_audience = app.jwt.sign(&claims(now + 600, admin, Some("acme"), "someone-else"));
+    assert_eq!(app.get("/v1/overview", &wrong_audience).await.status, StatusCode::UNAUTHORIZED);
+    let no_account = app.jwt.sign(&claims(now + 600, admin, None, "ringledger"));
+    assert_eq!(app.get("/v1/overview", &no_account).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn billable_actions_answer_403_until_the_terms_are_accepted() {
+    let app = TestApp::new();
+    let operator = app.operator();
+    app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "acme"}"#).await;
+    let admin = app.admin("acme");
+    let card = r#"{"payment_method_token": "pm_card_visa", "card_manager_email": "a@acme.example", "role": "primary"}"#;
+    for reply in [
+        app.send("POST", "/v1/cards", &admin, card).await,
+        app.pay(&admin, "k1", "10").await,
+        app.send(
+            "PUT",
+            "/v1/settings/auto-recharge",
+            &admin,
+            r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "10", "mode": "add"}"#,
+        )
+        .await,
+    ] {
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+        assert!(reply.json["message"].as_str().unwrap().contains("terms of service"));
+    }
+    let terms = app.send("POST", "/v1/terms", &admin, r#"{"version": "2026-01"}"#).await;
+    assert_eq!(terms.status, StatusCode::OK);
+    assert_eq!(terms.json["terms"]["accepted_by"], "tester@example.com");
+    assert_eq!(app.send("POST", "/v1/cards", &admin, card).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn viewers_read_and_only_admins_pay_or_change_settings() {
+    let app = TestApp::new();
+    app.ready_account("acme", "pm_card_visa").await;
+    let viewer = app.viewer("acme");
+    assert_eq!(app.get("/v1/overview", &viewer).await.status, StatusCode::OK);
+    assert_eq!(app.get("/v1/cards", &viewer).await.status, StatusCode::OK);
+    assert_eq!(app.get("/v1/activity", &viewer).await.status, StatusCode::OK);
+    let pay = app.pay(&viewer, "k", "10").await;
+    assert_eq!(pay.status, StatusCode::FORBIDDEN);
+    let contacts = r#"{"billing_emails": ["a@acme.example"], "recharge_failure_email": null, "critical_phone": null}"#;
+    assert_eq!(
+        app.send("PUT", "/v1/settings/contacts", &viewer, contacts).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.charges(&app.admin("acme")).await, 0);
+    // Account users never reach operator routes, and operators have no account of their own.
+    let admin = app.admin("acme");
+    assert_eq!(app.get("/v1/operator/accounts/acme", &admin).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("/v1/overview", &app.operator()).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_token_of_one_account_learns_nothing_about_another() {
+    let app = TestApp::new();
+    let alice = app.ready_account("alice", "pm_card_visa").await;
+    let bob = app.ready_account("bob", "pm_card_mastercard").await;
+    let bob_card =
+        app.get("/v1/cards", &bob).await.json["cards"][0]["id"].as_str().unwrap().to_string();
+    // Alice cannot see, re-role or delete Bob's card: it does not exist for her.
+    let path = format!("/v1/cards/{bob_card}");
+    assert_eq!(
+        app.call("DELETE", &path, Some(&alice), &[], None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let role = app.send("PUT", &format!("{path}/role"), &alice, r#"{"role": "primary"}"#).await;
+    assert_eq!(role.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/v1/overview", &alice).await.json["account_id"], "alice");
+    assert_eq!(app.get("/v1/cards", &bob).await.json["cards"].as_array().unwrap().len(), 1);
+    // A token for an account that does not exist gets 404s, not someone else's data.
+    let ghost = app.admin("ghost");
+    assert_eq!(app.get("/v1/overview", &ghost).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn auto_recharge_settings_are_validated_and_every_change_is_audited() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let put = |body: &'static str| {
+        let admin = admin.clone();
+        let app = &app;
+        async move { app.send("PUT", "/v1/settings/auto-recharge", &admin, body).await }
+    };
+    let cases = [
+        (
+            r#"{"enabled": true, "amount_usd": "49.99", "threshold_usd": "10", "mode": "add"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "9.99", "mode": "add"}"#,
+            "threshold_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "50", "mode": "add"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": 50, "threshold_usd": "10", "mode": "add"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": "-50", "threshold_usd": "10", "mode": "add"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": "50.001", "threshold_usd": "10", "mode": "add"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "10", "mode": "double"}"#,
+            "mode",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = put(body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(reply.json["field"], field, "{body}: {}", reply.text);
+    }
+    let unknown = put(
+        r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "10", "mode": "add", "x": 1}"#,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(
+        app.get("/v1/settings/audit", &admin).await.json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["change"] != "auto_recharge"),
+        "rejected changes leave no trace"
+    );
+
+    let saved =
+        put(r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "15", "mode": "top_up_to"}"#)
+            .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.text);
+    let saved =
+        put(r#"{"enabled": false, "amount_usd": "75", "threshold_usd": "15", "mode": "add"}"#)
+            .await;
+    assert_eq!(saved.status, StatusCode::OK);
+    let audit = app.get("/v1/settings/audit", &admin).await.json;
+    let changes: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["change"] == "auto_recharge")
+        .collect();
+    assert_eq!(changes.len(), 2);
+    // Newest first, with who, before and after.
+    assert_eq!(changes[0]["before"]["amount_usd"], "50");
+    assert_eq!(changes[0]["after"]["amount_usd"], "75");
+    assert_eq!(changes[0]["after"]["enabled"], false);
+    assert_eq!(changes[1]["before"], serde_json::Value::Null);
+    assert_eq!(changes[0]["actor"], "tester@example.com");
+}
+
+#[tokio::test]
+async fn contacts_address_and_schedule_validate_and_read_back() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let bad = [
+        (
+            "/v1/settings/contacts",
+            r#"{"billing_emails": ["not-an-email"], "recharge_failure_email": null, "critical_phone": null}"#,
+            "billing_emails[0]",
+        ),
+        (
+            "/v1/settings/contacts",
+            r#"{"billing_emails": [], "recharge_failure_email": null, "critical_phone": null}"#,
+            "billing_emails",
+        ),
+        (
+            "/v1/settings/contacts",
+            r#"{"billing_emails": ["a@b.co"], "recharge_failure_email": "x@", "critical_phone": null}"#,
+            "recharge_failure_email",
+        ),
+        (
+            "/v1/settings/contacts",
+            r#"{"billing_emails": ["a@b.co"], "recharge_failure_email": null, "critical_phone": "555-0100"}"#,
+            "critical_phone",
+        ),
+        (
+            "/v1/settings/address",
+            r#"{"line1": "1 Main St", "city": "Springfield", "postal_code": "01101", "country": "usa"}"#,
+            "country",
+        ),
+        (
+            "/v1/settings/address",
+            r#"{"line1": "", "city": "Springfield", "postal_code": "01101", "country": "US"}"#,
+            "line1",
+        ),
+        ("/v1/settings/statement-schedule", r#"{"schedule": "daily"}"#, "schedule"),
+    ];
+    for (path, body, field) in bad {
+        let reply = app.send("PUT", path, &admin, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(reply.json["field"], field, "{body}: {}", reply.text);
+    }
+    let ok = [
+        (
+            "/v1/settings/contacts",
+            r#"{"billing_emails": ["billing@acme.example", "cfo@acme.example"], "recharge_failure_email": "ops@acme.example", "critical_phone": "+14155550100"}"#,
+        ),
+        (
+            "/v1/settings/address",
+            r#"{"line1": "1 Main St", "city": "Springfield", "region": "IL", "postal_code": "62701", "country": "US"}"#,
+        ),
+        ("/v1/settings/statement-schedule", r#"{"schedule": "monthly"}"#),
+        ("/v1/settings/low-balance", r#"{"level_usd": "20"}"#),
+    ];
+    for (path, body) in ok {
+        let reply = app.send("PUT", path, &admin, body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body}: {}", reply.text);
+    }
+    let settings = app.get("/v1/settings", &admin).await.json;
+    assert_eq!(settings["billing_emails"], json!(["billing@acme.example", "cfo@acme.example"]));
+    assert_eq!(settings["critical_phone"], "+14155550100");
+    assert_eq!(settings["service_address"]["region"], "IL");
+    assert_eq!(settings["statement_schedule"], "monthly");
+    assert_eq!(settings["low_balance_usd"], "20");
+    let audit = app.get("/v1/settings/audit?limit=2", &admin).await.json;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+    let next = audit["next_cursor"].as_str().expect("more audit entries");
+    let older = app.get(&format!("/v1/settings/audit?limit=50&cursor={next}"), &admin).await.json;
+    assert!(older["entries"].as_array().unwrap().iter().any(|e| e["change"] == "contacts"));
+}
+
+#[tokio::test]
+async fn cards_register_list_change_role_and_delete_without_storing_numbers() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let add = |token: &'static str, role: &'static str| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            let body = format!(
+                r#"{{"payment_method_token": "{token}", "card_manager_email": "m@acme.example", "role": "{role}"}}"#
+            );
+            app.send("POST", "/v1/cards", &admin, &body).await
+        }
+    };
+    let backup = add("pm_card_mastercard", "backup").await;
+    assert_eq!(backup.status, StatusCode::CREATED, "{}", backup.text);
+    assert_eq!(backup.json["card"]["role"], "backup");
+    let raw_number = add("4242 4242 4242 4242", "backup").await;
+    assert_eq!(raw_number.status, StatusCode::BAD_REQUEST);
+    assert_eq!(raw_number.json["field"], "payment_method_token");
+    let unknown = add("pm_card_unknown", "backup").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.text);
+
+    let cards = app.get("/v1/cards", &admin).await.json["cards"].as_array().unwrap().clone();
+    assert_eq!(cards.len(), 2);
+    assert!(cards.iter().all(|c| c["last4"].as_str().unwrap().len() == 4 && c["expired"] == false));
+    let primary =
+        cards.iter().find(|c| c["role"] == "primary").unwrap()["id"].as_str().unwrap().to_string();
+    let second =
+        cards.iter().find(|c| c["role"] == "backup").unwrap()["id"].as_str().unwrap().to_string();
+    let demote = app
+        .send("PUT", &format!("/v1/cards/{primary}/role"), &admin, r#"{"role": "backup"}"#)
+        .await;
+    assert_eq!(demote.status, StatusCode::CONFLICT, "one primary stays");
+    let promote = app
+        .send("PUT", &format!("/v1/cards/{second}/role"), &admin, r#"{"role": "primary"}"#)
+        .await;
+    assert_eq!(promote.status, StatusCode::OK);
+    let roles: Vec<_> = promote.json["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].clone(), c["role"].clone()))
+        .collect();
+    assert!(
+        roles.contains(&(json!(second), json!("primary")))
+            && roles.contains(&(json!(primary), json!("backup")))
+    );
+
+    let deleted = app.call("DELETE", &format!("/v1/cards/{second}"), Some(&admin), &[], None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let left = app.get("/v1/cards", &admin).await.json["cards"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["role"], "primary", "the remaining card was promoted");
+
+    for _ in 0..4 {
+        assert_eq!(add("pm_card_visa", "backup").await.status, StatusCode::CREATED);
+    }
+    let sixth = add("pm_card_visa", "backup").await;
+    assert_eq!(sixth.status, StatusCode::CONFLICT);
+    assert_eq!(sixth.json["code"], "too_many_cards");
+}
+
+#[tokio::test]
+async fn pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let first = app.pay(&admin, "order-1", "25.50").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json["payment"]["status"], "succeeded");
+    assert_eq!(first.json["payment"]["balance_after_usd"], "25.5");
+    let again = app.pay(&admin, "order-1", "25.50").await;
+    assert_eq!((again.status, again.json.clone()), (first.status, first.json.clone()));
+    let mismatch = app.pay(&admin, "order-1", "30").await;
+    assert_eq!(mismatch.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let app = app.clone();
+        let admin = admin.clone();
+        tasks.push(tokio::spawn(async move { app.pay(&admin, "order-2", "10").await }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(
+            reply.status == StatusCode::CREATED || reply.status == StatusCode::CONFLICT,
+            "{}",
+            reply.text
+        );
+        if reply.status == StatusCode::CREATED {
+            ids.insert(reply.json["payment"]["payment_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(ids.len(), 1, "every answer names the same payment");
+    assert_eq!(app.charges(&admin).await, 2, "two keys, two charges");
+    let overview = app.get("/v1/overview", &admin).await.json;
+    assert_eq!(overview["balance_usd"], "35.5");
+    let history = app.get("/v1/payments", &admin).await.json;
+    let payments = history["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 2);
+    assert_eq!(payments[0]["amount_usd"], "10", "newest first");
+    assert_eq!(payments[0]["trigger"], "manual");
+    assert_eq!(payments[0]["card_last4"], "4242");
+}
+
+#[tokio::test]
+async fn a_declined_pay_now_records_the_reason_and_credits_nothing() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_chargeDeclinedInsufficientFunds").await;
+    let declined = app.pay(&admin, "k1", "40").await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
+    assert_eq!(declined.json["code"], "card_declined");
+    assert!(declined.json["message"].as_str().unwrap().to_lowercase().contains("insufficient"));
+    assert_eq!(app.get("/v1/overview", &admin).await.json["balance_usd"], "0");
+    let history = app.get("/v1/payments", &admin).await.json;
+    assert_eq!(history["payments"][0]["status"], "failed");
+    assert_eq!(history["payments"][0]["failure_code"], "insufficient_funds");
+    assert!(app.get("/v1/activity", &admin).await.json["entries"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    for amount in ["0", "-5", "10.001", "0.99", "10000.01", "1e3", "ten", ""] {
+        let reply = app.pay(&admin, &format!("k-{amount}"), amount).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{amount}: {}", reply.text);
+        assert_eq!(reply.json["field"], "amount_usd", "{amount}");
+    }
+    let no_key =
+        app.call("POST", "/v1/payments", Some(&admin), &[], Some(r#"{"amount_usd": "10"}"#)).await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_key.json["code"], "missing_idempotency_key");
+    let number = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(&admin),
+            &[("idempotency-key", "n")],
+            Some(r#"{"amount_usd": 10}"#),
+        )
+        .await;
+    assert_eq!(number.status, StatusCode::BAD_REQUEST);
+    for body in ["{", "[]", "null", r#"{"amount_usd": "10", "tip": "1"}"#] {
+        let reply = app
+            .call("POST", "/v1/payments", Some(&admin), &[("idempotency-key", "b")], Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(reply.json["message"].is_string());
+    }
+    assert_eq!(app.charges(&admin).await, 0);
+    assert_eq!(app.get("/v1/overview", &admin).await.json["balance_usd"], "0");
+}
+
+#[tokio::test]
+async fn activity_filters_paginates_and_exports_stable_csv() {
+    let app = TestApp::new();
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    app.pay(&admin, "p1", "20").await;
+    let operator = app.operator();
+    for (i, kind) in ["debit", "credit", "debit"].iter().enumerate() {
+        let body = format!(r#"{{"kind": "{kind}", "amount_usd": "1.5", "reason": "test {i}"}}"#);
+        let reply = app
+            .call(
+                "POST",
+                "/v1/operator/accounts/acme/adjustments",
+                Some(&operator),
+                &[("idempotency-key", &format!("adj-{i}"))],
+                Some(&body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let debits = app.get("/v1/activity?show=debits", &admin).await.json;
+    assert_eq!(debits["entries"].as_array().unwrap().len(), 2);
+    let page = app.get("/v1/activity?limit=2", &admin).await.json;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = app.get(&format!("/v1/activity?limit=10&cursor={cursor}"), &admin).await.json;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(rest["entries"][1]["balance_after_usd"], "18.5");
+
+    let future = app.get("/v1/activity?from=2099-01-01T00:00:00Z", &admin).await.json;
+    assert!(future["entries"].as_array().unwrap().is_empty());
+    for (query, field) in [
+        ("from=yesterday", "from"),
+        ("show=some", "show"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("page=2", "page"),
+    ] {
+        let reply = app.get(&format!("/v1/activity?{query}"), &admin).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(reply.json["field"], field, "{query}");
+    }
+    let bad_cursor = app.get("/v1/activity?cursor=zzz", &admin).await;
+    assert_eq!(bad_cursor.status, StatusCode::BAD_REQUEST);
+
+    let csv = app.get("/v1/activity.csv", &admin).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = csv.text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "seq,posted_at,occurred_at,kind,item,amount_usd,balance_after_usd,source_id,details"
+    );
+    assert_eq!(lines.len(), 5);
+    assert!(lines[1].starts_with("1,") && lines[1].contains(",credit,funds_added,20,20,pay:p1,"));
+    assert!(lines[2].contains(",debit,adjustment,1.5,18.5,adj:adj-0,"));
+}
+
+#[tokio::test]
+async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once() {
+    let app = TestApp::new();
+    let operator = app.operator();
+    let created = app
+        .send(
+            "POST",
+            "/v1/operator/accounts",
+            &operator,
+            r#"{"account_id": "big", "credit_limit_usd": "500"}"#,
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.json["floor_usd"], "-500");
+    assert_eq!(created.json["status"], "active");
+    let again =
+        app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "big"}"#).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let bad_id =
+        app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "a b"}"#).await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+
+    let limit = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/big/credit-limit",
+            &operator,
+            r#"{"credit_limit_usd": null}"#,
+        )
+        .await;
+    assert_eq!(limit.json["status"], "suspended", "prepaid at 0 is suspended");
+    let tax = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/big/tax-exemption",
+            &operator,
+            r#"{"tax_exempt": true}"#,
+        )
+        .await;
+    assert_eq!(tax.json["tax_exempt"], true);
+    let card = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/big/rate-card",
+            &operator,
+            r#"{"rate_card": "no-such-card"}"#,
+        )
+        .await;
+    assert_eq!(card.status, StatusCode::BAD_REQUEST);
+    assert_eq!(card.json["field"], "rate_card");
+
+    let refund =
+        r#"{"kind": "refund", "amount_usd": "12.34", "reason": "dropped calls on 2026-11-02"}"#;
+    let key = [("idempotency-key", "ticket-881")];
+    let first = app
+        .call("POST", "/v1/operator/accounts/big/adjustments", Some(&operator), &key, Some(refund))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let second = app
+        .call("POST", "/v1/operator/accounts/big/adjustments", Some(&operator), &key, Some(refund))
+        .await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.json["entry_seq"], first.json["entry_seq"]);
+    assert_eq!(second.json["balance_usd"], "12.34");
+    let no_reason = app
+        .call(
+            "POST",
+            "/v1/operator/accounts/big/adjustments",
+            Some(&operator),
+            &[("idempotency-key", "t2")],
+            Some(r#"{"kind": "credit", "amount_usd": "1", "reason": " "}"#),
+        )
+        .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_reason.json["field"], "reason");
+    let shown = app.get("/v1/operator/accounts/big", &operator).await.json;
+    assert_eq!(shown["tax_exempt"], true);
+    assert_eq!(shown["balance_usd"], "12.34");
+    let missing = app.get("/v1/operator/accounts/nobody", &operator).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}

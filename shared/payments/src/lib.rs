@@ -1,0 +1,459 @@
+//! Payments: the card processor port, its Stripe adapter and an in-memory simulated processor.
+//!
+//! Cards are registered with the processor from a payment-method token made client-side; this
+//! crate only ever sees that token and the processor's ids, brand, last 4 digits and expiry. No
+//! card number or CVC passes through it, and text that comes back from a processor is scrubbed
+//! of anything that looks like one before it is put in an error or a decline.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+mod simulated;
+mod stripe;
+
+pub use simulated::{SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR};
+pub use stripe::{
+    SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,
+    STRIPE_API_VERSION,
+};
+
+/// The smallest charge Stripe accepts in USD ($0.50).
+pub const MIN_CHARGE_CENTS: u64 = 50;
+/// The largest charge Stripe accepts in USD ($999,999.99).
+pub const MAX_CHARGE_CENTS: u64 = 99_999_999;
+/// Stripe's limit on the length of an `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Our own bound on processor object ids and client tokens (Stripe's are far shorter).
+pub const MAX_OBJECT_ID_CHARS: usize = 255;
+
+/// The card processor port. Handlers are generic over it: [`StripeProcessor`] in AWS,
+/// [`SimulatedProcessor`] locally and in tests.
+#[async_trait]
+pub trait CardProcessor: Send + Sync {
+    /// A processor customer for an account (called once; the id is stored on the account's profile).
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<CustomerId, ProcessorError>;
+
+    /// Attach a payment-method token made client-side (Stripe.js / test tokens) to the customer.
+    /// A card its issuer refuses to register is [`ProcessorError::Declined`].
+    async fn attach_card(
+        &self,
+        customer: &CustomerId,
+        payment_method_token: &str,
+    ) -> Result<CardDetails, ProcessorError>;
+
+    async fn detach_card(&self, payment_method_id: &str) -> Result<(), ProcessorError>;
+
+    /// Off-session, confirmed charge in whole USD cents with an Idempotency-Key: the same key
+    /// always yields the same payment (retries after a crash find it instead of charging twice).
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError>;
+}
+
+/// The processor's id of a customer (`cus_...`), stored on the account's profile.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(pub String);
+
+impl CustomerId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the system keeps about a card: the processor's payment method id, brand, last 4 digits
+/// and expiry. Never the number or the CVC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardDetails {
+    pub payment_method_id: String,
+    /// The processor's brand name: `visa`, `mastercard`, `amex`, `discover`, ...
+    pub brand: String,
+    pub last4: String,
+    /// 1 to 12.
+    pub exp_month: u8,
+    pub exp_year: u16,
+}
+
+impl CardDetails {
+    /// A card is good through the last day of its expiry month.
+    pub fn is_expired(&self, today: NaiveDate) -> bool {
+        (today.year(), today.month()) > (i32::from(self.exp_year), u32::from(self.exp_month))
+    }
+}
+
+/// One off-session charge of a registered card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub customer: CustomerId,
+    pub payment_method_id: String,
+    /// Whole USD cents, [`MIN_CHARGE_CENTS`] to [`MAX_CHARGE_CENTS`].
+    pub amount_cents: u64,
+    /// Stable for one intended payment (a recharge request id, a client's Idempotency-Key):
+    /// never a fresh value per attempt, or a retry after a crash charges twice.
+    pub idempotency_key: String,
+    pub description: String,
+}
+
+impl ChargeRequest {
+    /// Checks what both processors would refuse, before anything is sent.
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if !(MIN_CHARGE_CENTS..=MAX_CHARGE_CENTS).contains(&self.amount_cents) {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "amount_cents must be between {MIN_CHARGE_CENTS} and {MAX_CHARGE_CENTS}, got {}",
+                self.amount_cents
+            )));
+        }
+        check_object_id("customer", self.customer.as_str())?;
+        check_object_id("payment_method_id", &self.payment_method_id)?;
+        check_idempotency_key(&self.idempotency_key)
+    }
+}
+
+/// The result of a charge the processor decided on. Transport failures are [`ProcessorError`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded {
+        payment_intent_id: String,
+    },
+    /// `payment_intent_id` is the processor's record of the failed attempt, when it made one.
+    Declined {
+        payment_intent_id: Option<String>,
+        decline: Decline,
+    },
+}
+
+/// Why the issuer or processor refused a card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decline {
+    pub code: DeclineCode,
+    /// The processor's own message, for payment records and logs (scrubbed of card numbers).
+    /// Show customers [`Decline::reason`] instead.
+    pub message: String,
+}
+
+impl Decline {
+    pub fn new(code: DeclineCode, message: impl AsRef<str>) -> Self {
+        Decline { code, message: redact_card_numbers(message.as_ref()) }
+    }
+
+    /// The customer-facing sentence.
+    pub fn reason(&self) -> &'static str {
+        self.code.reason()
+    }
+}
+
+/// The processor's decline code, with the ones the product treats specially named.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum DeclineCode {
+    CardDeclined,
+    InsufficientFunds,
+    ExpiredCard,
+    IncorrectCvc,
+    ProcessingError,
+    /// Any other code (`authentication_required`, `lost_card`, `do_not_honor`, ...).
+    Other(String),
+}
+
+impl DeclineCode {
+    /// Stripe reports a decline with a `code` (`card_declined`, `expired_card`, ...) and, for
+    /// issuer declines, a more specific `decline_code` (`insufficient_funds`, ...): the specific
+    /// one wins unless it is Stripe's `generic_decline`.
+    pub fn from_processor_codes(code: Option<&str>, decline_code: Option<&str>) -> Self {
+        let specific = decline_code.filter(|c| !c.is_empty() && *c != "generic_decline");
+        match specific.or(code) {
+            Some(code) => DeclineCode::from_code(code),
+            None => DeclineCode::CardDeclined,
+        }
+    }
+
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "card_declined" | "generic_decline" => DeclineCode::CardDeclined,
+            "insufficient_funds" => DeclineCode::InsufficientFunds,
+            "expired_card" => DeclineCode::ExpiredCard,
+            "incorrect_cvc" | "invalid_cvc" => DeclineCode::IncorrectCvc,
+            "processing_error" => DeclineCode::ProcessingError,
+            other => {
+                // Codes are short snake_case identifiers; anything else is not worth keeping.
+                let plausible = !other.is_empty()
+                    && other.len() <= 64
+                    && other.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                DeclineCode::Other(if plausible { other.to_owned() } else { "unknown".to_owned() })
+            }
+        }
+    }
+
+    /// The processor's code, as stored on payment records.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DeclineCode::CardDeclined => "card_declined",
+            DeclineCode::InsufficientFunds => "insufficient_funds",
+            DeclineCode::ExpiredCard => "expired_card",
+            DeclineCode::IncorrectCvc => "incorrect_cvc",
+            DeclineCode::ProcessingError => "processing_error",
+            DeclineCode::Other(code) => code,
+        }
+    }
+
+    /// A clear sentence for the customer. Lost, stolen and fraud codes deliberately read as a
+    /// plain decline, as Stripe recommends.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeclineCode::CardDeclined => {
+                "Your card was declined by its issuer. Please contact your bank or use another card."
+            }
+            DeclineCode::InsufficientFunds => {
+                "Your card has insufficient funds. Please use another card or add funds to this one."
+            }
+            DeclineCode::ExpiredCard => {
+                "Your card has expired. Please update its expiry date or add another card."
+            }
+            DeclineCode::IncorrectCvc => {
+                "Your card's security code (CVC) is incorrect. Please re-enter the card and try again."
+            }
+            DeclineCode::ProcessingError => {
+                "An error occurred while processing your card. Please try again in a few minutes."
+            }
+            DeclineCode::Other(code) if code == "authentication_required" => {
+                "Your bank asked to confirm this payment, which cannot be done automatically. \
+                 Please pay by hand or use another card."
+            }
+            DeclineCode::Other(_) => {
+                "Your card was declined. Please contact your bank or use another card."
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeclineCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for DeclineCode {
+    fn from(code: String) -> Self {
+        DeclineCode::from_code(&code)
+    }
+}
+
+impl From<DeclineCode> for String {
+    fn from(code: DeclineCode) -> Self {
+        code.as_str().to_owned()
+    }
+}
+
+/// Why a processor call did not produce an answer the caller can act on as a payment result.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// A bad token, no such customer or payment method, a reused idempotency key with other
+    /// parameters: the caller's 4xx, with the processor's message.
+    #[error("the card processor refused the request: {0}")]
+    InvalidRequest(String),
+    /// The issuer refused to register the card (attach). Charges report declines as
+    /// [`ChargeOutcome::Declined`] instead.
+    #[error("the card was declined: {}", .0.code)]
+    Declined(Decline),
+    /// Network failure, timeout, rate limit or processor 5xx: retry later with the same key.
+    #[error("the card processor is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An answer that makes no sense (bad credentials, an unknown shape): a bug or a
+    /// misconfiguration, not the customer's fault.
+    #[error("unexpected answer from the card processor: {0}")]
+    Unexpected(String),
+}
+
+/// Processor ids and tokens go into URL paths and form fields: ASCII letters, digits and `_`.
+pub(crate) fn check_object_id(what: &str, id: &str) -> Result<(), ProcessorError> {
+    if id.is_empty()
+        || id.len() > MAX_OBJECT_ID_CHARS
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(ProcessorError::InvalidRequest(format!(
+            "{what} must be 1 to {MAX_OBJECT_ID_CHARS} ASCII letters, digits or underscores"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_idempotency_key(key: &str) -> Result<(), ProcessorError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ProcessorError::InvalidRequest(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Replaces every run of 12 or more digits (single spaces or dashes between them allowed) with
+/// `[redacted]`, so a card number echoed by a processor never reaches an error or a log.
+pub(crate) fn redact_card_numbers(text: &str) -> String {
+    const MIN_DIGITS: usize = 12;
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        let mut digits = 0;
+        while end < chars.len() {
+            if chars[end].is_ascii_digit() {
+                digits += 1;
+                end += 1;
+            } else if matches!(chars[end], ' ' | '-')
+                && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+            {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= MIN_DIGITS {
+            out.push_str("[redacted]");
+        } else {
+            out.extend(&chars[i..end]);
+        }
+        i = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(exp_month: u8, exp_year: u16) -> CardDetails {
+        CardDetails {
+            payment_method_id: "pm_1".into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month,
+            exp_year,
+        }
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+    }
+
+    #[test]
+    fn a_card_is_good_through_the_last_day_of_its_expiry_month() {
+        assert!(!card(11, 2026).is_expired(day(2026, 11, 30)));
+        assert!(card(11, 2026).is_expired(day(2026, 12, 1)));
+        assert!(!card(12, 2026).is_expired(day(2026, 1, 1)));
+        assert!(card(12, 2025).is_expired(day(2026, 1, 1)));
+        assert!(!card(1, 2027).is_expired(day(2026, 12, 31)));
+    }
+
+    #[test]
+    fn the_specific_decline_code_wins_over_the_generic_one() {
+        let from = DeclineCode::from_processor_codes;
+        assert_eq!(
+            from(Some("card_declined"), Some("insufficient_funds")),
+            DeclineCode::InsufficientFunds
+        );
+        assert_eq!(from(Some("card_declined"), Some("generic_decline")), DeclineCode::CardDeclined);
+        assert_eq!(from(Some("expired_card"), None), DeclineCode::ExpiredCard);
+        assert_eq!(from(Some("incorrect_cvc"), Some("incorrect_cvc")), DeclineCode::IncorrectCvc);
+        assert_eq!(from(Some("processing_error"), None), DeclineCode::ProcessingError);
+        assert_eq!(from(None, None), DeclineCode::CardDeclined);
+        assert_eq!(
+            from(Some("card_declined"), Some("lost_card")),
+            DeclineCode::Other("lost_card".into())
+        );
+        assert_eq!(DeclineCode::from_code("card declined!"), DeclineCode::Other("unknown".into()));
+    }
+
+    #[test]
+    fn every_decline_code_has_a_customer_facing_sentence() {
+        let codes = [
+            DeclineCode::CardDeclined,
+            DeclineCode::InsufficientFunds,
+            DeclineCode::ExpiredCard,
+            DeclineCode::IncorrectCvc,
+            DeclineCode::ProcessingError,
+            DeclineCode::Other("authentication_required".into()),
+            DeclineCode::Other("lost_card".into()),
+        ];
+        for code in &codes {
+            let reason = code.reason();
+            assert!(reason.starts_with("Your") || reason.starts_with("An"), "{reason}");
+            assert!(reason.ends_with('.'), "{reason}");
+            assert_eq!(DeclineCode::from_code(code.as_str()), *code);
+        }
+        assert_ne!(DeclineCode::InsufficientFunds.reason(), DeclineCode::CardDeclined.reason());
+        // A lost card reads as a plain decline to the customer.
+        assert!(!DeclineCode::Other("lost_card".into()).reason().contains("lost"));
+    }
+
+    #[test]
+    fn decline_codes_round_trip_through_serde_as_strings() {
+        let json = serde_json::to_string(&DeclineCode::InsufficientFunds).expect("serialize");
+        assert_eq!(json, "\"insufficient_funds\"");
+        let back: DeclineCode = serde_json::from_str("\"do_not_honor\"").expect("deserialize");
+        assert_eq!(back, DeclineCode::Other("do_not_honor".into()));
+    }
+
+    #[test]
+    fn card_numbers_are_redacted_from_processor_text() {
+        // Built at runtime so that no card number, even a public test one, sits in the source.
+        let groups = ["4242"; 4];
+        let pan = groups.concat();
+        assert_eq!(redact_card_numbers(&format!("card {pan} refused")), "card [redacted] refused");
+        let spaced = groups.join(" ");
+        assert_eq!(redact_card_numbers(&format!("card {spaced}.")), "card [redacted].");
+        assert_eq!(redact_card_numbers(&groups.join("-")), "[redacted]");
+        assert_eq!(
+            redact_card_numbers("amount 1234 on 2026-11-22, pm_1Nabc"),
+            "amount 1234 on 2026-11-22, pm_1Nabc"
+        );
+        assert_eq!(redact_card_numbers("Ünïcode 12"), "Ünïcode 12");
+    }
+
+    #[test]
+    fn charge_requests_are_checked_before_anything_is_sent() {
+        let good = ChargeRequest {
+            customer: CustomerId("cus_1".into()),
+            payment_method_id: "pm_1".into(),
+            amount_cents: 5000,
+            idempotency_key: "recharge-req-1".into(),
+            description: "Auto-recharge".into(),
+        };
+        assert!(good.validate().is_ok());
+        let bad = [
+            ChargeRequest { amount_cents: 0, ..good.clone() },
+            ChargeRequest { amount_cents: MIN_CHARGE_CENTS - 1, ..good.clone() },
+            ChargeRequest { amount_cents: MAX_CHARGE_CENTS + 1, ..good.clone() },
+            ChargeRequest { idempotency_key: String::new(), ..good.clone() },
+            ChargeRequest { idempotency_key: "k".repeat(256), ..good.clone() },
+            ChargeRequest { idempotency_key: "with space".into(), ..good.clone() },
+            ChargeRequest { payment_method_id: "pm_1/../x".into(), ..good.clone() },
+            ChargeRequest { customer: CustomerId(String::new()), ..good.clone() },
+        ];
+        for request in bad {
+            assert!(
+                matches!(request.validate(), Err(ProcessorError::InvalidRequest(_))),
+                "{request:?}"
+            );
+        }
+    }
+}

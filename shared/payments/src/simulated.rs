@@ -1,0 +1,481 @@
+//! An in-memory card processor for the local default and tests: no network, deterministic ids,
+//! Stripe's test tokens, Stripe's idempotency rules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::{
+    check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
+    DeclineCode, ProcessorError,
+};
+
+/// Every simulated card expires in December of this year.
+pub const SIMULATED_EXP_MONTH: u8 = 12;
+pub const SIMULATED_EXP_YEAR: u16 = 2040;
+
+/// Stripe's test payment-method tokens the simulator knows: (token, brand, last 4, the decline
+/// every charge of it gets, if any). Any other token is refused at attach.
+fn test_token(token: &str) -> Option<(&'static str, &'static str, Option<DeclineCode>)> {
+    Some(match token {
+        "pm_card_visa" => ("visa", "4242", None),
+        "pm_card_mastercard" => ("mastercard", "4444", None),
+        "pm_card_chargeDeclined" => ("visa", "0002", Some(DeclineCode::CardDeclined)),
+        "pm_card_chargeDeclinedInsufficientFunds" => {
+            ("visa", "9995", Some(DeclineCode::InsufficientFunds))
+        }
+        "pm_card_chargeDeclinedExpiredCard" => ("visa", "0069", Some(DeclineCode::ExpiredCard)),
+        "pm_card_chargeDeclinedIncorrectCvc" => ("visa", "0127", Some(DeclineCode::IncorrectCvc)),
+        "pm_card_chargeDeclinedProcessingError" => {
+            ("visa", "0119", Some(DeclineCode::ProcessingError))
+        }
+        _ => return None,
+    })
+}
+
+/// Stripe's messages for the same declines.
+fn processor_message(code: &DeclineCode) -> &'static str {
+    match code {
+        DeclineCode::InsufficientFunds => "Your card has insufficient funds.",
+        DeclineCode::ExpiredCard => "Your card has expired.",
+        DeclineCode::IncorrectCvc => "Your card's security code is incorrect.",
+        DeclineCode::ProcessingError => {
+            "An error occurred while processing your card. Try again in a little bit."
+        }
+        DeclineCode::CardDeclined | DeclineCode::Other(_) => "Your card was declined.",
+    }
+}
+
+/// [`CardProcessor`] in memory. Ids are `cus_sim000001`, `pm_sim000002`, `pi_sim000003`, ...
+/// in call order, so a test that makes the same calls sees the same ids.
+#[derive(Debug, Default)]
+pub struct SimulatedProcessor {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_id: u64,
+    /// Customer id by account id: a second `create_customer` for an account finds the first,
+    /// as Stripe does with the adapter's per-account idempotency key.
+    customers_by_account: HashMap<String, CustomerId>,
+    customers: BTreeMap<CustomerId, Option<String>>,
+    payment_methods: BTreeMap<String, PaymentMethod>,
+    charges_by_key: HashMap<String, SavedCharge>,
+    attempts_by_payment_method: HashMap<String, u64>,
+    successes_by_payment_method: HashMap<String, u64>,
+    unavailable: bool,
+}
+
+#[derive(Debug)]
+struct PaymentMethod {
+    customer: Option<CustomerId>,
+    card: CardDetails,
+    decline: Option<DeclineCode>,
+}
+
+#[derive(Debug)]
+struct SavedCharge {
+    request: ChargeRequest,
+    outcome: ChargeOutcome,
+}
+
+impl State {
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.last_id += 1;
+        format!("{prefix}_sim{:06}", self.last_id)
+    }
+
+    fn check_available(&self) -> Result<(), ProcessorError> {
+        if self.unavailable {
+            return Err(ProcessorError::Unavailable(
+                "the simulated processor is switched off".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SimulatedProcessor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change below is made after all checks, so a panic elsewhere leaves no half state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Payment intents created against this payment method (succeeded or declined); a replay
+    /// under the same idempotency key does not count.
+    pub fn charge_attempts(&self, payment_method_id: &str) -> u64 {
+        self.state().attempts_by_payment_method.get(payment_method_id).copied().unwrap_or(0)
+    }
+
+    /// Successful charges of this payment method: what "charged once" means.
+    pub fn successful_charges(&self, payment_method_id: &str) -> u64 {
+        self.state().successes_by_payment_method.get(payment_method_id).copied().unwrap_or(0)
+    }
+
+    /// The customer the payment method is attached to, if any.
+    pub fn attached_to(&self, payment_method_id: &str) -> Option<CustomerId> {
+        self.state().payment_methods.get(payment_method_id).and_then(|pm| pm.customer.clone())
+    }
+
+    /// While switched off every call fails with [`ProcessorError::Unavailable`], as a network
+    /// outage would; nothing is recorded.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.state().unavailable = unavailable;
+    }
+}
+
+#[async_trait]
+impl CardProcessor for SimulatedProcessor {
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<CustomerId, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        if account_id.is_empty() {
+            return Err(ProcessorError::InvalidRequest("account_id is empty".into()));
+        }
+        if let Some(existing) = state.customers_by_account.get(account_id) {
+            return Ok(existing.clone());
+        }
+        let id = CustomerId(state.next_id("cus"));
+        state.customers.insert(id.clone(), email.map(str::to_owned));
+        state.customers_by_account.insert(account_id.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    async fn attach_card(
+        &self,
+        customer: &CustomerId,
+        payment_method_token: &str,
+    ) -> Result<CardDetails, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        check_object_id("payment_method_token", payment_method_token)?;
+        if !state.customers.contains_key(customer) {
+            return Err(ProcessorError::InvalidRequest(format!("No such customer: '{customer}'")));
+        }
+        let Some((brand, last4, decline)) = test_token(payment_method_token) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No such PaymentMethod: '{payment_method_token}'"
+            )));
+        };
+        // Like Stripe, each attach of a test token makes a new payment method.
+        let payment_method_id = state.next_id("pm");
+        let card = CardDetails {
+            payment_method_id: payment_method_id.clone(),
+            brand: brand.to_owned(),
+            last4: last4.to_owned(),
+            exp_month: SIMULATED_EXP_MONTH,
+            exp_year: SIMULATED_EXP_YEAR,
+        };
+        state.payment_methods.insert(
+            payment_method_id,
+            PaymentMethod { customer: Some(customer.clone()), card: card.clone(), decline },
+        );
+        Ok(card)
+    }
+
+    async fn detach_card(&self, payment_method_id: &str) -> Result<(), ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        let Some(payment_method) = state.payment_methods.get_mut(payment_method_id) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No such PaymentMethod: '{payment_method_id}'"
+            )));
+        };
+        if payment_method.customer.take().is_none() {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "The payment method {payment_method_id} is not attached to a customer"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        request.validate()?;
+        if let Some(saved) = state.charges_by_key.get(&request.idempotency_key) {
+            if saved.request != *request {
+                return Err(ProcessorError::InvalidRequest(
+                    "Keys for idempotent requests can only be used with the same parameters they \
+                     were first used with."
+                        .into(),
+                ));
+            }
+            return Ok(saved.outcome.clone());
+        }
+        // Refusals before a payment intent exists are not saved under the key (Stripe saves no
+        // result for a request that failed validation).
+        let decline = match state.payment_methods.get(&request.payment_method_id) {
+            None => {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "No such PaymentMethod: '{}'",
+                    request.payment_method_id
+                )))
+            }
+            Some(pm) if pm.customer.as_ref() != Some(&request.customer) => {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "The PaymentMethod {} does not belong to the Customer {}",
+                    request.payment_method_id, request.customer
+                )))
+            }
+            Some(pm) => {
+                debug_assert_eq!(pm.card.payment_method_id, request.payment_method_id);
+                pm.decline.clone()
+            }
+        };
+        let payment_intent_id = state.next_id("pi");
+        let pm = request.payment_method_id.clone();
+        *state.attempts_by_payment_method.entry(pm.clone()).or_default() += 1;
+        let outcome = match decline {
+            None => {
+                *state.successes_by_payment_method.entry(pm).or_default() += 1;
+                ChargeOutcome::Succeeded { payment_intent_id }
+            }
+            Some(code) => {
+                let message = processor_message(&code);
+                ChargeOutcome::Declined {
+                    payment_intent_id: Some(payment_intent_id),
+                    decline: Decline::new(code, message),
+                }
+            }
+        };
+        state.charges_by_key.insert(
+            request.idempotency_key.clone(),
+            SavedCharge { request: request.clone(), outcome: outcome.clone() },
+        );
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn customer_with(sim: &SimulatedProcessor, token: &str) -> (CustomerId, CardDetails) {
+        let customer =
+            sim.create_customer("acme", Some("billing@acme.example")).await.expect("customer");
+        let card = sim.attach_card(&customer, token).await.expect("attach");
+        (customer, card)
+    }
+
+    fn charge_of(
+        customer: &CustomerId,
+        card: &CardDetails,
+        key: &str,
+        amount_cents: u64,
+    ) -> ChargeRequest {
+        ChargeRequest {
+            customer: customer.clone(),
+            payment_method_id: card.payment_method_id.clone(),
+            amount_cents,
+            idempotency_key: key.to_owned(),
+            description: "Pay Now".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn succeeding_tokens_attach_with_brand_last4_and_expiry_and_charge() {
+        for (token, brand, last4) in
+            [("pm_card_visa", "visa", "4242"), ("pm_card_mastercard", "mastercard", "4444")]
+        {
+            let sim = SimulatedProcessor::new();
+            let (customer, card) = customer_with(&sim, token).await;
+            assert_eq!(customer, CustomerId("cus_sim000001".into()));
+            assert_eq!(
+                card,
+                CardDetails {
+                    payment_method_id: "pm_sim000002".into(),
+                    brand: brand.into(),
+                    last4: last4.into(),
+                    exp_month: SIMULATED_EXP_MONTH,
+                    exp_year: SIMULATED_EXP_YEAR,
+                }
+            );
+            let outcome =
+                sim.charge(&charge_of(&customer, &card, "k1", 5000)).await.expect("charge");
+            assert_eq!(
+                outcome,
+                ChargeOutcome::Succeeded { payment_intent_id: "pi_sim000003".into() }
+            );
+            assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+            assert_eq!(sim.charge_attempts(&card.payment_method_id), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn declining_tokens_attach_and_every_charge_is_declined_with_its_code() {
+        let cases = [
+            ("pm_card_chargeDeclined", DeclineCode::CardDeclined),
+            ("pm_card_chargeDeclinedInsufficientFunds", DeclineCode::InsufficientFunds),
+            ("pm_card_chargeDeclinedExpiredCard", DeclineCode::ExpiredCard),
+            ("pm_card_chargeDeclinedIncorrectCvc", DeclineCode::IncorrectCvc),
+            ("pm_card_chargeDeclinedProcessingError", DeclineCode::ProcessingError),
+        ];
+        for (token, code) in cases {
+            let sim = SimulatedProcessor::new();
+            let (customer, card) = customer_with(&sim, token).await;
+            let outcome =
+                sim.charge(&charge_of(&customer, &card, "k1", 5000)).await.expect("charge");
+            let ChargeOutcome::Declined { payment_intent_id, decline } = outcome else {
+                panic!("{token}: expected a decline, got {outcome:?}");
+            };
+            assert_eq!(payment_intent_id.as_deref(), Some("pi_sim000003"), "{token}");
+            assert_eq!(decline.code, code, "{token}");
+            assert_eq!(decline.reason(), code.reason());
+            assert!(!decline.message.is_empty());
+            assert_eq!(sim.successful_charges(&card.payment_method_id), 0);
+            assert_eq!(sim.charge_attempts(&card.payment_method_id), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_tokens_and_unknown_customers_are_invalid_requests_at_attach() {
+        let sim = SimulatedProcessor::new();
+        let customer = sim.create_customer("acme", None).await.expect("customer");
+        for token in ["pm_card_amex", "tok_visa", "pm_card_visa_chargeDeclined", "", "pm card"] {
+            let error = sim.attach_card(&customer, token).await.expect_err("refused");
+            assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{token:?}: {error:?}");
+        }
+        let error = sim
+            .attach_card(&CustomerId("cus_nobody".into()), "pm_card_visa")
+            .await
+            .expect_err("no customer");
+        assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_customer_for_the_same_account_is_the_first() {
+        let sim = SimulatedProcessor::new();
+        let first = sim.create_customer("acme", None).await.expect("customer");
+        assert_eq!(sim.create_customer("acme", None).await.expect("again"), first);
+        assert_ne!(sim.create_customer("other", None).await.expect("other"), first);
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_yields_the_same_payment_and_charges_once() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        let request = charge_of(&customer, &card, "recharge-req-7", 5000);
+        let first = sim.charge(&request).await.expect("first");
+        let again = sim.charge(&request).await.expect("retry after a crash");
+        assert_eq!(first, again);
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+        assert_eq!(sim.charge_attempts(&card.payment_method_id), 1);
+
+        let other = sim
+            .charge(&charge_of(&customer, &card, "recharge-req-8", 5000))
+            .await
+            .expect("other key");
+        assert_ne!(other, first);
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 2);
+    }
+
+    #[tokio::test]
+    async fn the_same_key_replays_a_decline_without_asking_the_card_again() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_chargeDeclinedInsufficientFunds").await;
+        let request = charge_of(&customer, &card, "k", 5000);
+        let first = sim.charge(&request).await.expect("first");
+        assert_eq!(sim.charge(&request).await.expect("again"), first);
+        assert_eq!(sim.charge_attempts(&card.payment_method_id), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_key_with_another_amount_is_an_invalid_request() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        sim.charge(&charge_of(&customer, &card, "k", 5000)).await.expect("first");
+        let error =
+            sim.charge(&charge_of(&customer, &card, "k", 5001)).await.expect_err("mismatch");
+        assert!(
+            matches!(&error, ProcessorError::InvalidRequest(m) if m.contains("same parameters")),
+            "{error:?}"
+        );
+        let other_description =
+            ChargeRequest { description: "other".into(), ..charge_of(&customer, &card, "k", 5000) };
+        assert!(matches!(
+            sim.charge(&other_description).await,
+            Err(ProcessorError::InvalidRequest(_))
+        ));
+        assert_eq!(sim.charge_attempts(&card.payment_method_id), 1);
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+    }
+
+    #[tokio::test]
+    async fn amounts_outside_stripe_limits_are_invalid_requests() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        for amount_cents in [0, 49, crate::MAX_CHARGE_CENTS + 1] {
+            let error = sim
+                .charge(&charge_of(&customer, &card, "k", amount_cents))
+                .await
+                .expect_err("refused");
+            assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{amount_cents}");
+        }
+        assert_eq!(sim.charge_attempts(&card.payment_method_id), 0);
+        // A refused request saves nothing under its key.
+        assert!(sim.charge(&charge_of(&customer, &card, "k", 50)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_detached_card_cannot_be_charged_or_detached_again() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        assert_eq!(sim.attached_to(&card.payment_method_id), Some(customer.clone()));
+        sim.detach_card(&card.payment_method_id).await.expect("detach");
+        assert_eq!(sim.attached_to(&card.payment_method_id), None);
+        let error =
+            sim.charge(&charge_of(&customer, &card, "k", 5000)).await.expect_err("detached");
+        assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{error:?}");
+        assert!(matches!(
+            sim.detach_card(&card.payment_method_id).await,
+            Err(ProcessorError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            sim.detach_card("pm_nothing").await,
+            Err(ProcessorError::InvalidRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn another_customers_card_cannot_be_charged() {
+        let sim = SimulatedProcessor::new();
+        let (_, card) = customer_with(&sim, "pm_card_visa").await;
+        let other = sim.create_customer("other", None).await.expect("other");
+        let error = sim.charge(&charge_of(&other, &card, "k", 5000)).await.expect_err("not theirs");
+        assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_switched_off_processor_is_unavailable_and_records_nothing() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        sim.set_unavailable(true);
+        let request = charge_of(&customer, &card, "k", 5000);
+        assert!(matches!(sim.charge(&request).await, Err(ProcessorError::Unavailable(_))));
+        assert!(matches!(
+            sim.create_customer("x", None).await,
+            Err(ProcessorError::Unavailable(_))
+        ));
+        sim.set_unavailable(false);
+        assert!(matches!(sim.charge(&request).await, Ok(ChargeOutcome::Succeeded { .. })));
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+    }
+
+    #[tokio::test]
+    async fn the_processor_is_usable_as_a_shared_port() {
+        let sim: std::sync::Arc<dyn CardProcessor> = std::sync::Arc::new(SimulatedProcessor::new());
+        let customer = sim.create_customer("acme", None).await.expect("customer");
+        assert!(sim.attach_card(&customer, "pm_card_visa").await.is_ok());
+    }
+}

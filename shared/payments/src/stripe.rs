@@ -1,0 +1,821 @@
+//! The Stripe adapter: Stripe's HTTP API, form-encoded, authenticated with the secret key.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::{
+    check_object_id, redact_card_numbers, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest,
+    CustomerId, Decline, DeclineCode, ProcessorError,
+};
+
+pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";
+/// Pinned so the shape of Stripe's answers does not change under us with the account's default.
+pub const STRIPE_API_VERSION: &str = "2024-06-20";
+/// Stripe's answers are a few kilobytes; anything far larger is not Stripe.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+const MAX_ACCOUNT_ID_CHARS: usize = 200;
+
+/// Stripe's secret (`sk_...`) or restricted (`rk_...`) API key. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    pub fn parse(key: impl Into<String>) -> Result<Self, StripeConfigError> {
+        let key = key.into();
+        let well_formed = (key.starts_with("sk_") || key.starts_with("rk_"))
+            && key.len() > 3
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if well_formed {
+            Ok(SecretKey(key))
+        } else {
+            Err(StripeConfigError::InvalidSecretKey)
+        }
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    /// `https://api.stripe.com`, or localstripe's endpoint in tests.
+    pub base_url: String,
+    pub secret_key: SecretKey,
+    pub connect_timeout_ms: u64,
+    /// For the whole request. Stripe's own libraries allow 80 s; a confirmed payment intent
+    /// normally answers in a few seconds, and a timeout is retried with the same key.
+    pub request_timeout_ms: u64,
+}
+
+impl StripeConfig {
+    pub fn new(base_url: impl Into<String>, secret_key: SecretKey) -> Self {
+        StripeConfig {
+            base_url: base_url.into(),
+            secret_key,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeConfigError {
+    #[error("the Stripe secret key must look like sk_... or rk_...")]
+    InvalidSecretKey,
+    #[error("the Stripe base URL {0:?} is not an http(s) URL")]
+    InvalidBaseUrl(String),
+    #[error("timeouts must be between 1 ms and 10 minutes")]
+    InvalidTimeout,
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// [`CardProcessor`] over Stripe's HTTP API.
+#[derive(Clone, Debug)]
+pub struct StripeProcessor {
+    base_url: String,
+    secret_key: SecretKey,
+    http: reqwest::Client,
+}
+
+impl StripeProcessor {
+    pub fn new(config: StripeConfig) -> Result<Self, StripeConfigError> {
+        let url = reqwest::Url::parse(&config.base_url)
+            .map_err(|_| StripeConfigError::InvalidBaseUrl(config.base_url.clone()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+            return Err(StripeConfigError::InvalidBaseUrl(config.base_url));
+        }
+        let bounded = |ms: u64| (1..=600_000).contains(&ms);
+        if !bounded(config.connect_timeout_ms) || !bounded(config.request_timeout_ms) {
+            return Err(StripeConfigError::InvalidTimeout);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .user_agent(concat!("ringledger-payments/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(StripeConfigError::Client)?;
+        Ok(StripeProcessor {
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            secret_key: config.secret_key,
+            http,
+        })
+    }
+
+    /// One form-encoded POST; the status and body of whatever Stripe answered, or
+    /// `Unavailable` when no answer came.
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, Vec<u8>), ProcessorError> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(self.secret_key.expose())
+            .header("Stripe-Version", STRIPE_API_VERSION)
+            .form(form);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let mut response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(ProcessorError::Unexpected(format!(
+                    "answer to POST {path} is larger than {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+fn transport_error(error: reqwest::Error) -> ProcessorError {
+    if error.is_builder() {
+        ProcessorError::Unexpected(format!("cannot build the request: {error}"))
+    } else {
+        // Connection refused or reset, DNS, timeouts: nothing (or not all) came back.
+        ProcessorError::Unavailable(Box::new(error.without_url()))
+    }
+}
+
+#[async_trait]
+impl CardProcessor for StripeProcessor {
+    #[tracing::instrument(skip_all, fields(account_id = %account_id), err(Debug))]
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<CustomerId, ProcessorError> {
+        if account_id.is_empty()
+            || account_id.len() > MAX_ACCOUNT_ID_CHARS
+            || !account_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "account_id must be 1 to {MAX_ACCOUNT_ID_CHARS} printable ASCII characters"
+            )));
+        }
+        let mut form = vec![("metadata[account_id]", account_id)];
+        if let Some(email) = email {
+            form.push(("email", email));
+        }
+        // Keyed by account, so a retry after a lost answer (within Stripe's 24 h key lifetime)
+        // finds the customer instead of making a second one.
+        let key = format!("ringledger-customer-{account_id}");
+        let (status, body) = self.post("/v1/customers", &form, Some(&key)).await?;
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let customer: CustomerBody = parse(&body, "customer")?;
+        check_object_id("customer id", &customer.id)
+            .map_err(|_| ProcessorError::Unexpected("malformed customer id".into()))?;
+        Ok(CustomerId(customer.id))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer = %customer, payment_method = %payment_method_token), err(Debug))]
+    async fn attach_card(
+        &self,
+        customer: &CustomerId,
+        payment_method_token: &str,
+    ) -> Result<CardDetails, ProcessorError> {
+        check_object_id("customer", customer.as_str())?;
+        check_object_id("payment_method_token", payment_method_token)?;
+        let path = format!("/v1/payment_methods/{payment_method_token}/attach");
+        let (status, body) = self.post(&path, &[("customer", customer.as_str())], None).await?;
+        if status == StatusCode::PAYMENT_REQUIRED {
+            return Err(ProcessorError::Declined(decline_from_error(&body)));
+        }
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let payment_method: PaymentMethodBody = parse(&body, "payment method")?;
+        card_details(payment_method)
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_method = %payment_method_id), err(Debug))]
+    async fn detach_card(&self, payment_method_id: &str) -> Result<(), ProcessorError> {
+        check_object_id("payment_method_id", payment_method_id)?;
+        let path = format!("/v1/payment_methods/{payment_method_id}/detach");
+        let (status, body) = self.post(&path, &[], None).await?;
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let _: PaymentMethodBody = parse(&body, "payment method")?;
+        Ok(())
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            customer = %request.customer,
+            payment_method = %request.payment_method_id,
+            amount_cents = request.amount_cents,
+            idempotency_key = %request.idempotency_key,
+        ),
+        err(Debug)
+    )]
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
+        request.validate()?;
+        let amount = request.amount_cents.to_string();
+        let form = [
+            ("amount", amount.as_str()),
+            ("currency", "usd"),
+            ("customer", request.customer.as_str()),
+            ("payment_method", request.payment_method_id.as_str()),
+            // Without this Stripe enables the Dashboard's payment methods, and confirming then
+            // asks for a return_url; an off-session charge of a saved card needs none.
+            ("payment_method_types[]", "card"),
+            ("off_session", "true"),
+            ("confirm", "true"),
+            ("description", request.description.as_str()),
+            // Lets a reconciliation find the payment after the key's 24 h lifetime.
+            ("metadata[idempotency_key]", request.idempotency_key.as_str()),
+        ];
+        let (status, body) =
+            self.post("/v1/payment_intents", &form, Some(&request.idempotency_key)).await?;
+        if status == StatusCode::PAYMENT_REQUIRED {
+            let error = parse_error(&body);
+            let payment_intent_id = error.payment_intent.as_ref().map(|pi| pi.id.clone());
+            return Ok(ChargeOutcome::Declined {
+                payment_intent_id,
+                decline: decline_from_body(&error),
+            });
+        }
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let intent: PaymentIntentBody = parse(&body, "payment intent")?;
+        outcome_of(intent, request.amount_cents)
+    }
+}
+
+fn outcome_of(
+    intent: PaymentIntentBody,
+    amount_cents: u64,
+) -> Result<ChargeOutcome, ProcessorError> {
+    if intent.amount.is_some_and(|amount| amount != amount_cents) {
+        return Err(ProcessorError::Unexpected(format!(
+            "payment intent {} is for {:?} cents, not the {amount_cents} asked for",
+            intent.id, intent.amount
+        )));
+    }
+    match intent.status.as_str() {
+        "succeeded" => Ok(ChargeOutcome::Succeeded { payment_intent_id: intent.id }),
+        "requires_payment_method" => {
+            let decline =
+                intent.last_payment_error.as_ref().map(decline_from_body).unwrap_or_else(|| {
+                    Decline::new(DeclineCode::CardDeclined, "Your card was declined.")
+                });
+            Ok(ChargeOutcome::Declined { payment_intent_id: Some(intent.id), decline })
+        }
+        // Stripe answers an off-session confirm that needs 3-D Secure with a 402
+        // `authentication_required`; a fake may leave the intent waiting for the customer.
+        "requires_action" | "requires_confirmation" => Ok(ChargeOutcome::Declined {
+            payment_intent_id: Some(intent.id),
+            decline: Decline::new(
+                DeclineCode::Other("authentication_required".into()),
+                "The card requires authentication by its holder.",
+            ),
+        }),
+        other => Err(ProcessorError::Unexpected(format!(
+            "payment intent {} is {other:?} after an automatic-capture confirm",
+            intent.id
+        ))),
+    }
+}
+
+fn card_details(payment_method: PaymentMethodBody) -> Result<CardDetails, ProcessorError> {
+    let Some(card) = payment_method.card.filter(|_| payment_method.kind == "card") else {
+        return Err(ProcessorError::InvalidRequest(format!(
+            "payment method {} is a {}, not a card",
+            payment_method.id, payment_method.kind
+        )));
+    };
+    let well_formed = card.last4.len() == 4
+        && card.last4.bytes().all(|b| b.is_ascii_digit())
+        && (1..=12).contains(&card.exp_month)
+        && !card.brand.is_empty()
+        && card.brand.len() <= 32
+        && check_object_id("payment method id", &payment_method.id).is_ok();
+    if !well_formed {
+        return Err(ProcessorError::Unexpected(format!(
+            "payment method {} has malformed card details",
+            payment_method.id
+        )));
+    }
+    Ok(CardDetails {
+        payment_method_id: payment_method.id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+    })
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, ProcessorError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ProcessorError::Unexpected(format!("cannot read the {what}: {error}")))
+}
+
+fn parse_error(body: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorEnvelope>(body).map(|envelope| envelope.error).unwrap_or_default()
+}
+
+fn decline_from_error(body: &[u8]) -> Decline {
+    decline_from_body(&parse_error(body))
+}
+
+fn decline_from_body(error: &ErrorBody) -> Decline {
+    Decline::new(
+        DeclineCode::from_processor_codes(error.code.as_deref(), error.decline_code.as_deref()),
+        error.message.as_deref().unwrap_or("Your card was declined."),
+    )
+}
+
+/// Maps a non-2xx answer other than a card decline.
+fn error_from_answer(status: StatusCode, body: &[u8]) -> ProcessorError {
+    let error = parse_error(body);
+    let detail = error.describe(status);
+    match status {
+        // 402 outside a charge or attach; 400 invalid_request_error / idempotency_error;
+        // 404 no such customer or payment method.
+        StatusCode::BAD_REQUEST | StatusCode::PAYMENT_REQUIRED | StatusCode::NOT_FOUND => {
+            ProcessorError::InvalidRequest(detail)
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProcessorError::Unexpected(format!(
+            "the processor refused our credentials (check the secret key): {detail}"
+        )),
+        // 409: a request with the same idempotency key is still running; 429: rate limited.
+        StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {
+            ProcessorError::Unavailable(Box::new(ServiceError(detail)))
+        }
+        status if status.is_server_error() => {
+            ProcessorError::Unavailable(Box::new(ServiceError(detail)))
+        }
+        _ => ProcessorError::Unexpected(detail),
+    }
+}
+
+/// A processor answer that means "try again later".
+#[derive(Debug)]
+struct ServiceError(String);
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    code: Option<String>,
+    decline_code: Option<String>,
+    message: Option<String>,
+    param: Option<String>,
+    payment_intent: Option<IdOnly>,
+}
+
+impl ErrorBody {
+    /// `HTTP 400 invalid_request_error resource_missing (param customer): No such customer`,
+    /// scrubbed of anything that looks like a card number.
+    fn describe(&self, status: StatusCode) -> String {
+        let mut text = format!("HTTP {}", status.as_u16());
+        for part in [&self.kind, &self.code].into_iter().flatten() {
+            text.push(' ');
+            text.push_str(part);
+        }
+        if let Some(param) = &self.param {
+            text.push_str(&format!(" (param {param})"));
+        }
+        if let Some(message) = &self.message {
+            text.push_str(": ");
+            text.push_str(message);
+        }
+        const MAX_DETAIL_CHARS: usize = 500;
+        redact_card_numbers(&text.chars().take(MAX_DETAIL_CHARS).collect::<String>())
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct CustomerBody {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct PaymentMethodBody {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    card: Option<CardBody>,
+}
+
+#[derive(Deserialize)]
+struct CardBody {
+    brand: String,
+    last4: String,
+    exp_month: u8,
+    exp_year: u16,
+}
+
+#[derive(Deserialize)]
+struct PaymentIntentBody {
+    id: String,
+    status: String,
+    amount: Option<u64>,
+    last_payment_error: Option<ErrorBody>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The adapter against canned Stripe answers served from a loopback socket: the request it
+    //! sends, and every error shape localstripe cannot produce (issuer decline codes, 5xx, 429,
+    //! credentials, timeouts). tests/tests/stripe_localstripe.rs runs it against localstripe.
+
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Seen {
+        request_line: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        }
+        fn form(&self) -> Vec<(String, String)> {
+            self.body
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (decode(k), decode(v))
+                })
+                .collect()
+        }
+    }
+
+    fn decode(text: &str) -> String {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    /// Serves `answers` (status, JSON body) in order, one per connection, recording requests.
+    async fn canned(answers: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let (head_end, content_length) = loop {
+                    let n = socket.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "client closed early");
+                    raw.extend_from_slice(&buf[..n]);
+                    if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&raw[..pos]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().expect("length"));
+                        break (pos + 4, length);
+                    }
+                };
+                while raw.len() < head_end + content_length {
+                    let n = socket.read(&mut buf).await.expect("read body");
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&raw[..head_end - 4]).to_string();
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap_or_default().to_owned();
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                let body_text = String::from_utf8_lossy(&raw[head_end..]).to_string();
+                log.lock().expect("log").push(Seen { request_line, headers, body: body_text });
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(answer.as_bytes()).await.expect("write");
+                socket.shutdown().await.ok();
+            }
+        });
+        (url, seen)
+    }
+
+    fn processor(url: &str) -> StripeProcessor {
+        let key = SecretKey::parse("sk_test_unit").expect("key");
+        StripeProcessor::new(StripeConfig::new(url, key)).expect("processor")
+    }
+
+    fn request() -> ChargeRequest {
+        ChargeRequest {
+            customer: CustomerId("cus_1".into()),
+            payment_method_id: "pm_1".into(),
+            amount_cents: 2500,
+            idempotency_key: "recharge-42".into(),
+            description: "Auto-recharge for acme".into(),
+        }
+    }
+
+    const PI_OK: &str =
+        r#"{"id":"pi_ok","object":"payment_intent","status":"succeeded","amount":2500}"#;
+
+    #[tokio::test]
+    async fn a_charge_is_an_off_session_confirmed_payment_intent_with_the_idempotency_key() {
+        let (url, seen) = canned(vec![(200, PI_OK)]).await;
+        let outcome = processor(&url).charge(&request()).await.expect("charge");
+        assert_eq!(outcome, ChargeOutcome::Succeeded { payment_intent_id: "pi_ok".into() });
+        let seen = seen.lock().expect("seen")[0].clone();
+        assert_eq!(seen.request_line, "POST /v1/payment_intents HTTP/1.1");
+        assert_eq!(seen.header("idempotency-key"), Some("recharge-42"));
+        assert_eq!(seen.header("authorization"), Some("Bearer sk_test_unit"));
+        assert_eq!(seen.header("stripe-version"), Some(STRIPE_API_VERSION));
+        assert_eq!(seen.header("content-type"), Some("application/x-www-form-urlencoded"));
+        let form = seen.form();
+        for (key, value) in [
+            ("amount", "2500"),
+            ("currency", "usd"),
+            ("customer", "cus_1"),
+            ("payment_method", "pm_1"),
+            ("off_session", "true"),
+            ("confirm", "true"),
+            ("description", "Auto-recharge for acme"),
+            ("metadata[idempotency_key]", "recharge-42"),
+        ] {
+            assert!(
+                form.contains(&(key.into(), value.into())),
+                "{key}={value} missing from {form:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn issuer_declines_map_to_their_decline_codes_with_the_payment_intent() {
+        let cases = [
+            (
+                r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","payment_intent":{"id":"pi_1","status":"requires_payment_method"}}}"#,
+                DeclineCode::InsufficientFunds,
+            ),
+            (
+                r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline","message":"Your card was declined.","payment_intent":{"id":"pi_1"}}}"#,
+                DeclineCode::CardDeclined,
+            ),
+            (
+                r#"{"error":{"type":"card_error","code":"expired_card","decline_code":"expired_card","message":"Your card has expired.","payment_intent":{"id":"pi_1"}}}"#,
+                DeclineCode::ExpiredCard,
+            ),
+            (
+                r#"{"error":{"type":"card_error","code":"incorrect_cvc","message":"Your card's security code is incorrect.","payment_intent":{"id":"pi_1"}}}"#,
+                DeclineCode::IncorrectCvc,
+            ),
+            (
+                r#"{"error":{"type":"card_error","code":"processing_error","message":"An error occurred while processing your card.","payment_intent":{"id":"pi_1"}}}"#,
+                DeclineCode::ProcessingError,
+            ),
+            (
+                r#"{"error":{"type":"card_error","code":"authentication_required","decline_code":"authentication_required","message":"Your card was declined. This transaction requires authentication.","payment_intent":{"id":"pi_1"}}}"#,
+                DeclineCode::Other("authentication_required".into()),
+            ),
+        ];
+        for (body, code) in cases {
+            let (url, _) = canned(vec![(402, body)]).await;
+            match processor(&url).charge(&request()).await.expect("an outcome") {
+                ChargeOutcome::Declined { payment_intent_id, decline } => {
+                    assert_eq!(payment_intent_id.as_deref(), Some("pi_1"));
+                    assert_eq!(decline.code, code);
+                    assert!(!decline.message.is_empty());
+                }
+                other => panic!("expected a decline, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decline_without_a_payment_intent_still_is_a_decline() {
+        let body = r#"{"error":{"type":"invalid_request_error","code":"card_declined","charge":"ch_1","message":"Your card was declined."}}"#;
+        let (url, _) = canned(vec![(402, body)]).await;
+        let outcome = processor(&url).charge(&request()).await.expect("outcome");
+        let ChargeOutcome::Declined { payment_intent_id: None, decline } = outcome else {
+            panic!("expected a decline without an intent, got {outcome:?}");
+        };
+        assert_eq!(decline.code, DeclineCode::CardDeclined);
+    }
+
+    #[tokio::test]
+    async fn a_failed_intent_answered_with_200_is_a_decline() {
+        let body = r#"{"id":"pi_2","status":"requires_payment_method","amount":2500,"last_payment_error":{"code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds."}}"#;
+        let (url, _) = canned(vec![(200, body)]).await;
+        let outcome = processor(&url).charge(&request()).await.expect("outcome");
+        let ChargeOutcome::Declined { payment_intent_id, decline } = outcome else {
+            panic!("expected a decline, got {outcome:?}");
+        };
+        assert_eq!(payment_intent_id.as_deref(), Some("pi_2"));
+        assert_eq!(decline.code, DeclineCode::InsufficientFunds);
+    }
+
+    #[tokio::test]
+    async fn an_intent_for_another_amount_is_unexpected() {
+        let body = r#"{"id":"pi_3","status":"succeeded","amount":999}"#;
+        let (url, _) = canned(vec![(200, body)]).await;
+        let error = processor(&url).charge(&request()).await.expect_err("mismatch");
+        assert!(matches!(error, ProcessorError::Unexpected(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn request_errors_server_errors_and_credentials_map_to_distinct_variants() {
+        type Expected = fn(&ProcessorError) -> bool;
+        let cases: [(u16, &str, Expected); 7] = [
+            (
+                400,
+                r#"{"error":{"type":"invalid_request_error","code":"resource_missing","param":"customer","message":"No such customer: 'cus_1'"}}"#,
+                |e| matches!(e, ProcessorError::InvalidRequest(m) if m.contains("No such customer")),
+            ),
+            (
+                400,
+                r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}"#,
+                |e| matches!(e, ProcessorError::InvalidRequest(m) if m.contains("idempotency_error")),
+            ),
+            (404, r#"{"error":{"type":"invalid_request_error","message":"Not Found"}}"#, |e| {
+                matches!(e, ProcessorError::InvalidRequest(_))
+            }),
+            (
+                401,
+                r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_****unit"}}"#,
+                |e| matches!(e, ProcessorError::Unexpected(m) if m.contains("secret key")),
+            ),
+            (500, r#"{"error":{"type":"api_error","message":"Something went wrong"}}"#, |e| {
+                matches!(e, ProcessorError::Unavailable(_))
+            }),
+            (503, "not json at all", |e| matches!(e, ProcessorError::Unavailable(_))),
+            (429, r#"{"error":{"type":"invalid_request_error","code":"rate_limit"}}"#, |e| {
+                matches!(e, ProcessorError::Unavailable(_))
+            }),
+        ];
+        for (status, body, expected) in cases {
+            let (url, _) = canned(vec![(status, body)]).await;
+            let error = processor(&url).charge(&request()).await.expect_err("an error");
+            assert!(expected(&error), "HTTP {status} gave {error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_processor_is_unavailable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let error = processor(&url).charge(&request()).await.expect_err("refused");
+        assert!(matches!(error, ProcessorError::Unavailable(_)), "{error:?}");
+        assert!(std::error::Error::source(&error).is_some(), "the cause is kept for the logs");
+    }
+
+    #[tokio::test]
+    async fn a_processor_that_never_answers_times_out_as_unavailable() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let hold = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut config = StripeConfig::new(url, SecretKey::parse("sk_test_unit").expect("key"));
+        config.request_timeout_ms = 300;
+        let started = std::time::Instant::now();
+        let error = StripeProcessor::new(config)
+            .expect("processor")
+            .charge(&request())
+            .await
+            .expect_err("timeout");
+        assert!(matches!(error, ProcessorError::Unavailable(_)), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn attach_reads_the_card_and_a_refused_card_is_declined() {
+        let ok = r#"{"id":"pm_9","object":"payment_method","type":"card","customer":"cus_1","card":{"brand":"mastercard","last4":"4444","exp_month":8,"exp_year":2031,"country":"US"}}"#;
+        let refused = r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds."}}"#;
+        let (url, seen) = canned(vec![(200, ok), (402, refused)]).await;
+        let stripe = processor(&url);
+        let card = stripe
+            .attach_card(&CustomerId("cus_1".into()), "pm_card_mastercard")
+            .await
+            .expect("attach");
+        assert_eq!(
+            card,
+            CardDetails {
+                payment_method_id: "pm_9".into(),
+                brand: "mastercard".into(),
+                last4: "4444".into(),
+                exp_month: 8,
+                exp_year: 2031
+            }
+        );
+        let error =
+            stripe.attach_card(&CustomerId("cus_1".into()), "pm_x").await.expect_err("declined");
+        assert!(
+            matches!(&error, ProcessorError::Declined(d) if d.code == DeclineCode::InsufficientFunds),
+            "{error:?}"
+        );
+        let seen = seen.lock().expect("seen");
+        assert_eq!(
+            seen[0].request_line,
+            "POST /v1/payment_methods/pm_card_mastercard/attach HTTP/1.1"
+        );
+        assert_eq!(seen[0].form(), vec![("customer".to_owned(), "cus_1".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn create_customer_keys_the_request_by_account() {
+        let (url, seen) = canned(vec![(200, r#"{"id":"cus_42","object":"customer"}"#)]).await;
+        let customer = processor(&url)
+            .create_customer("acme", Some("billing@acme.example"))
+            .await
+            .expect("customer");
+        assert_eq!(customer, CustomerId("cus_42".into()));
+        let seen = seen.lock().expect("seen")[0].clone();
+        assert_eq!(seen.request_line, "POST /v1/customers HTTP/1.1");
+        assert_eq!(seen.header("idempotency-key"), Some("ringledger-customer-acme"));
+        let form = seen.form();
+        assert!(form.contains(&("metadata[account_id]".into(), "acme".into())), "{form:?}");
+        assert!(form.contains(&("email".into(), "billing@acme.example".into())), "{form:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_ids_are_refused_before_anything_is_sent() {
+        let stripe = processor("http://127.0.0.1:9");
+        let customer = CustomerId("cus_1".into());
+        for token in ["", "pm/../../v1/charges", "pm_1?x=y", "pm 1"] {
+            let error = stripe.attach_card(&customer, token).await.expect_err("refused");
+            assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{token:?}: {error:?}");
+        }
+        let error = stripe.detach_card("pm_1/x").await.expect_err("refused");
+        assert!(matches!(error, ProcessorError::InvalidRequest(_)));
+        let error = stripe.create_customer("", None).await.expect_err("refused");
+        assert!(matches!(error, ProcessorError::InvalidRequest(_)));
+    }
+
+    #[test]
+    fn the_secret_key_never_shows_in_debug_output() {
+        let key = SecretKey::parse("sk_test_supersecret").expect("key");
+        let stripe = StripeProcessor::new(StripeConfig::new(DEFAULT_STRIPE_BASE_URL, key))
+            .expect("processor");
+        let debug = format!("{stripe:?}");
+        assert!(!debug.contains("supersecret"), "{debug}");
+        assert!(SecretKey::parse("pk_test_x").is_err());
+        assert!(SecretKey::parse("sk_").is_err());
+        let bad_url = StripeConfig::new("ftp://x", SecretKey::parse("sk_x").expect("key"));
+        assert!(matches!(StripeProcessor::new(bad_url), Err(StripeConfigError::InvalidBaseUrl(_))));
+    }
+}
