@@ -75,10 +75,16 @@ pub fn group(group: Group) -> Router<Arc<AppState>> {
 
 /// One group for its Lambda: identity from API Gateway's JWT authorizer claims.
 pub fn lambda(group_name: Group, state: Arc<AppState>) -> Router {
-    group(group_name)
-        .with_state(state)
-        .layer(middleware::from_fn(crate::apigw::identity_from_authorizer))
-        .fallback(no_route)
+    behind_api_gateway(group(group_name).with_state(state))
+}
+
+/// Every group behind API Gateway at once (tests of the Lambda path).
+pub fn lambda_all(state: Arc<AppState>) -> Router {
+    behind_api_gateway(routes(state))
+}
+
+fn behind_api_gateway(router: Router) -> Router {
+    router.layer(middleware::from_fn(crate::apigw::identity_from_authorizer)).fallback(no_route)
 }
 
 /// The public part: the contract and a health check.

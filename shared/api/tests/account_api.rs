@@ -4,12 +4,10 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::TestApp;
+use common::{Mode, TestApp};
 use serde_json::json;
 
-#[tokio::test]
-async fn requests_without_a_valid_token_are_refused() {
-    let app = TestApp::new();
+async fn requests_without_a_valid_token_are_refused(app: TestApp) {
     assert_eq!(
         app.call("GET", "/v1/overview", None, &[], None).await.status,
         StatusCode::UNAUTHORIZED
@@ -41,9 +39,7 @@ async fn requests_without_a_valid_token_are_refused() {
     assert_eq!(app.get("/v1/overview", &no_account).await.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn billable_actions_answer_403_until_the_terms_are_accepted() {
-    let app = TestApp::new();
+async fn billable_actions_answer_403_until_the_terms_are_accepted(app: TestApp) {
     let operator = app.operator();
     app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "acme"}"#).await;
     let admin = app.admin("acme");
@@ -68,9 +64,7 @@ async fn billable_actions_answer_403_until_the_terms_are_accepted() {
     assert_eq!(app.send("POST", "/v1/cards", &admin, card).await.status, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn viewers_read_and_only_admins_pay_or_change_settings() {
-    let app = TestApp::new();
+async fn viewers_read_and_only_admins_pay_or_change_settings(app: TestApp) {
     app.ready_account("acme", "pm_card_visa").await;
     let viewer = app.viewer("acme");
     assert_eq!(app.get("/v1/overview", &viewer).await.status, StatusCode::OK);
@@ -90,9 +84,7 @@ async fn viewers_read_and_only_admins_pay_or_change_settings() {
     assert_eq!(app.get("/v1/overview", &app.operator()).await.status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn a_token_of_one_account_learns_nothing_about_another() {
-    let app = TestApp::new();
+async fn a_token_of_one_account_learns_nothing_about_another(app: TestApp) {
     let alice = app.ready_account("alice", "pm_card_visa").await;
     let bob = app.ready_account("bob", "pm_card_mastercard").await;
     let bob_card =
@@ -112,9 +104,7 @@ async fn a_token_of_one_account_learns_nothing_about_another() {
     assert_eq!(app.get("/v1/overview", &ghost).await.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn auto_recharge_settings_are_validated_and_every_change_is_audited() {
-    let app = TestApp::new();
+async fn auto_recharge_settings_are_validated_and_every_change_is_audited(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_visa").await;
     let put = |body: &'static str| {
         let admin = admin.clone();
@@ -194,9 +184,7 @@ async fn auto_recharge_settings_are_validated_and_every_change_is_audited() {
     assert_eq!(changes[0]["actor"], "tester@example.com");
 }
 
-#[tokio::test]
-async fn contacts_address_and_schedule_validate_and_read_back() {
-    let app = TestApp::new();
+async fn contacts_address_and_schedule_validate_and_read_back(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_visa").await;
     let bad = [
         (
@@ -265,9 +253,7 @@ async fn contacts_address_and_schedule_validate_and_read_back() {
     assert!(older["entries"].as_array().unwrap().iter().any(|e| e["change"] == "contacts"));
 }
 
-#[tokio::test]
-async fn cards_register_list_change_role_and_delete_without_storing_numbers() {
-    let app = TestApp::new();
+async fn cards_register_list_change_role_and_delete_without_storing_numbers(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_visa").await;
     let add = |token: &'static str, role: &'static str| {
         let admin = admin.clone();
@@ -328,9 +314,8 @@ async fn cards_register_list_change_role_and_delete_without_storing_numbers() {
     assert_eq!(sixth.json["code"], "too_many_cards");
 }
 
-#[tokio::test]
-async fn pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently() {
-    let app = std::sync::Arc::new(TestApp::new());
+async fn pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently(app: TestApp) {
+    let app = std::sync::Arc::new(app);
     let admin = app.ready_account("acme", "pm_card_visa").await;
     let first = app.pay(&admin, "order-1", "25.50").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
@@ -371,9 +356,7 @@ async fn pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently() 
     assert_eq!(payments[0]["card_last4"], "4242");
 }
 
-#[tokio::test]
-async fn a_declined_pay_now_records_the_reason_and_credits_nothing() {
-    let app = TestApp::new();
+async fn a_declined_pay_now_records_the_reason_and_credits_nothing(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_chargeDeclinedInsufficientFunds").await;
     let declined = app.pay(&admin, "k1", "40").await;
     assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
@@ -386,9 +369,7 @@ async fn a_declined_pay_now_records_the_reason_and_credits_nothing() {
     assert!(app.get("/v1/activity", &admin).await.json["entries"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing() {
-    let app = TestApp::new();
+async fn pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_visa").await;
     for amount in ["0", "-5", "10.001", "0.99", "10000.01", "1e3", "ten", ""] {
         let reply = app.pay(&admin, &format!("k-{amount}"), amount).await;
@@ -420,9 +401,7 @@ async fn pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing() {
     assert_eq!(app.get("/v1/overview", &admin).await.json["balance_usd"], "0");
 }
 
-#[tokio::test]
-async fn activity_filters_paginates_and_exports_stable_csv() {
-    let app = TestApp::new();
+async fn activity_filters_paginates_and_exports_stable_csv(app: TestApp) {
     let admin = app.ready_account("acme", "pm_card_visa").await;
     app.pay(&admin, "p1", "20").await;
     let operator = app.operator();
@@ -477,9 +456,7 @@ async fn activity_filters_paginates_and_exports_stable_csv() {
     assert!(lines[2].contains(",debit,adjustment,1.5,18.5,adj:adj-0,"));
 }
 
-#[tokio::test]
-async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once() {
-    let app = TestApp::new();
+async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once(app: TestApp) {
     let operator = app.operator();
     let created = app
         .send(
@@ -558,3 +535,40 @@ async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once()
     let missing = app.get("/v1/operator/accounts/nobody", &operator).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+/// Every case runs three ways: in process, over real HTTP on loopback, and as API Gateway (HTTP
+/// API, JWT authorizer) v2 events through the Lambda routers.
+macro_rules! in_every_mode {
+    ($($name:ident),+ $(,)?) => {
+        mod in_process {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::InProcess).await).await })+
+        }
+        mod over_http {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::Http).await).await })+
+        }
+        mod through_api_gateway_events {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::ApiGateway).await).await })+
+        }
+    };
+}
+
+in_every_mode!(
+    requests_without_a_valid_token_are_refused,
+    billable_actions_answer_403_until_the_terms_are_accepted,
+    viewers_read_and_only_admins_pay_or_change_settings,
+    a_token_of_one_account_learns_nothing_about_another,
+    auto_recharge_settings_are_validated_and_every_change_is_audited,
+    contacts_address_and_schedule_validate_and_read_back,
+    cards_register_list_change_role_and_delete_without_storing_numbers,
+    pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently,
+    a_declined_pay_now_records_the_reason_and_credits_nothing,
+    pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing,
+    activity_filters_paginates_and_exports_stable_csv,
+    operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once
+);

@@ -15,8 +15,24 @@ use serde_json::Value;
 use tower::ServiceExt;
 use usage::worker::RateCards;
 
+/// How requests reach the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `Router::oneshot`.
+    InProcess,
+    /// A real TCP server on loopback and an HTTP client.
+    Http,
+    /// API Gateway HTTP API v2 events (JWT authorizer claims in the request context) through
+    /// `lambda_http`'s event parsing and the Lambda routers.
+    ApiGateway,
+}
+
 pub struct TestApp {
+    pub mode: Mode,
     pub router: axum::Router,
+    pub lambda_router: axum::Router,
+    pub base_url: String,
+    pub http: reqwest::Client,
     pub jwt: LocalJwt,
     pub store: Arc<MemoryStore>,
     pub processor: Arc<SimulatedProcessor>,
@@ -30,7 +46,7 @@ pub struct Reply {
 }
 
 impl TestApp {
-    pub fn new() -> Self {
+    pub async fn new(mode: Mode) -> Self {
         let store = Arc::new(MemoryStore::new());
         let processor = Arc::new(SimulatedProcessor::new());
         let state = Arc::new(AppState {
@@ -39,7 +55,73 @@ impl TestApp {
             processor: processor.clone(),
         });
         let jwt = LocalJwt::new(b"test-secret".to_vec());
-        TestApp { router: api::app::local(state, jwt.clone()), jwt, store, processor }
+        let router = api::app::local(state.clone(), jwt.clone());
+        let lambda_router = api::app::lambda_all(state);
+        let mut base_url = String::new();
+        if mode == Mode::Http {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            base_url = format!("http://{}", listener.local_addr().unwrap());
+            let served = router.clone();
+            tokio::spawn(async move { axum::serve(listener, served).await });
+        }
+        TestApp {
+            mode,
+            router,
+            lambda_router,
+            base_url,
+            http: reqwest::Client::new(),
+            jwt,
+            store,
+            processor,
+        }
+    }
+
+    /// The API Gateway v2 event a request becomes behind the JWT authorizer: a valid token's
+    /// claims in `requestContext.authorizer.jwt.claims`, none for an invalid one.
+    pub fn apigw_event(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Value {
+        let (raw_path, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut header_map = serde_json::Map::new();
+        header_map.insert("content-type".into(), "application/json".into());
+        for (name, value) in headers {
+            header_map.insert(name.to_lowercase(), Value::String(value.to_string()));
+        }
+        let authorizer = token.and_then(|t| self.jwt.verify(t).ok()).map(|identity| {
+            let mut claims = serde_json::json!({
+                "sub": identity.user,
+                "role": match identity.role {
+                    Role::Viewer => "viewer",
+                    Role::Admin => "admin",
+                    Role::Operator => "operator",
+                },
+                "iss": "https://issuer.example", "aud": "ringledger",
+            });
+            if let Some(account) = identity.account {
+                claims["account_id"] = Value::String(account.to_string());
+            }
+            serde_json::json!({ "jwt": { "claims": claims, "scopes": null } })
+        });
+        let mut context = serde_json::json!({
+            "accountId": "123456789012", "apiId": "api1234", "domainName": "api.example.com",
+            "domainPrefix": "api", "requestId": "req-1", "routeKey": "$default",
+            "stage": "$default", "time": "22/Nov/2026:04:00:00 +0000", "timeEpoch": 1795320000000u64,
+            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1",
+                      "sourceIp": "192.0.2.1", "userAgent": "ringledger-tests" },
+        });
+        if let Some(authorizer) = authorizer {
+            context["authorizer"] = authorizer;
+        }
+        serde_json::json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": raw_path,
+            "rawQueryString": query, "headers": header_map, "requestContext": context,
+            "body": body, "isBase64Encoded": false,
+        })
     }
 
     pub fn token(&self, account: Option<&str>, role: Role) -> String {
@@ -66,15 +148,54 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
+        if self.mode == Mode::Http {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = body {
+                request = request.body(body.to_string());
+            }
+            let response = request.send().await.unwrap();
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            let mut header_map = axum::http::HeaderMap::new();
+            for (name, value) in response.headers() {
+                header_map.insert(
+                    axum::http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                    axum::http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                );
+            }
+            let text = response.text().await.unwrap();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Reply { status, headers: header_map, text, json };
         }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
-        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let (request, router) = if self.mode == Mode::ApiGateway {
+            let event = self.apigw_event(method, path, token, headers, body).to_string();
+            let request =
+                lambda_http::request::from_str(&event).expect("a valid API Gateway event");
+            let request = request.map(|body| match body {
+                lambda_http::Body::Empty => Body::empty(),
+                lambda_http::Body::Text(text) => Body::from(text),
+                lambda_http::Body::Binary(bytes) => Body::from(bytes),
+                _ => Body::empty(),
+            });
+            (request, self.lambda_router.clone())
+        } else {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+            (request.body(body).unwrap(), self.router.clone())
+        };
+        let response = router.oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

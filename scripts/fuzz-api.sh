@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Property-based fuzzing of the HTTP API from its own OpenAPI document (schemathesis): starts
+# `ringledger serve` on a fresh embedded store, seeds an account, and fails on any 5xx.
+# Run by scripts/test.sh after the Rust tests; needs `scripts/stack.sh install` (the venv).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SCHEMATHESIS="$ROOT/.tools/venv/bin/schemathesis"
+[[ -x "$SCHEMATHESIS" ]] || { echo "schemathesis missing: run scripts/stack.sh install" >&2; exit 1; }
+EXAMPLES="${RINGLEDGER_FUZZ_EXAMPLES:-30}"
+
+cargo build -q --locked -p ringledger
+RUNNER="$ROOT/target/debug/ringledger"
+WORK="$(mktemp -d)"
+export RINGLEDGER_DB="$WORK/fuzz.db"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+SERVER_PID=""
+cleanup() {
+    [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$RUNNER" create-account acme >/dev/null
+"$RUNNER" accept-terms acme --by fuzz@example.com >/dev/null
+"$RUNNER" credit acme 100 --source fuzz-seed --item funds_added >/dev/null
+"$RUNNER" serve --addr "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+
+status=0
+for role in admin operator; do
+    if [[ "$role" == operator ]]; then
+        TOKEN="$("$RUNNER" token --role operator --user fuzz-operator)"
+    else
+        TOKEN="$("$RUNNER" token --account acme --role admin --user fuzz-admin)"
+    fi
+    echo "== schemathesis as $role ($EXAMPLES examples per operation)"
+    "$SCHEMATHESIS" run "http://127.0.0.1:$PORT/openapi.json" \
+        --checks not_a_server_error \
+        --header "Authorization: Bearer $TOKEN" \
+        --max-examples "$EXAMPLES" \
+        --seed 7 \
+        --no-color || status=1
+done
+if grep -q "internal error" "$WORK/serve.log"; then
+    echo "the server logged internal errors:" >&2
+    grep "internal error" "$WORK/serve.log" | head -20 >&2
+    status=1
+fi
+exit "$status"
