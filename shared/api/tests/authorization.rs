@@ -223,3 +223,58 @@ async fn bad_requests_get_a_clear_4xx_and_unknown_accounts_a_404() {
     let (status, _) = call(app_with(store).await, Some(TOKEN), &huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_answers_over_real_http_too() {
+    let (store, _) = funded("acme", "1").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/authorizations", listener.local_addr().unwrap());
+    let app = app_with(store).await;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let body = json!({"account_id": "acme", "action": "call", "direction": "outbound", "to": "+14155550123"});
+    let reply = client.post(&url).bearer_auth(TOKEN).body(body.to_string()).send().await.unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let answer: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    assert_eq!(answer["max_duration_seconds"], 4272);
+    let anonymous = client.post(&url).body(body.to_string()).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn behind_api_gateway_iam_the_route_trusts_the_gateway() {
+    let (store, _) = funded("acme", "1").await;
+    let app = router(Arc::new(AuthorizationState {
+        store,
+        cards: RateCards::standard_only(),
+        platform: PlatformAuth::Iam,
+        max_call_seconds: 14_400,
+    }));
+    let event = json!({
+        "version": "2.0", "routeKey": "POST /v1/authorizations", "rawPath": "/v1/authorizations",
+        "rawQueryString": "", "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "r1ng1edgr", "domainName": "api.example.com",
+            "domainPrefix": "api", "requestId": "req-9", "routeKey": "POST /v1/authorizations",
+            "stage": "$default", "time": "22/Nov/2026:04:00:00 +0000", "timeEpoch": 1795320000000u64,
+            "authorizer": {"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "210987654321",
+                "callerId": "AROAEXAMPLE:telephony", "principalOrgId": null,
+                "userArn": "arn:aws:sts::210987654321:assumed-role/telephony/worker", "userId": "AROAEXAMPLE:telephony"}},
+            "http": {"method": "POST", "path": "/v1/authorizations", "protocol": "HTTP/1.1",
+                     "sourceIp": "192.0.2.20", "userAgent": "telephony-platform"}
+        },
+        "body": "{\"account_id\": \"acme\", \"action\": \"sms\", \"direction\": \"outbound\", \"segments\": 1}",
+        "isBase64Encoded": false
+    });
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let request = request.map(|body| match body {
+        lambda_http::Body::Text(text) => Body::from(text),
+        lambda_http::Body::Binary(bytes) => Body::from(bytes),
+        _ => Body::empty(),
+    });
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["allowed"], true);
+}
