@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
-use rust_decimal::Decimal;
 
 use ledger::store::all_entries;
 use ledger::{
@@ -69,10 +68,15 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
     },
-    /// Seed an account, replay a small day of telephony usage and payments, print a summary.
+    /// Play the whole story through the in-process HTTP API: an operator creates an account, its
+    /// admin sets it up and pays, a day of telephony traffic is rated and posted, a summary follows.
     Demo {
-        #[arg(long, default_value = "demo")]
-        account: String,
+        /// The account to create (default: a fresh `demo-<unix seconds>` per run).
+        #[arg(long)]
+        account: Option<String>,
+        /// How many usage events the day holds.
+        #[arg(long, default_value_t = 1500)]
+        events: usize,
     },
     /// Create an account (prepaid unless a credit limit is given).
     CreateAccount {
@@ -289,64 +293,6 @@ async fn accept_terms(
     Ok(())
 }
 
-async fn demo(store: &dyn LedgerStore, name: &str) -> CliResult {
-    let id = AccountId::parse(name)?;
-    let now = Utc::now();
-    match store.create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, now).await {
-        Ok(_) | Err(StoreError::AccountExists(_)) => {}
-        Err(error) => return Err(error.into()),
-    }
-    accept_terms(store, &id, "demo@example.com", "2026-01").await?;
-    let day = now.format("%Y%m%d").to_string();
-    let source = |s: &str| SourceId::parse(format!("demo-{day}-{s}"));
-    let mut postings = vec![Posting::credit(
-        source("pay")?,
-        BillingItem::FundsAdded,
-        Amount::from_str("25")?,
-        now,
-    )?];
-    for i in 0..40 {
-        let (item, amount) = match i % 4 {
-            0 => (BillingItem::PhoneCall, "0.0140"),
-            1 => (BillingItem::OutgoingSms, "0.0079"),
-            2 => (BillingItem::IncomingSms, "0.0079"),
-            _ => (BillingItem::CarrierSurcharge, "0.0030"),
-        };
-        postings.push(Posting::usage(
-            source(&format!("u{i}"))?,
-            item,
-            Amount::from_str(amount)?,
-            now,
-        )?);
-    }
-    postings.push(Posting::new(
-        source("number")?,
-        EntryKind::Debit,
-        BillingItem::PhoneNumber,
-        Amount::from_str("1.15")?,
-        PostingRule::RefuseBelowFloor,
-        now,
-    )?);
-    // The whole day is delivered twice, as a queue may: the second delivery changes nothing.
-    let first = store.post(&id, postings.clone(), now).await?;
-    let second = store.post(&id, postings, now).await?;
-    let applied = first.results.iter().filter(|r| matches!(r, PostingResult::Applied { .. }));
-    let duplicates = second.results.iter().filter(|r| matches!(r, PostingResult::Duplicate { .. }));
-    println!("first delivery:  {} postings applied", applied.count());
-    println!("second delivery: {} recognised as duplicates", duplicates.count());
-    let entries = all_entries(store, &id, EntryQuery::default()).await?;
-    let mut by_item: std::collections::BTreeMap<&str, Decimal> = Default::default();
-    for entry in &entries {
-        *by_item.entry(entry.item.as_str()).or_default() += entry.signed_amount_usd();
-    }
-    println!("\nby billing item:");
-    for (item, total) in by_item {
-        println!("  {item:<20} {:>10}  (exact {})", display_usd(total), total.normalize());
-    }
-    println!();
-    show(store, &id).await
-}
-
 #[tokio::main]
 async fn main() -> CliResult {
     tracing_subscriber::fmt()
@@ -357,6 +303,9 @@ async fn main() -> CliResult {
     match &cli.command {
         Command::Serve { addr, platform_token, rate_cards } => {
             return serve(&cli, addr, platform_token, rate_cards.as_deref()).await;
+        }
+        Command::Demo { account, events } => {
+            return demo::run(&cli, account.as_deref(), *events).await;
         }
         Command::Token { account, role, user, ttl_seconds } => {
             let role = match role {
@@ -373,8 +322,9 @@ async fn main() -> CliResult {
     let store = open_store(&cli).await?;
     let now = Utc::now();
     match &cli.command {
-        Command::Serve { .. } | Command::Token { .. } => unreachable!("handled above"),
-        Command::Demo { account } => demo(&*store, account).await?,
+        Command::Serve { .. } | Command::Token { .. } | Command::Demo { .. } => {
+            unreachable!("handled above")
+        }
         Command::CreateAccount { account, credit_limit_usd } => {
             let credit_limit_usd = credit_limit_usd.as_deref().map(Amount::from_str).transpose()?;
             let id = AccountId::parse(account.as_str())?;
@@ -471,4 +421,708 @@ async fn main() -> CliResult {
         }
     }
     Ok(())
+}
+
+/// `ringledger demo`: the whole story through the real HTTP routes (in process, via
+/// `tower::ServiceExt::oneshot`) and the usage worker's real batch path, on the chosen store.
+mod demo {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
+    use indicatif::{ProgressBar, ProgressStyle};
+    use ledger::store::all_entries;
+    use ledger::{
+        display_usd, AccountId, BillingItem, Entry, EntryQuery, LedgerEvent, LedgerEventKind,
+        LedgerStore, RechargeMode,
+    };
+    use rust_decimal::{Decimal, RoundingStrategy};
+    use serde_json::{json, Value};
+    use store_dynamodb::{client_for_endpoint, create_table, DynamoStore};
+    use store_sqlite::{Durability, SqliteStore};
+    use tower::ServiceExt;
+
+    use super::{jwt_secret, Cli, CliResult, StoreKind};
+
+    type DemoError = Box<dyn std::error::Error>;
+
+    /// How many pending outbox events are read at once (the outbox holds every account's).
+    const OUTBOX_SCAN: u32 = 10_000;
+    /// Hours of the (UTC) day per line of the balance chart.
+    const BUCKET_HOURS: u32 = 2;
+
+    /// The same store as two trait objects: the API's (ledger + documents) and the worker's.
+    async fn open(
+        cli: &Cli,
+    ) -> Result<(Arc<dyn api::state::Store>, Arc<dyn LedgerStore>), DemoError> {
+        Ok(match cli.store {
+            StoreKind::Sqlite => {
+                let store = Arc::new(SqliteStore::open(&cli.db, Durability::Full)?);
+                (store.clone(), store)
+            }
+            StoreKind::Dynamodb => {
+                let client = client_for_endpoint(cli.endpoint.as_deref()).await;
+                if cli.endpoint.is_some() {
+                    create_table(&client, &cli.table).await?;
+                }
+                let store = Arc::new(DynamoStore::new(client, cli.table.clone()));
+                (store.clone(), store)
+            }
+        })
+    }
+
+    /// The in-process API, called as a client would call it.
+    struct Api {
+        app: axum::Router,
+    }
+
+    impl Api {
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            token: &str,
+            body: Option<Value>,
+            idempotency_key: Option<&str>,
+        ) -> Result<(StatusCode, Value), DemoError> {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {token}"));
+            if body.is_some() {
+                request = request.header("content-type", "application/json");
+            }
+            if let Some(key) = idempotency_key {
+                request = request.header("idempotency-key", key);
+            }
+            let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+            let response = self.app.clone().oneshot(request.body(body)?).await?;
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+            let value =
+                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+            Ok((status, value))
+        }
+
+        /// Call, insist on the expected status, and print one line of the story.
+        async fn step(
+            &self,
+            (method, path): (&str, &str),
+            token: &str,
+            body: Option<Value>,
+            idempotency_key: Option<&str>,
+            expected: StatusCode,
+            what: impl FnOnce(&Value) -> String,
+        ) -> Result<Value, DemoError> {
+            let (status, value) = self.call(method, path, token, body, idempotency_key).await?;
+            if status != expected {
+                return Err(format!("{method} {path} answered {status}: {value}").into());
+            }
+            say(method, path, status, &what(&value));
+            Ok(value)
+        }
+    }
+
+    fn say(method: &str, path: &str, status: StatusCode, what: &str) {
+        println!("  {method:<4} {path:<28} {:>3}  {what}", status.as_u16());
+    }
+
+    /// A decimal string of the API as dollars to the cent.
+    fn usd(value: &Value) -> String {
+        value
+            .as_str()
+            .and_then(|v| v.parse::<Decimal>().ok())
+            .map_or_else(|| "?".into(), display_usd)
+    }
+
+    /// A recharge request the demo settled (standing in for the auto-recharge worker).
+    struct Recharge {
+        request_id: String,
+        raised_at_seq: u64,
+        balance_when_raised: Decimal,
+        amount: Decimal,
+        status: StatusCode,
+        payment_id: Option<String>,
+    }
+
+    pub async fn run(cli: &Cli, account: Option<&str>, events: usize) -> CliResult {
+        let (store, ledger) = open(cli).await?;
+        let state = Arc::new(api::state::AppState {
+            store: store.clone(),
+            cards: usage::worker::RateCards::standard_only(),
+            processor: Arc::new(payments::SimulatedProcessor::new()),
+        });
+        let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
+        let api = Api { app: api::app::local(state, jwt.clone()) };
+        let operator = jwt.issue("ops@ringledger.example", None, api::auth::Role::Operator, 3600);
+
+        // 1. The account and its setup, all through the routes.
+        println!("ringledger demo on {}", store_name(cli));
+        println!("\nsetup through the HTTP API (in process):");
+        let stamp = Utc::now().timestamp();
+        let mut attempt = 0;
+        let id = loop {
+            let name = match (account, attempt) {
+                (Some(name), _) => name.to_string(),
+                (None, 0) => format!("demo-{stamp}"),
+                (None, n) => format!("demo-{stamp}-{n}"),
+            };
+            let body = json!({ "account_id": name });
+            let (status, value) =
+                api.call("POST", "/v1/operator/accounts", &operator, Some(body), None).await?;
+            match status {
+                StatusCode::CREATED => {
+                    let what = format!("the operator creates prepaid account {name}");
+                    say("POST", "/v1/operator/accounts", status, &what);
+                    break AccountId::parse(name)?;
+                }
+                StatusCode::CONFLICT if account.is_none() && attempt < 20 => attempt += 1,
+                StatusCode::CONFLICT => {
+                    return Err(format!(
+                        "account {name} exists: the demo sets up a new account each run (the \
+                         simulated card processor keeps no state between runs); omit --account \
+                         or pick another id"
+                    )
+                    .into())
+                }
+                _ => {
+                    return Err(
+                        format!("POST /v1/operator/accounts answered {status}: {value}").into()
+                    )
+                }
+            }
+        };
+        let admin_email = format!("admin@{id}.example");
+        let admin = jwt.issue(&admin_email, Some(id.as_str()), api::auth::Role::Admin, 3600);
+        api.step(
+            ("POST", "/v1/terms"),
+            &admin,
+            Some(json!({ "version": "2026-01" })),
+            None,
+            StatusCode::OK,
+            |_| format!("its admin accepts terms 2026-01 ({admin_email})"),
+        )
+        .await?;
+        api.step(
+            ("PUT", "/v1/settings/contacts"),
+            &admin,
+            Some(json!({
+                "billing_emails": [format!("billing@{id}.example")],
+                "recharge_failure_email": format!("finance@{id}.example"),
+                "critical_phone": "+14155550100",
+            })),
+            None,
+            StatusCode::OK,
+            |_| "billing and recharge-failure emails, critical phone".into(),
+        )
+        .await?;
+        for (token, role) in [("pm_card_visa", "primary"), ("pm_card_mastercard", "backup")] {
+            let body = json!({
+                "payment_method_token": token,
+                "card_manager_email": admin_email,
+                "role": role,
+            });
+            api.step(("POST", "/v1/cards"), &admin, Some(body), None, StatusCode::CREATED, |v| {
+                let card = &v["card"];
+                let (brand, last4) = (&card["brand"], &card["last4"]);
+                format!(
+                    "{role} card {} {} ({token})",
+                    brand.as_str().unwrap_or("?"),
+                    last4.as_str().unwrap_or("?")
+                )
+            })
+            .await?;
+        }
+        api.step(
+            ("PUT", "/v1/settings/low-balance"),
+            &admin,
+            Some(json!({ "level_usd": "20" })),
+            None,
+            StatusCode::OK,
+            |_| "low-balance notice below $20.00".into(),
+        )
+        .await?;
+        api.step(
+            ("PUT", "/v1/settings/auto-recharge"),
+            &admin,
+            Some(json!({
+                "enabled": true, "amount_usd": "50", "threshold_usd": "15", "mode": "top_up_to",
+            })),
+            None,
+            StatusCode::OK,
+            |_| "auto-recharge on: below $15.00, top up to $50.00".into(),
+        )
+        .await?;
+        // Enabling auto-recharge on an empty balance asks for a recharge at once.
+        let mut recharges = Vec::new();
+        settle_recharges(&api, &*ledger, &id, &admin, &mut recharges).await?;
+        for recharge in &recharges {
+            let what = format!(
+                "{} top-up settles {} (raised at once: the balance was {})",
+                display_usd(recharge.amount),
+                recharge.request_id,
+                display_usd(recharge.balance_when_raised),
+            );
+            say("POST", "/v1/payments", recharge.status, &what);
+        }
+        let initial_key = format!("{id}-pay-now-1");
+        let paid = api
+            .step(
+                ("POST", "/v1/payments"),
+                &admin,
+                Some(json!({ "amount_usd": "25" })),
+                Some(&initial_key),
+                StatusCode::CREATED,
+                |v| {
+                    let balance = usd(&v["payment"]["balance_after_usd"]);
+                    format!("Pay Now $25.00 (Idempotency-Key {initial_key}); balance {balance}")
+                },
+            )
+            .await?;
+        let initial_payment = paid["payment"]["payment_id"].as_str().map(str::to_string);
+        let setup_seq = ledger.account(&id).await?.ok_or("the demo account vanished")?.last_seq;
+
+        // 2. A day of traffic through the usage worker's batch path.
+        let day = Utc::now().date_naive().and_hms_opt(0, 0, 0).expect("midnight exists");
+        let day = Utc.from_utc_datetime(&day);
+        let bodies = day_of_traffic(&id, stamp, day, events);
+        println!(
+            "\nreplaying {} usage events of {} (UTC) in batches of {}:",
+            bodies.len(),
+            day.format("%Y-%m-%d"),
+            usage::worker::MAX_EVENTS_PER_POST
+        );
+        let progress = ProgressBar::new(bodies.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template(
+                "  {spinner} [{bar:40.cyan/blue}] {pos:>5}/{len} events {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        let cards = usage::worker::RateCards::standard_only();
+        let (mut applied, mut refused, mut failures) = (0, 0, Vec::new());
+        for (batch, chunk) in bodies.chunks(usage::worker::MAX_EVENTS_PER_POST).enumerate() {
+            let messages = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| usage::worker::Message {
+                    id: format!("demo-msg-{batch}-{i}"),
+                    body: body.clone(),
+                })
+                .collect();
+            let report = usage::worker::process_batch(ledger.clone(), &cards, None, messages).await;
+            applied += report.postings_applied;
+            refused += report.postings_refused;
+            failures.extend(report.failures);
+            settle_recharges(&api, &*ledger, &id, &admin, &mut recharges).await?;
+            progress.inc(chunk.len() as u64);
+            progress.set_message(format!("recharges: {}", recharges.len()));
+        }
+        progress.finish_and_clear();
+        println!(
+            "  {} events: {applied} charges posted, {refused} refused, {} failed",
+            bodies.len(),
+            failures.len()
+        );
+        for failure in &failures {
+            println!("  failed {}: {}", failure.message_id, failure.reason);
+        }
+
+        // 3. The summary.
+        let entries: Vec<Entry> = all_entries(&*ledger, &id, EntryQuery::default()).await?;
+        let account = ledger.account(&id).await?.ok_or("the demo account vanished")?;
+        ledger::verify_chain(account.opening_balance_usd, &entries, account.balance_usd)?;
+        let clock = simulated_clock(&entries, day);
+        print_balance_over_day(&entries, &clock, day, setup_seq);
+        print_by_item(&entries);
+        let mut notes: HashMap<String, String> = HashMap::new();
+        if let Some(payment) = initial_payment {
+            notes.insert(payment, "Pay Now by the admin".into());
+        }
+        for recharge in &recharges {
+            if let Some(payment) = &recharge.payment_id {
+                notes.insert(payment.clone(), format!("settles {}", recharge.request_id));
+            }
+        }
+        print_payments(&api, &admin, &notes).await?;
+        print_recharges(&recharges, &entries, &clock);
+        print_outbox(&*ledger, &id).await?;
+
+        let overview = api.call("GET", "/v1/overview", &admin, None, None).await?.1;
+        println!(
+            "\nfinal balance of {id}: {} (exact {}), status {}; {} entries, chain verified \
+             (balance = opening + credits - debits)",
+            overview["balance_display"].as_str().unwrap_or("?"),
+            overview["balance_usd"].as_str().unwrap_or("?"),
+            overview["status"].as_str().unwrap_or("?"),
+            entries.len(),
+        );
+        let db = match cli.store {
+            StoreKind::Sqlite if cli.db != "ringledger.db" => format!(" --db {}", cli.db),
+            _ => String::new(),
+        };
+        println!("\nlook further:");
+        println!("  ringledger{db} activity {id}      every entry (CSV; --show, --from, --to)");
+        println!("  ringledger{db} show {id}");
+        println!("  ringledger{db} serve              the API on http://127.0.0.1:8080, with");
+        println!("  ringledger{db} token --account {id} --role admin");
+        Ok(())
+    }
+
+    fn store_name(cli: &Cli) -> String {
+        match cli.store {
+            StoreKind::Sqlite => format!("the embedded store {}", cli.db),
+            StoreKind::Dynamodb => format!("DynamoDB table {}", cli.table),
+        }
+    }
+
+    /// Settle every pending recharge request of the account and acknowledge it.
+    ///
+    /// SIMULATION ONLY: the real auto-recharge worker arrives with its own issue (it consumes
+    /// the recharge queue, charges the primary card, falls back to the backup card, and credits
+    /// under the request id). Until then the demo charges the account through the API's Pay Now
+    /// route, with the request id as Idempotency-Key and the top-up amount.
+    async fn settle_recharges(
+        api: &Api,
+        ledger: &dyn LedgerStore,
+        id: &AccountId,
+        admin: &str,
+        log: &mut Vec<Recharge>,
+    ) -> Result<(), DemoError> {
+        let pending: Vec<LedgerEvent> = ledger
+            .pending_events(OUTBOX_SCAN)
+            .await?
+            .into_iter()
+            .filter(|e| e.account_id == *id)
+            .collect();
+        for event in pending {
+            let LedgerEventKind::RechargeRequested { request_id } = &event.kind else {
+                continue; // notices wait for the notification worker
+            };
+            let account = ledger.account(id).await?.ok_or("the demo account vanished")?;
+            let settings = account.recharge.clone().ok_or("auto-recharge is not set")?;
+            let configured = settings.amount_usd().value();
+            let wanted = match settings.mode() {
+                RechargeMode::TopUpTo => configured - account.balance_usd,
+                RechargeMode::Add => configured,
+            };
+            let amount = wanted
+                .round_dp_with_strategy(2, RoundingStrategy::ToPositiveInfinity)
+                .max(Decimal::ONE);
+            let body = json!({ "amount_usd": amount.to_string() });
+            let (status, value) =
+                api.call("POST", "/v1/payments", admin, Some(body), Some(request_id)).await?;
+            if status != StatusCode::CREATED && status != StatusCode::PAYMENT_REQUIRED {
+                return Err(format!("Pay Now for {request_id} answered {status}: {value}").into());
+            }
+            // Pay Now credits under `pay:<key>`, not under the request id, so the ledger still
+            // holds this request in flight and would raise no other; the real worker's credit
+            // settles it. Clear it here, as that credit would.
+            let settled = request_id.clone();
+            ledger
+                .modify_account(
+                    id,
+                    Arc::new(move |a| {
+                        if a.recharge_in_flight.as_deref() == Some(settled.as_str()) {
+                            a.recharge_in_flight = None;
+                        }
+                        Ok(())
+                    }),
+                    Utc::now(),
+                )
+                .await?;
+            ledger.ack_event(&event).await?;
+            log.push(Recharge {
+                request_id: request_id.clone(),
+                raised_at_seq: event.seq,
+                balance_when_raised: event.balance_usd,
+                amount,
+                status,
+                payment_id: value["payment"]["payment_id"].as_str().map(str::to_string),
+            });
+        }
+        Ok(())
+    }
+
+    /// A small deterministic generator (xorshift64*): the same day every run.
+    struct Dice(u64);
+
+    impl Dice {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn percent(&mut self) -> u64 {
+            self.below(100)
+        }
+    }
+
+    /// Calls per hour of the UTC day, relative: quiet nights, a business-day peak.
+    const HOURLY_WEIGHT: [u64; 24] =
+        [2, 1, 1, 1, 1, 2, 4, 8, 12, 15, 16, 15, 12, 13, 15, 15, 13, 10, 7, 5, 4, 3, 3, 2];
+
+    /// `count` usage messages (schema v1) spread over `day`, in time order: mostly calls (local,
+    /// long-distance, international, toll-free, unanswered with ring-through attempts, internal,
+    /// some with premium services), SMS both ways, a number renewal and a number purchase.
+    fn day_of_traffic(id: &AccountId, stamp: i64, day: DateTime<Utc>, count: usize) -> Vec<String> {
+        let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+        let total_weight: u64 = HOURLY_WEIGHT.iter().sum();
+        let mut times: Vec<DateTime<Utc>> = (0..count)
+            .map(|_| {
+                let mut pick = dice.below(total_weight);
+                let mut hour = 0;
+                while pick >= HOURLY_WEIGHT[hour] {
+                    pick -= HOURLY_WEIGHT[hour];
+                    hour += 1;
+                }
+                let micros = dice.below(3_600_000_000) as i64;
+                day + Duration::hours(hour as i64) + Duration::microseconds(micros)
+            })
+            .collect();
+        times.sort();
+        let ours = "+14155550100";
+        let number = |dice: &mut Dice, prefix: &str| format!("{prefix}{:04}", dice.below(10_000));
+        let areas = ["+1415555", "+1212555", "+1312555", "+1617555", "+1206555", "+1512555"];
+        times
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let (kind, data) = if i == 0 {
+                    ("number_renewal", json!({ "number": "+18005550100", "number_type": "toll_free" }))
+                } else if i == count / 3 {
+                    ("number_purchase", json!({ "number": "+14155550142", "number_type": "local" }))
+                } else {
+                    let area = areas[dice.below(areas.len() as u64) as usize];
+                    let short = 15 + dice.below(180);
+                    let long = 300 + dice.below(1_500);
+                    let duration = if dice.percent() < 15 { long } else { short };
+                    match dice.percent() {
+                        0..=33 => ("call", json!({
+                            "direction": "outbound", "from": ours, "to": number(&mut dice, area),
+                            "answered": true, "duration_seconds": duration,
+                        })),
+                        34..=41 => ("call", json!({
+                            "direction": "outbound", "from": ours, "to": number(&mut dice, area),
+                            "answered": false, "duration_seconds": 0,
+                            "ring_through_attempts": 1 + dice.below(3),
+                        })),
+                        42..=45 => {
+                            let to = if dice.percent() < 70 { "+447700900" } else { "+5255123" };
+                            ("call", json!({
+                                "direction": "outbound", "from": ours,
+                                "to": format!("{to}{:03}", dice.below(1_000)),
+                                "answered": true, "duration_seconds": 60 + dice.below(840),
+                                "premium": if dice.percent() < 40 { json!(["call_recording"]) } else { json!([]) },
+                            }))
+                        }
+                        46..=59 => ("call", json!({
+                            "direction": "inbound", "from": number(&mut dice, area), "to": ours,
+                            "answered": true, "duration_seconds": duration,
+                            "premium": if dice.percent() < 10 { json!(["enhanced_caller_id"]) } else { json!([]) },
+                        })),
+                        60..=63 => ("call", json!({
+                            "direction": "inbound", "from": number(&mut dice, area),
+                            "to": "+18005550100", "answered": true,
+                            "duration_seconds": 45 + dice.below(400), "premium": ["transcription"],
+                        })),
+                        64..=65 => ("call", json!({
+                            "direction": "outbound", "from": ours, "to": "+14155550101",
+                            "answered": true, "duration_seconds": duration, "internal": true,
+                        })),
+                        66..=84 => ("sms_out", json!({
+                            "from": ours, "to": number(&mut dice, area),
+                            "segments": if dice.percent() < 80 { 1 } else { 2 + dice.below(2) },
+                        })),
+                        _ => ("sms_in", json!({
+                            "from": number(&mut dice, area), "to": ours,
+                            "segments": if dice.percent() < 85 { 1 } else { 2 },
+                        })),
+                    }
+                };
+                json!({
+                    "version": 1,
+                    "event_id": format!("day-{stamp}-{i:05}"),
+                    "account_id": id,
+                    "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "type": kind,
+                    "data": data,
+                })
+                .to_string()
+            })
+            .collect()
+    }
+
+    /// When each entry happened in the replayed day: a usage entry when its event occurred; a
+    /// payment (posted at the real time of the run) right after the entry before it.
+    fn simulated_clock(entries: &[Entry], day: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let end = day + Duration::days(1) - Duration::microseconds(1);
+        let mut now = day;
+        entries
+            .iter()
+            .map(|e| {
+                if e.item != BillingItem::FundsAdded {
+                    now = e.occurred_at.clamp(day, end).max(now);
+                }
+                now
+            })
+            .collect()
+    }
+
+    fn print_balance_over_day(
+        entries: &[Entry],
+        clock: &[DateTime<Utc>],
+        day: DateTime<Utc>,
+        setup_seq: u64,
+    ) {
+        let buckets = (24 / BUCKET_HOURS) as usize;
+        let mut end: Vec<Option<Decimal>> = vec![None; buckets];
+        let mut low: Vec<Option<Decimal>> = vec![None; buckets];
+        let mut carried = Decimal::ZERO;
+        for (entry, at) in entries.iter().zip(clock) {
+            if entry.seq <= setup_seq {
+                carried = entry.balance_after_usd;
+                continue;
+            }
+            let b = (at.hour() / BUCKET_HOURS) as usize;
+            end[b] = Some(entry.balance_after_usd);
+            low[b] =
+                Some(low[b].map_or(entry.balance_after_usd, |l| l.min(entry.balance_after_usd)));
+        }
+        let top = end.iter().flatten().copied().max().unwrap_or(carried).max(carried);
+        let top = top.max(Decimal::ONE);
+        let bar = |balance: Decimal| {
+            let width = (balance.max(Decimal::ZERO) * Decimal::from(40) / top).round();
+            "#".repeat(width.to_string().parse::<usize>().unwrap_or(0))
+        };
+        println!(
+            "\nbalance over {} (UTC), at the end of every {BUCKET_HOURS} hours (entries' balance_after):",
+            day.format("%Y-%m-%d")
+        );
+        println!("  after setup {:>9}  {:<40}", display_usd(carried), bar(carried));
+        for b in 0..buckets {
+            let balance = end[b].unwrap_or(carried);
+            carried = balance;
+            let low = low[b].map(|l| format!("low {:>8}", display_usd(l))).unwrap_or_default();
+            println!(
+                "  {:02}:00-{:02}:00 {:>9}  {:<40}  {low}",
+                b as u32 * BUCKET_HOURS,
+                (b as u32 + 1) * BUCKET_HOURS,
+                display_usd(balance),
+                bar(balance),
+            );
+        }
+    }
+
+    fn print_by_item(entries: &[Entry]) {
+        let mut by_item: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
+        for entry in entries {
+            let slot = by_item.entry(entry.item.as_str()).or_default();
+            slot.0 += 1;
+            slot.1 += entry.signed_amount_usd();
+        }
+        println!("\nentries by billing item (debits negative):");
+        println!("  {:<22} {:>7} {:>11}  exact", "item", "entries", "total");
+        let (mut count, mut sum) = (0, Decimal::ZERO);
+        for (item, (n, total)) in &by_item {
+            count += n;
+            sum += total;
+            println!("  {item:<22} {n:>7} {:>11}  {}", display_usd(*total), total.normalize());
+        }
+        println!("  {:<22} {count:>7} {:>11}  {}", "net", display_usd(sum), sum.normalize());
+    }
+
+    async fn print_payments(
+        api: &Api,
+        admin: &str,
+        notes: &HashMap<String, String>,
+    ) -> Result<(), DemoError> {
+        let mut payments = Vec::new();
+        let mut path = "/v1/payments?limit=200".to_string();
+        loop {
+            let (status, page) = api.call("GET", &path, admin, None, None).await?;
+            if status != StatusCode::OK {
+                return Err(format!("GET {path} answered {status}: {page}").into());
+            }
+            payments.extend(page["payments"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/payments?limit=200&cursor={cursor}"),
+                None => break,
+            }
+        }
+        payments.reverse(); // the API lists newest first
+        println!(
+            "\npayments (GET /v1/payments, oldest first; the demo settles recharges through Pay \
+             Now, so they show trigger manual):"
+        );
+        for p in &payments {
+            let id = p["payment_id"].as_str().unwrap_or("?");
+            println!(
+                "  {:>9}  {:<10} {:<4}  {:<9}  trigger {:<6}  {}",
+                usd(&p["amount_usd"]),
+                p["card_brand"].as_str().unwrap_or("?"),
+                p["card_last4"].as_str().unwrap_or("?"),
+                p["status"].as_str().unwrap_or("?"),
+                p["trigger"].as_str().unwrap_or("?"),
+                notes.get(id).map(String::as_str).unwrap_or(""),
+            );
+        }
+        Ok(())
+    }
+
+    fn print_recharges(recharges: &[Recharge], entries: &[Entry], clock: &[DateTime<Utc>]) {
+        println!(
+            "\nrecharge requests raised by the ledger: {} (settled by the demo through Pay Now; \
+             the auto-recharge worker comes with its own issue)",
+            recharges.len()
+        );
+        for r in recharges {
+            let at = entries
+                .iter()
+                .position(|e| e.seq == r.raised_at_seq)
+                .map(|i| clock[i].format("%H:%M").to_string())
+                .unwrap_or_else(|| "setup".into());
+            println!(
+                "  {:<28} at {at:<5}  balance {:>7} -> charged {:>7} ({})",
+                r.request_id,
+                display_usd(r.balance_when_raised),
+                display_usd(r.amount),
+                if r.status == StatusCode::CREATED { "succeeded" } else { "declined" },
+            );
+        }
+    }
+
+    async fn print_outbox(ledger: &dyn LedgerStore, id: &AccountId) -> Result<(), DemoError> {
+        let pending: Vec<LedgerEvent> = ledger
+            .pending_events(OUTBOX_SCAN)
+            .await?
+            .into_iter()
+            .filter(|e| e.account_id == *id)
+            .collect();
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for event in &pending {
+            *kinds.entry(event.kind.as_str()).or_default() += 1;
+        }
+        let listed: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "\noutbox: {} notice(s) pending{}{}",
+            pending.len(),
+            if listed.is_empty() { String::new() } else { format!(": {}", listed.join(", ")) },
+            if pending.is_empty() {
+                String::new()
+            } else {
+                "; the notification worker emails them once the notification issue lands".into()
+            }
+        );
+        for event in &pending {
+            println!("  {:<40} balance {}", event.id, display_usd(event.balance_usd));
+        }
+        Ok(())
+    }
 }

@@ -178,6 +178,9 @@ struct AutoRechargeBody {
     amount_usd: Amount,
     threshold_usd: Amount,
     mode: RechargeMode,
+    /// Optional customer cap on auto-recharge spend per calendar month.
+    #[serde(default)]
+    monthly_cap_usd: Option<Amount>,
 }
 
 async fn put_auto_recharge(
@@ -200,8 +203,22 @@ async fn put_auto_recharge(
         };
         ApiError::bad_request("invalid_field", e.to_string()).on_field(field)
     })?;
+    if let Some(cap) = request.monthly_cap_usd {
+        if cap < request.amount_usd {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "the monthly cap must allow at least one recharge",
+            )
+            .on_field("monthly_cap_usd"));
+        }
+    }
     let before = account_or_404(&state, &id).await?;
     require_terms(&before)?;
+    let (profile_before, profile_after) = profile::update(state.docs(), &id, |p| {
+        p.auto_recharge_monthly_cap_usd = request.monthly_cap_usd;
+        Ok(())
+    })
+    .await?;
     let after = state
         .ledger()
         .modify_account(
@@ -214,16 +231,23 @@ async fn put_auto_recharge(
         )
         .await
         .map_err(ApiError::from_store)?;
+    let with_cap = |account: &Account, p: &profile::Profile| {
+        let mut view = recharge_json(account);
+        if let Some(object) = view.as_object_mut() {
+            object.insert("monthly_cap_usd".into(), json!(p.auto_recharge_monthly_cap_usd));
+        }
+        view
+    };
     audit::record(
         state.docs(),
         &id,
         &identity.user,
         "auto_recharge",
-        recharge_json(&before),
-        recharge_json(&after),
+        with_cap(&before, &profile_before),
+        with_cap(&after, &profile_after),
     )
     .await?;
-    Ok(Json(json!({ "auto_recharge": recharge_json(&after) })))
+    Ok(Json(json!({ "auto_recharge": with_cap(&after, &profile_after) })))
 }
 
 #[derive(Deserialize)]

@@ -39,6 +39,38 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/payments", post(pay_now).get(history))
 }
 
+/// A card change or a manual payment resets auto-recharge's backoff: a request that is waiting
+/// out its backoff (or has stopped) is dropped, and when the balance is still below the
+/// threshold the ledger raises a fresh request at once (`settle_settings_change`). A request
+/// being charged right now is left alone, so this can never cause a second charge.
+pub async fn reset_recharge_backoff(state: &AppState, id: &AccountId) {
+    let Ok(Some(account)) = state.ledger().account(id).await else { return };
+    let Some(request) = account.recharge_in_flight.clone() else { return };
+    let Ok(Some(doc)) = state.docs().get_doc(id, DocKind::Recharge, &request).await else { return };
+    let Ok(recharge) = serde_json::from_str::<Value>(&doc.body) else { return };
+    let waiting = recharge["charging"].is_null()
+        && (recharge["given_up"] == true || recharge["next_attempt_at"].is_string());
+    if !waiting {
+        return;
+    }
+    let result = state
+        .ledger()
+        .modify_account(
+            id,
+            Arc::new(move |a| {
+                if a.recharge_in_flight.as_deref() == Some(request.as_str()) {
+                    a.recharge_in_flight = None;
+                }
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "auto-recharge backoff not reset");
+    }
+}
+
 fn processor_error(error: ProcessorError) -> ApiError {
     match error {
         ProcessorError::InvalidRequest(message) => {
@@ -195,6 +227,7 @@ async fn add_card(
             return Err(error);
         }
     };
+    reset_recharge_backoff(&state, &id).await;
     let stored = after.cards.iter().find(|c| c.id == card.id).unwrap_or(&card);
     crate::audit::record(
         state.docs(),
@@ -253,6 +286,7 @@ async fn set_role(
         json!(roles(&after)),
     )
     .await?;
+    reset_recharge_backoff(&state, &id).await;
     let cards: Vec<CardView<'_>> = after.cards.iter().map(card_view).collect();
     Ok(Json(json!({ "cards": cards })))
 }
@@ -351,21 +385,19 @@ struct PayNowBody {
     amount_usd: Amount,
 }
 
-async fn save_payment(
-    state: &AppState,
+pub async fn save_payment(
+    docs: &dyn ledger::docs::DocStore,
     id: &AccountId,
     record: &PaymentRecord,
 ) -> Result<(), ApiError> {
     let body = serde_json::to_string(record).map_err(|e| ApiError::internal(&e))?;
     for _ in 0..8 {
-        let current = state
-            .docs()
+        let current = docs
             .get_doc(id, DocKind::Payment, &record.payment_id)
             .await
             .map_err(ApiError::from_store)?;
         let expected = current.map(|d| d.version);
-        match state.docs().put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await
-        {
+        match docs.put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await {
             Ok(_) => return Ok(()),
             Err(DocError::Conflict) => continue,
             Err(DocError::TooLarge(_)) => break,
@@ -538,7 +570,7 @@ async fn pay_now(
         entry_seq: None,
         balance_after_usd: None,
     };
-    save_payment(&state, &id, &payment).await?;
+    save_payment(state.docs(), &id, &payment).await?;
     let cents = (amount.value() * rust_decimal::Decimal::ONE_HUNDRED)
         .trunc()
         .to_string()
@@ -584,6 +616,7 @@ async fn pay_now(
                 }
                 _ => None,
             };
+            reset_recharge_backoff(&state, &id).await;
             payment.status = PaymentStatus::Succeeded;
             payment.processor_payment_id = Some(payment_intent_id);
             payment.entry_seq = seq;
@@ -605,7 +638,7 @@ async fn pay_now(
             )
         }
     };
-    save_payment(&state, &id, &payment).await?;
+    save_payment(state.docs(), &id, &payment).await?;
     finish(&state, &id, &key, record, version, status, &response).await?;
     Ok((status, Json(response)))
 }

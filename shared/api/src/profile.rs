@@ -187,9 +187,19 @@ pub struct Profile {
     pub processor_customer_id: Option<String>,
     #[serde(default)]
     pub cards: Vec<StoredCard>,
+    /// The most auto-recharge may charge per calendar month (UTC); `None` is no cap.
+    #[serde(default)]
+    pub auto_recharge_monthly_cap_usd: Option<ledger::Amount>,
 }
 
 impl Profile {
+    /// The cards auto-recharge tries, in order: the primary, then the backups.
+    pub fn charge_order(&self) -> Vec<&StoredCard> {
+        let mut cards: Vec<&StoredCard> = self.cards.iter().collect();
+        cards.sort_by_key(|c| (c.role != CardRole::Primary, c.added_at));
+        cards
+    }
+
     pub fn primary_card(&self) -> Option<&StoredCard> {
         self.cards.iter().find(|c| c.role == CardRole::Primary)
     }

@@ -25,6 +25,12 @@ pub enum DocKind {
     Idempotency,
     /// One per settings change; ids sort newest first.
     Audit,
+    /// One per auto-recharge request: attempts, backoff, per-card outcomes.
+    Recharge,
+    /// One per notification id: sent or not (a notice is sent once).
+    Notice,
+    /// Running totals per calendar month (auto-recharge spend).
+    Monthly,
 }
 
 impl DocKind {
@@ -34,6 +40,9 @@ impl DocKind {
             DocKind::Payment => "payment",
             DocKind::Idempotency => "idempotency",
             DocKind::Audit => "audit",
+            DocKind::Recharge => "recharge",
+            DocKind::Notice => "notice",
+            DocKind::Monthly => "monthly",
         }
     }
 }

@@ -1,0 +1,36 @@
+//! Lambda: sends notices from the notifications queue through SES v2 (`ReportBatchItemFailures`).
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use ledger::docs::DocStore;
+use notifications::mailer::{Mailer, SesMailer};
+use store_dynamodb::DynamoStore;
+
+fn env(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| format!("{name} must be set").into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+    let from = notifications::mailer::check_sender(&env("RINGLEDGER_MAIL_FROM")?)?;
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let docs: Arc<dyn DocStore> = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        env("RINGLEDGER_TABLE")?,
+    ));
+    let mailer: Arc<dyn Mailer> = Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&config)));
+    let (docs, mailer, from) = (&docs, &mailer, from.as_str());
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(
+            notifications::handle_sqs_event(docs.clone(), mailer.clone(), from, event.payload)
+                .await,
+        )
+    }))
+    .await
+}

@@ -1,0 +1,493 @@
+//! The mailer port and its adapters: SES v2 (AWS) and a folder of `.eml` files (local outbox).
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use chrono::{DateTime, Utc};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One email: the same content as a plain-text and an HTML part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// The notification id it carries; names the outbox file, so a re-send replaces it.
+    pub notice_id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// An address or the message itself was refused: sending it again fails the same way.
+    #[error("the email was rejected: {reason}")]
+    Rejected {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Sending too fast or over the sending quota: retry later.
+    #[error("the email was throttled: {reason}")]
+    Throttled {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The mail service is unreachable, paused or misconfigured (the sender identity is not
+    /// verified, the account is suspended): retry later, an operator has to act.
+    #[error("the mail service is unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl MailError {
+    /// Permanent failures are recorded and not retried; the others go back to the queue.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, MailError::Rejected { .. })
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            MailError::Rejected { reason, .. }
+            | MailError::Throttled { reason, .. }
+            | MailError::Unavailable { reason, .. } => reason,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Send one email; returns the mail service's message id.
+    async fn send(&self, email: &Email) -> Result<String, MailError>;
+}
+
+/// The bare address of `Name <address>` or `address`.
+fn bare_address(address: &str) -> &str {
+    match (address.rfind('<'), address.rfind('>')) {
+        (Some(start), Some(end)) if start < end => address[start + 1..end].trim(),
+        _ => address.trim(),
+    }
+}
+
+/// Check the configured sender (`billing@example.com` or `Billing <billing@example.com>`).
+pub fn check_sender(from: &str) -> Result<String, String> {
+    let from = from.trim();
+    let address = bare_address(from);
+    let valid = !from.chars().any(char::is_control)
+        && address.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        });
+    if valid {
+        Ok(from.to_string())
+    } else {
+        Err(format!("{from:?} is not a sender address such as billing@example.com"))
+    }
+}
+
+/// Sends through SES's v2 API (`SendEmail` with simple content: HTML and text parts).
+#[derive(Debug, Clone)]
+pub struct SesMailer {
+    client: aws_sdk_sesv2::Client,
+}
+
+impl SesMailer {
+    pub fn new(client: aws_sdk_sesv2::Client) -> Self {
+        SesMailer { client }
+    }
+}
+
+fn utf8(data: &str) -> Result<Content, MailError> {
+    Content::builder().data(data).charset("UTF-8").build().map_err(|e| MailError::Rejected {
+        reason: "the email content is incomplete".into(),
+        source: Some(Box::new(e)),
+    })
+}
+
+#[async_trait]
+impl Mailer for SesMailer {
+    #[tracing::instrument(skip_all, fields(notice_id = %email.notice_id, recipients = email.to.len()), err)]
+    async fn send(&self, email: &Email) -> Result<String, MailError> {
+        let message = Message::builder()
+            .subject(utf8(&email.subject)?)
+            .body(Body::builder().text(utf8(&email.text)?).html(utf8(&email.html)?).build())
+            .build();
+        let output = self
+            .client
+            .send_email()
+            .from_email_address(&email.from)
+            .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+            .map_err(|error| classify_ses_error(error, &email.from))?;
+        // SES always answers with an id; an answer without one is still a sent email.
+        Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+/// Which SES failures are permanent. `BadRequest` (an invalid address; moto and SES v1 call it
+/// `InvalidParameterValue`) and `MessageRejected` for a recipient or the content are properties
+/// of this email. `MessageRejected` naming the sender is the sender identity not being verified:
+/// configuration, so it is retried like an outage until an operator fixes it (and then the
+/// queue's DLQ keeps the notices).
+fn classify_ses_error<R>(error: SdkError<SendEmailError, R>, from: &str) -> MailError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let reason = DisplayErrorContext(&error).to_string();
+    let boxed = |error: SdkError<SendEmailError, R>| -> Option<BoxError> { Some(Box::new(error)) };
+    let SdkError::ServiceError(service) = &error else {
+        return match error {
+            // The request could not be built from this email: the same email fails again.
+            SdkError::ConstructionFailure(_) => {
+                MailError::Rejected { reason, source: boxed(error) }
+            }
+            _ => MailError::Unavailable { reason, source: boxed(error) },
+        };
+    };
+    let message = service.err().message().unwrap_or_default();
+    match service.err() {
+        SendEmailError::BadRequestException(_) => {
+            MailError::Rejected { reason, source: boxed(error) }
+        }
+        SendEmailError::MessageRejected(_) if !message.contains(bare_address(from)) => {
+            MailError::Rejected { reason, source: boxed(error) }
+        }
+        SendEmailError::TooManyRequestsException(_) | SendEmailError::LimitExceededException(_) => {
+            MailError::Throttled { reason, source: boxed(error) }
+        }
+        other if other.code() == Some("InvalidParameterValue") => {
+            MailError::Rejected { reason, source: boxed(error) }
+        }
+        other if other.code() == Some("Throttling") => {
+            MailError::Throttled { reason, source: boxed(error) }
+        }
+        _ => MailError::Unavailable { reason, source: boxed(error) },
+    }
+}
+
+/// Writes each email as an RFC 5322 message (`multipart/alternative`: text and HTML) into a
+/// folder, one `<notification id>.eml` per notice: the local runner's outbox. A re-send
+/// replaces the file, so the folder holds each notice once.
+#[derive(Debug, Clone)]
+pub struct FileMailer {
+    pub dir: PathBuf,
+}
+
+impl FileMailer {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileMailer { dir: dir.into() }
+    }
+
+    /// Where the email of `notice_id` is written.
+    pub fn path_for(&self, notice_id: &str) -> PathBuf {
+        self.dir.join(format!("{}.eml", file_stem(notice_id)))
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    /// Returns the file's path as the message id.
+    async fn send(&self, email: &Email) -> Result<String, MailError> {
+        if email.to.is_empty() {
+            return Err(MailError::Rejected { reason: "no recipients".into(), source: None });
+        }
+        let eml = to_eml(email, Utc::now());
+        let path = self.path_for(&email.notice_id);
+        write_atomically(&self.dir, &path, eml.as_bytes()).await.map_err(|error| {
+            MailError::Unavailable {
+                reason: format!("cannot write {}", path.display()),
+                source: Some(Box::new(error)),
+            }
+        })?;
+        Ok(path.display().to_string())
+    }
+}
+
+/// Write to a temporary file beside `path`, then rename: a reader never sees half an email.
+async fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    tokio::fs::write(&temporary, bytes).await?;
+    tokio::fs::rename(&temporary, path).await
+}
+
+/// A file name for a notification id: `[A-Za-z0-9_-]` as is, everything else (`:`, `.`, `/`)
+/// as `%XX`, so distinct ids give distinct names and none is hidden or climbs directories.
+/// Very long ids are cut and suffixed with a hash of the whole id.
+fn file_stem(notice_id: &str) -> String {
+    const MAX_STEM_BYTES: usize = 200;
+    let mut stem = String::new();
+    for byte in notice_id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+            stem.push(char::from(byte));
+        } else {
+            stem.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if stem.is_empty() {
+        stem.push_str("notice");
+    }
+    if stem.len() > MAX_STEM_BYTES {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        notice_id.hash(&mut hasher);
+        // Cut on a whole `%XX` escape: everything in the stem is ASCII.
+        let mut cut = MAX_STEM_BYTES - 17;
+        while stem[..cut].rfind('%').is_some_and(|p| p + 3 > cut) {
+            cut -= 1;
+        }
+        stem = format!("{}-{:016x}", &stem[..cut], hasher.finish());
+    }
+    stem
+}
+
+/// An RFC 5322 message with a `multipart/alternative` body (text first, HTML preferred), both
+/// parts quoted-printable UTF-8, CRLF line ends.
+pub fn to_eml(email: &Email, date: DateTime<Utc>) -> String {
+    // "=_" never appears in quoted-printable output, so the boundary cannot occur in a part.
+    // RFC 2046 limits a boundary to 70 characters.
+    let stem = file_stem(&email.notice_id).replace('%', "_");
+    let boundary = format!("=_ringledger_{}", &stem[..stem.len().min(48)]);
+    let mut out = String::new();
+    let mut header = |name: &str, value: &str| {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    };
+    header("From", &header_value(&email.from));
+    let to: Vec<String> = email.to.iter().map(|a| header_value(a)).collect();
+    // One address per line keeps every line far below the 998-character limit.
+    header("To", &to.join(",\r\n "));
+    header("Subject", &encode_subject(&email.subject));
+    header("Date", &date.to_rfc2822());
+    header("Message-ID", &format!("<{}@ringledger.local>", file_stem(&email.notice_id)));
+    header("X-Ringledger-Notice-Id", &header_value(&email.notice_id));
+    header("MIME-Version", "1.0");
+    header("Content-Type", &format!("multipart/alternative; boundary=\"{boundary}\""));
+    out.push_str("\r\n");
+    for (content_type, part) in [("text/plain", &email.text), ("text/html", &email.html)] {
+        out.push_str(&format!("--{boundary}\r\n"));
+        out.push_str(&format!("Content-Type: {content_type}; charset=utf-8\r\n"));
+        out.push_str("Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+        out.push_str(&quoted_printable(part));
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("--{boundary}--\r\n"));
+    out
+}
+
+/// A header value on one line: control characters (CR, LF) become spaces, so a value can never
+/// add a header.
+fn header_value(value: &str) -> String {
+    value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().into()
+}
+
+/// The subject as is when it is short printable ASCII, else RFC 2047 `Q` encoded words of at
+/// most 75 characters, folded one per line.
+fn encode_subject(subject: &str) -> String {
+    let subject = header_value(subject);
+    if subject.len() <= 900 && subject.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return subject;
+    }
+    const PREFIX: &str = "=?UTF-8?Q?";
+    const SUFFIX: &str = "?=";
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for c in subject.chars() {
+        let mut encoded = String::new();
+        if c == ' ' {
+            encoded.push('_');
+        } else if c.is_ascii_alphanumeric() || "!*+-/".contains(c) {
+            encoded.push(c);
+        } else {
+            let mut buffer = [0u8; 4];
+            for byte in c.encode_utf8(&mut buffer).bytes() {
+                encoded.push_str(&format!("={byte:02X}"));
+            }
+        }
+        if PREFIX.len() + word.len() + encoded.len() + SUFFIX.len() > 75 {
+            words.push(format!("{PREFIX}{word}{SUFFIX}"));
+            word.clear();
+        }
+        word.push_str(&encoded);
+    }
+    if !word.is_empty() {
+        words.push(format!("{PREFIX}{word}{SUFFIX}"));
+    }
+    words.join("\r\n ")
+}
+
+/// Quoted-printable (RFC 2045 §6.7): lines end in CRLF, at most 76 characters with soft breaks,
+/// `=`, control and non-ASCII bytes as `=XX`, a space or tab at the end of a line encoded.
+pub fn quoted_printable(text: &str) -> String {
+    const MAX_LINE: usize = 76;
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for (index, line) in text.split('\n').enumerate() {
+        if index > 0 {
+            out.push_str("\r\n");
+        }
+        let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
+        let mut length = 0;
+        for (position, &byte) in line.iter().enumerate() {
+            let last = position + 1 == line.len();
+            let token = match byte {
+                b' ' | b'\t' if !last => char::from(byte).to_string(),
+                b'!'..=b'<' | b'>'..=b'~' => char::from(byte).to_string(),
+                _ => format!("={byte:02X}"),
+            };
+            // Leave room for the soft break's `=` unless this token ends the line.
+            let room = if last { MAX_LINE } else { MAX_LINE - 1 };
+            if length + token.len() > room {
+                out.push_str("=\r\n");
+                length = 0;
+            }
+            out.push_str(&token);
+            length += token.len();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_quoted_printable(encoded: &str) -> String {
+        let joined = encoded.replace("=\r\n", "").replace("\r\n", "\n");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn email() -> Email {
+        Email {
+            notice_id: "receipt:pay_1".into(),
+            from: "Ringledger Billing <billing@ringledger.example>".into(),
+            to: vec!["ops@acme.example".into(), "cfo@acme.example".into()],
+            subject: "Payment receipt: $50.00 added to your balance".into(),
+            text: "Hello \u{2014} résumé = 100%  \nsecond line\n".into(),
+            html: format!("<p>{}</p>\n", "long ".repeat(40)),
+        }
+    }
+
+    #[test]
+    fn quoted_printable_round_trips_and_keeps_lines_short() {
+        let samples = [
+            "plain".to_string(),
+            "trailing space \nand tab\t\nend".into(),
+            "= sign and ünïcödé and emoji \u{1F4DE}".into(),
+            "x".repeat(300),
+            "é".repeat(100),
+            "a b ".repeat(50),
+        ];
+        for sample in samples {
+            let encoded = quoted_printable(&sample);
+            for line in encoded.split("\r\n") {
+                assert!(line.len() <= 76, "{line:?}");
+                assert!(!line.ends_with(' ') && !line.ends_with('\t'), "{line:?}");
+                assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t'));
+            }
+            assert_eq!(decode_quoted_printable(&encoded), sample);
+        }
+    }
+
+    #[test]
+    fn an_eml_is_multipart_alternative_with_both_parts() {
+        let date = DateTime::parse_from_rfc3339("2026-11-04T10:00:00Z").unwrap().to_utc();
+        let eml = to_eml(&email(), date);
+        let (head, body) = eml.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("From: Ringledger Billing <billing@ringledger.example>\r\n"));
+        assert!(head.contains("To: ops@acme.example,\r\n cfo@acme.example\r\n"));
+        assert!(head.contains("Subject: Payment receipt: $50.00 added to your balance\r\n"));
+        assert!(head.contains("Date: Wed, 4 Nov 2026 10:00:00 +0000\r\n"));
+        assert!(head.contains("MIME-Version: 1.0\r\n"));
+        assert!(head.contains(
+            "Content-Type: multipart/alternative; boundary=\"=_ringledger_receipt_3Apay_1\""
+        ));
+        let parts: Vec<&str> = body.split("--=_ringledger_receipt_3Apay_1").collect();
+        assert_eq!(parts.len(), 4, "preamble, text, html, closing");
+        assert_eq!(parts[3], "--\r\n");
+        let (text_head, text) = parts[1].split_once("\r\n\r\n").unwrap();
+        assert!(text_head.contains("text/plain; charset=utf-8"));
+        assert_eq!(decode_quoted_printable(text.trim_end_matches("\r\n")), email().text);
+        let (html_head, html) = parts[2].split_once("\r\n\r\n").unwrap();
+        assert!(html_head.contains("text/html; charset=utf-8"));
+        assert_eq!(decode_quoted_printable(html.trim_end_matches("\r\n")), email().html);
+        assert!(eml.split("\r\n").all(|line| line.len() <= 998));
+        assert!(!eml.replace("\r\n", "").contains('\n'), "CRLF only");
+    }
+
+    #[test]
+    fn header_values_cannot_inject_headers_and_unicode_subjects_are_encoded() {
+        let mut hostile = email();
+        hostile.subject = "Reçu \r\nBcc: victim@example.com".into();
+        hostile.to = vec!["a@b.example\r\nBcc: x@y.example".into()];
+        let eml = to_eml(&hostile, Utc::now());
+        let head = eml.split_once("\r\n\r\n").unwrap().0;
+        assert!(!head.lines().any(|l| l.starts_with("Bcc:")), "{head}");
+        assert!(head.contains("Subject: =?UTF-8?Q?Re=C3=A7u"));
+        let long = encode_subject(&"é".repeat(60));
+        assert!(long.split("\r\n ").all(|w| w.len() <= 75 && w.starts_with("=?UTF-8?Q?")));
+    }
+
+    #[test]
+    fn file_names_are_distinct_safe_and_bounded() {
+        assert_eq!(file_stem("acme:low_balance:7"), "acme%3Alow_balance%3A7");
+        assert_ne!(file_stem("a:b"), file_stem("a_b"));
+        assert_eq!(file_stem("../../etc/passwd"), "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd");
+        let long = file_stem(&":".repeat(200));
+        assert!(long.len() <= 200, "{}", long.len());
+        assert_ne!(long, file_stem(&":".repeat(199)));
+    }
+
+    #[tokio::test]
+    async fn the_file_mailer_writes_one_file_per_notice_and_replaces_it_on_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = FileMailer::new(dir.path().join("outbox"));
+        let first = mailer.send(&email()).await.unwrap();
+        let again = mailer.send(&email()).await.unwrap();
+        assert_eq!(first, again);
+        assert!(first.ends_with("receipt%3Apay_1.eml"), "{first}");
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox")).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let eml = std::fs::read_to_string(&first).unwrap();
+        assert!(eml.contains("To: ops@acme.example,\r\n cfo@acme.example"));
+        let mut nobody = email();
+        nobody.to.clear();
+        assert!(mailer.send(&nobody).await.unwrap_err().is_permanent());
+    }
+
+    #[test]
+    fn senders_are_checked() {
+        assert!(check_sender("billing@ringledger.example").is_ok());
+        assert!(check_sender("Billing <billing@ringledger.example>").is_ok());
+        assert!(check_sender("billing").is_err());
+        assert!(check_sender("a@b.example\r\nBcc: x@y.example").is_err());
+        assert_eq!(
+            bare_address("Billing <billing@ringledger.example>"),
+            "billing@ringledger.example"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! A notice to send, with a stable id: the same notice delivered twice is sent once.
+
+use chrono::{DateTime, Utc};
+use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Stable across redeliveries: `receipt:<payment id>`, `recharge_failed:<request>:<attempt>`,
+    /// or the ledger event id.
+    pub id: String,
+    pub account_id: AccountId,
+    pub raised_at: DateTime<Utc>,
+    pub kind: NoticeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentTrigger {
+    Manual,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardFailure {
+    pub card_brand: String,
+    pub card_last4: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// A successful charge: to the billing contacts.
+    PaymentReceipt {
+        payment_id: String,
+        amount_usd: Amount,
+        card_brand: String,
+        card_last4: String,
+        balance_after_usd: Decimal,
+        trigger: PaymentTrigger,
+        paid_at: DateTime<Utc>,
+    },
+    /// Every card failed: to the recharge-failure email and the billing contacts.
+    RechargeFailed {
+        request_id: String,
+        attempt: u32,
+        amount_usd: Amount,
+        failures: Vec<CardFailure>,
+        /// When the next attempt happens; `None` when auto-recharge gave up.
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// The customer's monthly auto-recharge cap was reached: no more this month.
+    RechargeCapReached {
+        month: String,
+        cap_usd: Amount,
+        spent_usd: Decimal,
+    },
+    LowBalance {
+        balance_usd: Decimal,
+    },
+    Suspended {
+        balance_usd: Decimal,
+    },
+    Reactivated {
+        balance_usd: Decimal,
+    },
+}
+
+impl NoticeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NoticeKind::PaymentReceipt { .. } => "payment_receipt",
+            NoticeKind::RechargeFailed { .. } => "recharge_failed",
+            NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
+            NoticeKind::LowBalance { .. } => "low_balance",
+            NoticeKind::Suspended { .. } => "suspended",
+            NoticeKind::Reactivated { .. } => "reactivated",
+        }
+    }
+}
+
+impl Notice {
+    /// The notice a ledger event calls for (recharge requests go to the recharge worker).
+    pub fn from_ledger_event(event: &LedgerEvent) -> Option<Notice> {
+        let kind = match event.kind {
+            LedgerEventKind::RechargeRequested { .. } => return None,
+            LedgerEventKind::LowBalance => {
+                NoticeKind::LowBalance { balance_usd: event.balance_usd }
+            }
+            LedgerEventKind::Suspended => NoticeKind::Suspended { balance_usd: event.balance_usd },
+            LedgerEventKind::Reactivated => {
+                NoticeKind::Reactivated { balance_usd: event.balance_usd }
+            }
+        };
+        Some(Notice {
+            id: event.id.clone(),
+            account_id: event.account_id.clone(),
+            raised_at: event.raised_at,
+            kind,
+        })
+    }
+
+    /// A queue message: a `Notice`, or a `LedgerEvent` the outbox relay published.
+    pub fn parse_message(body: &str) -> Result<Option<Notice>, String> {
+        if let Ok(notice) = serde_json::from_str::<Notice>(body) {
+            return Ok(Some(notice));
+        }
+        match serde_json::from_str::<LedgerEvent>(body) {
+            Ok(event) => Ok(Notice::from_ledger_event(&event)),
+            Err(error) => Err(format!("neither a notice nor a ledger event: {error}")),
+        }
+    }
+}
+
+/// Where notices go to be sent (the notifications queue in AWS; the worker directly locally).
+#[async_trait::async_trait]
+pub trait NoticeSink: Send + Sync {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}

@@ -1,0 +1,509 @@
+//! What each notice says: a subject, a plain-text part and an HTML part.
+//!
+//! A template is a list of [`Block`]s rendered twice, once as wrapped plain text and once as
+//! HTML. Every character of text that reaches the HTML part goes through [`escape_html`] (the
+//! fixed wording as well as the values), so no value can inject markup. Money is shown to the
+//! cent with [`ledger::display_usd`] (half-up); times are UTC.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger::{display_usd, AccountId, Amount};
+use rust_decimal::Decimal;
+
+use crate::notice::{CardFailure, Notice, NoticeKind, PaymentTrigger};
+
+/// Plain-text lines are wrapped at this many characters.
+pub const TEXT_WIDTH: usize = 72;
+
+/// A notice rendered for email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Render a notice. Pure: the same notice always renders the same email.
+pub fn render(notice: &Notice) -> Rendered {
+    let (subject, blocks) = content(notice);
+    let footer = format!(
+        "This is an automatic message from ringledger billing about account {account}, sent \
+         to the account's billing contacts. Reference: {id}.",
+        account = notice.account_id.as_str(),
+        id = notice.id,
+    );
+    Rendered {
+        text: render_text(&blocks, &footer),
+        html: render_html(&subject, &blocks, &footer),
+        subject,
+    }
+}
+
+/// One piece of a message. Everything in it is plain text; the HTML renderer escapes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Block {
+    Heading(String),
+    Paragraph(String),
+    /// Label and value pairs (amount, card, date, ...).
+    Facts(Vec<(&'static str, String)>),
+    List(Vec<String>),
+}
+
+fn content(notice: &Notice) -> (String, Vec<Block>) {
+    let account = &notice.account_id;
+    match &notice.kind {
+        NoticeKind::PaymentReceipt {
+            payment_id,
+            amount_usd,
+            card_brand,
+            card_last4,
+            balance_after_usd,
+            trigger,
+            paid_at,
+        } => payment_receipt(
+            account,
+            payment_id,
+            *amount_usd,
+            &card(card_brand, card_last4),
+            *balance_after_usd,
+            *trigger,
+            *paid_at,
+        ),
+        NoticeKind::RechargeFailed {
+            request_id,
+            attempt,
+            amount_usd,
+            failures,
+            next_attempt_at,
+        } => recharge_failed(
+            account,
+            notice.raised_at,
+            request_id,
+            *attempt,
+            *amount_usd,
+            failures,
+            *next_attempt_at,
+        ),
+        NoticeKind::RechargeCapReached { month, cap_usd, spent_usd } => {
+            recharge_cap_reached(account, notice.raised_at, month, *cap_usd, *spent_usd)
+        }
+        NoticeKind::LowBalance { balance_usd } => {
+            low_balance(account, notice.raised_at, *balance_usd)
+        }
+        NoticeKind::Suspended { balance_usd } => suspended(account, notice.raised_at, *balance_usd),
+        NoticeKind::Reactivated { balance_usd } => {
+            reactivated(account, notice.raised_at, *balance_usd)
+        }
+    }
+}
+
+fn payment_receipt(
+    account: &AccountId,
+    payment_id: &str,
+    amount_usd: Amount,
+    card: &str,
+    balance_after_usd: Decimal,
+    trigger: PaymentTrigger,
+    paid_at: DateTime<Utc>,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let (subject, heading, kind, opening) = match trigger {
+        PaymentTrigger::Manual => (
+            format!("Payment receipt: {amount} added to your balance"),
+            "Payment received",
+            "One-time payment (Pay Now)",
+            format!("Thank you. We charged {amount} to your {card} and added it to the balance of account {}.", account.as_str()),
+        ),
+        PaymentTrigger::Auto => (
+            format!("Auto-recharge receipt: {amount} added to your balance"),
+            "Auto-recharge payment received",
+            "Auto-recharge",
+            format!("Your balance fell below your auto-recharge threshold, so we charged {amount} to your {card} and added it to the balance of account {}.", account.as_str()),
+        ),
+    };
+    let blocks = vec![
+        Block::Heading(heading.into()),
+        Block::Paragraph(opening),
+        Block::Facts(vec![
+            ("Amount", amount),
+            ("Card", card.into()),
+            ("Payment type", kind.into()),
+            ("Date", datetime(paid_at)),
+            ("Payment ID", payment_id.into()),
+            ("New balance", display_usd(balance_after_usd)),
+        ]),
+        Block::Paragraph(
+            "Keep this email for your records. Every payment is listed in the payment history on \
+             the Billing page."
+                .into(),
+        ),
+    ];
+    (subject, blocks)
+}
+
+fn recharge_failed(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    request_id: &str,
+    attempt: u32,
+    amount_usd: Amount,
+    failures: &[CardFailure],
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let subject = format!("Action needed: auto-recharge of {amount} failed");
+    let mut blocks = vec![
+        Block::Heading("Auto-recharge failed".into()),
+        Block::Paragraph(format!(
+            "We could not add {amount} to the balance of account {} on {}.",
+            account.as_str(),
+            datetime(raised_at)
+        )),
+    ];
+    if failures.is_empty() {
+        blocks.push(Block::Paragraph("There is no card on file that we could charge.".into()));
+    } else {
+        let tried = if failures.len() == 1 { "The card we tried" } else { "Every card we tried" };
+        blocks.push(Block::Paragraph(format!("{tried} was declined:")));
+        blocks.push(Block::List(
+            failures
+                .iter()
+                .map(|f| format!("{}: {}", card(&f.card_brand, &f.card_last4), f.reason))
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Facts(vec![
+        ("Amount", amount),
+        ("Attempt", attempt.to_string()),
+        ("Recharge request", request_id.into()),
+    ]));
+    blocks.push(Block::Heading("What to do next".into()));
+    let mut steps = vec![
+        "Check the card with your bank, or add or replace a card on the Billing page.".to_string(),
+        "To add funds right away, use Pay Now on the Billing page.".to_string(),
+    ];
+    match next_attempt_at {
+        Some(next) => steps.push(format!(
+            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
+            datetime(next)
+        )),
+        None => steps.push(format!(
+            "Auto-recharge has stopped trying after {attempt} {}: it will not charge your cards \
+             for this recharge again. Add funds before your balance runs out, or your calls, text \
+             messages and number purchases will stop.",
+            if attempt == 1 { "attempt" } else { "attempts" }
+        )),
+    }
+    blocks.push(Block::List(steps));
+    (subject, blocks)
+}
+
+fn recharge_cap_reached(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    month: &str,
+    cap_usd: Amount,
+    spent_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let cap = display_usd(cap_usd.value());
+    let month = month_name(month);
+    let subject = format!("Auto-recharge paused: monthly limit of {cap} reached");
+    let blocks = vec![
+        Block::Heading("Auto-recharge paused for the month".into()),
+        Block::Paragraph(format!(
+            "Auto-recharge has added {} to the balance of account {} in {month}, which reaches \
+             your monthly limit of {cap}. No more automatic recharges will happen until next \
+             month.",
+            display_usd(spent_usd),
+            account.as_str(),
+        )),
+        Block::Facts(vec![
+            ("Month", month),
+            ("Monthly limit", cap),
+            ("Recharged this month", display_usd(spent_usd)),
+            ("Date", datetime(raised_at)),
+        ]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "To keep your service running, add funds with Pay Now on the Billing page.".into(),
+            "To allow more automatic recharges, raise the monthly limit in your auto-recharge \
+             settings."
+                .into(),
+        ]),
+    ];
+    (subject, blocks)
+}
+
+fn low_balance(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let balance = display_usd(balance_usd);
+    let subject = format!("Low balance: {balance} left on account {}", account.as_str());
+    let blocks = vec![
+        Block::Heading("Your balance is low".into()),
+        Block::Paragraph(format!(
+            "The balance of account {} is {balance}, below your low-balance alert level. Calls, \
+             text messages and phone numbers are paid from this balance, and they stop when it \
+             runs out.",
+            account.as_str()
+        )),
+        Block::Facts(vec![("Balance", balance), ("Date", datetime(raised_at))]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Add funds with Pay Now on the Billing page.".into(),
+            "Turn on auto-recharge so your balance is topped up automatically.".into(),
+        ]),
+    ];
+    (subject, blocks)
+}
+
+fn suspended(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let balance = display_usd(balance_usd);
+    let subject =
+        format!("Service suspended on account {}: add funds to restore it", account.as_str());
+    let blocks = vec![
+        Block::Heading("Your service is suspended".into()),
+        Block::Paragraph(format!(
+            "Account {} has run out of funds: its balance is {balance}. Outgoing calls, text \
+             messages and phone number purchases are blocked until funds are added.",
+            account.as_str()
+        )),
+        Block::Facts(vec![("Balance", balance), ("Suspended on", datetime(raised_at))]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Add funds with Pay Now on the Billing page. Service resumes as soon as a payment \
+             brings the balance back above zero (or above your credit limit, for accounts with \
+             one)."
+                .into(),
+        ]),
+    ];
+    (subject, blocks)
+}
+
+fn reactivated(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let balance = display_usd(balance_usd);
+    let subject = format!("Service restored on account {}", account.as_str());
+    let blocks = vec![
+        Block::Heading("Your service is active again".into()),
+        Block::Paragraph(format!(
+            "Funds were added to account {}: its balance is {balance}, and calls, text messages \
+             and phone number purchases work again.",
+            account.as_str()
+        )),
+        Block::Facts(vec![("Balance", balance), ("Restored on", datetime(raised_at))]),
+    ];
+    (subject, blocks)
+}
+
+/// "Visa ending in 4242". Card processors send brands as lowercase ids (`visa`, `amex`).
+fn card(brand: &str, last4: &str) -> String {
+    let brand = match brand.trim().to_ascii_lowercase().as_str() {
+        "visa" => "Visa".to_string(),
+        "mastercard" => "Mastercard".to_string(),
+        "amex" | "american_express" => "American Express".to_string(),
+        "discover" => "Discover".to_string(),
+        "diners" | "diners_club" => "Diners Club".to_string(),
+        "jcb" => "JCB".to_string(),
+        "unionpay" => "UnionPay".to_string(),
+        "" | "unknown" => "Card".to_string(),
+        _ => brand.trim().to_string(),
+    };
+    format!("{brand} ending in {last4}")
+}
+
+/// "November 4, 2026, 10:00 UTC".
+fn datetime(at: DateTime<Utc>) -> String {
+    at.format("%B %-d, %Y, %H:%M UTC").to_string()
+}
+
+/// "2026-11" as "November 2026"; anything else as given.
+fn month_name(month: &str) -> String {
+    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_or_else(|_| month.to_string(), |date| date.format("%B %Y").to_string())
+}
+
+fn render_text(blocks: &[Block], footer: &str) -> String {
+    let mut out = String::new();
+    for block in blocks {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        match block {
+            Block::Heading(heading) => {
+                out.push_str(heading);
+                out.push('\n');
+                out.push_str(&"=".repeat(heading.chars().count()));
+                out.push('\n');
+            }
+            Block::Paragraph(text) => wrap_into(&mut out, text, "", ""),
+            Block::Facts(facts) => {
+                let width = facts.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
+                for (label, value) in facts {
+                    let first =
+                        format!("  {label}:{}", " ".repeat(width - label.chars().count() + 2));
+                    let rest = " ".repeat(first.chars().count());
+                    wrap_into(&mut out, value, &first, &rest);
+                }
+            }
+            Block::List(items) => {
+                for item in items {
+                    wrap_into(&mut out, item, "  - ", "    ");
+                }
+            }
+        }
+    }
+    out.push_str("\n--\n");
+    wrap_into(&mut out, footer, "", "");
+    out
+}
+
+/// Word-wrap `text` at [`TEXT_WIDTH`] with a first-line and a continuation prefix. A word longer
+/// than a line stays whole on a line of its own.
+fn wrap_into(out: &mut String, text: &str, first_prefix: &str, rest_prefix: &str) {
+    let mut line = first_prefix.to_string();
+    let mut prefix_len = first_prefix.chars().count();
+    let mut line_len = prefix_len;
+    for word in text.split_whitespace() {
+        let word_len = word.chars().count();
+        if line_len > prefix_len && line_len + 1 + word_len > TEXT_WIDTH {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = rest_prefix.to_string();
+            prefix_len = rest_prefix.chars().count();
+            line_len = prefix_len;
+        }
+        if line_len > prefix_len {
+            line.push(' ');
+            line_len += 1;
+        }
+        line.push_str(word);
+        line_len += word_len;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+const STYLE_BODY: &str = "margin:0;padding:24px;background:#f4f5f7;\
+    font-family:Helvetica,Arial,sans-serif;font-size:15px;line-height:1.5;color:#1f2933;";
+const STYLE_CARD: &str = "max-width:600px;margin:0 auto;background:#ffffff;padding:24px;\
+    border-radius:6px;";
+const STYLE_H1: &str = "margin:0 0 16px;font-size:20px;";
+const STYLE_H2: &str = "margin:24px 0 8px;font-size:16px;";
+const STYLE_P: &str = "margin:0 0 16px;";
+const STYLE_TABLE: &str = "border-collapse:collapse;margin:0 0 16px;";
+const STYLE_TH: &str = "text-align:left;vertical-align:top;padding:4px 16px 4px 0;\
+    font-weight:normal;color:#52606d;white-space:nowrap;";
+const STYLE_TD: &str = "padding:4px 0;";
+const STYLE_UL: &str = "margin:0 0 16px;padding-left:20px;";
+const STYLE_FOOTER: &str = "margin:24px 0 0;font-size:12px;color:#7b8794;";
+
+fn render_html(subject: &str, blocks: &[Block], footer: &str) -> String {
+    let mut out = String::new();
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    out.push_str(&format!("<title>{}</title>\n</head>\n", escape_html(subject)));
+    out.push_str(&format!("<body style=\"{STYLE_BODY}\">\n<div style=\"{STYLE_CARD}\">\n"));
+    let mut first_heading = true;
+    for block in blocks {
+        match block {
+            Block::Heading(heading) => {
+                let (tag, style) = if first_heading { ("h1", STYLE_H1) } else { ("h2", STYLE_H2) };
+                first_heading = false;
+                out.push_str(&format!(
+                    "<{tag} style=\"{style}\">{}</{tag}>\n",
+                    escape_html(heading)
+                ));
+            }
+            Block::Paragraph(text) => {
+                out.push_str(&format!("<p style=\"{STYLE_P}\">{}</p>\n", escape_html(text)));
+            }
+            Block::Facts(facts) => {
+                out.push_str(&format!("<table role=\"presentation\" style=\"{STYLE_TABLE}\">\n"));
+                for (label, value) in facts {
+                    out.push_str(&format!(
+                        "<tr><th scope=\"row\" style=\"{STYLE_TH}\">{}</th><td style=\"{STYLE_TD}\">{}</td></tr>\n",
+                        escape_html(label),
+                        escape_html(value)
+                    ));
+                }
+                out.push_str("</table>\n");
+            }
+            Block::List(items) => {
+                out.push_str(&format!("<ul style=\"{STYLE_UL}\">\n"));
+                for item in items {
+                    out.push_str(&format!("<li>{}</li>\n", escape_html(item)));
+                }
+                out.push_str("</ul>\n");
+            }
+        }
+    }
+    out.push_str(&format!("<p style=\"{STYLE_FOOTER}\">{}</p>\n", escape_html(footer)));
+    out.push_str("</div>\n</body>\n</html>\n");
+    out
+}
+
+/// Escape text for HTML element content and quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_html_escapes_the_five_special_characters() {
+        assert_eq!(
+            escape_html(r#"<a href="x">Tom & 'Jerry'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn text_wraps_at_the_width_with_hanging_indents() {
+        let mut out = String::new();
+        let long = "word ".repeat(40);
+        wrap_into(&mut out, &long, "  - ", "    ");
+        for line in out.lines() {
+            assert!(line.chars().count() <= TEXT_WIDTH, "{line:?}");
+        }
+        assert!(out.starts_with("  - word"));
+        assert!(out.lines().skip(1).all(|l| l.starts_with("    word")));
+    }
+
+    #[test]
+    fn a_word_longer_than_a_line_stays_whole() {
+        let mut out = String::new();
+        let word = "x".repeat(100);
+        wrap_into(&mut out, &format!("a {word} b"), "", "");
+        assert_eq!(out, format!("a\n{word}\nb\n"));
+    }
+
+    #[test]
+    fn months_and_cards_read_as_words() {
+        assert_eq!(month_name("2026-11"), "November 2026");
+        assert_eq!(month_name("soon"), "soon");
+        assert_eq!(card("amex", "0005"), "American Express ending in 0005");
+        assert_eq!(card("Elo", "1234"), "Elo ending in 1234");
+    }
+}

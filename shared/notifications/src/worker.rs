@@ -1,0 +1,389 @@
+//! The notification worker: a batch of queue messages in, the ids of the messages that failed
+//! out (Lambda's `ReportBatchItemFailures`).
+//!
+//! Each message is a [`Notice`] (or a ledger event the outbox relay published) and is handled in
+//! its own task, so a panic fails only that message. A notice is sent once per notification id:
+//! the worker claims the id in the document store (`DocKind::Notice`, state `sending`) before it
+//! sends and marks it `sent` with the mail service's message id after, so a redelivered notice
+//! finds `sent` and is skipped.
+//!
+//! Delivery is at least once, not exactly once: if the process dies between the send and the
+//! `sent` mark, the claim stays `sending`, and once it is older than [`CLAIM_LEASE_SECONDS`] the
+//! next delivery takes it over and sends again. A younger claim may still be in flight in
+//! another worker, so that delivery fails and the queue retries it later. The function's
+//! timeout must stay below the lease, and the queue's visibility timeout times
+//! `maxReceiveCount - 1` above it, so a crashed claim is retried before the message reaches the
+//! DLQ.
+//!
+//! Failures: a malformed message fails (and reaches the DLQ after `maxReceiveCount`); a
+//! transient send failure releases the claim and fails the message (the queue retries it); a
+//! permanent one (an address or the content refused) is logged and recorded as `failed`, and
+//! the message succeeds so it is not retried forever. An account without recipients is logged
+//! and succeeds: there is nobody to send to.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use ledger::docs::{check_doc_id, DocError, DocKind, DocStore};
+use ledger::AccountId;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn, Instrument};
+use usage::worker::{Failure, Message};
+
+use crate::mailer::{Email, Mailer};
+use crate::notice::{Notice, NoticeKind, NoticeSink};
+use crate::templates;
+
+/// Messages handled concurrently within one batch.
+pub const MESSAGE_CONCURRENCY: usize = 10;
+/// A `sending` claim older than this was left by a crash and may be taken over.
+pub const CLAIM_LEASE_SECONDS: i64 = 120;
+/// Attempts at recording `sent` after the email went out.
+const MARK_SENT_ATTEMPTS: u32 = 3;
+/// The profile document's id (the API crate's `profile` module writes it).
+const PROFILE_DOC_ID: &str = "profile";
+
+/// Where a notice's delivery stands: the `DocKind::Notice` document, one per notification id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Delivery {
+    /// Claimed by a worker that is sending it (or died doing so).
+    Sending {
+        claimed_at: DateTime<Utc>,
+        attempt: u32,
+    },
+    Sent {
+        message_id: String,
+        sent_at: DateTime<Utc>,
+        attempts: u32,
+    },
+    /// Refused for good (a bad address, rejected content): not retried.
+    Failed {
+        reason: String,
+        failed_at: DateTime<Utc>,
+        attempts: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeRecord {
+    pub notice_kind: String,
+    pub recipients: Vec<String>,
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
+/// A notice's delivery record, if it was ever claimed.
+pub async fn delivery_record(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    notice_id: &str,
+) -> Result<Option<NoticeRecord>, String> {
+    let doc = docs
+        .get_doc(account, DocKind::Notice, notice_id)
+        .await
+        .map_err(|e| format!("document store: {e}"))?;
+    doc.map(|doc| {
+        serde_json::from_str(&doc.body).map_err(|e| format!("notice record {notice_id}: {e}"))
+    })
+    .transpose()
+}
+
+/// The part of the account's profile document the worker reads. The API crate owns the
+/// document (`api::profile::Profile`, which validates the addresses); reading only these two
+/// fields keeps this crate, and the notifications Lambda, free of the HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Contacts {
+    #[serde(default)]
+    pub billing_emails: Vec<String>,
+    #[serde(default)]
+    pub recharge_failure_email: Option<String>,
+}
+
+pub async fn load_contacts(docs: &dyn DocStore, account: &AccountId) -> Result<Contacts, String> {
+    match docs.get_doc(account, DocKind::Profile, PROFILE_DOC_ID).await {
+        Ok(None) => Ok(Contacts::default()),
+        Ok(Some(doc)) => serde_json::from_str(&doc.body)
+            .map_err(|e| format!("the profile of account {account} is unreadable: {e}")),
+        Err(error) => Err(format!("document store: {error}")),
+    }
+}
+
+/// Who gets a notice: the billing contacts; for a failed recharge the recharge-failure address
+/// first, then the billing contacts. Without duplicates (compared without case), in that order.
+pub fn recipients(kind: &NoticeKind, contacts: &Contacts) -> Vec<String> {
+    let recharge_failure = match kind {
+        NoticeKind::RechargeFailed { .. } => contacts.recharge_failure_email.as_deref(),
+        _ => None,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for address in
+        recharge_failure.into_iter().chain(contacts.billing_emails.iter().map(String::as_str))
+    {
+        let address = address.trim();
+        if !address.is_empty() && !out.iter().any(|a| a.eq_ignore_ascii_case(address)) {
+            out.push(address.to_string());
+        }
+    }
+    out
+}
+
+/// What became of one message (all of these delete it from the queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent {
+        message_id: String,
+    },
+    AlreadySent,
+    /// Refused for good earlier: recorded, not retried.
+    AlreadyFailed,
+    /// Refused for good now: recorded.
+    Rejected {
+        reason: String,
+    },
+    NoRecipients,
+    /// A ledger event that calls for no notice (a recharge request on the wrong queue).
+    NotANotice,
+}
+
+/// Process one batch; returns the messages that failed and why (already logged).
+pub async fn process_batch(
+    docs: Arc<dyn DocStore>,
+    mailer: Arc<dyn Mailer>,
+    from: &str,
+    messages: Vec<Message>,
+) -> Vec<Failure> {
+    let from: Arc<str> = Arc::from(from);
+    let tasks = messages.into_iter().map(|message| {
+        let (docs, mailer, from) = (docs.clone(), mailer.clone(), from.clone());
+        let span = tracing::info_span!(
+            "notice_message",
+            message_id = %message.id,
+            notice_id = tracing::field::Empty,
+            account_id = tracing::field::Empty,
+            kind = tracing::field::Empty,
+        );
+        async move {
+            let Message { id: message_id, body } = message;
+            let task = tokio::spawn(
+                async move { handle_message(&*docs, &*mailer, &from, &body).await }
+                    .instrument(span.clone()),
+            );
+            let result = task
+                .await
+                .unwrap_or_else(|join_error| Err(format!("notice worker panicked: {join_error}")));
+            match result {
+                Ok(outcome) => {
+                    info!(parent: &span, ?outcome, "notice handled");
+                    None
+                }
+                Err(reason) => {
+                    warn!(parent: &span, %reason, "notice failed; the queue will retry it");
+                    Some(Failure { message_id, reason })
+                }
+            }
+        }
+    });
+    futures::stream::iter(tasks)
+        .buffer_unordered(MESSAGE_CONCURRENCY)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await
+}
+
+/// Handle one message body. `Err` is a reason to retry (or, for a malformed message, to let it
+/// reach the DLQ).
+pub async fn handle_message(
+    docs: &dyn DocStore,
+    mailer: &dyn Mailer,
+    from: &str,
+    body: &str,
+) -> Result<Outcome, String> {
+    let notice = match Notice::parse_message(body) {
+        Ok(Some(notice)) => notice,
+        Ok(None) => {
+            warn!("a ledger event that calls for no notice reached the notifications queue");
+            return Ok(Outcome::NotANotice);
+        }
+        Err(error) => return Err(format!("malformed notice: {error}")),
+    };
+    check_doc_id(&notice.id).map_err(|e| format!("malformed notice: id {:?}: {e}", notice.id))?;
+    send_notice(docs, mailer, from, &notice).await
+}
+
+/// Send one notice once per notification id (see the module documentation).
+pub async fn send_notice(
+    docs: &dyn DocStore,
+    mailer: &dyn Mailer,
+    from: &str,
+    notice: &Notice,
+) -> Result<Outcome, String> {
+    let span = tracing::Span::current();
+    span.record("notice_id", notice.id.as_str());
+    span.record("account_id", notice.account_id.as_str());
+    span.record("kind", notice.kind.as_str());
+    let account = &notice.account_id;
+
+    let to = recipients(&notice.kind, &load_contacts(docs, account).await?);
+    if to.is_empty() {
+        warn!("the account has no billing contact for this notice; nothing to send");
+        return Ok(Outcome::NoRecipients);
+    }
+
+    let now = Utc::now();
+    let (expected_version, attempt) = match docs.get_doc(account, DocKind::Notice, &notice.id).await
+    {
+        Err(error) => return Err(format!("document store: {error}")),
+        Ok(None) => (None, 1),
+        Ok(Some(doc)) => {
+            let record: NoticeRecord = serde_json::from_str(&doc.body)
+                .map_err(|e| format!("notice record {} is unreadable: {e}", notice.id))?;
+            match record.delivery {
+                Delivery::Sent { .. } => return Ok(Outcome::AlreadySent),
+                Delivery::Failed { .. } => return Ok(Outcome::AlreadyFailed),
+                Delivery::Sending { claimed_at, attempt } => {
+                    if (now - claimed_at).num_seconds() < CLAIM_LEASE_SECONDS {
+                        return Err(format!(
+                            "notice {} is being sent by another delivery (claimed at \
+                             {claimed_at}); retry later",
+                            notice.id
+                        ));
+                    }
+                    warn!(
+                        %claimed_at,
+                        "taking over a claim left by an interrupted delivery: the email may \
+                         have gone out already and is sent again (at least once)"
+                    );
+                    (Some(doc.version), attempt.saturating_add(1))
+                }
+            }
+        }
+    };
+
+    let rendered = templates::render(notice);
+    let email = Email {
+        notice_id: notice.id.clone(),
+        from: from.to_string(),
+        to: to.clone(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+    };
+    let record = |delivery: Delivery| -> Result<String, String> {
+        serde_json::to_string(&NoticeRecord {
+            notice_kind: notice.kind.as_str().to_string(),
+            recipients: to.clone(),
+            delivery,
+        })
+        .map_err(|e| format!("notice record: {e}"))
+    };
+
+    let claim = record(Delivery::Sending { claimed_at: now, attempt })?;
+    let claimed_version =
+        match docs.put_doc(account, DocKind::Notice, &notice.id, &claim, expected_version).await {
+            Ok(version) => version,
+            Err(DocError::Conflict) => {
+                return Err(format!(
+                    "notice {} was claimed by another delivery first; retry later",
+                    notice.id
+                ))
+            }
+            Err(error) => return Err(format!("document store: {error}")),
+        };
+
+    match mailer.send(&email).await {
+        Ok(message_id) => {
+            let sent = record(Delivery::Sent {
+                message_id: message_id.clone(),
+                sent_at: Utc::now(),
+                attempts: attempt,
+            })?;
+            mark_sent(docs, notice, &sent, claimed_version).await;
+            info!(%message_id, recipients = to.len(), "notice sent");
+            Ok(Outcome::Sent { message_id })
+        }
+        Err(error) if error.is_permanent() => {
+            let reason = error.to_string();
+            warn!(%reason, "the mail service refused the notice for good; recorded, not retried");
+            let failed = record(Delivery::Failed {
+                reason: reason.clone(),
+                failed_at: Utc::now(),
+                attempts: attempt,
+            })?;
+            match docs
+                .put_doc(account, DocKind::Notice, &notice.id, &failed, Some(claimed_version))
+                .await
+            {
+                Ok(_) => Ok(Outcome::Rejected { reason }),
+                Err(store_error) => {
+                    release(docs, notice, claimed_version).await;
+                    Err(format!("{reason}; recording the failure failed: {store_error}"))
+                }
+            }
+        }
+        Err(error) => {
+            release(docs, notice, claimed_version).await;
+            Err(format!("sending failed, will retry: {error}"))
+        }
+    }
+}
+
+/// Record `sent`, a few times if the store hiccups. The email is out either way, so a store that
+/// stays down is logged and the message still succeeds: failing it would send the email again.
+async fn mark_sent(docs: &dyn DocStore, notice: &Notice, body: &str, claimed_version: u64) {
+    for attempt in 1..=MARK_SENT_ATTEMPTS {
+        match docs
+            .put_doc(&notice.account_id, DocKind::Notice, &notice.id, body, Some(claimed_version))
+            .await
+        {
+            Ok(_) => return,
+            Err(DocError::Conflict) => {
+                warn!("another delivery took the claim over while this one was sending");
+                return;
+            }
+            Err(error) if attempt < MARK_SENT_ATTEMPTS => {
+                warn!(%error, attempt, "recording the sent notice failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+            }
+            Err(error) => {
+                warn!(
+                    %error,
+                    "the notice was sent but could not be recorded; its claim stays `sending`"
+                );
+            }
+        }
+    }
+}
+
+/// Drop our claim after a failed send so the queue's retry can claim it again at once. If this
+/// fails too, the lease lets a later delivery take it over.
+async fn release(docs: &dyn DocStore, notice: &Notice, claimed_version: u64) {
+    if let Err(error) =
+        docs.delete_doc(&notice.account_id, DocKind::Notice, &notice.id, claimed_version).await
+    {
+        warn!(%error, "could not release the notice's claim; it expires after the lease");
+    }
+}
+
+/// Sends notices in process, without a queue (the local runner): the same once-per-id rules.
+pub struct DirectSink {
+    pub docs: Arc<dyn DocStore>,
+    pub mailer: Arc<dyn Mailer>,
+    pub from: String,
+}
+
+#[async_trait::async_trait]
+impl NoticeSink for DirectSink {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        check_doc_id(&notice.id)?;
+        send_notice(&*self.docs, &*self.mailer, &self.from, notice)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,665 @@
+//! The auto-recharge worker.
+//!
+//! One recharge request (raised by the ledger when a posting leaves the balance below the
+//! threshold, delivered through the recharge queue) leads to at most one successful charge:
+//!
+//! - the request is only worked while it is the account's `recharge_in_flight` (a settled,
+//!   cancelled or superseded request is acknowledged and dropped);
+//! - before each charge the attempt is written down (write-ahead, conditional on the state's
+//!   version), and the processor's idempotency key is derived from the request, the attempt
+//!   and the card, so a retry after a crash finds the same payment instead of charging again;
+//! - the credit's source id is the request id, so it posts once and clears the in-flight
+//!   marker in the same write (the ledger's rule), reactivating a suspended account;
+//! - when every card declines, the failure is recorded per card, a notice goes out, and the
+//!   request waits for its backoff (1 h, 6 h, then 12 h, at most [`MAX_ATTEMPTS`] attempts); a
+//!   declined card is never charged again before then.
+
+pub mod sqs;
+
+use std::sync::{Arc, Mutex};
+
+use api::payments::{save_payment, PaymentRecord, PaymentStatus, Trigger};
+use api::profile::{self, StoredCard};
+use api::state::Store;
+use chrono::{DateTime, Duration, Utc};
+use ledger::docs::{DocError, DocKind};
+use ledger::{
+    AccountId, Amount, BillingItem, LedgerEvent, LedgerEventKind, Posting, RechargeMode, Rounding,
+    SourceId, StoreError,
+};
+use notifications::notice::{CardFailure, Notice, NoticeKind, NoticeSink, PaymentTrigger};
+use payments::{CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+/// Attempts before auto-recharge gives up on a request (a card change or a manual payment
+/// starts a fresh one).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// The processor's smallest charge (Stripe: $0.50).
+pub const MIN_CHARGE_USD: Decimal = Decimal::from_parts(50, 0, 0, false, 2);
+
+/// Wait after the n-th failed attempt (1-based): 1 h, 6 h, then 12 h (SQS's longest
+/// visibility timeout, which is what holds the message until then).
+pub fn backoff_after(attempt: u32) -> Duration {
+    match attempt {
+        0 | 1 => Duration::hours(1),
+        2 => Duration::hours(6),
+        _ => Duration::hours(12),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardAttempt {
+    pub attempt: u32,
+    pub card_id: String,
+    pub card_brand: String,
+    pub card_last4: String,
+    pub succeeded: bool,
+    pub reason: Option<String>,
+    pub processor_payment_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The write-ahead state of one request (`DocKind::Recharge`, id = request id).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RechargeState {
+    /// Attempts started (1-based once the first begins).
+    pub attempt: u32,
+    /// The charge in progress: card and amount, fixed for the attempt so a retry replays it.
+    pub charging: Option<Charging>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub given_up: bool,
+    pub settled_payment_id: Option<String>,
+    pub history: Vec<CardAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charging {
+    pub card_id: String,
+    pub amount_usd: Amount,
+    /// Cards of this attempt already declined (not charged again in it).
+    pub declined: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Charged and credited.
+    Settled { payment_id: String, amount_usd: Amount, card_last4: String },
+    /// Nothing to do: settled already, superseded, disabled, or the balance is fine.
+    NotNeeded(&'static str),
+    /// Every card failed; the next attempt is due then.
+    RetryAt(DateTime<Utc>),
+    /// The request arrived before its backoff ended.
+    NotYet(DateTime<Utc>),
+    /// Out of attempts, or the monthly cap is reached: waits for a card change, a manual
+    /// payment or a settings change.
+    Stopped(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RechargeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the card processor is unavailable")]
+    Processor(#[source] ProcessorError),
+    #[error("the recharge state kept changing under concurrent workers")]
+    Contention,
+    #[error("publishing a notice failed: {0}")]
+    Notice(String),
+    #[error("{0}")]
+    Api(String),
+    #[error("simulated crash at {0:?}")]
+    SimulatedCrash(Fault),
+}
+
+/// A deliberate fault for crash tests: behave as if the process died there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The attempt is written down; the charge was never sent.
+    BeforeCharge,
+    /// The processor charged the card; the credit was never posted.
+    AfterChargeBeforeCredit,
+}
+
+pub struct RechargeWorker {
+    pub store: Arc<dyn Store>,
+    pub processor: Arc<dyn CardProcessor>,
+    pub notices: Arc<dyn NoticeSink>,
+    fault: Mutex<Option<Fault>>,
+}
+
+fn api_error(error: api::error::ApiError) -> RechargeError {
+    RechargeError::Api(format!("{}: {}", error.code, error.message))
+}
+
+impl RechargeWorker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        processor: Arc<dyn CardProcessor>,
+        notices: Arc<dyn NoticeSink>,
+    ) -> Self {
+        RechargeWorker { store, processor, notices, fault: Mutex::new(None) }
+    }
+
+    pub fn inject_fault_once(&self, fault: Fault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
+    }
+
+    fn crash_at(&self, point: Fault) -> Result<(), RechargeError> {
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        if *fault == Some(point) {
+            *fault = None;
+            return Err(RechargeError::SimulatedCrash(point));
+        }
+        Ok(())
+    }
+
+    async fn load_state(
+        &self,
+        account: &AccountId,
+        request_id: &str,
+    ) -> Result<(RechargeState, Option<u64>), RechargeError> {
+        match self.store.get_doc(account, DocKind::Recharge, request_id).await? {
+            None => Ok((RechargeState::default(), None)),
+            Some(doc) => {
+                let state = serde_json::from_str(&doc.body)
+                    .map_err(|e| StoreError::Corrupt(format!("recharge state: {e}")))?;
+                Ok((state, Some(doc.version)))
+            }
+        }
+    }
+
+    /// Write `state` if nobody wrote since `version`; `Ok(None)` on a lost race.
+    async fn save_state(
+        &self,
+        account: &AccountId,
+        request_id: &str,
+        state: &RechargeState,
+        version: Option<u64>,
+    ) -> Result<Option<u64>, RechargeError> {
+        let body = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match self.store.put_doc(account, DocKind::Recharge, request_id, &body, version).await {
+            Ok(version) => Ok(Some(version)),
+            Err(DocError::Conflict) => Ok(None),
+            Err(DocError::TooLarge(size)) => {
+                Err(StoreError::Corrupt(format!("recharge state of {size} bytes")).into())
+            }
+            Err(DocError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    async fn notify(&self, notice: Notice) -> Result<(), RechargeError> {
+        self.notices.publish(&notice).await.map_err(|e| RechargeError::Notice(e.to_string()))
+    }
+
+    /// Cancel a request that is no longer needed (the balance recovered, auto-recharge off).
+    async fn cancel(&self, account: &AccountId, request_id: &str) -> Result<(), RechargeError> {
+        let request_id = request_id.to_string();
+        self.store
+            .modify_account(
+                account,
+                Arc::new(move |a| {
+                    if a.recharge_in_flight.as_deref() == Some(request_id.as_str()) {
+                        a.recharge_in_flight = None;
+                    }
+                    Ok(())
+                }),
+                Utc::now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Work one recharge request event.
+    pub async fn handle(
+        &self,
+        event: &LedgerEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, RechargeError> {
+        let LedgerEventKind::RechargeRequested { request_id } = &event.kind else {
+            return Ok(Outcome::NotNeeded("not a recharge request"));
+        };
+        let account_id = &event.account_id;
+        for _ in 0..16 {
+            match self.step(account_id, request_id, now).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue, // lost a race on the state; look again
+            }
+        }
+        Err(RechargeError::Contention)
+    }
+
+    async fn step(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, RechargeError> {
+        let Some(account) = self.store.account(account_id).await? else {
+            return Ok(Some(Outcome::NotNeeded("no such account")));
+        };
+        let (mut state, version) = self.load_state(account_id, request_id).await?;
+        if state.settled_payment_id.is_some() {
+            return Ok(Some(Outcome::NotNeeded("already settled")));
+        }
+        if account.recharge_in_flight.as_deref() != Some(request_id) {
+            return Ok(Some(Outcome::NotNeeded("settled, cancelled or superseded")));
+        }
+        let Some(settings) = account.recharge.clone().filter(|s| s.enabled()) else {
+            self.cancel(account_id, request_id).await?;
+            return Ok(Some(Outcome::NotNeeded("auto-recharge is off")));
+        };
+        if state.given_up {
+            return Ok(Some(Outcome::Stopped("out of attempts")));
+        }
+        if state.charging.is_none() {
+            if let Some(next) = state.next_attempt_at.filter(|next| *next > now) {
+                return Ok(Some(Outcome::NotYet(next)));
+            }
+        }
+        let (profile, _) = profile::load(&*self.store, account_id).await.map_err(api_error)?;
+
+        // The attempt's amount and first card are fixed when it starts, so a replay after a
+        // crash asks the processor for exactly the same charge.
+        let charging = match state.charging.clone() {
+            Some(charging) => charging,
+            None => {
+                let amount = match settings.mode() {
+                    RechargeMode::Add => settings.amount_usd().value(),
+                    RechargeMode::TopUpTo => {
+                        Rounding::Up.round(settings.amount_usd().value() - account.balance_usd, 2)
+                    }
+                };
+                if amount <= Decimal::ZERO {
+                    self.cancel(account_id, request_id).await?;
+                    return Ok(Some(Outcome::NotNeeded("the balance is already at the target")));
+                }
+                let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))
+                    .map_err(|e| RechargeError::Api(e.to_string()))?;
+                if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
+                    let month = now.format("%Y-%m").to_string();
+                    let spent = self.spent_in(account_id, &month).await?;
+                    if spent + amount.value() > cap.value() {
+                        state.given_up = true;
+                        if self.save_state(account_id, request_id, &state, version).await?.is_none()
+                        {
+                            return Ok(None);
+                        }
+                        self.notify(Notice {
+                            id: format!("recharge_cap:{account_id}:{month}"),
+                            account_id: account_id.clone(),
+                            raised_at: now,
+                            kind: NoticeKind::RechargeCapReached {
+                                month,
+                                cap_usd: cap,
+                                spent_usd: spent,
+                            },
+                        })
+                        .await?;
+                        return Ok(Some(Outcome::Stopped("monthly cap reached")));
+                    }
+                }
+                let Some(first) = profile.charge_order().first().map(|c| c.id.clone()) else {
+                    return self
+                        .all_failed(account_id, request_id, state, version, amount, Vec::new(), now)
+                        .await;
+                };
+                state.attempt += 1;
+                Charging { card_id: first, amount_usd: amount, declined: Vec::new() }
+            }
+        };
+        let cards: Vec<StoredCard> = profile
+            .charge_order()
+            .into_iter()
+            .filter(|c| !charging.declined.contains(&c.id))
+            .cloned()
+            .collect();
+        // Resume with the card the attempt was on, else the next untried one.
+        let card =
+            cards.iter().find(|c| c.id == charging.card_id).or_else(|| cards.first()).cloned();
+        let Some(card) = card else {
+            let failures = self.failures_of(&state, state.attempt);
+            return self
+                .all_failed(
+                    account_id,
+                    request_id,
+                    state,
+                    version,
+                    charging.amount_usd,
+                    failures,
+                    now,
+                )
+                .await;
+        };
+        state.charging = Some(Charging { card_id: card.id.clone(), ..charging.clone() });
+        state.next_attempt_at = None;
+        let Some(version) = self.save_state(account_id, request_id, &state, version).await? else {
+            return Ok(None);
+        };
+        self.crash_at(Fault::BeforeCharge)?;
+
+        let customer = profile
+            .processor_customer_id
+            .clone()
+            .ok_or_else(|| RechargeError::Api("cards without a processor customer".into()))?;
+        let cents = (charging.amount_usd.value() * Decimal::ONE_HUNDRED)
+            .trunc()
+            .to_string()
+            .parse::<u64>()
+            .map_err(|e| RechargeError::Api(e.to_string()))?;
+        let payment_id = format!("{request_id}:a{}:{}", state.attempt, card.id);
+        let request = ChargeRequest {
+            customer: CustomerId(customer),
+            payment_method_id: card.id.clone(),
+            amount_cents: cents,
+            idempotency_key: payment_id.clone(),
+            description: format!("ringledger auto-recharge {request_id}"),
+        };
+        let result = if card.expired(now.date_naive()) {
+            Err(ProcessorError::Declined(payments::Decline::new(
+                payments::DeclineCode::ExpiredCard,
+                "the card has expired",
+            )))
+        } else {
+            self.processor.charge(&request).await
+        };
+        match result {
+            Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
+                self.crash_at(Fault::AfterChargeBeforeCredit)?;
+                self.settle(
+                    account_id,
+                    request_id,
+                    state,
+                    version,
+                    &card,
+                    charging.amount_usd,
+                    payment_id,
+                    payment_intent_id,
+                    now,
+                )
+                .await
+                .map(Some)
+            }
+            Ok(ChargeOutcome::Declined { payment_intent_id, decline }) => {
+                let reason = decline.code.reason().to_string();
+                self.record_decline(
+                    account_id,
+                    request_id,
+                    state,
+                    version,
+                    &card,
+                    &charging,
+                    payment_id,
+                    payment_intent_id,
+                    reason,
+                    now,
+                )
+                .await
+            }
+            Err(ProcessorError::Declined(decline)) => {
+                let reason = decline.code.reason().to_string();
+                self.record_decline(
+                    account_id, request_id, state, version, &card, &charging, payment_id, None,
+                    reason, now,
+                )
+                .await
+            }
+            Err(ProcessorError::InvalidRequest(message)) => {
+                self.record_decline(
+                    account_id, request_id, state, version, &card, &charging, payment_id, None,
+                    message, now,
+                )
+                .await
+            }
+            Err(error) => Err(RechargeError::Processor(error)),
+        }
+    }
+
+    fn failures_of(&self, state: &RechargeState, attempt: u32) -> Vec<CardFailure> {
+        state
+            .history
+            .iter()
+            .filter(|h| h.attempt == attempt && !h.succeeded)
+            .map(|h| CardFailure {
+                card_brand: h.card_brand.clone(),
+                card_last4: h.card_last4.clone(),
+                reason: h.reason.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_decline(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        mut state: RechargeState,
+        version: u64,
+        card: &StoredCard,
+        charging: &Charging,
+        payment_id: String,
+        processor_payment_id: Option<String>,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, RechargeError> {
+        warn!(account_id = %account_id, card = %card.last4, %reason, "auto-recharge declined");
+        let record = PaymentRecord {
+            payment_id,
+            amount_usd: charging.amount_usd,
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            status: PaymentStatus::Failed,
+            trigger: Trigger::Auto,
+            created_at: ledger::truncate_to_micros(now),
+            processor_payment_id,
+            failure_code: Some("card_declined".into()),
+            failure_reason: Some(reason.clone()),
+            entry_seq: None,
+            balance_after_usd: None,
+        };
+        save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
+        state.history.push(CardAttempt {
+            attempt: state.attempt,
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            succeeded: false,
+            reason: Some(reason),
+            processor_payment_id: record.processor_payment_id.clone(),
+            at: record.created_at,
+        });
+        let mut declined = charging.declined.clone();
+        declined.push(card.id.clone());
+        state.charging = Some(Charging { declined, ..charging.clone() });
+        // Saved; the next step tries the next card, or records that every card failed.
+        match self.save_state(account_id, request_id, &state, Some(version)).await? {
+            Some(_) | None => Ok(None),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn all_failed(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        mut state: RechargeState,
+        version: Option<u64>,
+        amount: Amount,
+        failures: Vec<CardFailure>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, RechargeError> {
+        let attempt = state.attempt.max(1);
+        state.attempt = attempt;
+        state.charging = None;
+        let outcome = if attempt >= MAX_ATTEMPTS {
+            state.given_up = true;
+            state.next_attempt_at = None;
+            Outcome::Stopped("out of attempts")
+        } else {
+            let next = now + backoff_after(attempt);
+            state.next_attempt_at = Some(next);
+            Outcome::RetryAt(next)
+        };
+        if self.save_state(account_id, request_id, &state, version).await?.is_none() {
+            return Ok(None);
+        }
+        self.notify(Notice {
+            id: format!("recharge_failed:{request_id}:{attempt}"),
+            account_id: account_id.clone(),
+            raised_at: ledger::truncate_to_micros(now),
+            kind: NoticeKind::RechargeFailed {
+                request_id: request_id.to_string(),
+                attempt,
+                amount_usd: amount,
+                failures,
+                next_attempt_at: state.next_attempt_at,
+            },
+        })
+        .await?;
+        info!(account_id = %account_id, attempt, "auto-recharge failed on every card");
+        Ok(Some(outcome))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        mut state: RechargeState,
+        version: u64,
+        card: &StoredCard,
+        amount: Amount,
+        payment_id: String,
+        processor_payment_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, RechargeError> {
+        let source = SourceId::parse(request_id).map_err(|e| RechargeError::Api(e.to_string()))?;
+        let posting = Posting::credit(source, BillingItem::FundsAdded, amount, now)
+            .and_then(|p| {
+                p.with_details(serde_json::json!({
+                    "payment_id": payment_id,
+                    "processor_payment_id": processor_payment_id,
+                    "card": format!("{} {}", card.brand, card.last4),
+                    "trigger": "auto",
+                }))
+            })
+            .map_err(|e| RechargeError::Api(e.to_string()))?;
+        let posted = self.store.post(account_id, vec![posting], Utc::now()).await?;
+        let seq = match posted.results.first() {
+            Some(
+                ledger::PostingResult::Applied { seq, .. }
+                | ledger::PostingResult::Duplicate { seq },
+            ) => Some(*seq),
+            _ => None,
+        };
+        let record = PaymentRecord {
+            payment_id: payment_id.clone(),
+            amount_usd: amount,
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            status: PaymentStatus::Succeeded,
+            trigger: Trigger::Auto,
+            created_at: ledger::truncate_to_micros(now),
+            processor_payment_id: Some(processor_payment_id.clone()),
+            failure_code: None,
+            failure_reason: None,
+            entry_seq: seq,
+            balance_after_usd: Some(posted.account.balance_usd.normalize().to_string()),
+        };
+        save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
+        self.add_spend(account_id, &now.format("%Y-%m").to_string(), request_id, amount).await?;
+        state.charging = None;
+        state.next_attempt_at = None;
+        state.settled_payment_id = Some(payment_id.clone());
+        state.history.push(CardAttempt {
+            attempt: state.attempt,
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            succeeded: true,
+            reason: None,
+            processor_payment_id: Some(processor_payment_id),
+            at: record.created_at,
+        });
+        // A lost race here only means another worker recorded the same settlement.
+        let _ = self.save_state(account_id, request_id, &state, Some(version)).await?;
+        self.notify(Notice {
+            id: format!("receipt:{payment_id}"),
+            account_id: account_id.clone(),
+            raised_at: record.created_at,
+            kind: NoticeKind::PaymentReceipt {
+                payment_id: payment_id.clone(),
+                amount_usd: amount,
+                card_brand: card.brand.clone(),
+                card_last4: card.last4.clone(),
+                balance_after_usd: posted.account.balance_usd,
+                trigger: PaymentTrigger::Auto,
+                paid_at: record.created_at,
+            },
+        })
+        .await?;
+        info!(account_id = %account_id, amount = %amount, "auto-recharge settled");
+        Ok(Outcome::Settled { payment_id, amount_usd: amount, card_last4: card.last4.clone() })
+    }
+
+    async fn spent_in(
+        &self,
+        account_id: &AccountId,
+        month: &str,
+    ) -> Result<Decimal, RechargeError> {
+        let id = format!("recharge-spend-{month}");
+        match self.store.get_doc(account_id, DocKind::Monthly, &id).await? {
+            None => Ok(Decimal::ZERO),
+            Some(doc) => {
+                let spend: MonthlySpend = serde_json::from_str(&doc.body)
+                    .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?;
+                Ok(spend.total_usd)
+            }
+        }
+    }
+
+    /// Add a settled recharge to the month's spend, once per request.
+    async fn add_spend(
+        &self,
+        account_id: &AccountId,
+        month: &str,
+        request_id: &str,
+        amount: Amount,
+    ) -> Result<(), RechargeError> {
+        let id = format!("recharge-spend-{month}");
+        for _ in 0..16 {
+            let current = self.store.get_doc(account_id, DocKind::Monthly, &id).await?;
+            let (mut spend, version) = match &current {
+                None => (MonthlySpend::default(), None),
+                Some(doc) => (
+                    serde_json::from_str::<MonthlySpend>(&doc.body)
+                        .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?,
+                    Some(doc.version),
+                ),
+            };
+            if spend.requests.iter().any(|r| r == request_id) {
+                return Ok(());
+            }
+            spend.total_usd += amount.value();
+            spend.requests.push(request_id.to_string());
+            let body =
+                serde_json::to_string(&spend).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match self.store.put_doc(account_id, DocKind::Monthly, &id, &body, version).await {
+                Ok(_) => return Ok(()),
+                Err(DocError::Conflict) => continue,
+                Err(DocError::TooLarge(_)) => return Ok(()),
+                Err(DocError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(RechargeError::Contention)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MonthlySpend {
+    total_usd: Decimal,
+    requests: Vec<String>,
+}

@@ -1,0 +1,151 @@
+//! The recharge queue: messages are ledger events (`recharge_requested`). A request that must
+//! wait (every card failed, or it came back early) is reported as failed with its visibility
+//! stretched to the backoff, so SQS holds it until then; after the queue's `maxReceiveCount`
+//! it reaches the dead-letter queue (and its alarm).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::Client;
+use chrono::{DateTime, Utc};
+use ledger::LedgerEvent;
+use notifications::notice::{Notice, NoticeSink};
+use tracing::{info, warn};
+
+use crate::{Outcome, RechargeWorker};
+
+/// SQS's longest visibility timeout (12 h).
+pub const MAX_VISIBILITY_SECONDS: i64 = 12 * 3_600;
+
+/// Publishes notices to the notifications queue.
+pub struct SqsNoticeSink {
+    pub client: Client,
+    pub queue_url: String,
+}
+
+#[async_trait]
+impl NoticeSink for SqsNoticeSink {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let body = serde_json::to_string(notice)?;
+        self.client.send_message().queue_url(&self.queue_url).message_body(body).send().await?;
+        Ok(())
+    }
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done: delete it.
+    Done,
+    /// Leave it; it comes back after the queue's visibility timeout.
+    Retry(String),
+    /// Leave it hidden until then.
+    Wait(DateTime<Utc>),
+}
+
+pub async fn handle_message(worker: &RechargeWorker, body: &str, now: DateTime<Utc>) -> Verdict {
+    let event: LedgerEvent = match serde_json::from_str(body) {
+        Ok(event) => event,
+        Err(error) => return Verdict::Retry(format!("not a ledger event: {error}")),
+    };
+    match worker.handle(&event, now).await {
+        Ok(Outcome::RetryAt(at) | Outcome::NotYet(at)) => Verdict::Wait(at),
+        Ok(outcome) => {
+            info!(event = %event.id, ?outcome, "recharge request handled");
+            Verdict::Done
+        }
+        Err(error) => {
+            warn!(event = %event.id, %error, "recharge request failed; will retry");
+            Verdict::Retry(error.to_string())
+        }
+    }
+}
+
+async fn hold(client: &Client, queue_url: &str, receipt: &str, until: DateTime<Utc>) {
+    let seconds = (until - Utc::now()).num_seconds().clamp(0, MAX_VISIBILITY_SECONDS) as i32;
+    let result = client
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(seconds)
+        .send()
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "could not stretch the message's visibility; it returns sooner");
+    }
+}
+
+/// The Lambda handler: one task per message, panics contained, waits held by visibility.
+pub async fn handle_sqs_event(
+    worker: Arc<RechargeWorker>,
+    client: &Client,
+    queue_url: &str,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for (index, record) in event.records.into_iter().enumerate() {
+        let id = record.message_id.clone().unwrap_or_else(|| format!("record-{index}"));
+        let body = record.body.clone().unwrap_or_default();
+        let task_worker = worker.clone();
+        let verdict =
+            tokio::spawn(async move { handle_message(&task_worker, &body, Utc::now()).await })
+                .await
+                .unwrap_or_else(|panic| Verdict::Retry(format!("worker panicked: {panic}")));
+        if verdict == Verdict::Done {
+            continue;
+        }
+        if let (Verdict::Wait(until), Some(receipt)) = (&verdict, &record.receipt_handle) {
+            hold(client, queue_url, receipt, *until).await;
+        }
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    pub received: usize,
+    pub done: usize,
+    pub waiting: usize,
+    pub retrying: usize,
+}
+
+/// One receive → handle → delete / hold round, like Lambda's event source (local runner, tests).
+pub async fn poll_once(
+    worker: &RechargeWorker,
+    client: &Client,
+    queue_url: &str,
+    now: DateTime<Utc>,
+) -> Result<PollStats, aws_sdk_sqs::Error> {
+    let output =
+        client.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await?;
+    let mut stats = PollStats::default();
+    for message in output.messages.unwrap_or_default() {
+        stats.received += 1;
+        let body = message.body.clone().unwrap_or_default();
+        let receipt = message.receipt_handle.clone().unwrap_or_default();
+        match handle_message(worker, &body, now).await {
+            Verdict::Done => {
+                stats.done += 1;
+                client
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(&receipt)
+                    .send()
+                    .await?;
+            }
+            Verdict::Wait(until) => {
+                stats.waiting += 1;
+                hold(client, queue_url, &receipt, until).await;
+            }
+            Verdict::Retry(_) => stats.retrying += 1,
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,349 @@
+//! The auto-recharge worker in process: memory store, simulated processor, recorded notices.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use api::profile::{self, CardRole, Email, StoredCard};
+use api::state::Store;
+use async_trait::async_trait;
+use chrono::{Duration, Utc};
+use conformance::{at, credit, open, usage, usd};
+use ledger::memory::MemoryStore;
+use ledger::{
+    Account, AccountId, Amount, LedgerEvent, LedgerEventKind, LedgerStore, RechargeMode,
+    RechargeSettings,
+};
+use notifications::notice::{Notice, NoticeKind, NoticeSink};
+use payments::{CardProcessor, SimulatedProcessor};
+use recharge::{Fault, Outcome, RechargeWorker, MAX_ATTEMPTS};
+
+#[derive(Default)]
+struct Notices(Mutex<Vec<Notice>>);
+
+#[async_trait]
+impl NoticeSink for Notices {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(notice.clone());
+        Ok(())
+    }
+}
+
+struct Rig {
+    store: Arc<MemoryStore>,
+    processor: Arc<SimulatedProcessor>,
+    notices: Arc<Notices>,
+    worker: Arc<RechargeWorker>,
+    id: AccountId,
+    cards: Vec<String>,
+}
+
+/// An account with terms, the given cards (first is primary), auto-recharge
+/// (threshold $15, amount $50, `mode`), funded with $20 and then used down to $14.99.
+async fn rig(card_tokens: &[&str], mode: RechargeMode) -> (Rig, LedgerEvent) {
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(SimulatedProcessor::new());
+    let notices = Arc::new(Notices::default());
+    let id = open(&*store, "acme", None).await;
+    let customer = processor.create_customer("acme", None).await.unwrap();
+    let mut cards = Vec::new();
+    for (index, token) in card_tokens.iter().enumerate() {
+        let details = processor.attach_card(&customer, token).await.unwrap();
+        cards.push(details.payment_method_id.clone());
+        let card = StoredCard {
+            id: details.payment_method_id,
+            brand: details.brand,
+            last4: details.last4,
+            exp_month: details.exp_month,
+            exp_year: details.exp_year,
+            role: if index == 0 { CardRole::Primary } else { CardRole::Backup },
+            card_manager_email: Email::try_from("cards@acme.example".to_string()).unwrap(),
+            added_at: Utc::now() + Duration::seconds(index as i64),
+        };
+        let customer_id = customer.0.clone();
+        profile::update(&*store, &id, |p| {
+            p.processor_customer_id = Some(customer_id.clone());
+            p.cards.push(card.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    store.post(&id, vec![credit("pay-1", "20")], at(1)).await.unwrap();
+    store
+        .modify_account(
+            &id,
+            Arc::new(move |a: &mut Account| {
+                a.recharge = Some(RechargeSettings::new(
+                    true,
+                    Amount::from_str("50")?,
+                    Amount::from_str("15")?,
+                    mode,
+                )?);
+                Ok(())
+            }),
+            at(1),
+        )
+        .await
+        .unwrap();
+    let crossed = store.post(&id, vec![usage("call-1", "5.01")], at(2)).await.unwrap();
+    assert_eq!(crossed.account.balance_usd, usd("14.99"));
+    let event = crossed
+        .events
+        .into_iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .expect("the crossing raised a recharge request");
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let worker = Arc::new(RechargeWorker::new(dyn_store, processor.clone(), notices.clone()));
+    (Rig { store, processor, notices, worker, id, cards }, event)
+}
+
+impl Rig {
+    async fn balance(&self) -> rust_decimal::Decimal {
+        self.store.account(&self.id).await.unwrap().unwrap().balance_usd
+    }
+
+    fn successes(&self) -> u64 {
+        self.cards.iter().map(|c| self.processor.successful_charges(c)).sum()
+    }
+
+    fn attempts(&self) -> u64 {
+        self.cards.iter().map(|c| self.processor.charge_attempts(c)).sum()
+    }
+
+    fn notices(&self, kind: &str) -> Vec<Notice> {
+        self.notices.0.lock().unwrap().iter().filter(|n| n.kind.as_str() == kind).cloned().collect()
+    }
+}
+
+#[tokio::test]
+async fn top_up_to_charges_the_difference_once_and_brings_the_balance_back_to_fifty() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Settled { amount_usd, .. } if amount_usd.value() == usd("35.01")),
+        "{outcome:?}"
+    );
+    assert_eq!(rig.balance().await, usd("50"));
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.recharge_in_flight, None, "the credit settled the request");
+    assert_eq!(rig.successes(), 1);
+    let receipts = rig.notices("payment_receipt");
+    assert_eq!(receipts.len(), 1);
+    assert!(
+        matches!(&receipts[0].kind, NoticeKind::PaymentReceipt { balance_after_usd, .. } if *balance_after_usd == usd("50"))
+    );
+
+    // The same request delivered again changes nothing and charges nothing.
+    let again = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(again, Outcome::NotNeeded(_)), "{again:?}");
+    assert_eq!(rig.successes(), 1);
+    assert_eq!(rig.balance().await, usd("50"));
+}
+
+#[tokio::test]
+async fn add_mode_charges_the_configured_amount() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert_eq!(rig.balance().await, usd("64.99"));
+}
+
+#[tokio::test]
+async fn a_declined_primary_falls_back_to_the_backup_card() {
+    let (rig, request) =
+        rig(&["pm_card_chargeDeclined", "pm_card_mastercard"], RechargeMode::TopUpTo).await;
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(&outcome, Outcome::Settled { .. }), "{outcome:?}");
+    assert_eq!(rig.processor.charge_attempts(&rig.cards[0]), 1);
+    assert_eq!(rig.processor.successful_charges(&rig.cards[1]), 1);
+    assert_eq!(rig.balance().await, usd("50"));
+    assert!(rig.notices("recharge_failed").is_empty());
+}
+
+#[tokio::test]
+async fn when_every_card_fails_nothing_is_credited_and_no_card_is_charged_again_before_the_backoff()
+{
+    let (rig, request) = rig(
+        &["pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds"],
+        RechargeMode::TopUpTo,
+    )
+    .await;
+    let start = Utc::now();
+    let first = rig.worker.handle(&request, start).await.unwrap();
+    assert_eq!(first, Outcome::RetryAt(start + Duration::hours(1)));
+    assert_eq!(rig.attempts(), 2, "each card tried once");
+    assert_eq!(rig.balance().await, usd("14.99"), "nothing credited");
+    let failures = rig.notices("recharge_failed");
+    assert_eq!(failures.len(), 1);
+    match &failures[0].kind {
+        NoticeKind::RechargeFailed { failures, next_attempt_at, attempt, .. } => {
+            assert_eq!(failures.len(), 2);
+            assert!(failures.iter().any(|f| f.reason.to_lowercase().contains("insufficient")));
+            assert_eq!(*attempt, 1);
+            assert_eq!(*next_attempt_at, Some(start + Duration::hours(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Redelivered early: it waits, and no card is touched.
+    let early = rig.worker.handle(&request, start + Duration::minutes(30)).await.unwrap();
+    assert_eq!(early, Outcome::NotYet(start + Duration::hours(1)));
+    assert_eq!(rig.attempts(), 2);
+    // After the backoff: the second attempt, then 6 h.
+    let later = start + Duration::minutes(61);
+    let second = rig.worker.handle(&request, later).await.unwrap();
+    assert_eq!(second, Outcome::RetryAt(later + Duration::hours(6)));
+    assert_eq!(rig.attempts(), 4);
+    // And it stops after the last attempt.
+    let mut now = later;
+    let mut last = second;
+    for _ in 2..MAX_ATTEMPTS {
+        now += Duration::hours(13);
+        last = rig.worker.handle(&request, now).await.unwrap();
+    }
+    assert_eq!(last, Outcome::Stopped("out of attempts"));
+    assert_eq!(rig.attempts(), 2 * u64::from(MAX_ATTEMPTS));
+    let stopped = rig.worker.handle(&request, now + Duration::days(2)).await.unwrap();
+    assert_eq!(stopped, Outcome::Stopped("out of attempts"));
+    assert_eq!(rig.attempts(), 2 * u64::from(MAX_ATTEMPTS), "never again");
+}
+
+#[tokio::test]
+async fn killed_after_the_charge_before_the_credit_the_retry_finds_the_payment_and_credits_once() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
+    rig.worker.inject_fault_once(Fault::AfterChargeBeforeCredit);
+    assert!(rig.worker.handle(&request, Utc::now()).await.is_err());
+    assert_eq!(rig.successes(), 1, "the card was charged");
+    assert_eq!(rig.balance().await, usd("14.99"), "but not credited yet");
+    let retried = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(retried, Outcome::Settled { .. }));
+    assert_eq!(rig.successes(), 1, "the retry found the same payment: one charge");
+    assert_eq!(rig.balance().await, usd("50"), "credited once");
+}
+
+#[tokio::test]
+async fn killed_before_the_charge_the_retry_charges_once() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
+    rig.worker.inject_fault_once(Fault::BeforeCharge);
+    assert!(rig.worker.handle(&request, Utc::now()).await.is_err());
+    assert_eq!(rig.attempts(), 0);
+    rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert_eq!(rig.successes(), 1);
+    assert_eq!(rig.balance().await, usd("50"));
+}
+
+#[tokio::test]
+async fn the_same_request_delivered_twice_at_once_charges_once() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let worker = rig.worker.clone();
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move { worker.handle(&request, Utc::now()).await }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(rig.successes(), 1);
+    assert_eq!(rig.balance().await, usd("50"));
+    conformance::assert_consistent(&*rig.store, &rig.id).await;
+}
+
+#[tokio::test]
+async fn the_monthly_cap_stops_auto_recharge_and_says_so() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    profile::update(&*rig.store, &rig.id, |p| {
+        p.auto_recharge_monthly_cap_usd = Some(Amount::from_str("49.99").unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert_eq!(outcome, Outcome::Stopped("monthly cap reached"));
+    assert_eq!(rig.attempts(), 0);
+    assert_eq!(rig.notices("recharge_cap_reached").len(), 1);
+}
+
+#[tokio::test]
+async fn a_recharge_reactivates_a_suspended_account() {
+    let (rig, _) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
+    rig.store.post(&rig.id, vec![usage("big", "20")], at(3)).await.unwrap();
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.status, ledger::AccountStatus::Suspended);
+    let in_flight = account.recharge_in_flight.clone().unwrap();
+    let event = LedgerEvent {
+        id: format!("acme:recharge_requested:{}", account.last_seq),
+        account_id: rig.id.clone(),
+        kind: LedgerEventKind::RechargeRequested { request_id: in_flight },
+        seq: account.last_seq,
+        version: account.version,
+        balance_usd: account.balance_usd,
+        raised_at: Utc::now(),
+    };
+    rig.worker.handle(&event, Utc::now()).await.unwrap();
+    let after = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(after.balance_usd, usd("50"), "topped up from -5.01 to 50: 55.01 charged");
+    assert_eq!(after.status, ledger::AccountStatus::Active);
+    let pending = rig.store.pending_events(100).await.unwrap();
+    assert!(pending.iter().any(|e| e.kind == LedgerEventKind::Reactivated));
+}
+
+#[tokio::test]
+async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
+    use tower::ServiceExt;
+    let (rig, request) = rig(
+        &["pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds"],
+        RechargeMode::TopUpTo,
+    )
+    .await;
+    let start = Utc::now();
+    assert!(matches!(rig.worker.handle(&request, start).await.unwrap(), Outcome::RetryAt(_)));
+
+    // The admin registers a working card through the API.
+    let dyn_store: Arc<dyn Store> = rig.store.clone();
+    let state = Arc::new(api::state::AppState {
+        store: dyn_store,
+        cards: usage::worker::RateCards::standard_only(),
+        processor: rig.processor.clone(),
+    });
+    let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
+    let token = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);
+    let app = api::app::local(state, jwt);
+    let body = r#"{"payment_method_token": "pm_card_visa", "card_manager_email": "a@acme.example", "role": "primary"}"#;
+    let response = app
+        .oneshot(
+            axum::http::Request::post("/v1/cards")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    let fresh_id = account.recharge_in_flight.clone().expect("a fresh request was raised");
+    let LedgerEventKind::RechargeRequested { request_id: old_id } = &request.kind else {
+        unreachable!()
+    };
+    assert_ne!(&fresh_id, old_id);
+    let fresh = rig
+        .store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| matches!(&e.kind, LedgerEventKind::RechargeRequested { request_id } if *request_id == fresh_id))
+        .expect("the fresh request is in the outbox");
+    let outcome = rig.worker.handle(&fresh, start + Duration::minutes(1)).await.unwrap();
+    assert!(matches!(outcome, Outcome::Settled { .. }), "{outcome:?}");
+    assert_eq!(rig.balance().await, usd("50"));
+    // The old request, when its message comes back, is dropped.
+    let old = rig.worker.handle(&request, start + Duration::hours(2)).await.unwrap();
+    assert!(matches!(old, Outcome::NotNeeded(_)), "{old:?}");
+    let (profile, _) = profile::load(&*rig.store, &rig.id).await.unwrap();
+    let charged: u64 = profile.cards.iter().map(|c| rig.processor.successful_charges(&c.id)).sum();
+    assert_eq!(charged, 1, "one successful charge in all");
+    assert_eq!(rig.balance().await, usd("50"));
+}
