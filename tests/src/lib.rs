@@ -155,3 +155,84 @@ pub async fn drain(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String>
     }
     bodies
 }
+
+/// localstripe helpers: a Stripe processor pointed at it, and what Stripe.js does in a browser.
+pub mod stripe {
+    use payments::{SecretKey, StripeConfig, StripeProcessor};
+
+    pub const SECRET_KEY: &str = "sk_test_ringledger";
+    /// Stripe's public test numbers without their check digit (see [`luhn_complete`]), so no
+    /// card number is written in the repository.
+    pub const VISA_SUCCESS: &str = "424242424242424";
+    pub const MASTERCARD_SUCCESS: &str = "555555555555444";
+    /// Attaches, then every charge is declined.
+    pub const CHARGES_DECLINED: &str = "400000000000034";
+
+    /// The 16-digit number whose first 15 digits are `prefix_15_digits`: appends the Luhn
+    /// check digit. Counting from the check digit (rightmost, index 0), every digit at an odd
+    /// index is doubled (minus 9 when above 9) and the check digit makes the sum a multiple of
+    /// 10; so within the prefix it is the digits at even indexes from its right end.
+    pub fn luhn_complete(prefix_15_digits: &str) -> String {
+        assert!(
+            prefix_15_digits.len() == 15 && prefix_15_digits.bytes().all(|b| b.is_ascii_digit()),
+            "a card prefix is 15 digits"
+        );
+        let sum: u32 = prefix_15_digits
+            .bytes()
+            .rev()
+            .enumerate()
+            .map(|(index, byte)| {
+                let digit = u32::from(byte - b'0');
+                match index % 2 {
+                    0 if digit * 2 > 9 => digit * 2 - 9,
+                    0 => digit * 2,
+                    _ => digit,
+                }
+            })
+            .sum();
+        format!("{prefix_15_digits}{}", (10 - sum % 10) % 10)
+    }
+
+    pub fn endpoint() -> String {
+        std::env::var("RINGLEDGER_STRIPE_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "RINGLEDGER_STRIPE_ENDPOINT is not set. These tests need localstripe: run them \
+                 through ./scripts/test.sh, or `scripts/stack.sh up` and `source .stack/env` first."
+            )
+        })
+    }
+
+    pub fn processor() -> StripeProcessor {
+        let key = SecretKey::parse(SECRET_KEY).expect("test key");
+        StripeProcessor::new(StripeConfig::new(endpoint(), key))
+            .expect("a processor for localstripe")
+    }
+
+    /// Turn a test card into a payment-method token, as Stripe.js would.
+    pub async fn card_token(
+        http: &reqwest::Client,
+        prefix_15_digits: &str,
+        exp_year: u16,
+    ) -> String {
+        let number = luhn_complete(prefix_15_digits);
+        let exp_year = exp_year.to_string();
+        let form = [
+            ("type", "card"),
+            ("card[number]", number.as_str()),
+            ("card[exp_month]", "8"),
+            ("card[exp_year]", exp_year.as_str()),
+            ("card[cvc]", "123"),
+        ];
+        let response = http
+            .post(format!("{}/v1/payment_methods", endpoint()))
+            .bearer_auth(SECRET_KEY)
+            .form(&form)
+            .send()
+            .await
+            .expect("POST /v1/payment_methods");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("a JSON payment method");
+        assert!(status.is_success(), "localstripe refused the card: {status} {body}");
+        body["id"].as_str().expect("a payment method id").to_owned()
+    }
+}

@@ -43,30 +43,7 @@ const CHARGES_DECLINED: &str = "400000000000034";
 /// Needs 3-D Secure for every payment.
 const REQUIRES_AUTHENTICATION: &str = "400000250000315";
 
-/// The 16-digit card number whose first 15 digits are `prefix_15_digits`: appends the Luhn
-/// check digit. Counting from the check digit's position (rightmost, index 0), every digit at
-/// an odd index is doubled (minus 9 when above 9), and the check digit makes the sum a
-/// multiple of 10; so in the prefix it is the digits at even indexes from its right end.
-fn luhn_complete(prefix_15_digits: &str) -> String {
-    assert!(
-        prefix_15_digits.len() == 15 && prefix_15_digits.bytes().all(|b| b.is_ascii_digit()),
-        "a card prefix is 15 digits"
-    );
-    let sum: u32 = prefix_15_digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(index, byte)| {
-            let digit = u32::from(byte - b'0');
-            match index % 2 {
-                0 if digit * 2 > 9 => digit * 2 - 9,
-                0 => digit * 2,
-                _ => digit,
-            }
-        })
-        .sum();
-    format!("{prefix_15_digits}{}", (10 - sum % 10) % 10)
-}
+use e2e::stripe::luhn_complete;
 
 fn stripe_endpoint() -> String {
     std::env::var("RINGLEDGER_STRIPE_ENDPOINT").unwrap_or_else(|_| {

@@ -1,7 +1,9 @@
 //! `ringledger`: the local runner and ops CLI, on the embedded store by default.
 //!
-//! This first cut carries the ledger's ops commands and a `demo`; the HTTP API (`serve`) and the
-//! workers join it with their issues.
+//! It carries the ledger's ops commands, the HTTP API (`serve`, with the auto-recharge and
+//! notification workers in the background) and a `demo`.
+
+mod pipeline;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -55,6 +57,9 @@ enum Command {
         /// Operator rate-card file (`{"standard": ..., "cards": {...}}`).
         #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
         rate_cards: Option<std::path::PathBuf>,
+        /// Where the notification worker writes each email, as an `.eml` file.
+        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        outbox_dir: std::path::PathBuf,
     },
     /// Issue a development token (HS256, signed with the local secret) for the API.
     Token {
@@ -77,6 +82,10 @@ enum Command {
         /// How many usage events the day holds.
         #[arg(long, default_value_t = 1500)]
         events: usize,
+        /// Where the notification worker writes each email, as an `.eml` file (default:
+        /// `outbox` beside the database file).
+        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR")]
+        outbox_dir: Option<std::path::PathBuf>,
     },
     /// Create an account (prepaid unless a credit limit is given).
     CreateAccount {
@@ -193,17 +202,23 @@ async fn serve(
     addr: &str,
     platform_token: &str,
     rate_cards: Option<&std::path::Path>,
+    outbox_dir: &std::path::Path,
 ) -> CliResult {
     let store = open_full_store(cli).await?;
     let cards = match rate_cards {
         Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
         None => usage::worker::RateCards::standard_only(),
     };
+    // One processor for the API and the workers: the cards registered through the API are the
+    // ones auto-recharge charges.
+    let processor = Arc::new(payments::SimulatedProcessor::new());
     let state = Arc::new(api::state::AppState {
         store: store.clone(),
         cards: cards.clone(),
-        processor: Arc::new(payments::SimulatedProcessor::new()),
+        processor: processor.clone(),
     });
+    std::fs::create_dir_all(outbox_dir)?;
+    let workers = pipeline::Pipeline::new(store.clone(), processor, outbox_dir.to_path_buf());
     let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
     let authorization =
         api::authorization::router(Arc::new(api::authorization::AuthorizationState {
@@ -216,6 +231,12 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("ringledger API on http://{} (OpenAPI at /openapi.json)", listener.local_addr()?);
     eprintln!("issue a token: ringledger token --account <id> --role admin");
+    eprintln!(
+        "workers (auto-recharge, notifications) relay the outbox every second; emails are \
+         written to {} as .eml files",
+        outbox_dir.display()
+    );
+    tokio::spawn(Arc::new(workers).run(std::time::Duration::from_secs(1)));
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -301,11 +322,15 @@ async fn main() -> CliResult {
         .init();
     let cli = Cli::parse();
     match &cli.command {
-        Command::Serve { addr, platform_token, rate_cards } => {
-            return serve(&cli, addr, platform_token, rate_cards.as_deref()).await;
+        Command::Serve { addr, platform_token, rate_cards, outbox_dir } => {
+            return serve(&cli, addr, platform_token, rate_cards.as_deref(), outbox_dir).await;
         }
-        Command::Demo { account, events } => {
-            return demo::run(&cli, account.as_deref(), *events).await;
+        Command::Demo { account, events, outbox_dir } => {
+            let outbox_dir = outbox_dir.clone().unwrap_or_else(|| {
+                let db = std::path::Path::new(&cli.db);
+                db.parent().unwrap_or(std::path::Path::new("")).join("outbox")
+            });
+            return demo::run(&cli, account.as_deref(), *events, &outbox_dir).await;
         }
         Command::Token { account, role, user, ttl_seconds } => {
             let role = match role {
@@ -424,10 +449,13 @@ async fn main() -> CliResult {
 }
 
 /// `ringledger demo`: the whole story through the real HTTP routes (in process, via
-/// `tower::ServiceExt::oneshot`) and the usage worker's real batch path, on the chosen store.
+/// `tower::ServiceExt::oneshot`), the usage worker's real batch path and the real auto-recharge
+/// and notification workers (`pipeline`), on the chosen store.
 mod demo {
     use std::collections::{BTreeMap, HashMap};
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
+    use std::time::SystemTime;
 
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
@@ -435,21 +463,27 @@ mod demo {
     use indicatif::{ProgressBar, ProgressStyle};
     use ledger::store::all_entries;
     use ledger::{
-        display_usd, AccountId, BillingItem, Entry, EntryQuery, LedgerEvent, LedgerEventKind,
-        LedgerStore, RechargeMode,
+        display_usd, AccountId, BillingItem, Entry, EntryKind, EntryQuery, LedgerEvent,
+        LedgerEventKind, LedgerStore,
     };
-    use rust_decimal::{Decimal, RoundingStrategy};
+    use rust_decimal::Decimal;
     use serde_json::{json, Value};
     use store_dynamodb::{client_for_endpoint, create_table, DynamoStore};
     use store_sqlite::{Durability, SqliteStore};
     use tower::ServiceExt;
 
+    use super::pipeline::{Pipeline, Round};
     use super::{jwt_secret, Cli, CliResult, StoreKind};
 
     type DemoError = Box<dyn std::error::Error>;
 
     /// How many pending outbox events are read at once (the outbox holds every account's).
     const OUTBOX_SCAN: u32 = 10_000;
+    /// At most this many extra worker rounds after the day, while they still get work done
+    /// (a round relays at most 200 events, of every account).
+    const DRAIN_ROUNDS: usize = 20;
+    /// At most this many emails are listed one by one in the summary.
+    const EMAILS_LISTED: usize = 40;
     /// Hours of the (UTC) day per line of the balance chart.
     const BUCKET_HOURS: u32 = 2;
 
@@ -537,23 +571,71 @@ mod demo {
             .map_or_else(|| "?".into(), display_usd)
     }
 
-    /// A recharge request the demo settled (standing in for the auto-recharge worker).
+    /// A recharge request the ledger raised for the demo account; the auto-recharge worker
+    /// settles it (the summary finds its credit by the request id, the credit's source id).
     struct Recharge {
         request_id: String,
         raised_at_seq: u64,
         balance_when_raised: Decimal,
-        amount: Decimal,
-        status: StatusCode,
-        payment_id: Option<String>,
     }
 
-    pub async fn run(cli: &Cli, account: Option<&str>, events: usize) -> CliResult {
+    /// The workers as `serve` runs them, one round after each batch; the demo notes its
+    /// account's recharge requests before a round acknowledges them.
+    struct Workers {
+        pipeline: Pipeline,
+        totals: Round,
+        requests: Vec<Recharge>,
+    }
+
+    impl Workers {
+        async fn relay(
+            &mut self,
+            ledger: &dyn LedgerStore,
+            id: &AccountId,
+        ) -> Result<Round, DemoError> {
+            for event in ledger.pending_events(OUTBOX_SCAN).await? {
+                let LedgerEventKind::RechargeRequested { request_id } = &event.kind else {
+                    continue;
+                };
+                if event.account_id == *id
+                    && !self.requests.iter().any(|r| r.request_id == *request_id)
+                {
+                    self.requests.push(Recharge {
+                        request_id: request_id.clone(),
+                        raised_at_seq: event.seq,
+                        balance_when_raised: event.balance_usd,
+                    });
+                }
+            }
+            let round = self.pipeline.run_once().await?;
+            self.totals.recharges_settled += round.recharges_settled;
+            self.totals.notices_sent += round.notices_sent;
+            Ok(round)
+        }
+    }
+
+    pub async fn run(
+        cli: &Cli,
+        account: Option<&str>,
+        events: usize,
+        outbox_dir: &Path,
+    ) -> CliResult {
         let (store, ledger) = open(cli).await?;
+        // One processor for the API and the workers: the cards registered through the API are
+        // the ones auto-recharge charges.
+        let processor = Arc::new(payments::SimulatedProcessor::new());
         let state = Arc::new(api::state::AppState {
             store: store.clone(),
             cards: usage::worker::RateCards::standard_only(),
-            processor: Arc::new(payments::SimulatedProcessor::new()),
+            processor: processor.clone(),
         });
+        std::fs::create_dir_all(outbox_dir)?;
+        let emails_before = eml_files(outbox_dir)?;
+        let mut workers = Workers {
+            pipeline: Pipeline::new(store.clone(), processor, outbox_dir.to_path_buf()),
+            totals: Round::default(),
+            requests: Vec::new(),
+        };
         let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
         let api = Api { app: api::app::local(state, jwt.clone()) };
         let operator = jwt.issue("ops@ringledger.example", None, api::auth::Role::Operator, 3600);
@@ -655,17 +737,24 @@ mod demo {
             |_| "auto-recharge on: below $15.00, top up to $50.00".into(),
         )
         .await?;
-        // Enabling auto-recharge on an empty balance asks for a recharge at once.
-        let mut recharges = Vec::new();
-        settle_recharges(&api, &*ledger, &id, &admin, &mut recharges).await?;
-        for recharge in &recharges {
-            let what = format!(
-                "{} top-up settles {} (raised at once: the balance was {})",
-                display_usd(recharge.amount),
-                recharge.request_id,
-                display_usd(recharge.balance_when_raised),
-            );
-            say("POST", "/v1/payments", recharge.status, &what);
+        // Enabling auto-recharge on an empty balance asks for a recharge at once; the
+        // auto-recharge worker charges the primary card and credits it.
+        workers.relay(&*ledger, &id).await?;
+        let entries = all_entries(&*ledger, &id, EntryQuery::default()).await?;
+        let payments = fetch_payments(&api, &admin).await?;
+        for recharge in &workers.requests {
+            let what = match settlement(recharge, &entries, &payments) {
+                Some((credit, payment)) => format!(
+                    "{} on {} settles {} (raised at once: the balance was {}); balance {}",
+                    display_usd(credit.amount_usd.value()),
+                    payment.map(card_of).unwrap_or_else(|| "?".into()),
+                    recharge.request_id,
+                    display_usd(recharge.balance_when_raised),
+                    display_usd(credit.balance_after_usd),
+                ),
+                None => format!("{} is not settled yet", recharge.request_id),
+            };
+            println!("  {:<38} {what}", "auto-recharge worker");
         }
         let initial_key = format!("{id}-pay-now-1");
         let paid = api
@@ -716,11 +805,21 @@ mod demo {
             applied += report.postings_applied;
             refused += report.postings_refused;
             failures.extend(report.failures);
-            settle_recharges(&api, &*ledger, &id, &admin, &mut recharges).await?;
+            workers.relay(&*ledger, &id).await?;
             progress.inc(chunk.len() as u64);
-            progress.set_message(format!("recharges: {}", recharges.len()));
+            progress.set_message(format!(
+                "auto-recharges: {}, notices: {}",
+                workers.totals.recharges_settled, workers.totals.notices_sent
+            ));
         }
         progress.finish_and_clear();
+        // A round relays at most 200 events of every account: finish what is left.
+        for _ in 0..DRAIN_ROUNDS {
+            let round = workers.relay(&*ledger, &id).await?;
+            if round.recharges_settled + round.notices_sent == 0 {
+                break;
+            }
+        }
         println!(
             "  {} events: {applied} charges posted, {refused} refused, {} failed",
             bodies.len(),
@@ -737,18 +836,30 @@ mod demo {
         let clock = simulated_clock(&entries, day);
         print_balance_over_day(&entries, &clock, day, setup_seq);
         print_by_item(&entries);
+        let payments = fetch_payments(&api, &admin).await?;
         let mut notes: HashMap<String, String> = HashMap::new();
         if let Some(payment) = initial_payment {
             notes.insert(payment, "Pay Now by the admin".into());
         }
-        for recharge in &recharges {
-            if let Some(payment) = &recharge.payment_id {
-                notes.insert(payment.clone(), format!("settles {}", recharge.request_id));
+        for recharge in &workers.requests {
+            // Every attempt of the worker (`<request id>:a<attempt>:<card>`), declined ones too.
+            let attempts = format!("{}:a", recharge.request_id);
+            for p in &payments {
+                let payment_id = p["payment_id"].as_str().unwrap_or_default();
+                if p["trigger"] == "auto" && payment_id.starts_with(&attempts) {
+                    notes.insert(payment_id.into(), format!("for {}", recharge.request_id));
+                }
+            }
+            if let Some((_, Some(payment))) = settlement(recharge, &entries, &payments) {
+                if let Some(payment_id) = payment["payment_id"].as_str() {
+                    notes.insert(payment_id.into(), format!("settles {}", recharge.request_id));
+                }
             }
         }
-        print_payments(&api, &admin, &notes).await?;
-        print_recharges(&recharges, &entries, &clock);
-        print_outbox(&*ledger, &id).await?;
+        print_payments(&payments, &notes);
+        print_recharges(&workers, &entries, &clock, &payments, &account);
+        print_emails(&workers.pipeline.outbox_dir, &emails_before, &id)?;
+        print_still_pending(&*ledger, &id).await?;
 
         let overview = api.call("GET", "/v1/overview", &admin, None, None).await?.1;
         println!(
@@ -766,8 +877,12 @@ mod demo {
         println!("\nlook further:");
         println!("  ringledger{db} activity {id}      every entry (CSV; --show, --from, --to)");
         println!("  ringledger{db} show {id}");
-        println!("  ringledger{db} serve              the API on http://127.0.0.1:8080, with");
+        println!(
+            "  ringledger{db} serve              the API on http://127.0.0.1:8080 and the \
+             workers, with"
+        );
         println!("  ringledger{db} token --account {id} --role admin");
+        println!("  ls {}    the emails (.eml: open one in a mail client)", outbox_dir.display());
         Ok(())
     }
 
@@ -776,74 +891,6 @@ mod demo {
             StoreKind::Sqlite => format!("the embedded store {}", cli.db),
             StoreKind::Dynamodb => format!("DynamoDB table {}", cli.table),
         }
-    }
-
-    /// Settle every pending recharge request of the account and acknowledge it.
-    ///
-    /// SIMULATION ONLY: the real auto-recharge worker arrives with its own issue (it consumes
-    /// the recharge queue, charges the primary card, falls back to the backup card, and credits
-    /// under the request id). Until then the demo charges the account through the API's Pay Now
-    /// route, with the request id as Idempotency-Key and the top-up amount.
-    async fn settle_recharges(
-        api: &Api,
-        ledger: &dyn LedgerStore,
-        id: &AccountId,
-        admin: &str,
-        log: &mut Vec<Recharge>,
-    ) -> Result<(), DemoError> {
-        let pending: Vec<LedgerEvent> = ledger
-            .pending_events(OUTBOX_SCAN)
-            .await?
-            .into_iter()
-            .filter(|e| e.account_id == *id)
-            .collect();
-        for event in pending {
-            let LedgerEventKind::RechargeRequested { request_id } = &event.kind else {
-                continue; // notices wait for the notification worker
-            };
-            let account = ledger.account(id).await?.ok_or("the demo account vanished")?;
-            let settings = account.recharge.clone().ok_or("auto-recharge is not set")?;
-            let configured = settings.amount_usd().value();
-            let wanted = match settings.mode() {
-                RechargeMode::TopUpTo => configured - account.balance_usd,
-                RechargeMode::Add => configured,
-            };
-            let amount = wanted
-                .round_dp_with_strategy(2, RoundingStrategy::ToPositiveInfinity)
-                .max(Decimal::ONE);
-            let body = json!({ "amount_usd": amount.to_string() });
-            let (status, value) =
-                api.call("POST", "/v1/payments", admin, Some(body), Some(request_id)).await?;
-            if status != StatusCode::CREATED && status != StatusCode::PAYMENT_REQUIRED {
-                return Err(format!("Pay Now for {request_id} answered {status}: {value}").into());
-            }
-            // Pay Now credits under `pay:<key>`, not under the request id, so the ledger still
-            // holds this request in flight and would raise no other; the real worker's credit
-            // settles it. Clear it here, as that credit would.
-            let settled = request_id.clone();
-            ledger
-                .modify_account(
-                    id,
-                    Arc::new(move |a| {
-                        if a.recharge_in_flight.as_deref() == Some(settled.as_str()) {
-                            a.recharge_in_flight = None;
-                        }
-                        Ok(())
-                    }),
-                    Utc::now(),
-                )
-                .await?;
-            ledger.ack_event(&event).await?;
-            log.push(Recharge {
-                request_id: request_id.clone(),
-                raised_at_seq: event.seq,
-                balance_when_raised: event.balance_usd,
-                amount,
-                status,
-                payment_id: value["payment"]["payment_id"].as_str().map(str::to_string),
-            });
-        }
-        Ok(())
     }
 
     /// A small deterministic generator (xorshift64*): the same day every run.
@@ -1038,11 +1085,8 @@ mod demo {
         println!("  {:<22} {count:>7} {:>11}  {}", "net", display_usd(sum), sum.normalize());
     }
 
-    async fn print_payments(
-        api: &Api,
-        admin: &str,
-        notes: &HashMap<String, String>,
-    ) -> Result<(), DemoError> {
+    /// Every payment of the account (GET /v1/payments, every page), oldest first.
+    async fn fetch_payments(api: &Api, admin: &str) -> Result<Vec<Value>, DemoError> {
         let mut payments = Vec::new();
         let mut path = "/v1/payments?limit=200".to_string();
         loop {
@@ -1056,12 +1100,42 @@ mod demo {
                 None => break,
             }
         }
-        payments.reverse(); // the API lists newest first
+        // The API lists Pay Now attempts newest first, but the worker's payment ids
+        // (`<request id>:a<attempt>:<card>`) do not sort by time: order by creation.
+        payments.sort_by_key(|p| {
+            p["created_at"].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        });
+        Ok(payments)
+    }
+
+    /// The credit that settled a recharge request (its source id is the request id) and the
+    /// payment behind it.
+    fn settlement<'a>(
+        recharge: &Recharge,
+        entries: &'a [Entry],
+        payments: &'a [Value],
+    ) -> Option<(&'a Entry, Option<&'a Value>)> {
+        let credit = entries
+            .iter()
+            .find(|e| e.kind == EntryKind::Credit && e.source_id.as_str() == recharge.request_id)?;
+        let payment = payments.iter().find(|p| p["entry_seq"].as_u64() == Some(credit.seq));
+        Some((credit, payment))
+    }
+
+    fn card_of(payment: &Value) -> String {
+        format!(
+            "{} {}",
+            payment["card_brand"].as_str().unwrap_or("?"),
+            payment["card_last4"].as_str().unwrap_or("?")
+        )
+    }
+
+    fn print_payments(payments: &[Value], notes: &HashMap<String, String>) {
         println!(
-            "\npayments (GET /v1/payments, oldest first; the demo settles recharges through Pay \
-             Now, so they show trigger manual):"
+            "\npayments (GET /v1/payments, by created_at; trigger auto: charged by the \
+             auto-recharge worker, primary card first, backup on decline):"
         );
-        for p in &payments {
+        for p in payments {
             let id = p["payment_id"].as_str().unwrap_or("?");
             println!(
                 "  {:>9}  {:<10} {:<4}  {:<9}  trigger {:<6}  {}",
@@ -1073,53 +1147,168 @@ mod demo {
                 notes.get(id).map(String::as_str).unwrap_or(""),
             );
         }
-        Ok(())
     }
 
-    fn print_recharges(recharges: &[Recharge], entries: &[Entry], clock: &[DateTime<Utc>]) {
+    fn print_recharges(
+        workers: &Workers,
+        entries: &[Entry],
+        clock: &[DateTime<Utc>],
+        payments: &[Value],
+        account: &ledger::Account,
+    ) {
+        let settled: Vec<_> =
+            workers.requests.iter().filter_map(|r| settlement(r, entries, payments)).collect();
+        let total: Decimal = settled.iter().map(|(credit, _)| credit.amount_usd.value()).sum();
         println!(
-            "\nrecharge requests raised by the ledger: {} (settled by the demo through Pay Now; \
-             the auto-recharge worker comes with its own issue)",
-            recharges.len()
+            "\nrecharge requests raised by the ledger: {}; the auto-recharge worker settled {} \
+             for {} (each credited once, under its request id)",
+            workers.requests.len(),
+            settled.len(),
+            display_usd(total),
         );
-        for r in recharges {
+        for r in &workers.requests {
             let at = entries
                 .iter()
                 .position(|e| e.seq == r.raised_at_seq)
                 .map(|i| clock[i].format("%H:%M").to_string())
                 .unwrap_or_else(|| "setup".into());
+            let outcome = match settlement(r, entries, payments) {
+                Some((credit, payment)) => format!(
+                    "charged {:>7} on {} (balance {})",
+                    display_usd(credit.amount_usd.value()),
+                    payment.map(card_of).unwrap_or_else(|| "?".into()),
+                    display_usd(credit.balance_after_usd),
+                ),
+                None if account.recharge_in_flight.as_deref() == Some(r.request_id.as_str()) => {
+                    "not settled: the worker tries again after its backoff".into()
+                }
+                None => "not settled: no longer needed".into(),
+            };
             println!(
-                "  {:<28} at {at:<5}  balance {:>7} -> charged {:>7} ({})",
+                "  {:<28} at {at:<5}  balance {:>7} -> {outcome}",
                 r.request_id,
                 display_usd(r.balance_when_raised),
-                display_usd(r.amount),
-                if r.status == StatusCode::CREATED { "succeeded" } else { "declined" },
             );
         }
     }
 
-    async fn print_outbox(ledger: &dyn LedgerStore, id: &AccountId) -> Result<(), DemoError> {
+    /// The `.eml` files of a folder and when each was last written.
+    fn eml_files(dir: &Path) -> std::io::Result<HashMap<PathBuf, Option<SystemTime>>> {
+        let mut files = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                files.insert(path, entry.metadata().and_then(|m| m.modified()).ok());
+            }
+        }
+        Ok(files)
+    }
+
+    /// One email of the outbox, from its headers.
+    struct Email {
+        file: String,
+        subject: String,
+        notice_id: String,
+        written: Option<SystemTime>,
+    }
+
+    fn read_email(path: &Path, written: Option<SystemTime>) -> std::io::Result<Email> {
+        let text = std::fs::read_to_string(path)?;
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        let head = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        let header = |name: &str| {
+            head.split("\r\n")
+                .filter_map(|line| line.split_once(':'))
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        Ok(Email {
+            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            subject: header("Subject"),
+            notice_id: header("X-Ringledger-Notice-Id"),
+            written,
+        })
+    }
+
+    /// What an email is, from its subject (the notification templates' wording).
+    fn email_kind(subject: &str) -> &'static str {
+        const KINDS: [(&str, &str); 7] = [
+            ("Auto-recharge receipt", "auto-recharge receipt"),
+            ("Payment receipt", "payment receipt"),
+            ("Action needed: auto-recharge", "auto-recharge failed"),
+            ("Auto-recharge paused", "auto-recharge cap reached"),
+            ("Low balance", "low balance"),
+            ("Service suspended", "service suspended"),
+            ("Service restored", "service restored"),
+        ];
+        KINDS.iter().find(|(prefix, _)| subject.starts_with(prefix)).map_or("other", |k| k.1)
+    }
+
+    /// The emails this run wrote (new or rewritten `.eml` files in the outbox folder).
+    fn print_emails(
+        dir: &Path,
+        before: &HashMap<PathBuf, Option<SystemTime>>,
+        id: &AccountId,
+    ) -> Result<(), DemoError> {
+        let mut ours = Vec::new();
+        let mut others = 0;
+        for (path, written) in eml_files(dir)? {
+            if before.get(&path) == Some(&written) {
+                continue;
+            }
+            let email = read_email(&path, written)?;
+            // Notice ids hold the account id between colons (`<account>:low_balance:<seq>`,
+            // `receipt:rch:<account>:<seq>:...`).
+            if email.notice_id.split(':').any(|part| part == id.as_str()) {
+                ours.push(email);
+            } else {
+                others += 1;
+            }
+        }
+        ours.sort_by(|a, b| (a.written, &a.file).cmp(&(b.written, &b.file)));
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for email in &ours {
+            *kinds.entry(email_kind(&email.subject)).or_default() += 1;
+        }
+        let listed: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "\nemails the notification worker wrote for {id} in {}: {}{}",
+            dir.display(),
+            ours.len(),
+            if listed.is_empty() { String::new() } else { format!(" ({})", listed.join(", ")) },
+        );
+        if others > 0 {
+            println!(
+                "  and {others} for other accounts (notices still pending in this store's outbox)"
+            );
+        }
+        for email in ours.iter().take(EMAILS_LISTED) {
+            println!("  {:<58} {}", email.subject, email.file);
+        }
+        if ours.len() > EMAILS_LISTED {
+            println!("  ... and {} more", ours.len() - EMAILS_LISTED);
+        }
+        Ok(())
+    }
+
+    /// What the workers left in the outbox for the account (a recharge waiting for its backoff).
+    async fn print_still_pending(
+        ledger: &dyn LedgerStore,
+        id: &AccountId,
+    ) -> Result<(), DemoError> {
         let pending: Vec<LedgerEvent> = ledger
             .pending_events(OUTBOX_SCAN)
             .await?
             .into_iter()
             .filter(|e| e.account_id == *id)
             .collect();
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-        for event in &pending {
-            *kinds.entry(event.kind.as_str()).or_default() += 1;
+        if pending.is_empty() {
+            println!("  the outbox holds nothing more for {id}");
+            return Ok(());
         }
-        let listed: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        println!(
-            "\noutbox: {} notice(s) pending{}{}",
-            pending.len(),
-            if listed.is_empty() { String::new() } else { format!(": {}", listed.join(", ")) },
-            if pending.is_empty() {
-                String::new()
-            } else {
-                "; the notification worker emails them once the notification issue lands".into()
-            }
-        );
+        println!("  still pending in the outbox for {id}: {}", pending.len());
         for event in &pending {
             println!("  {:<40} balance {}", event.id, display_usd(event.balance_usd));
         }

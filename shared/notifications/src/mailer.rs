@@ -142,9 +142,9 @@ fn classify_ses_error<R>(error: SdkError<SendEmailError, R>, from: &str) -> Mail
 where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let reason = DisplayErrorContext(&error).to_string();
     let boxed = |error: SdkError<SendEmailError, R>| -> Option<BoxError> { Some(Box::new(error)) };
     let SdkError::ServiceError(service) = &error else {
+        let reason = DisplayErrorContext(&error).to_string();
         return match error {
             // The request could not be built from this email: the same email fails again.
             SdkError::ConstructionFailure(_) => {
@@ -154,6 +154,9 @@ where
         };
     };
     let message = service.err().message().unwrap_or_default();
+    // The code and SES's message, for the logs and the notice's record; the whole error,
+    // response included, stays reachable as the source.
+    let reason = format!("{}: {message}", service.err().code().unwrap_or("unknown SES error"));
     match service.err() {
         SendEmailError::BadRequestException(_) => {
             MailError::Rejected { reason, source: boxed(error) }
@@ -431,10 +434,10 @@ mod tests {
         assert_eq!(parts[3], "--\r\n");
         let (text_head, text) = parts[1].split_once("\r\n\r\n").unwrap();
         assert!(text_head.contains("text/plain; charset=utf-8"));
-        assert_eq!(decode_quoted_printable(text.trim_end_matches("\r\n")), email().text);
+        assert_eq!(decode_quoted_printable(text.strip_suffix("\r\n").unwrap()), email().text);
         let (html_head, html) = parts[2].split_once("\r\n\r\n").unwrap();
         assert!(html_head.contains("text/html; charset=utf-8"));
-        assert_eq!(decode_quoted_printable(html.trim_end_matches("\r\n")), email().html);
+        assert_eq!(decode_quoted_printable(html.strip_suffix("\r\n").unwrap()), email().html);
         assert!(eml.split("\r\n").all(|line| line.len() <= 998));
         assert!(!eml.replace("\r\n", "").contains('\n'), "CRLF only");
     }
@@ -477,6 +480,65 @@ mod tests {
         let mut nobody = email();
         nobody.to.clear();
         assert!(mailer.send(&nobody).await.unwrap_err().is_permanent());
+    }
+
+    fn ses_error(error: SendEmailError) -> MailError {
+        classify_ses_error(
+            SdkError::service_error(error, ()),
+            "Billing <billing@ringledger.example>",
+        )
+    }
+
+    fn meta(code: &str, message: &str) -> aws_sdk_sesv2::error::ErrorMetadata {
+        aws_sdk_sesv2::error::ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    #[test]
+    fn ses_errors_are_permanent_only_when_this_email_is_at_fault() {
+        use aws_sdk_sesv2::types::error::{
+            BadRequestException, MessageRejected, SendingPausedException, TooManyRequestsException,
+        };
+        let bad_address = ses_error(SendEmailError::BadRequestException(
+            BadRequestException::builder()
+                .meta(meta("BadRequestException", "Missing final '@domain'"))
+                .build(),
+        ));
+        assert!(bad_address.is_permanent());
+        assert_eq!(bad_address.reason(), "BadRequestException: Missing final '@domain'");
+        let recipient = ses_error(SendEmailError::MessageRejected(
+            MessageRejected::builder()
+                .meta(meta("MessageRejected", "Email address is not verified: ops@acme.example"))
+                .build(),
+        ));
+        assert!(recipient.is_permanent(), "{recipient}");
+        let sender = ses_error(SendEmailError::MessageRejected(
+            MessageRejected::builder()
+                .meta(meta(
+                    "MessageRejected",
+                    "Email address is not verified. The following identities failed the check \
+                     in region US-EAST-1: billing@ringledger.example",
+                ))
+                .build(),
+        ));
+        assert!(matches!(sender, MailError::Unavailable { .. }), "{sender}");
+        let throttled = ses_error(SendEmailError::TooManyRequestsException(
+            TooManyRequestsException::builder().meta(meta("TooManyRequestsException", "")).build(),
+        ));
+        assert!(matches!(throttled, MailError::Throttled { .. }), "{throttled}");
+        let paused = ses_error(SendEmailError::SendingPausedException(
+            SendingPausedException::builder().meta(meta("SendingPausedException", "")).build(),
+        ));
+        assert!(matches!(paused, MailError::Unavailable { .. }), "{paused}");
+        let v1_invalid =
+            ses_error(SendEmailError::generic(meta("InvalidParameterValue", "Missing domain")));
+        assert!(v1_invalid.is_permanent(), "{v1_invalid}");
+        let timeout: SdkError<SendEmailError, ()> = SdkError::timeout_error("slow");
+        let timeout = classify_ses_error(timeout, "billing@ringledger.example");
+        assert!(matches!(timeout, MailError::Unavailable { .. }), "{timeout}");
+        assert!(
+            std::error::Error::source(&timeout).is_some(),
+            "the SDK error is kept as the source"
+        );
     }
 
     #[test]

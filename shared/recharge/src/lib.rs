@@ -78,6 +78,9 @@ pub struct RechargeState {
 pub struct Charging {
     pub card_id: String,
     pub amount_usd: Amount,
+    /// When the attempt began: names its payment records so history lists newest first.
+    #[serde(default = "Utc::now")]
+    pub started_at: DateTime<Utc>,
     /// Cards of this attempt already declined (not charged again in it).
     pub declined: Vec<String>,
 }
@@ -306,7 +309,12 @@ impl RechargeWorker {
                         .await;
                 };
                 state.attempt += 1;
-                Charging { card_id: first, amount_usd: amount, declined: Vec::new() }
+                Charging {
+                    card_id: first,
+                    amount_usd: amount,
+                    started_at: ledger::truncate_to_micros(now),
+                    declined: Vec::new(),
+                }
             }
         };
         let cards: Vec<StoredCard> = profile
@@ -348,12 +356,17 @@ impl RechargeWorker {
             .to_string()
             .parse::<u64>()
             .map_err(|e| RechargeError::Api(e.to_string()))?;
-        let payment_id = format!("{request_id}:a{}:{}", state.attempt, card.id);
+        let idempotency_key = format!("{request_id}:a{}:{}", state.attempt, card.id);
+        // The payment record's id sorts newest first in the history; stable per attempt and card.
+        let payment_id = ledger::docs::newest_first_id(
+            charging.started_at,
+            &format!("{:016x}", stable_hash(&idempotency_key)),
+        );
         let request = ChargeRequest {
             customer: CustomerId(customer),
             payment_method_id: card.id.clone(),
             amount_cents: cents,
-            idempotency_key: payment_id.clone(),
+            idempotency_key,
             description: format!("ringledger auto-recharge {request_id}"),
         };
         let result = if card.expired(now.date_naive()) {
@@ -584,8 +597,9 @@ impl RechargeWorker {
             processor_payment_id: Some(processor_payment_id),
             at: record.created_at,
         });
-        // A lost race here only means another worker recorded the same settlement.
-        let _ = self.save_state(account_id, request_id, &state, Some(version)).await?;
+        // The receipt goes out before the request is marked settled: a failure to send leaves
+        // it unsettled, and the retry replays the same charge (same key), the same credit
+        // (same source id) and the same receipt id (sent once).
         self.notify(Notice {
             id: format!("receipt:{payment_id}"),
             account_id: account_id.clone(),
@@ -601,6 +615,8 @@ impl RechargeWorker {
             },
         })
         .await?;
+        // A lost race here only means another worker recorded the same settlement.
+        let _ = self.save_state(account_id, request_id, &state, Some(version)).await?;
         info!(account_id = %account_id, amount = %amount, "auto-recharge settled");
         Ok(Outcome::Settled { payment_id, amount_usd: amount, card_last4: card.last4.clone() })
     }
@@ -656,6 +672,13 @@ impl RechargeWorker {
         }
         Err(RechargeError::Contention)
     }
+}
+
+/// FNV-1a: stable across builds (std's hasher is not).
+fn stable_hash(value: &str) -> u64 {
+    value
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

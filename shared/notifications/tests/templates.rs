@@ -1,0 +1,258 @@
+//! Snapshot tests of every template: the expected renderings are committed under
+//! `tests/snapshots/` (`<case>.txt` is the subject line and the plain-text part, `<case>.html`
+//! the HTML part) and compared exactly.
+//!
+//! After a deliberate change of wording, regenerate them with
+//! `UPDATE_SNAPSHOTS=1 cargo test -p ringledger-notifications --test templates`
+//! and review the diff before committing.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use ledger::{AccountId, Amount};
+use notifications::notice::{CardFailure, Notice, NoticeKind, PaymentTrigger};
+use notifications::templates::{render, Rendered};
+use rust_decimal_macros::dec;
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+}
+
+fn usd(value: &str) -> Amount {
+    Amount::from_str(value).unwrap()
+}
+
+fn notice(id: &str, kind: NoticeKind) -> Notice {
+    Notice {
+        id: id.into(),
+        account_id: AccountId::parse("acme").unwrap(),
+        raised_at: at("2026-11-04T10:15:00Z"),
+        kind,
+    }
+}
+
+fn receipt(trigger: PaymentTrigger) -> NoticeKind {
+    NoticeKind::PaymentReceipt {
+        payment_id: "pay_20261104_0001".into(),
+        amount_usd: usd("50"),
+        card_brand: "visa".into(),
+        card_last4: "4242".into(),
+        balance_after_usd: dec!(64.8767),
+        trigger,
+        paid_at: at("2026-11-04T10:14:59Z"),
+    }
+}
+
+fn declines() -> Vec<CardFailure> {
+    vec![
+        CardFailure {
+            card_brand: "visa".into(),
+            card_last4: "0002".into(),
+            reason: "Your card was declined.".into(),
+        },
+        CardFailure {
+            card_brand: "mastercard".into(),
+            card_last4: "9995".into(),
+            reason: "Your card has insufficient funds.".into(),
+        },
+    ]
+}
+
+fn cases() -> Vec<(&'static str, Notice)> {
+    vec![
+        (
+            "payment_receipt_manual",
+            notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Manual)),
+        ),
+        (
+            "payment_receipt_auto",
+            notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Auto)),
+        ),
+        (
+            "recharge_failed_will_retry",
+            notice(
+                "recharge_failed:rr-acme-7:1",
+                NoticeKind::RechargeFailed {
+                    request_id: "rr-acme-7".into(),
+                    attempt: 1,
+                    amount_usd: usd("50"),
+                    failures: declines(),
+                    next_attempt_at: Some(at("2026-11-04T11:15:00Z")),
+                },
+            ),
+        ),
+        (
+            "recharge_failed_stopped",
+            notice(
+                "recharge_failed:rr-acme-7:5",
+                NoticeKind::RechargeFailed {
+                    request_id: "rr-acme-7".into(),
+                    attempt: 5,
+                    amount_usd: usd("50"),
+                    failures: declines()[..1].to_vec(),
+                    next_attempt_at: None,
+                },
+            ),
+        ),
+        (
+            "recharge_failed_no_card",
+            notice(
+                "recharge_failed:rr-acme-8:1",
+                NoticeKind::RechargeFailed {
+                    request_id: "rr-acme-8".into(),
+                    attempt: 1,
+                    amount_usd: usd("75.5"),
+                    failures: vec![],
+                    next_attempt_at: Some(at("2026-11-05T10:15:00Z")),
+                },
+            ),
+        ),
+        (
+            "recharge_cap_reached",
+            notice(
+                "recharge_cap:acme:2026-11",
+                NoticeKind::RechargeCapReached {
+                    month: "2026-11".into(),
+                    cap_usd: usd("500"),
+                    spent_usd: dec!(500.00),
+                },
+            ),
+        ),
+        (
+            "low_balance",
+            notice("acme:low_balance:42", NoticeKind::LowBalance { balance_usd: dec!(4.1249) }),
+        ),
+        (
+            "suspended",
+            notice("acme:suspended:57", NoticeKind::Suspended { balance_usd: dec!(-42.7258) }),
+        ),
+        (
+            "reactivated",
+            notice("acme:reactivated:58", NoticeKind::Reactivated { balance_usd: dec!(57.2742) }),
+        ),
+        (
+            "escaping",
+            notice(
+                "recharge_failed:<b>&\"'</b>:1",
+                NoticeKind::RechargeFailed {
+                    request_id: "<script>alert('x')</script>".into(),
+                    attempt: 2,
+                    amount_usd: usd("50"),
+                    failures: vec![CardFailure {
+                        card_brand: "<img src=x onerror=alert(1)>".into(),
+                        card_last4: "\"&<>".into(),
+                        reason: "Declined <b>by</b> \"bank\" & 'issuer'".into(),
+                    }],
+                    next_attempt_at: Some(at("2026-11-04T11:15:00Z")),
+                },
+            ),
+        ),
+    ]
+}
+
+fn snapshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+fn text_file(rendered: &Rendered) -> String {
+    format!("Subject: {}\n\n{}", rendered.subject, rendered.text)
+}
+
+#[test]
+fn every_notice_renders_exactly_as_its_snapshot() {
+    let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
+    let dir = snapshot_dir();
+    let mut mismatches = Vec::new();
+    for (name, notice) in cases() {
+        let rendered = render(&notice);
+        for (extension, actual) in [("txt", text_file(&rendered)), ("html", rendered.html.clone())]
+        {
+            let path = dir.join(format!("{name}.{extension}"));
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &actual).unwrap();
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(expected) if expected == actual => {}
+                Ok(expected) => mismatches.push(format!(
+                    "{} differs.\n--- expected\n{expected}\n--- actual\n{actual}",
+                    path.display()
+                )),
+                Err(error) => mismatches.push(format!("{}: {error}", path.display())),
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{}\n\nIf the change is intended: UPDATE_SNAPSHOTS=1 cargo test -p \
+         ringledger-notifications --test templates",
+        mismatches.join("\n\n")
+    );
+}
+
+#[test]
+fn every_kind_of_notice_has_a_snapshot() {
+    let kinds: std::collections::BTreeSet<&str> =
+        cases().iter().map(|(_, notice)| notice.kind.as_str()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "low_balance",
+            "payment_receipt",
+            "reactivated",
+            "recharge_cap_reached",
+            "recharge_failed",
+            "suspended"
+        ]
+    );
+}
+
+#[test]
+fn html_parts_escape_every_value() {
+    let (_, hostile) = cases().into_iter().find(|(name, _)| *name == "escaping").unwrap();
+    let html = render(&hostile).html;
+    for raw in ["<script>", "<img", "<b>", "\"bank\"", "'issuer'", "& '"] {
+        assert!(!html.contains(raw), "{raw:?} reached the HTML unescaped");
+    }
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("Declined &lt;b&gt;by&lt;/b&gt; &quot;bank&quot; &amp; &#39;issuer&#39;"));
+    // The markup that is left is the template's own.
+    let tags: std::collections::BTreeSet<String> = html
+        .split('<')
+        .skip(1)
+        .map(|t| t.split([' ', '>']).next().unwrap().trim_start_matches('/').to_string())
+        .collect();
+    let allowed = [
+        "!DOCTYPE", "html", "head", "meta", "title", "body", "div", "h1", "h2", "p", "table", "tr",
+        "th", "td", "ul", "li",
+    ];
+    assert!(tags.iter().all(|t| allowed.contains(&t.as_str())), "{tags:?}");
+}
+
+#[test]
+fn money_is_shown_to_the_cent_and_text_lines_stay_short() {
+    for (name, notice) in cases() {
+        let rendered = render(&notice);
+        for line in rendered.text.lines() {
+            assert!(line.chars().count() <= 72, "{name}: {line:?}");
+        }
+        // No amount with more than two decimals reaches a customer.
+        for part in [&rendered.subject, &rendered.text, &rendered.html] {
+            for (index, _) in part.match_indices('$') {
+                let rest = &part[index + 1..];
+                let whole =
+                    rest.find(|c: char| !c.is_ascii_digit() && c != ',').unwrap_or(rest.len());
+                let decimals = rest[whole..]
+                    .strip_prefix('.')
+                    .map_or(0, |d| d.chars().take_while(char::is_ascii_digit).count());
+                assert_eq!(decimals, 2, "{name}: {}", &rest[..rest.len().min(12)]);
+            }
+        }
+    }
+    let suspended = render(&cases().into_iter().find(|(n, _)| *n == "suspended").unwrap().1);
+    assert!(suspended.text.contains("-$42.73"));
+    let low = render(&cases().into_iter().find(|(n, _)| *n == "low_balance").unwrap().1);
+    assert!(low.subject.contains("$4.12"), "{}", low.subject);
+}
