@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use api::app::{lambda, Group};
 use api::state::AppState;
+use notifications::notice::NoticeSink;
 use payments::{SecretKey, StripeConfig, StripeProcessor};
+use recharge::sqs::SqsNoticeSink;
 use store_dynamodb::DynamoStore;
 use usage::worker::RateCards;
 
@@ -37,10 +39,20 @@ pub async fn app_state() -> Result<Arc<AppState>, Error> {
         std::env::var("RINGLEDGER_STRIPE_URL").unwrap_or_else(|_| "https://api.stripe.com".into()),
         SecretKey::parse(env("RINGLEDGER_STRIPE_SECRET_KEY")?)?,
     ))?;
+    // Receipts go to the notifications queue when the function is given one.
+    let notices: Option<Arc<dyn NoticeSink>> =
+        match std::env::var("RINGLEDGER_NOTIFICATIONS_QUEUE_URL") {
+            Ok(queue_url) => Some(Arc::new(SqsNoticeSink {
+                client: aws_sdk_sqs::Client::new(&config),
+                queue_url,
+            })),
+            Err(_) => None,
+        };
     Ok(Arc::new(AppState {
         store: Arc::new(store),
         cards: rate_cards()?,
         processor: Arc::new(processor),
+        notices,
     }))
 }
 

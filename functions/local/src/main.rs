@@ -212,13 +212,15 @@ async fn serve(
     // One processor for the API and the workers: the cards registered through the API are the
     // ones auto-recharge charges.
     let processor = Arc::new(payments::SimulatedProcessor::new());
+    std::fs::create_dir_all(outbox_dir)?;
+    let workers =
+        pipeline::Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
     let state = Arc::new(api::state::AppState {
         store: store.clone(),
         cards: cards.clone(),
         processor: processor.clone(),
+        notices: Some(workers.notices.clone()),
     });
-    std::fs::create_dir_all(outbox_dir)?;
-    let workers = pipeline::Pipeline::new(store.clone(), processor, outbox_dir.to_path_buf());
     let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
     let authorization =
         api::authorization::router(Arc::new(api::authorization::AuthorizationState {
@@ -624,18 +626,16 @@ mod demo {
         // One processor for the API and the workers: the cards registered through the API are
         // the ones auto-recharge charges.
         let processor = Arc::new(payments::SimulatedProcessor::new());
+        std::fs::create_dir_all(outbox_dir)?;
+        let emails_before = eml_files(outbox_dir)?;
+        let pipeline = Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
         let state = Arc::new(api::state::AppState {
             store: store.clone(),
             cards: usage::worker::RateCards::standard_only(),
             processor: processor.clone(),
+            notices: Some(pipeline.notices.clone()),
         });
-        std::fs::create_dir_all(outbox_dir)?;
-        let emails_before = eml_files(outbox_dir)?;
-        let mut workers = Workers {
-            pipeline: Pipeline::new(store.clone(), processor, outbox_dir.to_path_buf()),
-            totals: Round::default(),
-            requests: Vec::new(),
-        };
+        let mut workers = Workers { pipeline, totals: Round::default(), requests: Vec::new() };
         let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
         let api = Api { app: api::app::local(state, jwt.clone()) };
         let operator = jwt.issue("ops@ringledger.example", None, api::auth::Role::Operator, 3600);

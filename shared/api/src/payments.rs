@@ -621,6 +621,26 @@ async fn pay_now(
             payment.processor_payment_id = Some(payment_intent_id);
             payment.entry_seq = seq;
             payment.balance_after_usd = Some(posted.account.balance_usd.normalize().to_string());
+            if let Some(notices) = &state.notices {
+                let receipt = notifications::notice::Notice {
+                    id: format!("receipt:{id}:{}", payment.payment_id),
+                    account_id: id.clone(),
+                    raised_at: ledger::truncate_to_micros(Utc::now()),
+                    kind: notifications::notice::NoticeKind::PaymentReceipt {
+                        payment_id: payment.payment_id.clone(),
+                        amount_usd: amount,
+                        card_brand: card.brand.clone(),
+                        card_last4: card.last4.clone(),
+                        balance_after_usd: posted.account.balance_usd,
+                        trigger: notifications::notice::PaymentTrigger::Manual,
+                        paid_at: ledger::truncate_to_micros(Utc::now()),
+                    },
+                };
+                // The payment stands either way; a lost receipt is logged, never a failed payment.
+                if let Err(error) = notices.publish(&receipt).await {
+                    tracing::warn!(%error, payment = %payment.payment_id, "receipt not queued");
+                }
+            }
             (StatusCode::CREATED, json!({ "payment": payment }))
         }
         ChargeOutcome::Declined { payment_intent_id, decline } => {

@@ -15,6 +15,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cards: RateCards,
     pub processor: Arc<dyn payments::CardProcessor>,
+    /// Where payment receipts go (the notifications queue; the worker in process locally).
+    pub notices: Option<Arc<dyn notifications::notice::NoticeSink>>,
 }
 
 impl AppState {

@@ -354,6 +354,9 @@ async fn pay_now_credits_once_per_idempotency_key_even_when_sent_concurrently(ap
     assert_eq!(payments[0]["amount_usd"], "10", "newest first");
     assert_eq!(payments[0]["trigger"], "manual");
     assert_eq!(payments[0]["card_last4"], "4242");
+    let receipts = app.notices.0.lock().unwrap().clone();
+    assert_eq!(receipts.len(), 2, "one receipt per payment, not per request");
+    assert!(receipts.iter().all(|n| n.kind.as_str() == "payment_receipt"));
 }
 
 async fn a_declined_pay_now_records_the_reason_and_credits_nothing(app: TestApp) {

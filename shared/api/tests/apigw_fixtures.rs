@@ -36,6 +36,7 @@ async fn state_with_acme() -> Arc<AppState> {
         store,
         cards: usage::worker::RateCards::standard_only(),
         processor: Arc::new(payments::SimulatedProcessor::new()),
+        notices: None,
     })
 }
 

@@ -601,7 +601,7 @@ impl RechargeWorker {
         // it unsettled, and the retry replays the same charge (same key), the same credit
         // (same source id) and the same receipt id (sent once).
         self.notify(Notice {
-            id: format!("receipt:{payment_id}"),
+            id: format!("receipt:{account_id}:{payment_id}"),
             account_id: account_id.clone(),
             raised_at: record.created_at,
             kind: NoticeKind::PaymentReceipt {

@@ -306,6 +306,7 @@ async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
         store: dyn_store,
         cards: usage::worker::RateCards::standard_only(),
         processor: rig.processor.clone(),
+        notices: None,
     });
     let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
     let token = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);

@@ -27,7 +27,23 @@ pub enum Mode {
     ApiGateway,
 }
 
+/// Notices the API published (payment receipts).
+#[derive(Default)]
+pub struct RecordedNotices(pub std::sync::Mutex<Vec<notifications::notice::Notice>>);
+
+#[async_trait::async_trait]
+impl notifications::notice::NoticeSink for RecordedNotices {
+    async fn publish(
+        &self,
+        notice: &notifications::notice::Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(notice.clone());
+        Ok(())
+    }
+}
+
 pub struct TestApp {
+    pub notices: Arc<RecordedNotices>,
     pub mode: Mode,
     pub router: axum::Router,
     pub lambda_router: axum::Router,
@@ -49,10 +65,12 @@ impl TestApp {
     pub async fn new(mode: Mode) -> Self {
         let store = Arc::new(MemoryStore::new());
         let processor = Arc::new(SimulatedProcessor::new());
+        let notices = Arc::new(RecordedNotices::default());
         let state = Arc::new(AppState {
             store: store.clone(),
             cards: RateCards::standard_only(),
             processor: processor.clone(),
+            notices: Some(notices.clone()),
         });
         let jwt = LocalJwt::new(b"test-secret".to_vec());
         let router = api::app::local(state.clone(), jwt.clone());
@@ -65,6 +83,7 @@ impl TestApp {
             tokio::spawn(async move { axum::serve(listener, served).await });
         }
         TestApp {
+            notices,
             mode,
             router,
             lambda_router,
