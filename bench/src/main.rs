@@ -40,6 +40,9 @@ struct Args {
     /// Usage worker batch sizes (messages per worker call) on DynamoDB Local.
     #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100, 1000])]
     worker_batches: Vec<usize>,
+    /// Directory holding the Lambda binaries for the startup suite (one `<name>` file each).
+    #[arg(long, default_value = "target/lambda/x86_64-unknown-linux-gnu/lambda")]
+    startup_dir: String,
     /// Events rated in the rating suite.
     #[arg(long, default_value_t = 2_000_000)]
     rating_events: usize,
@@ -295,10 +298,107 @@ async fn worker_suite(endpoint: &str, args: &Args) {
     println!();
 }
 
+/// Start each Lambda binary against a stand-in Runtime API and time how long it takes to ask
+/// for its first invocation (cold start to ready: config, SDK clients, TLS-free endpoints).
+async fn startup_suite(args: &Args) {
+    use std::sync::Mutex;
+    const BINARIES: [&str; 8] = [
+        "usage-debits",
+        "usage-authorization",
+        "payments",
+        "settings",
+        "activity",
+        "auto-recharge",
+        "notifications",
+        "outbox-relay",
+    ];
+    const RUNS: usize = 10;
+    let ready: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Instant>>>> =
+        Arc::new(Mutex::new(None));
+    let signal = ready.clone();
+    let app = axum::Router::new().route(
+        "/2018-06-01/runtime/invocation/next",
+        axum::routing::get(move || {
+            let signal = signal.clone();
+            async move {
+                if let Some(tx) = signal.lock().unwrap().take() {
+                    let _ = tx.send(Instant::now());
+                }
+                // Never answer: the function stays parked waiting for work.
+                std::future::pending::<()>().await;
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    println!("### Lambda start-up to ready (local, {RUNS} runs each, stand-in Runtime API)\n");
+    println!("| function | binary size (MB) | p50 ms | max ms |");
+    println!("|---|---:|---:|---:|");
+    for name in BINARIES {
+        let path = std::path::Path::new(&args.startup_dir).join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            println!("| {name} | missing | | |");
+            continue;
+        };
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            *ready.lock().unwrap() = Some(tx);
+            let started = Instant::now();
+            let mut child = tokio::process::Command::new(&path)
+                .env("AWS_LAMBDA_RUNTIME_API", &api)
+                .env("AWS_LAMBDA_FUNCTION_NAME", name)
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "bench")
+                .env("AWS_SECRET_ACCESS_KEY", "bench")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("RINGLEDGER_TABLE", "ringledger")
+                .env(
+                    "RINGLEDGER_RECHARGE_QUEUE_URL",
+                    "https://sqs.us-east-1.amazonaws.com/1/recharge",
+                )
+                .env(
+                    "RINGLEDGER_NOTIFICATIONS_QUEUE_URL",
+                    "https://sqs.us-east-1.amazonaws.com/1/notifications",
+                )
+                .env("RINGLEDGER_STRIPE_SECRET_KEY", "sk_test_bench")
+                .env("RINGLEDGER_MAIL_FROM", "billing@example.com")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start the function");
+            match tokio::time::timeout(Duration::from_secs(10), rx).await {
+                Ok(Ok(at)) => times.push(at - started),
+                _ => println!("| {name} | did not become ready | | |"),
+            }
+            let _ = child.kill().await;
+        }
+        if times.is_empty() {
+            continue;
+        }
+        times.sort();
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            meta.len() as f64 / 1e6,
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            times.last().unwrap().as_secs_f64() * 1e3,
+        );
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let wants = |suite: &str| args.suites.iter().any(|s| s == suite);
+    if wants("startup") {
+        startup_suite(&args).await;
+    }
     if wants("rating") {
         rating_suite(&args);
     }
