@@ -236,3 +236,23 @@ pub mod stripe {
         body["id"].as_str().expect("a payment method id").to_owned()
     }
 }
+
+/// Messages in `queue_url`: (visible, in flight).
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, queue_url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let read = |name| attributes.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    (
+        read(QueueAttributeName::ApproximateNumberOfMessages),
+        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::profile::Email as ProfileEmail;
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use ledger::docs::{DocKind, DocStore};
 use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
@@ -139,22 +138,7 @@ impl Rig {
     }
 
     async fn depth(&self, url: &str) -> (u64, u64) {
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .unwrap_or_default();
-        let read = |name| attributes.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-        (
-            read(QueueAttributeName::ApproximateNumberOfMessages),
-            read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        e2e::queue_depth(&self.sqs, url).await
     }
 
     /// Poll like Lambda until the queue is empty (in flight included) and the DLQ holds

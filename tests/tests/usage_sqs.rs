@@ -9,7 +9,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use conformance::{at, credit, open, usd};
 use ledger::{Account, Amount, LedgerStore, RechargeMode, RechargeSettings};
 use usage::relay::{sweep, EventSink};
@@ -69,23 +68,7 @@ impl Rig {
     }
 
     async fn queue_depth(&self, url: &str) -> (u64, u64) {
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .unwrap_or_default();
-        let read =
-            |name| attributes.get(&name).and_then(|v: &String| v.parse().ok()).unwrap_or(0u64);
-        (
-            read(QueueAttributeName::ApproximateNumberOfMessages),
-            read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        e2e::queue_depth(&self.sqs, url).await
     }
 
     /// Poll like Lambda until the usage queue is empty (in flight included) and the DLQ holds
