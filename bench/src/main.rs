@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100, 1000])]
     worker_batches: Vec<usize>,
     /// Directory holding the Lambda binaries for the startup suite (one `<name>` file each).
-    #[arg(long, default_value = "target/lambda/x86_64-unknown-linux-gnu/lambda")]
+    #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/lambda")]
     startup_dir: String,
     /// Events rated in the rating suite.
     #[arg(long, default_value_t = 2_000_000)]
