@@ -87,27 +87,7 @@ impl Rig {
     /// What Stripe.js does in the customer's browser: turns the card into a payment method
     /// token. (localstripe wants the secret key here; Stripe.js sends the publishable one.)
     async fn card_token(&self, prefix_15_digits: &str) -> String {
-        let number = luhn_complete(prefix_15_digits);
-        let exp_year = self.exp_year.to_string();
-        let form = [
-            ("type", "card"),
-            ("card[number]", number.as_str()),
-            ("card[exp_month]", "8"),
-            ("card[exp_year]", exp_year.as_str()),
-            ("card[cvc]", "123"),
-        ];
-        let response = self
-            .http
-            .post(format!("{}/v1/payment_methods", self.endpoint))
-            .bearer_auth(SECRET_KEY)
-            .form(&form)
-            .send()
-            .await
-            .expect("POST /v1/payment_methods");
-        let status = response.status();
-        let body: Value = response.json().await.expect("a JSON payment method");
-        assert!(status.is_success(), "localstripe refused the card: {status} {body}");
-        body["id"].as_str().expect("a payment method id").to_owned()
+        e2e::stripe::card_token(&self.http, prefix_15_digits, self.exp_year).await
     }
 
     async fn attached_card(&self, customer: &CustomerId, prefix_15_digits: &str) -> CardDetails {
