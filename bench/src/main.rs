@@ -255,8 +255,8 @@ fn rating_suite(args: &Args) {
 async fn worker_suite(endpoint: &str, args: &Args) {
     use usage::worker::{process_batch, Message, RateCards};
     println!("### Usage worker on DynamoDB Local (one hot account, no sink)\n");
-    println!("| worker batch | events | postings | billed WCU/event | hottest repeatedly written key | WCU/event on it | hot-account ceiling (events/s) | events/s (Local) | ms per batch |");
-    println!("|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    println!("| worker batch | events | postings | billed WCU/event | RCU/event | hottest repeatedly written key | WCU/event on it | hot-account ceiling (events/s) | events/s (Local) | ms per batch |");
+    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     let client = client_for_endpoint(Some(endpoint)).await;
     let cards = RateCards::standard_only();
     for &batch in &args.worker_batches {
@@ -286,9 +286,10 @@ async fn worker_suite(endpoint: &str, args: &Args) {
             .map(|(key, units)| (key_kind(key), units as f64))
             .unwrap_or(("none", 0.0));
         println!(
-            "| {batch} | {} | {postings} | {:.3} | {hottest_key} | {:.4} | {:.0} | {:.0} | {:.1} |",
+            "| {batch} | {} | {postings} | {:.3} | {:.3} | {hottest_key} | {:.4} | {:.0} | {:.0} | {:.1} |",
             rounds * batch,
             state.write_units as f64 / events,
+            state.read_units as f64 / events,
             hottest / events,
             PARTITION_WRITE_UNITS_PER_SECOND * events / hottest,
             events / elapsed.as_secs_f64(),

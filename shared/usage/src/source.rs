@@ -13,9 +13,21 @@ use serde_json::json;
 
 use crate::events::{UsageEvent, UsageKind};
 
-/// Suffixes a charge may add to its event id (see `rating::Charge::suffix`).
-const SUFFIXES: [&str; 7] =
-    ["ring", "surcharge", "included", "transcription", "call_recording", "enhanced_caller_id", ""];
+
+/// The suffixes an event's charges can carry: only these are looked up for duplicates (each is
+/// a strongly consistent read on DynamoDB). A superset of what rating produces; the store
+/// refuses a posting whose id was not declared.
+fn suffixes_for(event: &UsageEvent) -> Vec<&'static str> {
+    match &event.kind {
+        UsageKind::Call(call) => {
+            let mut suffixes = vec!["", "ring", "surcharge", "included"];
+            suffixes.extend(call.premium.iter().map(|feature| feature.as_str()));
+            suffixes
+        }
+        UsageKind::SmsIn(_) | UsageKind::SmsOut(_) => vec!["", "surcharge"],
+        UsageKind::NumberPurchase(_) | UsageKind::NumberRenewal(_) => vec![""],
+    }
+}
 
 pub fn charge_source_id(event: &UsageEvent, suffix: &str) -> SourceId {
     if suffix.is_empty() {
@@ -60,7 +72,7 @@ impl PostingSource for RatedEvents {
     fn candidate_source_ids(&self) -> Vec<SourceId> {
         let mut ids = Vec::with_capacity(self.events.len() * 3);
         for event in &self.events {
-            for suffix in SUFFIXES {
+            for suffix in suffixes_for(event) {
                 ids.push(charge_source_id(event, suffix));
             }
         }
@@ -81,7 +93,7 @@ impl PostingSource for RatedEvents {
             let month = event.month();
             // An event whose charges were applied before already used its plan seconds, and an
             // event repeated within the batch is rated once.
-            let applied = SUFFIXES
+            let applied = suffixes_for(event)
                 .iter()
                 .any(|suffix| already_applied.contains_key(&charge_source_id(event, suffix)));
             let first_in_batch = rated_events.insert(event.event_id.clone());
