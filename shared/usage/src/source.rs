@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::events::{UsageEvent, UsageKind};
 
-
 /// The suffixes an event's charges can carry: only these are looked up for duplicates (each is
 /// a strongly consistent read on DynamoDB). A superset of what rating produces; the store
 /// refuses a posting whose id was not declared.
