@@ -423,7 +423,7 @@ async fn claim(
     let fresh = IdempotencyRecord {
         state: "in_progress".into(),
         amount_usd: amount,
-        payment_id: newest_first_id(now, &format!("{:016x}", ledger_hash(key))),
+        payment_id: newest_first_id(now, &format!("{:016x}", ledger::stable_hash(key))),
         started_at: now,
         status: None,
         response: None,
@@ -490,12 +490,6 @@ async fn claim(
         "in_progress",
         "a payment with this Idempotency-Key is in progress; retry shortly",
     ))
-}
-
-fn ledger_hash(value: &str) -> u64 {
-    value
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 async fn finish(

@@ -67,3 +67,11 @@ pub enum LedgerError {
 pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
+
+/// FNV-1a: a hash that is stable across builds and platforms (std's hasher is neither), for
+/// ids and shard numbers that must come out the same every time.
+pub fn stable_hash(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

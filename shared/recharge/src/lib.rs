@@ -360,7 +360,7 @@ impl RechargeWorker {
         // The payment record's id sorts newest first in the history; stable per attempt and card.
         let payment_id = ledger::docs::newest_first_id(
             charging.started_at,
-            &format!("{:016x}", stable_hash(&idempotency_key)),
+            &format!("{:016x}", ledger::stable_hash(&idempotency_key)),
         );
         let request = ChargeRequest {
             customer: CustomerId(customer),
@@ -672,13 +672,6 @@ impl RechargeWorker {
         }
         Err(RechargeError::Contention)
     }
-}
-
-/// FNV-1a: stable across builds (std's hasher is not).
-fn stable_hash(value: &str) -> u64 {
-    value
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -52,12 +52,7 @@ pub fn doc_pk(id: &AccountId, kind: DocKind) -> String {
     format!("A#{id}#D#{}", kind.as_str())
 }
 
-/// FNV-1a: stable across builds and platforms (std's hasher is neither).
-pub fn stable_hash(value: &str) -> u64 {
-    value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+pub use ledger::stable_hash;
 
 pub fn outbox_pk_for(event_id: &str) -> String {
     format!("O#{}", stable_hash(event_id) % OUTBOX_SHARDS)
