@@ -1,7 +1,6 @@
 //! Account routes: terms, overview, settings (audited), audit log and activity.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -113,34 +112,15 @@ async fn accept_terms(
         return Err(ApiError::bad_request("invalid_field", "version must be 1 to 32 characters")
             .on_field("version"));
     }
-    let before = account_or_404(&state, &id).await?;
     let acceptance = TermsAcceptance {
         version: request.version,
         accepted_by: identity.user.clone(),
         accepted_at: ledger::truncate_to_micros(Utc::now()),
     };
     let accepted = acceptance.clone();
-    let after = state
-        .ledger()
-        .modify_account(
-            &id,
-            Arc::new(move |a| {
-                a.terms = Some(accepted.clone());
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    audit::record(
-        state.docs(),
-        &id,
-        &identity.user,
-        "terms",
-        json!(before.terms),
-        json!(after.terms),
-    )
-    .await?;
+    let change = move |a: &mut Account| a.terms = Some(accepted.clone());
+    audit::change_account(&state, &id, &identity.user, "terms", change, |a| a.terms.clone())
+        .await?;
     Ok(Json(json!({ "terms": acceptance })))
 }
 
@@ -264,26 +244,13 @@ async fn put_low_balance(
     let id = identity.admin_account()?.clone();
     let request: LowBalanceBody = body::json(&raw)?;
     let level = request.level_usd;
-    let before = account_or_404(&state, &id).await?;
-    let after = state
-        .ledger()
-        .modify_account(
-            &id,
-            Arc::new(move |a| {
-                a.low_balance_usd = level;
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    audit::record(
-        state.docs(),
+    let after = audit::change_account(
+        &state,
         &id,
         &identity.user,
         "low_balance",
-        json!(before.low_balance_usd),
-        json!(after.low_balance_usd),
+        move |a| a.low_balance_usd = level,
+        |a| a.low_balance_usd,
     )
     .await?;
     Ok(Json(json!({ "low_balance_usd": after.low_balance_usd })))
@@ -313,14 +280,6 @@ async fn put_contacts(
         )
         .on_field("billing_emails"));
     }
-    account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
-        p.billing_emails = request.billing_emails.clone();
-        p.recharge_failure_email = request.recharge_failure_email.clone();
-        p.critical_phone = request.critical_phone.clone();
-        Ok(())
-    })
-    .await?;
     let view = |p: &profile::Profile| {
         json!({
             "billing_emails": p.billing_emails,
@@ -328,8 +287,14 @@ async fn put_contacts(
             "critical_phone": p.critical_phone,
         })
     };
-    audit::record(state.docs(), &id, &identity.user, "contacts", view(&before), view(&after))
-        .await?;
+    let change = |p: &mut profile::Profile| {
+        p.billing_emails = request.billing_emails.clone();
+        p.recharge_failure_email = request.recharge_failure_email.clone();
+        p.critical_phone = request.critical_phone.clone();
+        Ok(())
+    };
+    let after =
+        audit::change_profile(&state, &id, &identity.user, "contacts", change, view).await?;
     Ok(Json(view(&after)))
 }
 
@@ -341,21 +306,13 @@ async fn put_address(
     let id = identity.admin_account()?.clone();
     let address: profile::Address = body::json(&raw)?;
     address.validate()?;
-    account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
+    let change = |p: &mut profile::Profile| {
         p.service_address = Some(address.clone());
         Ok(())
-    })
-    .await?;
-    audit::record(
-        state.docs(),
-        &id,
-        &identity.user,
-        "service_address",
-        json!(before.service_address),
-        json!(after.service_address),
-    )
-    .await?;
+    };
+    let view = |p: &profile::Profile| p.service_address.clone();
+    let after =
+        audit::change_profile(&state, &id, &identity.user, "service_address", change, view).await?;
     Ok(Json(json!({ "service_address": after.service_address })))
 }
 
@@ -372,21 +329,14 @@ async fn put_statement_schedule(
 ) -> Result<Json<Value>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: ScheduleBody = body::json(&raw)?;
-    account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
+    let change = |p: &mut profile::Profile| {
         p.statement_schedule = request.schedule;
         Ok(())
-    })
-    .await?;
-    audit::record(
-        state.docs(),
-        &id,
-        &identity.user,
-        "statement_schedule",
-        json!(before.statement_schedule),
-        json!(after.statement_schedule),
-    )
-    .await?;
+    };
+    let view = |p: &profile::Profile| p.statement_schedule;
+    let after =
+        audit::change_profile(&state, &id, &identity.user, "statement_schedule", change, view)
+            .await?;
     Ok(Json(json!({ "statement_schedule": after.statement_schedule })))
 }
 
@@ -584,12 +534,6 @@ async fn activity_csv(
     Ok((headers, csv).into_response())
 }
 
-#[derive(Deserialize)]
-struct AuditParams {
-    cursor: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn audit_log(
     State(state): State<Arc<AppState>>,
     identity: Identity,
@@ -597,23 +541,11 @@ async fn audit_log(
 ) -> Result<Json<Value>, ApiError> {
     let id = identity.account()?;
     let params = Params::new(raw, &["cursor", "limit"])?;
-    let request = AuditParams {
-        cursor: params.get("cursor").map(str::to_string),
-        limit: Some(params.limit(50, 200)?),
-    };
-    let limit = request.limit.unwrap_or(50);
-    let docs = state
-        .docs()
-        .list_docs(id, DocKind::Audit, request.cursor.as_deref(), limit)
-        .await
-        .map_err(ApiError::from_store)?;
-    let next_cursor = (docs.len() == limit as usize).then(|| docs.last().map(|d| d.id.clone()));
-    let entries: Vec<audit::AuditEntry> = docs
-        .iter()
-        .map(|d| serde_json::from_str(&d.body))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({ "entries": entries, "next_cursor": next_cursor.flatten() })))
+    let limit = params.limit(50, 200)?;
+    let (entries, next_cursor) = state
+        .doc_page::<audit::AuditEntry>(id, DocKind::Audit, params.get("cursor"), limit)
+        .await?;
+    Ok(Json(json!({ "entries": entries, "next_cursor": next_cursor })))
 }
 
 /// `Idempotency-Key`: required on every money-moving POST.
@@ -631,9 +563,4 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .on_field("Idempotency-Key"));
     }
     Ok(key.to_string())
-}
-
-pub fn parse_amount(value: &str, field: &str) -> Result<Amount, ApiError> {
-    Amount::from_str(value)
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).on_field(field))
 }

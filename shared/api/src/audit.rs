@@ -5,7 +5,15 @@ use ledger::docs::{newest_first_id, DocError, DocKind, DocStore};
 use ledger::AccountId;
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, Mutex};
+
+use ledger::Account;
+use serde_json::json;
+
+use crate::account::account_or_404;
 use crate::error::ApiError;
+use crate::profile::{self, Profile};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -42,4 +50,52 @@ pub async fn record(
         }
     }
     Err(ApiError::internal(&std::io::Error::other("audit id collisions")))
+}
+
+/// Change an account's settings and audit it. `change` may run more than once (optimistic
+/// concurrency); the audit's "before" is the account the committed run changed, so it is
+/// exact under concurrency and costs no extra read. `view` is what the log shows of it.
+pub async fn change_account<V: serde::Serialize>(
+    state: &AppState,
+    id: &AccountId,
+    actor: &str,
+    change_name: &str,
+    change: impl Fn(&mut Account) + Send + Sync + 'static,
+    view: impl Fn(&Account) -> V,
+) -> Result<Account, ApiError> {
+    let seen: Arc<Mutex<Option<Account>>> = Arc::default();
+    let last_seen = seen.clone();
+    let after = state
+        .ledger()
+        .modify_account(
+            id,
+            Arc::new(move |account| {
+                *last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(account.clone());
+                change(account);
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    let before = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let before = before.as_ref().map(&view);
+    record(state.docs(), id, actor, change_name, json!(before), json!(view(&after))).await?;
+    Ok(after)
+}
+
+/// Change an account's profile (contacts, address, schedule, tax exemption) and audit it.
+pub async fn change_profile<V: serde::Serialize>(
+    state: &AppState,
+    id: &AccountId,
+    actor: &str,
+    change_name: &str,
+    change: impl FnMut(&mut Profile) -> Result<(), ApiError>,
+    view: impl Fn(&Profile) -> V,
+) -> Result<Profile, ApiError> {
+    // Profiles belong to accounts: no profile for an account that does not exist.
+    account_or_404(state, id).await?;
+    let (before, after) = profile::update(state.docs(), id, change).await?;
+    record(state.docs(), id, actor, change_name, json!(view(&before)), json!(view(&after))).await?;
+    Ok(after)
 }

@@ -107,27 +107,14 @@ async fn set_rate_card(
         return Err(ApiError::bad_request("invalid_field", "no rate card has that id")
             .on_field("rate_card"));
     }
-    let before = account_or_404(&state, &id).await?;
     let card = request.rate_card.clone();
-    let after = state
-        .ledger()
-        .modify_account(
-            &id,
-            Arc::new(move |a| {
-                a.rate_card = card.clone();
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    audit::record(
-        state.docs(),
+    let after = audit::change_account(
+        &state,
         &id,
         &identity.user,
         "rate_card",
-        json!(before.rate_card),
-        json!(after.rate_card),
+        move |a| a.rate_card = card.clone(),
+        |a| a.rate_card.clone(),
     )
     .await?;
     Ok(Json(json!({ "rate_card": after.rate_card })))
@@ -148,27 +135,14 @@ async fn set_credit_limit(
     identity.operator()?;
     let id = path_account(&account_id)?;
     let request: CreditLimitBody = body::json(&raw)?;
-    let before = account_or_404(&state, &id).await?;
     let limit = request.credit_limit_usd;
-    let after = state
-        .ledger()
-        .modify_account(
-            &id,
-            Arc::new(move |a| {
-                a.credit_limit_usd = limit;
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
-    audit::record(
-        state.docs(),
+    let after = audit::change_account(
+        &state,
         &id,
         &identity.user,
         "credit_limit",
-        json!(before.credit_limit_usd),
-        json!(after.credit_limit_usd),
+        move |a| a.credit_limit_usd = limit,
+        |a| a.credit_limit_usd,
     )
     .await?;
     Ok(Json(json!({ "credit_limit_usd": after.credit_limit_usd, "status": after.status })))
@@ -189,21 +163,13 @@ async fn set_tax_exemption(
     identity.operator()?;
     let id = path_account(&account_id)?;
     let request: TaxExemptionBody = body::json(&raw)?;
-    account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
+    let change = |p: &mut profile::Profile| {
         p.tax_exempt = request.tax_exempt;
         Ok(())
-    })
-    .await?;
-    audit::record(
-        state.docs(),
-        &id,
-        &identity.user,
-        "tax_exempt",
-        json!(before.tax_exempt),
-        json!(after.tax_exempt),
-    )
-    .await?;
+    };
+    let after =
+        audit::change_profile(&state, &id, &identity.user, "tax_exempt", change, |p| p.tax_exempt)
+            .await?;
     Ok(Json(json!({ "tax_exempt": after.tax_exempt })))
 }
 

@@ -666,17 +666,7 @@ async fn history(
     account_or_404(&state, id).await?;
     let params = Params::new(raw, &["cursor", "limit"])?;
     let limit = params.limit(50, 200)?;
-    let docs = state
-        .docs()
-        .list_docs(id, DocKind::Payment, params.get("cursor"), limit)
-        .await
-        .map_err(ApiError::from_store)?;
-    let next_cursor =
-        (docs.len() == limit as usize).then(|| docs.last().map(|d| d.id.clone())).flatten();
-    let payments: Vec<PaymentRecord> = docs
-        .iter()
-        .map(|d| serde_json::from_str(&d.body))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::internal(&e))?;
+    let (payments, next_cursor) =
+        state.doc_page::<PaymentRecord>(id, DocKind::Payment, params.get("cursor"), limit).await?;
     Ok(Json(json!({ "payments": payments, "next_cursor": next_cursor })))
 }

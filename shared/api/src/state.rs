@@ -28,3 +28,29 @@ impl AppState {
         &*self.store
     }
 }
+
+impl AppState {
+    /// One page of an account's documents of `kind` (ids ascending; newest first for kinds
+    /// whose ids invert time), parsed, with the cursor of the next page when there may be one.
+    pub async fn doc_page<T: serde::de::DeserializeOwned>(
+        &self,
+        account: &ledger::AccountId,
+        kind: ledger::docs::DocKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<T>, Option<String>), crate::error::ApiError> {
+        use crate::error::ApiError;
+        let docs = self
+            .docs()
+            .list_docs(account, kind, cursor, limit)
+            .await
+            .map_err(ApiError::from_store)?;
+        let next = (docs.len() == limit as usize).then(|| docs.last().map(|d| d.id.clone()));
+        let items = docs
+            .iter()
+            .map(|d| serde_json::from_str(&d.body))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok((items, next.flatten()))
+    }
+}
