@@ -13,8 +13,8 @@ use rust_decimal::Decimal;
 use ledger::store::all_entries;
 use ledger::{
     verify_chain, Account, AccountId, AccountStatus, Amount, BillingItem, EntryKind, EntryQuery,
-    LedgerError, LedgerEventKind, LedgerStore, NewAccount, Posting, PostingResult, RechargeMode,
-    RechargeSettings, Refusal, Show, SourceId, StoreError, TermsAcceptance,
+    LedgerError, LedgerEventKind, LedgerStore, MonthTotals, NewAccount, Posting, PostingResult,
+    RechargeMode, RechargeSettings, Refusal, Show, SourceId, StoreError, TermsAcceptance,
 };
 
 pub fn usd(value: &str) -> Decimal {
@@ -731,4 +731,112 @@ pub async fn plan_usage_changes_with_its_postings_exactly_once(store: Arc<dyn Le
     let account = assert_consistent(&*store, &id).await;
     assert_eq!(account.plan_usage.included_seconds_used, 60 * account.last_seq);
     assert_eq!(account.plan_usage, store.account(&id).await.unwrap().unwrap().plan_usage);
+}
+
+/// `count` consecutive months from `first` (`YYYY-MM`).
+pub fn months(first: &str, count: usize) -> Vec<String> {
+    let (year, month) = first.split_once('-').expect("YYYY-MM");
+    let start: i32 = year.parse::<i32>().unwrap() * 12 + month.parse::<i32>().unwrap() - 1;
+    (0..count as i32)
+        .map(|i| format!("{:04}-{:02}", (start + i) / 12, (start + i) % 12 + 1))
+        .collect()
+}
+
+/// Month totals computed the slow way, from every entry.
+pub fn month_totals_of(entries: &[ledger::Entry], month: &str) -> MonthTotals {
+    let mut totals = MonthTotals::empty(month);
+    for entry in entries.iter().filter(|e| ledger::month_of(e.posted_at) == month) {
+        totals.add(entry);
+    }
+    totals
+}
+
+pub async fn month_totals_add_up_each_months_entries_and_close_once(store: Arc<dyn LedgerStore>) {
+    let id = open(&*store, "months", None).await;
+    let oct = |day: u32| Utc.with_ymd_and_hms(2026, 10, day, 12, 0, 0).unwrap();
+    let usage = |name: &str, item: BillingItem, value: &str| {
+        Posting::usage(source(name), item, amount(value), oct(1)).unwrap()
+    };
+    let credit = |name: &str, item: BillingItem, value: &str| {
+        Posting::credit(source(name), item, amount(value), oct(1)).unwrap()
+    };
+    post(&*store, &id, vec![credit("pay1", BillingItem::FundsAdded, "100")], oct(1)).await;
+    post(
+        &*store,
+        &id,
+        vec![
+            usage("call1", BillingItem::PhoneCall, "1.2345"),
+            credit("call1#included", BillingItem::IncludedMinutes, "0.5"),
+            usage("sms1", BillingItem::OutgoingSms, "0.0075"),
+        ],
+        oct(2),
+    )
+    .await;
+    post(&*store, &id, vec![usage("call2", BillingItem::PhoneCall, "2")], oct(31)).await;
+    let october = store.month_totals(&id, "2026-10").await.unwrap();
+    assert_eq!(october.month, "2026-10");
+    assert_eq!(october.net(BillingItem::PhoneCall), usd("3.2345"));
+    assert_eq!(october.net(BillingItem::IncludedMinutes), usd("-0.5"));
+    assert_eq!(october.net(BillingItem::OutgoingSms), usd("0.0075"));
+    assert_eq!(october.net(BillingItem::FundsAdded), usd("-100"));
+    assert_eq!(october.net(BillingItem::SalesTax), Decimal::ZERO);
+
+    // December opens a new month (November has none); October is closed and stays exact.
+    let dec = Utc.with_ymd_and_hms(2026, 12, 3, 0, 0, 0).unwrap();
+    post(&*store, &id, vec![usage("num1", BillingItem::PhoneNumber, "1.15")], dec).await;
+    // A redelivery of an October event in December changes no month.
+    let again = post(&*store, &id, vec![usage("call2", BillingItem::PhoneCall, "2")], dec).await;
+    assert!(matches!(again.results[0], PostingResult::Duplicate { .. }));
+    post(&*store, &id, vec![usage("tax:2026-10", BillingItem::SalesTax, "0.23")], dec).await;
+    assert_eq!(store.month_totals(&id, "2026-10").await.unwrap(), october);
+    assert_eq!(store.month_totals(&id, "2026-11").await.unwrap(), MonthTotals::empty("2026-11"));
+    let december = store.month_totals(&id, "2026-12").await.unwrap();
+    assert_eq!(december.net(BillingItem::PhoneNumber), usd("1.15"));
+    assert_eq!(december.net(BillingItem::SalesTax), usd("0.23"));
+    assert_eq!(december.net(BillingItem::PhoneCall), Decimal::ZERO);
+    assert_eq!(store.month_totals(&id, "2027-01").await.unwrap(), MonthTotals::empty("2027-01"));
+    assert_eq!(store.month_totals(&id, "2026-09").await.unwrap(), MonthTotals::empty("2026-09"));
+
+    // Every month agrees with the slow way.
+    let (_, entries) = snapshot(&*store, &id).await;
+    for month in months("2026-09", 6) {
+        assert_eq!(
+            store.month_totals(&id, &month).await.unwrap(),
+            month_totals_of(&entries, &month)
+        );
+    }
+    assert!(matches!(
+        store.month_totals(&id, "2026-13").await,
+        Err(StoreError::Rejected(LedgerError::BadMonth(_)))
+    ));
+    assert!(matches!(
+        store.month_totals(&account_id("nobody"), "2026-10").await,
+        Err(StoreError::AccountNotFound(_))
+    ));
+}
+
+pub async fn account_ids_list_every_account_in_order(store: Arc<dyn LedgerStore>) {
+    let mut expected: Vec<AccountId> = Vec::new();
+    for name in ["acct-c", "acct-a", "acct-e", "acct-b", "acct-d"] {
+        expected.push(open(&*store, name, None).await);
+    }
+    expected.sort();
+    let mut listed = Vec::new();
+    let mut after: Option<AccountId> = None;
+    loop {
+        let page = store.account_ids(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        listed.extend(page);
+    }
+    assert_eq!(listed, expected, "every account once, ascending");
+    let rest = store.account_ids(Some(&account_id("acct-b")), 500).await.unwrap();
+    assert_eq!(rest, expected[2..].to_vec());
+    assert!(matches!(
+        store.account_ids(None, 0).await,
+        Err(StoreError::Rejected(LedgerError::BadPageSize { .. }))
+    ));
 }

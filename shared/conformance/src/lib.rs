@@ -53,6 +53,8 @@ macro_rules! conformance_suite {
             interrupted_postings_leave_nothing_half_applied,
             accounts_are_isolated_from_each_other,
             plan_usage_changes_with_its_postings_exactly_once,
+            month_totals_add_up_each_months_entries_and_close_once,
+            account_ids_list_every_account_in_order,
         );
 
         #[test]

@@ -107,7 +107,8 @@ async fn check(
         let postings: Vec<Posting> = batch.iter().map(to_posting).collect();
         let before = model.balance;
         let outcome = store
-            .post(&id, postings, at(number as i64))
+            // Batches spread over months (some months skipped) so month totals close and skip.
+            .post(&id, postings, at((number * number) as i64 * 5 * 86_400))
             .await
             .map_err(|e| TestCaseError::fail(format!("post failed: {e}")))?;
         let expected: Vec<PostingResult> = batch.iter().map(|op| model.step(op)).collect();
@@ -136,6 +137,14 @@ async fn check(
     for (source, seq) in &model.applied {
         let entry = &entries[(*seq - 1) as usize];
         prop_assert_eq!(entry.source_id.as_str(), format!("s{source}"));
+    }
+    for month in crate::cases::months("2026-10", 16) {
+        let expected = crate::cases::month_totals_of(&entries, &month);
+        let stored = store
+            .month_totals(&id, &month)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("month totals failed: {e}")))?;
+        prop_assert_eq!(stored, expected, "month {}", month);
     }
     Ok(())
 }

@@ -140,6 +140,57 @@ impl PlanUsage {
     }
 }
 
+/// What an account's entries posted in one calendar month (UTC, by `posted_at`) add up to, by
+/// billing item: debits minus credits, so charges are positive and credits negative. Kept
+/// current by every posting, atomically with it, so monthly jobs (sales tax) read one record
+/// instead of a month of entries. Months close in posting order: once a later month has a
+/// posting, an earlier month's totals never change again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MonthTotals {
+    /// `YYYY-MM`; empty before the first posting.
+    pub month: String,
+    #[serde(default)]
+    pub by_item: std::collections::BTreeMap<crate::entry::BillingItem, Decimal>,
+}
+
+impl MonthTotals {
+    pub fn empty(month: &str) -> Self {
+        MonthTotals { month: month.to_string(), by_item: Default::default() }
+    }
+
+    /// Debits minus credits of `item` in the month (zero when it has none).
+    pub fn net(&self, item: crate::entry::BillingItem) -> Decimal {
+        self.by_item.get(&item).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    /// Add one entry's effect.
+    pub fn add(&mut self, entry: &crate::entry::Entry) {
+        let charge = -entry.signed_amount_usd();
+        let total = self.by_item.entry(entry.item).or_insert(Decimal::ZERO);
+        *total += charge;
+        if total.is_zero() {
+            self.by_item.remove(&entry.item);
+        }
+    }
+}
+
+/// Check a `YYYY-MM` month.
+pub fn check_month(month: &str) -> Result<(), crate::LedgerError> {
+    let valid = month.len() == 7
+        && chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok()
+        && month.as_bytes()[4] == b'-';
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::LedgerError::BadMonth(month.chars().take(20).collect()))
+    }
+}
+
+/// `YYYY-MM` of a time (UTC).
+pub fn month_of(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m").to_string()
+}
+
 /// An account as the ledger sees it. Balance, `last_seq` and `version` change only by posting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -161,6 +212,10 @@ pub struct Account {
     pub rate_card: Option<String>,
     #[serde(default)]
     pub plan_usage: PlanUsage,
+    /// Totals of the month of the account's last posting (see [`MonthTotals`]). Earlier months
+    /// are closed into the store's month records when a posting opens a new month.
+    #[serde(default)]
+    pub month_totals: MonthTotals,
     /// Optimistic-concurrency version; every write bumps it.
     pub version: u64,
     /// The sequence number of the account's last entry (0 before the first).
@@ -183,6 +238,7 @@ impl Account {
             low_balance_usd: None,
             rate_card: None,
             plan_usage: PlanUsage::default(),
+            month_totals: MonthTotals::default(),
             version: 0,
             last_seq: 0,
             last_posted_at: None,

@@ -62,7 +62,7 @@ impl fmt::Display for AccountId {
 }
 
 /// The stable id that makes a posting idempotent: a telephony event id, a client's
-/// `Idempotency-Key`, a recharge request id, `tax:<account>:<month>`. Printable ASCII, no spaces.
+/// `Idempotency-Key`, a recharge request id, `tax:<YYYY-MM>` (source ids are per account). Printable ASCII, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SourceId(String);

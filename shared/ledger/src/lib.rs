@@ -8,13 +8,14 @@ pub mod ids;
 pub mod memory;
 pub mod money;
 pub mod posting;
+pub mod statement;
 pub mod store;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
-    Account, AccountStatus, PlanUsage, RechargeMode, RechargeSettings, RechargeSettingsError,
-    TermsAcceptance,
+    month_of, Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
+    RechargeSettingsError, TermsAcceptance,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use ids::{AccountId, IdError, SourceId};
@@ -53,6 +54,8 @@ pub enum LedgerError {
         docs::MAX_DOC_ID_LEN
     )]
     BadDocumentId,
+    #[error("{0:?} is not a month; use YYYY-MM, such as 2026-10")]
+    BadMonth(String),
     #[error("settings changes cannot touch the balance, sequence or version")]
     BalanceFieldsAreLedgerOnly,
     #[error(transparent)]

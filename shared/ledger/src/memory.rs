@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::account::Account;
+use crate::account::{Account, MonthTotals};
 use crate::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
 };
@@ -15,8 +15,8 @@ use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
 use crate::posting::{apply, settle_settings_change, LedgerEvent};
 use crate::store::{
-    checked_postings, encode_cursor, AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount,
-    PostOutcome, PostingSource, StoreError,
+    check_ids_limit, checked_postings, encode_cursor, AccountChange, EntryPage, EntryQuery,
+    LedgerStore, NewAccount, PostOutcome, PostingSource, StoreError,
 };
 
 #[derive(Default)]
@@ -24,6 +24,7 @@ struct Book {
     account: Option<Account>,
     entries: Vec<Entry>,
     by_source: HashMap<SourceId, u64>,
+    closed_months: BTreeMap<String, MonthTotals>,
 }
 
 /// Events leave the outbox in time order, then per account in version order.
@@ -35,7 +36,7 @@ fn outbox_key(event: &LedgerEvent) -> OutboxKey {
 
 #[derive(Default)]
 pub struct MemoryStore {
-    books: Mutex<HashMap<AccountId, Book>>,
+    books: Mutex<BTreeMap<AccountId, Book>>,
     outbox: Mutex<BTreeMap<OutboxKey, LedgerEvent>>,
     /// Documents per account and kind, by id (so a list is a range of the map).
     docs: Mutex<HashMap<(AccountId, DocKind), BTreeMap<String, Doc>>>,
@@ -123,6 +124,9 @@ impl LedgerStore for MemoryStore {
                     book.by_source.insert(entry.source_id.clone(), entry.seq);
                 }
                 book.entries.extend(application.entries.iter().cloned());
+                if let Some(closed) = &application.closed_month {
+                    book.closed_months.insert(closed.month.clone(), closed.clone());
+                }
                 book.account = Some(application.account.clone());
             }
             application
@@ -156,6 +160,32 @@ impl LedgerStore for MemoryStore {
             }
         }
         Ok(EntryPage { entries, next_cursor })
+    }
+
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<MonthTotals>, StoreError> {
+        let books = self.books.lock().expect("books lock poisoned");
+        let book = books.get(id).ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+        Ok(book.closed_months.get(month).cloned())
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let limit = check_ids_limit(limit)?;
+        let books = self.books.lock().expect("books lock poisoned");
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(books
+            .range::<AccountId, _>((from, Bound::Unbounded))
+            .filter(|(_, book)| book.account.is_some())
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, AccountStatus};
+use crate::account::{month_of, Account, AccountStatus, MonthTotals};
 use crate::entry::{BillingItem, Entry, EntryKind};
 use crate::ids::SourceId;
 use crate::money::Amount;
@@ -207,6 +207,9 @@ pub struct Application {
     pub entries: Vec<Entry>,
     pub results: Vec<PostingResult>,
     pub events: Vec<LedgerEvent>,
+    /// The totals of the month this batch closed by opening a new one: stores keep them,
+    /// in the same atomic write, as the month's record (see [`crate::MonthTotals`]).
+    pub closed_month: Option<MonthTotals>,
 }
 
 impl Application {
@@ -282,9 +285,20 @@ pub fn apply(
 
     let mut next = account.clone();
     let mut events = Vec::new();
+    let mut closed_month = None;
     let version = account.version + 1;
     if !entries.is_empty() {
         assert_chain_extends(account, &entries);
+        let month = month_of(posted_at);
+        if account.month_totals.month != month {
+            if !account.month_totals.month.is_empty() {
+                closed_month = Some(account.month_totals.clone());
+            }
+            next.month_totals = MonthTotals::empty(&month);
+        }
+        for entry in &entries {
+            next.month_totals.add(entry);
+        }
         next.balance_usd = balance;
         next.last_seq = seq;
         next.last_posted_at = Some(posted_at);
@@ -332,7 +346,7 @@ pub fn apply(
             }
         }
     }
-    Ok(Application { account: next, entries, results, events })
+    Ok(Application { account: next, entries, results, events, closed_month })
 }
 
 /// Recompute what a change of settings implies: status from the (possibly new) floor, and the

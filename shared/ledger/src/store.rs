@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::HashMap;
 
-use crate::account::{Account, PlanUsage};
+use crate::account::{Account, MonthTotals, PlanUsage};
 use crate::entry::{Entry, EntryKind};
 use crate::ids::{AccountId, SourceId};
 use crate::money::Amount;
@@ -239,11 +239,53 @@ pub trait LedgerStore: Send + Sync {
 
     async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError>;
 
+    /// The record a posting wrote when it closed `month` (`YYYY-MM`) of this account by opening
+    /// a later one. Use [`LedgerStore::month_totals`]; this is the store's half of it.
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<MonthTotals>, StoreError>;
+
+    /// What the account's entries posted in `month` (UTC) add up to, by billing item: the
+    /// account's own totals when `month` is the month of its last posting, else the month's
+    /// closed record, else nothing (no postings that month). One or two reads. Final once the
+    /// month is over: a posting never lands in a month before the account's last posting.
+    async fn month_totals(&self, id: &AccountId, month: &str) -> Result<MonthTotals, StoreError> {
+        crate::account::check_month(month)?;
+        let account =
+            self.account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+        let current = &account.month_totals;
+        if current.month == month {
+            return Ok(current.clone());
+        }
+        if current.month.is_empty() || current.month.as_str() < month {
+            return Ok(MonthTotals::empty(month));
+        }
+        Ok(self.closed_month(id, month).await?.unwrap_or_else(|| MonthTotals::empty(month)))
+    }
+
+    /// Account ids in ascending order after `after`, at most `limit` (1 to
+    /// [`MAX_PAGE_SIZE`]): how the monthly jobs find every account.
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError>;
+
     /// Events written by postings and not yet acknowledged by the relay, oldest first.
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError>;
 
     /// The relay delivered the event downstream. Acknowledging twice is fine.
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError>;
+}
+
+/// Check a page size for [`LedgerStore::account_ids`].
+pub fn check_ids_limit(limit: u32) -> Result<usize, LedgerError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(LedgerError::BadPageSize { max: MAX_PAGE_SIZE });
+    }
+    Ok(limit as usize)
 }
 
 /// Read every entry of an account (tests, statements of small ranges, audits).

@@ -2,11 +2,13 @@
 //!
 //! - [`notice`]: the notice type, with a stable id per notice;
 //! - [`templates`]: subject, plain text and HTML for every kind of notice;
-//! - [`mailer`]: the mailer port, with SES v2 and `.eml`-folder adapters;
-//! - [`worker`]: the SQS worker that sends each notice once per id.
+//! - [`mailer`]: the mailer port, with SES v2 and `.eml`-folder adapters (attachments included);
+//! - [`worker`]: the SQS worker that sends each notice once per id;
+//! - [`statement`]: statements by email (summary, line items, CSV attachment), once per request.
 
 pub mod mailer;
 pub mod notice;
+pub mod statement;
 pub mod templates;
 pub mod worker;
 

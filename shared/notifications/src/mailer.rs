@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use aws_sdk_sesv2::primitives::Blob;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, RawMessage};
+use base64::Engine;
 use chrono::{DateTime, Utc};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One email: the same content as a plain-text and an HTML part.
+/// The largest message SES v2 accepts, attachments and their base64 included.
+pub const MAX_RAW_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+/// One email: the same content as a plain-text and an HTML part, and any attachments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     /// The notification id it carries; names the outbox file, so a re-send replaces it.
@@ -20,6 +25,17 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with an email (a statement's CSV).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Printable ASCII keeps it readable everywhere; anything else is replaced in the header.
+    pub filename: String,
+    /// A MIME type with its parameters, such as `text/csv; charset=utf-8`.
+    pub content_type: String,
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +108,8 @@ pub fn check_sender(from: &str) -> Result<String, String> {
     }
 }
 
-/// Sends through SES's v2 API (`SendEmail` with simple content: HTML and text parts).
+/// Sends through SES's v2 API: `SendEmail` with simple content (HTML and text parts), or, for
+/// an email with attachments, with raw content: the MIME message [`to_eml`] writes.
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: aws_sdk_sesv2::Client,
@@ -122,16 +139,39 @@ fn utf8(data: &str) -> Result<Content, MailError> {
 impl Mailer for SesMailer {
     #[tracing::instrument(skip_all, fields(notice_id = %email.notice_id, recipients = email.to.len()), err)]
     async fn send(&self, email: &Email) -> Result<String, MailError> {
-        let message = Message::builder()
-            .subject(utf8(&email.subject)?)
-            .body(Body::builder().text(utf8(&email.text)?).html(utf8(&email.html)?).build())
-            .build();
+        let content = if email.attachments.is_empty() {
+            let message = Message::builder()
+                .subject(utf8(&email.subject)?)
+                .body(Body::builder().text(utf8(&email.text)?).html(utf8(&email.html)?).build())
+                .build();
+            EmailContent::builder().simple(message).build()
+        } else {
+            let mime = to_eml(email, Utc::now()).into_bytes();
+            if mime.len() > MAX_RAW_MESSAGE_BYTES {
+                return Err(MailError::Rejected {
+                    reason: format!(
+                        "the email is {} bytes with its attachments; SES takes at most {}",
+                        mime.len(),
+                        MAX_RAW_MESSAGE_BYTES
+                    ),
+                    source: None,
+                });
+            }
+            let raw = RawMessage::builder().data(Blob::new(mime)).build().map_err(|e| {
+                MailError::Rejected {
+                    reason: "the raw email is incomplete".into(),
+                    source: Some(Box::new(e)),
+                }
+            })?;
+            EmailContent::builder().raw(raw).build()
+        };
+        // The destination is given for raw messages too: SES sends to it, not to the headers.
         let output = self
             .client
             .send_email()
             .from_email_address(&email.from)
             .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
-            .content(EmailContent::builder().simple(message).build())
+            .content(content)
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
@@ -185,8 +225,8 @@ where
     }
 }
 
-/// Writes each email as an RFC 5322 message (`multipart/alternative`: text and HTML) into a
-/// folder, one `<notification id>.eml` per notice: the local runner's outbox. A re-send
+/// Writes each email as the RFC 5322 message [`to_eml`] makes (the same bytes SES gets for an
+/// email with attachments) into a folder, one `<notification id>.eml` per notice: the local runner's outbox. A re-send
 /// replaces the file, so the folder holds each notice once.
 #[derive(Debug, Clone)]
 pub struct FileMailer {
@@ -263,12 +303,16 @@ fn file_stem(notice_id: &str) -> String {
 }
 
 /// An RFC 5322 message with a `multipart/alternative` body (text first, HTML preferred), both
-/// parts quoted-printable UTF-8, CRLF line ends.
+/// parts quoted-printable UTF-8, CRLF line ends. With attachments the body is `multipart/mixed`:
+/// that `multipart/alternative` part first, then each attachment in base64 (lines of 76).
 pub fn to_eml(email: &Email, date: DateTime<Utc>) -> String {
-    // "=_" never appears in quoted-printable output, so the boundary cannot occur in a part.
-    // RFC 2046 limits a boundary to 70 characters.
+    // "=_" never appears in quoted-printable or base64 output, so a boundary cannot occur in a
+    // part. The stem has no '.', so the two boundaries differ from their 13th character on and
+    // neither is a prefix of the other. RFC 2046 limits a boundary to 70 characters.
     let stem = file_stem(&email.notice_id).replace('%', "_");
-    let boundary = format!("=_ringledger_{}", &stem[..stem.len().min(48)]);
+    let stem = &stem[..stem.len().min(48)];
+    let alternative = format!("=_ringledger_{stem}");
+    let mixed = format!("=_ringledger.mixed.{stem}");
     let mut out = String::new();
     let mut header = |name: &str, value: &str| {
         out.push_str(name);
@@ -285,8 +329,36 @@ pub fn to_eml(email: &Email, date: DateTime<Utc>) -> String {
     header("Message-ID", &format!("<{}@ringledger.local>", file_stem(&email.notice_id)));
     header("X-Ringledger-Notice-Id", &header_value(&email.notice_id));
     header("MIME-Version", "1.0");
-    header("Content-Type", &format!("multipart/alternative; boundary=\"{boundary}\""));
+    if email.attachments.is_empty() {
+        header("Content-Type", &format!("multipart/alternative; boundary=\"{alternative}\""));
+        out.push_str("\r\n");
+        push_alternative(&mut out, email, &alternative);
+        return out;
+    }
+    header("Content-Type", &format!("multipart/mixed; boundary=\"{mixed}\""));
     out.push_str("\r\n");
+    out.push_str(&format!("--{mixed}\r\n"));
+    out.push_str(&format!(
+        "Content-Type: multipart/alternative; boundary=\"{alternative}\"\r\n\r\n"
+    ));
+    push_alternative(&mut out, email, &alternative);
+    for attachment in &email.attachments {
+        let filename = attachment_filename(&attachment.filename);
+        out.push_str(&format!("--{mixed}\r\n"));
+        out.push_str(&format!(
+            "Content-Type: {}; name=\"{filename}\"\r\n",
+            header_value(&attachment.content_type)
+        ));
+        out.push_str("Content-Transfer-Encoding: base64\r\n");
+        out.push_str(&format!("Content-Disposition: attachment; filename=\"{filename}\"\r\n\r\n"));
+        out.push_str(&base64_lines(&attachment.data));
+    }
+    out.push_str(&format!("--{mixed}--\r\n"));
+    out
+}
+
+/// The text and HTML parts and the closing delimiter of a `multipart/alternative` body.
+fn push_alternative(out: &mut String, email: &Email, boundary: &str) {
     for (content_type, part) in [("text/plain", &email.text), ("text/html", &email.html)] {
         out.push_str(&format!("--{boundary}\r\n"));
         out.push_str(&format!("Content-Type: {content_type}; charset=utf-8\r\n"));
@@ -295,7 +367,43 @@ pub fn to_eml(email: &Email, date: DateTime<Utc>) -> String {
         out.push_str("\r\n");
     }
     out.push_str(&format!("--{boundary}--\r\n"));
+}
+
+/// Base64 (RFC 2045 §6.8) in lines of at most 76 characters, each ending in CRLF.
+pub fn base64_lines(data: &[u8]) -> String {
+    const LINE: usize = 76;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / LINE * 2 + 2);
+    // Base64 is ASCII, so cutting it at any byte is cutting it at a character.
+    for line in encoded.as_bytes().chunks(LINE) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push_str("\r\n");
+    }
     out
+}
+
+/// A file name for a quoted header parameter: printable ASCII and spaces except double quotes
+/// and backslashes, at most 100 characters; anything else becomes `_`, an empty name
+/// `attachment`. (Non-ASCII names would need RFC 2231 encoding; ours never need it.)
+fn attachment_filename(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .take(100)
+        .map(|c| {
+            let quotable = (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ';
+            if quotable {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() {
+        "attachment".into()
+    } else {
+        cleaned.into()
+    }
 }
 
 /// A header value on one line: control characters (CR, LF) become spaces, so a value can never
@@ -400,6 +508,7 @@ mod tests {
             subject: "Payment receipt: $50.00 added to your balance".into(),
             text: "Hello \u{2014} résumé = 100%  \nsecond line\n".into(),
             html: format!("<p>{}</p>\n", "long ".repeat(40)),
+            attachments: vec![],
         }
     }
 
@@ -461,6 +570,110 @@ mod tests {
         assert!(head.contains("Subject: =?UTF-8?Q?Re=C3=A7u"));
         let long = encode_subject(&"é".repeat(60));
         assert!(long.split("\r\n ").all(|w| w.len() <= 75 && w.starts_with("=?UTF-8?Q?")));
+    }
+
+    fn with_attachment() -> Email {
+        Email {
+            notice_id: "statement:2026-10-01:2026-10-31".into(),
+            attachments: vec![Attachment {
+                filename: "statement-acme-2026-10-01-2026-10-31.csv".into(),
+                content_type: "text/csv; charset=utf-8".into(),
+                data: (0..=255u8).cycle().take(1000).collect(),
+            }],
+            ..email()
+        }
+    }
+
+    fn decode_base64_lines(encoded: &str) -> Vec<u8> {
+        let joined: String = encoded.split("\r\n").collect();
+        base64::engine::general_purpose::STANDARD.decode(joined).unwrap()
+    }
+
+    #[test]
+    fn an_eml_with_attachments_is_multipart_mixed_with_the_alternative_part_first() {
+        let date = DateTime::parse_from_rfc3339("2026-11-04T10:00:00Z").unwrap().to_utc();
+        let email = with_attachment();
+        let eml = to_eml(&email, date);
+        let (head, body) = eml.split_once("\r\n\r\n").unwrap();
+        let mixed = "=_ringledger.mixed.statement_3A2026-10-01_3A2026-10-31";
+        let alternative = "=_ringledger_statement_3A2026-10-01_3A2026-10-31";
+        assert!(head.contains(&format!("Content-Type: multipart/mixed; boundary=\"{mixed}\"")));
+        assert!(head.contains("Subject: Payment receipt: $50.00 added to your balance\r\n"));
+        let parts: Vec<&str> = body.split(&format!("--{mixed}")).collect();
+        assert_eq!(parts.len(), 4, "preamble, alternative, attachment, closing");
+        assert_eq!(parts[0], "");
+        assert_eq!(parts[3], "--\r\n");
+
+        let (alternative_head, inner) = parts[1].split_once("\r\n\r\n").unwrap();
+        assert_eq!(
+            alternative_head,
+            format!("\r\nContent-Type: multipart/alternative; boundary=\"{alternative}\"")
+        );
+        let inner: Vec<&str> = inner.split(&format!("--{alternative}")).collect();
+        assert_eq!(inner.len(), 4, "preamble, text, html, closing");
+        let (_, text) = inner[1].split_once("\r\n\r\n").unwrap();
+        assert_eq!(decode_quoted_printable(text.strip_suffix("\r\n").unwrap()), email.text);
+        let (_, html) = inner[2].split_once("\r\n\r\n").unwrap();
+        assert_eq!(decode_quoted_printable(html.strip_suffix("\r\n").unwrap()), email.html);
+        assert_eq!(inner[3], "--\r\n");
+
+        let (attachment_head, data) = parts[2].split_once("\r\n\r\n").unwrap();
+        let filename = "statement-acme-2026-10-01-2026-10-31.csv";
+        assert_eq!(
+            attachment_head,
+            format!(
+                "\r\nContent-Type: text/csv; charset=utf-8; name=\"{filename}\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\
+                 Content-Disposition: attachment; filename=\"{filename}\""
+            )
+        );
+        let data = data.strip_suffix("\r\n").unwrap();
+        assert!(data.split("\r\n").all(|line| line.len() <= 76 && !line.is_empty()));
+        assert_eq!(data.split("\r\n").next().unwrap().len(), 76, "full lines are 76");
+        assert_eq!(decode_base64_lines(data), email.attachments[0].data);
+        assert!(!eml.replace("\r\n", "").contains('\n'), "CRLF only");
+    }
+
+    #[test]
+    fn an_eml_without_attachments_is_unchanged_by_them_being_possible() {
+        let date = DateTime::parse_from_rfc3339("2026-11-04T10:00:00Z").unwrap().to_utc();
+        let eml = to_eml(&email(), date);
+        assert!(!eml.contains("multipart/mixed") && !eml.contains("base64"));
+        assert!(eml.ends_with("--=_ringledger_receipt_3Apay_1--\r\n"));
+    }
+
+    #[test]
+    fn base64_lines_round_trip_at_every_length() {
+        for length in [0, 1, 2, 3, 56, 57, 58, 114, 1000] {
+            let data: Vec<u8> = (0..length).map(|i| (i * 7 % 256) as u8).collect();
+            let encoded = base64_lines(&data);
+            assert!(encoded.split("\r\n").all(|line| line.len() <= 76), "{length}");
+            assert_eq!(encoded.is_empty(), data.is_empty());
+            assert_eq!(decode_base64_lines(&encoded), data, "{length}");
+        }
+    }
+
+    #[test]
+    fn attachment_file_names_cannot_break_their_header() {
+        assert_eq!(attachment_filename("a\"b\\c\r\nBcc: x.csv"), "a_b_c__Bcc: x.csv");
+        assert_eq!(attachment_filename("résumé.csv"), "r_sum_.csv");
+        assert_eq!(attachment_filename(" \r\n"), "__");
+        assert_eq!(attachment_filename("   "), "attachment");
+        assert_eq!(attachment_filename(&"x".repeat(300)).len(), 100);
+    }
+
+    #[tokio::test]
+    async fn the_file_mailer_writes_attachments_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = FileMailer::new(dir.path());
+        let email = with_attachment();
+        let path = mailer.send(&email).await.unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let expected = to_eml(&email, Utc::now());
+        let without_date = |eml: &str| -> String {
+            eml.split("\r\n").filter(|l| !l.starts_with("Date: ")).collect::<Vec<_>>().join("\r\n")
+        };
+        assert_eq!(without_date(&written), without_date(&expected));
     }
 
     #[test]

@@ -40,12 +40,37 @@ pub fn render(notice: &Notice) -> Rendered {
 
 /// One piece of a message. Everything in it is plain text; the HTML renderer escapes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Block {
+pub(crate) enum Block {
     Heading(String),
     Paragraph(String),
     /// Label and value pairs (amount, card, date, ...).
     Facts(Vec<(&'static str, String)>),
     List(Vec<String>),
+    /// Rows of figures (a statement's summary and line items).
+    Table(Table),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Table {
+    pub columns: Vec<Column>,
+    pub rows: Vec<TableRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column {
+    /// Empty titles on every column: no header row.
+    pub title: &'static str,
+    /// Right-aligned and never wrapped (amounts).
+    pub numeric: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableRow {
+    pub cells: Vec<String>,
+    /// A total: bold in HTML, set off by a rule in text.
+    pub strong: bool,
+    /// A part of the row above (indented first cell).
+    pub indent: bool,
 }
 
 fn content(notice: &Notice) -> (String, Vec<Block>) {
@@ -331,7 +356,7 @@ fn month_name(month: &str) -> String {
         .map_or_else(|_| month.to_string(), |date| date.format("%B %Y").to_string())
 }
 
-fn render_text(blocks: &[Block], footer: &str) -> String {
+pub(crate) fn render_text(blocks: &[Block], footer: &str) -> String {
     let mut out = String::new();
     for block in blocks {
         if !out.is_empty() {
@@ -359,11 +384,121 @@ fn render_text(blocks: &[Block], footer: &str) -> String {
                     wrap_into(&mut out, item, "  - ", "    ");
                 }
             }
+            Block::Table(table) => table_text(&mut out, table),
         }
     }
     out.push_str("\n--\n");
     wrap_into(&mut out, footer, "", "");
     out
+}
+
+/// A table in columns two spaces apart, indented by two. When it is wider than [`TEXT_WIDTH`],
+/// the widest text column is narrowed and its cells wrap onto more lines.
+fn table_text(out: &mut String, table: &Table) {
+    const INDENT: &str = "  ";
+    const GAP: usize = 2;
+    let count = table.columns.len();
+    let cell = |row: &TableRow, index: usize| -> String {
+        let value = row.cells.get(index).map(String::as_str).unwrap_or_default();
+        if index == 0 && row.indent {
+            format!("  {value}")
+        } else {
+            value.to_string()
+        }
+    };
+    let mut widths: Vec<usize> =
+        table.columns.iter().map(|column| column.title.chars().count()).collect();
+    for row in &table.rows {
+        for (index, width) in widths.iter_mut().enumerate() {
+            *width = (*width).max(cell(row, index).chars().count());
+        }
+    }
+    let total = INDENT.len() + widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
+    if total > TEXT_WIDTH {
+        let flexible = (0..count)
+            .filter(|&index| !table.columns[index].numeric)
+            .max_by_key(|&index| widths[index]);
+        if let Some(index) = flexible {
+            widths[index] = widths[index].saturating_sub(total - TEXT_WIDTH).max(12);
+        }
+    }
+    let mut lines_of = |cells: Vec<String>, bold_rule: bool, first: bool| {
+        if bold_rule && !first {
+            let width = INDENT.len() + widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
+            out.push_str(INDENT);
+            out.push_str(&"-".repeat(width - INDENT.len()));
+            out.push('\n');
+        }
+        let wrapped: Vec<Vec<String>> = cells
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                if table.columns[index].numeric {
+                    vec![value.clone()]
+                } else {
+                    wrap_cell(value, widths[index])
+                }
+            })
+            .collect();
+        let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
+        for line in 0..height {
+            let mut text = INDENT.to_string();
+            for (index, column) in table.columns.iter().enumerate() {
+                let value = wrapped[index].get(line).map(String::as_str).unwrap_or_default();
+                let pad = " ".repeat(widths[index].saturating_sub(value.chars().count()));
+                if index > 0 {
+                    text.push_str(&" ".repeat(GAP));
+                }
+                if column.numeric {
+                    text.push_str(&pad);
+                    text.push_str(value);
+                } else {
+                    text.push_str(value);
+                    text.push_str(&pad);
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+    };
+    if table.columns.iter().any(|column| !column.title.is_empty()) {
+        lines_of(table.columns.iter().map(|c| c.title.to_string()).collect(), false, true);
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        lines_of(rule, false, true);
+    }
+    for (index, row) in table.rows.iter().enumerate() {
+        lines_of((0..count).map(|i| cell(row, i)).collect(), row.strong, index == 0);
+    }
+}
+
+/// Word-wrap one table cell at `width`; a word longer than the width is cut.
+fn wrap_cell(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        let word: String = word.into_iter().collect();
+        if word.is_empty() {
+            continue;
+        }
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// Word-wrap `text` at [`TEXT_WIDTH`] with a first-line and a continuation prefix. A word longer
@@ -405,8 +540,53 @@ const STYLE_TH: &str = "text-align:left;vertical-align:top;padding:4px 16px 4px 
 const STYLE_TD: &str = "padding:4px 0;";
 const STYLE_UL: &str = "margin:0 0 16px;padding-left:20px;";
 const STYLE_FOOTER: &str = "margin:24px 0 0;font-size:12px;color:#7b8794;";
+const STYLE_DATA_TABLE: &str =
+    "border-collapse:collapse;margin:0 0 16px;width:100%;font-size:14px;";
+const STYLE_COL_TH: &str = "text-align:left;padding:4px 8px 4px 0;font-weight:normal;\
+    color:#52606d;border-bottom:1px solid #d9e2ec;";
+const STYLE_COL_TH_NUMBER: &str = "text-align:right;padding:4px 0 4px 8px;font-weight:normal;\
+    color:#52606d;border-bottom:1px solid #d9e2ec;white-space:nowrap;";
+const STYLE_CELL: &str = "padding:4px 8px 4px 0;vertical-align:top;";
+const STYLE_CELL_INDENT: &str = "padding:4px 8px 4px 16px;vertical-align:top;color:#52606d;";
+const STYLE_CELL_NUMBER: &str = "padding:4px 0 4px 8px;vertical-align:top;text-align:right;\
+    white-space:nowrap;";
+const STYLE_CELL_STRONG: &str = "padding:4px 8px 4px 0;vertical-align:top;font-weight:bold;\
+    border-top:1px solid #d9e2ec;";
+const STYLE_CELL_NUMBER_STRONG: &str = "padding:4px 0 4px 8px;vertical-align:top;\
+    text-align:right;white-space:nowrap;font-weight:bold;border-top:1px solid #d9e2ec;";
 
-fn render_html(subject: &str, blocks: &[Block], footer: &str) -> String {
+fn table_html(out: &mut String, table: &Table) {
+    out.push_str(&format!("<table style=\"{STYLE_DATA_TABLE}\">\n"));
+    if table.columns.iter().any(|column| !column.title.is_empty()) {
+        out.push_str("<tr>");
+        for column in &table.columns {
+            let style = if column.numeric { STYLE_COL_TH_NUMBER } else { STYLE_COL_TH };
+            out.push_str(&format!(
+                "<th scope=\"col\" style=\"{style}\">{}</th>",
+                escape_html(column.title)
+            ));
+        }
+        out.push_str("</tr>\n");
+    }
+    for row in &table.rows {
+        out.push_str("<tr>");
+        for (index, column) in table.columns.iter().enumerate() {
+            let value = row.cells.get(index).map(String::as_str).unwrap_or_default();
+            let style = match (column.numeric, row.strong) {
+                (true, true) => STYLE_CELL_NUMBER_STRONG,
+                (true, false) => STYLE_CELL_NUMBER,
+                (false, true) => STYLE_CELL_STRONG,
+                (false, false) if index == 0 && row.indent => STYLE_CELL_INDENT,
+                (false, false) => STYLE_CELL,
+            };
+            out.push_str(&format!("<td style=\"{style}\">{}</td>", escape_html(value)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+pub(crate) fn render_html(subject: &str, blocks: &[Block], footer: &str) -> String {
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -444,6 +624,7 @@ fn render_html(subject: &str, blocks: &[Block], footer: &str) -> String {
                 }
                 out.push_str("</ul>\n");
             }
+            Block::Table(table) => table_html(&mut out, table),
         }
     }
     out.push_str(&format!("<p style=\"{STYLE_FOOTER}\">{}</p>\n", escape_html(footer)));

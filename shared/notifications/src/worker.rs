@@ -42,7 +42,7 @@ pub const CLAIM_LEASE_SECONDS: i64 = 120;
 /// Attempts at recording `sent` after the email went out.
 const MARK_SENT_ATTEMPTS: u32 = 3;
 /// The profile document's id (the API crate's `profile` module writes it).
-const PROFILE_DOC_ID: &str = "profile";
+pub(crate) const PROFILE_DOC_ID: &str = "profile";
 
 /// Where a notice's delivery stands: the `DocKind::Notice` document, one per notification id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,10 +117,15 @@ pub fn recipients(kind: &NoticeKind, contacts: &Contacts) -> Vec<String> {
         NoticeKind::RechargeFailed { .. } => contacts.recharge_failure_email.as_deref(),
         _ => None,
     };
+    dedupe_addresses(
+        recharge_failure.into_iter().chain(contacts.billing_emails.iter().map(String::as_str)),
+    )
+}
+
+/// Addresses trimmed, without blanks and without duplicates (compared without case), in order.
+pub fn dedupe_addresses<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for address in
-        recharge_failure.into_iter().chain(contacts.billing_emails.iter().map(String::as_str))
-    {
+    for address in addresses {
         let address = address.trim();
         if !address.is_empty() && !out.iter().any(|a| a.eq_ignore_ascii_case(address)) {
             out.push(address.to_string());
@@ -145,6 +150,11 @@ pub enum Outcome {
     NoRecipients,
     /// A ledger event that calls for no notice (a recharge request on the wrong queue).
     NotANotice,
+    /// The request can never be served (a statement of an unknown account or a bad period):
+    /// recorded as failed, not retried. An API maps it to a 4xx.
+    Invalid {
+        reason: String,
+    },
 }
 
 /// Process one batch; returns the messages that failed and why (already logged).
@@ -230,67 +240,109 @@ pub async fn send_notice(
         warn!("the account has no billing contact for this notice; nothing to send");
         return Ok(Outcome::NoRecipients);
     }
-
-    let now = Utc::now();
-    let (expected_version, attempt) = match docs.get_doc(account, DocKind::Notice, &notice.id).await
-    {
-        Err(error) => return Err(format!("document store: {error}")),
-        Ok(None) => (None, 1),
-        Ok(Some(doc)) => {
-            let record: NoticeRecord = serde_json::from_str(&doc.body)
-                .map_err(|e| format!("notice record {} is unreadable: {e}", notice.id))?;
-            match record.delivery {
-                Delivery::Sent { .. } => return Ok(Outcome::AlreadySent),
-                Delivery::Failed { .. } => return Ok(Outcome::AlreadyFailed),
-                Delivery::Sending { claimed_at, attempt } => {
-                    if (now - claimed_at).num_seconds() < CLAIM_LEASE_SECONDS {
-                        return Err(format!(
-                            "notice {} is being sent by another delivery (claimed at \
-                             {claimed_at}); retry later",
-                            notice.id
-                        ));
-                    }
-                    warn!(
-                        %claimed_at,
-                        "taking over a claim left by an interrupted delivery: the email may \
-                         have gone out already and is sent again (at least once)"
-                    );
-                    (Some(doc.version), attempt.saturating_add(1))
-                }
-            }
-        }
-    };
-
     let rendered = templates::render(notice);
     let email = Email {
         notice_id: notice.id.clone(),
         from: from.to_string(),
-        to: to.clone(),
+        to,
         subject: rendered.subject,
         text: rendered.text,
         html: rendered.html,
+        attachments: vec![],
     };
-    let record = |delivery: Delivery| -> Result<String, String> {
-        serde_json::to_string(&NoticeRecord {
-            notice_kind: notice.kind.as_str().to_string(),
-            recipients: to.clone(),
-            delivery,
-        })
-        .map_err(|e| format!("notice record: {e}"))
-    };
+    deliver_once(docs, mailer, account, notice.kind.as_str(), email).await
+}
 
-    let claim = record(Delivery::Sending { claimed_at: now, attempt })?;
-    let claimed_version =
-        match docs.put_doc(account, DocKind::Notice, &notice.id, &claim, expected_version).await {
-            Ok(version) => version,
-            Err(DocError::Conflict) => {
-                return Err(format!(
-                    "notice {} was claimed by another delivery first; retry later",
-                    notice.id
-                ))
-            }
-            Err(error) => return Err(format!("document store: {error}")),
-        };
+/// Where a delivery record leaves the next attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Sent, or refused for good, before: nothing to do.
+    Done(Outcome),
+    /// Nobody holds it: claim it at `expected_version` (`None`: create the record). A version
+    /// means a claim left by an interrupted delivery is being taken over.
+    Free { expected_version: Option<u64>, attempt: u32 },
+}
+
+/// Read the delivery record of `id` and say whether it may be claimed now. A `sending` claim
+/// younger than [`CLAIM_LEASE_SECONDS`] may still be in flight elsewhere: an `Err`, so the queue
+/// retries later.
+pub async fn claim_state(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Claim, String> {
+    let doc = match docs.get_doc(account, DocKind::Notice, id).await {
+        Err(error) => return Err(format!("document store: {error}")),
+        Ok(None) => return Ok(Claim::Free { expected_version: None, attempt: 1 }),
+        Ok(Some(doc)) => doc,
+    };
+    let record: NoticeRecord = serde_json::from_str(&doc.body)
+        .map_err(|e| format!("notice record {id} is unreadable: {e}"))?;
+    match record.delivery {
+        Delivery::Sent { .. } => Ok(Claim::Done(Outcome::AlreadySent)),
+        Delivery::Failed { .. } => Ok(Claim::Done(Outcome::AlreadyFailed)),
+        Delivery::Sending { claimed_at, .. }
+            if (now - claimed_at).num_seconds() < CLAIM_LEASE_SECONDS =>
+        {
+            Err(format!(
+                "notice {id} is being sent by another delivery (claimed at {claimed_at}); retry \
+                 later"
+            ))
+        }
+        Delivery::Sending { attempt, .. } => Ok(Claim::Free {
+            expected_version: Some(doc.version),
+            attempt: attempt.saturating_add(1),
+        }),
+    }
+}
+
+fn record_body(kind: &str, to: &[String], delivery: Delivery) -> Result<String, String> {
+    serde_json::to_string(&NoticeRecord {
+        notice_kind: kind.to_string(),
+        recipients: to.to_vec(),
+        delivery,
+    })
+    .map_err(|e| format!("notice record: {e}"))
+}
+
+/// Send `email` once per `email.notice_id`, recording it as a `kind` delivery: claim the id in
+/// the document store (`sending`, with a lease), send, then record `sent` with the mail
+/// service's message id. A permanent refusal is recorded as `failed` and returned as
+/// `Rejected`; a transient one releases the claim and is an `Err` (retry). See the module
+/// documentation for the at-least-once edge. The recipients recorded are `email.to`.
+pub async fn deliver_once(
+    docs: &dyn DocStore,
+    mailer: &dyn Mailer,
+    account: &AccountId,
+    kind: &str,
+    email: Email,
+) -> Result<Outcome, String> {
+    let id = email.notice_id.as_str();
+    let (expected_version, attempt) = match claim_state(docs, account, id, Utc::now()).await? {
+        Claim::Done(outcome) => return Ok(outcome),
+        Claim::Free { expected_version, attempt } => (expected_version, attempt),
+    };
+    if expected_version.is_some() {
+        warn!(
+            attempt,
+            "taking over a claim left by an interrupted delivery: the email may have gone out \
+             already and is sent again (at least once)"
+        );
+    }
+    let record = |delivery: Delivery| record_body(kind, &email.to, delivery);
+
+    let claim = record(Delivery::Sending { claimed_at: Utc::now(), attempt })?;
+    let claimed_version = match docs
+        .put_doc(account, DocKind::Notice, id, &claim, expected_version)
+        .await
+    {
+        Ok(version) => version,
+        Err(DocError::Conflict) => {
+            return Err(format!("notice {id} was claimed by another delivery first; retry later"))
+        }
+        Err(error) => return Err(format!("document store: {error}")),
+    };
 
     match mailer.send(&email).await {
         Ok(message_id) => {
@@ -299,8 +351,8 @@ pub async fn send_notice(
                 sent_at: Utc::now(),
                 attempts: attempt,
             })?;
-            mark_sent(docs, notice, &sent, claimed_version).await;
-            info!(%message_id, recipients = to.len(), "notice sent");
+            mark_sent(docs, account, id, &sent, claimed_version).await;
+            info!(%message_id, recipients = email.to.len(), "notice sent");
             Ok(Outcome::Sent { message_id })
         }
         Err(error) if error.is_permanent() => {
@@ -311,32 +363,60 @@ pub async fn send_notice(
                 failed_at: Utc::now(),
                 attempts: attempt,
             })?;
-            match docs
-                .put_doc(account, DocKind::Notice, &notice.id, &failed, Some(claimed_version))
-                .await
-            {
+            match docs.put_doc(account, DocKind::Notice, id, &failed, Some(claimed_version)).await {
                 Ok(_) => Ok(Outcome::Rejected { reason }),
                 Err(store_error) => {
-                    release(docs, notice, claimed_version).await;
+                    release(docs, account, id, claimed_version).await;
                     Err(format!("{reason}; recording the failure failed: {store_error}"))
                 }
             }
         }
         Err(error) => {
-            release(docs, notice, claimed_version).await;
+            release(docs, account, id, claimed_version).await;
             Err(format!("sending failed, will retry: {error}"))
         }
     }
 }
 
+/// Record a request that can never be served (nothing was sent) as `failed` under `id`, once.
+/// Returns `Invalid` with the reason, or what an earlier delivery of `id` already did.
+pub async fn refuse_once(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    id: &str,
+    kind: &str,
+    to: Vec<String>,
+    reason: String,
+) -> Result<Outcome, String> {
+    let (expected_version, attempt) = match claim_state(docs, account, id, Utc::now()).await? {
+        Claim::Done(outcome) => return Ok(outcome),
+        Claim::Free { expected_version, attempt } => (expected_version, attempt),
+    };
+    let failed = record_body(
+        kind,
+        &to,
+        Delivery::Failed { reason: reason.clone(), failed_at: Utc::now(), attempts: attempt },
+    )?;
+    match docs.put_doc(account, DocKind::Notice, id, &failed, expected_version).await {
+        Ok(_) => Ok(Outcome::Invalid { reason }),
+        Err(DocError::Conflict) => {
+            Err(format!("notice {id} was claimed by another delivery first; retry later"))
+        }
+        Err(error) => Err(format!("document store: {error}")),
+    }
+}
+
 /// Record `sent`, a few times if the store hiccups. The email is out either way, so a store that
 /// stays down is logged and the message still succeeds: failing it would send the email again.
-async fn mark_sent(docs: &dyn DocStore, notice: &Notice, body: &str, claimed_version: u64) {
+async fn mark_sent(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    id: &str,
+    body: &str,
+    claimed_version: u64,
+) {
     for attempt in 1..=MARK_SENT_ATTEMPTS {
-        match docs
-            .put_doc(&notice.account_id, DocKind::Notice, &notice.id, body, Some(claimed_version))
-            .await
-        {
+        match docs.put_doc(account, DocKind::Notice, id, body, Some(claimed_version)).await {
             Ok(_) => return,
             Err(DocError::Conflict) => {
                 warn!("another delivery took the claim over while this one was sending");
@@ -359,10 +439,8 @@ async fn mark_sent(docs: &dyn DocStore, notice: &Notice, body: &str, claimed_ver
 
 /// Drop our claim after a failed send so the queue's retry can claim it again at once. If this
 /// fails too, the lease lets a later delivery take it over.
-async fn release(docs: &dyn DocStore, notice: &Notice, claimed_version: u64) {
-    if let Err(error) =
-        docs.delete_doc(&notice.account_id, DocKind::Notice, &notice.id, claimed_version).await
-    {
+async fn release(docs: &dyn DocStore, account: &AccountId, id: &str, claimed_version: u64) {
+    if let Err(error) = docs.delete_doc(account, DocKind::Notice, id, claimed_version).await {
         warn!(%error, "could not release the notice's claim; it expires after the lease");
     }
 }

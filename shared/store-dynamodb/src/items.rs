@@ -136,3 +136,20 @@ pub struct DocItem {
     pub version: u64,
     pub body: String,
 }
+
+/// A closed month's totals (JSON of [`ledger::MonthTotals`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonthItem {
+    pub pk: String,
+    /// `YYYY-MM`.
+    pub sk: String,
+    pub totals: String,
+}
+
+/// One account in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistryItem {
+    pub pk: String,
+    /// The account id.
+    pub sk: String,
+}

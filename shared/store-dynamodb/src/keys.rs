@@ -8,6 +8,8 @@
 //! | marker  | `A#<account>#S#<source_id>`| `S`                |
 //! | outbox  | `O#<shard>`                | `<micros>#<account>#<version>#<event>` |
 //! | document| `A#<account>#D#<kind>`     | `<document id>`    |
+//! | month   | `A#<account>#M`            | `YYYY-MM`          |
+//! | registry| `R`                        | `<account>`        |
 //!
 //! Only the account item is written by every posting, once per batch; pages and markers each
 //! get a partition key of their own, so a hot account is capped by its account item alone.
@@ -15,6 +17,11 @@
 //! and kind, so listing a kind is an ascending query on the sort key; they never touch the
 //! ledger's items. Account ids cannot contain `#`, so no document key collides with another
 //! item's key, whatever characters the document id holds.
+//!
+//! A month item holds a closed month's totals by billing item, written by the posting that
+//! opened the next month (once per account and month). The registry lists every account id in
+//! one partition (written once, when the account is created), so the monthly jobs walk the
+//! accounts with a few queries instead of scanning the ledger.
 
 use chrono::{DateTime, Utc};
 use ledger::docs::DocKind;
@@ -41,6 +48,12 @@ pub fn minute_pk(id: &AccountId) -> String {
 pub fn minute_sk(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M").to_string()
 }
+
+pub fn month_pk(id: &AccountId) -> String {
+    format!("A#{id}#M")
+}
+
+pub const REGISTRY_PK: &str = "R";
 
 pub fn marker_pk(id: &AccountId, source: &SourceId) -> String {
     format!("A#{id}#S#{source}")

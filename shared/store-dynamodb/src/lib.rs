@@ -34,17 +34,17 @@ use ledger::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
 };
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{checked_postings, AccountChange, MAX_CONFLICT_RETRIES};
+use ledger::store::{check_ids_limit, checked_postings, AccountChange, MAX_CONFLICT_RETRIES};
 use ledger::{
-    Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, NewAccount,
-    PostOutcome, PostingSource, SourceId, StoreError,
+    Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, MonthTotals,
+    NewAccount, PostOutcome, PostingSource, SourceId, StoreError,
 };
 
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
 use errors::{classify, TransactionFailure};
 use items::{
-    from_item, to_item, AccountItem, DocItem, Item, MarkerItem, MinuteItem, OutboxItem, PageEntry,
-    PageItem,
+    from_item, to_item, AccountItem, DocItem, Item, MarkerItem, MinuteItem, MonthItem, OutboxItem,
+    PageEntry, PageItem, RegistryItem,
 };
 use keys::*;
 
@@ -486,6 +486,15 @@ impl DynamoStore {
             let minute = MinuteItem { pk: minute_pk(id), sk: minute_sk(posted_at), first };
             items.push(self.put(to_item(&minute)?, Some("attribute_not_exists(pk)"))?);
         }
+        if let Some(closed) = &application.closed_month {
+            let month = MonthItem {
+                pk: month_pk(id),
+                sk: closed.month.clone(),
+                totals: serde_json::to_string(closed)
+                    .map_err(|e| StoreError::Corrupt(format!("month totals: {e}")))?,
+            };
+            items.push(self.put(to_item(&month)?, Some("attribute_not_exists(pk)"))?);
+        }
         items.extend(self.outbox_puts(&application.events)?);
 
         if let Err(failure) = self.transact(items).await {
@@ -537,21 +546,21 @@ impl LedgerStore for DynamoStore {
             debt_first: None,
             debt_last: None,
         })?;
-        self.meter_write(&item, WriteKind::Standard);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(account),
-            Err(error) if errors::is_conditional_check_failed(&error) => {
+        self.meter_write(&item, WriteKind::Transactional);
+        let registry =
+            to_item(&RegistryItem { pk: REGISTRY_PK.into(), sk: account.id.as_str().into() })?;
+        self.meter_write(&registry, WriteKind::Transactional);
+        let items = vec![
+            self.put(item, Some("attribute_not_exists(pk)"))?,
+            self.put(registry, Some("attribute_not_exists(pk)"))?,
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(account),
+            // Item 0 failing its condition reads as a version conflict: here it means "exists".
+            Err(TransactionFailure::AlreadyExists { .. } | TransactionFailure::VersionConflict) => {
                 Err(StoreError::AccountExists(new.id))
             }
-            Err(error) => Err(classify(error)),
+            Err(failure) => Err(failure.into_store_error(&new.id)),
         }
     }
 
@@ -672,6 +681,60 @@ impl LedgerStore for DynamoStore {
             page_first = page.last + 1;
         }
         Ok(EntryPage { entries, next_cursor: None })
+    }
+
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<MonthTotals>, StoreError> {
+        let Some(item) = self.get(month_pk(id), month).await? else { return Ok(None) };
+        let item: MonthItem = from_item(item)?;
+        serde_json::from_str(&item.totals)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("month {month} of {id} unreadable: {e}")))
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let limit = check_ids_limit(limit)?;
+        let mut ids = Vec::with_capacity(limit);
+        let mut start: Option<Item> =
+            after.map(|after| Self::key(REGISTRY_PK.into(), after.as_str()));
+        // One query usually answers; a 1 MB response limit may split it.
+        while ids.len() < limit {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(REGISTRY_PK.into()))
+                .set_exclusive_start_key(start.take())
+                .limit((limit - ids.len()) as i32)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(classify)?;
+            if let Some(meter) = &self.meter {
+                // A query is billed on the summed size of what it read, per 4 KB.
+                let bytes: usize = output.items().iter().map(item_size_bytes).sum();
+                meter.record_read(read_units(bytes.max(1)));
+            }
+            for item in output.items.unwrap_or_default() {
+                let entry: RegistryItem = from_item(item)?;
+                ids.push(AccountId::parse(entry.sk).map_err(|e| {
+                    StoreError::Corrupt(format!("registry holds a bad account id: {e}"))
+                })?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(ids)
     }
 
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {

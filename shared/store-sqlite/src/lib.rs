@@ -17,10 +17,10 @@ use ledger::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
 };
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{checked_postings, encode_cursor, AccountChange};
+use ledger::store::{check_ids_limit, checked_postings, encode_cursor, AccountChange};
 use ledger::{
     Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
-    NewAccount, PostOutcome, PostingSource, Show, SourceId, StoreError,
+    MonthTotals, NewAccount, PostOutcome, PostingSource, Show, SourceId, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     body          TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS outbox_in_order ON outbox (raised_at_us, account_id, version, id);
+CREATE TABLE IF NOT EXISTS closed_months (
+    account_id  TEXT NOT NULL,
+    month       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (account_id, month)
+) STRICT;
 CREATE TABLE IF NOT EXISTS docs (
     account_id  TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -261,6 +267,13 @@ fn post_blocking(
         drop(insert);
         write_account(&tx, &application.account, version)?;
         write_events(&tx, &application.events)?;
+        if let Some(closed) = &application.closed_month {
+            tx.execute(
+                "INSERT INTO closed_months (account_id, month, body) VALUES (?1, ?2, ?3)",
+                params![id.as_str(), closed.month, serde_json::to_string(closed).map_err(corrupt)?],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)?;
     }
     Ok(PostOutcome {
@@ -386,6 +399,49 @@ impl LedgerStore for SqliteStore {
         let id = id.clone();
         let query = query.clone();
         self.with_connection(move |connection| entries_blocking(connection, &id, &query)).await
+    }
+
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<MonthTotals>, StoreError> {
+        let (id, month) = (id.clone(), month.to_string());
+        self.with_connection(move |connection| {
+            let body: Option<String> = connection
+                .prepare_cached(
+                    "SELECT body FROM closed_months WHERE account_id = ?1 AND month = ?2",
+                )
+                .map_err(db)?
+                .query_row(params![id.as_str(), month], |row| row.get(0))
+                .optional()
+                .map_err(db)?;
+            body.map(|body| serde_json::from_str(&body).map_err(corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let limit = check_ids_limit(limit)?;
+        let after = after.map(|id| id.as_str().to_string()).unwrap_or_default();
+        self.with_connection(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT id FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .map_err(db)?;
+            let rows = statement
+                .query_map(params![after, limit as i64], |row| row.get::<_, String>(0))
+                .map_err(db)?;
+            let mut ids = Vec::new();
+            for id in rows {
+                ids.push(AccountId::parse(id.map_err(db)?).map_err(|e| corrupt(e.to_string()))?);
+            }
+            Ok(ids)
+        })
+        .await
     }
 
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {

@@ -329,6 +329,20 @@ impl LedgerStore for FaultyStore {
     async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError> {
         self.0.entries(id, query).await
     }
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<ledger::MonthTotals>, StoreError> {
+        self.0.closed_month(id, month).await
+    }
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.0.account_ids(after, limit).await
+    }
     async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
         self.0.pending_events(limit).await
     }

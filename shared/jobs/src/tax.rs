@@ -1,0 +1,171 @@
+//! The monthly sales-tax job for one account and month.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ledger::docs::{DocKind, DocStore};
+use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tax::{TaxTable, Taxability};
+
+/// The profile document's id (the API crate owns the document; see `api::profile`).
+pub const PROFILE_DOC_ID: &str = "profile";
+
+/// The parts of the account's profile the jobs read. Reading only these keeps the job
+/// Lambdas free of the HTTP API crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct JobProfile {
+    #[serde(default)]
+    pub service_address: Option<ServiceAddress>,
+    #[serde(default)]
+    pub tax_exempt: bool,
+    #[serde(default)]
+    pub statement_schedule: crate::statements::Schedule,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ServiceAddress {
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub country: String,
+}
+
+/// The account's profile (a default one if it has none). One read.
+pub async fn load_profile(docs: &dyn DocStore, id: &AccountId) -> Result<JobProfile, JobError> {
+    match docs.get_doc(id, DocKind::Profile, PROFILE_DOC_ID).await? {
+        None => Ok(JobProfile::default()),
+        Some(doc) => serde_json::from_str(&doc.body)
+            .map_err(|e| JobError::Permanent(format!("the profile of {id} is unreadable: {e}"))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Retrying cannot help (a bad message, a month not over yet): the message is dropped and
+    /// logged.
+    #[error("{0}")]
+    Permanent(String),
+    /// The store failed: the message goes back to the queue.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl JobError {
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::Permanent(_) => true,
+            JobError::Store(error) => !error.is_retryable(),
+        }
+    }
+}
+
+/// What the tax job did for one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaxOutcome {
+    Posted {
+        seq: u64,
+        tax_usd: Decimal,
+        taxable_usd: Decimal,
+        rate_percent: Decimal,
+        jurisdiction: String,
+    },
+    /// The month was taxed before (a re-run or a redelivery): nothing changed.
+    AlreadyTaxed {
+        seq: u64,
+    },
+    Exempt,
+    /// Nothing taxable that month, or tax that rounds to zero: no entry.
+    NoTaxableUsage,
+    /// The account has no service address, so no jurisdiction: no entry (reported, so an
+    /// operator can follow up).
+    NoServiceAddress,
+    /// The jurisdiction table has no rate for the address: no entry.
+    NoJurisdiction {
+        country: String,
+        region: Option<String>,
+    },
+}
+
+impl TaxOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaxOutcome::Posted { .. } => "posted",
+            TaxOutcome::AlreadyTaxed { .. } => "already_taxed",
+            TaxOutcome::Exempt => "exempt",
+            TaxOutcome::NoTaxableUsage => "no_taxable_usage",
+            TaxOutcome::NoServiceAddress => "no_service_address",
+            TaxOutcome::NoJurisdiction { .. } => "no_jurisdiction",
+        }
+    }
+}
+
+/// Taxes accounts: the rules plus the stores.
+#[derive(Clone)]
+pub struct TaxJob {
+    pub ledger: Arc<dyn LedgerStore>,
+    pub docs: Arc<dyn DocStore>,
+    pub table: Arc<TaxTable>,
+    pub taxability: Arc<Taxability>,
+}
+
+impl TaxJob {
+    /// Tax `id`'s usage in `month`. Reads: the profile, the account and (when the account has
+    /// posted since) the month's closed totals; then one posting whose source id
+    /// (`tax:<month>`) makes it happen once per account and month whatever happens.
+    #[tracing::instrument(skip(self, now), fields(account_id = %id), err)]
+    pub async fn run(
+        &self,
+        id: &AccountId,
+        month: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TaxOutcome, JobError> {
+        tax::parse_month(month).map_err(|e| JobError::Permanent(e.to_string()))?;
+        if month >= ledger::month_of(now).as_str() {
+            return Err(JobError::Permanent(format!(
+                "{month} is not over yet; a month is taxed once it has ended (UTC)"
+            )));
+        }
+        let profile = load_profile(&*self.docs, id).await?;
+        if profile.tax_exempt {
+            return Ok(TaxOutcome::Exempt);
+        }
+        let Some(address) = profile.service_address else {
+            return Ok(TaxOutcome::NoServiceAddress);
+        };
+        let Some(jurisdiction) = self.table.jurisdiction(
+            &address.country,
+            address.region.as_deref(),
+            &address.city,
+            month,
+        ) else {
+            return Ok(TaxOutcome::NoJurisdiction {
+                country: address.country,
+                region: address.region,
+            });
+        };
+        let totals = self.ledger.month_totals(id, month).await?;
+        let Some(assessment) = tax::assess(&totals, &self.taxability, &jurisdiction) else {
+            return Ok(TaxOutcome::NoTaxableUsage);
+        };
+        let posting = tax::tax_posting(&assessment)
+            .map_err(|e| JobError::Permanent(format!("the tax posting is invalid: {e}")))?;
+        let outcome = self.ledger.post(id, vec![posting], now).await?;
+        match outcome.results.first() {
+            Some(PostingResult::Applied { seq, .. }) => Ok(TaxOutcome::Posted {
+                seq: *seq,
+                tax_usd: assessment.tax_usd,
+                taxable_usd: assessment.taxable_usd,
+                rate_percent: assessment.rate_percent,
+                jurisdiction: assessment.jurisdiction.name.clone(),
+            }),
+            Some(PostingResult::Duplicate { seq }) => Ok(TaxOutcome::AlreadyTaxed { seq: *seq }),
+            other => {
+                Err(JobError::Permanent(format!("the tax posting was not applied: {other:?}")))
+            }
+        }
+    }
+}

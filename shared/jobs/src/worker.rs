@@ -1,0 +1,91 @@
+//! The queue worker: one job message per account, for Lambda's SQS event source and the local
+//! poller. Failures go back to the queue (and after `maxReceiveCount`, to the DLQ); permanent
+//! ones are logged and dropped, because retrying cannot fix them.
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use tracing::{error, info, warn};
+use usage::worker::{Failure, Message};
+
+use crate::job::Job;
+use crate::statements::StatementJob;
+use crate::tax::{JobError, TaxJob};
+
+/// Messages handled at once in one batch.
+const CONCURRENCY: usize = 10;
+
+/// What a worker can do: the tax job, the statement job, or both (the local runner).
+#[derive(Clone, Default)]
+pub struct Workers {
+    pub tax: Option<TaxJob>,
+    pub statements: Option<StatementJob>,
+}
+
+impl Workers {
+    /// Handle one job. `Ok` means done (or nothing to do); `Err` goes back to the queue.
+    pub async fn handle(&self, job: &Job) -> Result<String, JobError> {
+        let now = Utc::now();
+        match (job, &self.tax, &self.statements) {
+            (Job::Tax { account_id, month }, Some(tax), _) => {
+                tax.run(account_id, month, now).await.map(|o| o.as_str().to_string())
+            }
+            (Job::ScheduledStatement { account_id, cadence, from, to }, _, Some(statements)) => {
+                statements
+                    .scheduled(account_id, *cadence, *from, *to, now)
+                    .await
+                    .map(|o| format!("{o:?}"))
+            }
+            (Job::Statement(request), _, Some(statements)) => {
+                statements.send(request).await.map(|o| format!("{o:?}"))
+            }
+            _ => Err(JobError::Permanent(format!(
+                "this worker does not run {} jobs",
+                match job {
+                    Job::Tax { .. } => "tax",
+                    _ => "statement",
+                }
+            ))),
+        }
+    }
+
+    /// Process one batch of queue messages; returns the ones to retry.
+    pub async fn process_batch(&self, messages: Vec<Message>) -> Vec<Failure> {
+        let results: Vec<Option<Failure>> = stream::iter(messages)
+            .map(|message| async move {
+                let job = match Job::parse(&message.body) {
+                    Ok(job) => job,
+                    Err(reason) => {
+                        error!(message_id = %message.id, %reason, "dropping a message that is not a job");
+                        return None;
+                    }
+                };
+                match self.handle(&job).await {
+                    Ok(outcome) => {
+                        info!(account_id = %job.account_id(), %outcome, "job done");
+                        None
+                    }
+                    Err(error) if error.is_permanent() => {
+                        error!(account_id = %job.account_id(), %error, "job failed for good; dropped");
+                        None
+                    }
+                    Err(error) => {
+                        warn!(account_id = %job.account_id(), %error, "job failed; retried later");
+                        Some(Failure { message_id: message.id, reason: error.to_string() })
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().flatten().collect()
+    }
+
+    /// Lambda's SQS event in, the partial-batch response out (`ReportBatchItemFailures`).
+    pub async fn handle_sqs_event(
+        &self,
+        event: aws_lambda_events::sqs::SqsEvent,
+    ) -> aws_lambda_events::sqs::SqsBatchResponse {
+        let failures = self.process_batch(usage::sqs::messages_from_event(event)).await;
+        usage::sqs::batch_response(&failures)
+    }
+}
