@@ -43,6 +43,9 @@ struct Args {
     /// Directory holding the Lambda binaries for the startup suite (one `<name>` file each).
     #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/lambda")]
     startup_dir: String,
+    /// Accounts in the monthly tax suite.
+    #[arg(long, default_value_t = 10_000)]
+    tax_accounts: usize,
     /// Events rated in the rating suite.
     #[arg(long, default_value_t = 2_000_000)]
     rating_events: usize,
@@ -299,6 +302,141 @@ async fn worker_suite(endpoint: &str, args: &Args) {
     println!();
 }
 
+/// The monthly tax run on DynamoDB Local: the planner walks the account registry and publishes
+/// one job per account (to an in-memory sink here: SQS costs are per message, not per read);
+/// the worker taxes each account from its month totals. Half the accounts posted after the
+/// month ended (their October totals are a closed month record: one more read).
+async fn tax_suite(endpoint: &str, args: &Args) {
+    use chrono::TimeZone;
+    use futures::stream::{self, StreamExt};
+    use jobs::job::MemorySink;
+    use jobs::tax::{TaxJob, TaxOutcome};
+    use ledger::docs::{DocKind, DocStore};
+
+    let n = args.tax_accounts;
+    let client = client_for_endpoint(Some(endpoint)).await;
+    let table = format!("bench-tax-{}", std::process::id());
+    create_table(&client, &table).await.expect("create table");
+    let meter = Arc::new(CapacityMeter::default());
+    let store = Arc::new(DynamoStore::new(client, table).with_meter(meter.clone()));
+    let october = Utc.with_ymd_and_hms(2026, 10, 15, 12, 0, 0).unwrap();
+    let november = Utc.with_ymd_and_hms(2026, 11, 1, 0, 5, 0).unwrap();
+    let setup = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let store = store.clone();
+            async move {
+                let id = AccountId::parse(format!("acct-{i:06}")).unwrap();
+                store
+                    .create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, october)
+                    .await
+                    .expect("create");
+                let profile = serde_json::json!({"service_address": {
+                    "line1": "1 Pine St", "city": "Seattle", "region": "WA",
+                    "postal_code": "98101", "country": "US"}});
+                store
+                    .put_doc(&id, DocKind::Profile, "profile", &profile.to_string(), None)
+                    .await
+                    .expect("profile");
+                let usage = |name: &str, item, cents: i64| {
+                    Posting::usage(
+                        SourceId::parse(name).unwrap(),
+                        item,
+                        Amount::new(Decimal::new(cents + i as i64 % 100, 2)).unwrap(),
+                        october,
+                    )
+                    .unwrap()
+                };
+                let postings = vec![
+                    usage("call-1", BillingItem::PhoneCall, 1_234),
+                    usage("sms-1", BillingItem::OutgoingSms, 75),
+                    usage("num-1", BillingItem::PhoneNumber, 115),
+                ];
+                store.post(&id, postings, october).await.expect("post");
+                if i % 2 == 0 {
+                    let later = vec![usage("call-2", BillingItem::PhoneCall, 300)];
+                    store.post(&id, later, november).await.expect("post");
+                }
+            }
+        })
+        .await;
+    let setup = setup.elapsed();
+
+    meter.take();
+    let sink = MemorySink::default();
+    let started = Instant::now();
+    let report = jobs::plan::plan(
+        &*store,
+        &sink,
+        |account_id| Some(jobs::Job::Tax { account_id, month: "2026-10".into() }),
+        |_| {},
+    )
+    .await
+    .expect("plan");
+    let plan_time = started.elapsed();
+    let plan_meter = meter.take();
+    assert_eq!(report.published as usize, n);
+
+    let job = TaxJob {
+        ledger: store.clone(),
+        docs: store.clone(),
+        table: Arc::new(tax::TaxTable::bundled().unwrap()),
+        taxability: Arc::new(tax::Taxability::bundled().unwrap()),
+    };
+    let planned = sink.take();
+    let mut rows = Vec::new();
+    for run in ["first run", "re-run"] {
+        meter.take();
+        let started = Instant::now();
+        let results: Vec<(Duration, TaxOutcome)> = stream::iter(planned.iter())
+            .map(|planned| {
+                let job = job.clone();
+                async move {
+                    let jobs::Job::Tax { account_id, month } = planned else { unreachable!() };
+                    let t = Instant::now();
+                    let outcome = job.run(account_id, month, november).await.expect("tax");
+                    (t.elapsed(), outcome)
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let elapsed = started.elapsed();
+        let state = meter.take();
+        let mut latencies: Vec<Duration> = results.iter().map(|r| r.0).collect();
+        latencies.sort();
+        let posted = results.iter().filter(|r| matches!(r.1, TaxOutcome::Posted { .. })).count();
+        let again =
+            results.iter().filter(|r| matches!(r.1, TaxOutcome::AlreadyTaxed { .. })).count();
+        rows.push(format!(
+            "| worker, {run} | {n} | {posted} posted, {again} already taxed | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            state.read_units as f64 / n as f64,
+            state.write_units as f64 / n as f64,
+            elapsed.as_secs_f64() * 1e3 / n as f64,
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        ));
+    }
+    println!(
+        "### Monthly tax on DynamoDB Local ({n} accounts, setup {:.0} s)
+",
+        setup.as_secs_f64()
+    );
+    println!("| step | accounts | result | RCU/account | WCU/account | wall ms/account (32 at once) | p50 ms/account | p99 ms/account |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| planner | {n} | {} jobs | {:.3} | {:.3} | {:.3} | | |",
+        report.published,
+        plan_meter.read_units as f64 / n as f64,
+        plan_meter.write_units as f64 / n as f64,
+        plan_time.as_secs_f64() * 1e3 / n as f64,
+    );
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+}
+
 /// Start each Lambda binary against a stand-in Runtime API and time how long it takes to ask
 /// for its first invocation (cold start to ready: config, SDK clients, TLS-free endpoints).
 async fn startup_suite(args: &Args) {
@@ -409,6 +547,9 @@ async fn main() {
         }
         if wants("worker") {
             worker_suite(endpoint, &args).await;
+        }
+        if wants("tax") {
+            tax_suite(endpoint, &args).await;
         }
     }
     if wants("ledger") {

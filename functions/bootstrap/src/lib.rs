@@ -48,11 +48,21 @@ pub async fn app_state() -> Result<Arc<AppState>, Error> {
             })),
             Err(_) => None,
         };
+    // Statement emails go to the statements queue when the function is given one.
+    let statements: Option<Arc<dyn jobs::JobSink>> =
+        match std::env::var("RINGLEDGER_STATEMENTS_QUEUE_URL") {
+            Ok(queue_url) => Some(Arc::new(jobs::job::SqsJobSink {
+                client: aws_sdk_sqs::Client::new(&config),
+                queue_url,
+            })),
+            Err(_) => None,
+        };
     Ok(Arc::new(AppState {
         store: Arc::new(store),
         cards: rate_cards()?,
         processor: Arc::new(processor),
         notices,
+        statements,
     }))
 }
 

@@ -3,6 +3,7 @@
 //! It carries the ledger's ops commands, the HTTP API (`serve`, with the auto-recharge and
 //! notification workers in the background) and a `demo`.
 
+mod jobs_local;
 mod pipeline;
 
 use std::str::FromStr;
@@ -133,6 +134,48 @@ enum Command {
         #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
         rate_cards: Option<std::path::PathBuf>,
     },
+    /// Tax every account's usage of a month (default: last month, UTC) by its service address's
+    /// jurisdiction, with a progress bar. Re-running (a backfill, an overlap) posts nothing twice.
+    Tax {
+        /// `YYYY-MM`.
+        #[arg(long)]
+        month: Option<String>,
+        /// The jurisdiction table (default: the bundled `shared/tax/data/jurisdictions.csv`).
+        #[arg(long, env = "RINGLEDGER_TAX_TABLE")]
+        table: Option<std::path::PathBuf>,
+        /// The taxability table (default: the bundled `shared/tax/data/taxability.csv`).
+        #[arg(long, env = "RINGLEDGER_TAXABILITY")]
+        taxability: Option<std::path::PathBuf>,
+    },
+    /// A statement for a UTC date range: prints the summary; `--csv` writes the lines, `--send`
+    /// emails it (HTML + CSV attachment) into the outbox folder.
+    Statement {
+        account: String,
+        /// First UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last UTC day, included (YYYY-MM-DD).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+        #[arg(long)]
+        send: bool,
+        /// Send to these addresses instead of the billing contacts (repeatable).
+        #[arg(long)]
+        recipient: Vec<String>,
+        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        outbox_dir: std::path::PathBuf,
+    },
+    /// Send every account that asks for them its scheduled statements for the previous period
+    /// (monthly: last month; weekly: last Monday to Sunday), with a progress bar. Each period is
+    /// sent once however often this runs.
+    Statements {
+        #[arg(long, value_enum)]
+        cadence: CadenceArg,
+        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        outbox_dir: std::path::PathBuf,
+    },
     /// List entries, oldest first, optionally by UTC range (RFC 3339) and kind.
     Activity {
         account: String,
@@ -143,6 +186,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ShowArg::All)]
         show: ShowArg,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CadenceArg {
+    Monthly,
+    Weekly,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,11 +264,15 @@ async fn serve(
     std::fs::create_dir_all(outbox_dir)?;
     let workers =
         pipeline::Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
+    let jobs = Arc::new(
+        jobs_local::workers(store.clone(), outbox_dir, None, None).map_err(|e| e.to_string())?,
+    );
     let state = Arc::new(api::state::AppState {
         store: store.clone(),
         cards: cards.clone(),
         processor: processor.clone(),
         notices: Some(workers.notices.clone()),
+        statements: Some(Arc::new(jobs_local::DirectJobs((*jobs).clone()))),
     });
     let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);
     let authorization =
@@ -239,6 +292,15 @@ async fn serve(
         outbox_dir.display()
     );
     tokio::spawn(Arc::new(workers).run(std::time::Duration::from_secs(1)));
+    // The schedules: last month's tax and the scheduled statements, at start and every hour
+    // (each idempotent, so catching up after downtime is just running them again).
+    let scheduled_store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            jobs_local::catch_up(&*scheduled_store, &jobs, Utc::now()).await;
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -344,12 +406,100 @@ async fn main() -> CliResult {
             println!("{}", jwt.issue(user, account.as_deref(), role, *ttl_seconds));
             return Ok(());
         }
+        Command::Tax { month, table, taxability } => {
+            let store = open_full_store(&cli).await?;
+            let month = month.clone().unwrap_or_else(|| tax::previous_month(Utc::now()));
+            tax::parse_month(&month)?;
+            let workers = jobs_local::workers(
+                store.clone(),
+                std::path::Path::new("outbox"),
+                table.as_deref(),
+                taxability.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("taxing {month} for every account:");
+            let make = |account_id| jobs::Job::Tax { account_id, month: month.clone() };
+            let counts = jobs_local::run_all(&*store, &workers, make, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (outcome, count) in &counts {
+                println!("  {outcome:<20} {count}");
+            }
+            if counts.contains_key("failed") {
+                return Err("some accounts failed (listed above); run again to retry them".into());
+            }
+            return Ok(());
+        }
+        Command::Statement { account, from, to, csv, send, recipient, outbox_dir } => {
+            let store = open_full_store(&cli).await?;
+            let id = AccountId::parse(account.as_str())?;
+            let statement = ledger::statement::statement_for(&*store, &id, *from, *to).await?;
+            println!("statement {} {from} to {to}", statement.account_id);
+            println!("  opening balance   {}", display_usd(statement.opening_balance_usd));
+            println!("  card payments     {}", display_usd(statement.card_payments_usd));
+            println!("  other credits     {}", display_usd(statement.other_credits_usd));
+            for (item, total) in &statement.usage_by_item {
+                println!("  {:<17} {}", item.as_str(), display_usd(-*total));
+            }
+            println!("  taxes             {}", display_usd(-statement.taxes_usd));
+            println!("  other debits      {}", display_usd(-statement.other_debits_usd));
+            println!("  closing balance   {}", display_usd(statement.closing_balance_usd));
+            println!("  lines             {}", statement.lines.len());
+            if let Some(path) = csv {
+                std::fs::write(path, notifications::statement::statement_csv(&statement))?;
+                println!("CSV written to {}", path.display());
+            }
+            if *send {
+                std::fs::create_dir_all(outbox_dir)?;
+                let workers = jobs_local::workers(store.clone(), outbox_dir, None, None)
+                    .map_err(|e| e.to_string())?;
+                let request = notifications::statement::StatementRequest {
+                    id: format!("statement:cli:{from}:{to}:{}", Utc::now().timestamp_micros()),
+                    account_id: id,
+                    from: *from,
+                    to: *to,
+                    recipients: (!recipient.is_empty()).then(|| recipient.clone()),
+                    requested_at: Utc::now(),
+                };
+                let outcome = workers
+                    .handle(&jobs::Job::Statement(request))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("email: {outcome} (outbox: {})", outbox_dir.display());
+            }
+            return Ok(());
+        }
+        Command::Statements { cadence, outbox_dir } => {
+            let store = open_full_store(&cli).await?;
+            std::fs::create_dir_all(outbox_dir)?;
+            let workers = jobs_local::workers(store.clone(), outbox_dir, None, None)
+                .map_err(|e| e.to_string())?;
+            let cadence = match cadence {
+                CadenceArg::Monthly => jobs::statements::Cadence::Monthly,
+                CadenceArg::Weekly => jobs::statements::Cadence::Weekly,
+            };
+            let (from, to) = cadence.previous_period(Utc::now().date_naive());
+            println!("{} statements for {from} to {to}:", cadence.as_str());
+            let make = |account_id| jobs::Job::ScheduledStatement { account_id, cadence, from, to };
+            let counts = jobs_local::run_all(&*store, &workers, make, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (outcome, count) in &counts {
+                println!("  {outcome:<20} {count}");
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let store = open_store(&cli).await?;
     let now = Utc::now();
     match &cli.command {
-        Command::Serve { .. } | Command::Token { .. } | Command::Demo { .. } => {
+        Command::Serve { .. }
+        | Command::Token { .. }
+        | Command::Demo { .. }
+        | Command::Tax { .. }
+        | Command::Statement { .. }
+        | Command::Statements { .. } => {
             unreachable!("handled above")
         }
         Command::CreateAccount { account, credit_limit_usd } => {
@@ -634,6 +784,7 @@ mod demo {
             cards: usage::worker::RateCards::standard_only(),
             processor: processor.clone(),
             notices: Some(pipeline.notices.clone()),
+            statements: None,
         });
         let mut workers = Workers { pipeline, totals: Round::default(), requests: Vec::new() };
         let jwt = api::auth::LocalJwt::new(jwt_secret(cli)?);

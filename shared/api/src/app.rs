@@ -30,6 +30,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/settings/audit"),
     ("GET", "/v1/activity"),
     ("GET", "/v1/activity.csv"),
+    ("GET", "/v1/statement"),
+    ("GET", "/v1/statement.csv"),
+    ("POST", "/v1/statements"),
     ("GET", "/v1/cards"),
     ("POST", "/v1/cards"),
     ("PUT", "/v1/cards/{card_id}/role"),
@@ -59,7 +62,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
 pub enum Group {
     /// Terms, overview, settings, audit log, operator routes.
     Settings,
-    /// Activity and CSV export.
+    /// Activity, its CSV export, statements.
     Activity,
     /// Cards, Pay Now, payment history.
     Payments,
@@ -68,7 +71,7 @@ pub enum Group {
 pub fn group(group: Group) -> Router<Arc<AppState>> {
     match group {
         Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
-        Group::Activity => crate::account::activity_router(),
+        Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router(),
     }
 }

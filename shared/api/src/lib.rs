@@ -13,3 +13,4 @@ pub mod operator;
 pub mod payments;
 pub mod profile;
 pub mod state;
+pub mod statements;

@@ -17,6 +17,9 @@ pub struct AppState {
     pub processor: Arc<dyn payments::CardProcessor>,
     /// Where payment receipts go (the notifications queue; the worker in process locally).
     pub notices: Option<Arc<dyn notifications::notice::NoticeSink>>,
+    /// Where emailed statements are queued (the statements queue; the job in process locally).
+    /// `None`: `POST /v1/statements` answers 503.
+    pub statements: Option<Arc<dyn jobs::JobSink>>,
 }
 
 impl AppState {

@@ -37,6 +37,7 @@ async fn state_with_acme() -> Arc<AppState> {
         cards: usage::worker::RateCards::standard_only(),
         processor: Arc::new(payments::SimulatedProcessor::new()),
         notices: None,
+        statements: None,
     })
 }
 

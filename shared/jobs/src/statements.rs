@@ -123,11 +123,6 @@ impl StatementJob {
     pub async fn send(&self, request: &StatementRequest) -> Result<Outcome, JobError> {
         send_statement(&*self.docs, &*self.ledger, &*self.mailer, &self.from_address, request)
             .await
-            .map_err(|reason| JobError::Store(ledger::StoreError::unavailable(Retry(reason))))
+            .map_err(JobError::Retry)
     }
 }
-
-/// A failure `send_statement` reported as retryable.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Retry(String);

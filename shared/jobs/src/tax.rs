@@ -48,6 +48,10 @@ pub enum JobError {
     /// logged.
     #[error("{0}")]
     Permanent(String),
+    /// Something to try again later (a mail service outage, a claim held by another delivery):
+    /// the message goes back to the queue.
+    #[error("{0}")]
+    Retry(String),
     /// The store failed: the message goes back to the queue.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -57,6 +61,7 @@ impl JobError {
     pub fn is_permanent(&self) -> bool {
         match self {
             JobError::Permanent(_) => true,
+            JobError::Retry(_) => false,
             JobError::Store(error) => !error.is_retryable(),
         }
     }

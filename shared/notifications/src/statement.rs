@@ -128,9 +128,9 @@ pub fn render_statement(statement: &Statement, account: Option<&AccountInfo>) ->
         (
             "Period",
             format!(
-                "{} to {} (UTC)",
-                statement.from.format("%B %-d, %Y"),
-                statement.to.format("%B %-d, %Y")
+                "{} to {}, UTC",
+                statement.from.format("%-d %B %Y"),
+                statement.to.format("%-d %B %Y")
             ),
         ),
     ];
@@ -150,15 +150,12 @@ pub fn render_statement(statement: &Statement, account: Option<&AccountInfo>) ->
             .push(Block::Paragraph("There was no activity on the account in this period.".into()));
     } else {
         blocks.push(Block::Table(lines_table(statement)));
-        let entries = if count == 1 { "entry" } else { "entries" };
-        blocks.push(Block::Paragraph(if count > MAX_EMAIL_LINES {
-            format!(
-                "This email shows the first {MAX_EMAIL_LINES} of the {count} {entries} of the \
+        if count > MAX_EMAIL_LINES {
+            blocks.push(Block::Paragraph(format!(
+                "This email shows the first {MAX_EMAIL_LINES} of the {count} entries of the \
                  period. The attached CSV file lists all of them."
-            )
-        } else {
-            format!("The attached CSV file lists the {count} {entries} of the period.")
-        }));
+            )));
+        }
     }
     blocks.push(Block::Paragraph(
         "Amounts are in US dollars: credits are shown with +, debits with -. They are rounded to \

@@ -398,35 +398,33 @@ fn table_text(out: &mut String, table: &Table) {
     const INDENT: &str = "  ";
     const GAP: usize = 2;
     let count = table.columns.len();
+    // An indented row's first cell is set in by the width of INDENT.
+    let inset =
+        |row: &TableRow, index: usize| if index == 0 && row.indent { INDENT.len() } else { 0 };
     let cell = |row: &TableRow, index: usize| -> String {
-        let value = row.cells.get(index).map(String::as_str).unwrap_or_default();
-        if index == 0 && row.indent {
-            format!("  {value}")
-        } else {
-            value.to_string()
-        }
+        row.cells.get(index).cloned().unwrap_or_default()
     };
     let mut widths: Vec<usize> =
         table.columns.iter().map(|column| column.title.chars().count()).collect();
     for row in &table.rows {
         for (index, width) in widths.iter_mut().enumerate() {
-            *width = (*width).max(cell(row, index).chars().count());
+            *width = (*width).max(inset(row, index) + cell(row, index).chars().count());
         }
     }
-    let total = INDENT.len() + widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
-    if total > TEXT_WIDTH {
+    let line_width = INDENT.len() + widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
+    if line_width > TEXT_WIDTH {
         let flexible = (0..count)
             .filter(|&index| !table.columns[index].numeric)
             .max_by_key(|&index| widths[index]);
         if let Some(index) = flexible {
-            widths[index] = widths[index].saturating_sub(total - TEXT_WIDTH).max(12);
+            widths[index] = widths[index].saturating_sub(line_width - TEXT_WIDTH).max(12);
         }
     }
-    let mut lines_of = |cells: Vec<String>, bold_rule: bool, first: bool| {
-        if bold_rule && !first {
-            let width = INDENT.len() + widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
+    let mut lines_of = |cells: Vec<String>, insets: Vec<usize>, rule_above: bool| {
+        if rule_above {
+            let width = widths.iter().sum::<usize>() + GAP * count.saturating_sub(1);
             out.push_str(INDENT);
-            out.push_str(&"-".repeat(width - INDENT.len()));
+            out.push_str(&"-".repeat(width));
             out.push('\n');
         }
         let wrapped: Vec<Vec<String>> = cells
@@ -434,10 +432,13 @@ fn table_text(out: &mut String, table: &Table) {
             .enumerate()
             .map(|(index, value)| {
                 if table.columns[index].numeric {
-                    vec![value.clone()]
-                } else {
-                    wrap_cell(value, widths[index])
+                    return vec![value.clone()];
                 }
+                let inset = " ".repeat(insets[index]);
+                wrap_cell(value, widths[index].saturating_sub(insets[index]).max(1))
+                    .into_iter()
+                    .map(|line| format!("{inset}{line}"))
+                    .collect()
             })
             .collect();
         let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
@@ -462,12 +463,17 @@ fn table_text(out: &mut String, table: &Table) {
         }
     };
     if table.columns.iter().any(|column| !column.title.is_empty()) {
-        lines_of(table.columns.iter().map(|c| c.title.to_string()).collect(), false, true);
-        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-        lines_of(rule, false, true);
+        lines_of(
+            table.columns.iter().map(|c| c.title.to_string()).collect(),
+            vec![0; count],
+            false,
+        );
+        lines_of(widths.iter().map(|&w| "-".repeat(w)).collect(), vec![0; count], false);
     }
-    for (index, row) in table.rows.iter().enumerate() {
-        lines_of((0..count).map(|i| cell(row, i)).collect(), row.strong, index == 0);
+    for (position, row) in table.rows.iter().enumerate() {
+        let cells = (0..count).map(|index| cell(row, index)).collect();
+        let insets = (0..count).map(|index| inset(row, index)).collect();
+        lines_of(cells, insets, row.strong && position > 0);
     }
 }
 
@@ -550,8 +556,9 @@ const STYLE_CELL: &str = "padding:4px 8px 4px 0;vertical-align:top;";
 const STYLE_CELL_INDENT: &str = "padding:4px 8px 4px 16px;vertical-align:top;color:#52606d;";
 const STYLE_CELL_NUMBER: &str = "padding:4px 0 4px 8px;vertical-align:top;text-align:right;\
     white-space:nowrap;";
-const STYLE_CELL_STRONG: &str = "padding:4px 8px 4px 0;vertical-align:top;font-weight:bold;\
-    border-top:1px solid #d9e2ec;";
+const STYLE_RULE_ABOVE: &str = "border-top:1px solid #d9e2ec;";
+const STYLE_CELL_STRONG: &str =
+    "padding:4px 8px 4px 0;vertical-align:top;font-weight:bold;border-top:1px solid #d9e2ec;";
 const STYLE_CELL_NUMBER_STRONG: &str = "padding:4px 0 4px 8px;vertical-align:top;\
     text-align:right;white-space:nowrap;font-weight:bold;border-top:1px solid #d9e2ec;";
 
@@ -568,7 +575,7 @@ fn table_html(out: &mut String, table: &Table) {
         }
         out.push_str("</tr>\n");
     }
-    for row in &table.rows {
+    for (position, row) in table.rows.iter().enumerate() {
         out.push_str("<tr>");
         for (index, column) in table.columns.iter().enumerate() {
             let value = row.cells.get(index).map(String::as_str).unwrap_or_default();
@@ -579,6 +586,9 @@ fn table_html(out: &mut String, table: &Table) {
                 (false, false) if index == 0 && row.indent => STYLE_CELL_INDENT,
                 (false, false) => STYLE_CELL,
             };
+            // A total is set off from the rows above it; the first row has none.
+            let style =
+                if position == 0 { style.replace(STYLE_RULE_ABOVE, "") } else { style.to_string() };
             out.push_str(&format!("<td style=\"{style}\">{}</td>", escape_html(value)));
         }
         out.push_str("</tr>\n");

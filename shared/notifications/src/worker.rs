@@ -5,7 +5,8 @@
 //! its own task, so a panic fails only that message. A notice is sent once per notification id:
 //! the worker claims the id in the document store (`DocKind::Notice`, state `sending`) before it
 //! sends and marks it `sent` with the mail service's message id after, so a redelivered notice
-//! finds `sent` and is skipped.
+//! finds `sent` and is skipped. [`deliver_once`] is that protocol for any email with a stable id;
+//! statements ([`crate::statement`]) use it too.
 //!
 //! Delivery is at least once, not exactly once: if the process dies between the send and the
 //! `sent` mark, the claim stays `sending`, and once it is older than [`CLAIM_LEASE_SECONDS`] the

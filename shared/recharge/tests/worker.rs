@@ -307,6 +307,7 @@ async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
         cards: usage::worker::RateCards::standard_only(),
         processor: rig.processor.clone(),
         notices: None,
+        statements: None,
     });
     let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
     let token = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);

@@ -71,6 +71,7 @@ impl TestApp {
             cards: RateCards::standard_only(),
             processor: processor.clone(),
             notices: Some(notices.clone()),
+            statements: None,
         });
         let jwt = LocalJwt::new(b"test-secret".to_vec());
         let router = api::app::local(state.clone(), jwt.clone());

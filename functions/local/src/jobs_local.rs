@@ -1,0 +1,137 @@
+//! The scheduled jobs in one process: the ops CLI's `tax` and `statements` commands, the API's
+//! statement emails, and `serve`'s hourly catch-up. The same job code the Lambdas run, with no
+//! queue: accounts are walked from the store's registry and done a few at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use api::state::Store;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use jobs::job::BoxError;
+use jobs::statements::{Cadence, StatementJob};
+use jobs::tax::TaxJob;
+use jobs::worker::Workers;
+use jobs::{Job, JobSink};
+use notifications::mailer::{FileMailer, Mailer};
+
+use crate::pipeline::MAIL_FROM;
+
+/// Accounts done at once.
+pub const CONCURRENCY: usize = 16;
+
+pub fn workers(
+    store: Arc<dyn Store>,
+    outbox_dir: &Path,
+    table: Option<&Path>,
+    taxability: Option<&Path>,
+) -> Result<Workers, BoxError> {
+    let table = match table {
+        Some(path) => tax::TaxTable::load(path)?,
+        None => tax::TaxTable::bundled()?,
+    };
+    let taxability = match taxability {
+        Some(path) => tax::Taxability::load(path)?,
+        None => tax::Taxability::bundled()?,
+    };
+    let mailer: Arc<dyn Mailer> = Arc::new(FileMailer::new(PathBuf::from(outbox_dir)));
+    Ok(Workers {
+        tax: Some(TaxJob {
+            ledger: store.clone(),
+            docs: store.clone(),
+            table: Arc::new(table),
+            taxability: Arc::new(taxability),
+        }),
+        statements: Some(StatementJob {
+            ledger: store.clone(),
+            docs: store,
+            mailer,
+            from_address: MAIL_FROM.to_string(),
+        }),
+    })
+}
+
+/// Runs each job at once (the local stand-in for the statements queue).
+pub struct DirectJobs(pub Workers);
+
+#[async_trait]
+impl JobSink for DirectJobs {
+    async fn publish(&self, jobs: &[Job]) -> Result<(), BoxError> {
+        for job in jobs {
+            self.0.handle(job).await?;
+        }
+        Ok(())
+    }
+}
+
+fn bar(total: u64, what: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "  {{spinner}} [{{bar:40.cyan/blue}}] {{pos:>6}}/{{len}} {what} {{msg}}"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Run `job` for every account (with a progress bar when `show`), counting outcomes.
+pub async fn run_all(
+    store: &dyn Store,
+    workers: &Workers,
+    job: impl Fn(ledger::AccountId) -> Job,
+    show: bool,
+) -> Result<BTreeMap<String, u64>, BoxError> {
+    let total = jobs::plan::count_accounts(store).await?;
+    let progress = bar(total, "accounts", show);
+    let outcomes = jobs::plan::for_each_account(store, CONCURRENCY, |id| {
+        let job = job(id);
+        let progress = progress.clone();
+        async move {
+            let outcome = match workers.handle(&job).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    progress.println(format!("  {}: {error}", job.account_id()));
+                    "failed".to_string()
+                }
+            };
+            progress.inc(1);
+            outcome
+        }
+    })
+    .await?;
+    progress.finish_and_clear();
+    let mut counts = BTreeMap::new();
+    for outcome in outcomes {
+        // Statement outcomes carry details; count by their first word.
+        let key = outcome.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// What `serve` does every hour: the previous month's tax, the previous month's and week's
+/// scheduled statements. Each is idempotent, so running them again changes nothing.
+pub async fn catch_up(store: &dyn Store, workers: &Workers, now: DateTime<Utc>) {
+    let month = tax::previous_month(now);
+    match run_all(store, workers, |account_id| Job::Tax { account_id, month: month.clone() }, false)
+        .await
+    {
+        Ok(counts) => tracing::info!(%month, ?counts, "tax catch-up"),
+        Err(error) => tracing::warn!(%error, "tax catch-up failed; retried next hour"),
+    }
+    for cadence in [Cadence::Monthly, Cadence::Weekly] {
+        let (from, to) = cadence.previous_period(now.date_naive());
+        let make = |account_id| Job::ScheduledStatement { account_id, cadence, from, to };
+        match run_all(store, workers, make, false).await {
+            Ok(counts) => {
+                tracing::info!(cadence = cadence.as_str(), ?counts, "statements catch-up")
+            }
+            Err(error) => tracing::warn!(%error, "statements catch-up failed; retried next hour"),
+        }
+    }
+}
