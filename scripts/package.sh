@@ -10,7 +10,8 @@ VENV="$ROOT/.tools/venv"
 [[ -x "$VENV/bin/cargo-lambda" ]] || "$VENV/bin/pip" install -q 'cargo-lambda==1.9.2' ziglang
 rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 export PATH="$VENV/bin:$PATH"
-FUNCTIONS=(usage-debits usage-authorization payments settings activity auto-recharge notifications outbox-relay)
+FUNCTIONS=(usage-debits usage-authorization payments settings activity auto-recharge notifications outbox-relay
+    monthly-tax statements)
 args=()
 for f in "${FUNCTIONS[@]}"; do args+=(--bin "$f"); done
 cargo lambda build --profile lambda --arm64 --output-format zip "${args[@]}"

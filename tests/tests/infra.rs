@@ -61,29 +61,97 @@ fn every_lambda_binary_is_deployed_once_and_nothing_else_is() {
     assert_eq!(functions, deployed.len(), "every function names its binary");
 }
 
+/// The template's resources in order, as (logical id, the lines of its body).
+fn resources(template: &str) -> Vec<(String, Vec<String>)> {
+    let mut resources: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_resources = false;
+    for line in template.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            in_resources = line.trim_end() == "Resources:";
+            continue;
+        }
+        if !in_resources || line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if indent == 2 {
+            let name = line.trim().trim_end_matches(':').to_string();
+            resources.push((name, Vec::new()));
+        } else if let Some((_, body)) = resources.last_mut() {
+            body.push(line.trim().to_string());
+        }
+    }
+    resources
+}
+
+/// The first value of `key: value` among `lines`, without a trailing comment.
+fn value<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .and_then(|v| v.split_whitespace().next())
+}
+
+fn of_type<'a>(
+    resources: &'a [(String, Vec<String>)],
+    kind: &str,
+) -> Vec<&'a (String, Vec<String>)> {
+    let line = format!("Type: {kind}");
+    resources.iter().filter(|(_, body)| body.first() == Some(&line)).collect()
+}
+
 #[test]
 fn queues_outlast_their_consumers_and_dead_letter_after_five_tries() {
     let template = template();
-    let timeout: u32 = template
+    let resources = resources(&template);
+    let global_timeout: u32 = template
         .lines()
         .find_map(|l| l.trim().strip_prefix("Timeout: "))
-        .and_then(|t| t.parse().ok())
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
         .expect("a global function timeout");
-    let visibilities: Vec<u32> = template
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("VisibilityTimeout: "))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert_eq!(visibilities.len(), 3, "usage, recharge and notifications queues");
-    assert!(visibilities.iter().all(|v| *v >= 6 * timeout), "{visibilities:?} vs {timeout}");
-    let receives: Vec<u32> = template
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("maxReceiveCount: "))
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    assert_eq!(receives.len(), 3);
-    assert!(receives.iter().all(|r| *r >= 5), "{receives:?}");
-    let sqs_events = template.matches("Type: SQS").count();
+    let queues = of_type(&resources, "AWS::SQS::Queue");
+    let work_queues: Vec<_> =
+        queues.iter().filter(|(_, body)| body.iter().any(|l| l == "RedrivePolicy:")).collect();
+    assert!(work_queues.len() >= 5, "usage, recharge, notifications, tax, statements");
+    // Each consumer's timeout against its own queue's visibility timeout.
+    let mut consumed = BTreeSet::new();
+    for (function, body) in of_type(&resources, "AWS::Serverless::Function") {
+        let timeout: u32 =
+            value(body, "Timeout").map_or(global_timeout, |t| t.parse().expect("a timeout"));
+        for queue in
+            body.iter().filter_map(|l| l.strip_prefix("Queue: !GetAtt ")?.strip_suffix(".Arn"))
+        {
+            let (_, queue_body) = work_queues
+                .iter()
+                .find(|(name, _)| name == queue)
+                .unwrap_or_else(|| panic!("{function} consumes {queue}, which has no DLQ"));
+            let visibility: u32 = value(queue_body, "VisibilityTimeout")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{queue} sets its visibility timeout"));
+            assert!(
+                visibility >= 6 * timeout,
+                "{queue}: visibility {visibility} s < 6 x {function}'s {timeout} s"
+            );
+            consumed.insert(queue.to_string());
+        }
+    }
+    for (queue, body) in &work_queues {
+        assert!(consumed.contains(queue.as_str()), "nothing consumes {queue}");
+        let receives: u32 = value(body, "maxReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{queue} redrives after some receives"));
+        assert!(receives >= 5, "{queue}: maxReceiveCount {receives}");
+    }
+    // Every dead-letter queue has a depth alarm.
+    for (queue, _) in queues.iter().filter(|q| !work_queues.contains(q)) {
+        let dimension = format!("Value: !GetAtt {queue}.QueueName");
+        assert!(
+            template.lines().any(|l| l.contains(&dimension)),
+            "no alarm on messages in {queue}"
+        );
+    }
+    // Every SQS event source reports partial batch failures.
+    let sqs_events = template.lines().filter(|l| l.trim().starts_with("Queue: !GetAtt ")).count();
     assert_eq!(template.matches("ReportBatchItemFailures").count(), sqs_events);
     for setting in [
         "PointInTimeRecoveryEnabled: true",
@@ -94,4 +162,42 @@ fn queues_outlast_their_consumers_and_dead_letter_after_five_tries() {
     ] {
         assert!(template.contains(setting), "{setting}");
     }
+}
+
+#[test]
+fn every_function_has_its_log_group_and_alarms() {
+    let template = template();
+    let resources = resources(&template);
+    let names: BTreeSet<&str> = resources.iter().map(|(name, _)| name.as_str()).collect();
+    for (function, _) in of_type(&resources, "AWS::Serverless::Function") {
+        for suffix in ["Logs", "ErrorsAlarm", "ThrottlesAlarm"] {
+            assert!(names.contains(format!("{function}{suffix}").as_str()), "{function}{suffix}");
+        }
+    }
+}
+
+/// The HTTP API's routes are the account API's routes (plus the platform's IAM-authorized
+/// authorization route), each served by one function.
+#[test]
+fn the_http_api_routes_are_the_account_apis_routes() {
+    let template = template();
+    let mut deployed = Vec::new();
+    let mut method: Option<String> = None;
+    for line in template.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("Method: ") {
+            method = Some(m.to_string());
+        } else if let Some(path) = line.strip_prefix("Path: ") {
+            let method = method.take().expect("a route's method comes before its path");
+            deployed.push((method, path.to_string()));
+        }
+    }
+    let unique: BTreeSet<(String, String)> = deployed.iter().cloned().collect();
+    assert_eq!(unique.len(), deployed.len(), "a route is deployed twice: {deployed:?}");
+    let mut expected: BTreeSet<(String, String)> =
+        api::app::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    expected.insert(("POST".into(), "/v1/authorizations".into()));
+    let missing: Vec<_> = expected.difference(&unique).collect();
+    let extra: Vec<_> = unique.difference(&expected).collect();
+    assert!(missing.is_empty(), "routes the template does not deploy: {missing:?}");
+    assert!(extra.is_empty(), "template routes the API does not serve: {extra:?}");
 }

@@ -35,10 +35,17 @@ pub fn rate_cards() -> Result<RateCards, Error> {
 pub async fn app_state() -> Result<Arc<AppState>, Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
-    let processor = StripeProcessor::new(StripeConfig::new(
-        std::env::var("RINGLEDGER_STRIPE_URL").unwrap_or_else(|_| "https://api.stripe.com".into()),
-        SecretKey::parse(env("RINGLEDGER_STRIPE_SECRET_KEY")?)?,
-    ))?;
+    // Only the payments function is given the processor's secret; the others serve no card
+    // routes and get a processor that refuses every call.
+    let processor: Arc<dyn payments::CardProcessor> =
+        match std::env::var("RINGLEDGER_STRIPE_SECRET_KEY") {
+            Ok(secret) => Arc::new(StripeProcessor::new(StripeConfig::new(
+                std::env::var("RINGLEDGER_STRIPE_URL")
+                    .unwrap_or_else(|_| "https://api.stripe.com".into()),
+                SecretKey::parse(secret)?,
+            ))?),
+            Err(_) => Arc::new(payments::NoProcessor),
+        };
     // Receipts go to the notifications queue when the function is given one.
     let notices: Option<Arc<dyn NoticeSink>> =
         match std::env::var("RINGLEDGER_NOTIFICATIONS_QUEUE_URL") {
@@ -60,7 +67,7 @@ pub async fn app_state() -> Result<Arc<AppState>, Error> {
     Ok(Arc::new(AppState {
         store: Arc::new(store),
         cards: rate_cards()?,
-        processor: Arc::new(processor),
+        processor,
         notices,
         statements,
     }))

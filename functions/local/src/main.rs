@@ -142,7 +142,7 @@ enum Command {
         month: Option<String>,
         /// The jurisdiction table (default: the bundled `shared/tax/data/jurisdictions.csv`).
         #[arg(long, env = "RINGLEDGER_TAX_TABLE")]
-        table: Option<std::path::PathBuf>,
+        tax_table: Option<std::path::PathBuf>,
         /// The taxability table (default: the bundled `shared/tax/data/taxability.csv`).
         #[arg(long, env = "RINGLEDGER_TAXABILITY")]
         taxability: Option<std::path::PathBuf>,
@@ -406,14 +406,20 @@ async fn main() -> CliResult {
             println!("{}", jwt.issue(user, account.as_deref(), role, *ttl_seconds));
             return Ok(());
         }
-        Command::Tax { month, table, taxability } => {
+        Command::Tax { month, tax_table, taxability } => {
             let store = open_full_store(&cli).await?;
             let month = month.clone().unwrap_or_else(|| tax::previous_month(Utc::now()));
-            tax::parse_month(&month)?;
+            tax::parse_month(&month).map_err(|e| e.to_string())?;
+            if month >= ledger::month_of(Utc::now()) {
+                return Err(format!(
+                    "{month} is not over yet; a month is taxed once it has ended (UTC)"
+                )
+                .into());
+            }
             let workers = jobs_local::workers(
                 store.clone(),
                 std::path::Path::new("outbox"),
-                table.as_deref(),
+                tax_table.as_deref(),
                 taxability.as_deref(),
             )
             .map_err(|e| e.to_string())?;
@@ -1464,5 +1470,15 @@ mod demo {
             println!("  {:<40} balance {}", event.id, display_usd(event.balance_usd));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        // Catches clashing argument names and bad defaults, which clap only reports at run time.
+        super::Cli::command().debug_assert();
     }
 }

@@ -544,6 +544,93 @@ async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once(a
 
 /// Every case runs three ways: in process, over real HTTP on loopback, and as API Gateway (HTTP
 /// API, JWT authorizer) v2 events through the Lambda routers.
+async fn statements_read_download_and_queue_emails(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    app.pay(&admin, "p1", "20").await;
+    let operator = app.operator();
+    let body = r#"{"kind": "debit", "amount_usd": "1.25", "reason": "test"}"#;
+    let reply = app
+        .call(
+            "POST",
+            "/v1/operator/accounts/acme/adjustments",
+            Some(&operator),
+            &[("idempotency-key", "adj-1")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let today = chrono::Utc::now().date_naive();
+    let range = format!("from={}&to={}", today - chrono::Duration::days(1), today);
+    let viewer = app.viewer("acme");
+    let statement = app.get(&format!("/v1/statement?{range}"), &viewer).await;
+    assert_eq!(statement.status, StatusCode::OK, "{}", statement.text);
+    let parsed: ledger::statement::Statement = serde_json::from_value(statement.json).unwrap();
+    assert!(parsed.reconciles());
+    assert_eq!(parsed.opening_balance_usd, rust_decimal::Decimal::ZERO);
+    assert_eq!(parsed.card_payments_usd, rust_decimal::Decimal::from(20));
+    assert_eq!(parsed.other_debits_usd, "1.25".parse::<rust_decimal::Decimal>().unwrap());
+    let overview = app.get("/v1/overview", &viewer).await.json;
+    assert_eq!(parsed.closing_balance_usd.normalize().to_string(), overview["balance_usd"]);
+    assert_eq!(parsed.lines.len(), 2);
+
+    let csv = app.get(&format!("/v1/statement.csv?{range}"), &viewer).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert_eq!(csv.text, notifications::statement::statement_csv(&parsed));
+
+    for (query, field) in [
+        (format!("from={today}"), "to"),
+        (format!("from=yesterday&to={today}"), "from"),
+        (format!("from={today}&to={}", today - chrono::Duration::days(3)), "from"),
+        (format!("from={}&to={today}", today - chrono::Duration::days(400)), "from"),
+        (format!("{range}&show=all"), "show"),
+    ] {
+        let reply = app.get(&format!("/v1/statement?{query}"), &viewer).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {}", reply.text);
+        assert_eq!(reply.json["field"], field, "{query}");
+    }
+
+    // Emailing one: admins only, with an Idempotency-Key; queued, not sent in the request.
+    let send =
+        format!(r#"{{"from": "{today}", "to": "{today}", "recipients": ["cfo@example.com"]}}"#);
+    let no_key = app.call("POST", "/v1/statements", Some(&admin), &[], Some(&send)).await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+    let as_viewer = app
+        .call("POST", "/v1/statements", Some(&viewer), &[("idempotency-key", "s1")], Some(&send))
+        .await;
+    assert_eq!(as_viewer.status, StatusCode::FORBIDDEN);
+    let bad = r#"{"from": "2026-10-31", "to": "2026-10-01"}"#;
+    let reversed = app
+        .call("POST", "/v1/statements", Some(&admin), &[("idempotency-key", "s0")], Some(bad))
+        .await;
+    assert_eq!(reversed.status, StatusCode::BAD_REQUEST, "{}", reversed.text);
+    let bad_email = r#"{"from": "2026-10-01", "to": "2026-10-31", "recipients": ["nope"]}"#;
+    let reply = app
+        .call("POST", "/v1/statements", Some(&admin), &[("idempotency-key", "s0")], Some(bad_email))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(app.statement_jobs.take().is_empty(), "nothing queued for refused requests");
+
+    let first = app
+        .call("POST", "/v1/statements", Some(&admin), &[("idempotency-key", "s1")], Some(&send))
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let again = app
+        .call("POST", "/v1/statements", Some(&admin), &[("idempotency-key", "s1")], Some(&send))
+        .await;
+    assert_eq!(again.json["statement_id"], first.json["statement_id"], "same key, same statement");
+    let queued = app.statement_jobs.take();
+    assert_eq!(queued.len(), 2);
+    match &queued[0] {
+        jobs::Job::Statement(request) => {
+            assert_eq!(request.account_id.as_str(), "acme");
+            assert_eq!(request.recipients.as_deref(), Some(&["cfo@example.com".to_string()][..]));
+            assert_eq!(request.id, first.json["statement_id"]);
+        }
+        other => panic!("expected a statement job, got {other:?}"),
+    }
+}
+
 macro_rules! in_every_mode {
     ($($name:ident),+ $(,)?) => {
         mod in_process {
@@ -576,5 +663,6 @@ in_every_mode!(
     a_declined_pay_now_records_the_reason_and_credits_nothing,
     pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing,
     activity_filters_paginates_and_exports_stable_csv,
+    statements_read_download_and_queue_emails,
     operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once
 );

@@ -457,3 +457,39 @@ mod tests {
         }
     }
 }
+
+/// For functions that serve no card routes (settings, activity): any call is an outage, never
+/// a charge. Keeps the processor's secret out of functions that do not need it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProcessor;
+
+#[derive(Debug, thiserror::Error)]
+#[error("no card processor is configured for this function")]
+struct NotConfigured;
+
+#[async_trait]
+impl CardProcessor for NoProcessor {
+    async fn create_customer(
+        &self,
+        _account_id: &str,
+        _email: Option<&str>,
+    ) -> Result<CustomerId, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn attach_card(
+        &self,
+        _customer: &CustomerId,
+        _payment_method_token: &str,
+    ) -> Result<CardDetails, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn detach_card(&self, _payment_method_id: &str) -> Result<(), ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn charge(&self, _request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+}

@@ -44,6 +44,8 @@ impl notifications::notice::NoticeSink for RecordedNotices {
 
 pub struct TestApp {
     pub notices: Arc<RecordedNotices>,
+    /// Statement emails the API queued.
+    pub statement_jobs: Arc<jobs::job::MemorySink>,
     pub mode: Mode,
     pub router: axum::Router,
     pub lambda_router: axum::Router,
@@ -66,12 +68,13 @@ impl TestApp {
         let store = Arc::new(MemoryStore::new());
         let processor = Arc::new(SimulatedProcessor::new());
         let notices = Arc::new(RecordedNotices::default());
+        let statement_jobs = Arc::new(jobs::job::MemorySink::default());
         let state = Arc::new(AppState {
             store: store.clone(),
             cards: RateCards::standard_only(),
             processor: processor.clone(),
             notices: Some(notices.clone()),
-            statements: None,
+            statements: Some(statement_jobs.clone()),
         });
         let jwt = LocalJwt::new(b"test-secret".to_vec());
         let router = api::app::local(state.clone(), jwt.clone());
@@ -85,6 +88,7 @@ impl TestApp {
         }
         TestApp {
             notices,
+            statement_jobs,
             mode,
             router,
             lambda_router,
