@@ -86,6 +86,21 @@ pub fn moto_endpoint() -> String {
     })
 }
 
+/// An SES v2 client on moto (`RINGLEDGER_SES_ENDPOINT`); fails loudly without it.
+pub async fn ses_client() -> aws_sdk_sesv2::Client {
+    let endpoint = std::env::var("RINGLEDGER_SES_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "RINGLEDGER_SES_ENDPOINT is not set. These tests need moto: run them through \
+             ./scripts/test.sh, or `scripts/stack.sh up` and `source .stack/env` first."
+        )
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_sesv2::Client::new(&config)
+}
+
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto_endpoint())

@@ -253,14 +253,7 @@ async fn statements_match_the_ledger_and_the_scheduled_one_reaches_the_mailbox_w
     let sqs = e2e::sqs_client().await;
     let queue_url = e2e::create_queue(&sqs, "statements", None).await;
     let sink = SqsJobSink { client: sqs.clone(), queue_url: queue_url.clone() };
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(
-            std::env::var("RINGLEDGER_SES_ENDPOINT")
-                .expect("RINGLEDGER_SES_ENDPOINT: run through scripts/test.sh"),
-        )
-        .load()
-        .await;
-    let ses = aws_sdk_sesv2::Client::new(&config);
+    let ses = e2e::ses_client().await;
     ses.create_email_identity()
         .email_identity("billing@example.com")
         .send()

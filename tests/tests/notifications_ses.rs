@@ -20,21 +20,8 @@ use rust_decimal::Decimal;
 use usage::sqs::poll_once;
 use usage::worker::Message;
 
-fn ses_endpoint() -> String {
-    std::env::var("RINGLEDGER_SES_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "RINGLEDGER_SES_ENDPOINT is not set. These tests need moto: run them through \
-             ./scripts/test.sh, or `scripts/stack.sh up` and `source .stack/env` first."
-        )
-    })
-}
-
 async fn ses_client() -> aws_sdk_sesv2::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(ses_endpoint())
-        .load()
-        .await;
-    aws_sdk_sesv2::Client::new(&config)
+    e2e::ses_client().await
 }
 
 /// An email SES accepted, as moto reports it.

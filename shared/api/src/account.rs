@@ -468,12 +468,10 @@ pub const CSV_COLUMNS: [&str; 9] = [
     "details",
 ];
 
+/// One CSV cell: quoted when needed, and safe from spreadsheet formula injection (source ids
+/// come from outside). The same rule as the statement's CSV.
 pub fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_string()
-    }
+    notifications::statement::csv_field(value)
 }
 
 pub fn csv_row(entry: &Entry) -> String {
