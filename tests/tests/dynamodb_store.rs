@@ -133,3 +133,18 @@ async fn forged_cursors_are_bad_requests_not_corruption() {
     let next = ledger::EntryQuery { cursor: Some(cursor), limit: 10, ..Default::default() };
     assert_eq!(store.entries(&id, &next).await.unwrap().entries.len(), 2);
 }
+
+#[tokio::test]
+async fn the_cold_start_warm_up_connects_without_writing_and_gives_up_quietly() {
+    let store = e2e::fresh_dynamo_store().await;
+    let meter = std::sync::Arc::new(store_dynamodb::capacity::CapacityMeter::default());
+    let store = store.with_meter(meter.clone());
+    assert!(store.warm_up(std::time::Duration::from_secs(5)).await, "DynamoDB Local answers");
+    assert_eq!(meter.take().write_units, 0, "the warm-up writes nothing");
+    assert!(store.account_ids(None, 10).await.unwrap().is_empty(), "and creates no account");
+
+    // Nothing listens on this port: the warm-up reports failure instead of erroring.
+    let closed = store_dynamodb::client_for_endpoint(Some("http://127.0.0.1:9")).await;
+    let unreachable = store_dynamodb::DynamoStore::new(closed, "ringledger");
+    assert!(!unreachable.warm_up(std::time::Duration::from_millis(1500)).await);
+}

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), bootstrap::Error> {
-    bootstrap::serve_group(api::app::Group::Activity).await
+    bootstrap::serve_group(api::app::activity_group, false).await
 }

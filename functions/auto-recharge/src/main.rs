@@ -11,7 +11,7 @@ use recharge::RechargeWorker;
 #[tokio::main]
 async fn main() -> Result<(), bootstrap::Error> {
     bootstrap::init_tracing();
-    let state = bootstrap::app_state().await?;
+    let state = bootstrap::app_state(true).await?;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let queue_url = bootstrap::env("RINGLEDGER_RECHARGE_QUEUE_URL")?;

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use api::app::{lambda, Group};
 use api::state::AppState;
 use notifications::notice::NoticeSink;
 use payments::{SecretKey, StripeConfig, StripeProcessor};
@@ -31,21 +30,25 @@ pub fn rate_cards() -> Result<RateCards, Error> {
     }
 }
 
-/// The account API's state: the DynamoDB store, the Stripe processor, the rate cards.
-pub async fn app_state() -> Result<Arc<AppState>, Error> {
+/// How long a cold start waits for the DynamoDB warm-up at most.
+pub const WARM_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The account API's state: the DynamoDB store, the card processor, the rate cards. Only a
+/// function that charges cards (`require_processor`) needs `RINGLEDGER_STRIPE_SECRET_KEY`;
+/// the others get a processor that refuses every call, and never hold the secret.
+pub async fn app_state(require_processor: bool) -> Result<Arc<AppState>, Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
-    // Only the payments function is given the processor's secret; the others serve no card
-    // routes and get a processor that refuses every call.
-    let processor: Arc<dyn payments::CardProcessor> =
-        match std::env::var("RINGLEDGER_STRIPE_SECRET_KEY") {
-            Ok(secret) => Arc::new(StripeProcessor::new(StripeConfig::new(
-                std::env::var("RINGLEDGER_STRIPE_URL")
-                    .unwrap_or_else(|_| "https://api.stripe.com".into()),
-                SecretKey::parse(secret)?,
-            ))?),
-            Err(_) => Arc::new(payments::NoProcessor),
-        };
+    store.warm_up(WARM_UP_TIMEOUT).await;
+    let processor: Arc<dyn payments::CardProcessor> = if require_processor {
+        Arc::new(StripeProcessor::new(StripeConfig::new(
+            std::env::var("RINGLEDGER_STRIPE_URL")
+                .unwrap_or_else(|_| "https://api.stripe.com".into()),
+            SecretKey::parse(env("RINGLEDGER_STRIPE_SECRET_KEY")?)?,
+        ))?)
+    } else {
+        Arc::new(payments::NoProcessor)
+    };
     // Receipts go to the notifications queue when the function is given one.
     let notices: Option<Arc<dyn NoticeSink>> =
         match std::env::var("RINGLEDGER_NOTIFICATIONS_QUEUE_URL") {
@@ -73,9 +76,13 @@ pub async fn app_state() -> Result<Arc<AppState>, Error> {
     }))
 }
 
-/// Serve one route group behind API Gateway.
-pub async fn serve_group(group: Group) -> Result<(), Error> {
+/// Serve one route group behind API Gateway. Each function names its group's router directly,
+/// so the other groups' routes are not linked into it.
+pub async fn serve_group(
+    group: fn() -> axum::Router<Arc<AppState>>,
+    require_processor: bool,
+) -> Result<(), Error> {
     init_tracing();
-    let state = app_state().await?;
-    lambda_http::run(lambda(group, state)).await
+    let state = app_state(require_processor).await?;
+    lambda_http::run(api::app::lambda_router(group(), state)).await
 }

@@ -38,6 +38,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
+    store.warm_up(std::time::Duration::from_secs(2)).await;
     let sink = SqsJobSink {
         client: aws_sdk_sqs::Client::new(&config),
         queue_url: env("RINGLEDGER_TAX_QUEUE_URL")?,

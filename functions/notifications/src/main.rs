@@ -20,10 +20,9 @@ async fn main() -> Result<(), Error> {
         .init();
     let from = notifications::mailer::check_sender(&env("RINGLEDGER_MAIL_FROM")?)?;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let docs: Arc<dyn DocStore> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&config),
-        env("RINGLEDGER_TABLE")?,
-    ));
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
+    store.warm_up(std::time::Duration::from_secs(2)).await;
+    let docs: Arc<dyn DocStore> = Arc::new(store);
     let mailer: Arc<dyn Mailer> = Arc::new(
         SesMailer::new(aws_sdk_sesv2::Client::new(&config))
             .with_configuration_set(std::env::var("RINGLEDGER_SES_CONFIGURATION_SET").ok()),

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), bootstrap::Error> {
-    bootstrap::serve_group(api::app::Group::Payments).await
+    bootstrap::serve_group(api::app::payments_group, true).await
 }

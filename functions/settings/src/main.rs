@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), bootstrap::Error> {
-    bootstrap::serve_group(api::app::Group::Settings).await
+    bootstrap::serve_group(api::app::settings_group, false).await
 }

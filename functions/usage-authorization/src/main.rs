@@ -19,8 +19,10 @@ async fn main() -> Result<(), Error> {
         Ok(path) => RateCards::from_json(&std::fs::read_to_string(&path)?)?,
         Err(_) => RateCards::standard_only(),
     };
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+    store.warm_up(std::time::Duration::from_secs(2)).await;
     let state = AuthorizationState {
-        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)),
+        store: Arc::new(store),
         cards,
         platform: PlatformAuth::Iam,
         max_call_seconds: DEFAULT_MAX_CALL_SECONDS,

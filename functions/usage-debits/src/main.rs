@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
+    store.warm_up(std::time::Duration::from_secs(2)).await;
     let sink = Arc::new(SqsSink {
         client: aws_sdk_sqs::Client::new(&config),
         recharge_queue_url: env("RINGLEDGER_RECHARGE_QUEUE_URL")?,

@@ -70,10 +70,30 @@ pub enum Group {
 
 pub fn group(group: Group) -> Router<Arc<AppState>> {
     match group {
-        Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
-        Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
-        Group::Payments => crate::payments::router(),
+        Group::Settings => settings_group(),
+        Group::Activity => activity_group(),
+        Group::Payments => payments_group(),
     }
+}
+
+/// Terms, overview, settings, audit log, operator routes.
+pub fn settings_group() -> Router<Arc<AppState>> {
+    crate::account::settings_router().merge(crate::operator::router())
+}
+
+/// Activity, its CSV export, statements.
+pub fn activity_group() -> Router<Arc<AppState>> {
+    crate::account::activity_router().merge(crate::statements::router())
+}
+
+/// Cards, Pay Now, payment history.
+pub fn payments_group() -> Router<Arc<AppState>> {
+    crate::payments::router()
+}
+
+/// A group's router for its Lambda: identity from API Gateway's JWT authorizer claims.
+pub fn lambda_router(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    behind_api_gateway(router.with_state(state))
 }
 
 /// One group for its Lambda: identity from API Gateway's JWT authorizer claims.

@@ -55,6 +55,9 @@ pub fn month_pk(id: &AccountId) -> String {
 
 pub const REGISTRY_PK: &str = "R";
 
+/// The key the cold-start warm-up reads; no item is ever written there.
+pub const WARM_UP_PK: &str = "W";
+
 pub fn marker_pk(id: &AccountId, source: &SourceId) -> String {
     format!("A#{id}#S#{source}")
 }

@@ -102,6 +102,32 @@ impl DynamoStore {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// Open the connection to DynamoDB (DNS, TCP, TLS) now, in a Lambda's init phase, so the
+    /// first invocation does not pay for it: one eventually consistent `GetItem` of a key that
+    /// never exists (half a read unit per cold start), bounded by `timeout`. Failures are
+    /// ignored (the first real call simply connects itself). `RINGLEDGER_WARM_UP=0` turns it
+    /// off. Returns whether DynamoDB answered.
+    pub async fn warm_up(&self, timeout: Duration) -> bool {
+        if std::env::var("RINGLEDGER_WARM_UP").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(WARM_UP_PK.into(), WARM_UP_PK)))
+            .consistent_read(false)
+            .send();
+        match tokio::time::timeout(timeout, request).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                tracing::debug!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "warm-up failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
