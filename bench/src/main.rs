@@ -441,7 +441,7 @@ async fn tax_suite(endpoint: &str, args: &Args) {
 /// for its first invocation (cold start to ready: config, SDK clients, TLS-free endpoints).
 async fn startup_suite(args: &Args) {
     use std::sync::Mutex;
-    const BINARIES: [&str; 8] = [
+    const BINARIES: [&str; 10] = [
         "usage-debits",
         "usage-authorization",
         "payments",
@@ -450,6 +450,8 @@ async fn startup_suite(args: &Args) {
         "auto-recharge",
         "notifications",
         "outbox-relay",
+        "monthly-tax",
+        "statements",
     ];
     const RUNS: usize = 10;
     let ready: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Instant>>>> =
@@ -472,7 +474,10 @@ async fn startup_suite(args: &Args) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("### Lambda start-up to ready (local, {RUNS} runs each, stand-in Runtime API)\n");
+    println!(
+        "### Lambda start-up to ready (local, {RUNS} runs each, stand-in Runtime API, DynamoDB warm-up {})\n",
+        if args.endpoint.is_some() { "against DynamoDB Local" } else { "without DynamoDB (fails fast)" }
+    );
     println!("| function | binary size (MB) | p50 ms | max ms |");
     println!("|---|---:|---:|---:|");
     for name in BINARIES {
@@ -506,6 +511,13 @@ async fn startup_suite(args: &Args) {
                 )
                 .env("RINGLEDGER_STRIPE_SECRET_KEY", "sk_test_bench")
                 .env("RINGLEDGER_MAIL_FROM", "billing@example.com")
+                .env("RINGLEDGER_TAX_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/tax")
+                .env(
+                    "RINGLEDGER_STATEMENTS_QUEUE_URL",
+                    "https://sqs.us-east-1.amazonaws.com/1/statements",
+                )
+                // The init-phase warm-up really reaches DynamoDB (Local) when there is one.
+                .envs(args.endpoint.iter().map(|e| ("AWS_ENDPOINT_URL_DYNAMODB", e.as_str())))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
