@@ -320,6 +320,73 @@ async fn statements_match_the_ledger_and_the_scheduled_one_reaches_the_mailbox_w
     assert_eq!(none_for_quiet, 0, "a weekly account gets no monthly statement");
 }
 
+#[tokio::test]
+async fn a_failed_job_comes_back_in_moments_not_after_the_queues_long_timeout() {
+    use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let store = Arc::new(e2e::fresh_dynamo_store().await);
+    let id =
+        account(&store, &format!("retry-{}", std::process::id()), false, "r@example.com").await;
+    october(&store, &id).await;
+    let sqs = e2e::sqs_client().await;
+    // The deployed queues' visibility timeout: far longer than this test waits.
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(e2e::unique_table("long-visibility"))
+        .attributes(QueueAttributeName::VisibilityTimeout, "600")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let request = notifications::statement::StatementRequest {
+        id: "statement:retry".into(),
+        account_id: id.clone(),
+        from: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+        to: NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
+        recipients: None,
+        requested_at: Utc::now(),
+    };
+    let sink = SqsJobSink { client: sqs.clone(), queue_url: queue_url.clone() };
+    jobs::JobSink::publish(&sink, &[Job::Statement(request)]).await.unwrap();
+    // The sender is not verified in SES: the send fails in a way worth retrying.
+    let workers = Workers {
+        tax: None,
+        statements: Some(StatementJob {
+            ledger: store.clone(),
+            docs: store.clone(),
+            mailer: Arc::new(SesMailer::new(e2e::ses_client().await)),
+            from_address: format!("unverified-{}@example.com", std::process::id()),
+        }),
+    };
+    let received = sqs.receive_message().queue_url(&queue_url).send().await.unwrap();
+    let message = received.messages.unwrap_or_default().pop().expect("the job");
+    let mut record = SqsMessage::default();
+    record.message_id = message.message_id.clone();
+    record.receipt_handle = message.receipt_handle.clone();
+    record.body = message.body.clone();
+    let mut event = SqsEvent::default();
+    event.records = vec![record];
+    let retry = jobs::worker::RetrySoon {
+        client: sqs.clone(),
+        queue_url: queue_url.clone(),
+        after: std::time::Duration::from_secs(1),
+    };
+    let response = workers.handle_sqs_event(event, &retry).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "the job failed and goes back");
+    let mut back = None;
+    for _ in 0..10 {
+        let again =
+            sqs.receive_message().queue_url(&queue_url).wait_time_seconds(1).send().await.unwrap();
+        if let Some(message) = again.messages.unwrap_or_default().pop() {
+            back = Some(message);
+            break;
+        }
+    }
+    let back = back.expect("the failed job is visible again long before the queue's 600 s");
+    assert_eq!(back.body, message.body);
+}
+
 /// The base64 parts of a MIME message that are attachments, decoded.
 fn decoded_attachments(message: &str) -> Vec<String> {
     let normalized = message.replace("\r\n", "\n");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use jobs::job::SqsJobSink;
 use jobs::statements::{Cadence, StatementJob};
-use jobs::worker::Workers;
+use jobs::worker::{RetrySoon, Workers, RETRY_AFTER};
 use jobs::Job;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use notifications::mailer::{Mailer, SesMailer};
@@ -44,10 +44,10 @@ async fn main() -> Result<(), Error> {
         SesMailer::new(aws_sdk_sesv2::Client::new(&config))
             .with_configuration_set(std::env::var("RINGLEDGER_SES_CONFIGURATION_SET").ok()),
     );
-    let sink = SqsJobSink {
-        client: aws_sdk_sqs::Client::new(&config),
-        queue_url: env("RINGLEDGER_STATEMENTS_QUEUE_URL")?,
-    };
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = env("RINGLEDGER_STATEMENTS_QUEUE_URL")?;
+    let retry = RetrySoon { client: sqs.clone(), queue_url: queue_url.clone(), after: RETRY_AFTER };
+    let sink = SqsJobSink { client: sqs, queue_url };
     let workers = Workers {
         tax: None,
         statements: Some(StatementJob {
@@ -57,12 +57,12 @@ async fn main() -> Result<(), Error> {
             from_address,
         }),
     };
-    let (store, sink, workers) = (&store, &sink, &workers);
+    let (store, sink, workers, retry) = (&store, &sink, &workers, &retry);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let payload = event.payload;
         if payload.get("Records").is_some() {
             let event: SqsEvent = serde_json::from_value(payload)?;
-            return Ok::<_, Error>(serde_json::to_value(workers.handle_sqs_event(event).await)?);
+            return Ok::<_, Error>(serde_json::to_value(workers.handle_sqs_event(event, retry).await)?);
         }
         let request: PlanRequest = serde_json::from_value(payload).map_err(|e| {
             format!("expected an SQS batch or {{\"run\": \"plan\", \"cadence\": \"monthly\"}}: {e}")

@@ -81,11 +81,52 @@ impl Workers {
     }
 
     /// Lambda's SQS event in, the partial-batch response out (`ReportBatchItemFailures`).
+    /// A failed job's message comes back after `retry.after` instead of the queue's visibility
+    /// timeout (six times the function's, which the planner's long timeout makes 90 minutes).
     pub async fn handle_sqs_event(
         &self,
         event: aws_lambda_events::sqs::SqsEvent,
+        retry: &RetrySoon,
     ) -> aws_lambda_events::sqs::SqsBatchResponse {
+        let handles: std::collections::HashMap<String, String> = event
+            .records
+            .iter()
+            .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
+            .collect();
         let failures = self.process_batch(usage::sqs::messages_from_event(event)).await;
+        for failure in &failures {
+            if let Some(handle) = handles.get(&failure.message_id) {
+                retry.soon(handle).await;
+            }
+        }
         usage::sqs::batch_response(&failures)
+    }
+}
+
+/// Brings a failed message back sooner, by cutting its visibility timeout.
+pub struct RetrySoon {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub after: std::time::Duration,
+}
+
+/// How long a failed job waits before it is tried again.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl RetrySoon {
+    /// Best effort: if this fails, the message still comes back after the queue's timeout.
+    pub async fn soon(&self, receipt_handle: &str) {
+        let seconds = i32::try_from(self.after.as_secs()).unwrap_or(i32::MAX);
+        if let Err(error) = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+        {
+            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "could not bring a failed job back sooner");
+        }
     }
 }
