@@ -8,6 +8,8 @@ use ledger::LedgerStore;
 use store_dynamodb::{client_for_endpoint, create_table, DynamoStore};
 
 /// The DynamoDB Local endpoint; panics with instructions when the stack is not running.
+pub mod mime;
+
 pub fn dynamodb_endpoint() -> String {
     std::env::var("RINGLEDGER_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
         panic!(

@@ -387,37 +387,16 @@ async fn a_failed_job_comes_back_in_moments_not_after_the_queues_long_timeout() 
     assert_eq!(back.body, message.body);
 }
 
-/// The base64 parts of a MIME message that are attachments, decoded.
+/// The decoded attachments of a raw MIME message (`multipart/mixed`: the body, then each file).
 fn decoded_attachments(message: &str) -> Vec<String> {
-    let normalized = message.replace("\r\n", "\n");
-    let mut out = Vec::new();
-    for part in normalized.split("\n--") {
-        if !part.contains("Content-Disposition: attachment") {
-            continue;
-        }
-        let Some((_, body)) = part.split_once("\n\n") else { continue };
-        let encoded: String = body.lines().take_while(|l| !l.is_empty()).collect();
-        if let Some(bytes) = base64_decode(encoded.trim()) {
-            out.push(String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for byte in text.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET.iter().position(|c| *c == byte)? as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Some(out)
+    use e2e::mime::{boundary, decode_base64, header, parts, split_entity};
+    let (head, body) = split_entity(message);
+    parts(body, &boundary(&header(head, "Content-Type")))
+        .into_iter()
+        .map(split_entity)
+        .filter(|(head, _)| head.contains("Content-Disposition: attachment"))
+        .map(|(_, body)| {
+            String::from_utf8(decode_base64(&body.split("\r\n").collect::<String>())).unwrap()
+        })
+        .collect()
 }

@@ -22,6 +22,8 @@ use notifications::worker::{delivery_record, Delivery, Outcome};
 use rust_decimal::Decimal;
 use store_dynamodb::DynamoStore;
 
+use e2e::mime::{boundary, decode_base64, decode_quoted_printable, header, parts, split_entity};
+
 async fn ses_client() -> aws_sdk_sesv2::Client {
     e2e::ses_client().await
 }
@@ -63,84 +65,6 @@ async fn raw_received_by(address: &str) -> Vec<RawReceived> {
         })
         .filter(|m| m.destinations.iter().any(|to| to == address))
         .collect()
-}
-
-/// The header block and the body of a MIME entity.
-fn split_entity(entity: &str) -> (&str, &str) {
-    entity.split_once("\r\n\r\n").expect("a header block and a body")
-}
-
-/// A header's value, folded lines joined.
-fn header(head: &str, name: &str) -> String {
-    let unfolded = head.replace("\r\n ", " ");
-    unfolded
-        .split("\r\n")
-        .filter_map(|line| line.split_once(": "))
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_else(|| panic!("no {name} header in\n{head}"))
-}
-
-fn boundary(content_type: &str) -> String {
-    content_type
-        .split("boundary=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no boundary in {content_type}"))
-        .to_string()
-}
-
-/// The parts of a multipart body, without preamble and closing delimiter.
-fn parts<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
-    let delimiter = format!("--{boundary}");
-    let pieces: Vec<&str> = body.split(delimiter.as_str()).collect();
-    assert_eq!(pieces.last(), Some(&"--\r\n"), "the body ends with the closing delimiter");
-    pieces[1..pieces.len() - 1]
-        .iter()
-        .map(|part| part.strip_prefix("\r\n").expect("CRLF after a delimiter"))
-        .collect()
-}
-
-fn decode_quoted_printable(encoded: &str) -> String {
-    let joined = encoded.replace("=\r\n", "").replace("\r\n", "\n");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII");
-            out.push(u8::from_str_radix(hex, 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("UTF-8")
-}
-
-/// Standard base64 with padding (this crate does not depend on a base64 library).
-fn decode_base64(encoded: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    assert_eq!(encoded.len() % 4, 0, "base64 comes in groups of four");
-    let mut out = Vec::with_capacity(encoded.len() / 4 * 3);
-    for group in encoded.as_bytes().chunks(4) {
-        let mut bits = 0u32;
-        let mut padding = 0;
-        for &byte in group {
-            let value = match byte {
-                b'=' => {
-                    padding += 1;
-                    0
-                }
-                _ => ALPHABET.iter().position(|&a| a == byte).expect("a base64 character") as u32,
-            };
-            bits = bits << 6 | value;
-        }
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - padding]);
-    }
-    out
 }
 
 /// RFC 2047 `Q` encoded words (as the mailer writes them), decoded and joined.

@@ -85,7 +85,7 @@ pub async fn run_all(
     workers: &Workers,
     job: impl Fn(ledger::AccountId) -> Job,
     show: bool,
-) -> Result<BTreeMap<String, u64>, BoxError> {
+) -> Result<BTreeMap<&'static str, u64>, BoxError> {
     let total = jobs::plan::count_accounts(store).await?;
     let progress = bar(total, "accounts", show);
     let outcomes = jobs::plan::for_each_account(store, CONCURRENCY, |id| {
@@ -96,7 +96,7 @@ pub async fn run_all(
                 Ok(outcome) => outcome,
                 Err(error) => {
                     progress.println(format!("  {}: {error}", job.account_id()));
-                    "failed".to_string()
+                    "failed"
                 }
             };
             progress.inc(1);
@@ -107,9 +107,7 @@ pub async fn run_all(
     progress.finish_and_clear();
     let mut counts = BTreeMap::new();
     for outcome in outcomes {
-        // Statement outcomes carry details; count by their first word.
-        let key = outcome.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
-        *counts.entry(key).or_insert(0) += 1;
+        *counts.entry(outcome).or_insert(0) += 1;
     }
     Ok(counts)
 }

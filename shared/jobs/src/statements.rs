@@ -84,6 +84,15 @@ pub enum StatementOutcome {
     Delivered(Outcome),
 }
 
+impl StatementOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StatementOutcome::NotScheduled => "not_scheduled",
+            StatementOutcome::Delivered(outcome) => outcome.as_str(),
+        }
+    }
+}
+
 /// Sends statements: the stores and the mailer.
 #[derive(Clone)]
 pub struct StatementJob {

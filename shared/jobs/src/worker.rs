@@ -22,21 +22,22 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Handle one job. `Ok` means done (or nothing to do); `Err` goes back to the queue.
-    pub async fn handle(&self, job: &Job) -> Result<String, JobError> {
+    /// Handle one job; `Ok` names what happened (done, or nothing to do), `Err` goes back to
+    /// the queue unless it is permanent.
+    pub async fn handle(&self, job: &Job) -> Result<&'static str, JobError> {
         let now = Utc::now();
         match (job, &self.tax, &self.statements) {
             (Job::Tax { account_id, month }, Some(tax), _) => {
-                tax.run(account_id, month, now).await.map(|o| o.as_str().to_string())
+                tax.run(account_id, month, now).await.map(|o| o.as_str())
             }
             (Job::ScheduledStatement { account_id, cadence, from, to }, _, Some(statements)) => {
                 statements
                     .scheduled(account_id, *cadence, *from, *to, now)
                     .await
-                    .map(|o| format!("{o:?}"))
+                    .map(|o| o.as_str())
             }
             (Job::Statement(request), _, Some(statements)) => {
-                statements.send(request).await.map(|o| format!("{o:?}"))
+                statements.send(request).await.map(|o| o.as_str())
             }
             _ => Err(JobError::Permanent(format!(
                 "this worker does not run {} jobs",

@@ -158,6 +158,21 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// A short name for logs and run reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Sent { .. } => "sent",
+            Outcome::AlreadySent => "already_sent",
+            Outcome::AlreadyFailed => "already_failed",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::NoRecipients => "no_recipients",
+            Outcome::NotANotice => "not_a_notice",
+            Outcome::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 /// Process one batch; returns the messages that failed and why (already logged).
 pub async fn process_batch(
     docs: Arc<dyn DocStore>,
