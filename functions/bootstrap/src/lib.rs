@@ -30,16 +30,13 @@ pub fn rate_cards() -> Result<RateCards, Error> {
     }
 }
 
-/// How long a cold start waits for the DynamoDB warm-up at most.
-pub const WARM_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The account API's state: the DynamoDB store, the card processor, the rate cards. Only a
 /// function that charges cards (`require_processor`) needs `RINGLEDGER_STRIPE_SECRET_KEY`;
 /// the others get a processor that refuses every call, and never hold the secret.
 pub async fn app_state(require_processor: bool) -> Result<Arc<AppState>, Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
-    store.warm_up(WARM_UP_TIMEOUT).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let processor: Arc<dyn payments::CardProcessor> = if require_processor {
         Arc::new(StripeProcessor::new(StripeConfig::new(
             std::env::var("RINGLEDGER_STRIPE_URL")

@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
-    store.warm_up(std::time::Duration::from_secs(2)).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let queue_url = env("RINGLEDGER_TAX_QUEUE_URL")?;
     let retry = RetrySoon { client: sqs.clone(), queue_url: queue_url.clone(), after: RETRY_AFTER };

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     let from = notifications::mailer::check_sender(&env("RINGLEDGER_MAIL_FROM")?)?;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), env("RINGLEDGER_TABLE")?);
-    store.warm_up(std::time::Duration::from_secs(2)).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let docs: Arc<dyn DocStore> = Arc::new(store);
     let mailer: Arc<dyn Mailer> = Arc::new(
         SesMailer::new(aws_sdk_sesv2::Client::new(&config))

@@ -18,7 +18,7 @@ async fn main() -> Result<(), bootstrap::Error> {
         aws_sdk_dynamodb::Client::new(&config),
         bootstrap::env("RINGLEDGER_TABLE")?,
     );
-    store.warm_up(bootstrap::WARM_UP_TIMEOUT).await;
+    store.warm_up(store_dynamodb::DynamoStore::WARM_UP_TIMEOUT).await;
     let sink = SqsSink {
         client: aws_sdk_sqs::Client::new(&config),
         recharge_queue_url: bootstrap::env("RINGLEDGER_RECHARGE_QUEUE_URL")?,

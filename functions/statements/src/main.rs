@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
-    store.warm_up(std::time::Duration::from_secs(2)).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let mailer: Arc<dyn Mailer> = Arc::new(
         SesMailer::new(aws_sdk_sesv2::Client::new(&config))
             .with_configuration_set(std::env::var("RINGLEDGER_SES_CONFIGURATION_SET").ok()),

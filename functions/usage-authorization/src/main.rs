@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
         Err(_) => RateCards::standard_only(),
     };
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
-    store.warm_up(std::time::Duration::from_secs(2)).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let state = AuthorizationState {
         store: Arc::new(store),
         cards,

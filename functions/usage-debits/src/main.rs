@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&config),
         env("RINGLEDGER_TABLE")?,
     ));
-    store.warm_up(std::time::Duration::from_secs(2)).await;
+    store.warm_up(DynamoStore::WARM_UP_TIMEOUT).await;
     let sink = Arc::new(SqsSink {
         client: aws_sdk_sqs::Client::new(&config),
         recharge_queue_url: env("RINGLEDGER_RECHARGE_QUEUE_URL")?,

@@ -38,14 +38,16 @@ pub async fn load_profile(docs: &dyn DocStore, id: &AccountId) -> Result<JobProf
     match docs.get_doc(id, DocKind::Profile, PROFILE_DOC_ID).await? {
         None => Ok(JobProfile::default()),
         Some(doc) => serde_json::from_str(&doc.body)
-            .map_err(|e| JobError::Permanent(format!("the profile of {id} is unreadable: {e}"))),
+            .map_err(|e| JobError::Retry(format!("the profile of {id} is unreadable: {e}"))),
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// Retrying cannot help (a bad message, a month not over yet): the message is dropped and
-    /// logged.
+    /// Retrying cannot help and nothing is wrong with the data (a malformed message, a month
+    /// not over yet): the message is dropped and logged. Anything else that fails, a store
+    /// error or unreadable data included, goes back to the queue and, after five tries, to the
+    /// DLQ and its alarm, so no account's tax is silently skipped.
     #[error("{0}")]
     Permanent(String),
     /// Something to try again later (a mail service outage, a claim held by another delivery):
@@ -62,7 +64,7 @@ impl JobError {
         match self {
             JobError::Permanent(_) => true,
             JobError::Retry(_) => false,
-            JobError::Store(error) => !error.is_retryable(),
+            JobError::Store(_) => false,
         }
     }
 }
@@ -168,9 +170,7 @@ impl TaxJob {
                 jurisdiction: assessment.jurisdiction.name.clone(),
             }),
             Some(PostingResult::Duplicate { seq }) => Ok(TaxOutcome::AlreadyTaxed { seq: *seq }),
-            other => {
-                Err(JobError::Permanent(format!("the tax posting was not applied: {other:?}")))
-            }
+            other => Err(JobError::Retry(format!("the tax posting was not applied: {other:?}"))),
         }
     }
 }

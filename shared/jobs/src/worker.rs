@@ -60,7 +60,15 @@ impl Workers {
                         return None;
                     }
                 };
-                match self.handle(&job).await {
+                // Each job in its own task: a panic (a bug) fails its own message only.
+                let workers = self.clone();
+                let task_job = job.clone();
+                let result = match tokio::spawn(async move { workers.handle(&task_job).await }).await
+                {
+                    Ok(result) => result,
+                    Err(panic) => Err(JobError::Retry(format!("the job panicked: {panic}"))),
+                };
+                match result {
                     Ok(outcome) => {
                         info!(account_id = %job.account_id(), %outcome, "job done");
                         None

@@ -290,11 +290,11 @@ pub fn apply(
     if !entries.is_empty() {
         assert_chain_extends(account, &entries);
         let month = month_of(posted_at);
-        if account.month_totals.month != month {
-            if !account.month_totals.month.is_empty() {
-                closed_month = Some(account.month_totals.clone());
+        if next.month_totals.month != month {
+            let finished = std::mem::replace(&mut next.month_totals, MonthTotals::empty(&month));
+            if !finished.month.is_empty() {
+                closed_month = Some(finished);
             }
-            next.month_totals = MonthTotals::empty(&month);
         }
         for entry in &entries {
             next.month_totals.add(entry);

@@ -19,7 +19,7 @@
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger::docs::{check_doc_id, DocKind, DocStore};
-use ledger::statement::{item_label, period_bounds, statement_for, Statement, StatementError};
+use ledger::statement::{item_label, period_bounds, statement_for, Statement};
 use ledger::{display_usd, AccountId, LedgerStore};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -388,13 +388,6 @@ pub async fn send_statement(
             to.len()
         ))
         .await;
-    }
-    match ledger.account(account).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return invalid(StatementError::AccountNotFound(account.clone()).to_string()).await
-        }
-        Err(error) => return Err(format!("ledger store: {error}")),
     }
     if to.is_empty() {
         warn!("the account has no billing contact for this statement; nothing to send");

@@ -102,6 +102,9 @@ impl DynamoStore {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// How long a cold start waits for [`DynamoStore::warm_up`] at most.
+    pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(2);
+
     /// Open the connection to DynamoDB (DNS, TCP, TLS) now, in a Lambda's init phase, so the
     /// first invocation does not pay for it: one eventually consistent `GetItem` of a key that
     /// never exists (half a read unit per cold start), bounded by `timeout`. Failures are
