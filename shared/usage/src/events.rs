@@ -1,7 +1,7 @@
 //! The telephony usage event schema, version 1 (documented in `docs/usage-events.md`, examples
 //! in `tests/fixtures/usage/`). Parsed strictly: unknown fields, types and versions are errors.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 
 use ledger::{AccountId, SourceId};
@@ -12,6 +12,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// within the ledger's 128-character source ids.
 pub const MAX_EVENT_ID_LEN: usize = 96;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// How far an event's `occurred_at` may lie after the moment the worker received it: the
+/// platform's and the worker's clocks differ a little, never by more than this.
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 5 * 60;
+/// How long before its receipt an event may have occurred: a year of late records, a month
+/// of dead-letter re-drives and slack. Older events are refused as garbage (an epoch-0 time).
+pub const MAX_EVENT_AGE_DAYS: i64 = 400;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
@@ -25,6 +31,16 @@ pub enum EventError {
     UnknownType(String),
     #[error("{field}: {reason}")]
     BadField { field: &'static str, reason: String },
+    /// A future occurrence would make every later event of the account "late" (no included
+    /// minutes), so it is refused instead of posted.
+    #[error(
+        "occurred_at {occurred_at} is more than {MAX_CLOCK_SKEW_SECONDS} s after the event was received ({received_at})"
+    )]
+    OccursInTheFuture { occurred_at: DateTime<Utc>, received_at: DateTime<Utc> },
+    #[error(
+        "occurred_at {occurred_at} is more than {MAX_EVENT_AGE_DAYS} days before the event was received ({received_at})"
+    )]
+    OccurredTooLongAgo { occurred_at: DateTime<Utc>, received_at: DateTime<Utc> },
 }
 
 #[derive(Deserialize)]
@@ -182,6 +198,27 @@ impl UsageEvent {
             occurred_at: ledger::truncate_to_micros(envelope.occurred_at),
             kind,
         })
+    }
+
+    /// Parse `body` and check its occurrence against the moment it was received
+    /// ([`UsageEvent::check_occurred_at`]): what the worker does with every message.
+    pub fn parse_received(body: &str, received_at: DateTime<Utc>) -> Result<Self, EventError> {
+        let event = Self::parse(body)?;
+        event.check_occurred_at(received_at)?;
+        Ok(event)
+    }
+
+    /// An event may have occurred at most [`MAX_CLOCK_SKEW_SECONDS`] after `received_at` and at
+    /// most [`MAX_EVENT_AGE_DAYS`] before it.
+    pub fn check_occurred_at(&self, received_at: DateTime<Utc>) -> Result<(), EventError> {
+        let (occurred_at, received_at) = (self.occurred_at, received_at);
+        if occurred_at > received_at + TimeDelta::seconds(MAX_CLOCK_SKEW_SECONDS) {
+            return Err(EventError::OccursInTheFuture { occurred_at, received_at });
+        }
+        if occurred_at < received_at - TimeDelta::days(MAX_EVENT_AGE_DAYS) {
+            return Err(EventError::OccurredTooLongAgo { occurred_at, received_at });
+        }
+        Ok(())
     }
 
     /// The event as the rating engine sees it.

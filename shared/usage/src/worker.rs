@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
 use rating::RateCard;
@@ -94,17 +95,30 @@ pub struct BatchReport {
     pub postings_refused: usize,
 }
 
-/// Process one batch. Returns which messages failed and why (already logged).
+/// Process one batch received now. Returns which messages failed and why (already logged).
 pub async fn process_batch(
     store: Arc<dyn LedgerStore>,
     cards: &RateCards,
     sink: Option<Arc<dyn EventSink>>,
     messages: Vec<Message>,
 ) -> BatchReport {
+    process_batch_received(store, cards, sink, messages, Utc::now()).await
+}
+
+/// Process one batch received at `received_at`: events that occurred too far after or before
+/// it fail like malformed ones ([`UsageEvent::check_occurred_at`]). Postings still carry the
+/// store's clock.
+pub async fn process_batch_received(
+    store: Arc<dyn LedgerStore>,
+    cards: &RateCards,
+    sink: Option<Arc<dyn EventSink>>,
+    messages: Vec<Message>,
+    received_at: DateTime<Utc>,
+) -> BatchReport {
     let mut report = BatchReport::default();
     let mut by_account: BTreeMap<AccountId, Vec<(String, UsageEvent)>> = BTreeMap::new();
     for message in messages {
-        match UsageEvent::parse(&message.body) {
+        match UsageEvent::parse_received(&message.body, received_at) {
             Ok(event) => {
                 by_account.entry(event.account_id.clone()).or_default().push((message.id, event))
             }
@@ -208,7 +222,7 @@ async fn post_account(
             card: card.clone(),
             events: chunk.iter().map(|(_, e)| e.clone()).collect(),
         });
-        match store.post_with(account_id, source, chrono::Utc::now()).await {
+        match store.post_with(account_id, source, Utc::now()).await {
             Ok(posted) => {
                 outcome.events_posted += chunk.len();
                 for result in &posted.results {

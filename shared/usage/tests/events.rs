@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use rating::{Direction, NumberType, PremiumFeature};
 use usage::events::{
-    Call, EventError, Number, Sms, UsageEvent, UsageKind, MAX_EVENT_ID_LEN, MAX_MESSAGE_BYTES,
+    Call, EventError, Number, Sms, UsageEvent, UsageKind, MAX_CLOCK_SKEW_SECONDS,
+    MAX_EVENT_AGE_DAYS, MAX_EVENT_ID_LEN, MAX_MESSAGE_BYTES,
 };
 
 fn parse(body: &str) -> UsageEvent {
@@ -339,6 +340,61 @@ fn occurred_at_with_nanoseconds_is_truncated_to_microseconds() {
 fn occurred_at_that_is_not_rfc_3339_is_malformed() {
     let body = CALL_OUTBOUND.replace("2026-11-03T14:05:09Z", "03/11/2026 14:05");
     assert!(matches!(error(&body), EventError::Malformed(_)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// When an event may have occurred
+// ---------------------------------------------------------------------------------------------
+
+fn occurring_at(occurred_at: &str) -> String {
+    CALL_OUTBOUND.replace("2026-11-03T14:05:09Z", occurred_at)
+}
+
+#[test]
+fn an_event_dated_in_2099_is_refused_with_both_times_in_the_reason() {
+    let received_at = at("2026-11-03T14:05:09Z");
+    let error = UsageEvent::parse_received(&occurring_at("2099-01-01T00:00:00Z"), received_at)
+        .expect_err("a 2099 event must be refused");
+    assert_eq!(
+        error,
+        EventError::OccursInTheFuture { occurred_at: at("2099-01-01T00:00:00Z"), received_at }
+    );
+    assert_eq!(
+        error.to_string(),
+        "occurred_at 2099-01-01 00:00:00 UTC is more than 300 s after the event was received \
+         (2026-11-03 14:05:09 UTC)"
+    );
+}
+
+#[test]
+fn occurred_at_may_lead_the_receipt_by_the_clock_skew_and_not_a_microsecond_more() {
+    assert_eq!(MAX_CLOCK_SKEW_SECONDS, 300);
+    let received_at = at("2026-11-03T14:00:00Z");
+    let at_skew = UsageEvent::parse_received(&occurring_at("2026-11-03T14:05:00Z"), received_at);
+    assert_eq!(at_skew.expect("within the skew").occurred_at, at("2026-11-03T14:05:00Z"));
+    let past_skew =
+        UsageEvent::parse_received(&occurring_at("2026-11-03T14:05:00.000001Z"), received_at);
+    assert!(matches!(past_skew, Err(EventError::OccursInTheFuture { .. })), "{past_skew:?}");
+}
+
+#[test]
+fn occurred_at_may_trail_the_receipt_by_400_days_and_not_a_microsecond_more() {
+    assert_eq!(MAX_EVENT_AGE_DAYS, 400);
+    // 2025-09-29 is 400 days before 2026-11-03.
+    let received_at = at("2026-11-03T14:05:09Z");
+    let oldest = UsageEvent::parse_received(&occurring_at("2025-09-29T14:05:09Z"), received_at);
+    assert!(oldest.is_ok(), "{oldest:?}");
+    let older =
+        UsageEvent::parse_received(&occurring_at("2025-09-29T14:05:08.999999Z"), received_at);
+    assert_eq!(
+        older.unwrap_err(),
+        EventError::OccurredTooLongAgo {
+            occurred_at: at("2025-09-29T14:05:08.999999Z"),
+            received_at
+        }
+    );
+    let epoch = UsageEvent::parse_received(&occurring_at("1970-01-01T00:00:00Z"), received_at);
+    assert!(matches!(epoch, Err(EventError::OccurredTooLongAgo { .. })));
 }
 
 #[test]

@@ -20,7 +20,20 @@ use ledger::{
 use rating::{RateCard, RateCardError};
 use rust_decimal_macros::dec;
 use usage::relay::{sweep, EventSink};
-use usage::worker::{process_batch, BatchReport, Failure, Message, RateCards, MAX_EVENTS_PER_POST};
+use usage::worker::{
+    process_batch_received, BatchReport, Failure, Message, RateCards, MAX_EVENTS_PER_POST,
+};
+
+/// The worker as the queue drives it, receiving at the tests' fixed `now()` so the fixtures'
+/// occurrence times stay within the accepted window whenever the tests run.
+async fn process_batch(
+    store: Arc<dyn LedgerStore>,
+    cards: &RateCards,
+    sink: Option<Arc<dyn EventSink>>,
+    messages: Vec<Message>,
+) -> BatchReport {
+    process_batch_received(store, cards, sink, messages, now()).await
+}
 
 fn message(id: &str, body: &str) -> Message {
     Message { id: id.into(), body: body.into() }
@@ -118,6 +131,34 @@ async fn redelivering_a_processed_batch_posts_nothing_new_and_counts_duplicates(
     );
     assert_eq!(account(&store, &acme).await, acme_before);
     assert_eq!(account(&store, &globex).await, globex_before);
+}
+
+#[tokio::test]
+async fn an_event_dated_in_the_future_fails_alone_and_leaves_the_included_minutes_to_later_calls() {
+    let (store, _acme, globex) = two_accounts().await;
+    let report = process_batch(
+        store.clone(),
+        &cards(),
+        None,
+        vec![
+            message("g-2099", &call("evt-2099", "globex", "2099-01-01T00:00:00Z", 60)),
+            message("g-now", &call("evt-now", "globex", "2026-11-03T16:30:00Z", 60)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sorted(report.failures),
+        vec![(
+            "g-2099".into(),
+            "occurred_at 2099-01-01 00:00:00 UTC is more than 300 s after the event was \
+             received (2026-11-03 17:00:00 UTC)"
+                .into()
+        )]
+    );
+    // The call of now used its plan's included minutes: only the surcharge is paid.
+    let globex = account(&store, &globex).await;
+    assert_eq!(globex.plan_usage, PlanUsage { month: "2026-11".into(), included_seconds_used: 60 });
+    assert_eq!(globex.balance_usd, dec!(9.9975));
 }
 
 #[tokio::test]
