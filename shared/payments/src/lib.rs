@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 mod simulated;
 mod stripe;
 
-pub use simulated::{SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR};
+pub use simulated::{ChargeFault, SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR};
 pub use stripe::{
     SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,
     STRIPE_API_VERSION,
@@ -51,9 +51,30 @@ pub trait CardProcessor: Send + Sync {
     async fn detach_card(&self, payment_method_id: &str) -> Result<(), ProcessorError>;
 
     /// Off-session, confirmed charge in whole USD cents with an Idempotency-Key: the same key
-    /// always yields the same payment (retries after a crash find it instead of charging twice).
+    /// yields the same payment for the key's lifetime (Stripe: 24 h), so a retry after a crash
+    /// finds it instead of charging twice. Three outcomes, not two: `Ok(Succeeded)`,
+    /// `Ok(Declined)` (definite: nothing was charged), and *unknown* — `Ok(Processing)` or
+    /// `Err(Unavailable | Unexpected)` — where the card may have been charged: the caller keeps
+    /// its claim and settles it later with [`CardProcessor::find_charge`] or a replay under the
+    /// same key, never with a new key.
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError>;
+
+    /// The payment made under `idempotency_key` for `customer` (every charge carries its key in
+    /// the processor's metadata), with its current outcome; `Ok(None)` when the processor has
+    /// none, i.e. nothing was charged under that key. Works after the key itself has expired:
+    /// that is how a replay older than the key's lifetime settles.
+    async fn find_charge(
+        &self,
+        customer: &CustomerId,
+        idempotency_key: &str,
+    ) -> Result<Option<ChargeOutcome>, ProcessorError>;
 }
+
+/// Hours a processor remembers an idempotency key (Stripe: 24). A replay of a write-ahead
+/// attempt older than this must look the payment up ([`CardProcessor::find_charge`]) instead of
+/// resending it, or the resend is a new charge. Replays look up first whatever their age, so
+/// this is only the simulated processor's expiry rule and a bound for reconcilers.
+pub const KEY_LIFETIME_HOURS: i64 = 24;
 
 /// The processor's id of a customer (`cus_...`), stored on the account's profile.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -93,7 +114,7 @@ impl CardDetails {
 }
 
 /// One off-session charge of a registered card.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChargeRequest {
     pub customer: CustomerId,
     pub payment_method_id: String,
@@ -120,10 +141,15 @@ impl ChargeRequest {
     }
 }
 
-/// The result of a charge the processor decided on. Transport failures are [`ProcessorError`]s.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The result of a charge the processor answered. Transport failures are [`ProcessorError`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChargeOutcome {
     Succeeded {
+        payment_intent_id: String,
+    },
+    /// The processor took the charge and has not decided yet (Stripe's `processing`): the
+    /// outcome is unknown and may still become a success. Settle it later by asking again.
+    Processing {
         payment_intent_id: String,
     },
     /// `payment_intent_id` is the processor's record of the failed attempt, when it made one.
@@ -491,5 +517,21 @@ impl CardProcessor for NoProcessor {
 
     async fn charge(&self, _request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn find_charge(
+        &self,
+        _customer: &CustomerId,
+        _idempotency_key: &str,
+    ) -> Result<Option<ChargeOutcome>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+}
+
+impl ProcessorError {
+    /// True when the card may have been charged although no definite answer came back
+    /// (timeouts, 5xx, unreadable answers): the caller must keep its claim and ask again.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ProcessorError::Unavailable(_) | ProcessorError::Unexpected(_))
     }
 }

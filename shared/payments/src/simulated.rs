@@ -1,10 +1,13 @@
 //! An in-memory card processor for the local default and tests: no network, deterministic ids,
 //! Stripe's test tokens, Stripe's idempotency rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
@@ -47,14 +50,31 @@ fn processor_message(code: &DeclineCode) -> &'static str {
     }
 }
 
-/// [`CardProcessor`] in memory. Ids are `cus_sim000001`, `pm_sim000002`, `pi_sim000003`, ...
-/// in call order, so a test that makes the same calls sees the same ids.
+/// What the simulated processor does with the next charge call (fault injection for tests and
+/// the fault simulation; each queued fault is used by one call, replays included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeFault {
+    /// The request never reached the processor: nothing recorded, `Err(Unavailable)`.
+    Unreachable,
+    /// The processor made the payment and the answer was lost: `Err(Unavailable)`.
+    AnswerLost,
+    /// The payment is `processing` for `minutes`, then succeeds or fails (seen by a replay
+    /// under the same key or a [`CardProcessor::find_charge`] after then).
+    Processing { succeeds: bool, minutes: i64 },
+}
+
+/// [`CardProcessor`] in memory, optionally kept in a JSON file so that local mode survives a
+/// restart. Ids are `cus_sim000001`, `pm_sim000002`, `pi_sim000003`, ... in call order, so a
+/// test that makes the same calls sees the same ids. Idempotency keys expire after
+/// [`crate::KEY_LIFETIME_HOURS`] by the processor's clock, as Stripe's do.
 #[derive(Debug, Default)]
 pub struct SimulatedProcessor {
     state: Mutex<State>,
+    /// Where the state is kept between runs (`None`: memory only).
+    path: Option<PathBuf>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     last_id: u64,
     /// Customer id by account id: a second `create_customer` for an account finds the first,
@@ -62,29 +82,45 @@ struct State {
     customers_by_account: HashMap<String, CustomerId>,
     customers: BTreeMap<CustomerId, Option<String>>,
     payment_methods: BTreeMap<String, PaymentMethod>,
-    charges_by_key: HashMap<String, SavedCharge>,
+    /// Every payment intent made, in order.
+    payments: Vec<SavedCharge>,
+    /// Live idempotency keys: the index of the payment they made.
+    keys: HashMap<String, usize>,
     attempts_by_payment_method: HashMap<String, u64>,
     successes_by_payment_method: HashMap<String, u64>,
+    #[serde(skip)]
     unavailable: bool,
+    #[serde(skip)]
+    faults: VecDeque<ChargeFault>,
+    /// The processor's clock when set (the simulation's virtual time), else the wall clock.
+    #[serde(skip)]
+    now: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct PaymentMethod {
     customer: Option<CustomerId>,
     card: CardDetails,
     decline: Option<DeclineCode>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SavedCharge {
     request: ChargeRequest,
     outcome: ChargeOutcome,
+    created_at: DateTime<Utc>,
+    /// For a `processing` payment: whether it succeeds, and when it is decided.
+    resolution: Option<(bool, DateTime<Utc>)>,
 }
 
 impl State {
     fn next_id(&mut self, prefix: &str) -> String {
         self.last_id += 1;
         format!("{prefix}_sim{:06}", self.last_id)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
     }
 
     fn check_available(&self) -> Result<(), ProcessorError> {
@@ -95,6 +131,42 @@ impl State {
         }
         Ok(())
     }
+
+    /// Decide a `processing` payment whose time has come.
+    fn resolve(&mut self, index: usize) {
+        let now = self.now();
+        let payment = &mut self.payments[index];
+        let Some((succeeds, at)) = payment.resolution else { return };
+        if at > now {
+            return;
+        }
+        let ChargeOutcome::Processing { payment_intent_id } = payment.outcome.clone() else {
+            return;
+        };
+        payment.resolution = None;
+        let pm = payment.request.payment_method_id.clone();
+        payment.outcome = if succeeds {
+            ChargeOutcome::Succeeded { payment_intent_id }
+        } else {
+            ChargeOutcome::Declined {
+                payment_intent_id: Some(payment_intent_id),
+                decline: Decline::new(
+                    DeclineCode::ProcessingError,
+                    processor_message(&DeclineCode::ProcessingError),
+                ),
+            }
+        };
+        if succeeds {
+            *self.successes_by_payment_method.entry(pm).or_default() += 1;
+        }
+    }
+
+    /// Forget keys older than the processor's key lifetime.
+    fn expire_keys(&mut self) {
+        let horizon = self.now() - Duration::hours(crate::KEY_LIFETIME_HOURS);
+        let payments = &self.payments;
+        self.keys.retain(|_, index| payments[*index].created_at > horizon);
+    }
 }
 
 impl SimulatedProcessor {
@@ -102,9 +174,31 @@ impl SimulatedProcessor {
         Self::default()
     }
 
+    /// A processor whose customers, cards and payments are kept in the JSON file at `path`
+    /// (read now if it exists, rewritten atomically after every change).
+    pub fn open(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(error) => return Err(error),
+        };
+        Ok(SimulatedProcessor { state: Mutex::new(state), path: Some(path) })
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every change below is made after all checks, so a panic elsewhere leaves no half state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keep the state on disk (write a sibling file, then rename it over the old one).
+    fn persist(&self, state: &State) -> Result<(), ProcessorError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let unavailable = |e: std::io::Error| ProcessorError::Unavailable(Box::new(e));
+        let bytes = serde_json::to_vec(state).map_err(|e| unavailable(e.into()))?;
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, bytes).map_err(unavailable)?;
+        std::fs::rename(&temporary, path).map_err(unavailable)
     }
 
     /// Payment intents created against this payment method (succeeded or declined); a replay
@@ -118,6 +212,24 @@ impl SimulatedProcessor {
         self.state().successes_by_payment_method.get(payment_method_id).copied().unwrap_or(0)
     }
 
+    /// Every payment that has succeeded so far: (the request that made it, its intent id).
+    pub fn succeeded_payments(&self) -> Vec<(ChargeRequest, String)> {
+        let mut state = self.state();
+        for index in 0..state.payments.len() {
+            state.resolve(index);
+        }
+        state
+            .payments
+            .iter()
+            .filter_map(|p| match &p.outcome {
+                ChargeOutcome::Succeeded { payment_intent_id } => {
+                    Some((p.request.clone(), payment_intent_id.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The customer the payment method is attached to, if any.
     pub fn attached_to(&self, payment_method_id: &str) -> Option<CustomerId> {
         self.state().payment_methods.get(payment_method_id).and_then(|pm| pm.customer.clone())
@@ -127,6 +239,22 @@ impl SimulatedProcessor {
     /// outage would; nothing is recorded.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.state().unavailable = unavailable;
+    }
+
+    /// The next charge call (replays included) meets this fault.
+    pub fn push_fault(&self, fault: ChargeFault) {
+        self.state().faults.push_back(fault);
+    }
+
+    /// Drop every queued fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
+    /// Run the processor on this clock from now on (keys expire and `processing` payments
+    /// resolve by it).
+    pub fn set_now(&self, now: DateTime<Utc>) {
+        self.state().now = Some(now);
     }
 }
 
@@ -148,6 +276,7 @@ impl CardProcessor for SimulatedProcessor {
         let id = CustomerId(state.next_id("cus"));
         state.customers.insert(id.clone(), email.map(str::to_owned));
         state.customers_by_account.insert(account_id.to_owned(), id.clone());
+        self.persist(&state)?;
         Ok(id)
     }
 
@@ -180,6 +309,7 @@ impl CardProcessor for SimulatedProcessor {
             payment_method_id,
             PaymentMethod { customer: Some(customer.clone()), card: card.clone(), decline },
         );
+        self.persist(&state)?;
         Ok(card)
     }
 
@@ -196,22 +326,34 @@ impl CardProcessor for SimulatedProcessor {
                 "The payment method {payment_method_id} is not attached to a customer"
             )));
         }
+        self.persist(&state)?;
         Ok(())
     }
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
         let mut state = self.state();
         state.check_available()?;
+        let fault = state.faults.pop_front();
+        if fault == Some(ChargeFault::Unreachable) {
+            return Err(ProcessorError::Unavailable("simulated: request never arrived".into()));
+        }
         request.validate()?;
-        if let Some(saved) = state.charges_by_key.get(&request.idempotency_key) {
-            if saved.request != *request {
+        state.expire_keys();
+        if let Some(&index) = state.keys.get(&request.idempotency_key) {
+            if state.payments[index].request != *request {
                 return Err(ProcessorError::InvalidRequest(
                     "Keys for idempotent requests can only be used with the same parameters they \
                      were first used with."
                         .into(),
                 ));
             }
-            return Ok(saved.outcome.clone());
+            state.resolve(index);
+            let outcome = state.payments[index].outcome.clone();
+            self.persist(&state)?;
+            if fault == Some(ChargeFault::AnswerLost) {
+                return Err(ProcessorError::Unavailable("simulated: answer lost".into()));
+            }
+            return Ok(outcome);
         }
         // Refusals before a payment intent exists are not saved under the key (Stripe saves no
         // result for a request that failed validation).
@@ -236,23 +378,66 @@ impl CardProcessor for SimulatedProcessor {
         let payment_intent_id = state.next_id("pi");
         let pm = request.payment_method_id.clone();
         *state.attempts_by_payment_method.entry(pm.clone()).or_default() += 1;
-        let outcome = match decline {
-            None => {
-                *state.successes_by_payment_method.entry(pm).or_default() += 1;
-                ChargeOutcome::Succeeded { payment_intent_id }
-            }
-            Some(code) => {
+        let now = state.now();
+        let mut resolution = None;
+        let outcome = match (decline, &fault) {
+            (Some(code), _) => {
                 let message = processor_message(&code);
                 ChargeOutcome::Declined {
                     payment_intent_id: Some(payment_intent_id),
                     decline: Decline::new(code, message),
                 }
             }
+            (None, Some(ChargeFault::Processing { succeeds, minutes })) => {
+                resolution = Some((*succeeds, now + Duration::minutes(*minutes)));
+                ChargeOutcome::Processing { payment_intent_id }
+            }
+            (None, _) => {
+                *state.successes_by_payment_method.entry(pm).or_default() += 1;
+                ChargeOutcome::Succeeded { payment_intent_id }
+            }
         };
-        state.charges_by_key.insert(
-            request.idempotency_key.clone(),
-            SavedCharge { request: request.clone(), outcome: outcome.clone() },
-        );
+        state.payments.push(SavedCharge {
+            request: request.clone(),
+            outcome: outcome.clone(),
+            created_at: now,
+            resolution,
+        });
+        let index = state.payments.len() - 1;
+        state.keys.insert(request.idempotency_key.clone(), index);
+        self.persist(&state)?;
+        if fault == Some(ChargeFault::AnswerLost) {
+            return Err(ProcessorError::Unavailable("simulated: answer lost".into()));
+        }
+        Ok(outcome)
+    }
+
+    async fn find_charge(
+        &self,
+        customer: &CustomerId,
+        idempotency_key: &str,
+    ) -> Result<Option<ChargeOutcome>, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        let matching: Vec<usize> = (0..state.payments.len())
+            .filter(|&i| {
+                let request = &state.payments[i].request;
+                request.customer == *customer && request.idempotency_key == idempotency_key
+            })
+            .collect();
+        for &index in &matching {
+            state.resolve(index);
+        }
+        // A key that charged twice (a resend after it expired) reports its success first.
+        let outcome = matching
+            .iter()
+            .map(|&i| state.payments[i].outcome.clone())
+            .max_by_key(|o| match o {
+                ChargeOutcome::Succeeded { .. } => 2,
+                ChargeOutcome::Processing { .. } => 1,
+                ChargeOutcome::Declined { .. } => 0,
+            });
+        self.persist(&state)?;
         Ok(outcome)
     }
 }
@@ -477,5 +662,104 @@ mod tests {
         let sim: std::sync::Arc<dyn CardProcessor> = std::sync::Arc::new(SimulatedProcessor::new());
         let customer = sim.create_customer("acme", None).await.expect("customer");
         assert!(sim.attach_card(&customer, "pm_card_visa").await.is_ok());
+    }
+
+    fn at(hour: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("time").to_utc()
+            + Duration::hours(hour)
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_charged_the_card_and_a_replay_or_lookup_finds_it() {
+        let sim = SimulatedProcessor::new();
+        sim.set_now(at(0));
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        let request = charge_of(&customer, &card, "k", 5000);
+        sim.push_fault(ChargeFault::AnswerLost);
+        assert!(matches!(sim.charge(&request).await, Err(ProcessorError::Unavailable(_))));
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1, "charged all the same");
+        let found = sim.find_charge(&customer, "k").await.expect("lookup");
+        assert!(matches!(found, Some(ChargeOutcome::Succeeded { .. })), "{found:?}");
+        assert!(matches!(sim.charge(&request).await, Ok(ChargeOutcome::Succeeded { .. })));
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+        assert_eq!(sim.find_charge(&customer, "never-used").await.expect("lookup"), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_processor_charges_nothing() {
+        let sim = SimulatedProcessor::new();
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        sim.push_fault(ChargeFault::Unreachable);
+        let request = charge_of(&customer, &card, "k", 5000);
+        assert!(matches!(sim.charge(&request).await, Err(ProcessorError::Unavailable(_))));
+        assert_eq!(sim.find_charge(&customer, "k").await.expect("lookup"), None);
+        assert_eq!(sim.charge_attempts(&card.payment_method_id), 0);
+    }
+
+    #[tokio::test]
+    async fn a_processing_payment_is_decided_later_either_way() {
+        for succeeds in [true, false] {
+            let sim = SimulatedProcessor::new();
+            sim.set_now(at(0));
+            let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+            let request = charge_of(&customer, &card, "k", 5000);
+            sim.push_fault(ChargeFault::Processing { succeeds, minutes: 30 });
+            let first = sim.charge(&request).await.expect("charge");
+            assert!(matches!(first, ChargeOutcome::Processing { .. }), "{first:?}");
+            assert!(matches!(sim.charge(&request).await, Ok(ChargeOutcome::Processing { .. })));
+            assert_eq!(sim.successful_charges(&card.payment_method_id), 0);
+            sim.set_now(at(1));
+            let later = sim.find_charge(&customer, "k").await.expect("lookup");
+            if succeeds {
+                assert!(matches!(later, Some(ChargeOutcome::Succeeded { .. })), "{later:?}");
+                assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+            } else {
+                assert!(matches!(later, Some(ChargeOutcome::Declined { .. })), "{later:?}");
+                assert_eq!(sim.successful_charges(&card.payment_method_id), 0);
+            }
+            assert_eq!(sim.charge(&request).await.expect("replay"), later.expect("outcome"));
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_expire_after_a_day_so_a_late_resend_charges_again_but_a_lookup_does_not() {
+        let sim = SimulatedProcessor::new();
+        sim.set_now(at(0));
+        let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+        let request = charge_of(&customer, &card, "k", 5000);
+        sim.charge(&request).await.expect("charge");
+        sim.set_now(at(23));
+        sim.charge(&request).await.expect("replay inside the lifetime");
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+        sim.set_now(at(25));
+        assert!(matches!(
+            sim.find_charge(&customer, "k").await.expect("lookup"),
+            Some(ChargeOutcome::Succeeded { .. })
+        ));
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 1);
+        sim.charge(&request).await.expect("resend after expiry");
+        assert_eq!(sim.successful_charges(&card.payment_method_id), 2, "Stripe charges again");
+    }
+
+    #[tokio::test]
+    async fn a_processor_opened_from_a_file_keeps_customers_cards_and_payments() {
+        let dir = std::env::temp_dir().join(format!("sim-processor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("processor.json");
+        let _ = std::fs::remove_file(&path);
+        let (customer, card) = {
+            let sim = SimulatedProcessor::open(&path).expect("open");
+            let (customer, card) = customer_with(&sim, "pm_card_visa").await;
+            sim.charge(&charge_of(&customer, &card, "k", 5000)).await.expect("charge");
+            (customer, card)
+        };
+        let reopened = SimulatedProcessor::open(&path).expect("reopen");
+        assert_eq!(reopened.attached_to(&card.payment_method_id), Some(customer.clone()));
+        let replay = reopened.charge(&charge_of(&customer, &card, "k", 5000)).await;
+        assert!(matches!(replay, Ok(ChargeOutcome::Succeeded { .. })), "{replay:?}");
+        assert_eq!(reopened.successful_charges(&card.payment_method_id), 1);
+        let next = reopened.create_customer("other", None).await.expect("customer");
+        assert_ne!(next, customer, "ids continue after a restart");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -1,5 +1,6 @@
 //! The Stripe adapter: Stripe's HTTP API, form-encoded, authenticated with the secret key.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
-    check_object_id, redact_card_numbers, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest,
+    check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest,
     CustomerId, Decline, DeclineCode, ProcessorError,
 };
 
@@ -145,6 +146,37 @@ impl StripeProcessor {
     }
 }
 
+impl StripeProcessor {
+    /// One GET with query parameters; the status and body of whatever Stripe answered.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(StatusCode, Vec<u8>), ProcessorError> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base_url), query)
+            .map_err(|e| ProcessorError::Unexpected(format!("cannot build the URL: {e}")))?;
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(self.secret_key.expose())
+            .header("Stripe-Version", STRIPE_API_VERSION)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(ProcessorError::Unexpected(format!(
+                    "answer to GET {path} is larger than {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
 fn transport_error(error: reqwest::Error) -> ProcessorError {
     if error.is_builder() {
         ProcessorError::Unexpected(format!("cannot build the request: {error}"))
@@ -262,6 +294,63 @@ impl CardProcessor for StripeProcessor {
         let intent: PaymentIntentBody = parse(&body, "payment intent")?;
         outcome_of(intent, request.amount_cents)
     }
+
+    /// Lists the customer's payment intents (newest first, strongly consistent, unlike the
+    /// search API) and picks the ones whose metadata carries the key.
+    #[tracing::instrument(skip_all, fields(customer = %customer, idempotency_key), err(Debug))]
+    async fn find_charge(
+        &self,
+        customer: &CustomerId,
+        idempotency_key: &str,
+    ) -> Result<Option<ChargeOutcome>, ProcessorError> {
+        check_object_id("customer", customer.as_str())?;
+        check_idempotency_key(idempotency_key)?;
+        let mut starting_after: Option<String> = None;
+        let mut found: Option<ChargeOutcome> = None;
+        for _ in 0..MAX_LOOKUP_PAGES {
+            let mut query = vec![("customer", customer.as_str()), ("limit", "100")];
+            if let Some(after) = &starting_after {
+                query.push(("starting_after", after.as_str()));
+            }
+            let (status, body) = self.get("/v1/payment_intents", &query).await?;
+            if !status.is_success() {
+                return Err(error_from_answer(status, &body));
+            }
+            let page: PaymentIntentList = parse(&body, "payment intent list")?;
+            starting_after = page.data.last().map(|intent| intent.id.clone());
+            for intent in page.data {
+                if intent.metadata.get("idempotency_key").map(String::as_str)
+                    != Some(idempotency_key)
+                {
+                    continue;
+                }
+                let amount = intent.amount.unwrap_or_default();
+                let outcome = outcome_of(intent, amount)?;
+                // A success outranks anything else made under the key.
+                let better = match (&found, &outcome) {
+                    (None, _) => true,
+                    (Some(ChargeOutcome::Succeeded { .. }), _) => false,
+                    (_, ChargeOutcome::Succeeded { .. }) => true,
+                    (Some(ChargeOutcome::Declined { .. }), ChargeOutcome::Processing { .. }) => {
+                        true
+                    }
+                    _ => false,
+                };
+                if better {
+                    found = Some(outcome);
+                }
+            }
+            if !page.has_more || starting_after.is_none() {
+                return Ok(found);
+            }
+        }
+        match found {
+            Some(outcome) => Ok(Some(outcome)),
+            None => Err(ProcessorError::Unexpected(format!(
+                "more than {MAX_LOOKUP_PAGES} pages of payment intents for {customer}"
+            ))),
+        }
+    }
 }
 
 fn outcome_of(
@@ -276,7 +365,9 @@ fn outcome_of(
     }
     match intent.status.as_str() {
         "succeeded" => Ok(ChargeOutcome::Succeeded { payment_intent_id: intent.id }),
-        "requires_payment_method" => {
+        // Decided later by the processor (some card networks, async methods): unknown for now.
+        "processing" => Ok(ChargeOutcome::Processing { payment_intent_id: intent.id }),
+        "requires_payment_method" | "canceled" => {
             let decline =
                 intent.last_payment_error.as_ref().map(decline_from_body).unwrap_or_else(|| {
                     Decline::new(DeclineCode::CardDeclined, "Your card was declined.")
@@ -452,7 +543,19 @@ struct PaymentIntentBody {
     status: String,
     amount: Option<u64>,
     last_payment_error: Option<ErrorBody>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
 }
+
+#[derive(Deserialize)]
+struct PaymentIntentList {
+    data: Vec<PaymentIntentBody>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// Pages of the customer's payment intents a lookup reads before it gives up (100 each).
+const MAX_LOOKUP_PAGES: usize = 10;
 
 #[cfg(test)]
 mod tests {
