@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,6 +23,16 @@ use crate::source::{check_rates, RatedEvents};
 pub const MAX_EVENTS_PER_POST: usize = 100;
 /// Accounts posted concurrently within one batch.
 pub const ACCOUNT_CONCURRENCY: usize = 8;
+/// How long the worker keeps retrying an account chunk the store reports as contended (its own
+/// conflict retries exhausted) before the chunk's messages go back to the queue. Well inside the
+/// function's 10 s timeout (the store's own retries take up to about 3 s more), so contention
+/// costs a few seconds of latency, not a receive: only contention lasting that long on five
+/// receives in a row could reach the dead-letter queue.
+pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+/// The first and the largest wait between two tries of a contended chunk (jittered: each wait
+/// is drawn between half and all of its ceiling, so contending pollers spread out).
+pub const CONTENTION_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+pub const CONTENTION_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// One queue message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +233,7 @@ async fn post_account(
             card: card.clone(),
             events: chunk.iter().map(|(_, e)| e.clone()).collect(),
         });
-        match store.post_with(account_id, source, Utc::now()).await {
+        match post_through_contention(store, account_id, source).await {
             Ok(posted) => {
                 outcome.events_posted += chunk.len();
                 for result in &posted.results {
@@ -251,4 +262,41 @@ async fn post_account(
         }
     }
     outcome
+}
+
+/// Post one chunk, retrying while the store reports contention, with jittered backoff, for at
+/// most [`CONTENTION_BUDGET`]. Contention means nothing was applied, so a retry is always safe.
+async fn post_through_contention(
+    store: &dyn LedgerStore,
+    account_id: &AccountId,
+    source: Arc<RatedEvents>,
+) -> Result<ledger::PostOutcome, StoreError> {
+    let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
+    let mut ceiling = CONTENTION_BACKOFF_FIRST;
+    let mut tries: u32 = 1;
+    loop {
+        match store.post_with(account_id, source.clone(), Utc::now()).await {
+            Err(StoreError::Contention(_)) => {
+                let wait = jittered(ceiling);
+                if tokio::time::Instant::now() + wait > deadline {
+                    warn!(tries, "contention outlasted the worker's budget; back to the queue");
+                    return Err(StoreError::Contention(account_id.clone()));
+                }
+                info!(tries, wait_ms = wait.as_millis() as u64, "contended account; retrying");
+                tokio::time::sleep(wait).await;
+                ceiling = (ceiling * 2).min(CONTENTION_BACKOFF_MAX);
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A wait between half and all of `ceiling` (std's randomly keyed hasher is the only
+/// randomness needed).
+fn jittered(ceiling: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Utc::now());
+    let half_ms = (ceiling.as_millis() as u64 / 2).max(1);
+    Duration::from_millis(half_ms + random % (half_ms + 1))
 }

@@ -21,7 +21,8 @@ use rating::{RateCard, RateCardError};
 use rust_decimal_macros::dec;
 use usage::relay::{sweep, EventSink};
 use usage::worker::{
-    process_batch_received, BatchReport, Failure, Message, RateCards, MAX_EVENTS_PER_POST,
+    process_batch_received, BatchReport, Failure, Message, RateCards, CONTENTION_BUDGET,
+    MAX_EVENTS_PER_POST,
 };
 
 /// The worker as the queue drives it, receiving at the tests' fixed `now()` so the fixtures'
@@ -420,6 +421,118 @@ async fn a_panic_or_store_failure_for_one_account_fails_only_that_accounts_messa
     // 10 - 2 * 0.0079 - 0.003
     let acme = store.account(&account_id("acme")).await.unwrap().unwrap();
     assert_eq!(acme.balance_usd, dec!(9.9812));
+}
+
+/// A MemoryStore that reports contention (conflict retries exhausted, nothing applied) for the
+/// first `contended` posts, then posts normally.
+struct ContendedStore {
+    inner: MemoryStore,
+    contended: u32,
+    posts: std::sync::atomic::AtomicU32,
+}
+
+impl ContendedStore {
+    fn posts(&self) -> u32 {
+        self.posts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl LedgerStore for ContendedStore {
+    async fn create_account(
+        &self,
+        a: NewAccount,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
+        self.inner.create_account(a, now).await
+    }
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        self.inner.account(id).await
+    }
+    async fn modify_account(
+        &self,
+        id: &AccountId,
+        change: AccountChange,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
+        self.inner.modify_account(id, change, now).await
+    }
+    async fn post_with(
+        &self,
+        id: &AccountId,
+        source: Arc<dyn PostingSource>,
+        now: DateTime<Utc>,
+    ) -> Result<PostOutcome, StoreError> {
+        let before = self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if before < self.contended {
+            return Err(StoreError::Contention(id.clone()));
+        }
+        self.inner.post_with(id, source, now).await
+    }
+    async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError> {
+        self.inner.entries(id, query).await
+    }
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<ledger::MonthTotals>, StoreError> {
+        self.inner.closed_month(id, month).await
+    }
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.inner.account_ids(after, limit).await
+    }
+    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
+        self.inner.pending_events(limit).await
+    }
+    async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        self.inner.ack_event(event).await
+    }
+}
+
+async fn contended(contended: u32) -> Arc<ContendedStore> {
+    let inner = MemoryStore::new();
+    open(&inner, "acme", dec!(10)).await;
+    Arc::new(ContendedStore { inner, contended, posts: Default::default() })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_contended_account_is_retried_with_backoff_until_it_posts_instead_of_failing() {
+    let store = contended(5).await;
+    let started = tokio::time::Instant::now();
+    let report = process_batch(store.clone(), &cards(), None, suspending_batch()).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!((report.events_posted, report.postings_applied), (2, 4));
+    assert_eq!(store.posts(), 6, "five contended tries, then the one that posted");
+    // Waits of at least 25 + 50 + 100 + 200 + 400 ms (half of each doubling ceiling).
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(775), "{waited:?}");
+    assert!(waited < CONTENTION_BUDGET, "{waited:?}");
+    // 10 - 0.0661
+    assert_eq!(
+        store.account(&account_id("acme")).await.unwrap().unwrap().balance_usd,
+        dec!(9.9339)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn contention_that_outlasts_the_budget_returns_the_messages_to_the_queue_in_bounded_time() {
+    let store = contended(u32::MAX).await;
+    let started = tokio::time::Instant::now();
+    let report = process_batch(store.clone(), &cards(), None, suspending_batch()).await;
+    let reason = "ledger store: too much contention on account acme; nothing was applied, retry \
+                  later";
+    assert_eq!(
+        sorted(report.failures),
+        vec![("m-call".into(), reason.into()), ("m-sms".into(), reason.into())]
+    );
+    assert!(started.elapsed() <= CONTENTION_BUDGET, "{:?}", started.elapsed());
+    assert!(store.posts() > 5, "retried {} times", store.posts());
+    assert_eq!(store.account(&account_id("acme")).await.unwrap().unwrap().balance_usd, dec!(10));
 }
 
 // ---------------------------------------------------------------------------------------------
