@@ -6,6 +6,21 @@
 mod jobs_local;
 mod pipeline;
 
+/// The environment variables the runner reads, one constant each (the README lists them).
+mod env_names {
+    pub const STORE: &str = "RINGLEDGER_STORE";
+    pub const DB: &str = "RINGLEDGER_DB";
+    pub const DYNAMODB_ENDPOINT: &str = "RINGLEDGER_DYNAMODB_ENDPOINT";
+    pub const TABLE: &str = "RINGLEDGER_TABLE";
+    pub const ADDR: &str = "RINGLEDGER_ADDR";
+    pub const PLATFORM_TOKEN: &str = "RINGLEDGER_PLATFORM_TOKEN";
+    pub const RATE_CARDS: &str = "RINGLEDGER_RATE_CARDS";
+    pub const JWT_SECRET: &str = "RINGLEDGER_JWT_SECRET";
+    pub const OUTBOX_DIR: &str = "RINGLEDGER_OUTBOX_DIR";
+    pub const TAX_TABLE: &str = "RINGLEDGER_TAX_TABLE";
+    pub const TAXABILITY: &str = "RINGLEDGER_TAXABILITY";
+}
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -24,16 +39,16 @@ use store_sqlite::{Durability, SqliteStore};
 #[command(name = "ringledger", version, about = "ringledger: prepaid telephony billing, locally")]
 struct Cli {
     /// Which ledger store to use.
-    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite, env = "RINGLEDGER_STORE", global = true)]
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite, env = env_names::STORE, global = true)]
     store: StoreKind,
     /// The embedded store's database file.
-    #[arg(long, default_value = "ringledger.db", env = "RINGLEDGER_DB", global = true)]
+    #[arg(long, default_value = "ringledger.db", env = env_names::DB, global = true)]
     db: String,
     /// DynamoDB endpoint (e.g. DynamoDB Local); omit for AWS.
-    #[arg(long, env = "RINGLEDGER_DYNAMODB_ENDPOINT", global = true)]
+    #[arg(long, env = env_names::DYNAMODB_ENDPOINT, global = true)]
     endpoint: Option<String>,
     /// DynamoDB table name.
-    #[arg(long, default_value = "ringledger", env = "RINGLEDGER_TABLE", global = true)]
+    #[arg(long, default_value = "ringledger", env = env_names::TABLE, global = true)]
     table: String,
     #[command(subcommand)]
     command: Command,
@@ -50,17 +65,19 @@ enum Command {
     /// Serve the HTTP API (account routes, operator routes, the platform's authorization route)
     /// on the chosen store, with the simulated card processor.
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8080", env = "RINGLEDGER_ADDR")]
+        #[arg(long, default_value = "127.0.0.1:8080", env = env_names::ADDR)]
         addr: String,
         /// The platform's bearer token for `POST /v1/authorizations`.
-        #[arg(long, env = "RINGLEDGER_PLATFORM_TOKEN", default_value = "dev-platform-token")]
+        #[arg(long, env = env_names::PLATFORM_TOKEN, default_value = "dev-platform-token")]
         platform_token: String,
-        /// Operator rate-card file (`{"standard": ..., "cards": {...}}`).
-        #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
-        rate_cards: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        rate_cards: RateCardFile,
         /// Where the notification worker writes each email, as an `.eml` file.
-        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        #[arg(long, env = env_names::OUTBOX_DIR, default_value = "outbox")]
         outbox_dir: std::path::PathBuf,
+        /// The tables of the hourly tax catch-up.
+        #[command(flatten)]
+        tax: jobs_local::TaxFiles,
     },
     /// Issue a development token (HS256, signed with the local secret) for the API.
     Token {
@@ -85,8 +102,10 @@ enum Command {
         events: usize,
         /// Where the notification worker writes each email, as an `.eml` file (default:
         /// `outbox` beside the database file).
-        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR")]
+        #[arg(long, env = env_names::OUTBOX_DIR)]
         outbox_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        rate_cards: RateCardFile,
     },
     /// Create an account (prepaid unless a credit limit is given).
     CreateAccount {
@@ -130,9 +149,8 @@ enum Command {
     /// `.jsonl` one per line. Prints what failed and why; redelivering a file changes nothing.
     Ingest {
         files: Vec<std::path::PathBuf>,
-        /// Operator rate-card file (`{"standard": ..., "cards": {...}}`).
-        #[arg(long, env = "RINGLEDGER_RATE_CARDS")]
-        rate_cards: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        rate_cards: RateCardFile,
     },
     /// Tax every account's usage of a month (default: last month, UTC) by its service address's
     /// jurisdiction, with a progress bar. Re-running (a backfill, an overlap) posts nothing twice.
@@ -140,12 +158,8 @@ enum Command {
         /// `YYYY-MM`.
         #[arg(long)]
         month: Option<String>,
-        /// The jurisdiction table (default: the bundled `shared/tax/data/jurisdictions.csv`).
-        #[arg(long, env = "RINGLEDGER_TAX_TABLE")]
-        tax_table: Option<std::path::PathBuf>,
-        /// The taxability table (default: the bundled `shared/tax/data/taxability.csv`).
-        #[arg(long, env = "RINGLEDGER_TAXABILITY")]
-        taxability: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        tax: jobs_local::TaxFiles,
     },
     /// A statement for a UTC date range: prints the summary; `--csv` writes the lines, `--send`
     /// emails it (HTML + CSV attachment) into the outbox folder.
@@ -164,7 +178,7 @@ enum Command {
         /// Send to these addresses instead of the billing contacts (repeatable).
         #[arg(long)]
         recipient: Vec<String>,
-        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        #[arg(long, env = env_names::OUTBOX_DIR, default_value = "outbox")]
         outbox_dir: std::path::PathBuf,
     },
     /// Send every account that asks for them its scheduled statements for the previous period
@@ -173,7 +187,7 @@ enum Command {
     Statements {
         #[arg(long, value_enum)]
         cadence: CadenceArg,
-        #[arg(long, env = "RINGLEDGER_OUTBOX_DIR", default_value = "outbox")]
+        #[arg(long, env = env_names::OUTBOX_DIR, default_value = "outbox")]
         outbox_dir: std::path::PathBuf,
     },
     /// List entries, oldest first, optionally by UTC range (RFC 3339) and kind.
@@ -186,6 +200,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ShowArg::All)]
         show: ShowArg,
     },
+}
+
+/// The operator's rate cards, for every command that rates usage (`serve`, `demo`, `ingest`).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct RateCardFile {
+    /// Operator rate-card file (`{"standard": ..., "cards": {...}}`; default: the standard
+    /// card only).
+    #[arg(long, env = env_names::RATE_CARDS)]
+    rate_cards: Option<std::path::PathBuf>,
+}
+
+impl RateCardFile {
+    fn load(&self) -> Result<usage::worker::RateCards, Box<dyn std::error::Error>> {
+        Ok(match &self.rate_cards {
+            Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
+            None => usage::worker::RateCards::standard_only(),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -213,7 +245,7 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 /// The local signing secret: `RINGLEDGER_JWT_SECRET`, else a random one kept beside the
 /// database (`<db>.jwt-secret`, created on first use) so `token` and `serve` agree.
 fn jwt_secret(cli: &Cli) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    if let Ok(secret) = std::env::var("RINGLEDGER_JWT_SECRET") {
+    if let Ok(secret) = std::env::var(env_names::JWT_SECRET) {
         return Ok(secret.into_bytes());
     }
     let path = format!("{}.jwt-secret", cli.db);
@@ -250,14 +282,12 @@ async fn serve(
     cli: &Cli,
     addr: &str,
     platform_token: &str,
-    rate_cards: Option<&std::path::Path>,
+    rate_cards: &RateCardFile,
     outbox_dir: &std::path::Path,
+    tax: &jobs_local::TaxFiles,
 ) -> CliResult {
     let store = open_full_store(cli).await?;
-    let cards = match rate_cards {
-        Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
-        None => usage::worker::RateCards::standard_only(),
-    };
+    let cards = rate_cards.load()?;
     // One processor for the API and the workers: the cards registered through the API are the
     // ones auto-recharge charges.
     let processor = Arc::new(payments::SimulatedProcessor::new());
@@ -265,7 +295,7 @@ async fn serve(
     let workers =
         pipeline::Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
     let jobs = Arc::new(
-        jobs_local::workers(store.clone(), outbox_dir, None, None).map_err(|e| e.to_string())?,
+        jobs_local::workers(store.clone(), outbox_dir, Some(tax)).map_err(|e| e.to_string())?,
     );
     let state = Arc::new(api::state::AppState {
         store: store.clone(),
@@ -386,15 +416,16 @@ async fn main() -> CliResult {
         .init();
     let cli = Cli::parse();
     match &cli.command {
-        Command::Serve { addr, platform_token, rate_cards, outbox_dir } => {
-            return serve(&cli, addr, platform_token, rate_cards.as_deref(), outbox_dir).await;
+        Command::Serve { addr, platform_token, rate_cards, outbox_dir, tax } => {
+            return serve(&cli, addr, platform_token, rate_cards, outbox_dir, tax).await;
         }
-        Command::Demo { account, events, outbox_dir } => {
+        Command::Demo { account, events, outbox_dir, rate_cards } => {
             let outbox_dir = outbox_dir.clone().unwrap_or_else(|| {
                 let db = std::path::Path::new(&cli.db);
                 db.parent().unwrap_or(std::path::Path::new("")).join("outbox")
             });
-            return demo::run(&cli, account.as_deref(), *events, &outbox_dir).await;
+            let cards = rate_cards.load()?;
+            return demo::run(&cli, account.as_deref(), *events, &outbox_dir, cards).await;
         }
         Command::Token { account, role, user, ttl_seconds } => {
             let role = match role {
@@ -406,7 +437,7 @@ async fn main() -> CliResult {
             println!("{}", jwt.issue(user, account.as_deref(), role, *ttl_seconds));
             return Ok(());
         }
-        Command::Tax { month, tax_table, taxability } => {
+        Command::Tax { month, tax } => {
             let store = open_full_store(&cli).await?;
             let month = month.clone().unwrap_or_else(|| tax::previous_month(Utc::now()));
             tax::parse_month(&month).map_err(|e| e.to_string())?;
@@ -416,13 +447,10 @@ async fn main() -> CliResult {
                 )
                 .into());
             }
-            let workers = jobs_local::workers(
-                store.clone(),
-                std::path::Path::new("outbox"),
-                tax_table.as_deref(),
-                taxability.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+            // The tax job sends no email: the outbox folder is never written.
+            let workers =
+                jobs_local::workers(store.clone(), std::path::Path::new("outbox"), Some(tax))
+                    .map_err(|e| e.to_string())?;
             println!("taxing {month} for every account:");
             let make = |account_id| jobs::Job::Tax { account_id, month: month.clone() };
             let counts = jobs_local::run_all(&*store, &workers, make, true)
@@ -457,7 +485,7 @@ async fn main() -> CliResult {
             }
             if *send {
                 std::fs::create_dir_all(outbox_dir)?;
-                let workers = jobs_local::workers(store.clone(), outbox_dir, None, None)
+                let workers = jobs_local::workers(store.clone(), outbox_dir, None)
                     .map_err(|e| e.to_string())?;
                 let request = notifications::statement::StatementRequest {
                     id: format!("statement:cli:{from}:{to}:{}", Utc::now().timestamp_micros()),
@@ -478,8 +506,8 @@ async fn main() -> CliResult {
         Command::Statements { cadence, outbox_dir } => {
             let store = open_full_store(&cli).await?;
             std::fs::create_dir_all(outbox_dir)?;
-            let workers = jobs_local::workers(store.clone(), outbox_dir, None, None)
-                .map_err(|e| e.to_string())?;
+            let workers =
+                jobs_local::workers(store.clone(), outbox_dir, None).map_err(|e| e.to_string())?;
             let cadence = match cadence {
                 CadenceArg::Monthly => jobs::statements::Cadence::Monthly,
                 CadenceArg::Weekly => jobs::statements::Cadence::Weekly,
@@ -544,10 +572,7 @@ async fn main() -> CliResult {
             report(&store.post(&id, vec![posting], now).await?.results);
         }
         Command::Ingest { files, rate_cards } => {
-            let cards = match rate_cards {
-                Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
-                None => usage::worker::RateCards::standard_only(),
-            };
+            let cards = rate_cards.load()?;
             let mut messages = Vec::new();
             for file in files {
                 let text = std::fs::read_to_string(file)?;
@@ -777,6 +802,7 @@ mod demo {
         account: Option<&str>,
         events: usize,
         outbox_dir: &Path,
+        cards: usage::worker::RateCards,
     ) -> CliResult {
         let (store, ledger) = open(cli).await?;
         // One processor for the API and the workers: the cards registered through the API are
@@ -787,7 +813,7 @@ mod demo {
         let pipeline = Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
         let state = Arc::new(api::state::AppState {
             store: store.clone(),
-            cards: usage::worker::RateCards::standard_only(),
+            cards: cards.clone(),
             processor: processor.clone(),
             notices: Some(pipeline.notices.clone()),
             statements: None,
@@ -947,7 +973,6 @@ mod demo {
             )?
             .progress_chars("=> "),
         );
-        let cards = usage::worker::RateCards::standard_only();
         let (mut applied, mut refused, mut failures) = (0, 0, Vec::new());
         for (batch, chunk) in bodies.chunks(usage::worker::MAX_EVENTS_PER_POST).enumerate() {
             let messages = chunk
@@ -1480,5 +1505,71 @@ mod tests {
         use clap::CommandFactory;
         // Catches clashing argument names and bad defaults, which clap only reports at run time.
         super::Cli::command().debug_assert();
+    }
+
+    /// Which commands read which variable. Global options (store, database, endpoint, table)
+    /// reach every command; the JWT secret is read wherever a token is signed or checked.
+    const USES: &[(&str, &[&str])] = &[
+        (super::env_names::ADDR, &["serve"]),
+        (super::env_names::PLATFORM_TOKEN, &["serve"]),
+        (super::env_names::RATE_CARDS, &["serve", "demo", "ingest"]),
+        (super::env_names::OUTBOX_DIR, &["serve", "demo", "statement", "statements"]),
+        (super::env_names::TAX_TABLE, &["serve", "tax"]),
+        (super::env_names::TAXABILITY, &["serve", "tax"]),
+    ];
+
+    const GLOBAL: &[&str] = &[
+        super::env_names::STORE,
+        super::env_names::DB,
+        super::env_names::DYNAMODB_ENDPOINT,
+        super::env_names::TABLE,
+    ];
+
+    /// The variables the README promises, from its sentence "every flag can also come from the
+    /// environment (`A`, `B`, ...)".
+    fn readme_variables() -> std::collections::BTreeSet<String> {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("can also come from the environment").expect("the sentence");
+        let list = &readme[start..];
+        let list = &list[..list.find(')').expect("the list ends")];
+        list.split('`').filter(|p| p.starts_with("RINGLEDGER_")).map(str::to_string).collect()
+    }
+
+    fn env_of(command: &clap::Command) -> std::collections::BTreeSet<String> {
+        command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_the_readme_names_reaches_every_command_that_uses_it() {
+        use clap::CommandFactory;
+        let mut cli = super::Cli::command();
+        cli.build();
+        let mut declared: std::collections::BTreeSet<String> = env_of(&cli);
+        declared.insert(super::env_names::JWT_SECRET.to_string());
+        for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            let name = command.get_name();
+            let env = env_of(command);
+            for global in GLOBAL {
+                assert!(env.contains(*global), "{name} does not read {global}");
+            }
+            for (variable, users) in USES {
+                assert_eq!(
+                    env.contains(*variable),
+                    users.contains(&name),
+                    "{name} and {variable}: every command that uses it must read it"
+                );
+            }
+            for variable in &env {
+                let known =
+                    GLOBAL.contains(&variable.as_str()) || USES.iter().any(|(v, _)| v == variable);
+                assert!(known, "{name} reads {variable}: add it to USES and the README");
+            }
+            declared.extend(env);
+        }
+        assert_eq!(readme_variables(), declared, "the README's list and the runner's variables");
     }
 }
