@@ -10,8 +10,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use ledger::{
-    AccountId, Amount, BillingItem, EntryKind, NewAccount, Posting, PostingResult, PostingRule,
-    SourceId, StoreError,
+    AccountId, Amount, BillingItem, Entry, EntryKind, EntryQuery, NewAccount, Posting,
+    PostingResult, PostingRule, SourceId, StoreError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -173,6 +173,35 @@ async fn set_tax_exemption(
     Ok(Json(json!({ "tax_exempt": after.tax_exempt })))
 }
 
+/// The entry `seq` of the account (one small read).
+async fn entry(state: &AppState, id: &AccountId, seq: u64) -> Result<Entry, ApiError> {
+    let query = EntryQuery {
+        cursor: Some(ledger::store::encode_cursor(seq.saturating_sub(1))),
+        limit: 1,
+        ..EntryQuery::default()
+    };
+    let page = state.ledger().entries(id, &query).await.map_err(ApiError::from_store)?;
+    page.entries.into_iter().find(|e| e.seq == seq).ok_or_else(|| {
+        ApiError::internal(&std::io::Error::other(format!("entry {seq} of {id} is missing")))
+    })
+}
+
+/// Whether the entry an Idempotency-Key already posted is the adjustment asked for again: the
+/// same kind, item, amount and reason (the entry is the request's record, as Pay Now's
+/// idempotency record keeps its amount).
+fn same_adjustment(
+    posted: &Entry,
+    kind: EntryKind,
+    item: BillingItem,
+    amount: Amount,
+    reason: &str,
+) -> bool {
+    posted.kind == kind
+        && posted.item == item
+        && posted.amount_usd == amount
+        && posted.details.get("reason").and_then(|r| r.as_str()) == Some(reason)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum AdjustmentKind {
@@ -222,7 +251,24 @@ async fn adjust(
         state.ledger().post(&id, vec![posting], Utc::now()).await.map_err(ApiError::from_store)?;
     let (status, seq) = match outcome.results.first() {
         Some(PostingResult::Applied { seq, .. }) => (StatusCode::CREATED, *seq),
-        Some(PostingResult::Duplicate { seq }) => (StatusCode::OK, *seq),
+        Some(PostingResult::Duplicate { seq }) => {
+            let posted = entry(&state, &id, *seq).await?;
+            if !same_adjustment(&posted, kind, item, request.amount_usd, &request.reason) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    format!(
+                        "this Idempotency-Key was used for another adjustment (entry {seq}: {} \
+                         {} of {}); nothing changed: use a new key for a new adjustment",
+                        posted.item.as_str(),
+                        posted.kind.as_str(),
+                        posted.amount_usd.value().normalize(),
+                    ),
+                )
+                .on_field("Idempotency-Key"));
+            }
+            (StatusCode::OK, *seq)
+        }
         other => {
             let message = format!("unexpected posting result {other:?}");
             return Err(ApiError::internal(&std::io::Error::other(message)));

@@ -542,6 +542,52 @@ async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once(a
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+async fn an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing(
+    app: TestApp,
+) {
+    let operator = app.operator();
+    app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "acme"}"#).await;
+    let path = "/v1/operator/accounts/acme/adjustments";
+    let adjust = |key: &'static str, body: &'static str| {
+        let operator = operator.clone();
+        let app = &app;
+        async move {
+            app.call("POST", path, Some(&operator), &[("idempotency-key", key)], Some(body)).await
+        }
+    };
+    let goodwill = r#"{"kind": "credit", "amount_usd": "10", "reason": "goodwill"}"#;
+    let first = adjust("ticket-9", goodwill).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    // The same adjustment again (an equal amount written otherwise is the same amount).
+    for body in [goodwill, r#"{"kind": "credit", "amount_usd": "10.00", "reason": "goodwill"}"#] {
+        let again = adjust("ticket-9", body).await;
+        assert_eq!(again.status, StatusCode::OK, "{body}: {}", again.text);
+        assert_eq!(again.json["entry_seq"], first.json["entry_seq"]);
+    }
+    for body in [
+        r#"{"kind": "credit", "amount_usd": "20", "reason": "goodwill"}"#,
+        r#"{"kind": "debit", "amount_usd": "10", "reason": "goodwill"}"#,
+        r#"{"kind": "refund", "amount_usd": "10", "reason": "goodwill"}"#,
+        r#"{"kind": "credit", "amount_usd": "10", "reason": "ticket 10"}"#,
+    ] {
+        let reused = adjust("ticket-9", body).await;
+        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reused.text);
+        assert_eq!(reused.json["code"], "idempotency_key_reused", "{body}");
+        assert_eq!(reused.json["field"], "Idempotency-Key", "{body}");
+        let message = reused.json["message"].as_str().unwrap();
+        assert!(message.contains("adjustment credit of 10"), "{message}");
+    }
+    let shown = app.get("/v1/operator/accounts/acme", &operator).await.json;
+    assert_eq!(shown["balance_usd"], "10");
+    let entries = app.get("/v1/activity", &app.admin("acme")).await.json;
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 1, "{entries}");
+    // A new key is a new adjustment.
+    let next =
+        adjust("ticket-10", r#"{"kind": "debit", "amount_usd": "4", "reason": "fix"}"#).await;
+    assert_eq!(next.status, StatusCode::CREATED, "{}", next.text);
+    assert_eq!(next.json["balance_usd"], "6");
+}
+
 /// Every case runs three ways: in process, over real HTTP on loopback, and as API Gateway (HTTP
 /// API, JWT authorizer) v2 events through the Lambda routers.
 async fn statements_read_download_and_queue_emails(app: TestApp) {
@@ -664,5 +710,6 @@ in_every_mode!(
     pay_now_rejects_bad_amounts_and_missing_keys_and_changes_nothing,
     activity_filters_paginates_and_exports_stable_csv,
     statements_read_download_and_queue_emails,
-    operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once
+    operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once,
+    an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing
 );
