@@ -205,6 +205,18 @@ pub struct Account {
     pub recharge: Option<RechargeSettings>,
     /// The id of the auto-recharge request raised and not yet settled.
     pub recharge_in_flight: Option<String>,
+    /// Auto-recharge stopped for a month (out of attempts, monthly cap reached, dead-lettered):
+    /// no request is raised while it holds. The next calendar month, a change of the
+    /// auto-recharge settings, a new or re-roled card, a payment or an operator's re-arm lifts
+    /// it, so a stopped request never leaves the account drained with auto-recharge "on".
+    #[serde(default)]
+    pub recharge_stopped: Option<RechargeStop>,
+    /// Pay Now payments whose outcome is not final yet, by their claim's idempotency key. Adding
+    /// one raises a [`crate::LedgerEventKind::PaymentPending`] in the same write, so a reconciler
+    /// settles it even when the request that made it died (at most
+    /// [`MAX_PENDING_PAYMENTS`]).
+    #[serde(default)]
+    pub pending_payments: Vec<String>,
     /// Crossing below this raises a low-balance notice, once per crossing.
     pub low_balance_usd: Option<Amount>,
     /// The id of the account's rate card (see the rating crate); `None` uses the standard card.
@@ -224,7 +236,25 @@ pub struct Account {
     pub created_at: DateTime<Utc>,
 }
 
+/// Pay Now payments an account may have in flight at once.
+pub const MAX_PENDING_PAYMENTS: usize = 16;
+
+/// Why and for which month auto-recharge stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RechargeStop {
+    /// `YYYY-MM` (UTC): the stop holds through this month.
+    pub month: String,
+    pub reason: String,
+}
+
 impl Account {
+    /// May a new auto-recharge request be raised at `at`: none in flight, and not stopped for
+    /// `at`'s month.
+    pub fn recharge_may_start(&self, at: DateTime<Utc>) -> bool {
+        self.recharge_in_flight.is_none()
+            && self.recharge_stopped.as_ref().is_none_or(|stop| stop.month != month_of(at))
+    }
+
     pub fn open(id: AccountId, credit_limit_usd: Option<Amount>, now: DateTime<Utc>) -> Self {
         let mut account = Account {
             id,
@@ -235,6 +265,8 @@ impl Account {
             terms: None,
             recharge: None,
             recharge_in_flight: None,
+            recharge_stopped: None,
+            pending_payments: Vec::new(),
             low_balance_usd: None,
             rate_card: None,
             plan_usage: PlanUsage::default(),

@@ -15,7 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
     month_of, Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
-    RechargeSettingsError, TermsAcceptance,
+    RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_PENDING_PAYMENTS,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use ids::{AccountId, IdError, SourceId};
@@ -24,8 +24,8 @@ pub use posting::{
     apply, Application, LedgerEvent, LedgerEventKind, Posting, PostingResult, PostingRule, Refusal,
 };
 pub use store::{
-    AccountChange, EntryPage, EntryQuery, FixedPostings, LedgerStore, NewAccount, PostOutcome,
-    PostingSource, Show, StoreError,
+    AccountChange, EntryPage, EntryQuery, FixedPostings, LedgerStore, NewAccount, OutboxPage,
+    PostOutcome, PostingSource, Show, StoreError, UnreadableOutboxItem,
 };
 
 /// A request that breaks a ledger rule. Always a client error: nothing changed.
@@ -58,6 +58,11 @@ pub enum LedgerError {
     BadMonth(String),
     #[error("settings changes cannot touch the balance, sequence or version")]
     BalanceFieldsAreLedgerOnly,
+    #[error(
+        "{} payments are already waiting for the card processor's answer; wait for them to settle",
+        account::MAX_PENDING_PAYMENTS
+    )]
+    TooManyPendingPayments,
     #[error(transparent)]
     Amount(#[from] AmountError),
     #[error(transparent)]

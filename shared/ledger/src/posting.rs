@@ -186,6 +186,10 @@ pub enum LedgerEventKind {
     Suspended,
     /// A credit lifted the balance above the floor: service resumes.
     Reactivated,
+    /// A Pay Now is waiting for the card processor's answer (by the claim's idempotency key):
+    /// the payments reconciler settles it, credit once or mark failed, whatever became of the
+    /// request that started it.
+    PaymentPending { key: String },
 }
 
 impl LedgerEventKind {
@@ -195,6 +199,7 @@ impl LedgerEventKind {
             LedgerEventKind::LowBalance => "low_balance",
             LedgerEventKind::Suspended => "suspended",
             LedgerEventKind::Reactivated => "reactivated",
+            LedgerEventKind::PaymentPending { .. } => "payment_pending",
         }
     }
 }
@@ -339,9 +344,11 @@ pub fn apply(
             }
         }
         if let Some(recharge) = next.recharge.as_ref().filter(|r| r.enabled()) {
-            if balance < recharge.threshold_usd().value() && next.recharge_in_flight.is_none() {
+            if balance < recharge.threshold_usd().value() && next.recharge_may_start(posted_at) {
                 let request_id = format!("rch:{}:{}", account.id, seq);
                 next.recharge_in_flight = Some(request_id.clone());
+                // A stop from an earlier month has ended.
+                next.recharge_stopped = None;
                 raise(LedgerEventKind::RechargeRequested { request_id });
             }
         }
@@ -368,6 +375,15 @@ pub fn settle_settings_change(
     }
     after.version += 1;
     after.status = after.status_for(after.balance_usd);
+    if after.pending_payments.len() > crate::MAX_PENDING_PAYMENTS
+        && after.pending_payments.len() > before.pending_payments.len()
+    {
+        return Err(LedgerError::TooManyPendingPayments);
+    }
+    // New auto-recharge settings re-arm a stopped auto-recharge.
+    if after.recharge != before.recharge {
+        after.recharge_stopped = None;
+    }
     let mut events = Vec::new();
     // Never before the account's last posting, so events keep their order per account.
     let at = match after.last_posted_at {
@@ -375,8 +391,19 @@ pub fn settle_settings_change(
         _ => crate::truncate_to_micros(now),
     };
     let mut raise = |kind: LedgerEventKind| {
+        // Several payments may become pending in one change: each event needs its own id.
+        let key = match &kind {
+            LedgerEventKind::PaymentPending { key } => format!(":{key}"),
+            _ => String::new(),
+        };
         events.push(LedgerEvent {
-            id: format!("{}:{}:{}:v{}", after.id, kind.as_str(), after.last_seq, after.version),
+            id: format!(
+                "{}:{}:{}:v{}{key}",
+                after.id,
+                kind.as_str(),
+                after.last_seq,
+                after.version
+            ),
             account_id: after.id.clone(),
             kind,
             seq: after.last_seq,
@@ -390,12 +417,16 @@ pub fn settle_settings_change(
         (AccountStatus::Suspended, AccountStatus::Active) => raise(LedgerEventKind::Reactivated),
         _ => {}
     }
+    for key in &after.pending_payments {
+        if !before.pending_payments.contains(key) {
+            raise(LedgerEventKind::PaymentPending { key: key.clone() });
+        }
+    }
     if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled()) {
-        if after.balance_usd < recharge.threshold_usd().value()
-            && after.recharge_in_flight.is_none()
-        {
+        if after.balance_usd < recharge.threshold_usd().value() && after.recharge_may_start(at) {
             let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
             after.recharge_in_flight = Some(request_id.clone());
+            after.recharge_stopped = None;
             raise(LedgerEventKind::RechargeRequested { request_id });
         }
     }

@@ -85,7 +85,9 @@ impl Notice {
     /// The notice a ledger event calls for (recharge requests go to the recharge worker).
     pub fn from_ledger_event(event: &LedgerEvent) -> Option<Notice> {
         let kind = match event.kind {
-            LedgerEventKind::RechargeRequested { .. } => return None,
+            LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => {
+                return None
+            }
             LedgerEventKind::LowBalance => {
                 NoticeKind::LowBalance { balance_usd: event.balance_usd }
             }

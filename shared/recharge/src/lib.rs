@@ -36,6 +36,11 @@ use tracing::{info, warn};
 /// Attempts before auto-recharge gives up on a request (a card change or a manual payment
 /// starts a fresh one).
 pub const MAX_ATTEMPTS: u32 = 5;
+/// Recharges a month's spend record counts; a month with more stops auto-recharge as the cap
+/// would (the record stays small; see decision 29).
+pub const MAX_COUNTED_RECHARGES_PER_MONTH: usize = 2_000;
+/// How long an unknown outcome (`processing`, timeout) waits before the processor is asked again.
+pub const UNKNOWN_OUTCOME_RETRY_MINUTES: i64 = 15;
 /// The processor's smallest charge (Stripe: $0.50).
 pub const MIN_CHARGE_USD: Decimal = Decimal::from_parts(50, 0, 0, false, 2);
 
@@ -71,18 +76,71 @@ pub struct RechargeState {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub given_up: bool,
     pub settled_payment_id: Option<String>,
+    /// A card change or a manual payment dropped this request while it waited (written
+    /// conditionally on the version, so never while an attempt is being charged).
+    #[serde(default)]
+    pub cancelled: bool,
     pub history: Vec<CardAttempt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charging {
+    /// The card being charged: kept with its brand and last 4 so that a replay can settle and
+    /// record it even after the card was deleted from the account.
     pub card_id: String,
+    #[serde(default)]
+    pub card_brand: String,
+    #[serde(default)]
+    pub card_last4: String,
     pub amount_usd: Amount,
     /// When the attempt began: names its payment records so history lists newest first.
     #[serde(default = "Utc::now")]
     pub started_at: DateTime<Utc>,
     /// Cards of this attempt already declined (not charged again in it).
     pub declined: Vec<String>,
+    /// The charge of `card_id` may have reached the processor: a worker that finds this must
+    /// replay it before anything else. (Records from before this field existed were all sent.)
+    #[serde(default = "sent_by_default")]
+    pub sent: bool,
+}
+
+fn sent_by_default() -> bool {
+    true
+}
+
+impl Charging {
+    /// The processor's idempotency key of this attempt on this card.
+    pub fn idempotency_key(&self, request_id: &str, attempt: u32) -> String {
+        format!("{request_id}:a{attempt}:{}", self.card_id)
+    }
+
+    /// The payment record's id: sorts newest first in the history, stable per attempt and card.
+    pub fn payment_id(&self, request_id: &str, attempt: u32) -> String {
+        ledger::docs::newest_first_id(
+            self.started_at,
+            &format!("{:016x}", ledger::stable_hash(&self.idempotency_key(request_id, attempt))),
+        )
+    }
+
+    fn charge_request(
+        &self,
+        request_id: &str,
+        attempt: u32,
+        customer: String,
+    ) -> Result<ChargeRequest, RechargeError> {
+        let cents = (self.amount_usd.value() * Decimal::ONE_HUNDRED)
+            .trunc()
+            .to_string()
+            .parse::<u64>()
+            .map_err(|e| RechargeError::Api(e.to_string()))?;
+        Ok(ChargeRequest {
+            customer: CustomerId(customer),
+            payment_method_id: self.card_id.clone(),
+            amount_cents: cents,
+            idempotency_key: self.idempotency_key(request_id, attempt),
+            description: format!("ringledger auto-recharge {request_id}"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +181,8 @@ pub enum Fault {
     BeforeCharge,
     /// The processor charged the card; the credit was never posted.
     AfterChargeBeforeCredit,
+    /// The credit is posted; the payment record, spend and receipt were never written.
+    AfterCreditBeforeBookkeeping,
 }
 
 pub struct RechargeWorker {
@@ -214,14 +274,39 @@ impl RechargeWorker {
         Ok(())
     }
 
-    /// Work one recharge request event.
+    /// Settle a Pay Now whose outcome was unknown (see `api::payments::pay_now_with`).
+    pub async fn reconcile_payment(
+        &self,
+        account_id: &AccountId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, RechargeError> {
+        let ports = api::payments::PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        match api::payments::reconcile_pending_payment(&ports, account_id, key, now)
+            .await
+            .map_err(api_error)?
+        {
+            api::payments::Reconciled::Final => Ok(Outcome::NotNeeded("payment settled")),
+            api::payments::Reconciled::NotYet(at) => Ok(Outcome::NotYet(at)),
+        }
+    }
+
+    /// Work one recharge request event (or a pending payment's event).
     pub async fn handle(
         &self,
         event: &LedgerEvent,
         now: DateTime<Utc>,
     ) -> Result<Outcome, RechargeError> {
-        let LedgerEventKind::RechargeRequested { request_id } = &event.kind else {
-            return Ok(Outcome::NotNeeded("not a recharge request"));
+        let request_id = match &event.kind {
+            LedgerEventKind::RechargeRequested { request_id } => request_id,
+            LedgerEventKind::PaymentPending { key } => {
+                return self.reconcile_payment(&event.account_id, key, now).await;
+            }
+            _ => return Ok(Outcome::NotNeeded("not a recharge request")),
         };
         let account_id = &event.account_id;
         for _ in 0..16 {
@@ -246,6 +331,41 @@ impl RechargeWorker {
         if state.settled_payment_id.is_some() {
             return Ok(Some(Outcome::NotNeeded("already settled")));
         }
+        let (profile, _) = profile::load(&*self.store, account_id).await.map_err(api_error)?;
+
+        // Recovery first: an attempt written down and not yet decided is replayed exactly (its
+        // key, card and amount) and settled before anything else is looked at, whatever has
+        // changed since: the settings, the cards, the card's expiry or the request's standing.
+        if let Some(charging) = state.charging.clone().filter(|c| !c.declined.contains(&c.card_id))
+        {
+            if charging.sent {
+                let Some(version) = version else {
+                    return Err(
+                        StoreError::Corrupt("recharge state without a version".into()).into()
+                    );
+                };
+                let customer = profile.processor_customer_id.clone().ok_or_else(|| {
+                    RechargeError::Api("an attempt without a processor customer".into())
+                })?;
+                let request = charging.charge_request(request_id, state.attempt, customer)?;
+                let outcome = match self
+                    .processor
+                    .find_charge(&request.customer, &request.idempotency_key)
+                    .await
+                {
+                    Ok(Some(outcome)) => Ok(outcome),
+                    Ok(None) => self.processor.charge(&request).await,
+                    Err(error) => Err(error),
+                };
+                return self
+                    .decide(account_id, request_id, state, version, &charging, outcome, now)
+                    .await;
+            }
+        }
+
+        if state.cancelled {
+            return Ok(Some(Outcome::NotNeeded("cancelled by a card change or a payment")));
+        }
         if account.recharge_in_flight.as_deref() != Some(request_id) {
             return Ok(Some(Outcome::NotNeeded("settled, cancelled or superseded")));
         }
@@ -254,6 +374,7 @@ impl RechargeWorker {
             return Ok(Some(Outcome::NotNeeded("auto-recharge is off")));
         };
         if state.given_up {
+            self.stop(account_id, request_id, "out of attempts", now).await?;
             return Ok(Some(Outcome::Stopped("out of attempts")));
         }
         if state.charging.is_none() {
@@ -261,10 +382,15 @@ impl RechargeWorker {
                 return Ok(Some(Outcome::NotYet(next)));
             }
         }
-        let (profile, _) = profile::load(&*self.store, account_id).await.map_err(api_error)?;
+        // Checked against the balance now, in both modes: a payment or a credit since the
+        // request was raised may have made it unnecessary.
+        if account.balance_usd >= settings.threshold_usd().value() {
+            self.cancel(account_id, request_id).await?;
+            return Ok(Some(Outcome::NotNeeded("the balance is back above the threshold")));
+        }
 
-        // The attempt's amount and first card are fixed when it starts, so a replay after a
-        // crash asks the processor for exactly the same charge.
+        // The attempt's amount is fixed when it starts, so every card of it is asked for the
+        // same charge and a replay after a crash asks for exactly that.
         let charging = match state.charging.clone() {
             Some(charging) => charging,
             None => {
@@ -282,8 +408,9 @@ impl RechargeWorker {
                     .map_err(|e| RechargeError::Api(e.to_string()))?;
                 if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
                     let month = now.format("%Y-%m").to_string();
-                    let spent = self.spent_in(account_id, &month).await?;
-                    if spent + amount.value() > cap.value() {
+                    let spend = self.spend_in(account_id, &month).await?;
+                    let full = spend.requests.len() >= MAX_COUNTED_RECHARGES_PER_MONTH;
+                    if full || spend.total_usd + amount.value() > cap.value() {
                         state.given_up = true;
                         if self.save_state(account_id, request_id, &state, version).await?.is_none()
                         {
@@ -296,37 +423,40 @@ impl RechargeWorker {
                             kind: NoticeKind::RechargeCapReached {
                                 month,
                                 cap_usd: cap,
-                                spent_usd: spent,
+                                spent_usd: spend.total_usd,
                             },
                         })
                         .await?;
+                        self.stop(account_id, request_id, "monthly cap reached", now).await?;
                         return Ok(Some(Outcome::Stopped("monthly cap reached")));
                     }
                 }
-                let Some(first) = profile.charge_order().first().map(|c| c.id.clone()) else {
+                if profile.charge_order().is_empty() {
                     return self
                         .all_failed(account_id, request_id, state, version, amount, Vec::new(), now)
                         .await;
-                };
+                }
                 state.attempt += 1;
                 Charging {
-                    card_id: first,
+                    card_id: String::new(),
+                    card_brand: String::new(),
+                    card_last4: String::new(),
                     amount_usd: amount,
                     started_at: ledger::truncate_to_micros(now),
                     declined: Vec::new(),
+                    sent: false,
                 }
             }
         };
+        // The next card of the attempt not yet declined, expired cards skipped (recorded as
+        // declined without asking the processor).
         let cards: Vec<StoredCard> = profile
             .charge_order()
             .into_iter()
             .filter(|c| !charging.declined.contains(&c.id))
             .cloned()
             .collect();
-        // Resume with the card the attempt was on, else the next untried one.
-        let card =
-            cards.iter().find(|c| c.id == charging.card_id).or_else(|| cards.first()).cloned();
-        let Some(card) = card else {
+        let Some(card) = cards.first().cloned() else {
             let failures = self.failures_of(&state, state.attempt);
             return self
                 .all_failed(
@@ -340,44 +470,50 @@ impl RechargeWorker {
                 )
                 .await;
         };
-        state.charging = Some(Charging { card_id: card.id.clone(), ..charging.clone() });
+        let charging = Charging {
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            sent: !card.expired(now.date_naive()),
+            ..charging
+        };
+        state.charging = Some(charging.clone());
         state.next_attempt_at = None;
+        // The write-ahead record: from here on a crash replays exactly this charge.
         let Some(version) = self.save_state(account_id, request_id, &state, version).await? else {
             return Ok(None);
         };
         self.crash_at(Fault::BeforeCharge)?;
-
-        let customer = profile
-            .processor_customer_id
-            .clone()
-            .ok_or_else(|| RechargeError::Api("cards without a processor customer".into()))?;
-        let cents = (charging.amount_usd.value() * Decimal::ONE_HUNDRED)
-            .trunc()
-            .to_string()
-            .parse::<u64>()
-            .map_err(|e| RechargeError::Api(e.to_string()))?;
-        let idempotency_key = format!("{request_id}:a{}:{}", state.attempt, card.id);
-        // The payment record's id sorts newest first in the history; stable per attempt and card.
-        let payment_id = ledger::docs::newest_first_id(
-            charging.started_at,
-            &format!("{:016x}", ledger::stable_hash(&idempotency_key)),
-        );
-        let request = ChargeRequest {
-            customer: CustomerId(customer),
-            payment_method_id: card.id.clone(),
-            amount_cents: cents,
-            idempotency_key,
-            description: format!("ringledger auto-recharge {request_id}"),
-        };
-        let result = if card.expired(now.date_naive()) {
+        let outcome = if card.expired(now.date_naive()) {
             Err(ProcessorError::Declined(payments::Decline::new(
                 payments::DeclineCode::ExpiredCard,
                 "the card has expired",
             )))
         } else {
+            let customer = profile
+                .processor_customer_id
+                .clone()
+                .ok_or_else(|| RechargeError::Api("cards without a processor customer".into()))?;
+            let request = charging.charge_request(request_id, state.attempt, customer)?;
             self.processor.charge(&request).await
         };
-        match result {
+        self.decide(account_id, request_id, state, version, &charging, outcome, now).await
+    }
+
+    /// Act on what the processor said about the attempt's current card.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        state: RechargeState,
+        version: u64,
+        charging: &Charging,
+        outcome: Result<ChargeOutcome, ProcessorError>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, RechargeError> {
+        let payment_id = charging.payment_id(request_id, state.attempt);
+        match outcome {
             Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
                 self.crash_at(Fault::AfterChargeBeforeCredit)?;
                 self.settle(
@@ -385,8 +521,7 @@ impl RechargeWorker {
                     request_id,
                     state,
                     version,
-                    &card,
-                    charging.amount_usd,
+                    charging,
                     payment_id,
                     payment_intent_id,
                     now,
@@ -401,8 +536,7 @@ impl RechargeWorker {
                     request_id,
                     state,
                     version,
-                    &card,
-                    &charging,
+                    charging,
                     payment_id,
                     payment_intent_id,
                     reason,
@@ -413,20 +547,56 @@ impl RechargeWorker {
             Err(ProcessorError::Declined(decline)) => {
                 let reason = decline.code.reason().to_string();
                 self.record_decline(
-                    account_id, request_id, state, version, &card, &charging, payment_id, None,
-                    reason, now,
+                    account_id, request_id, state, version, charging, payment_id, None, reason, now,
                 )
                 .await
             }
+            // A definite refusal (no such card, detached, bad parameters): nothing was charged.
             Err(ProcessorError::InvalidRequest(message)) => {
                 self.record_decline(
-                    account_id, request_id, state, version, &card, &charging, payment_id, None,
-                    message, now,
+                    account_id, request_id, state, version, charging, payment_id, None, message,
+                    now,
                 )
                 .await
+            }
+            // Unknown: the attempt stays written down and is asked about again later.
+            Ok(ChargeOutcome::Processing { .. }) => {
+                Ok(Some(Outcome::NotYet(now + Duration::minutes(UNKNOWN_OUTCOME_RETRY_MINUTES))))
             }
             Err(error) => Err(RechargeError::Processor(error)),
         }
+    }
+
+    /// A stopped request clears what it held: the in-flight marker goes, and the account
+    /// remembers that auto-recharge stopped this month (so the ledger does not raise a new
+    /// request at once) until a new month, a settings change, a card change, a payment or an
+    /// operator re-arms it.
+    async fn stop(
+        &self,
+        account: &AccountId,
+        request_id: &str,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RechargeError> {
+        let request_id = request_id.to_string();
+        let month = ledger::month_of(now);
+        self.store
+            .modify_account(
+                account,
+                Arc::new(move |a| {
+                    if a.recharge_in_flight.as_deref() == Some(request_id.as_str()) {
+                        a.recharge_in_flight = None;
+                        a.recharge_stopped = Some(ledger::RechargeStop {
+                            month: month.clone(),
+                            reason: reason.to_string(),
+                        });
+                    }
+                    Ok(())
+                }),
+                now,
+            )
+            .await?;
+        Ok(())
     }
 
     fn failures_of(&self, state: &RechargeState, attempt: u32) -> Vec<CardFailure> {
@@ -449,20 +619,19 @@ impl RechargeWorker {
         request_id: &str,
         mut state: RechargeState,
         version: u64,
-        card: &StoredCard,
         charging: &Charging,
         payment_id: String,
         processor_payment_id: Option<String>,
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<Option<Outcome>, RechargeError> {
-        warn!(account_id = %account_id, card = %card.last4, %reason, "auto-recharge declined");
+        warn!(account_id = %account_id, card = %charging.card_last4, %reason, "auto-recharge declined");
         let record = PaymentRecord {
             payment_id,
             amount_usd: charging.amount_usd,
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
+            card_id: charging.card_id.clone(),
+            card_brand: charging.card_brand.clone(),
+            card_last4: charging.card_last4.clone(),
             status: PaymentStatus::Failed,
             trigger: Trigger::Auto,
             created_at: ledger::truncate_to_micros(now),
@@ -471,21 +640,22 @@ impl RechargeWorker {
             failure_reason: Some(reason.clone()),
             entry_seq: None,
             balance_after_usd: None,
+            pending_reason: None,
         };
         save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
         state.history.push(CardAttempt {
             attempt: state.attempt,
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
+            card_id: charging.card_id.clone(),
+            card_brand: charging.card_brand.clone(),
+            card_last4: charging.card_last4.clone(),
             succeeded: false,
             reason: Some(reason),
             processor_payment_id: record.processor_payment_id.clone(),
             at: record.created_at,
         });
         let mut declined = charging.declined.clone();
-        declined.push(card.id.clone());
-        state.charging = Some(Charging { declined, ..charging.clone() });
+        declined.push(charging.card_id.clone());
+        state.charging = Some(Charging { declined, sent: false, ..charging.clone() });
         // Saved; the next step tries the next card, or records that every card failed.
         match self.save_state(account_id, request_id, &state, Some(version)).await? {
             Some(_) | None => Ok(None),
@@ -532,9 +702,16 @@ impl RechargeWorker {
         })
         .await?;
         info!(account_id = %account_id, attempt, "auto-recharge failed on every card");
+        if state.given_up {
+            self.stop(account_id, request_id, "out of attempts", now).await?;
+        }
         Ok(Some(outcome))
     }
 
+    /// Credit a successful charge and do its bookkeeping. Every step is idempotent (the credit
+    /// by source id, the payment record by id, the spend by request, the receipt by notice id)
+    /// and the attempt stays written down until the last one is done, so a crash anywhere
+    /// here replays the whole settlement on redelivery and loses none of it.
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
@@ -542,24 +719,25 @@ impl RechargeWorker {
         request_id: &str,
         mut state: RechargeState,
         version: u64,
-        card: &StoredCard,
-        amount: Amount,
+        charging: &Charging,
         payment_id: String,
         processor_payment_id: String,
         now: DateTime<Utc>,
     ) -> Result<Outcome, RechargeError> {
+        let amount = charging.amount_usd;
+        let card_label = format!("{} {}", charging.card_brand, charging.card_last4);
         let source = SourceId::parse(request_id).map_err(|e| RechargeError::Api(e.to_string()))?;
         let posting = Posting::credit(source, BillingItem::FundsAdded, amount, now)
             .and_then(|p| {
                 p.with_details(serde_json::json!({
                     "payment_id": payment_id,
                     "processor_payment_id": processor_payment_id,
-                    "card": format!("{} {}", card.brand, card.last4),
+                    "card": card_label,
                     "trigger": "auto",
                 }))
             })
             .map_err(|e| RechargeError::Api(e.to_string()))?;
-        let posted = self.store.post(account_id, vec![posting], Utc::now()).await?;
+        let posted = self.store.post(account_id, vec![posting], now).await?;
         let seq = match posted.results.first() {
             Some(
                 ledger::PostingResult::Applied { seq, .. }
@@ -567,31 +745,40 @@ impl RechargeWorker {
             ) => Some(*seq),
             _ => None,
         };
+        self.crash_at(Fault::AfterCreditBeforeBookkeeping)?;
+        let paid_at = ledger::truncate_to_micros(charging.started_at);
         let record = PaymentRecord {
             payment_id: payment_id.clone(),
             amount_usd: amount,
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
+            card_id: charging.card_id.clone(),
+            card_brand: charging.card_brand.clone(),
+            card_last4: charging.card_last4.clone(),
             status: PaymentStatus::Succeeded,
             trigger: Trigger::Auto,
-            created_at: ledger::truncate_to_micros(now),
+            created_at: paid_at,
             processor_payment_id: Some(processor_payment_id.clone()),
             failure_code: None,
             failure_reason: None,
             entry_seq: seq,
             balance_after_usd: Some(posted.account.balance_usd.normalize().to_string()),
+            pending_reason: None,
         };
         save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
-        self.add_spend(account_id, &now.format("%Y-%m").to_string(), request_id, amount).await?;
+        self.add_spend(
+            account_id,
+            &charging.started_at.format("%Y-%m").to_string(),
+            request_id,
+            amount,
+        )
+        .await?;
         state.charging = None;
         state.next_attempt_at = None;
         state.settled_payment_id = Some(payment_id.clone());
         state.history.push(CardAttempt {
             attempt: state.attempt,
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
+            card_id: charging.card_id.clone(),
+            card_brand: charging.card_brand.clone(),
+            card_last4: charging.card_last4.clone(),
             succeeded: true,
             reason: None,
             processor_payment_id: Some(processor_payment_id),
@@ -607,8 +794,8 @@ impl RechargeWorker {
             kind: NoticeKind::PaymentReceipt {
                 payment_id: payment_id.clone(),
                 amount_usd: amount,
-                card_brand: card.brand.clone(),
-                card_last4: card.last4.clone(),
+                card_brand: charging.card_brand.clone(),
+                card_last4: charging.card_last4.clone(),
                 balance_after_usd: posted.account.balance_usd,
                 trigger: PaymentTrigger::Auto,
                 paid_at: record.created_at,
@@ -618,26 +805,29 @@ impl RechargeWorker {
         // A lost race here only means another worker recorded the same settlement.
         let _ = self.save_state(account_id, request_id, &state, Some(version)).await?;
         info!(account_id = %account_id, amount = %amount, "auto-recharge settled");
-        Ok(Outcome::Settled { payment_id, amount_usd: amount, card_last4: card.last4.clone() })
+        Ok(Outcome::Settled {
+            payment_id,
+            amount_usd: amount,
+            card_last4: charging.card_last4.clone(),
+        })
     }
 
-    async fn spent_in(
+    async fn spend_in(
         &self,
         account_id: &AccountId,
         month: &str,
-    ) -> Result<Decimal, RechargeError> {
+    ) -> Result<MonthlySpend, RechargeError> {
         let id = format!("recharge-spend-{month}");
         match self.store.get_doc(account_id, DocKind::Monthly, &id).await? {
-            None => Ok(Decimal::ZERO),
-            Some(doc) => {
-                let spend: MonthlySpend = serde_json::from_str(&doc.body)
-                    .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?;
-                Ok(spend.total_usd)
-            }
+            None => Ok(MonthlySpend::default()),
+            Some(doc) => Ok(serde_json::from_str(&doc.body)
+                .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?),
         }
     }
 
-    /// Add a settled recharge to the month's spend, once per request.
+    /// Add a settled recharge to its month's spend, once per request. The record holds at most
+    /// [`MAX_COUNTED_RECHARGES_PER_MONTH`] requests, which the cap check treats as reached, so
+    /// it can neither grow past a document's size nor silently stop counting.
     async fn add_spend(
         &self,
         account_id: &AccountId,
@@ -666,7 +856,12 @@ impl RechargeWorker {
             match self.store.put_doc(account_id, DocKind::Monthly, &id, &body, version).await {
                 Ok(_) => return Ok(()),
                 Err(DocError::Conflict) => continue,
-                Err(DocError::TooLarge(_)) => return Ok(()),
+                Err(DocError::TooLarge(size)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "monthly spend record of {size} bytes"
+                    ))
+                    .into())
+                }
                 Err(DocError::Store(error)) => return Err(error.into()),
             }
         }

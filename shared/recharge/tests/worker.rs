@@ -8,6 +8,7 @@ use api::state::Store;
 use async_trait::async_trait;
 use chrono::{Duration, Utc};
 use conformance::{at, credit, open, usage, usd};
+use ledger::docs::DocStore;
 use ledger::memory::MemoryStore;
 use ledger::{
     Account, AccountId, Amount, LedgerEvent, LedgerEventKind, LedgerStore, RechargeMode,
@@ -204,8 +205,9 @@ async fn when_every_card_fails_nothing_is_credited_and_no_card_is_charged_again_
     }
     assert_eq!(last, Outcome::Stopped("out of attempts"));
     assert_eq!(rig.attempts(), 2 * u64::from(MAX_ATTEMPTS));
+    // The stop cleared the in-flight marker: a redelivery is a request nobody wants any more.
     let stopped = rig.worker.handle(&request, now + Duration::days(2)).await.unwrap();
-    assert_eq!(stopped, Outcome::Stopped("out of attempts"));
+    assert!(matches!(stopped, Outcome::NotNeeded(_)), "{stopped:?}");
     assert_eq!(rig.attempts(), 2 * u64::from(MAX_ATTEMPTS), "never again");
 }
 
@@ -348,4 +350,146 @@ async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
     let charged: u64 = profile.cards.iter().map(|c| rig.processor.successful_charges(&c.id)).sum();
     assert_eq!(charged, 1, "one successful charge in all");
     assert_eq!(rig.balance().await, usd("50"));
+}
+
+// ---- Recovery first, stops that clear what they hold, re-checks at charge time (issue 11) ----
+
+async fn disable_auto_recharge(rig: &Rig) {
+    rig.store
+        .modify_account(
+            &rig.id,
+            Arc::new(|a: &mut Account| {
+                a.recharge = None;
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_charge_whose_credit_crashed_is_credited_even_after_auto_recharge_is_disabled() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    rig.worker.inject_fault_once(Fault::AfterChargeBeforeCredit);
+    assert!(rig.worker.handle(&request, Utc::now()).await.is_err());
+    assert_eq!(rig.successes(), 1, "the card was charged");
+    disable_auto_recharge(&rig).await;
+
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Settled { .. }), "{outcome:?}");
+    assert_eq!(rig.balance().await, usd("64.99"), "the charge is credited once");
+    assert_eq!(rig.successes(), 1);
+}
+
+#[tokio::test]
+async fn a_charge_whose_credit_crashed_is_credited_after_its_card_is_deleted_and_no_backup_is_charged(
+) {
+    let (rig, request) = rig(&["pm_card_visa", "pm_card_mastercard"], RechargeMode::Add).await;
+    rig.worker.inject_fault_once(Fault::AfterChargeBeforeCredit);
+    assert!(rig.worker.handle(&request, Utc::now()).await.is_err());
+    let charged = rig.cards[0].clone();
+    profile::update(&*rig.store, &rig.id, |p| {
+        p.cards.retain(|c| c.id != charged);
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Settled { card_last4, .. } if card_last4 == "4242"),
+        "{outcome:?}"
+    );
+    assert_eq!(rig.processor.successful_charges(&rig.cards[1]), 0, "the backup is not charged");
+    assert_eq!(rig.successes(), 1);
+    assert_eq!(rig.balance().await, usd("64.99"));
+}
+
+#[tokio::test]
+async fn a_crash_after_the_credit_still_records_the_payment_and_sends_the_receipt() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    rig.worker.inject_fault_once(Fault::AfterCreditBeforeBookkeeping);
+    assert!(rig.worker.handle(&request, Utc::now()).await.is_err());
+    assert_eq!(rig.balance().await, usd("64.99"));
+    assert!(rig.notices("payment_receipt").is_empty());
+
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Settled { .. }), "{outcome:?}");
+    assert_eq!(rig.balance().await, usd("64.99"), "credited once");
+    assert_eq!(rig.notices("payment_receipt").len(), 1);
+    let payments =
+        rig.store.list_docs(&rig.id, ledger::docs::DocKind::Payment, None, 10).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert!(payments[0].body.contains("\"succeeded\""), "{}", payments[0].body);
+    assert_eq!(rig.successes(), 1);
+}
+
+#[tokio::test]
+async fn add_mode_charges_nothing_when_the_balance_recovered_before_the_worker_ran() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    rig.store.post(&rig.id, vec![credit("pay-2", "20")], at(3)).await.unwrap();
+    let outcome = rig.worker.handle(&request, Utc::now()).await.unwrap();
+    assert!(matches!(outcome, Outcome::NotNeeded(_)), "{outcome:?}");
+    assert_eq!(rig.attempts(), 0);
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.recharge_in_flight, None);
+}
+
+#[tokio::test]
+async fn a_request_out_of_attempts_clears_in_flight_stops_for_the_month_and_a_card_change_rearms_it(
+) {
+    let (rig, request) = rig(&["pm_card_chargeDeclined"], RechargeMode::Add).await;
+    let mut now = Utc::now();
+    let mut last = None;
+    for _ in 0..(MAX_ATTEMPTS * 3) {
+        let outcome = rig.worker.handle(&request, now).await.unwrap();
+        if let Outcome::RetryAt(at) | Outcome::NotYet(at) = outcome {
+            now = at;
+            continue;
+        }
+        last = Some(outcome);
+        break;
+    }
+    assert_eq!(last, Some(Outcome::Stopped("out of attempts")));
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.recharge_in_flight, None, "a stopped request holds nothing");
+    let stop = account.recharge_stopped.clone().expect("stopped for the month");
+    assert_eq!(stop.month, ledger::month_of(now));
+
+    // More usage the same month raises no new request (no runaway retries)...
+    let posted = rig.store.post(&rig.id, vec![usage("call-2", "1")], now).await.unwrap();
+    assert!(!posted
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })));
+    // ...and a card change (or a payment) re-arms it at once.
+    assert!(api::payments::rearm_auto_recharge(&*rig.store, &rig.id).await.unwrap());
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert!(account.recharge_in_flight.is_some(), "a fresh request was raised");
+    assert_eq!(account.recharge_stopped, None);
+}
+
+#[tokio::test]
+async fn a_stop_ends_with_its_month() {
+    let (rig, request) = rig(&["pm_card_chargeDeclined"], RechargeMode::Add).await;
+    let mut now = at(3);
+    for _ in 0..(MAX_ATTEMPTS * 3) {
+        match rig.worker.handle(&request, now).await.unwrap() {
+            Outcome::RetryAt(at) | Outcome::NotYet(at) => now = at,
+            _ => break,
+        }
+    }
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    let stop = account.recharge_stopped.expect("stopped");
+    let next_month = chrono::DateTime::parse_from_rfc3339(&format!("{}-28T00:00:00Z", stop.month))
+        .unwrap()
+        .to_utc()
+        + Duration::days(5);
+    let posted = rig.store.post(&rig.id, vec![usage("call-3", "1")], next_month).await.unwrap();
+    assert!(
+        posted.events.iter().any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })),
+        "{:?}",
+        posted.events
+    );
 }
