@@ -190,11 +190,14 @@ enum Command {
         #[arg(long, env = env_names::OUTBOX_DIR, default_value = "outbox")]
         outbox_dir: std::path::PathBuf,
     },
-    /// List entries, oldest first, optionally by UTC range (RFC 3339) and kind.
+    /// List entries as the API's activity CSV, oldest first, optionally by kind and by the UTC
+    /// range [from, to) of their posting time (RFC 3339).
     Activity {
         account: String,
+        /// Entries posted at or after this time.
         #[arg(long)]
         from: Option<DateTime<Utc>>,
+        /// Entries posted before this time (excluded).
         #[arg(long)]
         to: Option<DateTime<Utc>>,
         #[arg(long, value_enum, default_value_t = ShowArg::All)]
@@ -613,18 +616,12 @@ async fn main() -> CliResult {
             };
             let query = EntryQuery { from: *from, to: *to, show, ..Default::default() };
             let id = AccountId::parse(account.as_str())?;
-            println!("seq,posted_at,kind,item,amount_usd,balance_after_usd,source_id");
-            for e in all_entries(&*store, &id, query).await? {
-                println!(
-                    "{},{},{},{},{},{},{}",
-                    e.seq,
-                    e.posted_at.to_rfc3339(),
-                    e.kind.as_str(),
-                    e.item.as_str(),
-                    e.amount_usd,
-                    e.balance_after_usd,
-                    e.source_id
-                );
+            let entries = all_entries(&*store, &id, query).await?;
+            // The API's CSV (`GET /v1/activity.csv`): the same columns, the same cells.
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, api::account::csv_header().as_bytes())?;
+            for entry in &entries {
+                std::io::Write::write_all(&mut out, api::account::csv_row(entry).as_bytes())?;
             }
         }
     }

@@ -346,9 +346,13 @@ pub struct Params(HashMap<String, String>);
 impl Params {
     pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
         if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let allowed = match allowed {
+                [] => "this route takes none".to_string(),
+                _ => format!("allowed: {}", allowed.join(", ")),
+            };
             return Err(ApiError::bad_request(
                 "invalid_field",
-                format!("unknown query parameter {unknown:?}; allowed: {}", allowed.join(", ")),
+                format!("unknown query parameter {unknown:?}; {allowed}"),
             )
             .on_field(unknown.clone()));
         }
@@ -441,7 +445,11 @@ fn view(entry: &Entry) -> EntryView<'_> {
     }
 }
 
-const ACTIVITY_PARAMS: [&str; 5] = ["from", "to", "show", "cursor", "limit"];
+/// The query parameters of `/v1/activity` and `/v1/activity.csv`.
+pub const ACTIVITY_PARAMS: &[&str] = &["from", "to", "show", "cursor", "limit"];
+
+/// The query parameters of `/v1/settings/audit` (and every other paged list).
+pub const PAGE_PARAMS: &[&str] = &["cursor", "limit"];
 
 async fn activity(
     State(state): State<Arc<AppState>>,
@@ -449,7 +457,7 @@ async fn activity(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let id = identity.account()?;
-    let query = entry_query(&Params::new(raw, &ACTIVITY_PARAMS)?, ledger::store::MAX_PAGE_SIZE)?;
+    let query = entry_query(&Params::new(raw, ACTIVITY_PARAMS)?, ledger::store::MAX_PAGE_SIZE)?;
     let page = state.ledger().entries(id, &query).await.map_err(ApiError::from_store)?;
     let entries: Vec<EntryView<'_>> = page.entries.iter().map(view).collect();
     Ok(Json(json!({ "entries": entries, "next_cursor": page.next_cursor })))
@@ -474,6 +482,14 @@ pub fn csv_field(value: &str) -> String {
     notifications::statement::csv_field(value)
 }
 
+/// The CSV's header line (the API's `activity.csv` and the CLI's `activity` both write it).
+pub fn csv_header() -> String {
+    let mut header = CSV_COLUMNS.join(",");
+    header.push_str("\r\n");
+    header
+}
+
+/// One entry as a CSV line, in [`CSV_COLUMNS`] order.
 pub fn csv_row(entry: &Entry) -> String {
     let fields = [
         entry.seq.to_string(),
@@ -500,10 +516,9 @@ async fn activity_csv(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = identity.account()?;
-    let mut query = entry_query(&Params::new(raw, &ACTIVITY_PARAMS)?, MAX_CSV_ROWS)?;
+    let mut query = entry_query(&Params::new(raw, ACTIVITY_PARAMS)?, MAX_CSV_ROWS)?;
     let mut remaining = query.limit;
-    let mut csv = CSV_COLUMNS.join(",");
-    csv.push_str("\r\n");
+    let mut csv = csv_header();
     let mut next_cursor = None;
     while remaining > 0 {
         query.limit = remaining.min(ledger::store::MAX_PAGE_SIZE);
@@ -538,7 +553,7 @@ async fn audit_log(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let id = identity.account()?;
-    let params = Params::new(raw, &["cursor", "limit"])?;
+    let params = Params::new(raw, PAGE_PARAMS)?;
     let limit = params.limit(50, 200)?;
     let (entries, next_cursor) = state
         .doc_page::<audit::AuditEntry>(id, DocKind::Audit, params.get("cursor"), limit)

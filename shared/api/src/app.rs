@@ -1,11 +1,13 @@
 //! The account API assembled: account, payment and operator routes behind an authentication
 //! layer, plus `/openapi.json` and `/health` without one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::{MatchedPath, Query, Request};
 use axum::http::StatusCode;
-use axum::middleware;
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -47,6 +49,47 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
 ];
 
+/// The query parameters each route takes, as `(METHOD, path, names)`; every other route takes
+/// none. The OpenAPI document lists exactly these (a test checks), and every router refuses any
+/// other parameter with a 400 naming it ([`refuse_unknown_query`]), so a misspelt `form=` is
+/// never silently ignored.
+pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[
+    ("GET", "/v1/settings/audit", crate::account::PAGE_PARAMS),
+    ("GET", "/v1/activity", crate::account::ACTIVITY_PARAMS),
+    ("GET", "/v1/activity.csv", crate::account::ACTIVITY_PARAMS),
+    ("GET", "/v1/statement", crate::statements::STATEMENT_PARAMS),
+    ("GET", "/v1/statement.csv", crate::statements::STATEMENT_PARAMS),
+    ("GET", "/v1/payments", crate::account::PAGE_PARAMS),
+];
+
+/// The query parameters `method path` takes (`path` as routed, with `{placeholders}`).
+pub fn query_parameters(method: &str, path: &str) -> &'static [&'static str] {
+    QUERY_PARAMETERS
+        .iter()
+        .find(|(m, p, _)| m.eq_ignore_ascii_case(method) && *p == path)
+        .map_or(&[], |(_, _, names)| names)
+}
+
+/// A route layer: 400 for a query parameter the matched route does not take, before the
+/// handler runs (handlers still check the values of the ones they take).
+pub async fn refuse_unknown_query(request: Request, next: Next) -> Response {
+    if let Some(path) = request.extensions().get::<MatchedPath>() {
+        let allowed = query_parameters(request.method().as_str(), path.as_str());
+        let parsed = Query::<HashMap<String, String>>::try_from_uri(request.uri());
+        let checked = match parsed {
+            Ok(Query(raw)) => crate::account::Params::new(raw, allowed).map(|_| ()),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid_query",
+                "the query string is not valid form encoding",
+            )),
+        };
+        if let Err(error) = checked {
+            return error.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Routes that need an [`crate::auth::Identity`] in the request extensions (put there by the
 /// caller's layer: the local JWT check, or API Gateway's claims in Lambda).
 pub fn routes(state: Arc<AppState>) -> Router {
@@ -78,17 +121,21 @@ pub fn group(group: Group) -> Router<Arc<AppState>> {
 
 /// Terms, overview, settings, audit log, operator routes.
 pub fn settings_group() -> Router<Arc<AppState>> {
-    crate::account::settings_router().merge(crate::operator::router())
+    crate::account::settings_router()
+        .merge(crate::operator::router())
+        .route_layer(middleware::from_fn(refuse_unknown_query))
 }
 
 /// Activity, its CSV export, statements.
 pub fn activity_group() -> Router<Arc<AppState>> {
-    crate::account::activity_router().merge(crate::statements::router())
+    crate::account::activity_router()
+        .merge(crate::statements::router())
+        .route_layer(middleware::from_fn(refuse_unknown_query))
 }
 
 /// Cards, Pay Now, payment history.
 pub fn payments_group() -> Router<Arc<AppState>> {
-    crate::payments::router()
+    crate::payments::router().route_layer(middleware::from_fn(refuse_unknown_query))
 }
 
 /// A group's router for its Lambda: identity from API Gateway's JWT authorizer claims.

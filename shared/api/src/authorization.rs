@@ -18,6 +18,10 @@ use crate::error::ApiError;
 
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
+/// The platform's route, `(METHOD, path)`, documented in the OpenAPI document beside the
+/// account API's [`crate::app::ROUTES`].
+pub const ROUTE: (&str, &str) = ("POST", "/v1/authorizations");
+
 /// How the platform proves who it is.
 #[derive(Clone)]
 pub enum PlatformAuth {
@@ -45,7 +49,8 @@ pub struct AuthorizationResponse {
 
 pub fn router(state: Arc<AuthorizationState>) -> Router {
     Router::new()
-        .route("/v1/authorizations", post(authorize_handler))
+        .route(ROUTE.1, post(authorize_handler))
+        .route_layer(axum::middleware::from_fn(crate::app::refuse_unknown_query))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -55,12 +55,15 @@ fn from_statement_error(error: StatementError) -> ApiError {
     }
 }
 
+/// The query parameters of `/v1/statement` and `/v1/statement.csv`.
+pub const STATEMENT_PARAMS: &[&str] = &["from", "to"];
+
 async fn build(
     state: &AppState,
     id: &AccountId,
     raw: HashMap<String, String>,
 ) -> Result<Statement, ApiError> {
-    let params = Params::new(raw, &["from", "to"])?;
+    let params = Params::new(raw, STATEMENT_PARAMS)?;
     let (from, to) = (date(&params, "from")?, date(&params, "to")?);
     statement_for(state.ledger(), id, from, to).await.map_err(from_statement_error)
 }

@@ -588,6 +588,41 @@ async fn an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes
     assert_eq!(next.json["balance_usd"], "6");
 }
 
+async fn every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let operator = app.operator();
+    let before = app.get("/v1/operator/accounts/acme", &operator).await.json;
+    for (method, path) in api::app::ROUTES {
+        let concrete = path.replace("{card_id}", "pm_x").replace("{account_id}", "acme");
+        let token = if path.starts_with("/v1/operator") { &operator } else { &admin };
+        let key = [("idempotency-key", "query-1")];
+        for query in ["sort=desc", "from=2026-01-01T00:00:00Z&form=x"] {
+            let uri = format!("{concrete}?{query}");
+            let reply = app.call(method, &uri, Some(token), &key, Some("{}")).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {uri}: {}", reply.text);
+            let field = reply.json["field"].as_str().unwrap_or_default();
+            let taken = api::app::query_parameters(method, path);
+            // `from` is refused where it is not taken; where it is, the misspelt `form` is.
+            let expected = match query {
+                "sort=desc" => "sort",
+                _ if taken.contains(&"from") => "form",
+                _ => field,
+            };
+            assert!(["sort", "from", "form"].contains(&field), "{method} {uri}: {field}");
+            assert_eq!(field, expected, "{method} {uri}");
+            assert_eq!(reply.json["code"], "invalid_field", "{method} {uri}");
+        }
+    }
+    let overview = app.get("/v1/overview?verbose=1", &admin).await;
+    assert_eq!(overview.status, StatusCode::BAD_REQUEST);
+    assert!(overview.json["message"].as_str().unwrap().contains("takes none"), "{}", overview.text);
+    // The parameters a route takes are still taken, and nothing changed.
+    assert_eq!(app.get("/v1/activity?limit=5&show=all", &admin).await.status, StatusCode::OK);
+    assert_eq!(app.get("/v1/payments?limit=5", &admin).await.status, StatusCode::OK);
+    assert_eq!(app.get("/v1/operator/accounts/acme", &operator).await.json, before);
+    assert_eq!(app.charges(&admin).await, 0);
+}
+
 /// Every case runs three ways: in process, over real HTTP on loopback, and as API Gateway (HTTP
 /// API, JWT authorizer) v2 events through the Lambda routers.
 async fn statements_read_download_and_queue_emails(app: TestApp) {
@@ -711,5 +746,6 @@ in_every_mode!(
     activity_filters_paginates_and_exports_stable_csv,
     statements_read_download_and_queue_emails,
     operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once,
-    an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing
+    an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing,
+    every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing
 );

@@ -50,6 +50,26 @@ async fn ask(app: axum::Router, body: Value) -> (StatusCode, Value) {
 }
 
 #[tokio::test]
+async fn an_unknown_query_parameter_is_refused_with_its_name() {
+    let (store, _) = funded("acme", "1").await;
+    let body =
+        json!({"account_id": "acme", "action": "sms", "direction": "outbound", "segments": 1});
+    let request = Request::post("/v1/authorizations?dry_run=true")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app_with(store.clone()).await.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["field"], "dry_run", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("takes none"), "{error}");
+    let (status, _) = ask(app_with(store).await, body).await;
+    assert_eq!(status, StatusCode::OK, "without it the same request is answered");
+}
+
+#[tokio::test]
 async fn a_call_is_allowed_for_the_longest_duration_the_balance_covers() {
     let (store, _) = funded("acme", "1").await;
     // budget 1 - 0.0025 = 0.9975 buys 0.9975 x 60 / 0.014 = 4275 s; billed durations are

@@ -1,10 +1,11 @@
-//! The OpenAPI document and the routers agree: same routes both ways, and each is really routed.
+//! The OpenAPI document and the routers agree: same routes both ways, each really routed, and
+//! the same query parameters.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use api::app::{OPENAPI, ROUTES};
+use api::app::{query_parameters, OPENAPI, ROUTES};
 use common::{Mode, TestApp};
 
 fn documented() -> BTreeSet<(String, String)> {
@@ -21,8 +22,11 @@ fn documented() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_document_lists_exactly_the_routes_the_routers_serve() {
-    let served: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .chain([&api::authorization::ROUTE])
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     let documented = documented();
     let missing: Vec<_> = served.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&served).collect();
@@ -44,6 +48,40 @@ fn every_documented_operation_has_responses_and_every_body_schema_resolves() {
             for reference in text.split("#/components/schemas/").skip(1) {
                 let name: String = reference.chars().take_while(|c| c.is_alphanumeric()).collect();
                 assert!(schemas.contains_key(&name), "{method} {path} refers to missing {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_operation_documents_exactly_the_query_parameters_its_route_takes() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            let documented: BTreeSet<&str> = parameters
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let taken: BTreeSet<&str> = query_parameters(method, path).iter().copied().collect();
+            assert_eq!(documented, taken, "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn the_document_says_activity_ranges_are_from_included_to_excluded() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    for path in ["/v1/activity", "/v1/activity.csv"] {
+        let operation = &doc["paths"][path]["get"];
+        assert!(operation["description"].as_str().unwrap().contains("[from, to)"), "{path}");
+        for parameter in operation["parameters"].as_array().unwrap() {
+            let description = parameter["description"].as_str().unwrap_or_default();
+            match parameter["name"].as_str() {
+                Some("from") => assert!(description.contains("included"), "{path}"),
+                Some("to") => assert!(description.contains("excluded"), "{path}"),
+                _ => {}
             }
         }
     }
