@@ -256,6 +256,8 @@ cmd_up() {
     read -r p_ddb p_moto p_stripe <<<"$(free_ports 3)"
     [[ -n "$p_stripe" ]] || die "could not pick free ports"
 
+    # In .stack/ and without telemetry: with telemetry on, DynamoDB Local writes
+    # dynamodb-local-metadata.json into its working directory.
     # shellcheck disable=SC2086 # RINGLEDGER_DDB_JAVA_OPTS is a list of flags
     (cd "$STACK" && start dynamodb "$JAVA" ${RINGLEDGER_DDB_JAVA_OPTS:-} \
         -Djava.library.path="$home/DynamoDBLocal_lib" -jar "$home/DynamoDBLocal.jar" \

@@ -11,6 +11,12 @@ ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 STACK_SH="$SCRIPT_DIR/stack.sh"
 cd "$ROOT"
 
+# Files outside git's ignore list that the run leaves behind fail it (a server started with the
+# repository as its working directory, a test writing beside the sources). Every server and
+# test writes under .stack/, .tools/, target/ or a temporary folder.
+untracked() { git status --porcelain --untracked-files=all 2>/dev/null | sed -n 's/^?? //p' | sort; }
+UNTRACKED_BEFORE="$(untracked)"
+
 # Extra checks run after `cargo test`, in order; each entry is one shell
 # command run from the repo root with the stack's env loaded. Later issues
 # append here, e.g.:
@@ -83,6 +89,15 @@ for check in "${EXTRA_CHECKS[@]}"; do
     bash -c "$check"
     done_step
 done
+
+banner "nothing left behind in the repository"
+LEFT_BEHIND="$(comm -13 <(printf '%s\n' "$UNTRACKED_BEFORE") <(untracked) | sed '/^$/d')"
+if [[ -n "$LEFT_BEHIND" ]]; then
+    echo "the run left files in the repository (write them under .stack/ or a temporary folder):" >&2
+    echo "$LEFT_BEHIND" >&2
+    exit 1
+fi
+done_step
 
 banner "all checks passed"
 echo "tests: ${PASSED} passed, ${FAILED} failed"
