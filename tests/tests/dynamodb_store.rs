@@ -148,3 +148,42 @@ async fn the_cold_start_warm_up_connects_without_writing_and_gives_up_quietly() 
     let unreachable = store_dynamodb::DynamoStore::new(closed, "ringledger");
     assert!(!unreachable.warm_up(std::time::Duration::from_millis(1500)).await);
 }
+
+#[tokio::test]
+async fn an_unreadable_outbox_item_is_reported_and_the_events_around_it_are_read() {
+    let store = e2e::fresh_dynamo_store().await;
+    for (index, name) in ["ob-a", "ob-b"].into_iter().enumerate() {
+        let id = open(&store, name, None).await;
+        store.post(&id, vec![credit("pay", "1")], at(index as i64 * 10 + 1)).await.unwrap();
+    }
+    let events = store.pending_events(10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    // An item between the two (as a newer version's event kind or a bad write would leave it).
+    let position = format!("{:020}#ob-a#{:020}#x", at(5).timestamp_micros(), 1);
+    let damaged = HashMap::from([
+        ("pk".to_string(), AttributeValue::S("O#0".into())),
+        ("sk".to_string(), AttributeValue::S(position.clone())),
+        ("event".to_string(), AttributeValue::S(r#"{"kind": "from_the_future"}"#.into())),
+    ]);
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(damaged))
+        .send()
+        .await
+        .unwrap();
+
+    let page = store.outbox_page(None, 10).await.unwrap();
+    assert_eq!(page.events, events);
+    assert_eq!(page.unreadable.len(), 1);
+    assert_eq!(page.unreadable[0].position, position);
+    assert_eq!(page.next_after, None);
+    // One at a time, the cursor walks past it.
+    let first = store.outbox_page(None, 1).await.unwrap();
+    assert_eq!(first.events, events[..1].to_vec());
+    let second = store.outbox_page(first.next_after.as_deref(), 1).await.unwrap();
+    assert_eq!((second.events.len(), second.unreadable.len()), (0, 1));
+    let third = store.outbox_page(second.next_after.as_deref(), 1).await.unwrap();
+    assert_eq!((third.events, third.next_after), (events[1..].to_vec(), None));
+}

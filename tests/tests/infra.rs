@@ -201,3 +201,17 @@ fn the_http_api_routes_are_the_account_apis_routes() {
     assert!(missing.is_empty(), "routes the template does not deploy: {missing:?}");
     assert!(extra.is_empty(), "template routes the API does not serve: {extra:?}");
 }
+
+/// The relay's unreadable-item metric (an embedded-metric-format line) has its alarm.
+#[test]
+fn the_outbox_relays_unreadable_item_metric_has_an_alarm() {
+    let template = template();
+    let resources = resources(&template);
+    let (_, alarm) = resources
+        .iter()
+        .find(|(name, _)| name == "OutboxRelayUnreadableAlarm")
+        .expect("an OutboxRelayUnreadableAlarm resource");
+    assert_eq!(value(alarm, "Namespace"), Some(usage::relay::METRIC_NAMESPACE));
+    assert_eq!(value(alarm, "MetricName"), Some(usage::relay::UNREADABLE_METRIC));
+    assert_eq!(value(alarm, "Threshold"), Some("1"));
+}

@@ -13,7 +13,7 @@ use conformance::{at, credit, open, usd};
 use ledger::{Account, Amount, LedgerStore, RechargeMode, RechargeSettings};
 use usage::relay::{sweep, EventSink};
 use usage::sqs::{poll_once, SqsSink};
-use usage::worker::{process_batch, RateCards};
+use usage::worker::{process_batch_received, RateCards};
 
 const FIXTURES: [&str; 8] = [
     include_str!("../fixtures/usage/call_outbound.json"),
@@ -31,6 +31,11 @@ const POISON: [&str; 3] = [
     include_str!("../fixtures/poison/unknown_type.json"),
     include_str!("../fixtures/poison/unknown_account.json"),
 ];
+
+/// When the worker receives the messages: after every event below, so the test does not age.
+fn received_at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-04T13:00:00Z").unwrap().into()
+}
 
 struct Rig {
     sqs: aws_sdk_sqs::Client,
@@ -85,7 +90,7 @@ impl Rig {
             let cards = self.cards.clone();
             let sink = sink.clone();
             let stats = poll_once(&self.sqs, &self.usage_url, 0, |messages| async move {
-                process_batch(store, &cards, sink, messages).await.failures
+                process_batch_received(store, &cards, sink, messages, received_at()).await.failures
             })
             .await
             .expect("poll");
@@ -188,8 +193,8 @@ async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_on
     assert!(e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await.is_empty());
     let pending = store.pending_events(100).await.unwrap();
     assert_eq!(pending.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["suspended"]);
-    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap(), 1);
-    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap(), 0, "sent once");
+    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap().relayed, 1);
+    assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap().relayed, 0, "sent once");
     let notices = e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("\"suspended\""));
@@ -197,4 +202,57 @@ async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_on
     // 14.8767 - (0.04 x 1440 + 0.0025) = -42.7258
     assert_eq!(suspended.balance_usd, usd("-42.7258"));
     assert_eq!(suspended.status, ledger::AccountStatus::Suspended);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_sends_batches_to_each_queue_and_a_missing_queue_fails_only_its_events() {
+    let rig = Rig::new().await;
+    let store = &*rig.store;
+    // 23 reactivations (notices) and one recharge request (auto-recharge turned on below its
+    // threshold).
+    for index in 0..23 {
+        let id = open(store, &format!("acct-{index:02}"), None).await;
+        store.post(&id, vec![credit("pay-1", "5")], at(index)).await.unwrap();
+    }
+    let recharging = open(store, "recharging", None).await;
+    store.post(&recharging, vec![credit("pay-1", "5")], at(30)).await.unwrap();
+    store
+        .modify_account(
+            &recharging,
+            Arc::new(|a: &mut Account| {
+                a.recharge = Some(RechargeSettings::new(
+                    true,
+                    Amount::from_str("50")?,
+                    Amount::from_str("15")?,
+                    RechargeMode::TopUpTo,
+                )?);
+                Ok(())
+            }),
+            at(31),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pending_events(100).await.unwrap().len(), 25);
+
+    // The recharge queue does not exist: its one event fails, every notice goes out.
+    let broken = SqsSink {
+        client: rig.sqs.clone(),
+        recharge_queue_url: format!("{}-missing", rig.sink.recharge_queue_url),
+        notifications_queue_url: rig.sink.notifications_queue_url.clone(),
+    };
+    let report = sweep(store, &broken, 100, 1_000).await.unwrap();
+    assert_eq!((report.relayed, report.failed, report.unreadable), (24, 1, 0));
+    let pending = store.pending_events(100).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec!["recharge_requested"]
+    );
+    let notices = e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+    assert_eq!(notices.len(), 24, "23 reactivations and the recharging account's");
+
+    let report = sweep(store, &*rig.sink, 100, 1_000).await.unwrap();
+    assert_eq!((report.relayed, report.failed), (1, 0));
+    let requests = e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await;
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].contains("recharge_requested"));
 }

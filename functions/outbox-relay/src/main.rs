@@ -7,7 +7,8 @@ use store_dynamodb::DynamoStore;
 use usage::relay::sweep;
 use usage::sqs::SqsSink;
 
-/// At most this many events per invocation (the next minute takes the rest).
+/// At most this many outbox items per invocation (the next minute takes the rest): 500 pages
+/// of SendMessageBatch calls fit the 10 s timeout.
 const MAX_EVENTS_PER_RUN: usize = 5_000;
 
 #[tokio::main]
@@ -26,8 +27,14 @@ async fn main() -> Result<(), bootstrap::Error> {
     };
     let (store, sink) = (&store, &sink);
     run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
-        let relayed = sweep(store, sink, 100, MAX_EVENTS_PER_RUN).await?;
-        Ok::<_, bootstrap::Error>(serde_json::json!({ "relayed": relayed }))
+        let report = sweep(store, sink, 100, MAX_EVENTS_PER_RUN).await?;
+        // Embedded metric format: the unreadable-item alarm reads this line.
+        println!("{}", report.metric_line(chrono::Utc::now()));
+        Ok::<_, bootstrap::Error>(serde_json::json!({
+            "relayed": report.relayed,
+            "failed": report.failed,
+            "unreadable": report.unreadable,
+        }))
     }))
     .await
 }

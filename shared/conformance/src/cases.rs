@@ -572,6 +572,48 @@ pub async fn outbox_events_stay_pending_until_acknowledged(store: Arc<dyn Ledger
     assert_eq!(pending.iter().filter(|e| e.account_id == id).count(), 1);
 }
 
+pub async fn the_outbox_reads_in_pages_after_a_position_and_acknowledges_in_batches(
+    store: Arc<dyn LedgerStore>,
+) {
+    // Each account's first credit reactivates it: one event each, at distinct times.
+    for (index, name) in ["ob-a", "ob-b", "ob-c", "ob-d", "ob-e"].into_iter().enumerate() {
+        let id = open(&*store, name, None).await;
+        post(&*store, &id, vec![credit("pay", "1")], at(index as i64 + 1)).await;
+    }
+    let all = store.pending_events(100).await.unwrap();
+    assert_eq!(all.len(), 5, "{all:?}");
+
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = store.outbox_page(after.as_deref(), 2).await.unwrap();
+        assert!(page.unreadable.is_empty(), "{:?}", page.unreadable);
+        sizes.push(page.events.len());
+        if let Some(next) = &page.next_after {
+            assert_eq!(next, &ledger::store::outbox_position(page.events.last().unwrap()));
+        }
+        paged.extend(page.events);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert_eq!(paged, all, "pages in outbox order, each event once");
+
+    store.ack_events(&all[..3]).await.unwrap();
+    store.ack_events(&all[..3]).await.unwrap();
+    assert_eq!(store.pending_events(100).await.unwrap(), all[3..].to_vec());
+    let last = ledger::store::outbox_position(&all[4]);
+    let past_the_end = store.outbox_page(Some(&last), 10).await.unwrap();
+    assert_eq!(past_the_end, ledger::OutboxPage::default());
+    assert!(matches!(
+        store.outbox_page(Some("not-a-position"), 10).await,
+        Err(StoreError::Rejected(ledger::LedgerError::BadCursor))
+    ));
+}
+
 pub async fn unknown_accounts_and_duplicate_creation_are_typed_errors(store: Arc<dyn LedgerStore>) {
     let ghost = account_id("ghost");
     assert_eq!(store.account(&ghost).await.unwrap(), None);

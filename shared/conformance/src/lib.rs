@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             activity_filters_by_utc_range_and_kind_with_a_cursor,
             settings_changes_never_touch_the_balance,
             outbox_events_stay_pending_until_acknowledged,
+            the_outbox_reads_in_pages_after_a_position_and_acknowledges_in_batches,
             unknown_accounts_and_duplicate_creation_are_typed_errors,
             bad_queries_are_rejected_and_change_nothing,
             interrupted_postings_leave_nothing_half_applied,

@@ -15,8 +15,9 @@ use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
 use crate::posting::{apply, settle_settings_change, LedgerEvent};
 use crate::store::{
-    check_ids_limit, checked_postings, encode_cursor, AccountChange, EntryPage, EntryQuery,
-    LedgerStore, NewAccount, PostOutcome, PostingSource, StoreError,
+    check_ids_limit, checked_postings, encode_cursor, outbox_position, parse_outbox_position,
+    AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, OutboxPage, PostOutcome,
+    PostingSource, StoreError,
 };
 
 #[derive(Default)]
@@ -29,6 +30,16 @@ struct Book {
 
 /// Events leave the outbox in time order, then per account in version order.
 type OutboxKey = (DateTime<Utc>, AccountId, u64, String);
+
+/// An event's outbox position as a comparable tuple (see [`parse_outbox_position`]).
+fn position_key(event: &LedgerEvent) -> (i64, String, u64, String) {
+    (
+        event.raised_at.timestamp_micros().max(0),
+        event.account_id.to_string(),
+        event.version,
+        event.id.clone(),
+    )
+}
 
 fn outbox_key(event: &LedgerEvent) -> OutboxKey {
     (event.raised_at, event.account_id.clone(), event.version, event.id.clone())
@@ -188,9 +199,23 @@ impl LedgerStore for MemoryStore {
             .collect())
     }
 
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
+    async fn outbox_page(&self, after: Option<&str>, limit: u32) -> Result<OutboxPage, StoreError> {
+        let after = after.map(parse_outbox_position).transpose()?;
         let outbox = self.outbox.lock().expect("outbox lock poisoned");
-        Ok(outbox.values().take(limit as usize).cloned().collect())
+        // Events are typed here, so every item is readable.
+        let mut events: Vec<LedgerEvent> = outbox
+            .values()
+            .filter(|event| after.as_ref().is_none_or(|after| position_key(event) > *after))
+            .take(limit as usize + 1)
+            .cloned()
+            .collect();
+        let next_after = if events.len() > limit as usize {
+            events.truncate(limit as usize);
+            events.last().map(outbox_position)
+        } else {
+            None
+        };
+        Ok(OutboxPage { events, unreadable: Vec::new(), next_after })
     }
 
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {

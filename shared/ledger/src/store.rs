@@ -273,11 +273,74 @@ pub trait LedgerStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
 
-    /// Events written by postings and not yet acknowledged by the relay, oldest first.
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError>;
+    /// Up to `limit` outbox items after `after` (a position from an earlier page; `None` from the
+    /// start), oldest first. An item that cannot be read does not fail the page: it is reported
+    /// in [`OutboxPage::unreadable`] (and stays in the outbox for someone to look at).
+    async fn outbox_page(&self, after: Option<&str>, limit: u32) -> Result<OutboxPage, StoreError>;
+
+    /// Events written by postings and not yet acknowledged by the relay, oldest first: the
+    /// readable events of the outbox's first page.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
+        Ok(self.outbox_page(None, limit).await?.events)
+    }
 
     /// The relay delivered the event downstream. Acknowledging twice is fine.
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError>;
+
+    /// [`LedgerStore::ack_event`] for several events (stores batch it). On an error some may
+    /// be acknowledged and some not: those are relayed again, which consumers tolerate.
+    async fn ack_events(&self, events: &[LedgerEvent]) -> Result<(), StoreError> {
+        for event in events {
+            self.ack_event(event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One page of the outbox (see [`LedgerStore::outbox_page`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboxPage {
+    /// The readable events, oldest first.
+    pub events: Vec<LedgerEvent>,
+    /// Items that could not be read: skipped, never fatal to the page.
+    pub unreadable: Vec<UnreadableOutboxItem>,
+    /// The position to ask for the next page after; `None` when this page reached the end.
+    pub next_after: Option<String>,
+}
+
+/// An outbox item a store could not turn back into a [`LedgerEvent`] (corrupt or written by a
+/// newer version): a bug or damage to look at, so it is reported on every sweep until removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableOutboxItem {
+    /// Its outbox position (see [`outbox_position`]) or, when even that is unreadable, its key.
+    pub position: String,
+    pub reason: String,
+}
+
+/// Where an event sits in the outbox: `<micros:020>#<account>#<version:020>#<event id>`. Sorting
+/// these strings sorts by time, then per account by version (account ids never contain `#`, and
+/// every character they may contain sorts after it), which is the order every store keeps.
+pub fn outbox_position(event: &LedgerEvent) -> String {
+    format!(
+        "{:020}#{}#{:020}#{}",
+        event.raised_at.timestamp_micros().max(0),
+        event.account_id,
+        event.version,
+        event.id
+    )
+}
+
+/// The parts of an outbox position: time (micros), account, version, event id.
+pub fn parse_outbox_position(position: &str) -> Result<(i64, String, u64, String), LedgerError> {
+    let mut parts = position.splitn(4, '#');
+    let (Some(micros), Some(account), Some(version), Some(id)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(LedgerError::BadCursor);
+    };
+    let micros = micros.parse::<i64>().map_err(|_| LedgerError::BadCursor)?;
+    let version = version.parse::<u64>().map_err(|_| LedgerError::BadCursor)?;
+    Ok((micros, account.to_string(), version, id.to_string()))
 }
 
 /// Check a page size for [`LedgerStore::account_ids`].

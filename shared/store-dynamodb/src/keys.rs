@@ -78,13 +78,8 @@ pub fn outbox_pk(shard: u64) -> String {
     format!("O#{shard}")
 }
 
-/// Sorts by time, then per account by version, like every store's outbox.
+/// Sorts by time, then per account by version, like every store's outbox: the event's outbox
+/// position, which the relay's cursors name.
 pub fn outbox_sk(event: &LedgerEvent) -> String {
-    format!(
-        "{:020}#{}#{:020}#{}",
-        event.raised_at.timestamp_micros().max(0),
-        event.account_id,
-        event.version,
-        event.id
-    )
+    ledger::store::outbox_position(event)
 }

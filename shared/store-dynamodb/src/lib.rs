@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
-    TransactWriteItem, WriteRequest,
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
+    ReturnValue, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -34,10 +34,12 @@ use ledger::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
 };
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{check_ids_limit, checked_postings, AccountChange, MAX_CONFLICT_RETRIES};
+use ledger::store::{
+    check_ids_limit, checked_postings, parse_outbox_position, AccountChange, MAX_CONFLICT_RETRIES,
+};
 use ledger::{
     Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, MonthTotals,
-    NewAccount, PostOutcome, PostingSource, SourceId, StoreError,
+    NewAccount, OutboxPage, PostOutcome, PostingSource, SourceId, StoreError, UnreadableOutboxItem,
 };
 
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
@@ -240,16 +242,22 @@ impl DynamoStore {
     }
 
     async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(BATCH_WRITE_MAX) {
-            let mut pending: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                self.meter_write(item, WriteKind::Standard);
-                let put = PutRequest::builder()
-                    .set_item(Some(item.clone()))
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                pending.push(WriteRequest::builder().put_request(put).build());
-            }
+        let mut requests = Vec::with_capacity(items.len());
+        for item in items {
+            self.meter_write(&item, WriteKind::Standard);
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await
+    }
+
+    /// `BatchWriteItem` in chunks of 25, retrying unprocessed requests with backoff.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_WRITE_MAX) {
+            let mut pending: Vec<WriteRequest> = chunk.to_vec();
             for attempt in 0..=MAX_UNPROCESSED_RETRIES {
                 if pending.is_empty() {
                     break;
@@ -766,30 +774,88 @@ impl LedgerStore for DynamoStore {
         Ok(ids)
     }
 
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
-        let limit = limit.clamp(1, 1_000);
-        let mut events: Vec<(String, LedgerEvent)> = Vec::new();
+    async fn outbox_page(&self, after: Option<&str>, limit: u32) -> Result<OutboxPage, StoreError> {
+        let limit = limit.clamp(1, 1_000) as usize;
+        if let Some(after) = after {
+            parse_outbox_position(after)?;
+        }
+        // Every shard's next `limit + 1` items, merged by position: the first `limit` of them
+        // are the page, and one more says the outbox goes on.
+        let mut found: Vec<(String, Result<LedgerEvent, String>)> = Vec::new();
+        let mut horizon: Option<String> = None;
         for shard in 0..OUTBOX_SHARDS {
-            let output = self
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", AttributeValue::S(outbox_pk(shard)))
-                .limit(limit as i32)
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in output.items.unwrap_or_default() {
-                let outbox: OutboxItem = from_item(item)?;
-                let event: LedgerEvent = serde_json::from_str(&outbox.event)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox event unreadable: {e}")))?;
-                events.push((outbox.sk, event));
+                .limit(limit as i32 + 1)
+                .consistent_read(true);
+            let request = match after {
+                None => request.key_condition_expression("pk = :pk"),
+                Some(after) => request
+                    .key_condition_expression("pk = :pk AND sk > :after")
+                    .expression_attribute_values(":after", AttributeValue::S(after.to_string())),
+            };
+            let output = request.send().await.map_err(classify)?;
+            let items = output.items.unwrap_or_default();
+            let cut = output.last_evaluated_key.is_some() && items.len() <= limit;
+            let before = found.len();
+            for item in items {
+                let Some(AttributeValue::S(sk)) = item.get("sk").cloned() else {
+                    return Err(StoreError::Corrupt("an outbox item has no sort key".into()));
+                };
+                let event = from_item::<OutboxItem>(item)
+                    .map_err(|e| e.to_string())
+                    .and_then(|outbox| {
+                        serde_json::from_str::<LedgerEvent>(&outbox.event)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| format!("outbox item {sk} unreadable: {e}"));
+                found.push((sk, event));
+            }
+            // A response cut at 1 MB before `limit + 1` items says nothing of this shard past its
+            // last item: the page must end there, or the cursor would skip what lies beyond.
+            if let Some(last) = found.last().filter(|_| cut && found.len() > before) {
+                let last = last.0.clone();
+                horizon = Some(horizon.map_or(last.clone(), |h: String| h.min(last)));
             }
         }
-        events.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(events.into_iter().take(limit as usize).map(|(_, e)| e).collect())
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut more = found.len() > limit;
+        if let Some(horizon) = &horizon {
+            more |= found.iter().any(|(sk, _)| sk > horizon);
+            found.retain(|(sk, _)| sk <= horizon);
+        }
+        found.truncate(limit);
+        let mut page = OutboxPage {
+            next_after: if more { found.last().map(|(sk, _)| sk.clone()) } else { None },
+            ..OutboxPage::default()
+        };
+        for (position, event) in found {
+            match event {
+                Ok(event) => page.events.push(event),
+                Err(reason) => page.unreadable.push(UnreadableOutboxItem { position, reason }),
+            }
+        }
+        Ok(page)
+    }
+
+    /// Batched deletes, 25 a call: the relay acknowledges a page in a few calls.
+    async fn ack_events(&self, events: &[LedgerEvent]) -> Result<(), StoreError> {
+        let mut requests = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(meter) = &self.meter {
+                // An outbox item is far below 1 KB: one unit per delete.
+                meter.record_write(&outbox_pk_for(&event.id), 1);
+            }
+            let delete = DeleteRequest::builder()
+                .set_key(Some(Self::key(outbox_pk_for(&event.id), &outbox_sk(event))))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(requests).await
     }
 
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {

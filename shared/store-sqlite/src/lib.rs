@@ -17,10 +17,13 @@ use ledger::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
 };
 use ledger::posting::{apply, settle_settings_change};
-use ledger::store::{check_ids_limit, checked_postings, encode_cursor, AccountChange};
+use ledger::store::{
+    check_ids_limit, checked_postings, encode_cursor, parse_outbox_position, AccountChange,
+};
 use ledger::{
     Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
-    MonthTotals, NewAccount, PostOutcome, PostingSource, Show, SourceId, StoreError,
+    MonthTotals, NewAccount, OutboxPage, PostOutcome, PostingSource, Show, SourceId, StoreError,
+    UnreadableOutboxItem,
 };
 
 const SCHEMA: &str = "
@@ -444,19 +447,71 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
+    async fn outbox_page(&self, after: Option<&str>, limit: u32) -> Result<OutboxPage, StoreError> {
+        // Before the first position: time -1 sorts before every stored (non-negative) time.
+        let after = match after {
+            Some(position) => parse_outbox_position(position)?,
+            None => (-1, String::new(), 0, String::new()),
+        };
         self.with_connection(move |connection| {
             let mut statement = connection
-                .prepare_cached("SELECT body FROM outbox ORDER BY raised_at_us, account_id, version, id LIMIT ?1")
+                .prepare_cached(
+                    "SELECT raised_at_us, account_id, version, id, body FROM outbox \
+                     WHERE (raised_at_us, account_id, version, id) > (?1, ?2, ?3, ?4) \
+                     ORDER BY raised_at_us, account_id, version, id LIMIT ?5",
+                )
                 .map_err(db)?;
             let rows = statement
-                .query_map(params![i64::from(limit)], |row| row.get::<_, String>(0))
+                .query_map(
+                    params![after.0, after.1, after.2 as i64, after.3, i64::from(limit) + 1],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                        ))
+                    },
+                )
                 .map_err(db)?;
-            let mut events = Vec::new();
-            for body in rows {
-                events.push(serde_json::from_str(&body.map_err(db)?).map_err(corrupt)?);
+            let mut page = OutboxPage::default();
+            let mut last = None;
+            for (read, row) in rows.enumerate() {
+                let (micros, account_id, version, id, body) = row.map_err(db)?;
+                if read == limit as usize {
+                    // A row beyond the page: the next page starts after its last row.
+                    page.next_after = last.take();
+                    break;
+                }
+                let position = format!("{:020}#{account_id}#{:020}#{id}", micros.max(0), version);
+                match serde_json::from_str::<LedgerEvent>(&body) {
+                    Ok(event) => page.events.push(event),
+                    Err(error) => page.unreadable.push(UnreadableOutboxItem {
+                        position: position.clone(),
+                        reason: format!("outbox event {id} unreadable: {error}"),
+                    }),
+                }
+                last = Some(position);
             }
-            Ok(events)
+            Ok(page)
+        })
+        .await
+    }
+
+    /// One transaction for all of them.
+    async fn ack_events(&self, events: &[LedgerEvent]) -> Result<(), StoreError> {
+        let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
+        self.with_connection(move |connection| {
+            let tx = connection.transaction().map_err(db)?;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1").map_err(db)?;
+                for id in &ids {
+                    delete.execute(params![id]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
         })
         .await
     }

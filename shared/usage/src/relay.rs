@@ -2,9 +2,24 @@
 //! postings are published downstream, then acknowledged. A crash between publish and ack
 //! publishes again: consumers deduplicate by event id. A crash before publish loses nothing:
 //! the event stays pending until a sweep relays it.
+//!
+//! Nothing one event does stops the others: an event that fails to publish stays pending for
+//! the next sweep, and an outbox item the store cannot read is skipped, logged at error and
+//! counted (the relay function turns the count into a metric with an alarm).
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use ledger::{LedgerEvent, LedgerStore, StoreError};
+use tracing::{error, warn};
+
+/// Events per publish call: SQS `SendMessageBatch` takes at most 10 messages.
+pub const PUBLISH_BATCH: usize = 10;
+/// The CloudWatch namespace and metric names of [`RelayReport::metric_line`]; the template
+/// alarms on unreadable items.
+pub const METRIC_NAMESPACE: &str = "ringledger";
+pub const RELAYED_METRIC: &str = "OutboxRelayed";
+pub const FAILED_METRIC: &str = "OutboxPublishFailed";
+pub const UNREADABLE_METRIC: &str = "OutboxUnreadable";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -18,37 +33,147 @@ pub enum RelayError {
 #[async_trait]
 pub trait EventSink: Send + Sync {
     async fn publish(&self, event: &LedgerEvent) -> Result<(), RelayError>;
+
+    /// Publish up to [`PUBLISH_BATCH`] events in one go: one result per event, in order, so a
+    /// failed event never hides the others' success. By default, one [`EventSink::publish`]
+    /// after the other.
+    async fn publish_batch(&self, events: &[LedgerEvent]) -> Vec<Result<(), RelayError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+        results
+    }
 }
 
-/// Publish `events` and acknowledge each once it is published.
+/// What a relay pass did. `failed` events stay pending for the next pass; `unreadable` outbox
+/// items stay too, and are counted again on every sweep until someone removes them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayReport {
+    pub relayed: usize,
+    pub failed: usize,
+    pub unreadable: usize,
+}
+
+impl RelayReport {
+    /// The report as one CloudWatch embedded-metric-format line: printed to a Lambda's stdout,
+    /// CloudWatch turns it into metrics without any API call or metric filter.
+    pub fn metric_line(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": at.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": METRIC_NAMESPACE,
+                    "Dimensions": [[]],
+                    "Metrics": [
+                        { "Name": RELAYED_METRIC, "Unit": "Count" },
+                        { "Name": FAILED_METRIC, "Unit": "Count" },
+                        { "Name": UNREADABLE_METRIC, "Unit": "Count" },
+                    ],
+                }],
+            },
+            RELAYED_METRIC: self.relayed,
+            FAILED_METRIC: self.failed,
+            UNREADABLE_METRIC: self.unreadable,
+        })
+        .to_string()
+    }
+}
+
+impl std::ops::AddAssign for RelayReport {
+    fn add_assign(&mut self, other: Self) {
+        self.relayed += other.relayed;
+        self.failed += other.failed;
+        self.unreadable += other.unreadable;
+    }
+}
+
+/// Batches of one page published at once: 5,000 events are 500 batches, too slow one after
+/// the other for a 10 s function.
+pub const PUBLISH_CONCURRENCY: usize = 4;
+
+/// Publish `events`, [`PUBLISH_BATCH`] at a time (a few batches at once), and acknowledge the
+/// published ones. A failed publish or acknowledgement is logged and counted and leaves that
+/// event pending (published again later: consumers deduplicate); the other events go on.
 pub async fn publish_and_ack(
     store: &dyn LedgerStore,
     sink: &dyn EventSink,
     events: &[LedgerEvent],
-) -> Result<(), RelayError> {
-    for event in events {
-        sink.publish(event).await?;
-        store.ack_event(event).await?;
+) -> RelayReport {
+    let batches: Vec<_> = events
+        .chunks(PUBLISH_BATCH)
+        .map(|batch| publish_batch_and_ack(store, sink, batch))
+        .collect();
+    let reports: Vec<RelayReport> =
+        futures::stream::iter(batches).buffer_unordered(PUBLISH_CONCURRENCY).collect().await;
+    let mut total = RelayReport::default();
+    for report in reports {
+        total += report;
     }
-    Ok(())
+    total
 }
 
-/// Relay every pending event, `batch` at a time, at most `max_events` in one call.
+async fn publish_batch_and_ack(
+    store: &dyn LedgerStore,
+    sink: &dyn EventSink,
+    batch: &[LedgerEvent],
+) -> RelayReport {
+    let results = sink.publish_batch(batch).await;
+    assert_eq!(results.len(), batch.len(), "a sink answers once per event");
+    let mut report = RelayReport::default();
+    let mut published = Vec::with_capacity(batch.len());
+    for (event, result) in batch.iter().zip(results) {
+        match result {
+            Ok(()) => published.push(event.clone()),
+            Err(error) => {
+                warn!(event_id = %event.id, error = %error, "publish failed; event left pending");
+                report.failed += 1;
+            }
+        }
+    }
+    match store.ack_events(&published).await {
+        Ok(()) => report.relayed += published.len(),
+        Err(error) => {
+            // Published but maybe not acknowledged: relayed again later, deduplicated.
+            warn!(events = published.len(), %error, "acknowledgement failed; events left pending");
+            report.failed += published.len();
+        }
+    }
+    report
+}
+
+/// Relay pending events, a page of `page_size` at a time, looking at most at `max_items`
+/// outbox items in one call. Only failing to read the outbox at all is an error.
 pub async fn sweep(
     store: &dyn LedgerStore,
     sink: &dyn EventSink,
-    batch: u32,
-    max_events: usize,
-) -> Result<usize, RelayError> {
-    let mut relayed = 0;
-    while relayed < max_events {
-        let room = u32::try_from(max_events - relayed).unwrap_or(u32::MAX);
-        let pending = store.pending_events(batch.min(room)).await?;
-        if pending.is_empty() {
+    page_size: u32,
+    max_items: usize,
+) -> Result<RelayReport, RelayError> {
+    let mut report = RelayReport::default();
+    let mut after: Option<String> = None;
+    loop {
+        let seen = report.relayed + report.failed + report.unreadable;
+        if seen >= max_items {
             break;
         }
-        publish_and_ack(store, sink, &pending).await?;
-        relayed += pending.len();
+        let room = u32::try_from(max_items - seen).unwrap_or(u32::MAX);
+        let page = store.outbox_page(after.as_deref(), page_size.min(room)).await?;
+        for item in &page.unreadable {
+            error!(position = %item.position, reason = %item.reason, "outbox item unreadable; skipped");
+        }
+        report.unreadable += page.unreadable.len();
+        report += publish_and_ack(store, sink, &page.events).await;
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
     }
-    Ok(relayed)
+    if report.unreadable > 0 {
+        error!(unreadable = report.unreadable, "outbox items could not be read");
+    }
+    if report.failed > 0 {
+        warn!(failed = report.failed, "events left pending for the next sweep");
+    }
+    Ok(report)
 }

@@ -249,8 +249,9 @@ async fn post_account(
                 }
                 if let Some(sink) = sink {
                     // Fast path; the sweeper relays whatever this misses.
-                    if let Err(error) = publish_and_ack(store, sink, &posted.events).await {
-                        warn!(%error, "events left in the outbox for the sweeper");
+                    let relayed = publish_and_ack(store, sink, &posted.events).await;
+                    if relayed.failed > 0 {
+                        warn!(failed = relayed.failed, "events left in the outbox for the sweeper");
                     }
                 }
                 info!(events = chunk.len(), balance = %posted.account.balance_usd, "posted");

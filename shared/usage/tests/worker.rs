@@ -273,8 +273,8 @@ async fn without_a_sink_events_stay_pending_and_one_sweep_publishes_them_exactly
     assert_one_suspension(&store.pending_events(100).await.unwrap(), &acme);
 
     let sink = RecordingSink::default();
-    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap(), 1);
-    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap(), 0);
+    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap().relayed, 1);
+    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap().relayed, 0);
     assert_one_suspension(&sink.events(), &acme);
     assert!(store.pending_events(100).await.unwrap().is_empty());
 }
@@ -289,7 +289,7 @@ async fn a_failing_sink_leaves_the_messages_posted_and_the_events_for_the_sweepe
     assert_one_suspension(&store.pending_events(100).await.unwrap(), &acme);
 
     let sink = RecordingSink::default();
-    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap(), 1);
+    assert_eq!(sweep(&*store, &sink, 10, 100).await.unwrap().relayed, 1);
     assert_one_suspension(&sink.events(), &acme);
 }
 
@@ -315,10 +315,10 @@ async fn a_sweep_relays_at_most_max_events() {
     assert_eq!(store.pending_events(100).await.unwrap().len(), 5);
 
     let sink = RecordingSink::default();
-    assert_eq!(sweep(&store, &sink, 2, 3).await.unwrap(), 3);
+    assert_eq!(sweep(&store, &sink, 2, 3).await.unwrap().relayed, 3);
     assert_eq!(sink.events().len(), 3);
     assert_eq!(store.pending_events(100).await.unwrap().len(), 2);
-    assert_eq!(sweep(&store, &sink, 2, 100).await.unwrap(), 2);
+    assert_eq!(sweep(&store, &sink, 2, 100).await.unwrap().relayed, 2);
     assert!(sink.events().iter().all(|e| e.kind == LedgerEventKind::Reactivated));
     let mut ids: Vec<String> = sink.events().iter().map(|e| e.id.clone()).collect();
     ids.dedup();
@@ -385,8 +385,12 @@ impl LedgerStore for FaultyStore {
     ) -> Result<Vec<AccountId>, StoreError> {
         self.0.account_ids(after, limit).await
     }
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
-        self.0.pending_events(limit).await
+    async fn outbox_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ledger::OutboxPage, StoreError> {
+        self.0.outbox_page(after, limit).await
     }
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         self.0.ack_event(event).await
@@ -486,8 +490,12 @@ impl LedgerStore for ContendedStore {
     ) -> Result<Vec<AccountId>, StoreError> {
         self.inner.account_ids(after, limit).await
     }
-    async fn pending_events(&self, limit: u32) -> Result<Vec<LedgerEvent>, StoreError> {
-        self.inner.pending_events(limit).await
+    async fn outbox_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ledger::OutboxPage, StoreError> {
+        self.inner.outbox_page(after, limit).await
     }
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         self.inner.ack_event(event).await

@@ -155,20 +155,33 @@ pub async fn account(store: &MemoryStore, id: &AccountId) -> Account {
     store.account(id).await.unwrap().expect("account exists")
 }
 
-/// An `EventSink` that records what it is given (and can be told to fail).
+/// An `EventSink` that records what it is given and the size of each batch (and can be told to
+/// fail, for every event or for one account's).
 #[derive(Default)]
 pub struct RecordingSink {
     pub published: Mutex<Vec<LedgerEvent>>,
+    pub batches: Mutex<Vec<usize>>,
     pub fail: bool,
+    pub fail_for_account: Option<String>,
 }
 
 impl RecordingSink {
     pub fn failing() -> Self {
-        RecordingSink { published: Mutex::new(Vec::new()), fail: true }
+        RecordingSink { fail: true, ..Default::default() }
+    }
+
+    pub fn failing_for(account: &str) -> Self {
+        RecordingSink { fail_for_account: Some(account.to_string()), ..Default::default() }
     }
 
     pub fn events(&self) -> Vec<LedgerEvent> {
         self.published.lock().unwrap().clone()
+    }
+
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        let mut sizes = self.batches.lock().unwrap().clone();
+        sizes.sort_unstable();
+        sizes
     }
 }
 
@@ -179,11 +192,20 @@ struct SinkDown;
 #[async_trait]
 impl EventSink for RecordingSink {
     async fn publish(&self, event: &LedgerEvent) -> Result<(), RelayError> {
-        if self.fail {
+        if self.fail || self.fail_for_account.as_deref() == Some(event.account_id.as_str()) {
             return Err(RelayError::Publish(Box::new(SinkDown)));
         }
         self.published.lock().unwrap().push(event.clone());
         Ok(())
+    }
+
+    async fn publish_batch(&self, events: &[LedgerEvent]) -> Vec<Result<(), RelayError>> {
+        self.batches.lock().unwrap().push(events.len());
+        let mut results = Vec::new();
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+        results
     }
 }
 
