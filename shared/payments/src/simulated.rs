@@ -429,10 +429,8 @@ impl CardProcessor for SimulatedProcessor {
             state.resolve(index);
         }
         // A key that charged twice (a resend after it expired) reports its success first.
-        let outcome = matching
-            .iter()
-            .map(|&i| state.payments[i].outcome.clone())
-            .max_by_key(|o| match o {
+        let outcome =
+            matching.iter().map(|&i| state.payments[i].outcome.clone()).max_by_key(|o| match o {
                 ChargeOutcome::Succeeded { .. } => 2,
                 ChargeOutcome::Processing { .. } => 1,
                 ChargeOutcome::Declined { .. } => 0,

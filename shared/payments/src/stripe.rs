@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
-    check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest,
-    CustomerId, Decline, DeclineCode, ProcessorError,
+    check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor,
+    ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, ProcessorError,
 };
 
 pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";

@@ -364,6 +364,8 @@ impl RechargeWorker {
         }
 
         if state.cancelled {
+            // The canceller may have died before it cleared the marker: finish its work.
+            self.cancel(account_id, request_id).await?;
             return Ok(Some(Outcome::NotNeeded("cancelled by a card change or a payment")));
         }
         if account.recharge_in_flight.as_deref() != Some(request_id) {

@@ -15,8 +15,16 @@ use tracing::{info, warn};
 
 use crate::{Outcome, RechargeWorker};
 
-/// SQS's longest visibility timeout (12 h).
-pub const MAX_VISIBILITY_SECONDS: i64 = 12 * 3_600;
+/// SQS's longest visibility timeout (12 h). It counts from the message's receipt, so a hold
+/// is always a little shorter than this (a request that comes back early waits again).
+pub const MAX_VISIBILITY_SECONDS: i64 = 12 * 3_600 - 60;
+/// A message received this many times that must still wait or retry is sent again as a fresh
+/// message and the old one deleted, so a long backoff or a long processor outage never
+/// dead-letters a request whose state is durable (the queue's `maxReceiveCount` is 8; the
+/// backoff schedule needs at most 5 holds). Only unreadable messages reach the DLQ.
+pub const REQUEUE_AFTER_RECEIVES: u32 = 6;
+/// SQS's longest delivery delay (15 min).
+const MAX_DELAY_SECONDS: i64 = 15 * 60;
 
 /// Publishes notices to the notifications queue.
 pub struct SqsNoticeSink {
@@ -79,6 +87,28 @@ async fn hold(client: &Client, queue_url: &str, receipt: &str, until: DateTime<U
     }
 }
 
+/// Send `body` again as a new message (receive count 0), delayed up to SQS's 15 minutes.
+async fn requeue(client: &Client, queue_url: &str, body: &str, delay_seconds: i64) -> bool {
+    let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
+    match client
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(body)
+        .delay_seconds(delay)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            info!("recharge message sent again to reset its receive count");
+            true
+        }
+        Err(error) => {
+            warn!(%error, "could not requeue; the message stays and may reach the DLQ");
+            false
+        }
+    }
+}
+
 /// The Lambda handler: one task per message, panics contained, waits held by visibility.
 pub async fn handle_sqs_event(
     worker: Arc<RechargeWorker>,
@@ -91,12 +121,29 @@ pub async fn handle_sqs_event(
         let id = record.message_id.clone().unwrap_or_else(|| format!("record-{index}"));
         let body = record.body.clone().unwrap_or_default();
         let task_worker = worker.clone();
+        let task_body = body.clone();
         let verdict =
-            tokio::spawn(async move { handle_message(&task_worker, &body, Utc::now()).await })
+            tokio::spawn(async move { handle_message(&task_worker, &task_body, Utc::now()).await })
                 .await
                 .unwrap_or_else(|panic| Verdict::Retry(format!("worker panicked: {panic}")));
         if verdict == Verdict::Done {
             continue;
+        }
+        let receives = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse::<u32>().ok())
+            .unwrap_or(0);
+        let readable = serde_json::from_str::<LedgerEvent>(&body).is_ok();
+        if readable && receives >= REQUEUE_AFTER_RECEIVES {
+            let delay = match &verdict {
+                Verdict::Wait(until) => (*until - Utc::now()).num_seconds(),
+                _ => 60,
+            };
+            if requeue(client, queue_url, &body, delay).await {
+                // The fresh copy carries the request on; this one is deleted as done.
+                continue;
+            }
         }
         if let (Verdict::Wait(until), Some(receipt)) = (&verdict, &record.receipt_handle) {
             hold(client, queue_url, receipt, *until).await;

@@ -1,0 +1,1004 @@
+//! A seeded, deterministic simulation of the money pipeline, in the spirit of TigerBeetle's
+//! VOPR: the real Pay Now, auto-recharge and reconciliation code runs against the in-process
+//! ports (memory store, simulated card processor, a modelled SQS queue, a recording notice
+//! sink) on a virtual clock, while a seeded random number generator picks what happens next and
+//! which faults strike:
+//!
+//! - the store: a write that fails before it is applied, or is applied and then reported as
+//!   failed (the caller cannot tell: "applied but timed out"), which is also how a worker
+//!   crash between two steps looks to everything after it;
+//! - the queue: at-least-once delivery, redelivery after the visibility timeout, random order,
+//!   duplicated relays, dead-lettering after `MAX_RECEIVES` receives;
+//! - the card processor: unreachable, charged-but-answer-lost, `processing` then decided
+//!   either way, declining cards, and idempotency keys that expire after 24 h of virtual time;
+//! - the clock: minutes to days pass between steps, so backoffs, key expiry and months roll.
+//!
+//! After the chaos the faults stop and the system is driven to quiescence; then the invariants
+//! are checked (see [`check`]). A failure names the seed; `ringledger-sim --seed N` replays it
+//! exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use api::payments::{PaymentPorts, PaymentRecord, PaymentStatus};
+use api::profile::{self, CardRole, Email, StoredCard};
+use api::state::Store;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledger::docs::{Doc, DocError, DocKind, DocStore};
+use ledger::memory::MemoryStore;
+use ledger::store::OutboxPage;
+use ledger::{
+    Account, AccountChange, AccountId, Amount, BillingItem, EntryKind, EntryQuery, LedgerEvent,
+    LedgerEventKind, LedgerStore, MonthTotals, NewAccount, PostOutcome, Posting, PostingSource,
+    RechargeMode, RechargeSettings, SourceId, StoreError,
+};
+use notifications::notice::{Notice, NoticeSink};
+use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
+use recharge::{Outcome, RechargeWorker};
+use rust_decimal::Decimal;
+
+/// SplitMix64: small, fast and the same on every platform and version.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// 0 to `n - 1`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What one seed's run is allowed to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub accounts: usize,
+    pub steps: usize,
+    /// Percent of store writes that fail (half before, half after being applied).
+    pub store_fault_percent: u64,
+    /// Percent of charge calls that meet a processor fault.
+    pub processor_fault_percent: u64,
+    /// Print the whole log of a failing seed, not only its tail.
+    pub full_log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            accounts: 3,
+            steps: 120,
+            store_fault_percent: 4,
+            processor_fault_percent: 15,
+            full_log: false,
+        }
+    }
+}
+
+/// What a seed's run did, for the soak's totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub steps: usize,
+    pub charges_succeeded: usize,
+    pub credits: usize,
+    pub store_faults: usize,
+    pub processor_faults: usize,
+    pub deliveries: usize,
+    pub dead_letters: usize,
+}
+
+/// The faulty store: the memory store behind writes that may fail before or after applying.
+pub struct FaultyStore {
+    inner: MemoryStore,
+    faults: Mutex<FaultState>,
+}
+
+struct FaultState {
+    rng: Rng,
+    percent: u64,
+    injected: usize,
+}
+
+#[derive(Debug)]
+struct Injected(&'static str);
+
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "simulated store fault: {}", self.0)
+    }
+}
+
+impl std::error::Error for Injected {}
+
+/// Where a write fails, if it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteFault {
+    None,
+    Before,
+    After,
+}
+
+impl FaultyStore {
+    fn new(seed: u64, percent: u64) -> Self {
+        FaultyStore {
+            inner: MemoryStore::new(),
+            faults: Mutex::new(FaultState { rng: Rng::new(seed), percent, injected: 0 }),
+        }
+    }
+
+    fn set_percent(&self, percent: u64) {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).percent = percent;
+    }
+
+    fn injected(&self) -> usize {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).injected
+    }
+
+    fn roll(&self) -> WriteFault {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let percent = faults.percent;
+        if !faults.rng.chance(percent) {
+            return WriteFault::None;
+        }
+        faults.injected += 1;
+        if faults.rng.chance(50) {
+            WriteFault::Before
+        } else {
+            WriteFault::After
+        }
+    }
+}
+
+fn store_fault(what: &'static str) -> StoreError {
+    StoreError::unavailable(Injected(what))
+}
+
+#[async_trait]
+impl LedgerStore for FaultyStore {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
+        self.inner.create_account(account, now).await
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        self.inner.account(id).await
+    }
+
+    async fn modify_account(
+        &self,
+        id: &AccountId,
+        change: AccountChange,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
+        let fault = self.roll();
+        if fault == WriteFault::Before {
+            return Err(store_fault("modify_account before"));
+        }
+        let result = self.inner.modify_account(id, change, now).await;
+        if fault == WriteFault::After && result.is_ok() {
+            return Err(store_fault("modify_account after"));
+        }
+        result
+    }
+
+    async fn post_with(
+        &self,
+        id: &AccountId,
+        source: Arc<dyn PostingSource>,
+        now: DateTime<Utc>,
+    ) -> Result<PostOutcome, StoreError> {
+        let fault = self.roll();
+        if fault == WriteFault::Before {
+            return Err(store_fault("post before"));
+        }
+        let result = self.inner.post_with(id, source, now).await;
+        if fault == WriteFault::After && result.is_ok() {
+            return Err(store_fault("post after"));
+        }
+        result
+    }
+
+    async fn entries(
+        &self,
+        id: &AccountId,
+        query: &EntryQuery,
+    ) -> Result<ledger::EntryPage, StoreError> {
+        self.inner.entries(id, query).await
+    }
+
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: &str,
+    ) -> Result<Option<MonthTotals>, StoreError> {
+        self.inner.closed_month(id, month).await
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.inner.account_ids(after, limit).await
+    }
+
+    async fn outbox_page(&self, after: Option<&str>, limit: u32) -> Result<OutboxPage, StoreError> {
+        self.inner.outbox_page(after, limit).await
+    }
+
+    async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        self.inner.ack_event(event).await
+    }
+}
+
+#[async_trait]
+impl DocStore for FaultyStore {
+    async fn get_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Doc>, StoreError> {
+        self.inner.get_doc(account, kind, id).await
+    }
+
+    async fn put_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        body: &str,
+        expected_version: Option<u64>,
+    ) -> Result<u64, DocError> {
+        let fault = self.roll();
+        if fault == WriteFault::Before {
+            return Err(DocError::Store(store_fault("put_doc before")));
+        }
+        let result = self.inner.put_doc(account, kind, id, body, expected_version).await;
+        if fault == WriteFault::After && result.is_ok() {
+            return Err(DocError::Store(store_fault("put_doc after")));
+        }
+        result
+    }
+
+    async fn delete_doc(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<(), DocError> {
+        self.inner.delete_doc(account, kind, id, expected_version).await
+    }
+
+    async fn list_docs(
+        &self,
+        account: &AccountId,
+        kind: DocKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Doc>, StoreError> {
+        self.inner.list_docs(account, kind, after, limit).await
+    }
+}
+
+/// Notices as published (at least once each; the notifications worker sends once per id).
+#[derive(Default)]
+pub struct RecordedNotices(Mutex<Vec<Notice>>);
+
+#[async_trait]
+impl NoticeSink for RecordedNotices {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(notice.clone());
+        Ok(())
+    }
+}
+
+/// SQS as the recharge queue's consumer sees it.
+#[derive(Debug, Clone)]
+struct Message {
+    event: LedgerEvent,
+    visible_at: DateTime<Utc>,
+    receives: u32,
+}
+
+/// The recharge queue's `maxReceiveCount` (infra/template.yaml).
+pub const MAX_RECEIVES: u32 = 8;
+/// The recharge queue's visibility timeout.
+const VISIBILITY_SECONDS: i64 = 60;
+
+/// A Pay Now the simulation made, and what it was told.
+#[derive(Debug, Clone)]
+struct PayNowCall {
+    account: usize,
+    key: String,
+    amount: Amount,
+    last_status: Option<u16>,
+}
+
+/// One run's world.
+pub struct World {
+    seed: u64,
+    rng: Rng,
+    config: Config,
+    now: DateTime<Utc>,
+    store: Arc<FaultyStore>,
+    processor: Arc<SimulatedProcessor>,
+    notices: Arc<RecordedNotices>,
+    worker: RechargeWorker,
+    accounts: Vec<AccountId>,
+    queue: Vec<Message>,
+    dead_letters: Vec<Message>,
+    pay_nows: Vec<PayNowCall>,
+    next_id: u64,
+    stats: Stats,
+    log: Vec<String>,
+}
+
+/// A broken invariant, with the seed that replays it.
+#[derive(Debug)]
+pub struct Violation {
+    pub seed: u64,
+    pub message: String,
+    pub log_tail: Vec<String>,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {}: {}", self.seed, self.message)?;
+        writeln!(f, "replay: cargo run -p ringledger-sim -- --seed {}", self.seed)?;
+        for line in &self.log_tail {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+const CARD_TOKENS: [&str; 4] =
+    ["pm_card_visa", "pm_card_mastercard", "pm_card_chargeDeclined", "pm_card_visa"];
+
+fn amount(text: &str) -> Amount {
+    Amount::from_str(text).expect("simulation amounts are valid")
+}
+
+fn cents(rng: &mut Rng, low_usd: u64, high_usd: u64) -> Amount {
+    let value = low_usd * 100 + rng.below((high_usd - low_usd) * 100);
+    Amount::new(Decimal::new(value as i64, 2)).expect("positive")
+}
+
+impl World {
+    async fn new(seed: u64, config: Config) -> Self {
+        let mut rng = Rng::new(seed);
+        let store = Arc::new(FaultyStore::new(rng.next_u64(), 0));
+        let processor = Arc::new(SimulatedProcessor::new());
+        let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("date")
+            + Duration::hours(rng.below(24 * 60) as i64);
+        processor.set_now(now);
+        let notices = Arc::new(RecordedNotices::default());
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let worker = RechargeWorker::new(dyn_store, processor.clone(), notices.clone());
+        let mut world = World {
+            seed,
+            rng,
+            config,
+            now,
+            store,
+            processor,
+            notices,
+            worker,
+            accounts: Vec::new(),
+            queue: Vec::new(),
+            dead_letters: Vec::new(),
+            pay_nows: Vec::new(),
+            next_id: 0,
+            stats: Stats::default(),
+            log: Vec::new(),
+        };
+        for index in 0..world.config.accounts {
+            world.open_account(index).await;
+        }
+        world.store.set_percent(world.config.store_fault_percent);
+        world
+    }
+
+    fn next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn note(&mut self, line: String) {
+        self.log.push(format!("{} {line}", self.now.format("%Y-%m-%dT%H:%M")));
+    }
+
+    async fn open_account(&mut self, index: usize) {
+        let id = AccountId::parse(format!("sim{index}")).expect("account id");
+        let store: &dyn LedgerStore = &*self.store;
+        store
+            .create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, self.now)
+            .await
+            .expect("open");
+        let customer = self.processor.create_customer(id.as_str(), None).await.expect("customer");
+        let cards = 1 + self.rng.below(2) as usize;
+        for n in 0..cards {
+            let token = CARD_TOKENS[self.rng.below(CARD_TOKENS.len() as u64) as usize];
+            let details = self.processor.attach_card(&customer, token).await.expect("attach");
+            let card = StoredCard {
+                id: details.payment_method_id,
+                brand: details.brand,
+                last4: details.last4,
+                exp_month: details.exp_month,
+                exp_year: details.exp_year,
+                role: if n == 0 { CardRole::Primary } else { CardRole::Backup },
+                card_manager_email: Email::try_from("cards@sim.example".to_string())
+                    .expect("email"),
+                added_at: self.now + Duration::seconds(n as i64),
+            };
+            let customer_id = customer.0.clone();
+            profile::update(&*self.store, &id, |p| {
+                p.processor_customer_id = Some(customer_id.clone());
+                p.cards.push(card.clone());
+                Ok(())
+            })
+            .await
+            .expect("profile");
+        }
+        let opening = cents(&mut self.rng, 20, 120);
+        store
+            .post(
+                &id,
+                vec![Posting::credit(
+                    SourceId::parse(format!("adj:open:{index}")).expect("source"),
+                    BillingItem::Adjustment,
+                    opening,
+                    self.now,
+                )
+                .expect("credit")],
+                self.now,
+            )
+            .await
+            .expect("opening credit");
+        let mode = if self.rng.chance(50) { RechargeMode::Add } else { RechargeMode::TopUpTo };
+        let threshold = 10 + self.rng.below(30);
+        let recharge_amount = threshold + 40 + self.rng.below(60);
+        let settings = RechargeSettings::new(
+            true,
+            amount(&recharge_amount.to_string()),
+            amount(&threshold.to_string()),
+            mode,
+        )
+        .expect("settings");
+        store
+            .modify_account(
+                &id,
+                Arc::new(move |a: &mut Account| {
+                    a.terms = Some(ledger::TermsAcceptance {
+                        version: "2026-01".into(),
+                        accepted_by: "sim".into(),
+                        accepted_at: a.created_at,
+                    });
+                    a.recharge = Some(settings.clone());
+                    Ok(())
+                }),
+                self.now,
+            )
+            .await
+            .expect("settings");
+        self.accounts.push(id);
+    }
+
+    fn account(&mut self) -> (usize, AccountId) {
+        let index = self.rng.below(self.accounts.len() as u64) as usize;
+        (index, self.accounts[index].clone())
+    }
+
+    fn maybe_processor_fault(&mut self) {
+        if !self.rng.chance(self.config.processor_fault_percent) {
+            return;
+        }
+        self.stats.processor_faults += 1;
+        let fault = match self.rng.below(3) {
+            0 => ChargeFault::Unreachable,
+            1 => ChargeFault::AnswerLost,
+            _ => ChargeFault::Processing {
+                succeeds: self.rng.chance(70),
+                minutes: 1 + self.rng.below(180) as i64,
+            },
+        };
+        self.note(format!("processor fault armed: {fault:?}"));
+        self.processor.push_fault(fault);
+    }
+
+    async fn step(&mut self) {
+        self.stats.steps += 1;
+        match self.rng.below(100) {
+            0..=29 => self.usage().await,
+            30..=44 => self.pay_now().await,
+            45..=49 => self.card_change().await,
+            50..=54 => self.settings_change().await,
+            55..=64 => self.relay().await,
+            65..=89 => self.deliver().await,
+            _ => self.advance(),
+        }
+    }
+
+    fn advance(&mut self) {
+        let minutes = match self.rng.below(10) {
+            0..=5 => 1 + self.rng.below(30),
+            6..=8 => 60 + self.rng.below(12 * 60),
+            _ => 24 * 60 + self.rng.below(10 * 24 * 60),
+        };
+        self.now += Duration::minutes(minutes as i64);
+        self.processor.set_now(self.now);
+    }
+
+    async fn usage(&mut self) {
+        let (_, id) = self.account();
+        let n = self.next();
+        let debit = cents(&mut self.rng, 1, 45);
+        let posting = Posting::usage(
+            SourceId::parse(format!("use:sim:{n}")).expect("source"),
+            BillingItem::PhoneCall,
+            debit,
+            self.now,
+        )
+        .expect("usage");
+        let store: &dyn LedgerStore = &*self.store;
+        let result = store.post(&id, vec![posting], self.now).await;
+        self.note(format!("usage {id} {} -> {}", debit.value(), result.is_ok()));
+    }
+
+    async fn pay_now(&mut self) {
+        // A retry of an earlier key (same amount, or now and then another one), or a new key.
+        let retry = !self.pay_nows.is_empty() && self.rng.chance(40);
+        // Retries reuse a key with the amount of one of its calls (whichever the claim kept).
+        let (index, key, mut amount) = if retry {
+            let call = self.pay_nows[self.rng.below(self.pay_nows.len() as u64) as usize].clone();
+            (call.account, call.key, call.amount)
+        } else {
+            let (index, _) = self.account();
+            let n = self.next();
+            (index, format!("k{n}"), cents(&mut self.rng, 5, 150))
+        };
+        let mismatched = retry && self.rng.chance(10);
+        if mismatched {
+            amount = Amount::new(amount.value() + Decimal::ONE).expect("positive");
+        }
+        let id = self.accounts[index].clone();
+        let Ok((profile, _)) = profile::load(&*self.store, &id).await else { return };
+        let (Some(card), Some(customer)) =
+            (profile.primary_card().cloned(), profile.processor_customer_id.clone())
+        else {
+            return;
+        };
+        self.maybe_processor_fault();
+        let ports = PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        let result =
+            api::payments::pay_now_with(&ports, &id, &key, amount, &card, &customer, self.now)
+                .await;
+        let status = match &result {
+            Ok((status, _)) => Some(status.as_u16()),
+            Err(error) => Some(error.status.as_u16()),
+        };
+        self.note(format!("pay_now {id} {key} {} -> {status:?}", amount.value()));
+        self.pay_nows.push(PayNowCall { account: index, key, amount, last_status: status });
+    }
+
+    async fn card_change(&mut self) {
+        let (_, id) = self.account();
+        let Ok((profile, _)) = profile::load(&*self.store, &id).await else { return };
+        if profile.cards.len() > 1 && self.rng.chance(50) {
+            // Delete the primary (the backup takes over), as a customer replacing a card would.
+            let removed = profile.primary_card().map(|c| c.id.clone()).unwrap_or_default();
+            let updated = profile::update(&*self.store, &id, |p| {
+                p.cards.retain(|c| c.id != removed);
+                if let Some(first) = p.cards.first_mut() {
+                    first.role = CardRole::Primary;
+                }
+                Ok(())
+            })
+            .await;
+            if updated.is_ok() {
+                let _ = self.processor.detach_card(&removed).await;
+            }
+            self.note(format!("card {removed} deleted from {id}: {}", updated.is_ok()));
+        } else if profile.cards.len() < 3 {
+            let Some(customer) = profile.processor_customer_id.clone() else { return };
+            let token = CARD_TOKENS[self.rng.below(CARD_TOKENS.len() as u64) as usize];
+            let customer = payments::CustomerId(customer);
+            let Ok(details) = self.processor.attach_card(&customer, token).await else { return };
+            let card = StoredCard {
+                id: details.payment_method_id,
+                brand: details.brand,
+                last4: details.last4,
+                exp_month: details.exp_month,
+                exp_year: details.exp_year,
+                role: CardRole::Primary,
+                card_manager_email: Email::try_from("cards@sim.example".to_string())
+                    .expect("email"),
+                added_at: self.now,
+            };
+            let updated = profile::update(&*self.store, &id, |p| {
+                for other in p.cards.iter_mut() {
+                    other.role = CardRole::Backup;
+                }
+                p.cards.push(card.clone());
+                Ok(())
+            })
+            .await;
+            self.note(format!("card {} ({token}) added to {id}: {}", card.id, updated.is_ok()));
+        }
+        let _ = api::payments::rearm_auto_recharge(&*self.store, &id).await;
+    }
+
+    async fn settings_change(&mut self) {
+        let (_, id) = self.account();
+        let enable = self.rng.chance(70);
+        let store: &dyn LedgerStore = &*self.store;
+        let result = store
+            .modify_account(
+                &id,
+                Arc::new(move |a: &mut Account| {
+                    if let Some(settings) = a.recharge.clone() {
+                        a.recharge = Some(RechargeSettings::new(
+                            enable,
+                            settings.amount_usd(),
+                            settings.threshold_usd(),
+                            settings.mode(),
+                        )?);
+                    }
+                    Ok(())
+                }),
+                self.now,
+            )
+            .await;
+        self.note(format!("auto-recharge {id} enabled={enable}: {}", result.is_ok()));
+    }
+
+    /// The outbox relay: publish pending events to the queue, then acknowledge them (a crash
+    /// in between publishes them again).
+    async fn relay(&mut self) {
+        let store: &dyn LedgerStore = &*self.store;
+        let Ok(events) = store.pending_events(50).await else { return };
+        for event in events {
+            let wanted = matches!(
+                event.kind,
+                LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. }
+            );
+            if wanted {
+                let copies = if self.rng.chance(5) { 2 } else { 1 };
+                for _ in 0..copies {
+                    self.queue.push(Message {
+                        event: event.clone(),
+                        visible_at: self.now,
+                        receives: 0,
+                    });
+                }
+            }
+            if !self.rng.chance(5) {
+                let _ = store.ack_event(&event).await;
+            }
+        }
+    }
+
+    /// Receive one visible message, in random order, and work it as the Lambda would.
+    async fn deliver(&mut self) {
+        let visible: Vec<usize> =
+            (0..self.queue.len()).filter(|&i| self.queue[i].visible_at <= self.now).collect();
+        if visible.is_empty() {
+            return;
+        }
+        let index = visible[self.rng.below(visible.len() as u64) as usize];
+        self.maybe_processor_fault();
+        self.stats.deliveries += 1;
+        let mut message = self.queue.remove(index);
+        message.receives += 1;
+        let outcome = self.worker.handle(&message.event, self.now).await;
+        self.note(format!(
+            "deliver {} (receive {}) -> {outcome:?}",
+            message.event.id, message.receives
+        ));
+        let hold_until = match outcome {
+            Ok(Outcome::RetryAt(at) | Outcome::NotYet(at)) => {
+                Some(at.min(self.now + Duration::seconds(recharge::sqs::MAX_VISIBILITY_SECONDS)))
+            }
+            Ok(_) => None,
+            Err(_) => Some(self.now + Duration::seconds(VISIBILITY_SECONDS)),
+        };
+        let Some(until) = hold_until else { return };
+        if message.receives >= recharge::sqs::REQUEUE_AFTER_RECEIVES {
+            // The consumer sends a fresh copy and deletes this one (`sqs::requeue`): the
+            // request lives on with its durable state instead of dead-lettering.
+            message.receives = 0;
+        }
+        if message.receives >= MAX_RECEIVES {
+            self.stats.dead_letters += 1;
+            self.dead_letters.push(message);
+            return;
+        }
+        message.visible_at = until.max(self.now + Duration::seconds(1));
+        self.queue.push(message);
+    }
+
+    /// Stop the faults and drive everything to rest: relay, deliver, let time pass.
+    async fn quiesce(&mut self) {
+        self.store.set_percent(0);
+        self.processor.clear_faults();
+        self.config.processor_fault_percent = 0;
+        for _ in 0..400 {
+            self.relay_all().await;
+            let mut worked = false;
+            while self.queue.iter().any(|m| m.visible_at <= self.now) {
+                self.deliver().await;
+                worked = true;
+            }
+            let store: &dyn LedgerStore = &*self.store;
+            let outbox_empty = store.pending_events(1).await.map(|e| e.is_empty()).unwrap_or(false);
+            if self.queue.is_empty() && outbox_empty && !worked {
+                return;
+            }
+            self.now += Duration::minutes(30);
+            self.processor.set_now(self.now);
+        }
+    }
+
+    async fn relay_all(&mut self) {
+        let store: &dyn LedgerStore = &*self.store;
+        for _ in 0..100 {
+            let Ok(events) = store.pending_events(50).await else { return };
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                if matches!(
+                    event.kind,
+                    LedgerEventKind::RechargeRequested { .. }
+                        | LedgerEventKind::PaymentPending { .. }
+                ) {
+                    self.queue.push(Message {
+                        event: event.clone(),
+                        visible_at: self.now,
+                        receives: 0,
+                    });
+                }
+                let _ = store.ack_event(&event).await;
+            }
+        }
+    }
+
+    fn violation(&self, message: String) -> Violation {
+        let start = if self.config.full_log { 0 } else { self.log.len().saturating_sub(40) };
+        Violation { seed: self.seed, message, log_tail: self.log[start..].to_vec() }
+    }
+}
+
+/// Everything every account's ledger says, in one pass.
+async fn all_entries(store: &dyn LedgerStore, id: &AccountId) -> Vec<ledger::Entry> {
+    let query = EntryQuery {
+        from: None,
+        to: None,
+        show: ledger::Show::All,
+        cursor: None,
+        limit: ledger::store::MAX_PAGE_SIZE,
+    };
+    ledger::store::all_entries(store, id, query).await.expect("entries")
+}
+
+/// The invariants, at quiescence:
+/// 1. every successful processor charge is credited exactly once, for its amount, and no
+///    credit of funds exists without a successful charge;
+/// 2. every account's entries form an unbroken chain that adds up to its balance;
+/// 3. every payment record is final (none stays pending);
+/// 4. nothing is wedged: no queue message dead-lettered, no recharge left in flight with
+///    nothing working on it, no account with auto-recharge on below its threshold unless it
+///    stopped (and said so) this month, no Pay Now left pending on the account;
+/// 5. a Pay Now answered with a refusal (4xx) charged nothing under its key, and one answered
+///    201 was credited;
+/// 6. every successful payment has its receipt published.
+pub async fn check(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let succeeded = world.processor.succeeded_payments();
+    let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
+    for (request, payment_intent_id) in &succeeded {
+        charged.insert(
+            payment_intent_id.clone(),
+            (Decimal::new(request.amount_cents as i64, 2), request.idempotency_key.clone()),
+        );
+    }
+    let mut credited: HashMap<String, Decimal> = HashMap::new();
+    for id in &world.accounts {
+        let account = store.account(id).await.expect("read").expect("account");
+        let entries = all_entries(store, id).await;
+        if let Err(error) =
+            ledger::verify_chain(account.opening_balance_usd, &entries, account.balance_usd)
+        {
+            return Err(world.violation(format!("{id}: broken chain: {error:?}")));
+        }
+        let sum: Decimal = entries.iter().map(|e| e.signed_amount_usd()).sum();
+        if account.opening_balance_usd + sum != account.balance_usd {
+            return Err(world.violation(format!("{id}: balance is not the sum of its entries")));
+        }
+        for entry in entries.iter().filter(|e| e.item == BillingItem::FundsAdded) {
+            if entry.kind != EntryKind::Credit {
+                continue;
+            }
+            let Some(pi) = entry.details.get("processor_payment_id").and_then(|v| v.as_str())
+            else {
+                return Err(world.violation(format!("{id}: funds added without a payment")));
+            };
+            if credited.insert(pi.to_string(), entry.amount_usd.value()).is_some() {
+                return Err(world.violation(format!("{id}: payment {pi} credited twice")));
+            }
+            match charged.get(pi) {
+                None => {
+                    return Err(
+                        world.violation(format!("{id}: payment {pi} credited but never charged"))
+                    )
+                }
+                Some((cents, _)) if *cents != entry.amount_usd.value() => {
+                    return Err(world.violation(format!(
+                        "{id}: payment {pi} charged {cents} but credited {}",
+                        entry.amount_usd.value()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if !account.pending_payments.is_empty() {
+            return Err(world.violation(format!(
+                "{id}: payments left pending: {:?}",
+                account.pending_payments
+            )));
+        }
+        if let Some(request) = &account.recharge_in_flight {
+            return Err(world.violation(format!("{id}: recharge {request} wedged in flight")));
+        }
+        if let Some(settings) = account.recharge.as_ref().filter(|s| s.enabled()) {
+            let stopped_now = account
+                .recharge_stopped
+                .as_ref()
+                .is_some_and(|stop| stop.month == ledger::month_of(world.now));
+            let stopped_ever = account.recharge_stopped.is_some();
+            if account.balance_usd < settings.threshold_usd().value()
+                && !stopped_now
+                && !stopped_ever
+            {
+                return Err(world.violation(format!(
+                    "{id}: auto-recharge on, balance {} below {}, nothing in flight, not stopped",
+                    account.balance_usd,
+                    settings.threshold_usd().value()
+                )));
+            }
+        }
+        let docs = world
+            .store
+            .list_docs(id, DocKind::Payment, None, ledger::docs::MAX_DOCS_PER_LIST)
+            .await
+            .expect("payments");
+        for doc in docs {
+            let record: PaymentRecord = serde_json::from_str(&doc.body).expect("payment record");
+            if record.status == PaymentStatus::Pending {
+                return Err(
+                    world.violation(format!("{id}: payment {} left pending", record.payment_id))
+                );
+            }
+        }
+    }
+    for (pi, (_, key)) in &charged {
+        if !credited.contains_key(pi) {
+            return Err(
+                world.violation(format!("payment {pi} (key {key}) charged, never credited"))
+            );
+        }
+    }
+    if let Some(message) = world.dead_letters.first() {
+        return Err(world.violation(format!("dead-lettered: {}", message.event.id)));
+    }
+    for call in &world.pay_nows {
+        let id = &world.accounts[call.account];
+        let processor_key = format!("pay:{id}:{}", call.key);
+        let cents = (call.amount.value() * Decimal::ONE_HUNDRED).trunc();
+        let charged_this = succeeded.iter().any(|(r, _)| {
+            r.idempotency_key == processor_key && Decimal::from(r.amount_cents) == cents
+        });
+        match call.last_status {
+            // A refusal changes nothing: this request's payment was never charged.
+            Some(400 | 402 | 422) if charged_this => {
+                return Err(world.violation(format!(
+                    "Pay Now {} of {} was refused ({:?}) but charged",
+                    call.key,
+                    call.amount.value(),
+                    call.last_status
+                )));
+            }
+            Some(201) if !charged_this => {
+                return Err(world
+                    .violation(format!("Pay Now {} said 201 but nothing was charged", call.key)));
+            }
+            _ => {}
+        }
+    }
+    let receipts: Vec<String> = world
+        .notices
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|n| n.kind.as_str() == "payment_receipt")
+        .map(|n| n.id.clone())
+        .collect();
+    let successful_records = {
+        let mut ids = Vec::new();
+        for id in &world.accounts {
+            for doc in world
+                .store
+                .list_docs(id, DocKind::Payment, None, ledger::docs::MAX_DOCS_PER_LIST)
+                .await
+                .expect("payments")
+            {
+                let record: PaymentRecord = serde_json::from_str(&doc.body).expect("record");
+                if record.status == PaymentStatus::Succeeded {
+                    ids.push(format!("receipt:{id}:{}", record.payment_id));
+                }
+            }
+        }
+        ids
+    };
+    for receipt in successful_records {
+        if !receipts.contains(&receipt) {
+            return Err(world.violation(format!("no receipt published: {receipt}")));
+        }
+    }
+    Ok(())
+}
+
+/// Run one seed: chaos, quiescence, invariants.
+pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
+    let mut world = World::new(seed, config).await;
+    for _ in 0..world.config.steps {
+        world.step().await;
+    }
+    world.quiesce().await;
+    world.stats.store_faults = world.store.injected();
+    world.stats.dead_letters = world.dead_letters.len();
+    world.stats.charges_succeeded = world.processor.succeeded_payments().len();
+    check(&world).await?;
+    world.stats.credits = world.stats.charges_succeeded;
+    Ok(world.stats)
+}
+
+/// Run one seed on a current-thread runtime with paused time (sleeps pass instantly).
+pub fn run_seed_blocking(seed: u64, config: Config) -> Result<Stats, Violation> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    runtime.block_on(run_seed(seed, config))
+}

@@ -1,0 +1,23 @@
+//! The simulation over a fixed range of seeds: every run of the test suite searches the same
+//! 2,000 worlds (`scripts/test.sh` adds a few hundred random ones, printing their start).
+
+#[test]
+fn two_thousand_seeded_worlds_keep_every_money_invariant() {
+    let mut charges = 0;
+    let mut store_faults = 0;
+    let mut processor_faults = 0;
+    for seed in 1..=2_000 {
+        match sim::run_seed_blocking(seed, sim::Config::default()) {
+            Ok(stats) => {
+                charges += stats.charges_succeeded;
+                store_faults += stats.store_faults;
+                processor_faults += stats.processor_faults;
+            }
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+    // The search is only worth something if the faults and the money actually happened.
+    assert!(charges > 10_000, "only {charges} charges");
+    assert!(store_faults > 5_000, "only {store_faults} store faults");
+    assert!(processor_faults > 5_000, "only {processor_faults} processor faults");
+}
