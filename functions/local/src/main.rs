@@ -293,7 +293,7 @@ async fn serve(
     let cards = rate_cards.load()?;
     // One processor for the API and the workers: the cards registered through the API are the
     // ones auto-recharge charges.
-    let processor = Arc::new(payments::SimulatedProcessor::new());
+    let processor = simulated_processor(cli)?;
     std::fs::create_dir_all(outbox_dir)?;
     let workers =
         pipeline::Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());
@@ -336,6 +336,17 @@ async fn serve(
     });
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// The simulated card processor, kept beside the embedded store (`<db>.processor.json`) so
+/// that customers, cards and payments survive a restart as the ledger does.
+fn simulated_processor(cli: &Cli) -> std::io::Result<Arc<payments::SimulatedProcessor>> {
+    match cli.store {
+        StoreKind::Sqlite => {
+            Ok(Arc::new(payments::SimulatedProcessor::open(format!("{}.processor.json", cli.db))?))
+        }
+        _ => Ok(Arc::new(payments::SimulatedProcessor::new())),
+    }
 }
 
 async fn open_store(cli: &Cli) -> Result<Arc<dyn LedgerStore>, StoreError> {
@@ -804,7 +815,7 @@ mod demo {
         let (store, ledger) = open(cli).await?;
         // One processor for the API and the workers: the cards registered through the API are
         // the ones auto-recharge charges.
-        let processor = Arc::new(payments::SimulatedProcessor::new());
+        let processor = super::simulated_processor(cli)?;
         std::fs::create_dir_all(outbox_dir)?;
         let emails_before = eml_files(outbox_dir)?;
         let pipeline = Pipeline::new(store.clone(), processor.clone(), outbox_dir.to_path_buf());

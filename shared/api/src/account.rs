@@ -69,6 +69,9 @@ fn recharge_json(account: &Account) -> Value {
             "threshold_usd": r.threshold_usd(),
             "mode": r.mode(),
             "in_flight": account.recharge_in_flight.is_some(),
+            // Stopped for this month (out of attempts, cap reached): why, and until when.
+            "stopped": account.recharge_stopped,
+            "pending_payments": account.pending_payments.len(),
         }),
     }
 }
