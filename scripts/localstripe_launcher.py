@@ -12,6 +12,17 @@ def _pi_init_with_description(self, description=None, **kwargs):
     self.description = description
 resources.PaymentIntent.__init__ = _pi_init_with_description
 
+# Stripe filters the payment-intent list by `customer` (how a payment is found by its key's
+# metadata after the key expired); localstripe 1.15.10 rejects the parameter as unexpected.
+_pi_list_all = resources.PaymentIntent._api_list_all.__func__
+@classmethod
+def _pi_list_by_customer(cls, url, limit=None, starting_after=None, customer=None, **kwargs):
+    li = _pi_list_all(cls, url, limit=limit, starting_after=starting_after, **kwargs)
+    if customer is not None:
+        li._list = [pi for pi in li._list if pi.customer == customer]
+    return li
+resources.PaymentIntent._api_list_all = _pi_list_by_customer
+
 # Stripe Idempotency-Key, which localstripe ignores: the first answer to a POST (errors
 # included) is saved per API key + idempotency key and replayed; the same key with another
 # path or body is a 400 idempotency_error. Outermost, so it sees the error middleware's answers.

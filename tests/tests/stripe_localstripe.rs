@@ -343,3 +343,22 @@ async fn unknown_tokens_and_customers_are_invalid_requests() {
         rig.stripe.detach_card("pm_doesnotexist").await.expect_err("no such payment method");
     assert!(matches!(error, ProcessorError::InvalidRequest(_)), "{error:?}");
 }
+
+#[tokio::test]
+async fn a_payment_is_found_by_its_idempotency_key_and_an_unused_key_finds_nothing() {
+    let rig = Rig::new();
+    let customer = rig.customer("lookup").await;
+    let card = rig.attached_card(&customer, VISA_SUCCESS).await;
+    let key = unique_account("lookup-key");
+    let ChargeOutcome::Succeeded { payment_intent_id } =
+        rig.charge(&charge_of(&customer, &card, &key, 2500)).await.expect("charge")
+    else {
+        panic!("expected a successful charge");
+    };
+    let found = rig.stripe.find_charge(&customer, &key).await.expect("lookup");
+    assert_eq!(found, Some(ChargeOutcome::Succeeded { payment_intent_id }));
+    let other = rig.customer("lookup-other").await;
+    assert_eq!(rig.stripe.find_charge(&other, &key).await.expect("lookup"), None, "per customer");
+    let unused = unique_account("never-used");
+    assert_eq!(rig.stripe.find_charge(&customer, &unused).await.expect("lookup"), None);
+}

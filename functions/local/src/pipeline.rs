@@ -78,7 +78,8 @@ impl Pipeline {
         let store: &dyn LedgerStore = &*self.store;
         for event in store.pending_events(200).await? {
             match &event.kind {
-                LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => {
+                LedgerEventKind::RechargeRequested { .. }
+                | LedgerEventKind::PaymentPending { .. } => {
                     match self.recharge.handle(&event, Utc::now()).await {
                         Ok(Outcome::RetryAt(_) | Outcome::NotYet(_)) => {
                             round.recharges_waiting += 1;

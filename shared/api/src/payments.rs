@@ -762,7 +762,10 @@ async fn settle_claim(
         match ports.processor.find_charge(&request.customer, &request.idempotency_key).await {
             Ok(Some(outcome)) => Ok(outcome),
             Ok(None) => ports.processor.charge(&request).await,
-            Err(error) => Err(error),
+            // A lookup that failed says nothing about the payment: unknown, never a decline.
+            Err(error) => {
+                Err(ProcessorError::Unexpected(format!("payment lookup failed: {error}")))
+            }
         }
     } else {
         ports.processor.charge(&request).await

@@ -355,7 +355,10 @@ impl RechargeWorker {
                 {
                     Ok(Some(outcome)) => Ok(outcome),
                     Ok(None) => self.processor.charge(&request).await,
-                    Err(error) => Err(error),
+                    // A failed lookup says nothing about the payment: unknown, never a decline.
+                    Err(error) => {
+                        Err(ProcessorError::Unexpected(format!("payment lookup failed: {error}")))
+                    }
                 };
                 return self
                     .decide(account_id, request_id, state, version, &charging, outcome, now)
