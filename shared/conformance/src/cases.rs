@@ -323,6 +323,20 @@ pub async fn advance_purchases_are_refused_below_the_floor_and_usage_is_not(
         })]
     );
     assert_eq!(refused.account.last_seq, 1, "a refusal writes no entry");
+    // ... but raises an event for the platform, in the outbox with the refusal (atomically).
+    assert_eq!(event_kinds(&refused.events), vec!["purchase_refused"]);
+    let pending = store.pending_events(100).await.unwrap();
+    assert!(pending.contains(&refused.events[0]), "{pending:?}");
+    let LedgerEventKind::PurchaseRefused { source_id, item, amount_usd, .. } =
+        &refused.events[0].kind
+    else {
+        panic!("{:?}", refused.events[0]);
+    };
+    assert_eq!(
+        (source_id.as_str(), *item, *amount_usd),
+        ("num-1", BillingItem::PhoneNumber, amount("5.0001"))
+    );
+    assert_eq!(store.account(&id).await.unwrap().unwrap(), refused.account);
 
     let exact = post(&*store, &id, vec![purchase("num-2", "5")], at(3)).await;
     assert_eq!(applied(&exact.results[0]), (2, Decimal::ZERO));

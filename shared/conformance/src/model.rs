@@ -123,11 +123,18 @@ async fn check(
         let was_active = before > model.floor;
         let is_active = model.balance > model.floor;
         let kinds: Vec<&str> = outcome.events.iter().map(|e| e.kind.as_str()).collect();
-        let expected_kinds: Vec<&str> = match (was_active, is_active) {
+        let mut expected_kinds: Vec<&str> = match (was_active, is_active) {
             (true, false) => vec!["suspended"],
             (false, true) => vec!["reactivated"],
             _ => vec![],
         };
+        // Then one refusal event per refused source id.
+        let mut refused_sources = std::collections::HashSet::new();
+        for (op, result) in batch.iter().zip(&expected) {
+            if matches!(result, PostingResult::Refused(_)) && refused_sources.insert(op.source) {
+                expected_kinds.push("purchase_refused");
+            }
+        }
         prop_assert_eq!(kinds, expected_kinds);
     }
     let account = assert_consistent(&*store, &id).await;

@@ -190,6 +190,16 @@ pub enum LedgerEventKind {
     /// the payments reconciler settles it, credit once or mark failed, whatever became of the
     /// request that started it.
     PaymentPending { key: String },
+    /// An advance purchase (a phone number) was refused: nothing was charged, so the platform
+    /// releases what it reserved for it. `details` are the posting's (the number).
+    PurchaseRefused {
+        source_id: SourceId,
+        item: BillingItem,
+        amount_usd: Amount,
+        refusal: Refusal,
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        details: serde_json::Value,
+    },
 }
 
 impl LedgerEventKind {
@@ -200,6 +210,7 @@ impl LedgerEventKind {
             LedgerEventKind::Suspended => "suspended",
             LedgerEventKind::Reactivated => "reactivated",
             LedgerEventKind::PaymentPending { .. } => "payment_pending",
+            LedgerEventKind::PurchaseRefused { .. } => "purchase_refused",
         }
     }
 }
@@ -218,8 +229,10 @@ pub struct Application {
 }
 
 impl Application {
+    /// Whether the store must write anything: entries, or events (a refused purchase raises
+    /// one without an entry).
     pub fn changed(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || !self.events.is_empty()
     }
 }
 
@@ -246,6 +259,7 @@ pub fn apply(
     let mut in_batch: HashMap<&SourceId, u64> = HashMap::new();
     let mut entries = Vec::new();
     let mut results = Vec::with_capacity(postings.len());
+    let mut refused: Vec<(&Posting, Refusal)> = Vec::new();
 
     for posting in postings {
         if let Some(&earlier) = already_applied.get(&posting.source_id) {
@@ -258,15 +272,18 @@ pub fn apply(
         }
         let next_balance = balance + posting.kind.signed(posting.amount_usd);
         if posting.rule == PostingRule::RefuseBelowFloor {
-            if !account.terms_accepted() {
-                results.push(PostingResult::Refused(Refusal::TermsNotAccepted));
-                continue;
-            }
-            if next_balance < floor {
-                results.push(PostingResult::Refused(Refusal::InsufficientBalance {
-                    balance_usd: balance,
-                    floor_usd: floor,
-                }));
+            let refusal = if !account.terms_accepted() {
+                Some(Refusal::TermsNotAccepted)
+            } else if next_balance < floor {
+                Some(Refusal::InsufficientBalance { balance_usd: balance, floor_usd: floor })
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                results.push(PostingResult::Refused(refusal.clone()));
+                if !refused.iter().any(|(earlier, _)| earlier.source_id == posting.source_id) {
+                    refused.push((posting, refusal));
+                }
                 continue;
             }
         }
@@ -351,6 +368,31 @@ pub fn apply(
                 next.recharge_stopped = None;
                 raise(LedgerEventKind::RechargeRequested { request_id });
             }
+        }
+    }
+    if !refused.is_empty() {
+        if entries.is_empty() {
+            // Only the events are written: the version orders them after the account's others.
+            next.version += 1;
+        }
+        for (posting, refusal) in refused {
+            // One id per refused source id, so a redelivered refusal is recognised downstream.
+            let kind = LedgerEventKind::PurchaseRefused {
+                source_id: posting.source_id.clone(),
+                item: posting.item,
+                amount_usd: posting.amount_usd,
+                refusal,
+                details: posting.details.clone(),
+            };
+            events.push(LedgerEvent {
+                id: format!("{}:{}:{}", account.id, kind.as_str(), posting.source_id),
+                account_id: account.id.clone(),
+                kind,
+                seq,
+                version,
+                balance_usd: balance,
+                raised_at: posted_at,
+            });
         }
     }
     Ok(Application { account: next, entries, results, events, closed_month })

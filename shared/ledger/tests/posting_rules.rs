@@ -244,9 +244,35 @@ fn a_purchase_one_ten_thousandth_below_the_prepaid_floor_is_refused() {
         })]
     );
     assert!(application.entries.is_empty());
-    assert!(!application.changed());
-    assert_eq!(application.account, before);
-    assert!(application.events.is_empty());
+    // Nothing but the version moves; the refusal is an event for the platform.
+    assert_eq!(application.account, Account { version: before.version + 1, ..before.clone() });
+    assert_eq!(application.events.len(), 1);
+    assert_eq!(application.events[0].kind.as_str(), "purchase_refused");
+}
+
+#[test]
+fn a_refused_purchase_raises_one_event_per_source_id_with_what_was_refused() {
+    let before = prepaid(dec!(5));
+    let buy = purchase("buy-1", dec!(5.0001))
+        .with_details(serde_json::json!({ "number": "+14155550100" }))
+        .unwrap();
+    let application = run(&before, &[buy.clone(), usage("call-1", dec!(1)), buy]);
+
+    assert_eq!(application.entries.len(), 1, "the call posts");
+    assert_eq!(application.events.len(), 1, "{:?}", application.events);
+    let event = &application.events[0];
+    assert_eq!(event.id, "acct_1:purchase_refused:buy-1");
+    assert_eq!((event.seq, event.version, event.balance_usd), (1, 1, dec!(4)));
+    assert_eq!(
+        event.kind,
+        LedgerEventKind::PurchaseRefused {
+            source_id: source("buy-1"),
+            item: BillingItem::PhoneNumber,
+            amount_usd: Amount::new(dec!(5.0001)).unwrap(),
+            refusal: Refusal::InsufficientBalance { balance_usd: dec!(5), floor_usd: dec!(0) },
+            details: serde_json::json!({ "number": "+14155550100" }),
+        }
+    );
 }
 
 #[test]
@@ -273,7 +299,7 @@ fn a_purchase_one_ten_thousandth_below_the_postpaid_floor_is_refused() {
             floor_usd: dec!(-100),
         })]
     );
-    assert_eq!(application.account, before);
+    assert_eq!(application.account, Account { version: before.version + 1, ..before.clone() });
 }
 
 #[test]
@@ -284,8 +310,12 @@ fn a_purchase_before_terms_are_accepted_is_refused_however_rich_the_account() {
     let application = run(&before, &[purchase("buy-1", dec!(1))]);
 
     assert_eq!(application.results, vec![PostingResult::Refused(Refusal::TermsNotAccepted)]);
-    assert!(!application.changed());
-    assert_eq!(application.account, before);
+    assert!(application.entries.is_empty());
+    assert_eq!(application.account, Account { version: before.version + 1, ..before.clone() });
+    let LedgerEventKind::PurchaseRefused { refusal, .. } = &application.events[0].kind else {
+        panic!("{:?}", application.events);
+    };
+    assert_eq!(refusal, &Refusal::TermsNotAccepted);
 }
 
 #[test]

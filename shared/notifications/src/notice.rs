@@ -1,7 +1,7 @@
 //! A notice to send, with a stable id: the same notice delivered twice is sent once.
 
 use chrono::{DateTime, Utc};
-use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
+use ledger::{AccountId, Amount, BillingItem, LedgerEvent, LedgerEventKind, Refusal};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,15 @@ pub enum NoticeKind {
     Reactivated {
         balance_usd: Decimal,
     },
+    /// An advance purchase (a phone number) was refused: nothing was charged.
+    PurchaseRefused {
+        item: BillingItem,
+        amount_usd: Amount,
+        refusal: Refusal,
+        /// The phone number, when the purchase's details name one.
+        number: Option<String>,
+        balance_usd: Decimal,
+    },
 }
 
 impl NoticeKind {
@@ -77,6 +86,7 @@ impl NoticeKind {
             NoticeKind::LowBalance { .. } => "low_balance",
             NoticeKind::Suspended { .. } => "suspended",
             NoticeKind::Reactivated { .. } => "reactivated",
+            NoticeKind::PurchaseRefused { .. } => "purchase_refused",
         }
     }
 }
@@ -84,7 +94,7 @@ impl NoticeKind {
 impl Notice {
     /// The notice a ledger event calls for (recharge requests go to the recharge worker).
     pub fn from_ledger_event(event: &LedgerEvent) -> Option<Notice> {
-        let kind = match event.kind {
+        let kind = match &event.kind {
             LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => {
                 return None
             }
@@ -94,6 +104,15 @@ impl Notice {
             LedgerEventKind::Suspended => NoticeKind::Suspended { balance_usd: event.balance_usd },
             LedgerEventKind::Reactivated => {
                 NoticeKind::Reactivated { balance_usd: event.balance_usd }
+            }
+            LedgerEventKind::PurchaseRefused { item, amount_usd, refusal, details, .. } => {
+                NoticeKind::PurchaseRefused {
+                    item: *item,
+                    amount_usd: *amount_usd,
+                    refusal: refusal.clone(),
+                    number: details.get("number").and_then(|n| n.as_str()).map(str::to_string),
+                    balance_usd: event.balance_usd,
+                }
             }
         };
         Some(Notice {

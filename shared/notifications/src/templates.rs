@@ -6,7 +6,7 @@
 //! cent with [`ledger::display_usd`] (half-up); times are UTC.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger::{display_usd, AccountId, Amount};
+use ledger::{display_usd, AccountId, Amount, BillingItem, Refusal};
 use rust_decimal::Decimal;
 
 use crate::notice::{CardFailure, Notice, NoticeKind, PaymentTrigger};
@@ -118,7 +118,65 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
         NoticeKind::Reactivated { balance_usd } => {
             reactivated(account, notice.raised_at, *balance_usd)
         }
+        NoticeKind::PurchaseRefused { item, amount_usd, refusal, number, balance_usd } => {
+            purchase_refused(
+                account,
+                notice.raised_at,
+                *item,
+                *amount_usd,
+                refusal,
+                number.as_deref(),
+                *balance_usd,
+            )
+        }
     }
+}
+
+fn purchase_refused(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    item: BillingItem,
+    amount_usd: Amount,
+    refusal: &Refusal,
+    number: Option<&str>,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let price = display_usd(amount_usd.value());
+    let balance = display_usd(balance_usd);
+    let what = match (item, number) {
+        (BillingItem::PhoneNumber, Some(number)) => format!("phone number {number}"),
+        (BillingItem::PhoneNumber, None) => "a phone number".to_string(),
+        (other, _) => format!("a purchase ({})", other.as_str()),
+    };
+    let (subject_reason, why, next_step) = match refusal {
+        Refusal::InsufficientBalance { .. } => (
+            "balance too low",
+            format!("it costs {price}, and the balance of {balance} does not cover it"),
+            "Add funds with Pay Now on the Billing page, then buy it again.",
+        ),
+        Refusal::TermsNotAccepted => (
+            "terms of service not accepted",
+            "the account's administrator has not accepted the terms of service yet".to_string(),
+            "Ask the account's administrator to accept the terms of service, then buy it again.",
+        ),
+    };
+    let subject = format!("Purchase refused on account {}: {subject_reason}", account.as_str());
+    let blocks = vec![
+        Block::Heading("A purchase was refused".into()),
+        Block::Paragraph(format!(
+            "We did not buy {what} for account {}: {why}. Nothing was charged{}.",
+            account.as_str(),
+            if item == BillingItem::PhoneNumber {
+                ", and the number is not kept for you"
+            } else {
+                ""
+            }
+        )),
+        Block::Facts(vec![("Price", price), ("Balance", balance), ("Date", datetime(raised_at))]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![next_step.into()]),
+    ];
+    (subject, blocks)
 }
 
 fn payment_receipt(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use ledger::{AccountId, Amount};
+use ledger::{AccountId, Amount, BillingItem, Refusal};
 use notifications::notice::{CardFailure, Notice, NoticeKind, PaymentTrigger};
 use notifications::templates::{render, Rendered};
 use rust_decimal_macros::dec;
@@ -132,6 +132,35 @@ fn cases() -> Vec<(&'static str, Notice)> {
             notice("acme:reactivated:58", NoticeKind::Reactivated { balance_usd: dec!(57.2742) }),
         ),
         (
+            "purchase_refused",
+            notice(
+                "acme:purchase_refused:use:evt-num-buy-1",
+                NoticeKind::PurchaseRefused {
+                    item: BillingItem::PhoneNumber,
+                    amount_usd: usd("1.15"),
+                    refusal: Refusal::InsufficientBalance {
+                        balance_usd: dec!(0.5),
+                        floor_usd: dec!(0),
+                    },
+                    number: Some("+14155550100".into()),
+                    balance_usd: dec!(0.5),
+                },
+            ),
+        ),
+        (
+            "purchase_refused_terms",
+            notice(
+                "acme:purchase_refused:num-7",
+                NoticeKind::PurchaseRefused {
+                    item: BillingItem::PhoneNumber,
+                    amount_usd: usd("2"),
+                    refusal: Refusal::TermsNotAccepted,
+                    number: None,
+                    balance_usd: dec!(25),
+                },
+            ),
+        ),
+        (
             "escaping",
             notice(
                 "recharge_failed:<b>&\"'</b>:1",
@@ -201,6 +230,7 @@ fn every_kind_of_notice_has_a_snapshot() {
         [
             "low_balance",
             "payment_receipt",
+            "purchase_refused",
             "reactivated",
             "recharge_cap_reached",
             "recharge_failed",

@@ -317,6 +317,36 @@ async fn malformed_messages_fail_alone_and_ledger_events_are_notices_too() {
 }
 
 #[tokio::test]
+async fn a_refused_number_purchase_event_is_emailed_once_with_the_number() {
+    let rig = Rig::with_contacts().await;
+    let refused = LedgerEvent {
+        id: "acme:purchase_refused:use:evt-num-buy-1".into(),
+        account_id: rig.account.clone(),
+        kind: LedgerEventKind::PurchaseRefused {
+            source_id: ledger::SourceId::parse("use:evt-num-buy-1").unwrap(),
+            item: ledger::BillingItem::PhoneNumber,
+            amount_usd: ledger::Amount::new(dec!(1.15)).unwrap(),
+            refusal: ledger::Refusal::InsufficientBalance {
+                balance_usd: dec!(0.5),
+                floor_usd: dec!(0),
+            },
+            details: serde_json::json!({ "event": "number_purchase", "number": "+14155550100" }),
+        },
+        seq: 3,
+        version: 7,
+        balance_usd: dec!(0.5),
+        raised_at: Utc::now(),
+    };
+    let body = serde_json::to_string(&refused).unwrap();
+    assert!(rig.run(&[&body, &body]).await.is_empty());
+    let sent = rig.mailer.sent();
+    assert_eq!(sent.len(), 1, "one email per event id: {sent:?}");
+    assert_eq!(sent[0].notice_id, "acme:purchase_refused:use:evt-num-buy-1");
+    assert_eq!(sent[0].subject, "Purchase refused on account acme: balance too low");
+    assert!(sent[0].text.contains("phone number +14155550100"), "{}", sent[0].text);
+}
+
+#[tokio::test]
 async fn an_account_without_contacts_has_nothing_to_send_and_succeeds() {
     let rig = Rig::new(r#"{"billing_emails": [], "tax_exempt": true}"#).await;
     let no_profile = Notice { account_id: AccountId::parse("ghost").unwrap(), ..receipt() };

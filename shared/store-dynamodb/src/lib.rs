@@ -501,6 +501,14 @@ impl DynamoStore {
         if !application.changed() {
             return Ok(Ok(outcome));
         }
+        if application.entries.is_empty() {
+            // Events alone (a refused purchase): the account's new version and the outbox, in
+            // one transaction; the marker debt (paid above) is carried as it was.
+            let debt = current.debt_first.zip(current.debt_last);
+            let mut items = vec![self.account_put(&application.account, debt, current.version)?];
+            items.extend(self.outbox_puts(&application.events)?);
+            return Ok(self.transact(items).await.map(|()| outcome));
+        }
         let first = application.entries[0].seq;
         let last = application.account.last_seq;
         let mut items =

@@ -188,6 +188,32 @@ async fn a_refused_number_purchase_is_counted_but_not_failed() {
 }
 
 #[tokio::test]
+async fn a_refused_number_purchase_raises_an_event_naming_the_number_for_the_platform() {
+    let store = Arc::new(MemoryStore::new());
+    let acme = open(&store, "acme", dec!(0.50)).await;
+    accept_terms(&store, &acme).await;
+    drain_outbox(&store).await;
+    let sink = Arc::new(RecordingSink::default());
+    let report = process_batch(
+        store.clone(),
+        &cards(),
+        Some(sink.clone()),
+        vec![message("m-buy", NUMBER_PURCHASE)],
+    )
+    .await;
+    assert_eq!((report.postings_applied, report.postings_refused), (0, 1));
+    let events = sink.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let LedgerEventKind::PurchaseRefused { item, amount_usd, details, .. } = &events[0].kind else {
+        panic!("{events:?}");
+    };
+    assert_eq!((*item, amount_usd.value()), (BillingItem::PhoneNumber, dec!(1.15)));
+    assert_eq!(details["number"], "+14155550100");
+    assert_eq!(events[0].balance_usd, dec!(0.50));
+    assert!(store.pending_events(10).await.unwrap().is_empty(), "published and acknowledged");
+}
+
+#[tokio::test]
 async fn an_account_whose_rate_card_is_unknown_fails_all_its_messages_and_only_those() {
     let (store, acme, globex) = two_accounts().await;
     set_rate_card(&store, &acme, "gold").await;
