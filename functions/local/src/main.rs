@@ -604,18 +604,21 @@ async fn main() -> CliResult {
             let mut applied = 0;
             let mut duplicates = 0;
             let mut failed = 0;
+            let mut refused = 0;
             for chunk in messages.chunks(usage::worker::MAX_EVENTS_PER_POST) {
                 let report =
                     usage::worker::process_batch(store.clone(), &cards, None, chunk.to_vec()).await;
                 applied += report.postings_applied;
                 duplicates += report.postings_duplicate;
+                refused += report.postings_refused;
                 for failure in &report.failures {
                     failed += 1;
                     println!("failed {}: {}", failure.message_id, failure.reason);
                 }
             }
             println!(
-                "{} events: {applied} charges applied, {duplicates} already applied, {failed} failed",
+                "{} events: {applied} charges applied, {duplicates} already applied, \
+                 {refused} purchases refused (not charged), {failed} failed",
                 messages.len()
             );
         }
