@@ -360,7 +360,11 @@ pub fn apply(
                 raise(LedgerEventKind::LowBalance);
             }
         }
-        if let Some(recharge) = next.recharge.as_ref().filter(|r| r.enabled()) {
+        // Only a debit raises a request: a credit that leaves the balance still below the
+        // threshold (a recharge smaller than one large debit) must not chain another top-up
+        // after it, or one large debit becomes a runaway of them (Lago #6177).
+        let debited = entries.iter().any(|e| e.kind == EntryKind::Debit);
+        if let Some(recharge) = next.recharge.as_ref().filter(|r| r.enabled() && debited) {
             if balance < recharge.threshold_usd().value() && next.recharge_may_start(posted_at) {
                 let request_id = format!("rch:{}:{}", account.id, seq);
                 next.recharge_in_flight = Some(request_id.clone());

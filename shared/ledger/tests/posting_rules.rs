@@ -552,19 +552,27 @@ fn an_adjustment_under_the_request_id_does_not_settle_the_recharge() {
 }
 
 #[test]
-fn a_recharge_that_leaves_the_balance_below_the_threshold_raises_a_new_request() {
+fn a_recharge_that_leaves_the_balance_below_the_threshold_raises_no_new_request_until_the_next_debit(
+) {
+    // One large debit is one crossing and one top-up, never a runaway of them (Lago #6177).
     let mut account = recharging(dec!(-100));
     account.recharge_in_flight = Some("rch:acct_1:7".to_string());
 
     let application = run(&account, &[funds("rch:acct_1:7", dec!(50))]);
 
     assert_eq!(application.account.balance_usd, dec!(-50));
-    let new_id = format!("rch:{ACCOUNT}:1");
+    assert!(event_kinds(&application.events)
+        .iter()
+        .all(|k| !matches!(k, LedgerEventKind::RechargeRequested { .. })));
+    assert_eq!(application.account.recharge_in_flight, None);
+
+    let next = run(&application.account, &[usage("call-after", dec!(1))]);
+    let new_id = format!("rch:{ACCOUNT}:2");
     assert_eq!(
-        event_kinds(&application.events),
+        event_kinds(&next.events),
         vec![LedgerEventKind::RechargeRequested { request_id: new_id.clone() }]
     );
-    assert_eq!(application.account.recharge_in_flight, Some(new_id));
+    assert_eq!(next.account.recharge_in_flight, Some(new_id));
 }
 
 #[test]

@@ -317,6 +317,13 @@ impl NoticeSink for RecordedNotices {
     }
 }
 
+impl RecordedNotices {
+    /// Every notice published so far, in order.
+    pub fn published(&self) -> Vec<Notice> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// SQS as the recharge queue's consumer sees it.
 #[derive(Debug, Clone)]
 struct Message {
@@ -880,14 +887,21 @@ pub async fn check(world: &World) -> Result<(), Violation> {
             return Err(world.violation(format!("{id}: recharge {request} wedged in flight")));
         }
         if let Some(settings) = account.recharge.as_ref().filter(|s| s.enabled()) {
-            let stopped_now = account
-                .recharge_stopped
-                .as_ref()
-                .is_some_and(|stop| stop.month == ledger::month_of(world.now));
-            let stopped_ever = account.recharge_stopped.is_some();
+            // A stop (this month's, or an earlier month's not yet lifted by a posting) said so.
+            let stopped = account.recharge_stopped.is_some();
+            // One top-up per crossing: a recharge credited after the last debit may leave the
+            // balance below the threshold (Add mode after one large debit); the next debit
+            // raises the next request.
+            let last_debit =
+                entries.iter().rev().find(|e| e.kind == EntryKind::Debit).map(|e| e.seq);
+            let recharged_since = entries.iter().any(|e| {
+                e.item == BillingItem::FundsAdded
+                    && e.source_id.as_str().starts_with("rch:")
+                    && last_debit.is_none_or(|seq| e.seq > seq)
+            });
             if account.balance_usd < settings.threshold_usd().value()
-                && !stopped_now
-                && !stopped_ever
+                && !stopped
+                && !recharged_since
             {
                 return Err(world.violation(format!(
                     "{id}: auto-recharge on, balance {} below {}, nothing in flight, not stopped",

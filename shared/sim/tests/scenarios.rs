@@ -193,3 +193,201 @@ async fn a_processor_that_never_got_the_request_is_charged_once_by_the_replay() 
     .unwrap();
     assert_eq!(entries.iter().filter(|e| e.item == BillingItem::FundsAdded).count(), 1);
 }
+
+// ---- Auto-recharge scenarios from peers' public bugs ----
+
+use ledger::{Account, Posting, RechargeMode, RechargeSettings, SourceId};
+use notifications::notice::NoticeKind;
+
+struct Recharging {
+    rig: Rig,
+    notices: Arc<sim::RecordedNotices>,
+    worker: Arc<RechargeWorker>,
+}
+
+/// The rig's account funded with $100, auto-recharge at $20 (amount $50, `mode`), and an
+/// optional monthly cap.
+async fn recharging(mode: RechargeMode, cap_usd: Option<&str>) -> Recharging {
+    let rig = rig().await;
+    let ledger: &dyn LedgerStore = &*rig.store;
+    ledger.post(&rig.id, vec![credit("adj:fund", "100")], t0()).await.unwrap();
+    let settings = RechargeSettings::new(
+        true,
+        Amount::from_str("50").unwrap(),
+        Amount::from_str("20").unwrap(),
+        mode,
+    )
+    .unwrap();
+    ledger
+        .modify_account(
+            &rig.id,
+            Arc::new(move |a: &mut Account| {
+                a.recharge = Some(settings.clone());
+                Ok(())
+            }),
+            t0(),
+        )
+        .await
+        .unwrap();
+    if let Some(cap) = cap_usd {
+        let cap = Amount::from_str(cap).unwrap();
+        profile::update(&*rig.store, &rig.id, |p| {
+            p.auto_recharge_monthly_cap_usd = Some(cap);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let notices = Arc::new(sim::RecordedNotices::default());
+    let dyn_store: Arc<dyn Store> = rig.store.clone();
+    let worker = Arc::new(RechargeWorker::new(dyn_store, rig.processor.clone(), notices.clone()));
+    Recharging { rig, notices, worker }
+}
+
+fn credit(source: &str, usd: &str) -> Posting {
+    Posting::credit(
+        SourceId::parse(source).unwrap(),
+        BillingItem::Adjustment,
+        Amount::from_str(usd).unwrap(),
+        t0(),
+    )
+    .unwrap()
+}
+
+fn call(source: &str, usd: &str) -> Posting {
+    Posting::usage(
+        SourceId::parse(source).unwrap(),
+        BillingItem::PhoneCall,
+        Amount::from_str(usd).unwrap(),
+        t0(),
+    )
+    .unwrap()
+}
+
+impl Recharging {
+    /// Relay every pending recharge request to the worker until nothing is left (bounded).
+    async fn drain(&self, now: DateTime<Utc>) -> Vec<Outcome> {
+        let ledger: &dyn LedgerStore = &*self.rig.store;
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let events = ledger.pending_events(50).await.unwrap();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                if matches!(event.kind, LedgerEventKind::RechargeRequested { .. }) {
+                    outcomes.push(self.worker.handle(&event, now).await.unwrap());
+                }
+                ledger.ack_event(&event).await.unwrap();
+            }
+        }
+        outcomes
+    }
+
+    fn charges(&self) -> u64 {
+        self.rig.processor.successful_charges(&self.rig.card.id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lago_5870_a_duplicate_top_up_request_charges_once() {
+    let r = recharging(RechargeMode::Add, None).await;
+    let ledger: &dyn LedgerStore = &*r.rig.store;
+    let posted = ledger.post(&r.rig.id, vec![call("use:c1", "85")], t0()).await.unwrap();
+    let request = posted
+        .events
+        .into_iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .expect("one request");
+    // The same request delivered four times at once (SQS at-least-once, Lambda retries).
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (worker, event) = (r.worker.clone(), request.clone());
+            tokio::spawn(async move { worker.handle(&event, t0()).await })
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.await.unwrap();
+    }
+    r.worker.handle(&request, t0()).await.unwrap();
+    assert_eq!(r.charges(), 1);
+    assert_eq!(r.rig.balance().await, rust_decimal::Decimal::from(65));
+}
+
+#[tokio::test]
+async fn lago_3618_a_top_up_is_never_settled_twice() {
+    let r = recharging(RechargeMode::Add, None).await;
+    let ledger: &dyn LedgerStore = &*r.rig.store;
+    let posted = ledger.post(&r.rig.id, vec![call("use:c1", "85")], t0()).await.unwrap();
+    let request = posted
+        .events
+        .into_iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .unwrap();
+    // Settled, then the answer lost on a second delivery, then delivered again a day later.
+    assert!(matches!(r.worker.handle(&request, t0()).await.unwrap(), Outcome::Settled { .. }));
+    r.rig.processor.push_fault(ChargeFault::AnswerLost);
+    let _ = r.worker.handle(&request, t0()).await;
+    let later = t0() + Duration::days(1);
+    r.rig.processor.set_now(later);
+    let again = r.worker.handle(&request, later).await.unwrap();
+    assert!(matches!(again, Outcome::NotNeeded(_)), "{again:?}");
+    assert_eq!(r.charges(), 1);
+    assert_eq!(r.rig.balance().await, rust_decimal::Decimal::from(65));
+}
+
+#[tokio::test]
+async fn lago_6177_one_large_debit_raises_one_top_up_not_a_runaway_of_them() {
+    for mode in [RechargeMode::Add, RechargeMode::TopUpTo] {
+        let r = recharging(mode, None).await;
+        let ledger: &dyn LedgerStore = &*r.rig.store;
+        // $400 of calls from $100: far below the $20 threshold, and below the floor.
+        ledger.post(&r.rig.id, vec![call("use:big", "400")], t0()).await.unwrap();
+        let outcomes = r.drain(t0()).await;
+        let settled = outcomes.iter().filter(|o| matches!(o, Outcome::Settled { .. })).count();
+        assert_eq!(settled, 1, "{mode:?}: {outcomes:?}");
+        assert_eq!(r.charges(), 1, "{mode:?}");
+        // Still below the threshold after one top-up: no new request until the next posting.
+        assert!(r.drain(t0()).await.is_empty(), "{mode:?}");
+        let expected = match mode {
+            RechargeMode::Add => rust_decimal::Decimal::from(-250),
+            RechargeMode::TopUpTo => rust_decimal::Decimal::from(50),
+        };
+        assert_eq!(r.rig.balance().await, expected, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn lago_5992_a_cap_stops_auto_top_up_loudly_and_clears_what_it_held() {
+    let r = recharging(RechargeMode::Add, Some("60")).await;
+    let ledger: &dyn LedgerStore = &*r.rig.store;
+    ledger.post(&r.rig.id, vec![call("use:c1", "85")], t0()).await.unwrap();
+    r.drain(t0()).await;
+    assert_eq!(r.charges(), 1, "the first $50 fits under the $60 cap");
+    ledger.post(&r.rig.id, vec![call("use:c2", "50")], t0()).await.unwrap();
+    let outcomes = r.drain(t0()).await;
+    assert_eq!(outcomes, vec![Outcome::Stopped("monthly cap reached")]);
+    assert_eq!(r.charges(), 1);
+    let account = ledger.account(&r.rig.id).await.unwrap().unwrap();
+    assert_eq!(account.recharge_in_flight, None, "nothing left holding the account");
+    assert_eq!(account.recharge_stopped.map(|s| s.reason), Some("monthly cap reached".to_string()));
+    let said = r.notices.published();
+    assert!(said.iter().any(|n| matches!(n.kind, NoticeKind::RechargeCapReached { .. })));
+    // Next month the stop has ended and the next posting raises a request again.
+    let next_month = t0() + Duration::days(31);
+    let posted = ledger.post(&r.rig.id, vec![call("use:c3", "1")], next_month).await.unwrap();
+    assert!(posted
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })));
+}
+
+#[tokio::test]
+async fn cgrates_568_a_final_usage_debit_posts_even_through_the_floor() {
+    let r = recharging(RechargeMode::Add, None).await;
+    let ledger: &dyn LedgerStore = &*r.rig.store;
+    let posted = ledger.post(&r.rig.id, vec![call("use:long-call", "130")], t0()).await.unwrap();
+    assert!(matches!(posted.results[0], ledger::PostingResult::Applied { .. }));
+    assert_eq!(posted.account.balance_usd, rust_decimal::Decimal::from(-30));
+    assert_eq!(posted.account.status, ledger::AccountStatus::Suspended);
+}
