@@ -14,7 +14,7 @@ fn applied_seqs(results: &[PostingResult]) -> Vec<u64> {
         .iter()
         .map(|r| match r {
             PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq } => *seq,
-            PostingResult::Refused(reason) => panic!("refused: {reason:?}"),
+            other => panic!("neither applied nor a duplicate: {other:?}"),
         })
         .collect()
 }

@@ -392,6 +392,12 @@ fn report(results: &[PostingResult]) {
             PostingResult::Duplicate { seq } => {
                 println!("already applied as entry {seq}; nothing changed")
             }
+            PostingResult::SourceIdReused { seq, kind, item, amount_usd } => println!(
+                "source id already used by entry {seq} ({} {} of {}); nothing changed",
+                item.as_str(),
+                kind.as_str(),
+                display_usd(amount_usd.value())
+            ),
             PostingResult::Refused(reason) => println!("refused: {reason:?}"),
         }
     }

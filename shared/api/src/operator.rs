@@ -202,6 +202,22 @@ fn same_adjustment(
         && posted.details.get("reason").and_then(|r| r.as_str()) == Some(reason)
 }
 
+/// A reused Idempotency-Key: 422 naming the adjustment that holds it.
+fn key_reused(seq: u64, item: BillingItem, kind: EntryKind, amount_usd: Amount) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        format!(
+            "this Idempotency-Key was used for another adjustment (entry {seq}: {} {} of {}); \
+             nothing changed: use a new key for a new adjustment",
+            item.as_str(),
+            kind.as_str(),
+            amount_usd.value().normalize(),
+        ),
+    )
+    .on_field("Idempotency-Key")
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum AdjustmentKind {
@@ -254,20 +270,13 @@ async fn adjust(
         Some(PostingResult::Duplicate { seq }) => {
             let posted = entry(&state, &id, *seq).await?;
             if !same_adjustment(&posted, kind, item, request.amount_usd, &request.reason) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    format!(
-                        "this Idempotency-Key was used for another adjustment (entry {seq}: {} \
-                         {} of {}); nothing changed: use a new key for a new adjustment",
-                        posted.item.as_str(),
-                        posted.kind.as_str(),
-                        posted.amount_usd.value().normalize(),
-                    ),
-                )
-                .on_field("Idempotency-Key"));
+                return Err(key_reused(*seq, posted.item, posted.kind, posted.amount_usd));
             }
             (StatusCode::OK, *seq)
+        }
+        // The ledger itself saw another kind, item or amount under the key.
+        Some(PostingResult::SourceIdReused { seq, kind, item, amount_usd }) => {
+            return Err(key_reused(*seq, *item, *kind, *amount_usd));
         }
         other => {
             let message = format!("unexpected posting result {other:?}");

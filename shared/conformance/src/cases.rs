@@ -167,12 +167,26 @@ pub async fn a_redelivered_source_id_changes_nothing_and_says_so(store: Arc<dyn 
     let first = post(&*store, &id, vec![usage("evt-1", "2.5")], at(2)).await;
     assert_eq!(applied(&first.results[0]), (2, usd("17.5")));
 
-    // The same id again, even with a different amount, is recognised and changes nothing.
-    let again = post(&*store, &id, vec![usage("evt-1", "9")], at(3)).await;
+    // The same id again is recognised and changes nothing.
+    let again = post(&*store, &id, vec![usage("evt-1", "2.5")], at(3)).await;
     assert_eq!(again.results, vec![PostingResult::Duplicate { seq: 2 }]);
     assert_eq!(again.account.balance_usd, usd("17.5"));
     assert_eq!(again.account.version, first.account.version, "a no-op writes nothing");
     assert!(again.events.is_empty());
+    // With another amount, item or kind, it changes nothing either, and says the id holds
+    // another charge: what the store recorded is compared, not only the id.
+    let reused = PostingResult::SourceIdReused {
+        seq: 2,
+        kind: EntryKind::Debit,
+        item: BillingItem::PhoneCall,
+        amount_usd: amount("2.5"),
+    };
+    for other in [usage("evt-1", "9"), purchase("evt-1", "2.5"), credit("evt-1", "2.5")] {
+        let outcome = post(&*store, &id, vec![other], at(3)).await;
+        assert_eq!(outcome.results, vec![reused.clone()]);
+        assert_eq!(outcome.account.version, first.account.version, "a no-op writes nothing");
+        assert!(outcome.events.is_empty());
+    }
 
     // Source ids may contain the store's own key separators.
     let tricky = post(&*store, &id, vec![usage("pay#S#7", "1"), usage("7", "1")], at(4)).await;
@@ -280,6 +294,7 @@ pub async fn concurrent_posting_with_duplicates_applies_each_source_id_once(
                 }
                 PostingResult::Duplicate { .. } => duplicate_count += 1,
                 PostingResult::Refused(reason) => panic!("usage is never refused: {reason:?}"),
+                other => panic!("the same posting twice is a plain duplicate: {other:?}"),
             }
         }
     }
@@ -734,7 +749,7 @@ impl ledger::PostingSource for PlanMinutes {
     fn postings(
         &self,
         account: &Account,
-        already_applied: &std::collections::HashMap<SourceId, u64>,
+        already_applied: &std::collections::HashMap<SourceId, ledger::AppliedEntry>,
     ) -> Result<(Vec<Posting>, ledger::PlanUsage), LedgerError> {
         let mut plan = account.plan_usage.clone();
         plan.month = "2026-11".into();

@@ -62,14 +62,27 @@ fn to_posting(op: &Op) -> Posting {
 struct Model {
     balance: Decimal,
     floor: Decimal,
-    applied: HashMap<u8, u64>,
+    /// Source id to the entry that applied it: its seq and the posting it was.
+    applied: HashMap<u8, (u64, Posting)>,
     seq: u64,
 }
 
 impl Model {
     fn step(&mut self, op: &Op) -> PostingResult {
-        if let Some(&seq) = self.applied.get(&op.source) {
-            return PostingResult::Duplicate { seq };
+        if let Some((seq, earlier)) = self.applied.get(&op.source) {
+            let posting = to_posting(op);
+            let same = (posting.kind, posting.item, posting.amount_usd)
+                == (earlier.kind, earlier.item, earlier.amount_usd);
+            return if same {
+                PostingResult::Duplicate { seq: *seq }
+            } else {
+                PostingResult::SourceIdReused {
+                    seq: *seq,
+                    kind: earlier.kind,
+                    item: earlier.item,
+                    amount_usd: earlier.amount_usd,
+                }
+            };
         }
         let amount = Decimal::new(op.ten_thousandths, 4);
         let next = match op.kind {
@@ -84,7 +97,7 @@ impl Model {
         }
         self.seq += 1;
         self.balance = next;
-        self.applied.insert(op.source, self.seq);
+        self.applied.insert(op.source, (self.seq, to_posting(op)));
         PostingResult::Applied { seq: self.seq, balance_after_usd: next }
     }
 }
@@ -141,7 +154,7 @@ async fn check(
     prop_assert_eq!(account.balance_usd, model.balance);
     prop_assert_eq!(account.last_seq, model.seq);
     let entries = all_entries(&*store, &id, EntryQuery::default()).await.unwrap();
-    for (source, seq) in &model.applied {
+    for (source, (seq, _)) in &model.applied {
         let entry = &entries[(*seq - 1) as usize];
         prop_assert_eq!(entry.source_id.as_str(), format!("s{source}"));
     }

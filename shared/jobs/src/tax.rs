@@ -170,6 +170,18 @@ impl TaxJob {
                 jurisdiction: assessment.jurisdiction.name.clone(),
             }),
             Some(PostingResult::Duplicate { seq }) => Ok(TaxOutcome::AlreadyTaxed { seq: *seq }),
+            // Taxed before at another amount (the tables changed since): the month's entry
+            // stands, as before the ledger compared amounts; said loudly, for an operator.
+            Some(PostingResult::SourceIdReused { seq, amount_usd, .. }) => {
+                tracing::error!(
+                    account_id = %id,
+                    seq,
+                    taxed_usd = %amount_usd.value(),
+                    computed_usd = %assessment.tax_usd,
+                    "month already taxed at another amount; the earlier entry stands"
+                );
+                Ok(TaxOutcome::AlreadyTaxed { seq: *seq })
+            }
             other => Err(JobError::Retry(format!("the tax posting was not applied: {other:?}"))),
         }
     }

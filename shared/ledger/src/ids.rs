@@ -61,8 +61,9 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// The stable id that makes a posting idempotent: a telephony event id, a client's
-/// `Idempotency-Key`, a recharge request id, `tax:<YYYY-MM>` (source ids are per account). Printable ASCII, no spaces.
+/// The stable id that makes a posting idempotent, per account, in its writer's namespace:
+/// `use:<telephony event id>`, `pay:<Idempotency-Key>`, `adj:<Idempotency-Key>`, a recharge
+/// request id `rch:...`, `tax:<YYYY-MM>` (decision 31). Printable ASCII, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SourceId(String);

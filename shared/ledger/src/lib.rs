@@ -21,7 +21,8 @@ pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use ids::{AccountId, IdError, SourceId};
 pub use money::{display_usd, Amount, AmountError, Rounding};
 pub use posting::{
-    apply, Application, LedgerEvent, LedgerEventKind, Posting, PostingResult, PostingRule, Refusal,
+    apply, Application, AppliedEntry, LedgerEvent, LedgerEventKind, Posting, PostingResult,
+    PostingRule, Refusal,
 };
 pub use store::{
     AccountChange, EntryPage, EntryQuery, FixedPostings, LedgerStore, NewAccount, OutboxPage,

@@ -13,7 +13,7 @@ use crate::docs::{
 };
 use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
-use crate::posting::{apply, settle_settings_change, LedgerEvent};
+use crate::posting::{apply, settle_settings_change, AppliedEntry, LedgerEvent};
 use crate::store::{
     check_ids_limit, checked_postings, encode_cursor, outbox_position, parse_outbox_position,
     AccountChange, EntryPage, EntryQuery, LedgerStore, NewAccount, OutboxPage, PostOutcome,
@@ -122,10 +122,13 @@ impl LedgerStore for MemoryStore {
             let book = books.get_mut(id).ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
             let account =
                 book.account.as_ref().ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
-            let known: HashMap<SourceId, u64> = source
+            let known: HashMap<SourceId, AppliedEntry> = source
                 .candidate_source_ids()
                 .into_iter()
-                .filter_map(|s| book.by_source.get(&s).map(|&seq| (s, seq)))
+                .filter_map(|s| {
+                    let &seq = book.by_source.get(&s)?;
+                    Some((s, AppliedEntry::of(&book.entries[(seq - 1) as usize])))
+                })
                 .collect();
             let (postings, plan_usage) = checked_postings(&*source, account, &known)?;
             let base = Account { plan_usage, ..account.clone() };

@@ -157,7 +157,47 @@ pub enum PostingResult {
     Duplicate {
         seq: u64,
     },
+    /// The source id was applied before as another charge (another kind, item or amount):
+    /// nothing changed. The caller reused an id for something else, or what it posts under the
+    /// id changed; either needs a look, so it is not reported as a plain duplicate. `kind`,
+    /// `item` and `amount_usd` are the entry that holds the id.
+    SourceIdReused {
+        seq: u64,
+        kind: EntryKind,
+        item: BillingItem,
+        amount_usd: Amount,
+    },
     Refused(Refusal),
+}
+
+/// What a store knows of the entry that applied a source id, for the duplicate check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedEntry {
+    pub seq: u64,
+    /// The entry's kind, item and amount; `None` when the store's record of the id predates
+    /// keeping them (DynamoDB markers written before markers recorded the charge): such an id is
+    /// reported as a duplicate without a comparison.
+    pub charge: Option<(EntryKind, BillingItem, Amount)>,
+}
+
+impl AppliedEntry {
+    pub fn of(entry: &Entry) -> Self {
+        AppliedEntry { seq: entry.seq, charge: Some((entry.kind, entry.item, entry.amount_usd)) }
+    }
+
+    /// Whether `posting` asks for the same charge (a redelivery), or cannot be compared.
+    fn matches(&self, posting: &Posting) -> bool {
+        self.charge.is_none_or(|charge| charge == (posting.kind, posting.item, posting.amount_usd))
+    }
+
+    fn result_for(&self, posting: &Posting) -> PostingResult {
+        match self.charge {
+            Some((kind, item, amount_usd)) if !self.matches(posting) => {
+                PostingResult::SourceIdReused { seq: self.seq, kind, item, amount_usd }
+            }
+            _ => PostingResult::Duplicate { seq: self.seq },
+        }
+    }
 }
 
 /// Something that must happen because of a posting, written atomically with it (the outbox).
@@ -237,13 +277,14 @@ impl Application {
 }
 
 /// Apply `postings` to `account`. `already_applied` maps source ids the store already holds for
-/// this account to the sequence number of their entry.
+/// this account to their entry: a posting under one of them is a duplicate when it asks for the
+/// same charge, and [`PostingResult::SourceIdReused`] when it asks for another.
 ///
 /// Panics if the resulting balance chain is broken: that is a bug, never an operating error.
 pub fn apply(
     account: &Account,
     postings: &[Posting],
-    already_applied: &HashMap<SourceId, u64>,
+    already_applied: &HashMap<SourceId, AppliedEntry>,
     now: DateTime<Utc>,
 ) -> Result<Application, LedgerError> {
     if postings.len() > MAX_POSTINGS_PER_CALL {
@@ -262,12 +303,13 @@ pub fn apply(
     let mut refused: Vec<(&Posting, Refusal)> = Vec::new();
 
     for posting in postings {
-        if let Some(&earlier) = already_applied.get(&posting.source_id) {
-            results.push(PostingResult::Duplicate { seq: earlier });
+        if let Some(earlier) = already_applied.get(&posting.source_id) {
+            results.push(earlier.result_for(posting));
             continue;
         }
         if let Some(&earlier) = in_batch.get(&posting.source_id) {
-            results.push(PostingResult::Duplicate { seq: earlier });
+            let entry = &entries[(earlier - account.last_seq - 1) as usize];
+            results.push(AppliedEntry::of(entry).result_for(posting));
             continue;
         }
         let next_balance = balance + posting.kind.signed(posting.amount_usd);

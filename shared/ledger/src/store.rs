@@ -12,7 +12,7 @@ use crate::account::{Account, MonthTotals, PlanUsage};
 use crate::entry::{Entry, EntryKind};
 use crate::ids::{AccountId, SourceId};
 use crate::money::Amount;
-use crate::posting::{LedgerEvent, Posting, PostingResult};
+use crate::posting::{AppliedEntry, LedgerEvent, Posting, PostingResult};
 use crate::LedgerError;
 
 /// The most entries one activity page returns.
@@ -42,7 +42,7 @@ pub trait PostingSource: Send + Sync {
     fn postings(
         &self,
         account: &Account,
-        already_applied: &HashMap<SourceId, u64>,
+        already_applied: &HashMap<SourceId, AppliedEntry>,
     ) -> Result<(Vec<Posting>, PlanUsage), LedgerError>;
 }
 
@@ -51,7 +51,7 @@ pub trait PostingSource: Send + Sync {
 pub fn checked_postings(
     source: &dyn PostingSource,
     account: &Account,
-    already_applied: &HashMap<SourceId, u64>,
+    already_applied: &HashMap<SourceId, AppliedEntry>,
 ) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
     let (postings, plan_usage) = source.postings(account, already_applied)?;
     let declared: std::collections::HashSet<SourceId> =
@@ -73,7 +73,7 @@ impl PostingSource for FixedPostings {
     fn postings(
         &self,
         account: &Account,
-        _already_applied: &HashMap<SourceId, u64>,
+        _already_applied: &HashMap<SourceId, AppliedEntry>,
     ) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
         Ok((self.0.clone(), account.plan_usage.clone()))
     }

@@ -10,7 +10,7 @@ use ledger::posting::{settle_settings_change, MAX_DETAILS_BYTES, MAX_POSTINGS_PE
 use ledger::store::{all_entries, MAX_PAGE_SIZE};
 use ledger::{
     apply, verify_chain, Account, AccountChange, AccountId, AccountStatus, Amount, Application,
-    BillingItem, ChainError, Entry, EntryKind, EntryQuery, LedgerError, LedgerEvent,
+    AppliedEntry, BillingItem, ChainError, Entry, EntryKind, EntryQuery, LedgerError, LedgerEvent,
     LedgerEventKind, LedgerStore, NewAccount, Posting, PostingResult, PostingRule, RechargeMode,
     RechargeSettings, RechargeSettingsError, Refusal, Show, SourceId, StoreError, TermsAcceptance,
 };
@@ -107,7 +107,7 @@ fn recharging(balance: Decimal) -> Account {
 struct Book {
     account: Account,
     entries: Vec<Entry>,
-    by_source: HashMap<SourceId, u64>,
+    by_source: HashMap<SourceId, AppliedEntry>,
 }
 
 impl Book {
@@ -119,7 +119,7 @@ impl Book {
         let application =
             apply(&self.account, postings, &self.by_source, now).expect("the batch is valid");
         for entry in &application.entries {
-            self.by_source.insert(entry.source_id.clone(), entry.seq);
+            self.by_source.insert(entry.source_id.clone(), AppliedEntry::of(entry));
         }
         self.entries.extend(application.entries.iter().cloned());
         self.account = application.account.clone();
@@ -729,7 +729,8 @@ fn an_already_applied_source_id_is_a_duplicate_that_changes_nothing() {
     let mut before = prepaid(dec!(10));
     before.last_seq = 7;
     before.version = 3;
-    let already_applied = HashMap::from([(source("call-1"), 5)]);
+    let charge = Some((EntryKind::Debit, BillingItem::PhoneCall, Amount::new(dec!(9)).unwrap()));
+    let already_applied = HashMap::from([(source("call-1"), AppliedEntry { seq: 5, charge })]);
 
     let application =
         apply(&before, &[usage("call-1", dec!(9))], &already_applied, t0()).expect("valid");
@@ -745,12 +746,49 @@ fn an_already_applied_source_id_is_a_duplicate_that_changes_nothing() {
 #[test]
 fn a_duplicate_wins_over_a_refusal() {
     let before = prepaid(dec!(1));
-    let already_applied = HashMap::from([(source("buy-1"), 1)]);
+    // Recorded without its charge (an older DynamoDB marker): a duplicate, not compared.
+    let already_applied = HashMap::from([(source("buy-1"), AppliedEntry { seq: 1, charge: None })]);
 
     let application =
         apply(&before, &[purchase("buy-1", dec!(500))], &already_applied, t0()).expect("valid");
 
     assert_eq!(application.results, vec![PostingResult::Duplicate { seq: 1 }]);
+}
+
+#[test]
+fn a_source_id_applied_as_another_charge_is_reported_as_reused_and_changes_nothing() {
+    let mut before = prepaid(dec!(10));
+    before.last_seq = 7;
+    let recharge_credit =
+        Some((EntryKind::Credit, BillingItem::FundsAdded, Amount::new(dec!(50)).unwrap()));
+    let already_applied =
+        HashMap::from([(source("rch:acme:5"), AppliedEntry { seq: 6, charge: recharge_credit })]);
+    let reused = PostingResult::SourceIdReused {
+        seq: 6,
+        kind: EntryKind::Credit,
+        item: BillingItem::FundsAdded,
+        amount_usd: Amount::new(dec!(50)).unwrap(),
+    };
+
+    // Another kind and item (a telephony id that collides with a recharge's), another amount,
+    // another item with the same kind and amount: each is reused, never a silent duplicate.
+    let call = usage("rch:acme:5", dec!(9));
+    let other_amount =
+        Posting::credit(source("rch:acme:5"), BillingItem::FundsAdded, usd(dec!(49)), t0())
+            .unwrap();
+    let other_item =
+        Posting::credit(source("rch:acme:5"), BillingItem::Refund, usd(dec!(50)), t0()).unwrap();
+    for posting in [call, other_amount, other_item] {
+        let application = apply(&before, &[posting], &already_applied, t0()).expect("valid");
+        assert_eq!(application.results, vec![reused.clone()]);
+        assert!(!application.changed());
+        assert_eq!(application.account, before);
+    }
+    // The same charge again is a plain duplicate.
+    let same = Posting::credit(source("rch:acme:5"), BillingItem::FundsAdded, usd(dec!(50)), t0())
+        .unwrap();
+    let application = apply(&before, &[same], &already_applied, t0()).expect("valid");
+    assert_eq!(application.results, vec![PostingResult::Duplicate { seq: 6 }]);
 }
 
 #[test]
@@ -766,11 +804,19 @@ fn the_same_source_id_twice_in_one_batch_applies_once() {
         vec![
             PostingResult::Applied { seq: 1, balance_after_usd: dec!(9) },
             PostingResult::Applied { seq: 2, balance_after_usd: dec!(7) },
-            PostingResult::Duplicate { seq: 2 },
+            PostingResult::SourceIdReused {
+                seq: 2,
+                kind: EntryKind::Debit,
+                item: BillingItem::PhoneCall,
+                amount_usd: usd(dec!(2)),
+            },
         ]
     );
     assert_eq!(application.entries.len(), 2);
     assert_eq!(application.account.balance_usd, dec!(7));
+
+    let again = run(&before, &[usage("call-1", dec!(2)), usage("call-1", dec!(2))]);
+    assert_eq!(again.results[1], PostingResult::Duplicate { seq: 1 });
 }
 
 #[test]
@@ -1504,7 +1550,7 @@ proptest! {
         // The independent model: a running balance, applied ids and the sums of what applied.
         let mut model_balance = opening;
         let mut model_seq = 0u64;
-        let mut model_applied: HashMap<u8, u64> = HashMap::new();
+        let mut model_applied: HashMap<u8, (u64, Posting)> = HashMap::new();
         let mut credits = Decimal::ZERO;
         let mut debits = Decimal::ZERO;
 
@@ -1515,8 +1561,20 @@ proptest! {
 
             for (step, result) in batch.iter().zip(&application.results) {
                 let amount = Decimal::new(step.amount_units, 4);
-                let expected = if let Some(&seq) = model_applied.get(&step.source) {
-                    PostingResult::Duplicate { seq }
+                let expected = if let Some((seq, earlier)) = model_applied.get(&step.source) {
+                    let posting = to_posting(step);
+                    if (posting.kind, posting.item, posting.amount_usd)
+                        == (earlier.kind, earlier.item, earlier.amount_usd)
+                    {
+                        PostingResult::Duplicate { seq: *seq }
+                    } else {
+                        PostingResult::SourceIdReused {
+                            seq: *seq,
+                            kind: earlier.kind,
+                            item: earlier.item,
+                            amount_usd: earlier.amount_usd,
+                        }
+                    }
                 } else if matches!(step.op, Op::Purchase) && !terms_accepted {
                     PostingResult::Refused(Refusal::TermsNotAccepted)
                 } else if matches!(step.op, Op::Purchase) && model_balance - amount < floor {
@@ -1536,7 +1594,7 @@ proptest! {
                         }
                     }
                     model_seq += 1;
-                    model_applied.insert(step.source, model_seq);
+                    model_applied.insert(step.source, (model_seq, to_posting(step)));
                     PostingResult::Applied { seq: model_seq, balance_after_usd: model_balance }
                 };
                 prop_assert_eq!(result, &expected);

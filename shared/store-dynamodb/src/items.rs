@@ -110,6 +110,24 @@ pub struct MarkerItem {
     pub sk: String,
     pub seq: u64,
     pub page: u64,
+    /// The charge the source id applied, so a duplicate is compared without reading its page.
+    /// Absent on markers written before they kept it (those are not compared).
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<EntryKind>,
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<BillingItem>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub amount_usd: Option<Amount>,
+}
+
+impl MarkerItem {
+    pub fn applied(&self) -> ledger::AppliedEntry {
+        let charge = match (self.kind, self.item, self.amount_usd) {
+            (Some(kind), Some(item), Some(amount)) => Some((kind, item, amount)),
+            _ => None,
+        };
+        ledger::AppliedEntry { seq: self.seq, charge }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

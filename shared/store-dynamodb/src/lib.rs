@@ -38,8 +38,9 @@ use ledger::store::{
     check_ids_limit, checked_postings, parse_outbox_position, AccountChange, MAX_CONFLICT_RETRIES,
 };
 use ledger::{
-    Account, AccountId, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore, MonthTotals,
-    NewAccount, OutboxPage, PostOutcome, PostingSource, SourceId, StoreError, UnreadableOutboxItem,
+    Account, AccountId, AppliedEntry, Entry, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
+    MonthTotals, NewAccount, OutboxPage, PostOutcome, PostingSource, SourceId, StoreError,
+    UnreadableOutboxItem,
 };
 
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
@@ -216,27 +217,29 @@ impl DynamoStore {
         while page_first <= last {
             let page = self.read_page(id, page_first).await?;
             for entry in Self::page_entries(id, &page)? {
-                markers.push((entry.source_id, entry.seq, page.first));
+                markers.push(Self::marker(id, &entry, page.first));
             }
             page_first = page.last + 1;
         }
-        self.write_markers(id, &markers).await
+        self.write_markers(&markers).await
     }
 
-    async fn write_markers(
-        &self,
-        id: &AccountId,
-        markers: &[(SourceId, u64, u64)],
-    ) -> Result<(), StoreError> {
+    fn marker(id: &AccountId, entry: &Entry, page: u64) -> MarkerItem {
+        MarkerItem {
+            pk: marker_pk(id, &entry.source_id),
+            sk: MARKER_SK.into(),
+            seq: entry.seq,
+            page,
+            kind: Some(entry.kind),
+            item: Some(entry.item),
+            amount_usd: Some(entry.amount_usd),
+        }
+    }
+
+    async fn write_markers(&self, markers: &[MarkerItem]) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(markers.len());
-        for (source, seq, page) in markers {
-            let marker = MarkerItem {
-                pk: marker_pk(id, source),
-                sk: MARKER_SK.into(),
-                seq: *seq,
-                page: *page,
-            };
-            items.push(to_item(&marker)?);
+        for marker in markers {
+            items.push(to_item(marker)?);
         }
         self.batch_put(items).await
     }
@@ -289,7 +292,7 @@ impl DynamoStore {
         &self,
         id: &AccountId,
         sources: &[SourceId],
-    ) -> Result<HashMap<SourceId, u64>, StoreError> {
+    ) -> Result<HashMap<SourceId, AppliedEntry>, StoreError> {
         let mut known = HashMap::new();
         // BatchGetItem rejects repeated keys.
         let mut seen = std::collections::HashSet::new();
@@ -331,7 +334,7 @@ impl DynamoStore {
                     let source = by_key.get(&marker.pk).ok_or_else(|| {
                         StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
                     })?;
-                    known.insert((*source).clone(), marker.seq);
+                    known.insert((*source).clone(), marker.applied());
                 }
                 keys = output
                     .unprocessed_keys
@@ -518,7 +521,7 @@ impl DynamoStore {
             for entry in
                 &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
             {
-                markers.push((entry.source_id.clone(), entry.seq, page.first));
+                markers.push(Self::marker(id, entry, page.first));
             }
             items.push(self.put(to_item(&page)?, Some("attribute_not_exists(pk)"))?);
         }
@@ -549,7 +552,7 @@ impl DynamoStore {
             return Err(StoreError::unavailable(SimulatedCrash(fault)));
         }
         // Best effort: a failure here leaves the debt for the next poster, never a wrong answer.
-        match self.write_markers(id, &markers).await {
+        match self.write_markers(&markers).await {
             Ok(()) => self.clear_debt(id, first).await,
             Err(error) => warn!(account_id = %id, %error, "markers left as debt"),
         }

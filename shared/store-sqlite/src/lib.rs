@@ -21,9 +21,9 @@ use ledger::store::{
     check_ids_limit, checked_postings, encode_cursor, parse_outbox_position, AccountChange,
 };
 use ledger::{
-    Account, AccountId, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
-    MonthTotals, NewAccount, OutboxPage, PostOutcome, PostingSource, Show, SourceId, StoreError,
-    UnreadableOutboxItem,
+    Account, AccountId, AppliedEntry, Entry, EntryKind, EntryPage, EntryQuery, LedgerEvent,
+    LedgerStore, MonthTotals, NewAccount, OutboxPage, PostOutcome, PostingSource, Show, SourceId,
+    StoreError, UnreadableOutboxItem,
 };
 
 const SCHEMA: &str = "
@@ -211,18 +211,19 @@ fn post_blocking(
     let (account, version) =
         read_account(&tx, id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
 
-    let mut known: HashMap<SourceId, u64> = HashMap::new();
+    let mut known: HashMap<SourceId, AppliedEntry> = HashMap::new();
     {
         let mut lookup = tx
-            .prepare_cached("SELECT seq FROM entries WHERE account_id = ?1 AND source_id = ?2")
+            .prepare_cached("SELECT body FROM entries WHERE account_id = ?1 AND source_id = ?2")
             .map_err(db)?;
         for candidate in source.candidate_source_ids() {
-            let seq: Option<i64> = lookup
+            let body: Option<String> = lookup
                 .query_row(params![id.as_str(), candidate.as_str()], |row| row.get(0))
                 .optional()
                 .map_err(db)?;
-            if let Some(seq) = seq {
-                known.insert(candidate, seq as u64);
+            if let Some(body) = body {
+                let entry: Entry = serde_json::from_str(&body).map_err(corrupt)?;
+                known.insert(candidate, AppliedEntry::of(&entry));
             }
         }
     }

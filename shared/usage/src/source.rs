@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ledger::{
-    Account, Amount, BillingItem, EntryKind, LedgerError, PlanUsage, Posting, PostingRule,
-    PostingSource, SourceId,
+    Account, Amount, AppliedEntry, BillingItem, EntryKind, LedgerError, PlanUsage, Posting,
+    PostingRule, PostingSource, SourceId,
 };
 use rating::{rate, ChargeRule, RateCard, Rated, RatingError};
 use serde_json::json;
@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::events::{UsageEvent, UsageKind};
 
 /// The suffixes an event's charges can carry: only these are looked up for duplicates (each is
-/// a strongly consistent read on DynamoDB). A superset of what rating produces; the store
+/// a strongly consistent read on DynamoDB, two for an event that may have legacy ids). A superset of what rating produces; the store
 /// refuses a posting whose id was not declared.
 fn suffixes_for(event: &UsageEvent) -> Vec<&'static str> {
     match &event.kind {
@@ -28,12 +28,52 @@ fn suffixes_for(event: &UsageEvent) -> Vec<&'static str> {
     }
 }
 
+/// Usage source ids are `use:<event id>` and `use:<event id>#<charge>`: the namespace keeps a
+/// telephony event id such as `rch:acme:5` from ever meeting a recharge's (`rch:`), a payment's
+/// (`pay:`), an adjustment's (`adj:`) or a month's tax (`tax:`) source id on the same account.
+pub const SOURCE_ID_PREFIX: &str = "use:";
+
+/// Events that occurred before this instant (UTC) may have been posted under their bare event
+/// id, before usage ids had a namespace: their bare ids are looked up as well, so a redelivery
+/// across the upgrade is still a duplicate (`docs/decisions.md`, decision 31). Deploy before
+/// it; once it is [`crate::events::MAX_EVENT_AGE_DAYS`] in the past, no such event is accepted
+/// any more and the legacy lookup can go.
+pub const LEGACY_SOURCE_IDS_BEFORE: &str = "2027-01-01T00:00:00Z";
+
+fn legacy_ids_before() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(LEGACY_SOURCE_IDS_BEFORE)
+        .expect("LEGACY_SOURCE_IDS_BEFORE is RFC 3339")
+        .to_utc()
+}
+
+/// The source id of one of the event's charges (`suffix` empty for the main charge).
 pub fn charge_source_id(event: &UsageEvent, suffix: &str) -> SourceId {
+    // Event ids are at most 96 characters, so prefix and the longest suffix still fit in 128.
+    let id = if suffix.is_empty() {
+        format!("{SOURCE_ID_PREFIX}{}", event.event_id)
+    } else {
+        format!("{SOURCE_ID_PREFIX}{}#{suffix}", event.event_id)
+    };
+    SourceId::parse(id).expect("a prefixed, suffixed event id fits")
+}
+
+/// The id a charge had before usage ids were prefixed.
+fn legacy_charge_source_id(event: &UsageEvent, suffix: &str) -> SourceId {
     if suffix.is_empty() {
         return event.event_id.clone();
     }
-    // Event ids are at most 96 characters, so the longest suffix still fits in 128.
     SourceId::parse(format!("{}#{suffix}", event.event_id)).expect("suffixed event id fits")
+}
+
+/// Namespaces of the ledger's other source ids. An event id that starts with one of them is
+/// never looked up bare: that lookup would find the payment, adjustment, recharge or tax entry
+/// and take the event for applied (the collision the prefix exists to end).
+pub const OTHER_NAMESPACES: [&str; 5] = ["pay:", "adj:", "rch:", "tax:", SOURCE_ID_PREFIX];
+
+fn may_have_legacy_ids(event: &UsageEvent) -> bool {
+    let id = event.event_id.as_str();
+    event.occurred_at < legacy_ids_before()
+        && !OTHER_NAMESPACES.iter().any(|namespace| id.starts_with(namespace))
 }
 
 /// Checks an event rates at all (limits, repeated features) before it joins a batch, so a bad
@@ -73,6 +113,9 @@ impl PostingSource for RatedEvents {
         for event in &self.events {
             for suffix in suffixes_for(event) {
                 ids.push(charge_source_id(event, suffix));
+                if may_have_legacy_ids(event) {
+                    ids.push(legacy_charge_source_id(event, suffix));
+                }
             }
         }
         ids
@@ -81,7 +124,7 @@ impl PostingSource for RatedEvents {
     fn postings(
         &self,
         account: &Account,
-        already_applied: &HashMap<SourceId, u64>,
+        already_applied: &HashMap<SourceId, AppliedEntry>,
     ) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
         let card = &*self.card;
         let included_per_month = u64::from(card.included_minutes_per_month) * 60;
@@ -92,9 +135,23 @@ impl PostingSource for RatedEvents {
             let month = event.month();
             // An event whose charges were applied before already used its plan seconds, and an
             // event repeated within the batch is rated once.
-            let applied = suffixes_for(event)
-                .iter()
-                .any(|suffix| already_applied.contains_key(&charge_source_id(event, suffix)));
+            // An event posted before usage ids had a namespace is proposed again under its old
+            // ids, so the ledger sees the duplicate.
+            let legacy = may_have_legacy_ids(event)
+                && suffixes_for(event).iter().any(|suffix| {
+                    already_applied.contains_key(&legacy_charge_source_id(event, suffix))
+                });
+            let id_of = |suffix: &str| {
+                if legacy {
+                    legacy_charge_source_id(event, suffix)
+                } else {
+                    charge_source_id(event, suffix)
+                }
+            };
+            let applied = legacy
+                || suffixes_for(event)
+                    .iter()
+                    .any(|suffix| already_applied.contains_key(&charge_source_id(event, suffix)));
             let first_in_batch = rated_events.insert(event.event_id.clone());
             let late = !plan.month.is_empty() && month < plan.month;
             let left = if applied || !first_in_batch || late {
@@ -119,7 +176,7 @@ impl PostingSource for RatedEvents {
                         charged.map_or(rust_decimal::Decimal::ZERO, |c| c.amount.value());
                     postings.push(debit(
                         event,
-                        "",
+                        id_of(""),
                         BillingItem::PhoneCall,
                         gross.amount,
                         ChargeRule::Completed,
@@ -128,7 +185,7 @@ impl PostingSource for RatedEvents {
                     if let Ok(credit) = Amount::new(gross.amount.value() - charged_usd) {
                         postings.push(
                             Posting::credit(
-                                charge_source_id(event, "included"),
+                                id_of("included"),
                                 BillingItem::IncludedMinutes,
                                 credit,
                                 event.occurred_at,
@@ -145,7 +202,7 @@ impl PostingSource for RatedEvents {
                 }
                 postings.push(debit(
                     event,
-                    charge.suffix,
+                    id_of(charge.suffix),
                     charge.item,
                     charge.amount,
                     charge.rule,
@@ -165,7 +222,7 @@ impl PostingSource for RatedEvents {
 
 fn debit(
     event: &UsageEvent,
-    suffix: &str,
+    source_id: SourceId,
     item: BillingItem,
     amount: Amount,
     rule: ChargeRule,
@@ -175,13 +232,6 @@ fn debit(
         ChargeRule::Completed => PostingRule::Always,
         ChargeRule::InAdvance => PostingRule::RefuseBelowFloor,
     };
-    Posting::new(
-        charge_source_id(event, suffix),
-        EntryKind::Debit,
-        item,
-        amount,
-        rule,
-        event.occurred_at,
-    )?
-    .with_details(details.clone())
+    Posting::new(source_id, EntryKind::Debit, item, amount, rule, event.occurred_at)?
+        .with_details(details.clone())
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
 use rating::RateCard;
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::events::UsageEvent;
 use crate::relay::{publish_and_ack, EventSink};
@@ -103,6 +103,9 @@ pub struct BatchReport {
     pub events_posted: usize,
     pub postings_applied: usize,
     pub postings_duplicate: usize,
+    /// Event ids already applied as another charge (see [`PostingResult::SourceIdReused`]):
+    /// nothing changed, logged at error.
+    pub postings_reused: usize,
     pub postings_refused: usize,
 }
 
@@ -174,6 +177,7 @@ pub async fn process_batch_received(
         report.events_posted += outcome.events_posted;
         report.postings_applied += outcome.applied;
         report.postings_duplicate += outcome.duplicate;
+        report.postings_reused += outcome.reused;
         report.postings_refused += outcome.refused;
     }
     report
@@ -185,6 +189,7 @@ struct AccountOutcome {
     events_posted: usize,
     applied: usize,
     duplicate: usize,
+    reused: usize,
     refused: usize,
 }
 
@@ -240,6 +245,19 @@ async fn post_account(
                     match result {
                         PostingResult::Applied { .. } => outcome.applied += 1,
                         PostingResult::Duplicate { .. } => outcome.duplicate += 1,
+                        PostingResult::SourceIdReused { seq, kind, item, amount_usd } => {
+                            // Retrying cannot help: the message succeeds, and this says why
+                            // nothing was charged (an id reused by the platform, or a rate
+                            // card changed between deliveries).
+                            error!(
+                                seq,
+                                kind = kind.as_str(),
+                                item = item.as_str(),
+                                amount_usd = %amount_usd.value(),
+                                "usage source id already applied as another charge"
+                            );
+                            outcome.reused += 1;
+                        }
                         PostingResult::Refused(reason) => {
                             // A purchase the platform should not have made: recorded, not retried.
                             warn!(?reason, "usage posting refused");

@@ -81,10 +81,15 @@ async fn a_call_fully_covered_by_included_minutes_posts_its_full_price_and_an_eq
     assert_eq!(
         summary(&usage_entries(&store, &id).await),
         vec![
-            ("evt-a".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.03)),
-            ("evt-a#included".into(), EntryKind::Credit, BillingItem::IncludedMinutes, dec!(0.03)),
+            ("use:evt-a".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.03)),
             (
-                "evt-a#surcharge".into(),
+                "use:evt-a#included".into(),
+                EntryKind::Credit,
+                BillingItem::IncludedMinutes,
+                dec!(0.03)
+            ),
+            (
+                "use:evt-a#surcharge".into(),
                 EntryKind::Debit,
                 BillingItem::CarrierSurcharge,
                 dec!(0.0025)
@@ -131,10 +136,15 @@ async fn a_call_that_runs_out_the_quota_mid_call_is_credited_only_for_the_covere
     assert_eq!(
         summary(&entries[3..]),
         vec![
-            ("evt-b".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.064)),
-            ("evt-b#included".into(), EntryKind::Credit, BillingItem::IncludedMinutes, dec!(0.01)),
+            ("use:evt-b".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.064)),
             (
-                "evt-b#surcharge".into(),
+                "use:evt-b#included".into(),
+                EntryKind::Credit,
+                BillingItem::IncludedMinutes,
+                dec!(0.01)
+            ),
+            (
+                "use:evt-b#surcharge".into(),
                 EntryKind::Debit,
                 BillingItem::CarrierSurcharge,
                 dec!(0.0025)
@@ -157,8 +167,13 @@ async fn a_single_call_longer_than_the_quota_is_credited_for_the_whole_quota() {
     assert_eq!(
         summary(&usage_entries(&store, &id).await)[..2],
         [
-            ("evt-a".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.064)),
-            ("evt-a#included".into(), EntryKind::Credit, BillingItem::IncludedMinutes, dec!(0.04)),
+            ("use:evt-a".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.064)),
+            (
+                "use:evt-a#included".into(),
+                EntryKind::Credit,
+                BillingItem::IncludedMinutes,
+                dec!(0.04)
+            ),
         ]
     );
     // 10 - 0.064 + 0.04 - 0.0025
@@ -178,7 +193,7 @@ async fn a_call_after_the_quota_is_used_up_pays_full_price_with_no_credit() {
         post(&store, &id, rated(plan_card(), &[call("evt-b", "acme", NOV_LATER, 60)])).await;
     let sources: Vec<String> =
         usage_entries(&store, &id).await.iter().skip(3).map(|e| e.source_id.to_string()).collect();
-    assert_eq!(sources, vec!["evt-b", "evt-b#surcharge"]);
+    assert_eq!(sources, vec!["use:evt-b", "use:evt-b#surcharge"]);
     assert_eq!(outcome.account.balance_usd, before.balance_usd - dec!(0.02) - dec!(0.0025));
     assert_eq!(outcome.account.plan_usage, plan("2026-11", 120));
 }
@@ -253,7 +268,7 @@ async fn redelivering_one_event_alongside_a_new_one_gives_the_new_one_the_remain
     assert_eq!(
         summary(&entries[4..5]),
         vec![(
-            "evt-b#included".into(),
+            "use:evt-b#included".into(),
             EntryKind::Credit,
             BillingItem::IncludedMinutes,
             dec!(0.01)
@@ -342,7 +357,7 @@ async fn an_event_from_a_new_month_resets_the_plan_month_and_gets_a_full_quota()
     assert_eq!(
         summary(&entries[4..5]),
         vec![(
-            "evt-dec#included".into(),
+            "use:evt-dec#included".into(),
             EntryKind::Credit,
             BillingItem::IncludedMinutes,
             dec!(0.03)
@@ -362,7 +377,7 @@ async fn an_event_from_a_month_before_the_plan_month_uses_no_included_minutes() 
     // 60 s -> 0.02, + 0.0025 surcharge.
     let outcome = post(&store, &id, rated(plan_card(), &[call("evt-nov", "acme", NOV, 60)])).await;
     let entries = usage_entries(&store, &id).await;
-    assert!(entries.iter().all(|e| e.source_id.as_str() != "evt-nov#included"));
+    assert!(entries.iter().all(|e| e.source_id.as_str() != "use:evt-nov#included"));
     assert_eq!(outcome.account.balance_usd, before.balance_usd - dec!(0.0225));
     assert_eq!(outcome.account.plan_usage, plan("2026-12", 60));
 }
@@ -383,7 +398,7 @@ async fn within_one_batch_a_late_event_after_a_new_month_event_uses_no_included_
         .filter(|e| e.item == BillingItem::IncludedMinutes)
         .map(|e| e.source_id.to_string())
         .collect();
-    assert_eq!(included, vec!["evt-dec#included"]);
+    assert_eq!(included, vec!["use:evt-dec#included"]);
     assert_eq!(outcome.account.plan_usage, plan("2026-12", 60));
 }
 
@@ -410,39 +425,39 @@ async fn every_charge_of_an_event_has_its_own_suffixed_source_id() {
     assert_eq!(
         entries,
         vec![
-            ("evt-full".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.02)),
+            ("use:evt-full".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.02)),
             (
-                "evt-full#call_recording".into(),
+                "use:evt-full#call_recording".into(),
                 EntryKind::Debit,
                 BillingItem::PremiumService,
                 dec!(0.0025)
             ),
             (
-                "evt-full#enhanced_caller_id".into(),
+                "use:evt-full#enhanced_caller_id".into(),
                 EntryKind::Debit,
                 BillingItem::PremiumService,
                 dec!(0.01)
             ),
             (
-                "evt-full#included".into(),
+                "use:evt-full#included".into(),
                 EntryKind::Credit,
                 BillingItem::IncludedMinutes,
                 dec!(0.02)
             ),
             (
-                "evt-full#ring".into(),
+                "use:evt-full#ring".into(),
                 EntryKind::Debit,
                 BillingItem::RingThroughAttempt,
                 dec!(0.002)
             ),
             (
-                "evt-full#surcharge".into(),
+                "use:evt-full#surcharge".into(),
                 EntryKind::Debit,
                 BillingItem::CarrierSurcharge,
                 dec!(0.0025)
             ),
             (
-                "evt-full#transcription".into(),
+                "use:evt-full#transcription".into(),
                 EntryKind::Debit,
                 BillingItem::PremiumService,
                 dec!(0.05)
@@ -462,16 +477,16 @@ async fn an_sms_posts_its_segments_under_the_event_id_and_its_surcharge_under_su
         summary(&usage_entries(&store, &id).await),
         vec![
             // 2 segments * 0.006, then the 0.001 surcharge per message.
-            ("evt-sms-out-1".into(), EntryKind::Debit, BillingItem::OutgoingSms, dec!(0.012)),
+            ("use:evt-sms-out-1".into(), EntryKind::Debit, BillingItem::OutgoingSms, dec!(0.012)),
             (
-                "evt-sms-out-1#surcharge".into(),
+                "use:evt-sms-out-1#surcharge".into(),
                 EntryKind::Debit,
                 BillingItem::CarrierSurcharge,
                 dec!(0.001)
             ),
-            ("evt-sms-in-1".into(), EntryKind::Debit, BillingItem::IncomingSms, dec!(0.005)),
+            ("use:evt-sms-in-1".into(), EntryKind::Debit, BillingItem::IncomingSms, dec!(0.005)),
             (
-                "evt-sms-in-1#surcharge".into(),
+                "use:evt-sms-in-1#surcharge".into(),
                 EntryKind::Debit,
                 BillingItem::CarrierSurcharge,
                 dec!(0.001)
@@ -485,8 +500,9 @@ fn the_longest_suffix_on_the_longest_event_id_still_makes_a_valid_source_id() {
     let long_id = "e".repeat(96);
     let event = event(&CALL_OUTBOUND.replace("evt-call-out-1", &long_id));
     let id = charge_source_id(&event, "enhanced_caller_id");
-    assert_eq!(id.as_str(), format!("{long_id}#enhanced_caller_id"));
-    assert_eq!(charge_source_id(&event, "").as_str(), long_id);
+    assert_eq!(id.as_str(), format!("use:{long_id}#enhanced_caller_id"));
+    assert!(id.as_str().len() <= ledger::ids::MAX_SOURCE_ID_LEN);
+    assert_eq!(charge_source_id(&event, "").as_str(), format!("use:{long_id}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,7 +535,12 @@ async fn a_number_purchase_beyond_the_balance_is_refused_and_a_renewal_always_po
     assert_eq!(renewal.events[0].kind, LedgerEventKind::Suspended);
     assert_eq!(
         summary(&usage_entries(&store, &id).await),
-        vec![("evt-num-renew-1".into(), EntryKind::Debit, BillingItem::PhoneNumber, dec!(2.15))]
+        vec![(
+            "use:evt-num-renew-1".into(),
+            EntryKind::Debit,
+            BillingItem::PhoneNumber,
+            dec!(2.15)
+        )]
     );
 }
 
@@ -548,5 +569,108 @@ async fn a_refused_purchase_leaves_the_rest_of_its_batch_posted() {
     assert_eq!(outcome.account.balance_usd, dec!(0.487));
     let sources: BTreeSet<String> =
         usage_entries(&store, &id).await.iter().map(|e| e.source_id.to_string()).collect();
-    assert!(!sources.contains("evt-num-buy-1"));
+    assert!(!sources.contains("use:evt-num-buy-1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source-id namespaces
+// ---------------------------------------------------------------------------------------------
+
+/// Post a credit under a bare source id (a recharge's, or an event posted before the prefix).
+async fn post_raw(store: &MemoryStore, id: &AccountId, posting: ledger::Posting) {
+    let outcome = store.post(id, vec![posting], now()).await.unwrap();
+    assert!(matches!(outcome.results[0], PostingResult::Applied { .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_telephony_id_that_looks_like_a_recharge_request_id_is_billed_under_its_own_namespace() {
+    let store = MemoryStore::new();
+    let id = open(&store, "acme", dec!(10)).await;
+    // A charged auto-recharge credited under its request id.
+    let recharge = ledger::Posting::credit(
+        ledger::SourceId::parse("rch:acme:5").unwrap(),
+        BillingItem::FundsAdded,
+        usd(dec!(50)),
+        now(),
+    )
+    .unwrap();
+    post_raw(&store, &id, recharge).await;
+
+    let outcome =
+        post(&store, &id, rated(plan_card(), &[call("rch:acme:5", "acme", NOV, 90)])).await;
+    assert_eq!(applied(&outcome), 3, "{:?}", outcome.results);
+    assert_eq!(
+        summary(&usage_entries(&store, &id).await),
+        vec![
+            ("use:rch:acme:5".into(), EntryKind::Debit, BillingItem::PhoneCall, dec!(0.03)),
+            (
+                "use:rch:acme:5#included".into(),
+                EntryKind::Credit,
+                BillingItem::IncludedMinutes,
+                dec!(0.03)
+            ),
+            (
+                "use:rch:acme:5#surcharge".into(),
+                EntryKind::Debit,
+                BillingItem::CarrierSurcharge,
+                dec!(0.0025)
+            ),
+        ]
+    );
+    // 10 + 50 - 0.0025
+    assert_eq!(account(&store, &id).await.balance_usd, dec!(59.9975));
+}
+
+#[tokio::test]
+async fn an_event_posted_under_its_bare_id_before_the_prefix_is_still_a_duplicate() {
+    let store = MemoryStore::new();
+    let id = open(&store, "acme", dec!(10)).await;
+    // What the worker wrote before the prefix: an SMS out, two segments, and its surcharge.
+    let sms = event(SMS_OUT);
+    for (source, item, amount) in [
+        ("evt-sms-out-1", BillingItem::OutgoingSms, dec!(0.012)),
+        ("evt-sms-out-1#surcharge", BillingItem::CarrierSurcharge, dec!(0.001)),
+    ] {
+        let posting = ledger::Posting::usage(
+            ledger::SourceId::parse(source).unwrap(),
+            item,
+            usd(amount),
+            sms.occurred_at,
+        )
+        .unwrap();
+        post_raw(&store, &id, posting).await;
+    }
+    let before = account(&store, &id).await;
+
+    let outcome = post(&store, &id, rated(plan_card(), &[SMS_OUT.to_string()])).await;
+    assert_eq!(
+        outcome.results,
+        vec![PostingResult::Duplicate { seq: 2 }, PostingResult::Duplicate { seq: 3 }]
+    );
+    assert_eq!(account(&store, &id).await, before);
+}
+
+#[test]
+fn only_events_before_the_cutover_and_outside_other_namespaces_are_looked_up_bare() {
+    let source = |bodies: &[String]| rated(plan_card(), bodies);
+    let ids = |rated: &RatedEvents| -> Vec<String> {
+        ledger::PostingSource::candidate_source_ids(rated)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    };
+    let before = source(&[SMS_OUT.to_string()]);
+    assert_eq!(
+        ids(&before),
+        vec![
+            "use:evt-sms-out-1",
+            "evt-sms-out-1",
+            "use:evt-sms-out-1#surcharge",
+            "evt-sms-out-1#surcharge"
+        ]
+    );
+    let after = source(&[SMS_OUT.replace("2026-11-03T16:00:00Z", "2027-01-01T00:00:00Z")]);
+    assert_eq!(ids(&after), vec!["use:evt-sms-out-1", "use:evt-sms-out-1#surcharge"]);
+    let recharge_like = source(&[SMS_OUT.replace("evt-sms-out-1", "rch:acme:5")]);
+    assert_eq!(ids(&recharge_like), vec!["use:rch:acme:5", "use:rch:acme:5#surcharge"]);
 }

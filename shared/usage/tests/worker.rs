@@ -102,6 +102,7 @@ async fn a_mixed_batch_fails_exactly_the_bad_messages_and_posts_the_rest() {
             // acme: 2 + 2; globex sms 2, covered call 3 (call, #included, #surcharge).
             postings_applied: 9,
             postings_duplicate: 0,
+            postings_reused: 0,
             postings_refused: 0,
         }
     );
@@ -160,6 +161,23 @@ async fn an_event_dated_in_the_future_fails_alone_and_leaves_the_included_minute
     let globex = account(&store, &globex).await;
     assert_eq!(globex.plan_usage, PlanUsage { month: "2026-11".into(), included_seconds_used: 60 });
     assert_eq!(globex.balance_usd, dec!(9.9975));
+}
+
+#[tokio::test]
+async fn an_event_redelivered_at_another_price_is_counted_as_reused_not_charged_and_not_failed() {
+    let (store, acme, _globex) = two_accounts().await;
+    process_batch(store.clone(), &cards(), None, vec![message("m-sms", SMS_OUT)]).await;
+    let before = account(&store, &acme).await;
+    // The account moves to the plan card (other SMS prices); the platform redelivers.
+    set_rate_card(&store, &acme, "plan").await;
+    let report =
+        process_batch(store.clone(), &cards(), None, vec![message("m-sms", SMS_OUT)]).await;
+    assert!(report.failures.is_empty(), "retrying cannot help: {:?}", report.failures);
+    assert_eq!(
+        (report.postings_applied, report.postings_duplicate, report.postings_reused),
+        (0, 0, 2)
+    );
+    assert_eq!(account(&store, &acme).await.balance_usd, before.balance_usd);
 }
 
 #[tokio::test]
