@@ -187,3 +187,43 @@ async fn an_unreadable_outbox_item_is_reported_and_the_events_around_it_are_read
     let third = store.outbox_page(second.next_after.as_deref(), 1).await.unwrap();
     assert_eq!((third.events, third.next_after), (events[1..].to_vec(), None));
 }
+
+#[tokio::test]
+async fn a_marker_keeps_its_charge_and_one_written_before_it_did_is_a_plain_duplicate() {
+    use store_dynamodb::keys::{marker_pk, MARKER_SK};
+    let store = e2e::fresh_dynamo_store().await;
+    let id = open(&store, "markers", None).await;
+    store.post(&id, vec![credit("pay", "100"), usage("evt-1", "2.5")], at(1)).await.unwrap();
+    let key = HashMap::from([
+        (
+            "pk".to_string(),
+            AttributeValue::S(marker_pk(&id, &ledger::SourceId::parse("evt-1").unwrap())),
+        ),
+        ("sk".to_string(), AttributeValue::S(MARKER_SK.into())),
+    ]);
+    let marker = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .set_key(Some(key.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the marker was written");
+    assert_eq!(marker.get("i"), Some(&AttributeValue::S("phone_call".into())));
+    assert_eq!(marker.get("k"), Some(&AttributeValue::S("debit".into())));
+    let reused = store.post(&id, vec![usage("evt-1", "9")], at(2)).await.unwrap();
+    assert!(matches!(reused.results[0], PostingResult::SourceIdReused { seq: 2, .. }));
+
+    // A marker as the previous version wrote it: no charge, so no comparison.
+    let mut old = marker.clone();
+    for attribute in ["k", "i", "a"] {
+        old.remove(attribute);
+    }
+    store.client().put_item().table_name(store.table()).set_item(Some(old)).send().await.unwrap();
+    let again = store.post(&id, vec![usage("evt-1", "9")], at(3)).await.unwrap();
+    assert_eq!(again.results, vec![PostingResult::Duplicate { seq: 2 }]);
+    assert_eq!(again.account.balance_usd, usd("97.5"));
+}
