@@ -26,7 +26,19 @@ pub async fn handle_sqs_event(
     sink: Option<Arc<dyn relay::EventSink>>,
     event: SqsEvent,
 ) -> SqsBatchResponse {
+    handle_sqs_event_received(store, cards, sink, event, chrono::Utc::now()).await
+}
+
+/// [`handle_sqs_event`] for a batch received at `received_at` (see
+/// [`worker::process_batch_received`]).
+pub async fn handle_sqs_event_received(
+    store: Arc<dyn LedgerStore>,
+    cards: &worker::RateCards,
+    sink: Option<Arc<dyn relay::EventSink>>,
+    event: SqsEvent,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> SqsBatchResponse {
     let messages = sqs::messages_from_event(event);
-    let report = worker::process_batch(store, cards, sink, messages).await;
+    let report = worker::process_batch_received(store, cards, sink, messages, received_at).await;
     sqs::batch_response(&report.failures)
 }

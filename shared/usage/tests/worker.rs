@@ -669,7 +669,8 @@ async fn the_lambda_handler_reports_exactly_the_malformed_record_as_a_batch_item
     let event: SqsEvent = serde_json::from_str(LAMBDA_EVENT).expect("a Lambda SQS event");
     assert_eq!(event.records.len(), 3);
 
-    let response = usage::handle_sqs_event(store.clone(), &cards(), None, event).await;
+    let response =
+        usage::handle_sqs_event_received(store.clone(), &cards(), None, event, now()).await;
     let failed: Vec<&str> =
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["7d2e9b3c-5a1f-4e6d-8b0c-3f7a9e1d2c02"]);
@@ -689,8 +690,9 @@ async fn the_lambda_handler_reports_no_failures_for_a_clean_redelivery() {
     let acme = open(&store, "acme", dec!(10)).await;
     let mut event: SqsEvent = serde_json::from_str(LAMBDA_EVENT).unwrap();
     event.records.remove(1);
-    let first = usage::handle_sqs_event(store.clone(), &cards(), None, event.clone()).await;
-    let again = usage::handle_sqs_event(store.clone(), &cards(), None, event).await;
+    let first =
+        usage::handle_sqs_event_received(store.clone(), &cards(), None, event.clone(), now()).await;
+    let again = usage::handle_sqs_event_received(store.clone(), &cards(), None, event, now()).await;
     assert!(first.batch_item_failures.is_empty());
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(account(&store, &acme).await.balance_usd, dec!(9.9339));
@@ -701,7 +703,7 @@ async fn a_record_without_a_message_id_or_body_still_fails_visibly() {
     let store = Arc::new(MemoryStore::new());
     let event: SqsEvent =
         serde_json::from_str(r#"{"Records": [{"eventSource": "aws:sqs"}]}"#).unwrap();
-    let response = usage::handle_sqs_event(store, &cards(), None, event).await;
+    let response = usage::handle_sqs_event_received(store, &cards(), None, event, now()).await;
     let failed: Vec<&str> =
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["record-0"]);
