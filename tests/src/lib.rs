@@ -273,3 +273,122 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, queue_url: &str) -> (u64,
         read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// A card processor around a real one that tests steer: while `down`, every charge and lookup
+/// answers [`payments::ProcessorError::Unavailable`] without reaching the processor (an outage);
+/// `charge_delay` holds each charge that long before it is sent (a slow processor, so
+/// concurrent requests overlap). Charges that reached the processor are counted.
+pub struct ControlledProcessor<P> {
+    pub inner: P,
+    pub down: std::sync::atomic::AtomicBool,
+    pub charge_delay: std::time::Duration,
+    pub charges_sent: AtomicU64,
+    pub refused_while_down: AtomicU64,
+}
+
+impl<P> ControlledProcessor<P> {
+    pub fn new(inner: P) -> Self {
+        ControlledProcessor {
+            inner,
+            down: std::sync::atomic::AtomicBool::new(false),
+            charge_delay: std::time::Duration::ZERO,
+            charges_sent: AtomicU64::new(0),
+            refused_while_down: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn outage(&self) -> Result<(), payments::ProcessorError> {
+        if !self.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.refused_while_down.fetch_add(1, Ordering::SeqCst);
+        Err(payments::ProcessorError::Unavailable(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the test's processor outage",
+        ))))
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor<P> {
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<payments::CustomerId, payments::ProcessorError> {
+        self.inner.create_customer(account_id, email).await
+    }
+
+    async fn attach_card(
+        &self,
+        customer: &payments::CustomerId,
+        payment_method_token: &str,
+    ) -> Result<payments::CardDetails, payments::ProcessorError> {
+        self.inner.attach_card(customer, payment_method_token).await
+    }
+
+    async fn detach_card(&self, payment_method_id: &str) -> Result<(), payments::ProcessorError> {
+        self.inner.detach_card(payment_method_id).await
+    }
+
+    async fn charge(
+        &self,
+        request: &payments::ChargeRequest,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        self.outage()?;
+        if !self.charge_delay.is_zero() {
+            tokio::time::sleep(self.charge_delay).await;
+        }
+        self.charges_sent.fetch_add(1, Ordering::SeqCst);
+        self.inner.charge(request).await
+    }
+
+    async fn find_charge(
+        &self,
+        customer: &payments::CustomerId,
+        idempotency_key: &str,
+    ) -> Result<Option<payments::ChargeOutcome>, payments::ProcessorError> {
+        self.outage()?;
+        self.inner.find_charge(customer, idempotency_key).await
+    }
+}
+
+/// Every payment intent localstripe holds for `customer` (its list filtered by customer, as
+/// Stripe's is; the launcher in scripts/localstripe_launcher.py adds the filter), all pages.
+pub async fn stripe_intents_of(http: &reqwest::Client, customer: &str) -> Vec<serde_json::Value> {
+    const MAX_PAGES: usize = 100;
+    let mut found = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        // Stripe's ids are ASCII letters, digits and `_`: nothing to escape.
+        let mut url =
+            format!("{}/v1/payment_intents?limit=100&customer={customer}", stripe::endpoint());
+        if let Some(after) = &after {
+            url.push_str(&format!("&starting_after={after}"));
+        }
+        let response = http
+            .get(url)
+            .bearer_auth(stripe::SECRET_KEY)
+            .send()
+            .await
+            .expect("GET /v1/payment_intents on localstripe");
+        let status = response.status();
+        let page: serde_json::Value = response.json().await.expect("a JSON list");
+        assert!(status.is_success(), "localstripe's payment-intent list: {status} {page}");
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        assert!(
+            data.iter().all(|pi| pi["customer"] == customer),
+            "localstripe ignored the customer filter: run it through scripts/stack.sh's launcher"
+        );
+        found.extend(data.iter().cloned());
+        match (page["has_more"].as_bool(), data.last()) {
+            (Some(true), Some(last)) => after = last["id"].as_str().map(str::to_string),
+            _ => return found,
+        }
+    }
+    panic!("more than {MAX_PAGES} pages of payment intents for {customer}");
+}

@@ -32,16 +32,28 @@ struct Rig {
     http: reqwest::Client,
     usage_url: String,
     recharge_url: String,
+    /// The recharge queue's dead-letter queue, when it has a redrive policy.
+    recharge_dlq_url: Option<String>,
     notifications_url: String,
     worker: RechargeWorker,
 }
 
 impl Rig {
     async fn new() -> Self {
+        Self::with_recharge_redrive(None).await
+    }
+
+    /// With `Some(n)`, the recharge queue dead-letters a message after `n` receives.
+    async fn with_recharge_redrive(max_receive_count: Option<u32>) -> Self {
         let sqs = e2e::sqs_client().await;
         let dlq = e2e::create_queue(&sqs, "usage-dlq", None).await;
         let usage_url = e2e::create_queue(&sqs, "usage", Some((&dlq, 3))).await;
-        let recharge_url = e2e::create_queue(&sqs, "recharge", None).await;
+        let recharge_dlq_url = match max_receive_count {
+            Some(_) => Some(e2e::create_queue(&sqs, "recharge-dlq", None).await),
+            None => None,
+        };
+        let redrive = recharge_dlq_url.as_deref().zip(max_receive_count);
+        let recharge_url = e2e::create_queue(&sqs, "recharge", redrive).await;
         let notifications_url = e2e::create_queue(&sqs, "notifications", None).await;
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(e2e::moto_endpoint())
@@ -67,6 +79,7 @@ impl Rig {
             http: reqwest::Client::new(),
             usage_url,
             recharge_url,
+            recharge_dlq_url,
             notifications_url,
             worker,
         }
@@ -206,6 +219,81 @@ impl Rig {
             total.retrying += stats.retrying;
         }
         total
+    }
+
+    /// One invocation of the recharge Lambda as its SQS event source makes it: receive up to
+    /// 10 messages (with their receive counts), hand them to `recharge::sqs::handle_sqs_event`
+    /// as an `SqsEvent`, delete what it did not report as failed, and make the failed ones
+    /// visible again at once (the test's stand-in for their visibility timeout). Per record:
+    /// (message id, ApproximateReceiveCount, reported failed).
+    async fn lambda_round(&self, worker: &Arc<RechargeWorker>) -> Vec<(String, u32, bool)> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName;
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.recharge_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .expect("receive from the recharge queue");
+        let messages = output.messages.unwrap_or_default();
+        let mut received = Vec::new();
+        let mut records = Vec::new();
+        for message in &messages {
+            let id = message.message_id.clone().expect("a message id");
+            let receipt = message.receipt_handle.clone().expect("a receipt handle");
+            let count = message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse::<u32>().ok())
+                .expect("moto answers ApproximateReceiveCount when asked");
+            records.push(serde_json::json!({
+                "messageId": id, "receiptHandle": receipt,
+                "body": message.body.clone().unwrap_or_default(),
+                "attributes": {"ApproximateReceiveCount": count.to_string()},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ringledger-recharge",
+                "awsRegion": "us-east-1",
+            }));
+            received.push((id, receipt, count));
+        }
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let event: aws_lambda_events::sqs::SqsEvent =
+            serde_json::from_value(serde_json::json!({ "Records": records }))
+                .expect("a Lambda SQS event");
+        let response =
+            recharge::sqs::handle_sqs_event(worker.clone(), &self.sqs, &self.recharge_url, event)
+                .await;
+        let failed: std::collections::HashSet<String> =
+            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        let mut rounds = Vec::new();
+        for (id, receipt, count) in received {
+            let is_failed = failed.contains(&id);
+            if is_failed {
+                self.sqs
+                    .change_message_visibility()
+                    .queue_url(&self.recharge_url)
+                    .receipt_handle(&receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .expect("make the failed message visible again");
+            } else {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.recharge_url)
+                    .receipt_handle(&receipt)
+                    .send()
+                    .await
+                    .expect("delete a handled message");
+            }
+            rounds.push((id, count, is_failed));
+        }
+        rounds
     }
 
     /// Work the notifications queue (emails through SES on moto).
@@ -360,8 +448,16 @@ async fn when_both_cards_decline_a_failure_email_goes_out_and_nothing_is_charged
     let account = rig.store.account(&id).await.unwrap().unwrap();
     assert_eq!(account.balance_usd, usd("14.99"), "nothing credited");
     assert!(account.recharge_in_flight.is_some(), "still in flight, waiting");
-    let charged_once = rig.intents(&id).await.len();
-    assert!(charged_once <= 2, "each card tried at most once");
+    let intents = rig.intents(&id).await;
+    assert_eq!(intents.len(), 2, "each card tried exactly once: {intents:#?}");
+    assert!(intents.iter().all(|pi| pi["status"] != "succeeded"), "{intents:#?}");
+    let (profile, _) = profile::load(&*rig.store, &id).await.unwrap();
+    let mut tried: Vec<_> = intents.iter().filter_map(|pi| pi["payment_method"].as_str()).collect();
+    let mut cards: Vec<_> = profile.cards.iter().map(|c| c.id.as_str()).collect();
+    tried.sort_unstable();
+    cards.sort_unstable();
+    assert_eq!(tried, cards, "one declined intent per card");
+    let charged_once = intents.len();
 
     // The held message does not come back within the backoff: no second charge.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -393,4 +489,92 @@ async fn two_concurrent_crossings_raise_one_request_and_one_charge() {
     assert_eq!(stats.done, 1);
     assert_eq!(rig.intents(&id).await.len(), 1);
     assert_eq!(rig.store.account(&id).await.unwrap().unwrap().balance_usd, usd("50"));
+}
+
+/// A processor outage longer than the recharge queue's `maxReceiveCount` (8, as in
+/// infra/template.yaml), played on moto's real redrive policy through the Lambda handler: the
+/// request is re-sent as a fresh message before it can reach the DLQ, and once the processor is
+/// back the account recharges exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_outage_past_max_receive_count_never_dead_letters_and_recharges_once_after() {
+    const MAX_RECEIVE_COUNT: u32 = 8;
+    let rig = Rig::with_recharge_redrive(Some(MAX_RECEIVE_COUNT)).await;
+    let dlq = rig.recharge_dlq_url.clone().expect("a recharge DLQ");
+    let name = e2e::unique_table("outage");
+    let id = rig.account(&name, &[e2e::stripe::VISA_SUCCESS], "18.29").await;
+    rig.send_usage(&name, "day1").await;
+    rig.drain_usage().await;
+    assert_eq!(rig.store.account(&id).await.unwrap().unwrap().balance_usd, usd("14.99"));
+
+    let processor = Arc::new(e2e::ControlledProcessor::new(e2e::stripe::processor()));
+    processor.set_down(true);
+    let notices = Arc::new(SqsNoticeSink {
+        client: rig.sqs.clone(),
+        queue_url: rig.notifications_url.clone(),
+    });
+    let worker = Arc::new(RechargeWorker::new(rig.store.clone(), processor.clone(), notices));
+
+    // The outage: receive, fail, visible again, ... past maxReceiveCount receives in all. The
+    // copy re-sent after REQUEUE_AFTER_RECEIVES receives is delayed 60 s by the handler.
+    let mut receives = 0;
+    let mut copies = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while receives <= MAX_RECEIVE_COUNT {
+        assert!(
+            Instant::now() < deadline,
+            "only {receives} receives in 150 s (copies: {copies:?})"
+        );
+        let round = rig.lambda_round(&worker).await;
+        if round.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for (message_id, count, failed) in round {
+            receives += 1;
+            copies.insert(message_id.clone());
+            assert!(
+                count <= recharge::sqs::REQUEUE_AFTER_RECEIVES,
+                "message {message_id} received {count} times during the outage"
+            );
+            assert_eq!(
+                failed,
+                count < recharge::sqs::REQUEUE_AFTER_RECEIVES,
+                "receive {count} of {message_id}: reported failed until it is re-sent"
+            );
+        }
+        assert_eq!(
+            e2e::queue_depth(&rig.sqs, &dlq).await,
+            (0, 0),
+            "the request reached the DLQ after {receives} receives"
+        );
+    }
+    assert!(copies.len() >= 2, "the request was re-sent as a fresh message: {copies:?}");
+    assert!(processor.refused_while_down.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(processor.charges_sent.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(rig.intents(&id).await.is_empty(), "nothing reached localstripe during the outage");
+    let account = rig.store.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, usd("14.99"));
+    assert!(account.recharge_in_flight.is_some(), "the request is still the account's");
+
+    // The processor is back: the next delivery settles the request, once.
+    processor.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the request did not settle after the outage");
+        let round = rig.lambda_round(&worker).await;
+        if round.iter().any(|(_, _, failed)| !failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let account = conformance::assert_consistent(&*rig.store, &id).await;
+    assert_eq!(account.balance_usd, usd("50"), "topped back up to $50.00");
+    assert_eq!(account.recharge_in_flight, None);
+    assert_eq!(processor.charges_sent.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let intents = rig.intents(&id).await;
+    assert_eq!(intents.len(), 1, "one charge: {intents:#?}");
+    assert_eq!(intents[0]["amount"], 3501);
+    assert_eq!(intents[0]["status"], "succeeded");
+    assert!(rig.lambda_round(&worker).await.is_empty(), "nothing left on the recharge queue");
+    assert_eq!(e2e::queue_depth(&rig.sqs, &rig.recharge_url).await, (0, 0));
+    assert_eq!(e2e::queue_depth(&rig.sqs, &dlq).await, (0, 0), "nothing dead-lettered");
 }

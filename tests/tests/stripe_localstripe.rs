@@ -362,3 +362,110 @@ async fn a_payment_is_found_by_its_idempotency_key_and_an_unused_key_finds_nothi
     let unused = unique_account("never-used");
     assert_eq!(rig.stripe.find_charge(&customer, &unused).await.expect("lookup"), None);
 }
+
+/// The payment-intent form the adapter sends for `request` (same fields, same order), so a raw
+/// request and the adapter's are the same request to the idempotency layer.
+fn charge_form(request: &ChargeRequest) -> Vec<(&'static str, String)> {
+    vec![
+        ("amount", request.amount_cents.to_string()),
+        ("currency", "usd".into()),
+        ("customer", request.customer.as_str().to_owned()),
+        ("payment_method", request.payment_method_id.clone()),
+        ("payment_method_types[]", "card".into()),
+        ("off_session", "true".into()),
+        ("confirm", "true".into()),
+        ("description", request.description.clone()),
+        ("metadata[idempotency_key]", request.idempotency_key.clone()),
+    ]
+}
+
+/// A raw payment-intent POST with the request's key, held `hold_ms` inside the launcher's
+/// idempotency section (its `Localstripe-Test-Delay` hook): (status, body).
+async fn raw_charge(
+    http: &reqwest::Client,
+    endpoint: &str,
+    request: &ChargeRequest,
+    hold_ms: u64,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{endpoint}/v1/payment_intents"))
+        .bearer_auth(SECRET_KEY)
+        .header("Idempotency-Key", &request.idempotency_key)
+        .header("Localstripe-Test-Delay", hold_ms.to_string())
+        .form(&charge_form(request))
+        .send()
+        .await
+        .expect("POST /v1/payment_intents");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_requests_with_one_key_are_one_payment_intent_and_fifteen_409s() {
+    let rig = Rig::new();
+    let customer = rig.customer("concurrent").await;
+    let card = rig.attached_card(&customer, VISA_SUCCESS).await;
+    let request = charge_of(&customer, &card, &unique_account("concurrent-key"), 2500);
+
+    // Whichever request takes the key first is held 1 s; the other 15 arrive meanwhile.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (http, endpoint, request, start) =
+            (rig.http.clone(), rig.endpoint.clone(), request.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            raw_charge(&http, &endpoint, &request, 1_000).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("a request task"));
+    }
+    let created: Vec<_> = answers.iter().filter(|(status, _)| *status == 200).collect();
+    let in_progress: Vec<_> = answers.iter().filter(|(status, _)| *status == 409).collect();
+    assert_eq!(
+        (created.len(), in_progress.len()),
+        (1, 15),
+        "one request runs, the others are told it is in progress (is localstripe running the \
+         current scripts/localstripe_launcher.py? `scripts/stack.sh down` and `up` restart it): \
+         {answers:#?}"
+    );
+    assert!(
+        in_progress.iter().all(|(_, body)| body["error"]["type"] == "idempotency_error"),
+        "{in_progress:#?}"
+    );
+    assert_eq!(created[0].1["status"], "succeeded");
+    let intents = rig.payment_intents_of(&customer).await;
+    assert_eq!(intents.len(), 1, "one payment intent for one key: {intents:#?}");
+
+    // Once the first has answered, the same request is its replay.
+    let replay = rig.charge(&request).await.expect("a replay");
+    let intent_id = created[0].1["id"].as_str().expect("an id").to_owned();
+    assert_eq!(replay, ChargeOutcome::Succeeded { payment_intent_id: intent_id });
+    assert_eq!(rig.payment_intents_of(&customer).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_reads_a_409_in_progress_as_unavailable_never_as_a_decline() {
+    let rig = Rig::new();
+    let customer = rig.customer("inprogress").await;
+    let card = rig.attached_card(&customer, VISA_SUCCESS).await;
+    let request = charge_of(&customer, &card, &unique_account("inprogress-key"), 4200);
+    let held = {
+        let (http, endpoint, request) = (rig.http.clone(), rig.endpoint.clone(), request.clone());
+        tokio::spawn(async move { raw_charge(&http, &endpoint, &request, 1_500).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let error = rig.charge(&request).await.expect_err("the key is in use");
+    assert!(
+        matches!(error, ProcessorError::Unavailable(_)),
+        "a 409 in progress must be an unknown, retryable outcome: {error:?}"
+    );
+    let (status, body) = held.await.expect("the held request");
+    assert_eq!(status, 200, "{body}");
+    let retried = rig.charge(&request).await.expect("the retry after the 409");
+    let intent_id = body["id"].as_str().expect("an id").to_owned();
+    assert_eq!(retried, ChargeOutcome::Succeeded { payment_intent_id: intent_id });
+    assert_eq!(rig.payment_intents_of(&customer).await.len(), 1);
+}
