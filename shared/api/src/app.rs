@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/credit-limit"),
     ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
+    ("POST", "/v1/operator/accounts/{account_id}/auto-recharge/rearm"),
+    ("GET", "/v1/operator/auto-recharge/attention"),
 ];
 
 /// The query parameters each route takes, as `(METHOD, path, names)`; every other route takes
@@ -60,6 +62,7 @@ pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/statement", crate::statements::STATEMENT_PARAMS),
     ("GET", "/v1/statement.csv", crate::statements::STATEMENT_PARAMS),
     ("GET", "/v1/payments", crate::account::PAGE_PARAMS),
+    ("GET", "/v1/operator/auto-recharge/attention", crate::operator::ATTENTION_PARAMS),
 ];
 
 /// The query parameters `method path` takes (`path` as routed, with `{placeholders}`).

@@ -30,6 +30,87 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/operator/accounts/{account_id}/credit-limit", put(set_credit_limit))
         .route("/v1/operator/accounts/{account_id}/tax-exemption", put(set_tax_exemption))
         .route("/v1/operator/accounts/{account_id}/adjustments", post(adjust))
+        .route("/v1/operator/accounts/{account_id}/auto-recharge/rearm", post(rearm))
+        .route("/v1/operator/auto-recharge/attention", get(attention))
+}
+
+/// Query parameters of the attention list.
+pub const ATTENTION_PARAMS: &[&str] = &["cursor", "limit"];
+
+/// Accounts whose auto-recharge needs a look: stopped (out of attempts, cap reached) or holding
+/// a request. Walks the account registry `limit` accounts at a time (default 100, at most
+/// 1,000); a page may list none and still have a `next_cursor`.
+async fn attention(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    axum::extract::Query(raw): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let params = crate::account::Params::new(raw, ATTENTION_PARAMS)?;
+    let limit = params.limit(100, 1_000)?;
+    let after = params.get("cursor").map(path_account).transpose()?;
+    let ids =
+        state.ledger().account_ids(after.as_ref(), limit).await.map_err(ApiError::from_store)?;
+    let mut accounts = Vec::new();
+    for id in &ids {
+        let Some(account) = state.ledger().account(id).await.map_err(ApiError::from_store)? else {
+            continue;
+        };
+        if account.recharge_stopped.is_none() && account.recharge_in_flight.is_none() {
+            continue;
+        }
+        accounts.push(json!({
+            "account_id": account.id,
+            "balance_usd": account.balance_usd.normalize().to_string(),
+            "enabled": account.recharge.as_ref().is_some_and(|r| r.enabled()),
+            "stopped": account.recharge_stopped,
+            "request_in_flight": account.recharge_in_flight,
+        }));
+    }
+    let next_cursor = (ids.len() == limit as usize).then(|| ids.last().map(|id| id.to_string()));
+    Ok(Json(json!({ "accounts": accounts, "next_cursor": next_cursor.flatten() })))
+}
+
+/// Re-arm an account's auto-recharge: lift a stop and drop a request that never started
+/// charging, so the ledger raises a fresh one when the balance is below the threshold.
+async fn rearm(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    account_or_404(&state, &id).await?;
+    let outcome =
+        crate::payments::operator_rearm(&*state.store, &id).await.map_err(ApiError::from_store)?;
+    let message = match outcome {
+        crate::payments::Rearm::Rearmed => "auto-recharge re-armed",
+        crate::payments::Rearm::NothingToDo => "auto-recharge was neither stopped nor waiting",
+        crate::payments::Rearm::ChargeInProgress => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "charge_in_progress",
+                "an auto-recharge attempt may have reached the card processor; it is settled \
+                 automatically and cannot be dropped",
+            ))
+        }
+    };
+    audit::record(
+        state.docs(),
+        &id,
+        &identity.user,
+        "auto_recharge_rearmed",
+        Value::Null,
+        json!({ "outcome": message }),
+    )
+    .await?;
+    let account = account_or_404(&state, &id).await?;
+    let view = overview_json(&state, &account).await?;
+    Ok(Json(json!({
+        "rearmed": outcome == crate::payments::Rearm::Rearmed,
+        "message": message,
+        "auto_recharge": view["auto_recharge"],
+    })))
 }
 
 fn path_account(raw: &str) -> Result<AccountId, ApiError> {

@@ -97,6 +97,75 @@ pub async fn rearm_auto_recharge(
     Ok(true)
 }
 
+/// What an operator's re-arm did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rearm {
+    /// The stop was lifted and/or the stuck request dropped; the ledger raised a fresh request
+    /// if the balance is below the threshold.
+    Rearmed,
+    /// Auto-recharge is neither stopped nor holding a request.
+    NothingToDo,
+    /// An attempt was written down and may have reached the processor: recovery owns it (it is
+    /// replayed until its outcome is known), so it is not dropped.
+    ChargeInProgress,
+}
+
+/// The operator's re-drive: like [`rearm_auto_recharge`], and it also drops a request that has
+/// not started charging (never picked up, or its message dead-lettered before its first
+/// attempt): nothing can have been charged for it. A request with an attempt that may have
+/// reached the processor is never dropped.
+pub async fn operator_rearm(
+    store: &dyn Store,
+    id: &AccountId,
+) -> Result<Rearm, ledger::StoreError> {
+    let Some(account) = store.account(id).await? else { return Ok(Rearm::NothingToDo) };
+    let mut dropped = None;
+    if let Some(request) = account.recharge_in_flight.clone() {
+        if let Some(doc) = store.get_doc(id, DocKind::Recharge, &request).await? {
+            let mut recharge: Value = serde_json::from_str(&doc.body)
+                .map_err(|e| ledger::StoreError::Corrupt(format!("recharge state: {e}")))?;
+            let charging = &recharge["charging"];
+            let card = charging["card_id"].as_str().unwrap_or_default();
+            let declined = charging["declined"]
+                .as_array()
+                .is_some_and(|cards| cards.iter().any(|c| c.as_str() == Some(card)));
+            let sent = charging["sent"].as_bool().unwrap_or(true);
+            if !charging.is_null() && sent && !declined {
+                return Ok(Rearm::ChargeInProgress);
+            }
+            recharge["cancelled"] = Value::Bool(true);
+            let body = recharge.to_string();
+            match store.put_doc(id, DocKind::Recharge, &request, &body, Some(doc.version)).await {
+                Ok(_) => {}
+                Err(DocError::Conflict) => return Ok(Rearm::ChargeInProgress),
+                Err(DocError::TooLarge(size)) => {
+                    return Err(ledger::StoreError::Corrupt(format!(
+                        "recharge state of {size} bytes"
+                    )))
+                }
+                Err(DocError::Store(error)) => return Err(error),
+            }
+        }
+        dropped = Some(request);
+    } else if account.recharge_stopped.is_none() {
+        return Ok(Rearm::NothingToDo);
+    }
+    store
+        .modify_account(
+            id,
+            Arc::new(move |a| {
+                if dropped.is_some() && a.recharge_in_flight == dropped {
+                    a.recharge_in_flight = None;
+                }
+                a.recharge_stopped = None;
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await?;
+    Ok(Rearm::Rearmed)
+}
+
 fn processor_error(error: ProcessorError) -> ApiError {
     match error {
         ProcessorError::InvalidRequest(message) => {

@@ -732,6 +732,91 @@ macro_rules! in_every_mode {
     };
 }
 
+async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
+    use ledger::LedgerStore;
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let operator = app.operator();
+    let set = app
+        .send(
+            "PUT",
+            "/v1/settings/auto-recharge",
+            &admin,
+            r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "10", "mode": "add"}"#,
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    // As the worker leaves it after running out of attempts: nothing in flight, stopped.
+    let id = ledger::AccountId::parse("acme").unwrap();
+    app.store
+        .modify_account(
+            &id,
+            std::sync::Arc::new(|a: &mut ledger::Account| {
+                a.recharge_in_flight = None;
+                a.recharge_stopped = Some(ledger::RechargeStop {
+                    month: ledger::month_of(chrono::Utc::now()),
+                    reason: "out of attempts".into(),
+                });
+                Ok(())
+            }),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let listed = app.get("/v1/operator/auto-recharge/attention", &operator).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(listed.json["accounts"][0]["account_id"], "acme", "{}", listed.text);
+    assert_eq!(listed.json["accounts"][0]["stopped"]["reason"], "out of attempts");
+    let forbidden =
+        app.send("POST", "/v1/operator/accounts/acme/auto-recharge/rearm", &admin, "").await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+
+    let rearmed =
+        app.send("POST", "/v1/operator/accounts/acme/auto-recharge/rearm", &operator, "").await;
+    assert_eq!(rearmed.status, StatusCode::OK, "{}", rearmed.text);
+    assert_eq!(rearmed.json["rearmed"], true);
+    assert_eq!(rearmed.json["auto_recharge"]["stopped"], serde_json::Value::Null);
+    assert_eq!(
+        rearmed.json["auto_recharge"]["in_flight"], true,
+        "below the threshold, a fresh request was raised at once"
+    );
+    let again =
+        app.send("POST", "/v1/operator/accounts/acme/auto-recharge/rearm", &operator, "").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(
+        again.json["rearmed"], true,
+        "a request never picked up can be dropped and raised again"
+    );
+    let unknown =
+        app.send("POST", "/v1/operator/accounts/ghost/auto-recharge/rearm", &operator, "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+async fn pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it(app: TestApp) {
+    use ledger::LedgerStore;
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    app.processor.push_fault(payments::ChargeFault::AnswerLost);
+    let paid = app.pay(&admin, "unknown-1", "25.00").await;
+    assert_eq!(paid.status, StatusCode::ACCEPTED, "{}", paid.text);
+    assert_eq!(paid.json["payment"]["status"], "pending");
+    assert!(paid.json["payment"]["pending_reason"].is_string(), "{}", paid.text);
+    let history = app.get("/v1/payments", &admin).await;
+    assert_eq!(history.json["payments"][0]["status"], "pending", "{}", history.text);
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["balance_usd"], "0", "nothing credited while unknown");
+    let id = ledger::AccountId::parse("acme").unwrap();
+    let account = app.store.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.pending_payments, vec!["unknown-1".to_string()]);
+    let events = app.store.pending_events(50).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, ledger::LedgerEventKind::PaymentPending { key } if key == "unknown-1")),
+        "the reconciler is told: {events:?}"
+    );
+    // The same key with another amount is refused, never a new charge.
+    let other = app.pay(&admin, "unknown-1", "26.00").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text);
+}
+
 in_every_mode!(
     requests_without_a_valid_token_are_refused,
     billable_actions_answer_403_until_the_terms_are_accepted,
@@ -747,5 +832,7 @@ in_every_mode!(
     statements_read_download_and_queue_emails,
     operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once,
     an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing,
-    every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing
+    every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing,
+    an_operator_lists_a_stopped_auto_recharge_and_rearms_it,
+    pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it
 );
