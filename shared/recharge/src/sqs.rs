@@ -170,28 +170,53 @@ pub async fn poll_once(
     queue_url: &str,
     now: DateTime<Utc>,
 ) -> Result<PollStats, aws_sdk_sqs::Error> {
-    let output =
-        client.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await?;
+    let output = client
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await?;
     let mut stats = PollStats::default();
     for message in output.messages.unwrap_or_default() {
         stats.received += 1;
         let body = message.body.clone().unwrap_or_default();
         let receipt = message.receipt_handle.clone().unwrap_or_default();
-        match handle_message(worker, &body, now).await {
-            Verdict::Done => {
-                stats.done += 1;
-                client
-                    .delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(&receipt)
-                    .send()
-                    .await?;
+        let receives = message
+            .attributes
+            .as_ref()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .and_then(|count| count.parse::<u32>().ok())
+            .unwrap_or(0);
+        let verdict = handle_message(worker, &body, now).await;
+        let requeued = match &verdict {
+            Verdict::Done => false,
+            _ if receives >= REQUEUE_AFTER_RECEIVES
+                && serde_json::from_str::<LedgerEvent>(&body).is_ok() =>
+            {
+                let delay = match &verdict {
+                    Verdict::Wait(until) => (*until - Utc::now()).num_seconds(),
+                    _ => 60,
+                };
+                requeue(client, queue_url, &body, delay).await
             }
+            _ => false,
+        };
+        match verdict {
+            Verdict::Done => stats.done += 1,
+            _ if requeued => stats.waiting += 1,
             Verdict::Wait(until) => {
                 stats.waiting += 1;
                 hold(client, queue_url, &receipt, until).await;
             }
             Verdict::Retry(_) => stats.retrying += 1,
+        }
+        if matches!(verdict, Verdict::Done) || requeued {
+            client.delete_message().queue_url(queue_url).receipt_handle(&receipt).send().await?;
         }
     }
     Ok(stats)
