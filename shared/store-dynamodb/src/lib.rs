@@ -489,7 +489,8 @@ impl DynamoStore {
     ) -> Result<Result<PostOutcome, TransactionFailure>, StoreError> {
         let current =
             self.read_account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
-        if let (Some(first), Some(last)) = (current.debt_first, current.debt_last) {
+        let debt = current.debt_first.zip(current.debt_last);
+        if let Some((first, last)) = debt {
             self.pay_debt(id, first, last).await?;
         }
         let known = self.lookup_markers(id, &source.candidate_source_ids()).await?;
@@ -502,13 +503,17 @@ impl DynamoStore {
             events: application.events.clone(),
         };
         if !application.changed() {
+            // No commit follows to replace the debt paid above: clear it, or every redelivery
+            // after a crash would read the whole batch back and write its markers again.
+            if let Some((first, _)) = debt {
+                self.clear_debt(id, first).await;
+            }
             return Ok(Ok(outcome));
         }
         if application.entries.is_empty() {
             // Events alone (a refused purchase): the account's new version and the outbox, in
-            // one transaction; the marker debt (paid above) is carried as it was.
-            let debt = current.debt_first.zip(current.debt_last);
-            let mut items = vec![self.account_put(&application.account, debt, current.version)?];
+            // one transaction; the marker debt was paid above, so it is not carried on.
+            let mut items = vec![self.account_put(&application.account, None, current.version)?];
             items.extend(self.outbox_puts(&application.events)?);
             return Ok(self.transact(items).await.map(|()| outcome));
         }

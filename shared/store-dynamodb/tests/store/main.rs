@@ -1,0 +1,105 @@
+//! The DynamoDB store against DynamoDB Local: the answers DynamoDB Local never gives (played
+//! on the wire), a batch that spans several page items, and real concurrency on one account.
+//!
+//! These tests need DynamoDB Local and fail loudly without it: run them through
+//! `./scripts/test.sh`, or `scripts/stack.sh up` and `source .stack/env` first.
+
+mod concurrency;
+mod large_batch;
+mod unusual_answers;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ledger::{AccountId, PostingResult, SourceId};
+use store_dynamodb::items::Item;
+use store_dynamodb::{create_table, DynamoStore};
+
+use wire::Wire;
+
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("RINGLEDGER_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "RINGLEDGER_DYNAMODB_ENDPOINT is not set. These tests need DynamoDB Local: run them \
+             through ./scripts/test.sh, or `scripts/stack.sh up` and `source .stack/env` first."
+        )
+    })
+}
+
+/// A table name no other test (or test run) uses.
+fn unique_table(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A store on a new table of its own, every request of which passes through the returned wire
+/// (forwarded unchanged until the test scripts otherwise).
+pub async fn wired_store(keep_bodies: bool) -> (DynamoStore, Arc<Wire>) {
+    let endpoint = dynamodb_endpoint();
+    let (client, wire) = wire::wired_client(&endpoint, keep_bodies).await;
+    let table = unique_table("store");
+    create_table(&client, &table).await.unwrap_or_else(|e| {
+        panic!("cannot create table {table} on DynamoDB Local at {endpoint}: {e:?}")
+    });
+    wire.clear();
+    (DynamoStore::new(client, table), wire)
+}
+
+/// The raw item at `pk`/`sk`, read consistently.
+pub async fn raw_item(store: &DynamoStore, pk: String, sk: &str) -> Option<Item> {
+    store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(pk))
+        .key("sk", AttributeValue::S(sk.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read a raw item")
+        .item
+}
+
+/// Whether the source id's marker item exists.
+pub async fn has_marker(store: &DynamoStore, id: &AccountId, source: &SourceId) -> bool {
+    raw_item(store, store_dynamodb::keys::marker_pk(id, source), store_dynamodb::keys::MARKER_SK)
+        .await
+        .is_some()
+}
+
+/// The marker debt the account item carries (`debt_first`), if any.
+pub async fn marker_debt(store: &DynamoStore, id: &AccountId) -> Option<String> {
+    let item =
+        raw_item(store, store_dynamodb::keys::account_pk(id), store_dynamodb::keys::ACCOUNT_SK)
+            .await
+            .expect("the account item exists");
+    item.get("debt_first").map(|v| match v {
+        AttributeValue::N(n) => n.clone(),
+        other => panic!("debt_first is not a number: {other:?}"),
+    })
+}
+
+pub fn applied_seqs(results: &[PostingResult]) -> Vec<u64> {
+    results
+        .iter()
+        .map(|r| match r {
+            PostingResult::Applied { seq, .. } => *seq,
+            other => panic!("not applied: {other:?}"),
+        })
+        .collect()
+}
+
+pub fn duplicate_seqs(results: &[PostingResult]) -> Vec<u64> {
+    results
+        .iter()
+        .map(|r| match r {
+            PostingResult::Duplicate { seq } => *seq,
+            other => panic!("not a duplicate: {other:?}"),
+        })
+        .collect()
+}
