@@ -87,7 +87,7 @@ async fn call(
 }
 
 #[tokio::test]
-async fn pay_now_works_on_the_same_card_after_serve_restarts() {
+async fn pay_now_and_auto_recharge_work_on_the_same_card_after_serve_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let operator = token(dir.path(), &["--role", "operator", "--user", "ops"]);
@@ -139,4 +139,33 @@ async fn pay_now_works_on_the_same_card_after_serve_restarts() {
         .await
         .unwrap();
     assert_eq!(overview["balance_usd"], "35", "one credit each: {overview}");
+
+    // Auto-recharge after the restart charges the card registered before it: $35 is below a
+    // $40 threshold, so turning it on raises a request that the in-process worker charges.
+    let put = http
+        .put(format!("http://127.0.0.1:{port}/v1/settings/auto-recharge"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "40", "mode": "add"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let overview = http
+            .get(format!("http://127.0.0.1:{port}/v1/overview"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        if overview["balance_usd"] == "85" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no auto-recharge within 30 s: {overview}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
