@@ -114,6 +114,8 @@ struct FaultState {
     rng: Rng,
     percent: u64,
     injected: usize,
+    /// Conditional document writes that lost to another writer (`DocError::Conflict`).
+    conflicts: usize,
 }
 
 #[derive(Debug)]
@@ -136,11 +138,22 @@ enum WriteFault {
 }
 
 impl FaultyStore {
-    fn new(seed: u64, percent: u64) -> Self {
+    /// A memory store whose writes fail `percent` % of the time (0: never).
+    pub fn new(seed: u64, percent: u64) -> Self {
         FaultyStore {
             inner: MemoryStore::new(),
-            faults: Mutex::new(FaultState { rng: Rng::new(seed), percent, injected: 0 }),
+            faults: Mutex::new(FaultState {
+                rng: Rng::new(seed),
+                percent,
+                injected: 0,
+                conflicts: 0,
+            }),
         }
+    }
+
+    /// Conditional document writes that lost a race so far.
+    pub fn conflicts(&self) -> usize {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).conflicts
     }
 
     fn set_percent(&self, percent: u64) {
@@ -275,6 +288,9 @@ impl DocStore for FaultyStore {
             return Err(DocError::Store(store_fault("put_doc before")));
         }
         let result = self.inner.put_doc(account, kind, id, body, expected_version).await;
+        if matches!(result, Err(DocError::Conflict)) {
+            self.faults.lock().unwrap_or_else(|p| p.into_inner()).conflicts += 1;
+        }
         if fault == WriteFault::After && result.is_ok() {
             return Err(DocError::Store(store_fault("put_doc after")));
         }

@@ -391,3 +391,136 @@ async fn cgrates_568_a_final_usage_debit_posts_even_through_the_floor() {
     assert_eq!(posted.account.balance_usd, rust_decimal::Decimal::from(-30));
     assert_eq!(posted.account.status, ledger::AccountStatus::Suspended);
 }
+
+// ---- Real concurrency: workers racing on one request, a processor that yields mid-charge ----
+
+/// The simulated processor, with the charge call yielding to other tasks before and after it
+/// reaches the processor, so racing workers really interleave on a multi-threaded runtime.
+struct Yielding(Arc<SimulatedProcessor>);
+
+#[async_trait::async_trait]
+impl CardProcessor for Yielding {
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<payments::CustomerId, payments::ProcessorError> {
+        self.0.create_customer(account_id, email).await
+    }
+
+    async fn attach_card(
+        &self,
+        customer: &payments::CustomerId,
+        token: &str,
+    ) -> Result<payments::CardDetails, payments::ProcessorError> {
+        self.0.attach_card(customer, token).await
+    }
+
+    async fn detach_card(&self, id: &str) -> Result<(), payments::ProcessorError> {
+        self.0.detach_card(id).await
+    }
+
+    async fn charge(
+        &self,
+        request: &payments::ChargeRequest,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let outcome = self.0.charge(request).await;
+        tokio::task::yield_now().await;
+        outcome
+    }
+
+    async fn find_charge(
+        &self,
+        customer: &payments::CustomerId,
+        key: &str,
+    ) -> Result<Option<payments::ChargeOutcome>, payments::ProcessorError> {
+        tokio::task::yield_now().await;
+        self.0.find_charge(customer, key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_workers_racing_on_one_request_conflict_and_charge_and_credit_once() {
+    let store = Arc::new(sim::FaultyStore::new(1, 0));
+    let processor = Arc::new(SimulatedProcessor::new());
+    let id = AccountId::parse("race").unwrap();
+    let ledger: &dyn LedgerStore = &*store;
+    ledger
+        .create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, t0())
+        .await
+        .unwrap();
+    let customer = processor.create_customer("race", None).await.unwrap();
+    let details = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+    let card = StoredCard {
+        id: details.payment_method_id.clone(),
+        brand: details.brand,
+        last4: details.last4,
+        exp_month: details.exp_month,
+        exp_year: details.exp_year,
+        role: CardRole::Primary,
+        card_manager_email: Email::try_from("cards@race.example".to_string()).unwrap(),
+        added_at: t0(),
+    };
+    let c = customer.0.clone();
+    profile::update(&*store, &id, |p| {
+        p.processor_customer_id = Some(c.clone());
+        p.cards.push(card.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    ledger.post(&id, vec![credit("adj:fund", "30")], t0()).await.unwrap();
+    let settings = RechargeSettings::new(
+        true,
+        Amount::from_str("50").unwrap(),
+        Amount::from_str("20").unwrap(),
+        RechargeMode::Add,
+    )
+    .unwrap();
+    ledger
+        .modify_account(
+            &id,
+            Arc::new(move |a: &mut Account| {
+                a.recharge = Some(settings.clone());
+                Ok(())
+            }),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let posted = ledger.post(&id, vec![call("use:c1", "15")], t0()).await.unwrap();
+    let request = posted
+        .events
+        .into_iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .unwrap();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let worker = Arc::new(RechargeWorker::new(
+        dyn_store,
+        Arc::new(Yielding(processor.clone())),
+        Arc::new(sim::RecordedNotices::default()),
+    ));
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (worker, event, barrier) = (worker.clone(), request.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                worker.handle(&event, t0()).await
+            })
+        })
+        .collect();
+    let mut settled = 0;
+    for task in tasks {
+        if let Ok(Outcome::Settled { .. }) = task.await.unwrap() {
+            settled += 1;
+        }
+    }
+    assert!(store.conflicts() > 0, "the workers really raced on the write-ahead record");
+    assert!(settled >= 1);
+    assert_eq!(processor.successful_charges(&details.payment_method_id), 1, "one charge");
+    let account = ledger.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, rust_decimal::Decimal::from(65), "one credit");
+    assert_eq!(account.recharge_in_flight, None);
+}
