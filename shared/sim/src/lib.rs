@@ -340,6 +340,83 @@ impl RecordedNotices {
     }
 }
 
+/// The processor as the recharge worker sees it: the simulated one, watched. A *fresh*
+/// auto-recharge charge (one not preceded by a lookup of its key, which is how every replay
+/// starts) must only be sent while auto-recharge is on and the balance is below the threshold;
+/// anything else is recorded as a violation.
+pub struct WatchedProcessor {
+    inner: Arc<SimulatedProcessor>,
+    store: Arc<FaultyStore>,
+    looked_up: Mutex<std::collections::HashSet<String>>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl WatchedProcessor {
+    fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl CardProcessor for WatchedProcessor {
+    async fn create_customer(
+        &self,
+        account_id: &str,
+        email: Option<&str>,
+    ) -> Result<payments::CustomerId, payments::ProcessorError> {
+        self.inner.create_customer(account_id, email).await
+    }
+
+    async fn attach_card(
+        &self,
+        customer: &payments::CustomerId,
+        token: &str,
+    ) -> Result<payments::CardDetails, payments::ProcessorError> {
+        self.inner.attach_card(customer, token).await
+    }
+
+    async fn detach_card(&self, id: &str) -> Result<(), payments::ProcessorError> {
+        self.inner.detach_card(id).await
+    }
+
+    async fn charge(
+        &self,
+        request: &payments::ChargeRequest,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        let key = &request.idempotency_key;
+        let replay = self.looked_up.lock().unwrap_or_else(|p| p.into_inner()).contains(key);
+        if let (false, Some(account)) = (replay, key.strip_prefix("rch:")) {
+            let account = account.split(':').next().unwrap_or_default();
+            if let Ok(id) = AccountId::parse(account) {
+                let store: &dyn LedgerStore = &*self.store;
+                if let Ok(Some(a)) = store.account(&id).await {
+                    let below = a
+                        .recharge
+                        .as_ref()
+                        .filter(|r| r.enabled())
+                        .is_some_and(|r| a.balance_usd < r.threshold_usd().value());
+                    if !below {
+                        self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                            "{key}: a fresh auto-recharge charge at balance {} (not needed)",
+                            a.balance_usd
+                        ));
+                    }
+                }
+            }
+        }
+        self.inner.charge(request).await
+    }
+
+    async fn find_charge(
+        &self,
+        customer: &payments::CustomerId,
+        key: &str,
+    ) -> Result<Option<payments::ChargeOutcome>, payments::ProcessorError> {
+        self.looked_up.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string());
+        self.inner.find_charge(customer, key).await
+    }
+}
+
 /// SQS as the recharge queue's consumer sees it.
 #[derive(Debug, Clone)]
 struct Message {
@@ -372,6 +449,7 @@ pub struct World {
     processor: Arc<SimulatedProcessor>,
     notices: Arc<RecordedNotices>,
     worker: RechargeWorker,
+    watched: Arc<WatchedProcessor>,
     accounts: Vec<AccountId>,
     queue: Vec<Message>,
     dead_letters: Vec<Message>,
@@ -422,7 +500,13 @@ impl World {
         processor.set_now(now);
         let notices = Arc::new(RecordedNotices::default());
         let dyn_store: Arc<dyn Store> = store.clone();
-        let worker = RechargeWorker::new(dyn_store, processor.clone(), notices.clone());
+        let watched = Arc::new(WatchedProcessor {
+            inner: processor.clone(),
+            store: store.clone(),
+            looked_up: Mutex::new(Default::default()),
+            violations: Mutex::new(Vec::new()),
+        });
+        let worker = RechargeWorker::new(dyn_store, watched.clone(), notices.clone());
         let mut world = World {
             seed,
             rng,
@@ -432,6 +516,7 @@ impl World {
             processor,
             notices,
             worker,
+            watched,
             accounts: Vec::new(),
             queue: Vec::new(),
             dead_letters: Vec::new(),
@@ -833,7 +918,8 @@ async fn all_entries(store: &dyn LedgerStore, id: &AccountId) -> Vec<ledger::Ent
     ledger::store::all_entries(store, id, query).await.expect("entries")
 }
 
-/// The invariants, at quiescence:
+/// The invariants, at quiescence (and one watched as it happens: a fresh auto-recharge charge
+/// is only sent while auto-recharge is on and the balance is below its threshold):
 /// 1. every successful processor charge is credited exactly once, for its amount, and no
 ///    credit of funds exists without a successful charge;
 /// 2. every account's entries form an unbroken chain that adds up to its balance;
@@ -846,6 +932,9 @@ async fn all_entries(store: &dyn LedgerStore, id: &AccountId) -> Vec<ledger::Ent
 /// 6. every successful payment has its receipt published.
 pub async fn check(world: &World) -> Result<(), Violation> {
     let store: &dyn LedgerStore = &*world.store;
+    if let Some(violation) = world.watched.violations().first() {
+        return Err(world.violation(violation.clone()));
+    }
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
