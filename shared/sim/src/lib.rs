@@ -4,9 +4,10 @@
 //! sink) on a virtual clock, while a seeded random number generator picks what happens next and
 //! which faults strike:
 //!
-//! - the store: a write that fails before it is applied, or is applied and then reported as
-//!   failed (the caller cannot tell: "applied but timed out"), which is also how a worker
-//!   crash between two steps looks to everything after it;
+//! - the store: a write that fails before it is applied (an outage, throttling or contention
+//!   past the retries, a condition failure), or is applied and then reported as failed (the
+//!   caller cannot tell: "applied but timed out"), which is also how a worker crash between two
+//!   steps looks to everything after it;
 //! - the queue: at-least-once delivery, redelivery after the visibility timeout, random order,
 //!   duplicated relays, dead-lettering after `MAX_RECEIVES` receives;
 //! - the card processor: unreachable, charged-but-answer-lost, `processing` then decided
@@ -164,23 +165,30 @@ impl FaultyStore {
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).injected
     }
 
-    fn roll(&self) -> WriteFault {
+    fn roll(&self) -> (WriteFault, u64) {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let percent = faults.percent;
         if !faults.rng.chance(percent) {
-            return WriteFault::None;
+            return (WriteFault::None, 0);
         }
         faults.injected += 1;
+        let dice = faults.rng.next_u64();
         if faults.rng.chance(50) {
-            WriteFault::Before
+            (WriteFault::Before, dice)
         } else {
-            WriteFault::After
+            (WriteFault::After, dice)
         }
     }
 }
 
-fn store_fault(what: &'static str) -> StoreError {
-    StoreError::unavailable(Injected(what))
+/// The error a failed write reports: an outage, throttling past the retries, or contention
+/// past the retries (what a hot account's losers see), chosen by the write's own dice.
+fn store_fault(what: &'static str, id: &AccountId, dice: u64) -> StoreError {
+    match dice % 3 {
+        0 => StoreError::Throttled,
+        1 => StoreError::Contention(id.clone()),
+        _ => StoreError::unavailable(Injected(what)),
+    }
 }
 
 #[async_trait]
@@ -203,13 +211,13 @@ impl LedgerStore for FaultyStore {
         change: AccountChange,
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
-        let fault = self.roll();
+        let (fault, dice) = self.roll();
         if fault == WriteFault::Before {
-            return Err(store_fault("modify_account before"));
+            return Err(store_fault("modify_account before", id, dice));
         }
         let result = self.inner.modify_account(id, change, now).await;
         if fault == WriteFault::After && result.is_ok() {
-            return Err(store_fault("modify_account after"));
+            return Err(store_fault("modify_account after", id, dice));
         }
         result
     }
@@ -220,13 +228,13 @@ impl LedgerStore for FaultyStore {
         source: Arc<dyn PostingSource>,
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError> {
-        let fault = self.roll();
+        let (fault, dice) = self.roll();
         if fault == WriteFault::Before {
-            return Err(store_fault("post before"));
+            return Err(store_fault("post before", id, dice));
         }
         let result = self.inner.post_with(id, source, now).await;
         if fault == WriteFault::After && result.is_ok() {
-            return Err(store_fault("post after"));
+            return Err(store_fault("post after", id, dice));
         }
         result
     }
@@ -283,16 +291,20 @@ impl DocStore for FaultyStore {
         body: &str,
         expected_version: Option<u64>,
     ) -> Result<u64, DocError> {
-        let fault = self.roll();
+        let (fault, dice) = self.roll();
         if fault == WriteFault::Before {
-            return Err(DocError::Store(store_fault("put_doc before")));
+            // Now and then the write loses a race it did not have (a condition failure).
+            if dice % 4 == 3 {
+                return Err(DocError::Conflict);
+            }
+            return Err(DocError::Store(store_fault("put_doc before", account, dice)));
         }
         let result = self.inner.put_doc(account, kind, id, body, expected_version).await;
         if matches!(result, Err(DocError::Conflict)) {
             self.faults.lock().unwrap_or_else(|p| p.into_inner()).conflicts += 1;
         }
         if fault == WriteFault::After && result.is_ok() {
-            return Err(DocError::Store(store_fault("put_doc after")));
+            return Err(DocError::Store(store_fault("put_doc after", account, dice)));
         }
         result
     }
