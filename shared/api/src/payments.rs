@@ -51,59 +51,22 @@ pub async fn reset_recharge_backoff(state: &AppState, id: &AccountId) {
     }
 }
 
-/// See [`reset_recharge_backoff`]; also the operator's re-arm.
+/// See [`reset_recharge_backoff`]: drops only a request waiting out its backoff. `Ok(true)`
+/// when something was re-armed.
 pub async fn rearm_auto_recharge(
     store: &dyn Store,
     id: &AccountId,
 ) -> Result<bool, ledger::StoreError> {
-    let Some(account) = store.account(id).await? else { return Ok(false) };
-    let mut dropped = None;
-    if let Some(request) = account.recharge_in_flight.clone() {
-        let Some(doc) = store.get_doc(id, DocKind::Recharge, &request).await? else {
-            // Raised and not yet picked up: nothing to reset.
-            return Ok(false);
-        };
-        let Ok(mut recharge) = serde_json::from_str::<Value>(&doc.body) else { return Ok(false) };
-        let waiting = recharge["charging"].is_null()
-            && (recharge["given_up"] == true || recharge["next_attempt_at"].is_string());
-        if !waiting {
-            return Ok(false);
-        }
-        recharge["cancelled"] = Value::Bool(true);
-        let body = recharge.to_string();
-        match store.put_doc(id, DocKind::Recharge, &request, &body, Some(doc.version)).await {
-            Ok(_) => dropped = Some(request),
-            // The worker moved on (an attempt is being charged): leave it alone.
-            Err(DocError::Conflict) => return Ok(false),
-            Err(DocError::TooLarge(_)) => return Ok(false),
-            Err(DocError::Store(error)) => return Err(error),
-        }
-    } else if account.recharge_stopped.is_none() {
-        return Ok(false);
-    }
-    store
-        .modify_account(
-            id,
-            Arc::new(move |a| {
-                if dropped.is_some() && a.recharge_in_flight == dropped {
-                    a.recharge_in_flight = None;
-                }
-                a.recharge_stopped = None;
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await?;
-    Ok(true)
+    Ok(rearm(store, id, MayDrop::Waiting).await? == Rearm::Rearmed)
 }
 
 /// What an operator's re-arm did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rearm {
-    /// The stop was lifted and/or the stuck request dropped; the ledger raised a fresh request
-    /// if the balance is below the threshold.
+    /// The stop was lifted and/or the request dropped; the ledger raised a fresh request if the
+    /// balance is below the threshold.
     Rearmed,
-    /// Auto-recharge is neither stopped nor holding a request.
+    /// Auto-recharge is neither stopped nor holding a request it may drop.
     NothingToDo,
     /// An attempt was written down and may have reached the processor: recovery owns it (it is
     /// replayed until its outcome is known), so it is not dropped.
@@ -118,32 +81,61 @@ pub async fn operator_rearm(
     store: &dyn Store,
     id: &AccountId,
 ) -> Result<Rearm, ledger::StoreError> {
+    rearm(store, id, MayDrop::Unstarted).await
+}
+
+/// Which in-flight request a re-arm may drop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MayDrop {
+    /// Only one waiting out its backoff or given up (a customer's card change or payment).
+    Waiting,
+    /// Also one never picked up or between cards (an operator's re-drive).
+    Unstarted,
+}
+
+async fn rearm(
+    store: &dyn Store,
+    id: &AccountId,
+    may_drop: MayDrop,
+) -> Result<Rearm, ledger::StoreError> {
     let Some(account) = store.account(id).await? else { return Ok(Rearm::NothingToDo) };
     let mut dropped = None;
     if let Some(request) = account.recharge_in_flight.clone() {
-        if let Some(doc) = store.get_doc(id, DocKind::Recharge, &request).await? {
-            let mut recharge: Value = serde_json::from_str(&doc.body)
-                .map_err(|e| ledger::StoreError::Corrupt(format!("recharge state: {e}")))?;
-            let charging = &recharge["charging"];
-            let card = charging["card_id"].as_str().unwrap_or_default();
-            let declined = charging["declined"]
-                .as_array()
-                .is_some_and(|cards| cards.iter().any(|c| c.as_str() == Some(card)));
-            let sent = charging["sent"].as_bool().unwrap_or(true);
-            if !charging.is_null() && sent && !declined {
-                return Ok(Rearm::ChargeInProgress);
-            }
-            recharge["cancelled"] = Value::Bool(true);
-            let body = recharge.to_string();
-            match store.put_doc(id, DocKind::Recharge, &request, &body, Some(doc.version)).await {
-                Ok(_) => {}
-                Err(DocError::Conflict) => return Ok(Rearm::ChargeInProgress),
-                Err(DocError::TooLarge(size)) => {
-                    return Err(ledger::StoreError::Corrupt(format!(
-                        "recharge state of {size} bytes"
-                    )))
+        match store.get_doc(id, DocKind::Recharge, &request).await? {
+            // Raised and not yet picked up: a customer's change leaves it to run; an operator
+            // may drop it, as nothing was charged for it.
+            None if may_drop == MayDrop::Waiting => return Ok(Rearm::NothingToDo),
+            None => {}
+            Some(doc) => {
+                let mut recharge: Value = serde_json::from_str(&doc.body)
+                    .map_err(|e| ledger::StoreError::Corrupt(format!("recharge state: {e}")))?;
+                let charging = &recharge["charging"];
+                let waiting = charging.is_null()
+                    && (recharge["given_up"] == true || recharge["next_attempt_at"].is_string());
+                let card = charging["card_id"].as_str().unwrap_or_default();
+                let declined = charging["declined"]
+                    .as_array()
+                    .is_some_and(|cards| cards.iter().any(|c| c.as_str() == Some(card)));
+                let sent = !charging.is_null() && charging["sent"].as_bool().unwrap_or(true);
+                match may_drop {
+                    MayDrop::Waiting if !waiting => return Ok(Rearm::NothingToDo),
+                    MayDrop::Unstarted if sent && !declined => return Ok(Rearm::ChargeInProgress),
+                    _ => {}
                 }
-                Err(DocError::Store(error)) => return Err(error),
+                recharge["cancelled"] = Value::Bool(true);
+                let body = recharge.to_string();
+                match store.put_doc(id, DocKind::Recharge, &request, &body, Some(doc.version)).await
+                {
+                    Ok(_) => {}
+                    // The worker moved on (an attempt is being charged): leave it alone.
+                    Err(DocError::Conflict) => return Ok(Rearm::ChargeInProgress),
+                    Err(DocError::TooLarge(size)) => {
+                        return Err(ledger::StoreError::Corrupt(format!(
+                            "recharge state of {size} bytes"
+                        )))
+                    }
+                    Err(DocError::Store(error)) => return Err(error),
+                }
             }
         }
         dropped = Some(request);
