@@ -429,6 +429,45 @@ impl CardProcessor for WatchedProcessor {
     }
 }
 
+/// Register a card as the API does: attach the token at the processor, keep its ids, brand,
+/// last 4 and expiry on the profile (with the customer), and make it the primary when asked
+/// (the others become backups). `Ok(None)` when the processor or the store refused.
+pub async fn register_card(
+    store: &dyn Store,
+    processor: &dyn CardProcessor,
+    id: &AccountId,
+    customer: &payments::CustomerId,
+    token: &str,
+    primary: bool,
+    added_at: DateTime<Utc>,
+) -> Option<StoredCard> {
+    let details = processor.attach_card(customer, token).await.ok()?;
+    let card = StoredCard {
+        id: details.payment_method_id,
+        brand: details.brand,
+        last4: details.last4,
+        exp_month: details.exp_month,
+        exp_year: details.exp_year,
+        role: if primary { CardRole::Primary } else { CardRole::Backup },
+        card_manager_email: Email::try_from(format!("cards@{id}.example")).ok()?,
+        added_at,
+    };
+    let customer_id = customer.0.clone();
+    profile::update(store, id, |p| {
+        p.processor_customer_id = Some(customer_id.clone());
+        if primary {
+            for other in p.cards.iter_mut() {
+                other.role = CardRole::Backup;
+            }
+        }
+        p.cards.push(card.clone());
+        Ok(())
+    })
+    .await
+    .ok()?;
+    Some(card)
+}
+
 /// SQS as the recharge queue's consumer sees it.
 #[derive(Debug, Clone)]
 struct Message {
@@ -564,26 +603,17 @@ impl World {
         let cards = 1 + self.rng.below(2) as usize;
         for n in 0..cards {
             let token = CARD_TOKENS[self.rng.below(CARD_TOKENS.len() as u64) as usize];
-            let details = self.processor.attach_card(&customer, token).await.expect("attach");
-            let card = StoredCard {
-                id: details.payment_method_id,
-                brand: details.brand,
-                last4: details.last4,
-                exp_month: details.exp_month,
-                exp_year: details.exp_year,
-                role: if n == 0 { CardRole::Primary } else { CardRole::Backup },
-                card_manager_email: Email::try_from("cards@sim.example".to_string())
-                    .expect("email"),
-                added_at: self.now + Duration::seconds(n as i64),
-            };
-            let customer_id = customer.0.clone();
-            profile::update(&*self.store, &id, |p| {
-                p.processor_customer_id = Some(customer_id.clone());
-                p.cards.push(card.clone());
-                Ok(())
-            })
+            register_card(
+                &*self.store,
+                &*self.processor,
+                &id,
+                &customer,
+                token,
+                n == 0,
+                self.now + Duration::seconds(n as i64),
+            )
             .await
-            .expect("profile");
+            .expect("card");
         }
         let opening = cents(&mut self.rng, 20, 120);
         store
@@ -752,27 +782,17 @@ impl World {
             let Some(customer) = profile.processor_customer_id.clone() else { return };
             let token = CARD_TOKENS[self.rng.below(CARD_TOKENS.len() as u64) as usize];
             let customer = payments::CustomerId(customer);
-            let Ok(details) = self.processor.attach_card(&customer, token).await else { return };
-            let card = StoredCard {
-                id: details.payment_method_id,
-                brand: details.brand,
-                last4: details.last4,
-                exp_month: details.exp_month,
-                exp_year: details.exp_year,
-                role: CardRole::Primary,
-                card_manager_email: Email::try_from("cards@sim.example".to_string())
-                    .expect("email"),
-                added_at: self.now,
-            };
-            let updated = profile::update(&*self.store, &id, |p| {
-                for other in p.cards.iter_mut() {
-                    other.role = CardRole::Backup;
-                }
-                p.cards.push(card.clone());
-                Ok(())
-            })
+            let added = register_card(
+                &*self.store,
+                &*self.processor,
+                &id,
+                &customer,
+                token,
+                true,
+                self.now,
+            )
             .await;
-            self.note(format!("card {} ({token}) added to {id}: {}", card.id, updated.is_ok()));
+            self.note(format!("card ({token}) added to {id}: {:?}", added.map(|c| c.id)));
         }
         let _ = api::payments::rearm_auto_recharge(&*self.store, &id).await;
     }

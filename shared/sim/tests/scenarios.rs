@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use api::payments::{pay_now_with, PaymentPorts, PaymentRecord, PaymentStatus};
-use api::profile::{self, CardRole, Email, StoredCard};
+use api::profile::{self, StoredCard};
 use api::state::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger::docs::{DocKind, DocStore};
@@ -37,25 +37,9 @@ async fn rig() -> Rig {
         .await
         .unwrap();
     let customer = processor.create_customer("acme", None).await.unwrap();
-    let details = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-    let card = StoredCard {
-        id: details.payment_method_id,
-        brand: details.brand,
-        last4: details.last4,
-        exp_month: details.exp_month,
-        exp_year: details.exp_year,
-        role: CardRole::Primary,
-        card_manager_email: Email::try_from("cards@acme.example".to_string()).unwrap(),
-        added_at: t0(),
-    };
-    let (c, saved) = (customer.0.clone(), card.clone());
-    profile::update(&*store, &id, |p| {
-        p.processor_customer_id = Some(c.clone());
-        p.cards.push(saved.clone());
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let card = sim::register_card(&*store, &*processor, &id, &customer, "pm_card_visa", true, t0())
+        .await
+        .expect("card");
     let dyn_store: Arc<dyn Store> = store.clone();
     let notices = Arc::new(sim::RecordedNotices::default());
     let worker = RechargeWorker::new(dyn_store, processor.clone(), notices);
@@ -451,25 +435,9 @@ async fn sixteen_workers_racing_on_one_request_conflict_and_charge_and_credit_on
         .await
         .unwrap();
     let customer = processor.create_customer("race", None).await.unwrap();
-    let details = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-    let card = StoredCard {
-        id: details.payment_method_id.clone(),
-        brand: details.brand,
-        last4: details.last4,
-        exp_month: details.exp_month,
-        exp_year: details.exp_year,
-        role: CardRole::Primary,
-        card_manager_email: Email::try_from("cards@race.example".to_string()).unwrap(),
-        added_at: t0(),
-    };
-    let c = customer.0.clone();
-    profile::update(&*store, &id, |p| {
-        p.processor_customer_id = Some(c.clone());
-        p.cards.push(card.clone());
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let card = sim::register_card(&*store, &*processor, &id, &customer, "pm_card_visa", true, t0())
+        .await
+        .expect("card");
     ledger.post(&id, vec![credit("adj:fund", "30")], t0()).await.unwrap();
     let settings = RechargeSettings::new(
         true,
@@ -519,7 +487,7 @@ async fn sixteen_workers_racing_on_one_request_conflict_and_charge_and_credit_on
     }
     assert!(store.conflicts() > 0, "the workers really raced on the write-ahead record");
     assert!(settled >= 1);
-    assert_eq!(processor.successful_charges(&details.payment_method_id), 1, "one charge");
+    assert_eq!(processor.successful_charges(&card.id), 1, "one charge");
     let account = ledger.account(&id).await.unwrap().unwrap();
     assert_eq!(account.balance_usd, rust_decimal::Decimal::from(65), "one credit");
     assert_eq!(account.recharge_in_flight, None);
