@@ -197,9 +197,9 @@ async fn put_auto_recharge(
     }
     let before = account_or_404(&state, &id).await?;
     require_terms(&before)?;
-    let (profile_before, profile_after) = profile::update(state.docs(), &id, |p| {
+    let (profile_before, profile_after) = profile::update_with(state.docs(), &id, |p| {
         p.auto_recharge_monthly_cap_usd = request.monthly_cap_usd;
-        Ok(())
+        Ok::<(), ApiError>(())
     })
     .await?;
     let after = state

@@ -95,7 +95,7 @@ pub async fn change_profile<V: serde::Serialize>(
 ) -> Result<Profile, ApiError> {
     // Profiles belong to accounts: no profile for an account that does not exist.
     account_or_404(state, id).await?;
-    let (before, after) = profile::update(state.docs(), id, change).await?;
+    let (before, after) = profile::update_with(state.docs(), id, change).await?;
     record(state.docs(), id, actor, change_name, json!(view(&before)), json!(view(&after))).await?;
     Ok(after)
 }

@@ -59,6 +59,27 @@ impl ApiError {
     }
 }
 
+impl From<documents::DocumentError> for ApiError {
+    fn from(error: documents::DocumentError) -> Self {
+        use documents::DocumentError;
+        match error {
+            DocumentError::Invalid { field, message } => {
+                Self::bad_request("invalid_field", message).on_field(field)
+            }
+            DocumentError::TooLarge(what) => {
+                Self::bad_request("invalid_request", format!("the {what} is too large"))
+            }
+            DocumentError::Busy(what) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the {what} is being changed concurrently; retry"),
+            ),
+            DocumentError::Store(error) => Self::from_store(error),
+            unreadable @ DocumentError::Unreadable { .. } => Self::internal(&unreadable),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self)).into_response()

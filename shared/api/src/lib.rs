@@ -11,6 +11,7 @@ pub mod body;
 pub mod error;
 pub mod operator;
 pub mod payments;
-pub mod profile;
+/// The billing profile lives in `documents`; re-exported for the routes.
+pub use documents::profile;
 pub mod state;
 pub mod statements;

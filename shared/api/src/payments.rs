@@ -267,9 +267,9 @@ async fn add_card(
                 .await
                 .map_err(processor_error)?;
             let stored = customer.0.clone();
-            profile::update(state.docs(), &id, |p| {
+            profile::update_with(state.docs(), &id, |p| {
                 p.processor_customer_id.get_or_insert_with(|| stored.clone());
-                Ok(())
+                Ok::<(), ApiError>(())
             })
             .await?;
             // Another request may have created one first: use whichever was stored.
@@ -288,7 +288,7 @@ async fn add_card(
         card_manager_email: request.card_manager_email,
         added_at: ledger::truncate_to_micros(Utc::now()),
     };
-    let saved = profile::update(state.docs(), &id, |p| {
+    let saved = profile::update_with(state.docs(), &id, |p| {
         if p.cards.iter().any(|c| c.id == card.id) {
             return Ok(());
         }
@@ -343,7 +343,7 @@ async fn set_role(
     let id = identity.admin_account()?.clone();
     let request: RoleBody = crate::body::json(&raw)?;
     account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
+    let (before, after) = profile::update_with(state.docs(), &id, |p| {
         let Some(card) = p.cards.iter_mut().find(|c| c.id == card_id) else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such card"));
         };
@@ -385,7 +385,7 @@ async fn delete_card(
 ) -> Result<StatusCode, ApiError> {
     let id = identity.admin_account()?.clone();
     account_or_404(&state, &id).await?;
-    let (before, after) = profile::update(state.docs(), &id, |p| {
+    let (before, after) = profile::update_with(state.docs(), &id, |p| {
         let Some(index) = p.cards.iter().position(|c| c.id == card_id) else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such card"));
         };
@@ -415,47 +415,7 @@ async fn delete_card(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentStatus {
-    Pending,
-    Succeeded,
-    Failed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    Manual,
-    Auto,
-}
-
-/// One charge attempt, as the payment history shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentRecord {
-    pub payment_id: String,
-    pub amount_usd: Amount,
-    pub card_id: String,
-    pub card_brand: String,
-    pub card_last4: String,
-    pub status: PaymentStatus,
-    pub trigger: Trigger,
-    pub created_at: DateTime<Utc>,
-    #[serde(default)]
-    pub processor_payment_id: Option<String>,
-    #[serde(default)]
-    pub failure_code: Option<String>,
-    #[serde(default)]
-    pub failure_reason: Option<String>,
-    /// The ledger entry that credited it.
-    #[serde(default)]
-    pub entry_seq: Option<u64>,
-    #[serde(default)]
-    pub balance_after_usd: Option<String>,
-    /// While `pending`: why (the processor has not answered yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_reason: Option<String>,
-}
+pub use documents::payment::{load_payment, save_payment, PaymentRecord, PaymentStatus, Trigger};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IdempotencyRecord {
@@ -506,28 +466,6 @@ pub enum Reconciled {
 #[serde(deny_unknown_fields)]
 struct PayNowBody {
     amount_usd: Amount,
-}
-
-pub async fn save_payment(
-    docs: &dyn ledger::docs::DocStore,
-    id: &AccountId,
-    record: &PaymentRecord,
-) -> Result<(), ApiError> {
-    let body = serde_json::to_string(record).map_err(|e| ApiError::internal(&e))?;
-    for _ in 0..8 {
-        let current = docs
-            .get_doc(id, DocKind::Payment, &record.payment_id)
-            .await
-            .map_err(ApiError::from_store)?;
-        let expected = current.map(|d| d.version);
-        match docs.put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await {
-            Ok(_) => return Ok(()),
-            Err(DocError::Conflict) => continue,
-            Err(DocError::TooLarge(_)) => break,
-            Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
-        }
-    }
-    Err(ApiError::internal(&std::io::Error::other("payment record kept changing")))
 }
 
 /// Claim the key, or answer with what it already produced.
@@ -693,19 +631,6 @@ async fn clear_pending(store: &dyn Store, id: &AccountId, key: &str) -> Result<(
         .await
         .map_err(ApiError::from_store)?;
     Ok(())
-}
-
-async fn load_payment(
-    store: &dyn Store,
-    id: &AccountId,
-    payment_id: &str,
-) -> Result<Option<PaymentRecord>, ApiError> {
-    let Some(doc) =
-        store.get_doc(id, DocKind::Payment, payment_id).await.map_err(ApiError::from_store)?
-    else {
-        return Ok(None);
-    };
-    serde_json::from_str(&doc.body).map(Some).map_err(|e| ApiError::internal(&e))
 }
 
 fn pending_answer(payment: &PaymentRecord) -> (StatusCode, Value) {

@@ -6,9 +6,7 @@ use ledger::docs::DocStore;
 use ledger::LedgerStore;
 use usage::worker::RateCards;
 
-/// A store that keeps both the ledger and the account documents.
-pub trait Store: LedgerStore + DocStore {}
-impl<T: LedgerStore + DocStore> Store for T {}
+pub use documents::Store;
 
 #[derive(Clone)]
 pub struct AppState {

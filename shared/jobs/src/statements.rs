@@ -13,15 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::tax::{load_profile, JobError};
 
-/// How often an account wants statements (its profile's `statement_schedule`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    #[default]
-    None,
-    Weekly,
-    Monthly,
-}
+/// How often an account wants statements: the profile's own type.
+pub use documents::profile::StatementSchedule as Schedule;
 
 /// The cadence a scheduled run is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

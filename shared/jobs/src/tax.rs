@@ -3,42 +3,22 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger::docs::{DocKind, DocStore};
+use ledger::docs::DocStore;
 use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tax::{TaxTable, Taxability};
 
-/// The profile document's id (the API crate owns the document; see `api::profile`).
-pub const PROFILE_DOC_ID: &str = "profile";
-
-/// The parts of the account's profile the jobs read. Reading only these keeps the job
-/// Lambdas free of the HTTP API crate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct JobProfile {
-    #[serde(default)]
-    pub service_address: Option<ServiceAddress>,
-    #[serde(default)]
-    pub tax_exempt: bool,
-    #[serde(default)]
-    pub statement_schedule: crate::statements::Schedule,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ServiceAddress {
-    #[serde(default)]
-    pub city: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    pub country: String,
-}
-
-/// The account's profile (a default one if it has none). One read.
-pub async fn load_profile(docs: &dyn DocStore, id: &AccountId) -> Result<JobProfile, JobError> {
-    match docs.get_doc(id, DocKind::Profile, PROFILE_DOC_ID).await? {
-        None => Ok(JobProfile::default()),
-        Some(doc) => serde_json::from_str(&doc.body)
-            .map_err(|e| JobError::Retry(format!("the profile of {id} is unreadable: {e}"))),
+/// The account's profile (a default one if it has none): the billing documents' own type, so
+/// a field renamed there is renamed here. One read.
+pub async fn load_profile(
+    docs: &dyn DocStore,
+    id: &AccountId,
+) -> Result<documents::profile::Profile, JobError> {
+    match documents::profile::load(docs, id).await {
+        Ok((profile, _)) => Ok(profile),
+        Err(documents::DocumentError::Store(error)) => Err(JobError::Store(error)),
+        Err(error) => Err(JobError::Retry(format!("the profile of {id} is unreadable: {error}"))),
     }
 }
 

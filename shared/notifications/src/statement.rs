@@ -18,7 +18,7 @@
 //!   message reaches the DLQ, where an operator looks at it.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use ledger::docs::{check_doc_id, DocKind, DocStore};
+use ledger::docs::{check_doc_id, DocStore};
 use ledger::statement::{item_label, period_bounds, statement_for, Statement};
 use ledger::{display_usd, AccountId, LedgerStore};
 use rust_decimal::Decimal;
@@ -29,7 +29,6 @@ use crate::mailer::{Attachment, Email, Mailer};
 use crate::templates::{render_html, render_text, Block, Column, Rendered, Table, TableRow};
 use crate::worker::{
     claim_state, dedupe_addresses, deliver_once, refuse_once, Claim, Contacts, Outcome,
-    PROFILE_DOC_ID,
 };
 
 /// The most line items the email itself shows; the CSV attachment has every one.
@@ -67,50 +66,14 @@ pub struct StatementRequest {
     pub requested_at: DateTime<Utc>,
 }
 
-/// What a statement shows of the account besides its id: the part of the profile document
-/// (written by the API crate) that statements read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// What a statement shows of the account besides its id (from the account's profile).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountInfo {
-    #[serde(default)]
     pub service_address: Option<ServiceAddress>,
 }
 
-/// The service address as the API crate's profile stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ServiceAddress {
-    pub line1: String,
-    #[serde(default)]
-    pub line2: Option<String>,
-    pub city: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    pub postal_code: String,
-    pub country: String,
-}
-
-impl ServiceAddress {
-    /// "1 Main St, Suite 2, Springfield, IL 62701, US".
-    pub fn one_line(&self) -> String {
-        let region_and_code = match &self.region {
-            Some(region) if !region.trim().is_empty() => {
-                format!("{} {}", region.trim(), self.postal_code.trim())
-            }
-            _ => self.postal_code.trim().to_string(),
-        };
-        [
-            Some(self.line1.trim()),
-            self.line2.as_deref().map(str::trim),
-            Some(self.city.trim()),
-            Some(region_and_code.as_str()),
-            Some(self.country.trim()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ")
-    }
-}
+/// The service address: the profile's own type.
+pub use documents::profile::Address as ServiceAddress;
 
 // ---------------------------------------------------------------------------------------------
 // Rendering
@@ -333,19 +296,10 @@ async fn load_profile(
     docs: &dyn DocStore,
     account: &AccountId,
 ) -> Result<(Contacts, AccountInfo), String> {
-    let doc = docs
-        .get_doc(account, DocKind::Profile, PROFILE_DOC_ID)
+    let (profile, _) = documents::profile::load(docs, account)
         .await
-        .map_err(|e| format!("document store: {e}"))?;
-    let Some(doc) = doc else { return Ok((Contacts::default(), AccountInfo::default())) };
-    let contacts: Contacts = serde_json::from_str(&doc.body)
-        .map_err(|e| format!("the profile of account {account} is unreadable: {e}"))?;
-    // The address only decorates the statement: one that does not read is left out.
-    let info = serde_json::from_str(&doc.body).unwrap_or_else(|error| {
-        warn!(%error, "the profile's service address is unreadable; the statement omits it");
-        AccountInfo::default()
-    });
-    Ok((contacts, info))
+        .map_err(|e| format!("the profile of account {account}: {e}"))?;
+    Ok((Contacts::from(&profile), AccountInfo { service_address: profile.service_address }))
 }
 
 /// Build, render and email the statement of `request`, once per request id (see the module

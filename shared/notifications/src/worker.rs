@@ -42,8 +42,6 @@ pub const MESSAGE_CONCURRENCY: usize = 10;
 pub const CLAIM_LEASE_SECONDS: i64 = 120;
 /// Attempts at recording `sent` after the email went out.
 const MARK_SENT_ATTEMPTS: u32 = 3;
-/// The profile document's id (the API crate's `profile` module writes it).
-pub(crate) const PROFILE_DOC_ID: &str = "profile";
 
 /// Where a notice's delivery stands: the `DocKind::Notice` document, one per notification id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,23 +89,30 @@ pub async fn delivery_record(
     .transpose()
 }
 
-/// The part of the account's profile document the worker reads. The API crate owns the
-/// document (`api::profile::Profile`, which validates the addresses); reading only these two
-/// fields keeps this crate, and the notifications Lambda, free of the HTTP API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// Who a notice may go to, from the account's profile (the billing documents' own type).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contacts {
-    #[serde(default)]
     pub billing_emails: Vec<String>,
-    #[serde(default)]
     pub recharge_failure_email: Option<String>,
 }
 
+impl From<&documents::profile::Profile> for Contacts {
+    fn from(profile: &documents::profile::Profile) -> Self {
+        Contacts {
+            billing_emails: profile.billing_emails.iter().map(|e| e.as_str().to_string()).collect(),
+            recharge_failure_email: profile
+                .recharge_failure_email
+                .as_ref()
+                .map(|e| e.as_str().to_string()),
+        }
+    }
+}
+
 pub async fn load_contacts(docs: &dyn DocStore, account: &AccountId) -> Result<Contacts, String> {
-    match docs.get_doc(account, DocKind::Profile, PROFILE_DOC_ID).await {
-        Ok(None) => Ok(Contacts::default()),
-        Ok(Some(doc)) => serde_json::from_str(&doc.body)
-            .map_err(|e| format!("the profile of account {account} is unreadable: {e}")),
-        Err(error) => Err(format!("document store: {error}")),
+    match documents::profile::load(docs, account).await {
+        Ok((profile, _)) => Ok(Contacts::from(&profile)),
+        Err(documents::DocumentError::Store(error)) => Err(format!("document store: {error}")),
+        Err(error) => Err(format!("the profile of account {account} is unreadable: {error}")),
     }
 }
 

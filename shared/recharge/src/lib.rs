@@ -18,10 +18,10 @@ pub mod sqs;
 
 use std::sync::{Arc, Mutex};
 
-use api::payments::{save_payment, PaymentRecord, PaymentStatus, Trigger};
-use api::profile::{self, StoredCard};
-use api::state::Store;
 use chrono::{DateTime, Duration, Utc};
+use documents::payment::{save_payment, PaymentRecord, PaymentStatus, Trigger};
+use documents::profile::{self, StoredCard};
+use documents::Store;
 use ledger::docs::{DocError, DocKind};
 use ledger::{
     AccountId, Amount, BillingItem, LedgerEvent, LedgerEventKind, Posting, RechargeMode, Rounding,
@@ -162,6 +162,8 @@ pub enum Outcome {
 pub enum RechargeError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Document(#[from] documents::DocumentError),
     #[error("the card processor is unavailable")]
     Processor(#[source] ProcessorError),
     #[error("the recharge state kept changing under concurrent workers")]
@@ -331,7 +333,7 @@ impl RechargeWorker {
         if state.settled_payment_id.is_some() {
             return Ok(Some(Outcome::NotNeeded("already settled")));
         }
-        let (profile, _) = profile::load(&*self.store, account_id).await.map_err(api_error)?;
+        let (profile, _) = profile::load(&*self.store, account_id).await?;
 
         // Recovery first: an attempt written down and not yet decided is replayed exactly (its
         // key, card and amount) and settled before anything else is looked at, whatever has
@@ -647,7 +649,7 @@ impl RechargeWorker {
             balance_after_usd: None,
             pending_reason: None,
         };
-        save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
+        save_payment(&*self.store, account_id, &record).await?;
         state.history.push(CardAttempt {
             attempt: state.attempt,
             card_id: charging.card_id.clone(),
@@ -768,7 +770,7 @@ impl RechargeWorker {
             balance_after_usd: Some(posted.account.balance_usd.normalize().to_string()),
             pending_reason: None,
         };
-        save_payment(&*self.store, account_id, &record).await.map_err(api_error)?;
+        save_payment(&*self.store, account_id, &record).await?;
         self.add_spend(
             account_id,
             &charging.started_at.format("%Y-%m").to_string(),

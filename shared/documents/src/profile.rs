@@ -5,7 +5,7 @@ use ledger::docs::{DocError, DocKind, DocStore};
 use ledger::AccountId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::DocumentError;
 
 pub const MAX_BILLING_EMAILS: usize = 10;
 pub const MAX_CARDS: usize = 5;
@@ -89,14 +89,32 @@ pub struct Address {
 }
 
 impl Address {
-    pub fn validate(&self) -> Result<(), ApiError> {
-        let field = |name: &str, value: &str, max: usize| {
+    /// "1 Main St, Suite 2, Springfield, IL 62701, US".
+    pub fn one_line(&self) -> String {
+        let region_and_code = match &self.region {
+            Some(region) if !region.trim().is_empty() => {
+                format!("{} {}", region.trim(), self.postal_code.trim())
+            }
+            _ => self.postal_code.trim().to_string(),
+        };
+        [
+            Some(self.line1.trim()),
+            self.line2.as_deref().map(str::trim),
+            Some(self.city.trim()),
+            Some(region_and_code.as_str()),
+            Some(self.country.trim()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    pub fn validate(&self) -> Result<(), DocumentError> {
+        let field = |name: &'static str, value: &str, max: usize| {
             if value.trim().is_empty() || value.len() > max {
-                Err(ApiError::bad_request(
-                    "invalid_field",
-                    format!("{name} must be 1 to {max} characters"),
-                )
-                .on_field(name))
+                Err(DocumentError::invalid(name, format!("{name} must be 1 to {max} characters")))
             } else {
                 Ok(())
             }
@@ -108,22 +126,20 @@ impl Address {
         field("city", &self.city, 100)?;
         field("postal_code", &self.postal_code, 20)?;
         if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(ApiError::bad_request(
-                "invalid_field",
+            return Err(DocumentError::invalid(
+                "country",
                 "country must be an ISO 3166-1 alpha-2 code such as US",
-            )
-            .on_field("country"));
+            ));
         }
         if let Some(region) = &self.region {
             if region.is_empty()
                 || region.len() > 3
                 || !region.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
             {
-                return Err(ApiError::bad_request(
-                    "invalid_field",
+                return Err(DocumentError::invalid(
+                    "region",
                     "region must be an ISO 3166-2 subdivision code such as CA",
-                )
-                .on_field("region"));
+                ));
             }
         }
         Ok(())
@@ -209,17 +225,37 @@ impl Profile {
     }
 }
 
-const PROFILE_ID: &str = "profile";
+/// The profile's document id (one per account, [`DocKind::Profile`]).
+pub const PROFILE_ID: &str = "profile";
 
 /// The profile and its version (0 when none is stored yet).
-pub async fn load(docs: &dyn DocStore, account: &AccountId) -> Result<(Profile, u64), ApiError> {
-    match docs.get_doc(account, DocKind::Profile, PROFILE_ID).await.map_err(ApiError::from_store)? {
+pub async fn load(
+    docs: &dyn DocStore,
+    account: &AccountId,
+) -> Result<(Profile, u64), DocumentError> {
+    match docs.get_doc(account, DocKind::Profile, PROFILE_ID).await? {
         None => Ok((Profile::default(), 0)),
         Some(doc) => {
-            let profile = serde_json::from_str(&doc.body).map_err(|e| ApiError::internal(&e))?;
+            let profile = serde_json::from_str(&doc.body)
+                .map_err(|source| DocumentError::Unreadable { what: "profile", source })?;
             Ok((profile, doc.version))
         }
     }
+}
+
+/// Write a profile as it is, replacing whatever is stored (tests and operators' tools).
+pub async fn store(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    profile: &Profile,
+) -> Result<(), DocumentError> {
+    let replacement = profile.clone();
+    update(docs, account, move |p| {
+        *p = replacement.clone();
+        Ok(())
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Read-modify-write the profile with optimistic concurrency (bounded retries). `change` may
@@ -227,29 +263,37 @@ pub async fn load(docs: &dyn DocStore, account: &AccountId) -> Result<(Profile, 
 pub async fn update<F>(
     docs: &dyn DocStore,
     account: &AccountId,
-    mut change: F,
-) -> Result<(Profile, Profile), ApiError>
+    change: F,
+) -> Result<(Profile, Profile), DocumentError>
 where
-    F: FnMut(&mut Profile) -> Result<(), ApiError>,
+    F: FnMut(&mut Profile) -> Result<(), DocumentError>,
+{
+    update_with(docs, account, change).await
+}
+
+/// [`update`] with the caller's own error type (a route refusing a change with its 4xx).
+pub async fn update_with<F, E>(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    mut change: F,
+) -> Result<(Profile, Profile), E>
+where
+    F: FnMut(&mut Profile) -> Result<(), E>,
+    E: From<DocumentError>,
 {
     for _ in 0..16 {
         let (before, version) = load(docs, account).await?;
         let mut after = before.clone();
         change(&mut after)?;
-        let body = serde_json::to_string(&after).map_err(|e| ApiError::internal(&e))?;
+        let body = serde_json::to_string(&after)
+            .map_err(|source| DocumentError::Unreadable { what: "profile", source })?;
         let expected = if version == 0 { None } else { Some(version) };
         match docs.put_doc(account, DocKind::Profile, PROFILE_ID, &body, expected).await {
             Ok(_) => return Ok((before, after)),
             Err(DocError::Conflict) => continue,
-            Err(DocError::TooLarge(_)) => {
-                return Err(ApiError::bad_request("invalid_request", "the profile is too large"))
-            }
-            Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
+            Err(DocError::TooLarge(_)) => return Err(DocumentError::TooLarge("profile").into()),
+            Err(DocError::Store(error)) => return Err(DocumentError::Store(error).into()),
         }
     }
-    Err(ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "the profile is being changed concurrently; retry",
-    ))
+    Err(DocumentError::Busy("profile").into())
 }
