@@ -82,11 +82,11 @@ async fn rearm(
     let id = path_account(&account_id)?;
     account_or_404(&state, &id).await?;
     let outcome =
-        crate::payments::operator_rearm(&*state.store, &id).await.map_err(ApiError::from_store)?;
+        payment_flow::operator_rearm(&*state.store, &id).await.map_err(ApiError::from_store)?;
     let message = match outcome {
-        crate::payments::Rearm::Rearmed => "auto-recharge re-armed",
-        crate::payments::Rearm::NothingToDo => "auto-recharge was neither stopped nor waiting",
-        crate::payments::Rearm::ChargeInProgress => {
+        payment_flow::Rearm::Rearmed => "auto-recharge re-armed",
+        payment_flow::Rearm::NothingToDo => "auto-recharge was neither stopped nor waiting",
+        payment_flow::Rearm::ChargeInProgress => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "charge_in_progress",
@@ -107,7 +107,7 @@ async fn rearm(
     let account = account_or_404(&state, &id).await?;
     let view = overview_json(&state, &account).await?;
     Ok(Json(json!({
-        "rearmed": outcome == crate::payments::Rearm::Rearmed,
+        "rearmed": outcome == payment_flow::Rearm::Rearmed,
         "message": message,
         "auto_recharge": view["auto_recharge"],
     })))

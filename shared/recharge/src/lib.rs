@@ -132,7 +132,7 @@ impl Charging {
             .trunc()
             .to_string()
             .parse::<u64>()
-            .map_err(|e| RechargeError::Api(e.to_string()))?;
+            .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
         Ok(ChargeRequest {
             customer: CustomerId(customer),
             payment_method_id: self.card_id.clone(),
@@ -164,14 +164,17 @@ pub enum RechargeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Document(#[from] documents::DocumentError),
+    #[error(transparent)]
+    PaymentFlow(#[from] payment_flow::PayNowError),
     #[error("the card processor is unavailable")]
     Processor(#[source] ProcessorError),
     #[error("the recharge state kept changing under concurrent workers")]
     Contention,
     #[error("publishing a notice failed: {0}")]
     Notice(String),
+    /// Data that cannot be: an attempt without a processor customer, an id that does not parse.
     #[error("{0}")]
-    Api(String),
+    Unexpected(String),
     #[error("simulated crash at {0:?}")]
     SimulatedCrash(Fault),
 }
@@ -192,10 +195,6 @@ pub struct RechargeWorker {
     pub processor: Arc<dyn CardProcessor>,
     pub notices: Arc<dyn NoticeSink>,
     fault: Mutex<Option<Fault>>,
-}
-
-fn api_error(error: api::error::ApiError) -> RechargeError {
-    RechargeError::Api(format!("{}: {}", error.code, error.message))
 }
 
 impl RechargeWorker {
@@ -276,24 +275,21 @@ impl RechargeWorker {
         Ok(())
     }
 
-    /// Settle a Pay Now whose outcome was unknown (see `api::payments::pay_now_with`).
+    /// Settle a Pay Now whose outcome was unknown (see `payment_flow::pay_now_with`).
     pub async fn reconcile_payment(
         &self,
         account_id: &AccountId,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, RechargeError> {
-        let ports = api::payments::PaymentPorts {
+        let ports = payment_flow::PaymentPorts {
             store: &*self.store,
             processor: &*self.processor,
             notices: Some(&*self.notices),
         };
-        match api::payments::reconcile_pending_payment(&ports, account_id, key, now)
-            .await
-            .map_err(api_error)?
-        {
-            api::payments::Reconciled::Final => Ok(Outcome::NotNeeded("payment settled")),
-            api::payments::Reconciled::NotYet(at) => Ok(Outcome::NotYet(at)),
+        match payment_flow::reconcile_pending_payment(&ports, account_id, key, now).await? {
+            payment_flow::Reconciled::Final => Ok(Outcome::NotNeeded("payment settled")),
+            payment_flow::Reconciled::NotYet(at) => Ok(Outcome::NotYet(at)),
         }
     }
 
@@ -347,7 +343,7 @@ impl RechargeWorker {
                     );
                 };
                 let customer = profile.processor_customer_id.clone().ok_or_else(|| {
-                    RechargeError::Api("an attempt without a processor customer".into())
+                    RechargeError::Unexpected("an attempt without a processor customer".into())
                 })?;
                 let request = charging.charge_request(request_id, state.attempt, customer)?;
                 let outcome = match self
@@ -412,7 +408,7 @@ impl RechargeWorker {
                     return Ok(Some(Outcome::NotNeeded("the balance is already at the target")));
                 }
                 let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))
-                    .map_err(|e| RechargeError::Api(e.to_string()))?;
+                    .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
                 if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
                     let month = now.format("%Y-%m").to_string();
                     let spend = self.spend_in(account_id, &month).await?;
@@ -497,10 +493,9 @@ impl RechargeWorker {
                 "the card has expired",
             )))
         } else {
-            let customer = profile
-                .processor_customer_id
-                .clone()
-                .ok_or_else(|| RechargeError::Api("cards without a processor customer".into()))?;
+            let customer = profile.processor_customer_id.clone().ok_or_else(|| {
+                RechargeError::Unexpected("cards without a processor customer".into())
+            })?;
             let request = charging.charge_request(request_id, state.attempt, customer)?;
             self.processor.charge(&request).await
         };
@@ -733,7 +728,8 @@ impl RechargeWorker {
     ) -> Result<Outcome, RechargeError> {
         let amount = charging.amount_usd;
         let card_label = format!("{} {}", charging.card_brand, charging.card_last4);
-        let source = SourceId::parse(request_id).map_err(|e| RechargeError::Api(e.to_string()))?;
+        let source =
+            SourceId::parse(request_id).map_err(|e| RechargeError::Unexpected(e.to_string()))?;
         let posting = Posting::credit(source, BillingItem::FundsAdded, amount, now)
             .and_then(|p| {
                 p.with_details(serde_json::json!({
@@ -743,7 +739,7 @@ impl RechargeWorker {
                     "trigger": "auto",
                 }))
             })
-            .map_err(|e| RechargeError::Api(e.to_string()))?;
+            .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
         let posted = self.store.post(account_id, vec![posting], now).await?;
         let seq = match posted.results.first() {
             Some(

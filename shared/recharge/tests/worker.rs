@@ -3,11 +3,11 @@
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use api::profile::{self, CardRole, Email, StoredCard};
-use api::state::Store;
 use async_trait::async_trait;
 use chrono::{Duration, Utc};
 use conformance::{at, credit, open, usage, usd};
+use documents::profile::{self, CardRole, Email, StoredCard};
+use documents::Store;
 use ledger::docs::DocStore;
 use ledger::memory::MemoryStore;
 use ledger::{
@@ -464,7 +464,7 @@ async fn a_request_out_of_attempts_clears_in_flight_stops_for_the_month_and_a_ca
         .iter()
         .any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })));
     // ...and a card change (or a payment) re-arms it at once.
-    assert!(api::payments::rearm_auto_recharge(&*rig.store, &rig.id).await.unwrap());
+    assert!(payment_flow::rearm_auto_recharge(&*rig.store, &rig.id).await.unwrap());
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
     assert!(account.recharge_in_flight.is_some(), "a fresh request was raised");
     assert_eq!(account.recharge_stopped, None);

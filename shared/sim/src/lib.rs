@@ -22,11 +22,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use api::payments::{PaymentPorts, PaymentRecord, PaymentStatus};
-use api::profile::{self, CardRole, Email, StoredCard};
-use api::state::Store;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use documents::payment::{PaymentRecord, PaymentStatus};
+use documents::profile::{self, CardRole, Email, StoredCard};
+use documents::Store;
 use ledger::docs::{Doc, DocError, DocKind, DocStore};
 use ledger::memory::MemoryStore;
 use ledger::store::OutboxPage;
@@ -36,6 +36,7 @@ use ledger::{
     RechargeMode, RechargeSettings, SourceId, StoreError,
 };
 use notifications::notice::{Notice, NoticeSink};
+use payment_flow::{PayNowAnswer, PayNowError, PaymentPorts};
 use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
 use recharge::{Outcome, RechargeWorker};
 use rust_decimal::Decimal;
@@ -750,12 +751,8 @@ impl World {
             notices: Some(&*self.notices),
         };
         let result =
-            api::payments::pay_now_with(&ports, &id, &key, amount, &card, &customer, self.now)
-                .await;
-        let status = match &result {
-            Ok((status, _)) => Some(status.as_u16()),
-            Err(error) => Some(error.status.as_u16()),
-        };
+            payment_flow::pay_now_with(&ports, &id, &key, amount, &card, &customer, self.now).await;
+        let status = Some(http_status(&result));
         self.note(format!("pay_now {id} {key} {} -> {status:?}", amount.value()));
         self.pay_nows.push(PayNowCall { account: index, key, amount, last_status: status });
     }
@@ -794,7 +791,7 @@ impl World {
             .await;
             self.note(format!("card ({token}) added to {id}: {:?}", added.map(|c| c.id)));
         }
-        let _ = api::payments::rearm_auto_recharge(&*self.store, &id).await;
+        let _ = payment_flow::rearm_auto_recharge(&*self.store, &id).await;
     }
 
     async fn settings_change(&mut self) {
@@ -935,6 +932,21 @@ impl World {
     fn violation(&self, message: String) -> Violation {
         let start = if self.config.full_log { 0 } else { self.log.len().saturating_sub(40) };
         Violation { seed: self.seed, message, log_tail: self.log[start..].to_vec() }
+    }
+}
+
+/// The status the HTTP API answers a Pay Now with (`api::payments::answer_response` and the
+/// API's error mapping): what a client is told is what the invariants hold it to.
+pub fn http_status(result: &Result<PayNowAnswer, PayNowError>) -> u16 {
+    match result {
+        Ok(PayNowAnswer::Credited { .. }) => 201,
+        Ok(PayNowAnswer::Pending { .. }) => 202,
+        Ok(PayNowAnswer::Rejected { .. }) => 400,
+        Ok(PayNowAnswer::Declined { .. }) => 402,
+        Err(PayNowError::KeyReused) => 422,
+        Err(PayNowError::InProgress) => 409,
+        Err(PayNowError::TooManyPending) => 429,
+        Err(_) => 500,
     }
 }
 

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use api::payments::{pay_now_with, PaymentPorts, PaymentRecord, PaymentStatus};
-use api::profile::{self, StoredCard};
-use api::state::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use documents::payment::{PaymentRecord, PaymentStatus};
+use documents::profile::{self, StoredCard};
+use documents::Store;
 use ledger::docs::{DocKind, DocStore};
 use ledger::memory::MemoryStore;
 use ledger::{AccountId, Amount, BillingItem, LedgerEventKind, LedgerStore, NewAccount};
+use payment_flow::{pay_now_with, PaymentPorts};
 use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
 use recharge::{Outcome, RechargeWorker};
 use std::str::FromStr;
@@ -51,10 +52,9 @@ impl Rig {
         let ports =
             PaymentPorts { store: &*self.store, processor: &*self.processor, notices: None };
         let amount = Amount::from_str(usd).unwrap();
-        pay_now_with(&ports, &self.id, key, amount, &self.card, &self.customer, now)
-            .await
-            .map(|(status, _)| status.as_u16())
-            .unwrap_or_else(|e| e.status.as_u16())
+        sim::http_status(
+            &pay_now_with(&ports, &self.id, key, amount, &self.card, &self.customer, now).await,
+        )
     }
 
     async fn balance(&self) -> rust_decimal::Decimal {
