@@ -10,7 +10,7 @@
 //!   time is the "attach succeeds, charges fail" one, again as plain `card_declined`, without
 //!   the payment intent in the error. The mapping of `insufficient_funds`, `expired_card`,
 //!   `incorrect_cvc` and `processing_error` is tested against Stripe's documented error bodies
-//!   in shared/payments/src/stripe.rs;
+//!   in shared/adapters/payments/src/stripe.rs;
 //! - a 3-D Secure card leaves the off-session intent in `requires_action` (Stripe answers 402
 //!   `authentication_required`); both read as a decline;
 //! - it honours `Idempotency-Key` and accepts `description` on payment intents only through

@@ -26,10 +26,10 @@ pub const CONCURRENCY: usize = 16;
 /// operator's files, or the bundled samples.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TaxFiles {
-    /// The jurisdiction table (default: the bundled `shared/tax/data/jurisdictions.csv`).
+    /// The jurisdiction table (default: the bundled `shared/domain/tax/data/jurisdictions.csv`).
     #[arg(long, env = crate::env_names::TAX_TABLE)]
     pub tax_table: Option<PathBuf>,
-    /// The taxability table (default: the bundled `shared/tax/data/taxability.csv`).
+    /// The taxability table (default: the bundled `shared/domain/tax/data/taxability.csv`).
     #[arg(long, env = crate::env_names::TAXABILITY)]
     pub taxability: Option<PathBuf>,
 }

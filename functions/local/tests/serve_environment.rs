@@ -73,7 +73,7 @@ async fn serves_scheduled_tax_uses_the_tables_named_in_the_environment() {
     )
     .unwrap();
     let bundled = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tax/data/taxability.csv"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/domain/tax/data/taxability.csv"),
     )
     .unwrap();
     assert!(bundled.contains("\nphone_number,true\n"), "the sample taxes numbers");

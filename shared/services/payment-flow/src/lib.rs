@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use card_processor::{ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
 use chrono::{DateTime, Utc};
 use documents::payment::{load_payment, save_payment, PaymentRecord, PaymentStatus, Trigger};
 use documents::profile::StoredCard;
 use documents::{DocumentError, Store};
 use ledger::docs::{newest_first_id, DocError, DocKind};
 use ledger::{AccountId, Amount, BillingItem, Posting, PostingResult, SourceId, StoreError};
-use payments::{ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -242,7 +242,7 @@ pub const PENDING_MESSAGE: &str = "The card processor has not confirmed this pay
 /// The ports a payment is settled with: the HTTP handler and the reconciler share them.
 pub struct PaymentPorts<'a> {
     pub store: &'a dyn Store,
-    pub processor: &'a dyn payments::CardProcessor,
+    pub processor: &'a dyn card_processor::CardProcessor,
     pub notices: Option<&'a dyn notifications::notice::NoticeSink>,
 }
 
@@ -585,7 +585,7 @@ async fn settle_claim(
         }
         // A definite refusal: nothing was charged. Said in the record, not left pending.
         Err(ProcessorError::InvalidRequest(message))
-        | Err(ProcessorError::Declined(payments::Decline { message, .. })) => {
+        | Err(ProcessorError::Declined(card_processor::Decline { message, .. })) => {
             payment.status = PaymentStatus::Failed;
             payment.pending_reason = None;
             payment.failure_code = Some("processor_rejected".into());

@@ -43,7 +43,7 @@ async fn state_with_acme() -> Arc<AppState> {
 
 #[tokio::test]
 async fn an_admin_event_reads_the_overview_of_the_account_in_its_claims() {
-    let event = include_str!("../../../tests/fixtures/apigw/get_overview_admin.json");
+    let event = include_str!("../../../../tests/fixtures/apigw/get_overview_admin.json");
     let (status, body) = invoke(Group::Settings, state_with_acme().await, event).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["account_id"], "acme");
@@ -52,7 +52,7 @@ async fn an_admin_event_reads_the_overview_of_the_account_in_its_claims() {
 
 #[tokio::test]
 async fn a_viewer_event_cannot_pay_and_nothing_is_charged() {
-    let event = include_str!("../../../tests/fixtures/apigw/post_payment_viewer.json");
+    let event = include_str!("../../../../tests/fixtures/apigw/post_payment_viewer.json");
     let (status, body) = invoke(Group::Payments, state_with_acme().await, event).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "forbidden");
@@ -60,7 +60,7 @@ async fn a_viewer_event_cannot_pay_and_nothing_is_charged() {
 
 #[tokio::test]
 async fn an_event_without_authorizer_claims_is_unauthorized() {
-    let event = include_str!("../../../tests/fixtures/apigw/get_overview_no_authorizer.json");
+    let event = include_str!("../../../../tests/fixtures/apigw/get_overview_no_authorizer.json");
     let (status, body) = invoke(Group::Settings, state_with_acme().await, event).await;
     assert_eq!(status, 401);
     assert_eq!(body["code"], "unauthorized");
@@ -68,7 +68,7 @@ async fn an_event_without_authorizer_claims_is_unauthorized() {
 
 #[tokio::test]
 async fn a_route_of_another_group_is_not_served_by_this_function() {
-    let event = include_str!("../../../tests/fixtures/apigw/get_overview_admin.json");
+    let event = include_str!("../../../../tests/fixtures/apigw/get_overview_admin.json");
     let (status, body) = invoke(Group::Activity, state_with_acme().await, event).await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "no_route");

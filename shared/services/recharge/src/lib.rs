@@ -18,6 +18,7 @@ pub mod sqs;
 
 use std::sync::{Arc, Mutex};
 
+use card_processor::{CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
 use chrono::{DateTime, Duration, Utc};
 use documents::payment::{save_payment, PaymentRecord, PaymentStatus, Trigger};
 use documents::profile::{self, StoredCard};
@@ -28,7 +29,6 @@ use ledger::{
     SourceId, StoreError,
 };
 use notifications::notice::{CardFailure, Notice, NoticeKind, NoticeSink, PaymentTrigger};
-use payments::{CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -488,8 +488,8 @@ impl RechargeWorker {
         };
         self.crash_at(Fault::BeforeCharge)?;
         let outcome = if card.expired(now.date_naive()) {
-            Err(ProcessorError::Declined(payments::Decline::new(
-                payments::DeclineCode::ExpiredCard,
+            Err(ProcessorError::Declined(card_processor::Decline::new(
+                card_processor::DeclineCode::ExpiredCard,
                 "the card has expired",
             )))
         } else {

@@ -1,4 +1,5 @@
-//! Payments: the card processor port, its Stripe adapter and an in-memory simulated processor.
+//! The card processor port: the trait services charge cards through, and its types. The
+//! adapters (Stripe, the simulated processor) live in `ringledger-payments`.
 //!
 //! Cards are registered with the processor from a payment-method token made client-side; this
 //! crate only ever sees that token and the processor's ids, brand, last 4 digits and expiry. No
@@ -11,15 +12,6 @@ use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-mod simulated;
-mod stripe;
-
-pub use simulated::{ChargeFault, SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR};
-pub use stripe::{
-    SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,
-    STRIPE_API_VERSION,
-};
-
 /// The smallest charge Stripe accepts in USD ($0.50).
 pub const MIN_CHARGE_CENTS: u64 = 50;
 /// The largest charge Stripe accepts in USD ($999,999.99).
@@ -29,8 +21,8 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Our own bound on processor object ids and client tokens (Stripe's are far shorter).
 pub const MAX_OBJECT_ID_CHARS: usize = 255;
 
-/// The card processor port. Handlers are generic over it: [`StripeProcessor`] in AWS,
-/// [`SimulatedProcessor`] locally and in tests.
+/// The card processor port. Handlers are generic over it: `payments::StripeProcessor` in AWS,
+/// `payments::SimulatedProcessor` locally and in tests.
 #[async_trait]
 pub trait CardProcessor: Send + Sync {
     /// A processor customer for an account (called once; the id is stored on the account's profile).
@@ -302,7 +294,8 @@ pub enum ProcessorError {
 }
 
 /// Processor ids and tokens go into URL paths and form fields: ASCII letters, digits and `_`.
-pub(crate) fn check_object_id(what: &str, id: &str) -> Result<(), ProcessorError> {
+#[doc(hidden)]
+pub fn check_object_id(what: &str, id: &str) -> Result<(), ProcessorError> {
     if id.is_empty()
         || id.len() > MAX_OBJECT_ID_CHARS
         || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -314,7 +307,8 @@ pub(crate) fn check_object_id(what: &str, id: &str) -> Result<(), ProcessorError
     Ok(())
 }
 
-pub(crate) fn check_idempotency_key(key: &str) -> Result<(), ProcessorError> {
+#[doc(hidden)]
+pub fn check_idempotency_key(key: &str) -> Result<(), ProcessorError> {
     if key.is_empty()
         || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
         || !key.bytes().all(|b| b.is_ascii_graphic())
@@ -328,7 +322,8 @@ pub(crate) fn check_idempotency_key(key: &str) -> Result<(), ProcessorError> {
 
 /// Replaces every run of 12 or more digits (single spaces or dashes between them allowed) with
 /// `[redacted]`, so a card number echoed by a processor never reaches an error or a log.
-pub(crate) fn redact_card_numbers(text: &str) -> String {
+#[doc(hidden)]
+pub fn redact_card_numbers(text: &str) -> String {
     const MIN_DIGITS: usize = 12;
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());

@@ -660,7 +660,7 @@ fn rate_cards_new_validates_every_card() {
 // The Lambda handler
 // ---------------------------------------------------------------------------------------------
 
-const LAMBDA_EVENT: &str = include_str!("../../../tests/fixtures/lambda/sqs_usage_event.json");
+const LAMBDA_EVENT: &str = include_str!("../../../../tests/fixtures/lambda/sqs_usage_event.json");
 
 #[tokio::test]
 async fn the_lambda_handler_reports_exactly_the_malformed_record_as_a_batch_item_failure() {

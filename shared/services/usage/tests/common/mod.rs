@@ -18,25 +18,27 @@ use rust_decimal_macros::dec;
 use usage::relay::{EventSink, RelayError};
 
 /// Every usage fixture, by file name.
-pub const CALL_OUTBOUND: &str = include_str!("../../../../tests/fixtures/usage/call_outbound.json");
+pub const CALL_OUTBOUND: &str =
+    include_str!("../../../../../tests/fixtures/usage/call_outbound.json");
 pub const CALL_OUTBOUND_UK: &str =
-    include_str!("../../../../tests/fixtures/usage/call_outbound_uk.json");
+    include_str!("../../../../../tests/fixtures/usage/call_outbound_uk.json");
 pub const CALL_INBOUND_TOLLFREE_TRANSCRIBED: &str =
-    include_str!("../../../../tests/fixtures/usage/call_inbound_tollfree_transcribed.json");
+    include_str!("../../../../../tests/fixtures/usage/call_inbound_tollfree_transcribed.json");
 pub const CALL_UNANSWERED_RING_THROUGH: &str =
-    include_str!("../../../../tests/fixtures/usage/call_unanswered_ring_through.json");
-pub const SMS_IN: &str = include_str!("../../../../tests/fixtures/usage/sms_in.json");
-pub const SMS_OUT: &str = include_str!("../../../../tests/fixtures/usage/sms_out.json");
+    include_str!("../../../../../tests/fixtures/usage/call_unanswered_ring_through.json");
+pub const SMS_IN: &str = include_str!("../../../../../tests/fixtures/usage/sms_in.json");
+pub const SMS_OUT: &str = include_str!("../../../../../tests/fixtures/usage/sms_out.json");
 pub const NUMBER_PURCHASE: &str =
-    include_str!("../../../../tests/fixtures/usage/number_purchase.json");
+    include_str!("../../../../../tests/fixtures/usage/number_purchase.json");
 pub const NUMBER_RENEWAL: &str =
-    include_str!("../../../../tests/fixtures/usage/number_renewal.json");
+    include_str!("../../../../../tests/fixtures/usage/number_renewal.json");
 
-pub const POISON_MALFORMED: &str = include_str!("../../../../tests/fixtures/poison/malformed.json");
+pub const POISON_MALFORMED: &str =
+    include_str!("../../../../../tests/fixtures/poison/malformed.json");
 pub const POISON_UNKNOWN_TYPE: &str =
-    include_str!("../../../../tests/fixtures/poison/unknown_type.json");
+    include_str!("../../../../../tests/fixtures/poison/unknown_type.json");
 pub const POISON_UNKNOWN_ACCOUNT: &str =
-    include_str!("../../../../tests/fixtures/poison/unknown_account.json");
+    include_str!("../../../../../tests/fixtures/poison/unknown_account.json");
 
 pub fn at(rfc3339: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(rfc3339).expect("test time").with_timezone(&Utc)

@@ -1,0 +1,14 @@
+//! Card processor adapters: Stripe's HTTP API and an in-memory simulated processor (kept in a
+//! file for local mode). The port they implement, and its types, is `card_processor`,
+//! re-exported here so wiring code can name everything from one place.
+
+pub use card_processor::*;
+
+mod simulated;
+mod stripe;
+
+pub use simulated::{ChargeFault, SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR};
+pub use stripe::{
+    SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,
+    STRIPE_API_VERSION,
+};
