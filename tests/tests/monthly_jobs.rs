@@ -13,7 +13,7 @@ use jobs::statements::{Cadence, StatementJob};
 use jobs::tax::TaxJob;
 use jobs::worker::Workers;
 use jobs::Job;
-use ledger::docs::{DocKind, DocStore};
+
 use ledger::statement::statement_for;
 use ledger::store::all_entries;
 use ledger::{
@@ -55,7 +55,8 @@ async fn account(store: &DynamoStore, name: &str, exempt: bool, email: &str) -> 
         "tax_exempt": exempt,
         "statement_schedule": "monthly",
     });
-    store.put_doc(&id, DocKind::Profile, "profile", &profile.to_string(), None).await.unwrap();
+    let profile: documents::profile::Profile = serde_json::from_value(profile).unwrap();
+    documents::profile::store(store, &id, &profile).await.unwrap();
     id
 }
 
@@ -188,13 +189,13 @@ async fn statements_match_the_ledger_and_the_scheduled_one_reaches_the_mailbox_w
     let quiet =
         account(&store, &format!("quiet-{}", std::process::id()), false, "q@example.com").await;
     // Quiet asks for weekly statements only.
-    let weekly =
-        serde_json::json!({"billing_emails": ["q@example.com"], "statement_schedule": "weekly"});
-    let doc = store.get_doc(&quiet, DocKind::Profile, "profile").await.unwrap().unwrap();
-    store
-        .put_doc(&quiet, DocKind::Profile, "profile", &weekly.to_string(), Some(doc.version))
-        .await
-        .unwrap();
+    documents::profile::update(&*store, &quiet, |p| {
+        p.service_address = None;
+        p.statement_schedule = documents::profile::StatementSchedule::Weekly;
+        Ok(())
+    })
+    .await
+    .unwrap();
     // September: one payment (before the statement's period); then October.
     store
         .post(

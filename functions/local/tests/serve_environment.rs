@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Duration as Days, TimeZone, Utc};
-use ledger::docs::{DocKind, DocStore};
+
 use ledger::store::all_entries;
 use ledger::{
     AccountId, Amount, BillingItem, EntryQuery, LedgerStore, NewAccount, Posting, SourceId,
@@ -39,7 +39,8 @@ async fn account_with_last_months_usage(db: &Path) -> (AccountId, String) {
             "postal_code": "10001", "country": "US"
         }
     });
-    store.put_doc(&id, DocKind::Profile, "profile", &profile.to_string(), None).await.unwrap();
+    let profile: documents::profile::Profile = serde_json::from_value(profile).unwrap();
+    documents::profile::store(&store, &id, &profile).await.unwrap();
     let usage = |source: &str, item, amount: &str| {
         Posting::usage(
             SourceId::parse(source).unwrap(),

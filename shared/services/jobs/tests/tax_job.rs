@@ -8,7 +8,7 @@ use jobs::job::MemorySink;
 use jobs::tax::{JobError, TaxJob, TaxOutcome};
 use jobs::worker::Workers;
 use jobs::Job;
-use ledger::docs::{DocKind, DocStore};
+
 use ledger::memory::MemoryStore;
 use ledger::store::all_entries;
 use ledger::{
@@ -51,7 +51,8 @@ async fn account(store: &MemoryStore, name: &str, profile: serde_json::Value) ->
         .create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, oct(1, 0))
         .await
         .unwrap();
-    store.put_doc(&id, DocKind::Profile, "profile", &profile.to_string(), None).await.unwrap();
+    let profile: documents::profile::Profile = serde_json::from_value(profile).unwrap();
+    documents::profile::store(store, &id, &profile).await.unwrap();
     id
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use ledger::docs::{DocKind, DocStore};
+
 use ledger::memory::MemoryStore;
 use ledger::statement::{statement_for, Statement};
 use ledger::{
@@ -508,10 +508,8 @@ impl Rig {
                 "postal_code": "62701", "country": "US"},
             "tax_exempt": false,
         });
-        store
-            .put_doc(&acme(), DocKind::Profile, "profile", &profile.to_string(), None)
-            .await
-            .unwrap();
+        let profile: documents::profile::Profile = serde_json::from_value(profile).unwrap();
+        documents::profile::store(&*store, &acme(), &profile).await.unwrap();
         let rig = Rig { store, mailer: Arc::new(RecordingMailer::default()) };
         rig.post(
             "pay-1",
@@ -692,12 +690,12 @@ async fn unknown_accounts_and_bad_periods_are_recorded_and_not_retried() {
 #[tokio::test]
 async fn an_account_without_billing_contacts_has_nothing_to_send() {
     let rig = Rig::new().await;
-    let version =
-        rig.store.get_doc(&acme(), DocKind::Profile, "profile").await.unwrap().unwrap().version;
-    rig.store
-        .put_doc(&acme(), DocKind::Profile, "profile", r#"{"billing_emails": []}"#, Some(version))
-        .await
-        .unwrap();
+    documents::profile::update(&*rig.store, &acme(), |p| {
+        p.billing_emails.clear();
+        Ok(())
+    })
+    .await
+    .unwrap();
     assert_eq!(rig.send(&request("statement:nobody")).await.unwrap(), Outcome::NoRecipients);
     assert_eq!(delivery_record(&*rig.store, &acme(), "statement:nobody").await.unwrap(), None);
 }

@@ -74,7 +74,8 @@ impl Rig {
     async fn new(profile: &str) -> Rig {
         let store = Arc::new(MemoryStore::new());
         let account = AccountId::parse("acme").unwrap();
-        store.put_doc(&account, DocKind::Profile, "profile", profile, None).await.unwrap();
+        let profile: documents::profile::Profile = serde_json::from_str(profile).unwrap();
+        documents::profile::store(&*store, &account, &profile).await.unwrap();
         Rig { store, mailer: Arc::new(RecordingMailer::default()), account }
     }
 
