@@ -21,7 +21,7 @@ UNTRACKED_BEFORE="$(untracked)"
 # command run from the repo root with the stack's env loaded. Later issues
 # append here, e.g.:
 #   EXTRA_CHECKS+=(".tools/venv/bin/cfn-lint infra/template.yaml")
-EXTRA_CHECKS=("scripts/fuzz-api.sh" ".tools/venv/bin/cfn-lint infra/template.yaml" "cargo run -q --locked -p ringledger-sim -- --seeds 500")
+EXTRA_CHECKS=("scripts/demo-check.sh" "scripts/fuzz-api.sh" ".tools/venv/bin/cfn-lint infra/template.yaml" "cargo run -q --locked -p ringledger-sim -- --seeds 500")
 
 STEP_START=$SECONDS
 banner() {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's first command, small: `ringledger demo` on a fresh embedded store in a temporary
+# folder. Fails unless it runs to the end with the ledger's chain verified and the emails written.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cargo build -q --locked -p ringledger
+OUTPUT="$("$ROOT/target/debug/ringledger" demo --events 200 --db "$WORK/ringledger.db" \
+    --outbox-dir "$WORK/outbox" 2>&1)" || { echo "$OUTPUT" >&2; exit 1; }
+grep -q "chain verified" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo: no verified chain" >&2; exit 1; }
+ls "$WORK/outbox"/*.eml >/dev/null 2>&1 || { echo "$OUTPUT" >&2; echo "demo: no email written" >&2; exit 1; }
+grep -E "^final balance" <<<"$OUTPUT"
