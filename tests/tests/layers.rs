@@ -184,3 +184,59 @@ fn the_layer_rule_refuses_what_it_should() {
         may_depend(Functions, Edge) && may_depend(Edge, Adapters) && may_depend(Services, Domain)
     );
 }
+
+/// Modules of one crate do not lean on each other both ways (`a` uses `crate::b` and `b` uses
+/// `crate::a`): one of them belongs in a third module both use.
+#[test]
+fn no_two_modules_of_a_crate_depend_on_each_other() {
+    let (members, _) = members();
+    let mut cycles = Vec::new();
+    for member in &members {
+        let src = repo().join(&member.dir).join("src");
+        let Ok(entries) = std::fs::read_dir(&src) else { continue };
+        let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(module) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if path.extension().and_then(|e| e.to_str()) != Some("rs")
+                || module == "lib"
+                || module == "main"
+            {
+                continue;
+            }
+            // Code only: a documentation link is not a dependency.
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let used = text
+                .split("crate::")
+                .skip(1)
+                .filter_map(|rest| {
+                    let name: String =
+                        rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    (!name.is_empty() && name != module).then_some(name)
+                })
+                .chain(text.split("use crate::{").skip(1).flat_map(|rest| {
+                    let list = rest.split('}').next().unwrap_or_default();
+                    list.split(',')
+                        .map(|item| item.trim().split("::").next().unwrap_or_default().to_string())
+                        .collect::<Vec<_>>()
+                }))
+                .collect();
+            uses.insert(module, used);
+        }
+        for (a, used) in &uses {
+            for b in used {
+                if a < b && uses.get(b).is_some_and(|back| back.contains(a)) {
+                    cycles.push(format!("{}: {a} <-> {b}", member.dir));
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "modules that use each other:\n{}", cycles.join("\n"));
+}

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use ledger::docs::DocKind;
 use ledger::{
-    display_usd, Account, AccountId, Amount, Entry, EntryQuery, RechargeMode, RechargeSettings,
-    Show, TermsAcceptance,
+    display_usd, Account, Amount, Entry, EntryQuery, RechargeMode, RechargeSettings, Show,
+    TermsAcceptance,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -42,14 +42,7 @@ pub fn activity_router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/activity", get(activity)).route("/v1/activity.csv", get(activity_csv))
 }
 
-pub async fn account_or_404(state: &AppState, id: &AccountId) -> Result<Account, ApiError> {
-    state
-        .ledger()
-        .account(id)
-        .await
-        .map_err(ApiError::from_store)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account"))
-}
+pub use crate::state::account_or_404;
 
 /// 403 until the account has accepted the terms of service.
 pub fn require_terms(account: &Account) -> Result<(), ApiError> {

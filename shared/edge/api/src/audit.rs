@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use ledger::Account;
 use serde_json::json;
 
-use crate::account::account_or_404;
 use crate::error::ApiError;
 use crate::profile::{self, Profile};
-use crate::state::AppState;
+use crate::state::{account_or_404, AppState};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

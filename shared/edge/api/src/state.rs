@@ -55,3 +55,15 @@ impl AppState {
         Ok((items, next.flatten()))
     }
 }
+
+/// The account, or the API's 404. (Here rather than in `account`, so that `audit` and
+/// `account` do not depend on each other.)
+pub async fn account_or_404(
+    state: &AppState,
+    id: &ledger::AccountId,
+) -> Result<ledger::Account, crate::error::ApiError> {
+    use crate::error::ApiError;
+    state.ledger().account(id).await.map_err(ApiError::from_store)?.ok_or_else(|| {
+        ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such account")
+    })
+}
