@@ -379,42 +379,11 @@ pub fn apply(
             }
         }
 
-        let mut raise = |kind: LedgerEventKind| {
-            events.push(LedgerEvent {
-                id: format!("{}:{}:{}", account.id, kind.as_str(), seq),
-                account_id: account.id.clone(),
-                kind,
-                seq,
-                version,
-                balance_usd: balance,
-                raised_at: posted_at,
-            });
-        };
-        match (account.status, next.status) {
-            (AccountStatus::Active, AccountStatus::Suspended) => raise(LedgerEventKind::Suspended),
-            (AccountStatus::Suspended, AccountStatus::Active) => {
-                raise(LedgerEventKind::Reactivated)
-            }
-            _ => {}
-        }
-        if let Some(level) = account.low_balance_usd {
-            if account.balance_usd >= level.value() && balance < level.value() {
-                raise(LedgerEventKind::LowBalance);
-            }
-        }
-        // Only a debit raises a request: a credit that leaves the balance still below the
-        // threshold (a recharge smaller than one large debit) must not chain another top-up
+        // Only a debit raises a recharge request: a credit that leaves the balance still below
+        // the threshold (a recharge smaller than one large debit) must not chain another top-up
         // after it, or one large debit becomes a runaway of them (Lago #6177).
         let debited = entries.iter().any(|e| e.kind == EntryKind::Debit);
-        if let Some(recharge) = next.recharge.as_ref().filter(|r| r.enabled() && debited) {
-            if balance < recharge.threshold_usd().value() && next.recharge_may_start(posted_at) {
-                let request_id = format!("rch:{}:{}", account.id, seq);
-                next.recharge_in_flight = Some(request_id.clone());
-                // A stop from an earlier month has ended.
-                next.recharge_stopped = None;
-                raise(LedgerEventKind::RechargeRequested { request_id });
-            }
-        }
+        events.extend(crossings(account, &mut next, posted_at, debited));
     }
     if !refused.is_empty() {
         if entries.is_empty() {
@@ -472,53 +441,83 @@ pub fn settle_settings_change(
     if after.recharge != before.recharge {
         after.recharge_stopped = None;
     }
-    let mut events = Vec::new();
     // Never before the account's last posting, so events keep their order per account.
     let at = match after.last_posted_at {
         Some(last) if last > now => last,
         _ => crate::truncate_to_micros(now),
     };
-    let mut raise = |kind: LedgerEventKind| {
-        // Several payments may become pending in one change: each event needs its own id.
-        let key = match &kind {
-            LedgerEventKind::PaymentPending { key } => format!(":{key}"),
-            _ => String::new(),
-        };
-        events.push(LedgerEvent {
-            id: format!(
-                "{}:{}:{}:v{}{key}",
-                after.id,
-                kind.as_str(),
-                after.last_seq,
-                after.version
-            ),
-            account_id: after.id.clone(),
-            kind,
-            seq: after.last_seq,
-            version: after.version,
-            balance_usd: after.balance_usd,
-            raised_at: at,
-        });
-    };
+    Ok(crossings(before, after, at, true))
+}
+
+/// The events a change of an account raises, whether a posting or a settings change made it
+/// (one rule, one id format: `<account>:<kind>:<seq>:v<version>[:<key>]`):
+/// - a status change: suspended at the floor, reactivated above it;
+/// - the balance crossing below the low-balance level;
+/// - a Pay Now key newly pending;
+/// - an auto-recharge request, when auto-recharge is on, the balance is below its threshold,
+///   none is in flight and it is not stopped this month (and `may_request`: postings only
+///   raise one for a debit).
+///
+/// `after` must already carry the new balance, sequence, version and status; the request it
+/// raises is recorded on it.
+pub fn crossings(
+    before: &Account,
+    after: &mut Account,
+    at: DateTime<Utc>,
+    may_request: bool,
+) -> Vec<LedgerEvent> {
+    let mut kinds = Vec::new();
     match (before.status, after.status) {
-        (AccountStatus::Active, AccountStatus::Suspended) => raise(LedgerEventKind::Suspended),
-        (AccountStatus::Suspended, AccountStatus::Active) => raise(LedgerEventKind::Reactivated),
+        (AccountStatus::Active, AccountStatus::Suspended) => kinds.push(LedgerEventKind::Suspended),
+        (AccountStatus::Suspended, AccountStatus::Active) => {
+            kinds.push(LedgerEventKind::Reactivated)
+        }
         _ => {}
+    }
+    if let Some(level) = before.low_balance_usd {
+        if before.balance_usd >= level.value() && after.balance_usd < level.value() {
+            kinds.push(LedgerEventKind::LowBalance);
+        }
     }
     for key in &after.pending_payments {
         if !before.pending_payments.contains(key) {
-            raise(LedgerEventKind::PaymentPending { key: key.clone() });
+            kinds.push(LedgerEventKind::PaymentPending { key: key.clone() });
         }
     }
-    if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled()) {
+    if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled() && may_request) {
         if after.balance_usd < recharge.threshold_usd().value() && after.recharge_may_start(at) {
             let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
             after.recharge_in_flight = Some(request_id.clone());
+            // A stop from an earlier month has ended.
             after.recharge_stopped = None;
-            raise(LedgerEventKind::RechargeRequested { request_id });
+            kinds.push(LedgerEventKind::RechargeRequested { request_id });
         }
     }
-    Ok(events)
+    kinds
+        .into_iter()
+        .map(|kind| {
+            // Several payments may become pending in one change: each event needs its own id.
+            let key = match &kind {
+                LedgerEventKind::PaymentPending { key } => format!(":{key}"),
+                _ => String::new(),
+            };
+            LedgerEvent {
+                id: format!(
+                    "{}:{}:{}:v{}{key}",
+                    after.id,
+                    kind.as_str(),
+                    after.last_seq,
+                    after.version
+                ),
+                account_id: after.id.clone(),
+                kind,
+                seq: after.last_seq,
+                version: after.version,
+                balance_usd: after.balance_usd,
+                raised_at: at,
+            }
+        })
+        .collect()
 }
 
 fn assert_chain_extends(account: &Account, entries: &[Entry]) {

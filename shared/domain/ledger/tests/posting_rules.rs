@@ -392,7 +392,7 @@ fn crossing_the_floor_raises_exactly_one_suspended_event() {
 
     assert_eq!(event_kinds(&application.events), vec![LedgerEventKind::Suspended]);
     let event = &application.events[0];
-    assert_eq!(event.id, format!("{ACCOUNT}:suspended:3"));
+    assert_eq!(event.id, format!("{ACCOUNT}:suspended:3:v1"));
     assert_eq!(event.account_id, account_id());
     assert_eq!(event.seq, 3);
     assert_eq!(event.balance_usd, dec!(-2));
@@ -449,7 +449,7 @@ fn a_credit_lifting_the_balance_above_the_floor_raises_reactivated() {
 
     assert_eq!(application.account.status, AccountStatus::Active);
     assert_eq!(event_kinds(&application.events), vec![LedgerEventKind::Reactivated]);
-    assert_eq!(application.events[0].id, format!("{ACCOUNT}:reactivated:1"));
+    assert_eq!(application.events[0].id, format!("{ACCOUNT}:reactivated:1:v1"));
     assert_eq!(application.events[0].balance_usd, dec!(0.0001));
 }
 
@@ -494,7 +494,7 @@ fn falling_below_the_recharge_threshold_raises_exactly_one_recharge_request() {
         .filter(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
         .collect();
     assert_eq!(requests.len(), 1);
-    let expected_id = format!("rch:{ACCOUNT}:3");
+    let expected_id = format!("rch:{ACCOUNT}:3:v1");
     assert_eq!(
         requests[0].kind,
         LedgerEventKind::RechargeRequested { request_id: expected_id.clone() }
@@ -534,7 +534,7 @@ fn funds_added_under_the_request_id_settle_the_recharge_in_flight() {
     let next = book.post(&[usage("call-2", dec!(50))], minutes(2));
     assert_eq!(
         event_kinds(&next.events),
-        vec![LedgerEventKind::RechargeRequested { request_id: format!("rch:{ACCOUNT}:3") }]
+        vec![LedgerEventKind::RechargeRequested { request_id: format!("rch:{ACCOUNT}:3:v3") }]
     );
 }
 
@@ -567,7 +567,7 @@ fn a_recharge_that_leaves_the_balance_below_the_threshold_raises_no_new_request_
     assert_eq!(application.account.recharge_in_flight, None);
 
     let next = run(&application.account, &[usage("call-after", dec!(1))]);
-    let new_id = format!("rch:{ACCOUNT}:2");
+    let new_id = format!("rch:{ACCOUNT}:2:v2");
     assert_eq!(
         event_kinds(&next.events),
         vec![LedgerEventKind::RechargeRequested { request_id: new_id.clone() }]
@@ -616,7 +616,7 @@ fn a_posting_that_suspends_and_falls_below_the_threshold_raises_both_events() {
         event_kinds(&application.events),
         vec![
             LedgerEventKind::Suspended,
-            LedgerEventKind::RechargeRequested { request_id: format!("rch:{ACCOUNT}:1") },
+            LedgerEventKind::RechargeRequested { request_id: format!("rch:{ACCOUNT}:1:v1") },
         ]
     );
     let ids: HashSet<&str> = application.events.iter().map(|e| e.id.as_str()).collect();
@@ -693,7 +693,7 @@ fn crossing_the_low_balance_level_raises_one_notice_per_crossing() {
 
     let crossing = book.post(&[usage("call-1", dec!(3)), usage("call-2", dec!(3))], minutes(0));
     assert_eq!(event_kinds(&crossing.events), vec![LedgerEventKind::LowBalance]);
-    assert_eq!(crossing.events[0].id, format!("{ACCOUNT}:low_balance:2"));
+    assert_eq!(crossing.events[0].id, format!("{ACCOUNT}:low_balance:2:v1"));
 
     let still_low = book.post(&[usage("call-3", dec!(1))], minutes(1));
     assert!(still_low.events.is_empty(), "{:?}", still_low.events);
