@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use api::authorization::{router, AuthorizationState, PlatformAuth};
 use lambda_http::{run, Error};
+use rating::RateCards;
 use store_dynamodb::DynamoStore;
 use usage::authorize::DEFAULT_MAX_CALL_SECONDS;
-use usage::worker::RateCards;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

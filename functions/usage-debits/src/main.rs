@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use rating::RateCards;
 use store_dynamodb::DynamoStore;
 use usage::sqs::SqsSink;
-use usage::worker::RateCards;
 
 fn env(name: &str) -> Result<String, Error> {
     std::env::var(name).map_err(|_| format!("{name} must be set").into())

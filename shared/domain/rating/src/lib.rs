@@ -4,6 +4,8 @@
 //! the ledger's 4 decimals ([`ledger::Amount::rated`]). No I/O, no clock, no allocation beyond
 //! the returned charges.
 
+mod cards;
+pub use cards::{RateCards, RateCardsError};
 use std::collections::HashMap;
 
 use ledger::{Amount, BillingItem, Rounding};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ledger::docs::DocStore;
 use ledger::LedgerStore;
-use usage::worker::RateCards;
+use rating::RateCards;
 
 pub use documents::Store;
 

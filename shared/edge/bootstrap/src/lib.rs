@@ -6,9 +6,9 @@ use std::sync::Arc;
 use api::state::AppState;
 use notifications::notice::NoticeSink;
 use payments::{SecretKey, StripeConfig, StripeProcessor};
+use rating::RateCards;
 use recharge::sqs::SqsNoticeSink;
 use store_dynamodb::DynamoStore;
-use usage::worker::RateCards;
 
 pub type Error = lambda_http::Error;
 

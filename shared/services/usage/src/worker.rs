@@ -5,14 +5,13 @@
 //! a panic fails only that account's messages. Failed messages return to the queue and, after
 //! `maxReceiveCount` tries, go to the dead-letter queue; nothing is dropped silently.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
-use rating::RateCard;
 use tracing::{error, info, warn, Instrument};
 
 use crate::events::UsageEvent;
@@ -48,54 +47,8 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// The rate cards the worker knows, by id. Accounts without one use the standard card.
-#[derive(Debug, Clone)]
-pub struct RateCards {
-    cards: HashMap<String, Arc<RateCard>>,
-    standard: Arc<RateCard>,
-}
-
-impl RateCards {
-    /// Every card is validated: the engine assumes valid cards.
-    pub fn new(
-        cards: HashMap<String, RateCard>,
-        standard: RateCard,
-    ) -> Result<Self, rating::RateCardError> {
-        standard.validate()?;
-        for card in cards.values() {
-            card.validate()?;
-        }
-        Ok(RateCards {
-            cards: cards.into_iter().map(|(id, card)| (id, Arc::new(card))).collect(),
-            standard: Arc::new(standard),
-        })
-    }
-
-    pub fn standard_only() -> Self {
-        Self::new(HashMap::new(), RateCard::standard()).expect("the standard card is valid")
-    }
-
-    /// Load `{"standard": card?, "cards": {"id": card, ...}}` (the operator's rate-card file).
-    pub fn from_json(json: &str) -> Result<Self, String> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            standard: Option<RateCard>,
-            #[serde(default)]
-            cards: HashMap<String, RateCard>,
-        }
-        let file: File = serde_json::from_str(json).map_err(|e| format!("rate cards: {e}"))?;
-        Self::new(file.cards, file.standard.unwrap_or_else(RateCard::standard))
-            .map_err(|e| format!("rate cards: {e}"))
-    }
-
-    pub fn card(&self, id: Option<&str>) -> Option<Arc<RateCard>> {
-        match id {
-            None => Some(self.standard.clone()),
-            Some(id) => self.cards.get(id).cloned(),
-        }
-    }
-}
+/// The rate cards: the rating crate's (re-exported for the worker's callers).
+pub use rating::{RateCards, RateCardsError};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {

@@ -617,30 +617,30 @@ fn rate_cards_from_json_reject_an_invalid_card() {
     bad.calls.subsequent_increment_seconds = 0;
     let json = serde_json::json!({ "cards": { "bad": bad } }).to_string();
     assert_eq!(
-        RateCards::from_json(&json).unwrap_err(),
+        RateCards::from_json(&json).unwrap_err().to_string(),
         "rate cards: billing increments must be between 1 and 3600 seconds"
     );
 
     let mut negative = plan_card();
     negative.sms.outbound_per_segment_usd = dec!(-0.01);
     let json = serde_json::json!({ "standard": negative }).to_string();
-    let error = RateCards::from_json(&json).unwrap_err();
+    let error = RateCards::from_json(&json).unwrap_err().to_string();
     assert!(error.contains("sms.outbound_per_segment_usd"), "{error}");
 }
 
 #[test]
 fn rate_cards_from_json_reject_unknown_fields_at_file_and_card_level() {
     let json = serde_json::json!({ "cards": {}, "default": "plan" }).to_string();
-    let error = RateCards::from_json(&json).unwrap_err();
+    let error = RateCards::from_json(&json).unwrap_err().to_string();
     assert!(error.starts_with("rate cards: unknown field `default`"), "{error}");
 
     let mut card = serde_json::to_value(plan_card()).unwrap();
     card["sms"]["mms_per_message_usd"] = serde_json::json!("0.02");
     let json = serde_json::json!({ "cards": { "plan": card } }).to_string();
-    let error = RateCards::from_json(&json).unwrap_err();
+    let error = RateCards::from_json(&json).unwrap_err().to_string();
     assert!(error.contains("unknown field `mms_per_message_usd`"), "{error}");
 
-    assert!(RateCards::from_json("not json").unwrap_err().starts_with("rate cards: "));
+    assert!(RateCards::from_json("not json").unwrap_err().to_string().starts_with("rate cards: "));
 }
 
 #[test]
