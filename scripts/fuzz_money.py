@@ -8,6 +8,7 @@ charge is a succeeded payment.
 """
 import json
 import os
+from decimal import Decimal
 import sys
 import urllib.request
 
@@ -69,10 +70,13 @@ def check(processor_file):
     for record in history:
         if record["status"] == "succeeded":
             pi = record.get("processor_payment_id")
-            cents = round(float(record["amount_usd"]) * 100)
+            # Money is exact: decimal strings, never floats.
+            cents = Decimal(record["amount_usd"]) * 100
+            if cents != cents.to_integral_value():
+                problems.append(f"payment {record['payment_id']} is not whole cents")
             if pi not in charged:
                 problems.append(f"payment {record['payment_id']} succeeded without a charge")
-            elif charged[pi] != cents:
+            elif Decimal(charged[pi]) != cents:
                 problems.append(f"payment {record['payment_id']} is {cents} cents, charged {charged[pi]}")
             succeeded[pi] = record
         elif record["status"] == "pending":

@@ -271,8 +271,24 @@ enum Claim {
     },
 }
 
-fn too_large() -> PayNowError {
-    PayNowError::Internal("idempotency record too large".into())
+/// Write the claim record: create it (`expected` `None`) or replace the version read.
+/// `Ok(None)` when someone else wrote it first.
+async fn put_record(
+    store: &dyn Store,
+    id: &AccountId,
+    key: &str,
+    record: &IdempotencyRecord,
+    expected: Option<u64>,
+) -> Result<Option<u64>, PayNowError> {
+    let body = serde_json::to_string(record).map_err(PayNowError::internal)?;
+    match store.put_doc(id, DocKind::Idempotency, key, &body, expected).await {
+        Ok(version) => Ok(Some(version)),
+        Err(DocError::Conflict) => Ok(None),
+        Err(DocError::TooLarge(_)) => {
+            Err(PayNowError::Internal("idempotency record too large".into()))
+        }
+        Err(DocError::Store(error)) => Err(PayNowError::Store(error)),
+    }
 }
 
 async fn claim(
@@ -295,14 +311,8 @@ async fn claim(
         charge: Some(charge.clone()),
     };
     for round in 0..50 {
-        let body = serde_json::to_string(&fresh).map_err(PayNowError::internal)?;
-        match store.put_doc(id, DocKind::Idempotency, key, &body, None).await {
-            Ok(version) => {
-                return Ok(Claim::Mine { record: Box::new(fresh), version, replay: false })
-            }
-            Err(DocError::Conflict) => {}
-            Err(DocError::TooLarge(_)) => return Err(too_large()),
-            Err(DocError::Store(error)) => return Err(PayNowError::Store(error)),
+        if let Some(version) = put_record(store, id, key, &fresh, None).await? {
+            return Ok(Claim::Mine { record: Box::new(fresh), version, replay: false });
         }
         let Some(doc) = store.get_doc(id, DocKind::Idempotency, key).await? else {
             continue;
@@ -322,14 +332,9 @@ async fn claim(
                     charge: existing.charge.clone().or(Some(charge.clone())),
                     ..existing
                 };
-                let body = serde_json::to_string(&taken).map_err(PayNowError::internal)?;
-                match store.put_doc(id, DocKind::Idempotency, key, &body, Some(doc.version)).await {
-                    Ok(version) => {
-                        return Ok(Claim::Mine { record: Box::new(taken), version, replay: true })
-                    }
-                    Err(DocError::Conflict) => continue,
-                    Err(DocError::TooLarge(_)) => return Err(too_large()),
-                    Err(DocError::Store(error)) => return Err(PayNowError::Store(error)),
+                if let Some(version) = put_record(store, id, key, &taken, Some(doc.version)).await?
+                {
+                    return Ok(Claim::Mine { record: Box::new(taken), version, replay: true });
                 }
             }
             // Someone is paying with this key right now: wait a little for their answer.
@@ -350,12 +355,8 @@ async fn finish(
 ) -> Result<(), PayNowError> {
     record.state = "done".into();
     record.answer = Some(Box::new(answer.clone()));
-    let body = serde_json::to_string(&record).map_err(PayNowError::internal)?;
-    match store.put_doc(id, DocKind::Idempotency, key, &body, Some(version)).await {
-        Ok(_) | Err(DocError::Conflict) => Ok(()),
-        Err(DocError::TooLarge(_)) => Ok(()),
-        Err(DocError::Store(error)) => Err(PayNowError::Store(error)),
-    }
+    // A lost race only means another settler recorded the same answer.
+    put_record(store, id, key, &record, Some(version)).await.map(|_| ())
 }
 
 /// Announce (once) that this key's payment may be pending, so the reconciler will settle it.
@@ -638,18 +639,10 @@ pub async fn reconcile_pending_payment(
         return Ok(Reconciled::NotYet(stale_at));
     }
     let taken = IdempotencyRecord { started_at: now, ..record };
-    let body = serde_json::to_string(&taken).map_err(PayNowError::internal)?;
-    let version =
-        match ports.store.put_doc(id, DocKind::Idempotency, key, &body, Some(doc.version)).await {
-            Ok(version) => version,
-            Err(DocError::Conflict) => {
-                return Ok(Reconciled::NotYet(
-                    now + chrono::Duration::seconds(STALE_IN_PROGRESS_SECONDS),
-                ))
-            }
-            Err(DocError::TooLarge(_)) => return Err(too_large()),
-            Err(DocError::Store(error)) => return Err(PayNowError::Store(error)),
-        };
+    let Some(version) = put_record(ports.store, id, key, &taken, Some(doc.version)).await? else {
+        // Someone else took it over just now.
+        return Ok(Reconciled::NotYet(now + chrono::Duration::seconds(STALE_IN_PROGRESS_SECONDS)));
+    };
     let answer = settle_claim(ports, id, key, taken, version, true, now).await?;
     if matches!(answer, PayNowAnswer::Pending { .. }) {
         return Ok(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)));

@@ -122,6 +122,46 @@ impl Charging {
         )
     }
 
+    /// The payment history's record of this card's charge (status-specific fields left empty).
+    fn payment_record(
+        &self,
+        payment_id: String,
+        status: PaymentStatus,
+        processor_payment_id: Option<String>,
+        at: DateTime<Utc>,
+    ) -> PaymentRecord {
+        PaymentRecord {
+            payment_id,
+            amount_usd: self.amount_usd,
+            card_id: self.card_id.clone(),
+            card_brand: self.card_brand.clone(),
+            card_last4: self.card_last4.clone(),
+            status,
+            trigger: Trigger::Auto,
+            created_at: ledger::truncate_to_micros(at),
+            processor_payment_id,
+            failure_code: None,
+            failure_reason: None,
+            entry_seq: None,
+            balance_after_usd: None,
+            pending_reason: None,
+        }
+    }
+
+    /// The request's own history line for this card's charge, as recorded in `record`.
+    fn history_line(&self, attempt: u32, record: &PaymentRecord) -> CardAttempt {
+        CardAttempt {
+            attempt,
+            card_id: self.card_id.clone(),
+            card_brand: self.card_brand.clone(),
+            card_last4: self.card_last4.clone(),
+            succeeded: record.status == PaymentStatus::Succeeded,
+            reason: record.failure_reason.clone(),
+            processor_payment_id: record.processor_payment_id.clone(),
+            at: record.created_at,
+        }
+    }
+
     fn charge_request(
         &self,
         request_id: &str,
@@ -629,32 +669,12 @@ impl RechargeWorker {
     ) -> Result<Option<Outcome>, RechargeError> {
         warn!(account_id = %account_id, card = %charging.card_last4, %reason, "auto-recharge declined");
         let record = PaymentRecord {
-            payment_id,
-            amount_usd: charging.amount_usd,
-            card_id: charging.card_id.clone(),
-            card_brand: charging.card_brand.clone(),
-            card_last4: charging.card_last4.clone(),
-            status: PaymentStatus::Failed,
-            trigger: Trigger::Auto,
-            created_at: ledger::truncate_to_micros(now),
-            processor_payment_id,
             failure_code: Some("card_declined".into()),
-            failure_reason: Some(reason.clone()),
-            entry_seq: None,
-            balance_after_usd: None,
-            pending_reason: None,
+            failure_reason: Some(reason),
+            ..charging.payment_record(payment_id, PaymentStatus::Failed, processor_payment_id, now)
         };
         save_payment(&*self.store, account_id, &record).await?;
-        state.history.push(CardAttempt {
-            attempt: state.attempt,
-            card_id: charging.card_id.clone(),
-            card_brand: charging.card_brand.clone(),
-            card_last4: charging.card_last4.clone(),
-            succeeded: false,
-            reason: Some(reason),
-            processor_payment_id: record.processor_payment_id.clone(),
-            at: record.created_at,
-        });
+        state.history.push(charging.history_line(state.attempt, &record));
         let mut declined = charging.declined.clone();
         declined.push(charging.card_id.clone());
         state.charging = Some(Charging { declined, sent: false, ..charging.clone() });
@@ -749,22 +769,15 @@ impl RechargeWorker {
             _ => None,
         };
         self.crash_at(Fault::AfterCreditBeforeBookkeeping)?;
-        let paid_at = ledger::truncate_to_micros(charging.started_at);
         let record = PaymentRecord {
-            payment_id: payment_id.clone(),
-            amount_usd: amount,
-            card_id: charging.card_id.clone(),
-            card_brand: charging.card_brand.clone(),
-            card_last4: charging.card_last4.clone(),
-            status: PaymentStatus::Succeeded,
-            trigger: Trigger::Auto,
-            created_at: paid_at,
-            processor_payment_id: Some(processor_payment_id.clone()),
-            failure_code: None,
-            failure_reason: None,
             entry_seq: seq,
             balance_after_usd: Some(posted.account.balance_usd.normalize().to_string()),
-            pending_reason: None,
+            ..charging.payment_record(
+                payment_id.clone(),
+                PaymentStatus::Succeeded,
+                Some(processor_payment_id.clone()),
+                charging.started_at,
+            )
         };
         save_payment(&*self.store, account_id, &record).await?;
         self.add_spend(
@@ -777,16 +790,7 @@ impl RechargeWorker {
         state.charging = None;
         state.next_attempt_at = None;
         state.settled_payment_id = Some(payment_id.clone());
-        state.history.push(CardAttempt {
-            attempt: state.attempt,
-            card_id: charging.card_id.clone(),
-            card_brand: charging.card_brand.clone(),
-            card_last4: charging.card_last4.clone(),
-            succeeded: true,
-            reason: None,
-            processor_payment_id: Some(processor_payment_id),
-            at: record.created_at,
-        });
+        state.history.push(charging.history_line(state.attempt, &record));
         // The receipt goes out before the request is marked settled: a failure to send leaves
         // it unsettled, and the retry replays the same charge (same key), the same credit
         // (same source id) and the same receipt id (sent once).
