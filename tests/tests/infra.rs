@@ -211,7 +211,7 @@ fn the_outbox_relays_unreadable_item_metric_has_an_alarm() {
         .iter()
         .find(|(name, _)| name == "OutboxRelayUnreadableAlarm")
         .expect("an OutboxRelayUnreadableAlarm resource");
-    assert_eq!(value(alarm, "Namespace"), Some(usage::relay::METRIC_NAMESPACE));
-    assert_eq!(value(alarm, "MetricName"), Some(usage::relay::UNREADABLE_METRIC));
+    assert_eq!(value(alarm, "Namespace"), Some(messaging::metrics::NAMESPACE));
+    assert_eq!(value(alarm, "MetricName"), Some(messaging::metrics::OUTBOX_UNREADABLE));
     assert_eq!(value(alarm, "Threshold"), Some("1"));
 }

@@ -13,11 +13,13 @@ use api::profile::Email as ProfileEmail;
 use chrono::Utc;
 use ledger::docs::{DocKind, DocStore};
 use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
-use notifications::mailer::{Mailer, SesMailer};
+use mailers::SesMailer;
+use messaging::mail::Mailer;
+use messaging::queue::Redelivery;
 use notifications::notice::{CardFailure, Notice, NoticeKind, PaymentTrigger};
 use notifications::worker::{delivery_record, process_batch, Delivery};
 use rust_decimal::Decimal;
-use usage::sqs::poll_once;
+use sqs::{poll_once, SqsQueue};
 use usage::worker::Message;
 
 async fn ses_client() -> aws_sdk_sesv2::Client {
@@ -135,8 +137,9 @@ impl Rig {
         let mut handed = 0;
         while Instant::now() < deadline {
             let (docs, mailer, from) = (self.docs.clone(), self.mailer.clone(), self.from.clone());
-            let stats = poll_once(&self.sqs, &self.queue_url, 0, |messages| async move {
-                process_batch(docs, mailer, &from, messages).await
+            let queue = SqsQueue::new(self.sqs.clone(), &self.queue_url);
+            let stats = poll_once(&queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
+                sqs::verdicts_of(&process_batch(docs, mailer, &from, messages).await)
             })
             .await
             .expect("poll");

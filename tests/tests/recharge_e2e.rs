@@ -15,12 +15,23 @@ use ledger::{
     Account, AccountId, Amount, LedgerStore, NewAccount, RechargeMode, RechargeSettings,
     TermsAcceptance,
 };
-use notifications::mailer::SesMailer;
+use mailers::SesMailer;
+use messaging::outbox::{EventSink, QueueEventSink};
+use messaging::queue::{Redelivery, Verdict};
+use notifications::notice::QueueNotices;
 use payments::CardProcessor;
-use recharge::sqs::SqsNoticeSink;
 use recharge::RechargeWorker;
-use usage::sqs::SqsSink;
+use sqs::{poll_once, SqsQueue};
 use usage::worker::{process_batch, RateCards};
+
+/// What the recharge worker decided for the messages one drain handed it.
+#[derive(Debug, Default)]
+struct RechargeStats {
+    received: usize,
+    done: usize,
+    waiting: usize,
+    retrying: usize,
+}
 
 const FROM: &str = "billing@ringledger.example";
 
@@ -69,7 +80,7 @@ impl Rig {
         let stripe = Arc::new(e2e::stripe::processor());
         let dyn_store: Arc<dyn Store> = store.clone();
         let notices =
-            Arc::new(SqsNoticeSink { client: sqs.clone(), queue_url: notifications_url.clone() });
+            Arc::new(QueueNotices(Arc::new(SqsQueue::new(sqs.clone(), &notifications_url))));
         let worker = RechargeWorker::new(dyn_store, stripe.clone(), notices);
         Rig {
             sqs,
@@ -180,21 +191,22 @@ impl Rig {
     }
 
     async fn drain_usage(&self) {
-        let sink: Arc<dyn usage::relay::EventSink> = Arc::new(SqsSink {
-            client: self.sqs.clone(),
-            recharge_queue_url: self.recharge_url.clone(),
-            notifications_queue_url: self.notifications_url.clone(),
+        let sink: Arc<dyn EventSink> = Arc::new(QueueEventSink {
+            recharge: Arc::new(SqsQueue::new(self.sqs.clone(), &self.recharge_url)),
+            notifications: Arc::new(SqsQueue::new(self.sqs.clone(), &self.notifications_url)),
         });
+        let usage_queue = SqsQueue::new(self.sqs.clone(), &self.usage_url);
         let store: Arc<dyn LedgerStore> = self.store.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut quiet = 0;
         while Instant::now() < deadline && quiet < 3 {
             let (store, sink) = (store.clone(), sink.clone());
             let stats =
-                usage::sqs::poll_once(&self.sqs, &self.usage_url, 0, |messages| async move {
-                    process_batch(store, &RateCards::standard_only(), Some(sink), messages)
-                        .await
-                        .failures
+                poll_once(&usage_queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
+                    let report =
+                        process_batch(store, &RateCards::standard_only(), Some(sink), messages)
+                            .await;
+                    sqs::verdicts_of(&report.failures)
                 })
                 .await
                 .unwrap();
@@ -203,26 +215,37 @@ impl Rig {
     }
 
     /// Work the recharge queue until it is quiet.
-    async fn drain_recharges(&self) -> recharge::sqs::PollStats {
-        let mut total = recharge::sqs::PollStats::default();
+    async fn drain_recharges(&self) -> RechargeStats {
+        let total = std::sync::Mutex::new(RechargeStats::default());
+        let queue = SqsQueue::new(self.sqs.clone(), &self.recharge_url);
         for _ in 0..20 {
-            let stats =
-                recharge::sqs::poll_once(&self.worker, &self.sqs, &self.recharge_url, Utc::now())
-                    .await
-                    .unwrap();
+            let stats = poll_once(&queue, 0, recharge::REDELIVERY, |messages| async {
+                let mut verdicts = std::collections::HashMap::new();
+                for message in messages {
+                    let verdict = recharge::verdict(&self.worker, &message.body, Utc::now()).await;
+                    let mut total = total.lock().unwrap();
+                    match verdict {
+                        Verdict::Done => total.done += 1,
+                        Verdict::Wait(_) => total.waiting += 1,
+                        Verdict::Retry(_) | Verdict::Reject(_) => total.retrying += 1,
+                    }
+                    verdicts.insert(message.id, verdict);
+                }
+                verdicts
+            })
+            .await
+            .unwrap();
             if stats.received == 0 {
                 break;
             }
-            total.received += stats.received;
-            total.done += stats.done;
-            total.waiting += stats.waiting;
-            total.retrying += stats.retrying;
+            total.lock().unwrap().received += stats.received;
         }
-        total
+        total.into_inner().unwrap()
     }
 
     /// One invocation of the recharge Lambda as its SQS event source makes it: receive up to
-    /// 10 messages (with their receive counts), hand them to `recharge::sqs::handle_sqs_event`
+    /// 10 messages (with their receive counts), hand them to the recharge worker's verdicts and
+    /// `sqs::LambdaBatch::settle` (what `runtime::run_sqs_held` does)
     /// as an `SqsEvent`, delete what it did not report as failed, and make the failed ones
     /// visible again at once (the test's stand-in for their visibility timeout). Per record:
     /// (message id, ApproximateReceiveCount, reported failed).
@@ -265,9 +288,10 @@ impl Rig {
         let event: aws_lambda_events::sqs::SqsEvent =
             serde_json::from_value(serde_json::json!({ "Records": records }))
                 .expect("a Lambda SQS event");
-        let response =
-            recharge::sqs::handle_sqs_event(worker.clone(), &self.sqs, &self.recharge_url, event)
-                .await;
+        let batch = sqs::LambdaBatch::new(event);
+        let verdicts = recharge::verdicts(worker.clone(), batch.messages()).await;
+        let queue = SqsQueue::new(self.sqs.clone(), &self.recharge_url);
+        let response = batch.settle(&queue, &verdicts, recharge::REDELIVERY).await;
         let failed: std::collections::HashSet<String> =
             response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
         let mut rounds = Vec::new();
@@ -298,19 +322,16 @@ impl Rig {
 
     /// Work the notifications queue (emails through SES on moto).
     async fn drain_notifications(&self) {
-        let mailer: Arc<dyn notifications::mailer::Mailer> =
-            Arc::new(SesMailer::new(self.ses.clone()));
+        let mailer: Arc<dyn messaging::mail::Mailer> = Arc::new(SesMailer::new(self.ses.clone()));
+        let queue = SqsQueue::new(self.sqs.clone(), &self.notifications_url);
         let docs: Arc<dyn ledger::docs::DocStore> = self.store.clone();
         for _ in 0..20 {
             let (docs, mailer) = (docs.clone(), mailer.clone());
-            let stats = usage::sqs::poll_once(
-                &self.sqs,
-                &self.notifications_url,
-                0,
-                |messages| async move {
-                    notifications::worker::process_batch(docs, mailer, FROM, messages).await
-                },
-            )
+            let stats = poll_once(&queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
+                let failures =
+                    notifications::worker::process_batch(docs, mailer, FROM, messages).await;
+                sqs::verdicts_of(&failures)
+            })
             .await
             .unwrap();
             if stats.received == 0 {
@@ -508,10 +529,8 @@ async fn a_processor_outage_past_max_receive_count_never_dead_letters_and_rechar
 
     let processor = Arc::new(e2e::ControlledProcessor::new(e2e::stripe::processor()));
     processor.set_down(true);
-    let notices = Arc::new(SqsNoticeSink {
-        client: rig.sqs.clone(),
-        queue_url: rig.notifications_url.clone(),
-    });
+    let notices =
+        Arc::new(QueueNotices(Arc::new(SqsQueue::new(rig.sqs.clone(), &rig.notifications_url))));
     let worker = Arc::new(RechargeWorker::new(rig.store.clone(), processor.clone(), notices));
 
     // The outage: receive, fail, visible again, ... past maxReceiveCount receives in all. The
@@ -532,12 +551,12 @@ async fn a_processor_outage_past_max_receive_count_never_dead_letters_and_rechar
             receives += 1;
             copies.insert(message_id.clone());
             assert!(
-                count <= recharge::sqs::REQUEUE_AFTER_RECEIVES,
+                count <= recharge::REQUEUE_AFTER_RECEIVES,
                 "message {message_id} received {count} times during the outage"
             );
             assert_eq!(
                 failed,
-                count < recharge::sqs::REQUEUE_AFTER_RECEIVES,
+                count < recharge::REQUEUE_AFTER_RECEIVES,
                 "receive {count} of {message_id}: reported failed until it is re-sent"
             );
         }

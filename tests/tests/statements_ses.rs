@@ -16,7 +16,7 @@ use ledger::{
     display_usd, Account, AccountId, Amount, BillingItem, EntryKind, LedgerStore, NewAccount,
     Posting, PostingRule, SourceId, TermsAcceptance,
 };
-use notifications::mailer::SesMailer;
+use mailers::SesMailer;
 use notifications::statement::{send_statement, statement_csv, StatementRequest};
 use notifications::worker::{delivery_record, Delivery, Outcome};
 use rust_decimal::Decimal;

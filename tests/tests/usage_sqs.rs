@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use conformance::{at, credit, open, usd};
 use ledger::{Account, Amount, LedgerStore, RechargeMode, RechargeSettings};
-use usage::relay::{sweep, EventSink};
-use usage::sqs::{poll_once, SqsSink};
+use messaging::outbox::{sweep, EventSink, QueueEventSink};
+use messaging::queue::Redelivery;
+use sqs::{poll_once, SqsQueue};
 use usage::worker::{process_batch_received, RateCards};
 
 const FIXTURES: [&str; 8] = [
@@ -40,7 +41,9 @@ fn received_at() -> chrono::DateTime<chrono::Utc> {
 struct Rig {
     sqs: aws_sdk_sqs::Client,
     store: Arc<dyn LedgerStore>,
-    sink: Arc<SqsSink>,
+    sink: Arc<QueueEventSink>,
+    recharge_url: String,
+    notifications_url: String,
     usage_url: String,
     dlq_url: String,
     cards: RateCards,
@@ -51,13 +54,23 @@ impl Rig {
         let sqs = e2e::sqs_client().await;
         let dlq_url = e2e::create_queue(&sqs, "usage-dlq", None).await;
         let usage_url = e2e::create_queue(&sqs, "usage", Some((&dlq_url, 2))).await;
-        let sink = Arc::new(SqsSink {
-            client: sqs.clone(),
-            recharge_queue_url: e2e::create_queue(&sqs, "recharge", None).await,
-            notifications_queue_url: e2e::create_queue(&sqs, "notifications", None).await,
+        let recharge_url = e2e::create_queue(&sqs, "recharge", None).await;
+        let notifications_url = e2e::create_queue(&sqs, "notifications", None).await;
+        let sink = Arc::new(QueueEventSink {
+            recharge: Arc::new(SqsQueue::new(sqs.clone(), &recharge_url)),
+            notifications: Arc::new(SqsQueue::new(sqs.clone(), &notifications_url)),
         });
         let store: Arc<dyn LedgerStore> = Arc::new(e2e::fresh_dynamo_store().await);
-        Rig { sqs, store, sink, usage_url, dlq_url, cards: RateCards::standard_only() }
+        Rig {
+            sqs,
+            store,
+            sink,
+            recharge_url,
+            notifications_url,
+            usage_url,
+            dlq_url,
+            cards: RateCards::standard_only(),
+        }
     }
 
     async fn send(&self, bodies: &[&str]) {
@@ -89,8 +102,11 @@ impl Rig {
             let store = self.store.clone();
             let cards = self.cards.clone();
             let sink = sink.clone();
-            let stats = poll_once(&self.sqs, &self.usage_url, 0, |messages| async move {
-                process_batch_received(store, &cards, sink, messages, received_at()).await.failures
+            let queue = SqsQueue::new(self.sqs.clone(), &self.usage_url);
+            let stats = poll_once(&queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
+                let report =
+                    process_batch_received(store, &cards, sink, messages, received_at()).await;
+                sqs::verdicts_of(&report.failures)
             })
             .await
             .expect("poll");
@@ -160,7 +176,7 @@ async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_on
     assert_eq!(handed, FIXTURES.len());
     let again = conformance::assert_consistent(store, &id).await;
     assert_eq!((again.balance_usd, again.last_seq), (account.balance_usd, account.last_seq));
-    assert!(e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await.is_empty());
+    assert!(e2e::drain(&rig.sqs, &rig.recharge_url).await.is_empty());
 
     // A 40-minute UK call crosses the $15 threshold: 0.04 x 40 + 0.0025 = 1.6025 -> 14.8955.
     let long_call = r#"{"version": 1, "event_id": "evt-uk-long", "account_id": "acme", "occurred_at": "2026-11-04T10:00:00Z", "type": "call", "data": {"direction": "outbound", "from": "+14155550100", "to": "+447700900123", "answered": true, "duration_seconds": 2400}}"#;
@@ -171,7 +187,7 @@ async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_on
     rig.run_until_drained(Some(sink.clone()), 0).await;
     let crossed = conformance::assert_consistent(store, &id).await;
     assert_eq!(crossed.balance_usd, usd("14.8767"), "14.8955 - 0.0188 for the SMS");
-    let requests = e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await;
+    let requests = e2e::drain(&rig.sqs, &rig.recharge_url).await;
     assert_eq!(requests.len(), 1, "exactly one recharge request: {requests:?}");
     let request: serde_json::Value = serde_json::from_str(&requests[0]).unwrap();
     assert_eq!(request["kind"]["kind"], "recharge_requested");
@@ -183,19 +199,19 @@ async fn usage_from_sqs_posts_once_poison_goes_to_the_dlq_and_crossings_raise_on
 
     // Notices so far (the first credit's reactivation was posted outside the worker).
     sweep(store, &*sink, 100, 1_000).await.unwrap();
-    e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+    e2e::drain(&rig.sqs, &rig.notifications_url).await;
 
     // The worker "dies" between the ledger write and the queue send (no sink): the suspension
     // notice waits in the outbox, and the sweeper sends it exactly once.
     let huge = r#"{"version": 1, "event_id": "evt-uk-day", "account_id": "acme", "occurred_at": "2026-11-04T12:00:00Z", "type": "call", "data": {"direction": "outbound", "from": "+14155550100", "to": "+447700900123", "answered": true, "duration_seconds": 86400}}"#;
     rig.send(&[huge]).await;
     rig.run_until_drained(None, 0).await;
-    assert!(e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await.is_empty());
+    assert!(e2e::drain(&rig.sqs, &rig.notifications_url).await.is_empty());
     let pending = store.pending_events(100).await.unwrap();
     assert_eq!(pending.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["suspended"]);
     assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap().relayed, 1);
     assert_eq!(sweep(store, &*sink, 100, 1_000).await.unwrap().relayed, 0, "sent once");
-    let notices = e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+    let notices = e2e::drain(&rig.sqs, &rig.notifications_url).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("\"suspended\""));
     let suspended = conformance::assert_consistent(store, &id).await;
@@ -235,10 +251,9 @@ async fn the_relay_sends_batches_to_each_queue_and_a_missing_queue_fails_only_it
     assert_eq!(store.pending_events(100).await.unwrap().len(), 25);
 
     // The recharge queue does not exist: its one event fails, every notice goes out.
-    let broken = SqsSink {
-        client: rig.sqs.clone(),
-        recharge_queue_url: format!("{}-missing", rig.sink.recharge_queue_url),
-        notifications_queue_url: rig.sink.notifications_queue_url.clone(),
+    let broken = QueueEventSink {
+        recharge: Arc::new(SqsQueue::new(rig.sqs.clone(), format!("{}-missing", rig.recharge_url))),
+        notifications: Arc::new(SqsQueue::new(rig.sqs.clone(), &rig.notifications_url)),
     };
     let report = sweep(store, &broken, 100, 1_000).await.unwrap();
     assert_eq!((report.relayed, report.failed, report.unreadable), (24, 1, 0));
@@ -247,12 +262,12 @@ async fn the_relay_sends_batches_to_each_queue_and_a_missing_queue_fails_only_it
         pending.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         vec!["recharge_requested"]
     );
-    let notices = e2e::drain(&rig.sqs, &rig.sink.notifications_queue_url).await;
+    let notices = e2e::drain(&rig.sqs, &rig.notifications_url).await;
     assert_eq!(notices.len(), 24, "23 reactivations and the recharging account's");
 
     let report = sweep(store, &*rig.sink, 100, 1_000).await.unwrap();
     assert_eq!((report.relayed, report.failed), (1, 0));
-    let requests = e2e::drain(&rig.sqs, &rig.sink.recharge_queue_url).await;
+    let requests = e2e::drain(&rig.sqs, &rig.recharge_url).await;
     assert_eq!(requests.len(), 1);
     assert!(requests[0].contains("recharge_requested"));
 }

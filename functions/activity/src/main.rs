@@ -1,6 +1,13 @@
-//! Lambda: the account API's activity and its CSV export (API Gateway HTTP API, JWT authorizer).
+//! Lambda: the account API's activity, its CSV export and statements on demand (API Gateway
+//! HTTP API, JWT authorizer).
+
+use runtime::HttpNeeds;
 
 #[tokio::main]
-async fn main() -> Result<(), bootstrap::Error> {
-    bootstrap::serve_group(api::app::activity_group, false).await
+async fn main() -> Result<(), runtime::Error> {
+    runtime::run_http(
+        api::app::activity_group,
+        HttpNeeds { statements: true, ..HttpNeeds::default() },
+    )
+    .await
 }

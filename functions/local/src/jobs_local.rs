@@ -15,7 +15,8 @@ use jobs::statements::{Cadence, StatementJob};
 use jobs::tax::TaxJob;
 use jobs::worker::Workers;
 use jobs::{Job, JobSink};
-use notifications::mailer::{FileMailer, Mailer};
+use mailers::FileMailer;
+use messaging::mail::Mailer;
 
 use crate::pipeline::MAIL_FROM;
 

@@ -1,6 +1,10 @@
-//! Lambda: the account API's cards, Pay Now and payment history (API Gateway HTTP API, JWT authorizer).
+//! Lambda: the account API's cards, Pay Now and payment history (API Gateway HTTP API, JWT
+//! authorizer). It charges cards and queues receipts.
+
+use runtime::HttpNeeds;
 
 #[tokio::main]
-async fn main() -> Result<(), bootstrap::Error> {
-    bootstrap::serve_group(api::app::payments_group, true).await
+async fn main() -> Result<(), runtime::Error> {
+    let needs = HttpNeeds { card_processor: true, receipts: true, statements: false };
+    runtime::run_http(api::app::payments_group, needs).await
 }

@@ -642,6 +642,7 @@ impl LedgerStore for DynamoStore {
             match self.transact(items).await {
                 Ok(()) => return Ok(next),
                 Err(failure) if failure.is_retryable() => {
+                    messaging::metrics::count(messaging::metrics::CONTENTION_RETRIES, 1);
                     tokio::time::sleep(backoff(attempt)).await
                 }
                 Err(failure) => return Err(failure.into_store_error(id)),
@@ -669,6 +670,7 @@ impl LedgerStore for DynamoStore {
                     tokio::time::sleep(backoff(attempt + 3)).await;
                 }
                 Err(failure) if failure.is_retryable() => {
+                    messaging::metrics::count(messaging::metrics::CONTENTION_RETRIES, 1);
                     tokio::time::sleep(backoff(attempt)).await
                 }
                 Err(failure) => return Err(failure.into_store_error(id)),

@@ -530,3 +530,16 @@ impl ProcessorError {
         matches!(self, ProcessorError::Unavailable(_) | ProcessorError::Unexpected(_))
     }
 }
+
+/// Count a charge's outcome as a business metric: a success, a decline (a definite refusal
+/// included), or an unknown outcome to be recovered later.
+pub fn count_outcome(outcome: &Result<ChargeOutcome, ProcessorError>) {
+    use messaging::metrics::{count, CHARGES, DECLINES, UNKNOWN_OUTCOMES};
+    let name = match outcome {
+        Ok(ChargeOutcome::Succeeded { .. }) => CHARGES,
+        Ok(ChargeOutcome::Declined { .. })
+        | Err(ProcessorError::Declined(_) | ProcessorError::InvalidRequest(_)) => DECLINES,
+        Ok(ChargeOutcome::Processing { .. }) | Err(_) => UNKNOWN_OUTCOMES,
+    };
+    count(name, 1);
+}

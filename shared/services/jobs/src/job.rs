@@ -61,47 +61,41 @@ impl JobSink for MemorySink {
     }
 }
 
-/// Publishes to an SQS queue, ten messages per `SendMessageBatch` (SQS's limit), retrying the
-/// entries SQS reports as failed.
-pub struct SqsJobSink {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
-}
+/// Publishes to a queue (the job's SQS queue in AWS), ten messages per batch, sending again
+/// the messages the queue refused.
+pub struct QueueJobs(pub std::sync::Arc<dyn messaging::queue::QueueSender>);
 
-/// How many times entries SQS refused are sent again before the publish fails.
+/// How many times messages the queue refused are sent again before the publish fails.
 const MAX_BATCH_RETRIES: u32 = 5;
 
 #[async_trait]
-impl JobSink for SqsJobSink {
+impl JobSink for QueueJobs {
     async fn publish(&self, jobs: &[Job]) -> Result<(), BoxError> {
-        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-        for chunk in jobs.chunks(10) {
-            let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
+        use messaging::queue::{Outgoing, MAX_BATCH};
+        for chunk in jobs.chunks(MAX_BATCH) {
+            let mut pending: Vec<Outgoing> = chunk
                 .iter()
-                .enumerate()
-                .map(|(index, job)| {
-                    Ok(SendMessageBatchRequestEntry::builder()
-                        .id(format!("j{index}"))
-                        .message_body(serde_json::to_string(job)?)
-                        .build()?)
-                })
+                .map(|job| Ok(Outgoing::new(serde_json::to_string(job)?)))
                 .collect::<Result<_, BoxError>>()?;
             for attempt in 0..=MAX_BATCH_RETRIES {
-                let output = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(pending.clone()))
-                    .send()
-                    .await?;
-                let failed: Vec<&str> = output.failed().iter().map(|f| f.id()).collect();
-                if failed.is_empty() {
-                    break;
+                let results = self.0.send_batch(&pending).await;
+                let mut refused = Vec::new();
+                let mut last_error = None;
+                for (message, result) in pending.into_iter().zip(results) {
+                    if let Err(error) = result {
+                        refused.push(message);
+                        last_error = Some(error);
+                    }
                 }
+                let Some(error) = last_error else { break };
                 if attempt == MAX_BATCH_RETRIES {
-                    return Err(format!("SQS refused {} job messages", failed.len()).into());
+                    return Err(format!(
+                        "the queue refused {} job messages: {error}",
+                        refused.len()
+                    )
+                    .into());
                 }
-                pending.retain(|entry| failed.contains(&entry.id()));
+                pending = refused;
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
         }

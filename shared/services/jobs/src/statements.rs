@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{Datelike, Duration, NaiveDate};
 use ledger::docs::DocStore;
 use ledger::{AccountId, LedgerStore};
-use notifications::mailer::Mailer;
+use messaging::mail::Mailer;
 use notifications::statement::{send_statement, StatementRequest};
 use notifications::worker::Outcome;
 use serde::{Deserialize, Serialize};

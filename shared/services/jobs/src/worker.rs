@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
+use messaging::queue::{Failure, Message, Redelivery};
 use tracing::{error, info, warn};
-use usage::worker::{Failure, Message};
 
 use crate::job::Job;
 use crate::statements::StatementJob;
@@ -57,6 +57,7 @@ impl Workers {
                     Ok(job) => job,
                     Err(reason) => {
                         error!(message_id = %message.id, %reason, "dropping a message that is not a job");
+                        messaging::metrics::count(messaging::metrics::MESSAGES_DROPPED, 1);
                         return None;
                     }
                 };
@@ -75,6 +76,7 @@ impl Workers {
                     }
                     Err(error) if error.is_permanent() => {
                         error!(account_id = %job.account_id(), %error, "job failed for good; dropped");
+                        messaging::metrics::count(messaging::metrics::MESSAGES_DROPPED, 1);
                         None
                     }
                     Err(error) => {
@@ -88,54 +90,13 @@ impl Workers {
             .await;
         results.into_iter().flatten().collect()
     }
-
-    /// Lambda's SQS event in, the partial-batch response out (`ReportBatchItemFailures`).
-    /// A failed job's message comes back after `retry.after` instead of the queue's visibility
-    /// timeout (six times the function's, which the planner's long timeout makes 90 minutes).
-    pub async fn handle_sqs_event(
-        &self,
-        event: aws_lambda_events::sqs::SqsEvent,
-        retry: &RetrySoon,
-    ) -> aws_lambda_events::sqs::SqsBatchResponse {
-        let handles: std::collections::HashMap<String, String> = event
-            .records
-            .iter()
-            .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
-            .collect();
-        let failures = self.process_batch(usage::sqs::messages_from_event(event)).await;
-        for failure in &failures {
-            if let Some(handle) = handles.get(&failure.message_id) {
-                retry.soon(handle).await;
-            }
-        }
-        usage::sqs::batch_response(&failures)
-    }
-}
-
-/// Brings a failed message back sooner, by cutting its visibility timeout.
-pub struct RetrySoon {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
-    pub after: std::time::Duration,
 }
 
 /// How long a failed job waits before it is tried again.
 pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl RetrySoon {
-    /// Best effort: if this fails, the message still comes back after the queue's timeout.
-    pub async fn soon(&self, receipt_handle: &str) {
-        let seconds = i32::try_from(self.after.as_secs()).unwrap_or(i32::MAX);
-        if let Err(error) = self
-            .client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds)
-            .send()
-            .await
-        {
-            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "could not bring a failed job back sooner");
-        }
-    }
-}
+/// A failed job's message comes back after [`RETRY_AFTER`] instead of the queue's visibility
+/// timeout (six times the function's, which the planner's long timeout makes 90 minutes), and
+/// reaches the DLQ after the queue's `maxReceiveCount`.
+pub const REDELIVERY: Redelivery =
+    Redelivery { retry_after: Some(RETRY_AFTER), requeue_after_receives: None };

@@ -14,8 +14,8 @@ use ledger::store::all_entries;
 use ledger::{
     AccountId, Amount, BillingItem, EntryQuery, LedgerStore, NewAccount, Posting, SourceId,
 };
+use messaging::queue::Message;
 use rust_decimal_macros::dec;
-use usage::worker::Message;
 
 fn oct(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, hour, 0, 0).unwrap()

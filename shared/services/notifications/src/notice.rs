@@ -143,3 +143,19 @@ pub trait NoticeSink: Send + Sync {
         notice: &Notice,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
+
+/// Notices as queue messages (the notifications queue in AWS): the body is the notice's JSON.
+pub struct QueueNotices(pub std::sync::Arc<dyn messaging::queue::QueueSender>);
+
+#[async_trait::async_trait]
+impl NoticeSink for QueueNotices {
+    async fn publish(
+        &self,
+        notice: &Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let message = messaging::queue::Outgoing::new(serde_json::to_string(notice)?)
+            .with_attribute("notice_id", notice.id.clone())
+            .with_attribute("kind", notice.kind.as_str());
+        self.0.send(&message).await
+    }
+}

@@ -25,11 +25,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::mailer::{Attachment, Email, Mailer};
 use crate::templates::{render_html, render_text, Block, Column, Rendered, Table, TableRow};
 use crate::worker::{
     claim_state, dedupe_addresses, deliver_once, refuse_once, Claim, Contacts, Outcome,
 };
+use messaging::mail::{Attachment, Email, Mailer};
 
 /// The most line items the email itself shows; the CSV attachment has every one.
 pub const MAX_EMAIL_LINES: usize = 200;

@@ -28,13 +28,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger::docs::{check_doc_id, DocError, DocKind, DocStore};
 use ledger::AccountId;
+use messaging::queue::{Failure, Message};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn, Instrument};
-use usage::worker::{Failure, Message};
 
-use crate::mailer::{Email, Mailer};
 use crate::notice::{Notice, NoticeKind, NoticeSink};
 use crate::templates;
+use messaging::mail::{Email, Mailer};
 
 /// Messages handled concurrently within one batch.
 pub const MESSAGE_CONCURRENCY: usize = 10;
@@ -374,6 +374,7 @@ pub async fn deliver_once(
             })?;
             mark_sent(docs, account, id, &sent, claimed_version).await;
             info!(%message_id, recipients = email.to.len(), "notice sent");
+            messaging::metrics::count(messaging::metrics::NOTICES_SENT, 1);
             Ok(Outcome::Sent { message_id })
         }
         Err(error) if error.is_permanent() => {

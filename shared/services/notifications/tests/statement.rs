@@ -16,7 +16,8 @@ use ledger::{
     Account, AccountId, Amount, BillingItem, Entry, EntryKind, LedgerStore, NewAccount, Posting,
     PostingRule, SourceId, TermsAcceptance,
 };
-use notifications::mailer::{Email, FileMailer, MailError, Mailer};
+use mailers::FileMailer;
+use messaging::mail::{Email, MailError, Mailer};
 use notifications::statement::{
     render_statement, send_statement, statement_csv, AccountInfo, ServiceAddress, StatementRequest,
     CSV_COLUMNS, MAX_EMAIL_LINES,

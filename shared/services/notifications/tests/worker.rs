@@ -10,14 +10,14 @@ use chrono::{Duration, Utc};
 use ledger::docs::{DocKind, DocStore};
 use ledger::memory::MemoryStore;
 use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
-use notifications::mailer::{Email, MailError, Mailer};
+use messaging::mail::{Email, MailError, Mailer};
+use messaging::queue::Message;
 use notifications::notice::{CardFailure, Notice, NoticeKind, NoticeSink, PaymentTrigger};
 use notifications::worker::{
     delivery_record, process_batch, recipients, Contacts, Delivery, DirectSink, NoticeRecord,
     CLAIM_LEASE_SECONDS,
 };
 use rust_decimal_macros::dec;
-use usage::worker::Message;
 
 const FROM: &str = "Ringledger Billing <billing@ringledger.example>";
 
@@ -88,7 +88,7 @@ impl Rig {
         .await
     }
 
-    async fn run(&self, bodies: &[&str]) -> Vec<usage::worker::Failure> {
+    async fn run(&self, bodies: &[&str]) -> Vec<messaging::queue::Failure> {
         let messages = bodies
             .iter()
             .enumerate()
@@ -379,8 +379,16 @@ async fn the_lambda_handler_reports_only_failed_records() {
         ]
     }))
     .unwrap();
-    let response =
-        notifications::handle_sqs_event(rig.store.clone(), rig.mailer.clone(), FROM, event).await;
+    // What the notifications Lambda does (`runtime::run_sqs` around the worker).
+    let batch = sqs::LambdaBatch::new(event);
+    let failures = notifications::worker::process_batch(
+        rig.store.clone(),
+        rig.mailer.clone(),
+        FROM,
+        batch.messages(),
+    )
+    .await;
+    let response = sqs::LambdaBatch::response(&failures);
     let failed: Vec<&str> =
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["bad"]);

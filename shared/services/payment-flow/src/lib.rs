@@ -523,6 +523,7 @@ async fn settle_claim(
     } else {
         ports.processor.charge(&request).await
     };
+    card_processor::count_outcome(&outcome);
     let answer = match outcome {
         Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
             let source = SourceId::parse(format!("pay:{key}")).map_err(PayNowError::internal)?;

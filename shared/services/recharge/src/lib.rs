@@ -14,8 +14,11 @@
 //!   request waits for its backoff (1 h, 6 h, then 12 h, at most [`MAX_ATTEMPTS`] attempts); a
 //!   declined card is never charged again before then.
 
-pub mod sqs;
+//!
+//! On the queue (see [`verdicts`]): a request that must wait is held until then by the queue
+//! ([`REDELIVERY`]); an unreadable message is rejected and reaches the dead-letter queue.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use card_processor::{CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, ProcessorError};
@@ -28,6 +31,7 @@ use ledger::{
     AccountId, Amount, BillingItem, LedgerEvent, LedgerEventKind, Posting, RechargeMode, Rounding,
     SourceId, StoreError,
 };
+use messaging::queue::{Message, Redelivery, Verdict};
 use notifications::notice::{CardFailure, Notice, NoticeKind, NoticeSink, PaymentTrigger};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -555,6 +559,7 @@ impl RechargeWorker {
         now: DateTime<Utc>,
     ) -> Result<Option<Outcome>, RechargeError> {
         let payment_id = charging.payment_id(request_id, state.attempt);
+        card_processor::count_outcome(&outcome);
         match outcome {
             Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
                 self.crash_at(Fault::AfterChargeBeforeCredit)?;
@@ -880,4 +885,55 @@ impl RechargeWorker {
 struct MonthlySpend {
     total_usd: Decimal,
     requests: Vec<String>,
+}
+
+/// A request received this many times that must still wait or retry is sent again as a fresh
+/// message and the old one deleted, so a long backoff or a long processor outage never
+/// dead-letters a request whose state is durable (the queue's `maxReceiveCount` is 8; the
+/// backoff schedule needs at most 5 holds). Only unreadable messages reach the DLQ.
+pub const REQUEUE_AFTER_RECEIVES: u32 = 6;
+
+/// How the recharge queue brings back requests: held until their time, requeued fresh after
+/// [`REQUEUE_AFTER_RECEIVES`].
+pub const REDELIVERY: Redelivery =
+    Redelivery { retry_after: None, requeue_after_receives: Some(REQUEUE_AFTER_RECEIVES) };
+
+/// What to do with one recharge-queue message (a ledger event).
+pub async fn verdict(worker: &RechargeWorker, body: &str, now: DateTime<Utc>) -> Verdict {
+    let event: LedgerEvent = match serde_json::from_str(body) {
+        Ok(event) => event,
+        Err(error) => return Verdict::Reject(format!("not a ledger event: {error}")),
+    };
+    if matches!(event.kind, LedgerEventKind::RechargeRequested { .. }) {
+        messaging::metrics::count(messaging::metrics::RECHARGE_REQUESTS, 1);
+    }
+    match worker.handle(&event, now).await {
+        Ok(Outcome::RetryAt(at) | Outcome::NotYet(at)) => Verdict::Wait(at),
+        Ok(outcome) => {
+            info!(event = %event.id, ?outcome, "recharge request handled");
+            Verdict::Done
+        }
+        Err(error) => {
+            warn!(event = %event.id, %error, "recharge request failed; will retry");
+            Verdict::Retry(error.to_string())
+        }
+    }
+}
+
+/// A batch's verdicts by message id: one task per message, so a panic (a bug) fails only its
+/// own message.
+pub async fn verdicts(
+    worker: Arc<RechargeWorker>,
+    messages: Vec<Message>,
+) -> HashMap<String, Verdict> {
+    let mut verdicts = HashMap::with_capacity(messages.len());
+    for message in messages {
+        let task_worker = worker.clone();
+        let body = message.body;
+        let verdict = tokio::spawn(async move { verdict(&task_worker, &body, Utc::now()).await })
+            .await
+            .unwrap_or_else(|panic| Verdict::Retry(format!("worker panicked: {panic}")));
+        verdicts.insert(message.id, verdict);
+    }
+    verdicts
 }

@@ -306,7 +306,7 @@ async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
     let dyn_store: Arc<dyn Store> = rig.store.clone();
     let state = Arc::new(api::state::AppState {
         store: dyn_store,
-        cards: usage::worker::RateCards::standard_only(),
+        cards: rating::RateCards::standard_only(),
         processor: rig.processor.clone(),
         notices: None,
         statements: None,

@@ -12,10 +12,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
+use messaging::outbox::{publish_and_ack, EventSink};
+pub use messaging::queue::{Failure, Message};
 use tracing::{error, info, warn, Instrument};
 
 use crate::events::UsageEvent;
-use crate::relay::{publish_and_ack, EventSink};
 use crate::source::{check_rates, RatedEvents};
 
 /// Events per store call: up to ~6 postings each stays under the ledger's 1,000 per call.
@@ -32,20 +33,6 @@ pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
 /// is drawn between half and all of its ceiling, so contending pollers spread out).
 pub const CONTENTION_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 pub const CONTENTION_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// One queue message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub id: String,
-    pub body: String,
-}
-
-/// Why a message was not processed; it goes back to the queue (and in the end to the DLQ).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub message_id: String,
-    pub reason: String,
-}
 
 /// The rate cards: the rating crate's (re-exported for the worker's callers).
 pub use rating::{RateCards, RateCardsError};
@@ -194,6 +181,7 @@ async fn post_account(
         match post_through_contention(store, account_id, source).await {
             Ok(posted) => {
                 outcome.events_posted += chunk.len();
+                messaging::metrics::count(messaging::metrics::USAGE_EVENTS, chunk.len() as u64);
                 for result in &posted.results {
                     match result {
                         PostingResult::Applied { .. } => outcome.applied += 1,
@@ -255,6 +243,7 @@ async fn post_through_contention(
                     return Err(StoreError::Contention(account_id.clone()));
                 }
                 info!(tries, wait_ms = wait.as_millis() as u64, "contended account; retrying");
+                messaging::metrics::count(messaging::metrics::CONTENTION_RETRIES, 1);
                 tokio::time::sleep(wait).await;
                 ceiling = (ceiling * 2).min(CONTENTION_BACKOFF_MAX);
                 tries += 1;

@@ -17,9 +17,9 @@ use ledger::{
     LedgerEventKind, LedgerStore, NewAccount, PlanUsage, PostOutcome, Posting, PostingSource,
     SourceId, StoreError,
 };
+use messaging::outbox::{sweep, EventSink};
 use rating::{RateCard, RateCardError};
 use rust_decimal_macros::dec;
-use usage::relay::{sweep, EventSink};
 use usage::worker::{
     process_batch_received, BatchReport, Failure, Message, RateCards, CONTENTION_BUDGET,
     MAX_EVENTS_PER_POST,
@@ -662,6 +662,19 @@ fn rate_cards_new_validates_every_card() {
 
 const LAMBDA_EVENT: &str = include_str!("../../../../tests/fixtures/lambda/sqs_usage_event.json");
 
+/// What the usage-debits Lambda does with an SQS event (`runtime::run_sqs` around the worker).
+async fn handle_lambda_event(
+    store: Arc<MemoryStore>,
+    cards: &RateCards,
+    sink: Option<Arc<dyn EventSink>>,
+    event: SqsEvent,
+    received_at: DateTime<Utc>,
+) -> aws_lambda_events::sqs::SqsBatchResponse {
+    let batch = sqs::LambdaBatch::new(event);
+    let report = process_batch_received(store, cards, sink, batch.messages(), received_at).await;
+    sqs::LambdaBatch::response(&report.failures)
+}
+
 #[tokio::test]
 async fn the_lambda_handler_reports_exactly_the_malformed_record_as_a_batch_item_failure() {
     let store = Arc::new(MemoryStore::new());
@@ -669,8 +682,7 @@ async fn the_lambda_handler_reports_exactly_the_malformed_record_as_a_batch_item
     let event: SqsEvent = serde_json::from_str(LAMBDA_EVENT).expect("a Lambda SQS event");
     assert_eq!(event.records.len(), 3);
 
-    let response =
-        usage::handle_sqs_event_received(store.clone(), &cards(), None, event, now()).await;
+    let response = handle_lambda_event(store.clone(), &cards(), None, event, now()).await;
     let failed: Vec<&str> =
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["7d2e9b3c-5a1f-4e6d-8b0c-3f7a9e1d2c02"]);
@@ -690,9 +702,8 @@ async fn the_lambda_handler_reports_no_failures_for_a_clean_redelivery() {
     let acme = open(&store, "acme", dec!(10)).await;
     let mut event: SqsEvent = serde_json::from_str(LAMBDA_EVENT).unwrap();
     event.records.remove(1);
-    let first =
-        usage::handle_sqs_event_received(store.clone(), &cards(), None, event.clone(), now()).await;
-    let again = usage::handle_sqs_event_received(store.clone(), &cards(), None, event, now()).await;
+    let first = handle_lambda_event(store.clone(), &cards(), None, event.clone(), now()).await;
+    let again = handle_lambda_event(store.clone(), &cards(), None, event, now()).await;
     assert!(first.batch_item_failures.is_empty());
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(account(&store, &acme).await.balance_usd, dec!(9.9339));
@@ -703,7 +714,7 @@ async fn a_record_without_a_message_id_or_body_still_fails_visibly() {
     let store = Arc::new(MemoryStore::new());
     let event: SqsEvent =
         serde_json::from_str(r#"{"Records": [{"eventSource": "aws:sqs"}]}"#).unwrap();
-    let response = usage::handle_sqs_event_received(store, &cards(), None, event, now()).await;
+    let response = handle_lambda_event(store, &cards(), None, event, now()).await;
     let failed: Vec<&str> =
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["record-0"]);

@@ -863,13 +863,13 @@ impl World {
         ));
         let hold_until = match outcome {
             Ok(Outcome::RetryAt(at) | Outcome::NotYet(at)) => {
-                Some(at.min(self.now + Duration::seconds(recharge::sqs::MAX_VISIBILITY_SECONDS)))
+                Some(at.min(self.now + Duration::seconds(messaging::queue::MAX_HOLD_SECONDS)))
             }
             Ok(_) => None,
             Err(_) => Some(self.now + Duration::seconds(VISIBILITY_SECONDS)),
         };
         let Some(until) = hold_until else { return };
-        if message.receives >= recharge::sqs::REQUEUE_AFTER_RECEIVES {
+        if message.receives >= recharge::REQUEUE_AFTER_RECEIVES {
             // The consumer sends a fresh copy and deletes this one (`sqs::requeue`): the
             // request lives on with its durable state instead of dead-lettering.
             message.receives = 0;

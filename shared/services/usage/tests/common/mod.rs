@@ -12,10 +12,10 @@ use ledger::{
     Account, AccountId, Amount, BillingItem, LedgerEvent, LedgerStore, NewAccount, Posting,
     Rounding, SourceId, TermsAcceptance,
 };
+use messaging::outbox::{EventSink, RelayError};
 use rating::{CallRates, DirectionRates, NumberRates, PremiumRates, RateCard, SmsRates};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use usage::relay::{EventSink, RelayError};
 
 /// Every usage fixture, by file name.
 pub const CALL_OUTBOUND: &str =

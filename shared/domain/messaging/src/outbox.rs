@@ -7,19 +7,18 @@
 //! the next sweep, and an outbox item the store cannot read is skipped, logged at error and
 //! counted (the relay function turns the count into a metric with an alarm).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures::StreamExt;
-use ledger::{LedgerEvent, LedgerStore, StoreError};
+use ledger::{LedgerEvent, LedgerEventKind, LedgerStore, StoreError};
 use tracing::{error, warn};
 
-/// Events per publish call: SQS `SendMessageBatch` takes at most 10 messages.
-pub const PUBLISH_BATCH: usize = 10;
-/// The CloudWatch namespace and metric names of [`RelayReport::metric_line`]; the template
-/// alarms on unreadable items.
-pub const METRIC_NAMESPACE: &str = "ringledger";
-pub const RELAYED_METRIC: &str = "OutboxRelayed";
-pub const FAILED_METRIC: &str = "OutboxPublishFailed";
-pub const UNREADABLE_METRIC: &str = "OutboxUnreadable";
+use crate::metrics;
+use crate::queue::{Outgoing, QueueSender, MAX_BATCH};
+
+/// Events per publish call: a queue's batch send takes at most 10 messages.
+pub const PUBLISH_BATCH: usize = MAX_BATCH;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -56,27 +55,11 @@ pub struct RelayReport {
 }
 
 impl RelayReport {
-    /// The report as one CloudWatch embedded-metric-format line: printed to a Lambda's stdout,
-    /// CloudWatch turns it into metrics without any API call or metric filter.
-    pub fn metric_line(&self, at: chrono::DateTime<chrono::Utc>) -> String {
-        serde_json::json!({
-            "_aws": {
-                "Timestamp": at.timestamp_millis(),
-                "CloudWatchMetrics": [{
-                    "Namespace": METRIC_NAMESPACE,
-                    "Dimensions": [[]],
-                    "Metrics": [
-                        { "Name": RELAYED_METRIC, "Unit": "Count" },
-                        { "Name": FAILED_METRIC, "Unit": "Count" },
-                        { "Name": UNREADABLE_METRIC, "Unit": "Count" },
-                    ],
-                }],
-            },
-            RELAYED_METRIC: self.relayed,
-            FAILED_METRIC: self.failed,
-            UNREADABLE_METRIC: self.unreadable,
-        })
-        .to_string()
+    /// Count the report as business metrics (the template alarms on unreadable items).
+    pub fn count(&self) {
+        metrics::count(metrics::OUTBOX_RELAYED, self.relayed as u64);
+        metrics::count(metrics::OUTBOX_PUBLISH_FAILED, self.failed as u64);
+        metrics::count(metrics::OUTBOX_UNREADABLE, self.unreadable as u64);
     }
 }
 
@@ -176,4 +159,82 @@ pub async fn sweep(
         warn!(failed = report.failed, "events left pending for the next sweep");
     }
     Ok(report)
+}
+
+/// Ledger events as queue messages: recharge requests and pending payments to the recharge
+/// queue (its worker holds the card processor), every other event (notices) to the
+/// notifications queue. The body is the event's JSON; `event_id` and `kind` are attributes.
+pub struct QueueEventSink {
+    pub recharge: Arc<dyn QueueSender>,
+    pub notifications: Arc<dyn QueueSender>,
+}
+
+impl QueueEventSink {
+    fn queue_for(&self, event: &LedgerEvent) -> usize {
+        match event.kind {
+            LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => 0,
+            _ => 1,
+        }
+    }
+
+    fn queue(&self, index: usize) -> &dyn QueueSender {
+        if index == 0 {
+            &*self.recharge
+        } else {
+            &*self.notifications
+        }
+    }
+}
+
+/// The message that carries `event`.
+pub fn event_message(event: &LedgerEvent) -> Result<Outgoing, RelayError> {
+    let body = serde_json::to_string(event).map_err(|e| RelayError::Publish(Box::new(e)))?;
+    Ok(Outgoing::new(body)
+        .with_attribute("event_id", event.id.clone())
+        .with_attribute("kind", event.kind.as_str()))
+}
+
+#[async_trait]
+impl EventSink for QueueEventSink {
+    async fn publish(&self, event: &LedgerEvent) -> Result<(), RelayError> {
+        self.queue(self.queue_for(event))
+            .send(&event_message(event)?)
+            .await
+            .map_err(RelayError::Publish)
+    }
+
+    /// One batch send per destination queue.
+    async fn publish_batch(&self, events: &[LedgerEvent]) -> Vec<Result<(), RelayError>> {
+        let mut results: Vec<Option<Result<(), RelayError>>> =
+            events.iter().map(|_| None).collect();
+        for queue in [0, 1] {
+            let mut indices = Vec::new();
+            let mut messages = Vec::new();
+            for (index, event) in events.iter().enumerate() {
+                if self.queue_for(event) != queue {
+                    continue;
+                }
+                match event_message(event) {
+                    Ok(message) => {
+                        indices.push(index);
+                        messages.push(message);
+                    }
+                    Err(error) => results[index] = Some(Err(error)),
+                }
+            }
+            for (indices, batch) in indices.chunks(MAX_BATCH).zip(messages.chunks(MAX_BATCH)) {
+                let answers = self.queue(queue).send_batch(batch).await;
+                for (index, answer) in indices.iter().zip(answers) {
+                    results[*index] = Some(answer.map_err(RelayError::Publish));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result
+                    .unwrap_or_else(|| Err(RelayError::Publish("the queue did not answer".into())))
+            })
+            .collect()
+    }
 }
