@@ -27,10 +27,10 @@ pub const CONCURRENCY: usize = 16;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TaxFiles {
     /// The jurisdiction table (default: the bundled `shared/domain/tax/data/jurisdictions.csv`).
-    #[arg(long, env = crate::env_names::TAX_TABLE)]
+    #[arg(long, env = crate::cli::env_names::TAX_TABLE)]
     pub tax_table: Option<PathBuf>,
     /// The taxability table (default: the bundled `shared/domain/tax/data/taxability.csv`).
-    #[arg(long, env = crate::env_names::TAXABILITY)]
+    #[arg(long, env = crate::cli::env_names::TAXABILITY)]
     pub taxability: Option<PathBuf>,
 }
 
