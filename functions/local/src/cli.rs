@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use jobs::job::BoxError;
 use ledger::{AccountId, Amount, BillingItem, SourceId};
-
-use crate::jobs_local::TaxFiles;
 
 /// The environment variables the runner reads, one constant each (the README lists them).
 pub mod env_names {
@@ -240,6 +239,32 @@ impl RateCardFile {
             Some(path) => usage::worker::RateCards::from_json(&std::fs::read_to_string(path)?)?,
             None => usage::worker::RateCards::standard_only(),
         })
+    }
+}
+
+/// The tax tables, for every command that taxes (`tax`, and `serve`'s hourly catch-up): the
+/// operator's files, or the bundled samples.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TaxFiles {
+    /// The jurisdiction table (default: the bundled `shared/domain/tax/data/jurisdictions.csv`).
+    #[arg(long, env = env_names::TAX_TABLE)]
+    pub tax_table: Option<PathBuf>,
+    /// The taxability table (default: the bundled `shared/domain/tax/data/taxability.csv`).
+    #[arg(long, env = env_names::TAXABILITY)]
+    pub taxability: Option<PathBuf>,
+}
+
+impl TaxFiles {
+    pub fn load(&self) -> Result<(tax::TaxTable, tax::Taxability), BoxError> {
+        let table = match &self.tax_table {
+            Some(path) => tax::TaxTable::load(path)?,
+            None => tax::TaxTable::bundled()?,
+        };
+        let taxability = match &self.taxability {
+            Some(path) => tax::Taxability::load(path)?,
+            None => tax::Taxability::bundled()?,
+        };
+        Ok((table, taxability))
     }
 }
 

@@ -7,8 +7,8 @@ use chrono::Utc;
 use jobs::statements::Cadence;
 use jobs::Job;
 
-use crate::cli::StoreArgs;
-use crate::jobs_local::{self, TaxFiles};
+use crate::cli::{StoreArgs, TaxFiles};
+use crate::jobs_local;
 use crate::wiring::{open_store, CliResult};
 
 pub async fn tax(args: &StoreArgs, month: Option<String>, files: &TaxFiles) -> CliResult {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
-use super::DemoError;
+pub type DemoError = Box<dyn std::error::Error>;
 
 /// `POST /v1/operator/accounts`.
 #[derive(Serialize)]

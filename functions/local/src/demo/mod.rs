@@ -24,14 +24,11 @@ use crate::cli::{DemoArgs, StoreArgs, StoreKind};
 use crate::pipeline::{Pipeline, Round};
 use crate::wiring::{CliResult, Local};
 use client::{
-    AcceptTerms, AddCard, Api, AutoRecharge, CardAdded, Contacts, CreateAccount, LowBalance,
-    Overview, PayNow, PaymentAnswer, PaymentsPage,
+    AcceptTerms, AddCard, Api, AutoRecharge, CardAdded, Contacts, CreateAccount, DemoError,
+    LowBalance, Overview, PayNow, PaymentAnswer, PaymentsPage,
 };
+use summary::{Recharge, OUTBOX_SCAN};
 
-type DemoError = Box<dyn std::error::Error>;
-
-/// How many pending outbox events are read at once (the outbox holds every account's).
-const OUTBOX_SCAN: u32 = 10_000;
 /// At most this many extra worker rounds after the day, while they still get work done
 /// (a round relays at most `pipeline::ROUND_ITEMS` events, of every account).
 const DRAIN_ROUNDS: usize = 20;
@@ -39,14 +36,6 @@ const DRAIN_ROUNDS: usize = 20;
 const NAME_ATTEMPTS: usize = 20;
 /// Payments per page of `GET /v1/payments` (the API's largest page).
 const PAYMENTS_PAGE: u32 = 200;
-
-/// A recharge request the ledger raised for the demo account; the auto-recharge worker
-/// settles it (the summary finds its credit by the request id, the credit's source id).
-pub struct Recharge {
-    pub request_id: String,
-    pub raised_at_seq: u64,
-    pub balance_when_raised: Decimal,
-}
 
 /// The workers as `serve` runs them, one round after each batch; the demo notes its
 /// account's recharge requests before a round acknowledges them.

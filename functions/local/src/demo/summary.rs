@@ -10,8 +10,10 @@ use documents::payment::{PaymentRecord, PaymentStatus, Trigger};
 use ledger::{display_usd, AccountId, BillingItem, Entry, EntryKind, LedgerEvent, LedgerStore};
 use rust_decimal::Decimal;
 
-use super::{DemoError, Recharge, OUTBOX_SCAN};
+use super::client::DemoError;
 
+/// How many pending outbox events are read at once (the outbox holds every account's).
+pub const OUTBOX_SCAN: u32 = 10_000;
 /// At most this many emails are listed one by one in the summary.
 const EMAILS_LISTED: usize = 40;
 /// Hours of the (UTC) day per line of the balance chart.
@@ -93,6 +95,14 @@ pub fn print_by_item(entries: &[Entry]) {
         println!("  {item:<22} {n:>7} {:>11}  {}", display_usd(*total), total.normalize());
     }
     println!("  {:<22} {count:>7} {:>11}  {}", "net", display_usd(sum), sum.normalize());
+}
+
+/// A recharge request the ledger raised for the demo account; the auto-recharge worker
+/// settles it (the summary finds its credit by the request id, the credit's source id).
+pub struct Recharge {
+    pub request_id: String,
+    pub raised_at_seq: u64,
+    pub balance_when_raised: Decimal,
 }
 
 /// The credit that settled a recharge request (its source id is the request id) and the
