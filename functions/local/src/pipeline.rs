@@ -264,7 +264,12 @@ mod tests {
         assert_eq!(second.recharges_waiting, 1, "{second:?}");
         assert_eq!(processor.charge_attempts(&card), 1, "a declined card is never hammered");
         assert_eq!(store.pending_events(100).await.unwrap().len(), 1);
-        let emails = std::fs::read_dir(dir.path()).unwrap().count();
-        assert!(emails > 0, "the low-balance and recharge-failure notices were written");
+        let emails: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|file| std::fs::read_to_string(file.unwrap().path()).unwrap())
+            .collect();
+        let failures =
+            emails.iter().filter(|e| e.contains("Subject: Action needed: auto-recharge"));
+        assert_eq!(failures.count(), 1, "one recharge-failure email, sent once");
     }
 }
