@@ -18,36 +18,11 @@ use jobs::{Job, JobSink};
 use mailers::FileMailer;
 use messaging::mail::Mailer;
 
+use crate::cli::TaxFiles;
 use crate::pipeline::MAIL_FROM;
 
 /// Accounts done at once.
 pub const CONCURRENCY: usize = 16;
-
-/// The tax tables, for every command that taxes (`tax`, and `serve`'s hourly catch-up): the
-/// operator's files, or the bundled samples.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct TaxFiles {
-    /// The jurisdiction table (default: the bundled `shared/domain/tax/data/jurisdictions.csv`).
-    #[arg(long, env = crate::env_names::TAX_TABLE)]
-    pub tax_table: Option<PathBuf>,
-    /// The taxability table (default: the bundled `shared/domain/tax/data/taxability.csv`).
-    #[arg(long, env = crate::env_names::TAXABILITY)]
-    pub taxability: Option<PathBuf>,
-}
-
-impl TaxFiles {
-    pub fn load(&self) -> Result<(tax::TaxTable, tax::Taxability), BoxError> {
-        let table = match &self.tax_table {
-            Some(path) => tax::TaxTable::load(path)?,
-            None => tax::TaxTable::bundled()?,
-        };
-        let taxability = match &self.taxability {
-            Some(path) => tax::Taxability::load(path)?,
-            None => tax::Taxability::bundled()?,
-        };
-        Ok((table, taxability))
-    }
-}
 
 /// The job workers: statements always, tax only with its tables (so a command that never
 /// taxes cannot tax with the wrong ones).

@@ -1,0 +1,63 @@
+//! `serve` (the HTTP API with the workers and the schedules in the background) and `token`
+//! (development tokens for it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::cli::{ServeArgs, StoreArgs, TokenArgs};
+use crate::jobs_local;
+use crate::wiring::{jwt_secret, CliResult, Local};
+
+/// How often the workers relay the outbox, and how often the schedules catch up.
+const WORKER_ROUND: Duration = Duration::from_secs(1);
+const SCHEDULE_ROUND: Duration = Duration::from_secs(3600);
+
+pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
+    let ServeArgs { addr, platform_token, rate_cards, outbox_dir, tax } = serve;
+    let local = Local::open(args, &outbox_dir).await?;
+    let cards = rate_cards.load()?;
+    let jobs = Arc::new(
+        jobs_local::workers(local.store.clone(), &outbox_dir, Some(&tax))
+            .map_err(|e| e.to_string())?,
+    );
+    let statements = Arc::new(jobs_local::DirectJobs((*jobs).clone()));
+    let state = local.app_state(cards.clone(), Some(statements));
+    let authorization =
+        api::authorization::router(Arc::new(api::authorization::AuthorizationState {
+            store: local.store.clone(),
+            cards,
+            platform: api::authorization::PlatformAuth::Token(platform_token),
+            max_call_seconds: usage::authorize::DEFAULT_MAX_CALL_SECONDS,
+        }));
+    let app = authorization.merge(api::app::local(state, local.jwt.clone()));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("ringledger API on http://{} (OpenAPI at /openapi.json)", listener.local_addr()?);
+    eprintln!("issue a token: ringledger token --account <id> --role admin");
+    eprintln!(
+        "workers (auto-recharge, notifications) relay the outbox every second; emails are \
+         written to {} as .eml files",
+        outbox_dir.display()
+    );
+    let Local { store, pipeline, .. } = local;
+    tokio::spawn(Arc::new(pipeline).run(WORKER_ROUND));
+    // The schedules: last month's tax and the scheduled statements, at start and every hour
+    // (each idempotent, so catching up after downtime is just running them again).
+    tokio::spawn(async move {
+        loop {
+            jobs_local::catch_up(&*store, &jobs, Utc::now()).await;
+            tokio::time::sleep(SCHEDULE_ROUND).await;
+        }
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+pub fn token(args: &StoreArgs, token: TokenArgs) -> CliResult {
+    let TokenArgs { account, role, user, ttl_seconds } = token;
+    let jwt = api::auth::LocalJwt::new(jwt_secret(args)?);
+    let account = account.as_ref().map(|id| id.as_str());
+    println!("{}", jwt.issue(&user, account, role.into(), ttl_seconds));
+    Ok(())
+}
