@@ -113,7 +113,7 @@ impl DynamoStore {
             let mut seen = HashSet::new();
             sources
                 .iter()
-                .map(|s| marker_group(s))
+                .map(marker_group)
                 .filter(|g| seen.insert(*g))
                 .map(|g| group_marker_pk(id, g))
                 .collect()
