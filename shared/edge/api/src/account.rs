@@ -298,7 +298,10 @@ async fn settings(
 /// threshold, both whole cents.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = AutoRecharge)]
+#[schema(as = AutoRecharge, example = json!({
+    "enabled": true, "amount_usd": "50.00", "threshold_usd": "10.00", "mode": "add",
+    "monthly_cap_usd": "200.00",
+}))]
 pub struct AutoRechargeBody {
     pub enabled: bool,
     #[schema(value_type = Usd)]
@@ -397,7 +400,9 @@ async fn put_auto_recharge(
 #[serde(deny_unknown_fields)]
 #[schema(as = LowBalance)]
 pub struct LowBalanceBody {
-    #[schema(value_type = Option<Usd>)]
+    // Required in the document (send null to turn the notice off), so that a client never
+    // clears it by leaving it out; serde takes a missing one as null.
+    #[schema(value_type = Option<Usd>, required = true)]
     pub level_usd: Option<Amount>,
 }
 
@@ -444,9 +449,9 @@ async fn put_low_balance(
 pub struct Contacts {
     #[schema(value_type = Vec<EmailAddress>, min_items = 1, max_items = 10)]
     pub billing_emails: Vec<profile::Email>,
-    #[schema(value_type = Option<EmailAddress>)]
+    #[schema(value_type = Option<EmailAddress>, required = true)]
     pub recharge_failure_email: Option<profile::Email>,
-    #[schema(value_type = Option<PhoneNumber>)]
+    #[schema(value_type = Option<PhoneNumber>, required = true)]
     pub critical_phone: Option<profile::Phone>,
 }
 

@@ -264,6 +264,7 @@ async fn show_account(
 #[serde(deny_unknown_fields)]
 #[schema(as = RateCard)]
 pub struct RateCardBody {
+    #[schema(required = true)]
     pub rate_card: Option<String>,
 }
 
@@ -314,7 +315,7 @@ async fn set_rate_card(
 #[serde(deny_unknown_fields)]
 #[schema(as = CreditLimit)]
 pub struct CreditLimitBody {
-    #[schema(value_type = Option<Usd>)]
+    #[schema(value_type = Option<Usd>, required = true)]
     pub credit_limit_usd: Option<Amount>,
 }
 

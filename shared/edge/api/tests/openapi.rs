@@ -410,3 +410,25 @@ async fn every_route_answers_its_documented_success() {
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");
 }
+
+/// Routes are registered from their annotations (`utoipa_axum::routes!`), which document them;
+/// a plain axum `.route(...)` would serve a path the document does not know. Only the public
+/// `/openapi.json` and `/health` are registered so.
+#[test]
+fn every_route_is_registered_through_its_annotation() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut plain = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(".route(") {
+            rest = &rest[at + ".route(".len()..];
+            let route = rest.trim_start().split(',').next().unwrap_or_default().trim();
+            if !["\"/openapi.json\"", "\"/health\""].contains(&route) {
+                plain.push(format!("{}: {route}", path.display()));
+            }
+        }
+    }
+    assert!(plain.is_empty(), "routes registered without routes!(...): {plain:?}");
+}
