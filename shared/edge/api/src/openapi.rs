@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
@@ -113,10 +112,8 @@ fn build() -> OpenApi {
 /// account API a missing or invalid token and a role that may not do this. Added here once
 /// rather than on every annotation; an annotation that says more (another description) wins.
 fn add_common_responses(operation: &mut Operation) {
-    let platform = operation
-        .security
-        .as_ref()
-        .is_some_and(|s| serde_json::to_string(s).is_ok_and(|s| s.contains("platformToken")));
+    // Only the platform's route names its own security (its token, or IAM): it takes no JWT.
+    let platform = operation.security.is_some();
     let mut common = vec![("400", "Bad request: the message says what is wrong; nothing changed")];
     if !platform {
         common.push(("401", "No valid bearer token"));
@@ -137,7 +134,7 @@ fn add_common_responses(operation: &mut Operation) {
     }
     // Request bodies are required wherever a route takes one.
     if let Some(body) = operation.request_body.as_mut() {
-        mark_required(body);
+        body.required = Some(utoipa::openapi::Required::True);
     }
     let mut sorted: Vec<_> =
         std::mem::take(&mut operation.responses.responses).into_iter().collect();
@@ -156,10 +153,6 @@ fn deny_unknown_variant_fields(doc: &mut OpenApi, name: &str) {
             object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
         }
     }
-}
-
-fn mark_required(body: &mut RequestBody) {
-    body.required = Some(utoipa::openapi::Required::True);
 }
 
 impl ApiError {
