@@ -82,6 +82,7 @@ pub struct DynamoStore {
     table: String,
     meter: Option<Arc<CapacityMeter>>,
     fault: Arc<std::sync::Mutex<Option<Fault>>>,
+    inline_max_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +96,15 @@ impl DynamoStore {
             table: table.into(),
             meter: None,
             fault: Arc::new(std::sync::Mutex::new(None)),
+            inline_max_bytes: INLINE_MAX_ITEM_BYTES,
         }
+    }
+
+    /// Carry a batch on the account item only while the item stays within `bytes` (0: never;
+    /// tests of the transaction path and benchmarks use it).
+    pub fn with_inline_max_bytes(mut self, bytes: usize) -> Self {
+        self.inline_max_bytes = bytes;
+        self
     }
 
     /// Count billed capacity per partition key (benchmarks).
@@ -212,7 +221,7 @@ impl DynamoStore {
     fn page_entries(id: &AccountId, page: &PageItem) -> Result<Vec<Entry>, StoreError> {
         let posted_at = DateTime::<Utc>::from_timestamp_micros(page.posted_at)
             .ok_or_else(|| StoreError::Corrupt("page time out of range".into()))?;
-        let compact: Vec<PageEntry> = serde_json::from_str(&page.entries)
+        let compact: Vec<PageEntry> = serde_json::from_str(&page.entries_json()?)
             .map_err(|e| StoreError::Corrupt(format!("page of {id} unreadable: {e}")))?;
         compact.into_iter().map(|e| e.into_entry(id, posted_at)).collect()
     }
@@ -464,6 +473,7 @@ impl DynamoStore {
                     last: entry.seq,
                     posted_at,
                     entries: format!("[{}]", current.join(",")),
+                    deflated: None,
                     prior: prior.take(),
                 });
                 current.clear();
@@ -596,7 +606,7 @@ impl DynamoStore {
         };
         let inline_item =
             Self::account_item(&application.account, Some(&current), Carry::Inline(inline));
-        if item_size_bytes(&to_item(&inline_item)?) <= INLINE_MAX_ITEM_BYTES {
+        if item_size_bytes(&to_item(&inline_item)?) <= self.inline_max_bytes {
             let committed = if application.events.is_empty() && month_put.is_none() {
                 self.put_account(&inline_item, current.version).await
             } else {
@@ -625,7 +635,7 @@ impl DynamoStore {
             {
                 marked.push((entry.clone(), page.first));
             }
-            items.push(self.put(to_item(&page)?, Some("attribute_not_exists(pk)"))?);
+            items.push(self.put(to_item(&page.stored()?)?, Some("attribute_not_exists(pk)"))?);
         }
         if opens_minute {
             let minute = MinuteItem { pk: minute_pk(id), sk: minute_sk(posted_at), first };

@@ -310,7 +310,7 @@ impl DynamoStore {
         let page = inline.page(id);
         let entries: Vec<(Entry, u64)> =
             Self::page_entries(id, &page)?.into_iter().map(|e| (e, inline.first)).collect();
-        let mut items = vec![to_item(&page)?];
+        let mut items = vec![to_item(&page.clone().stored()?)?];
         if inline.opens_minute {
             let posted_at = chrono::DateTime::from_timestamp_micros(inline.posted_at)
                 .ok_or_else(|| StoreError::Corrupt("inline batch time out of range".into()))?;
@@ -333,15 +333,20 @@ impl DynamoStore {
     pub(crate) async fn clear_settled(&self, id: &AccountId, settled: Settled) {
         let (expression, condition, first) = match settled {
             Settled::Debt(first) => ("REMOVE debt_first, debt_last", "debt_first = :first", first),
-            Settled::Inline(first) => ("REMOVE inline", "inline.f = :first", first),
+            // Attribute names keep DynamoDB's reserved words out of the expression.
+            Settled::Inline(first) => ("REMOVE #inline", "#inline.f = :first", first),
         };
-        let result = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(account_pk(id), ACCOUNT_SK)))
             .update_expression(expression)
-            .condition_expression(condition)
+            .condition_expression(condition);
+        if matches!(settled, Settled::Inline(_)) {
+            request = request.expression_attribute_names("#inline", "inline");
+        }
+        let result = request
             .expression_attribute_values(":first", AttributeValue::N(first.to_string()))
             .send()
             .await;
@@ -374,6 +379,7 @@ impl InlineBatch {
             last: self.last,
             posted_at: self.posted_at,
             entries: self.entries.clone(),
+            deflated: None,
             prior: self.prior.clone(),
         }
     }

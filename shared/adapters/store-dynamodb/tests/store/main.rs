@@ -5,6 +5,7 @@
 //! `./scripts/test.sh`, or `scripts/stack.sh up` and `source .stack/env` first.
 
 mod concurrency;
+mod inline;
 mod large_batch;
 mod unusual_answers;
 mod wire;
@@ -38,8 +39,16 @@ fn unique_table(prefix: &str) -> String {
 }
 
 /// A store on a new table of its own, every request of which passes through the returned wire
-/// (forwarded unchanged until the test scripts otherwise).
+/// (forwarded unchanged until the test scripts otherwise). Every batch commits through the
+/// transaction path (no batch rides on the account item): what most tests here play with;
+/// [`wired_inline_store`] keeps small batches inline.
 pub async fn wired_store(keep_bodies: bool) -> (DynamoStore, Arc<Wire>) {
+    let (store, wire) = wired_inline_store(keep_bodies).await;
+    (store.with_inline_max_bytes(0), wire)
+}
+
+/// [`wired_store`] with the store's own rule for small batches (they ride on the account item).
+pub async fn wired_inline_store(keep_bodies: bool) -> (DynamoStore, Arc<Wire>) {
     let endpoint = dynamodb_endpoint();
     let (client, wire) = wire::wired_client(&endpoint, keep_bodies).await;
     let table = unique_table("store");
@@ -65,11 +74,54 @@ pub async fn raw_item(store: &DynamoStore, pk: String, sk: &str) -> Option<Item>
         .item
 }
 
-/// Whether the source id's marker item exists.
+/// Whether the source id has its marker: its group's marker lists it (accounts with group
+/// markers), or its own marker item exists (accounts from before them).
 pub async fn has_marker(store: &DynamoStore, id: &AccountId, source: &SourceId) -> bool {
-    raw_item(store, store_dynamodb::keys::marker_pk(id, source), store_dynamodb::keys::MARKER_SK)
+    use store_dynamodb::keys::{
+        group_marker_pk, marker_group, marker_pk, GROUP_MARKER_SK, MARKER_SK,
+    };
+    let group = raw_item(store, group_marker_pk(id, marker_group(source)), GROUP_MARKER_SK).await;
+    if let Some(item) = group {
+        let members = match item.get("m") {
+            Some(AttributeValue::S(json)) => json.clone(),
+            other => panic!("group marker members: {other:?}"),
+        };
+        let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
+        return members.iter().any(|m| m["r"] == source.as_str());
+    }
+    raw_item(store, marker_pk(id, source), MARKER_SK).await.is_some()
+}
+
+/// Turn `id` into an account from before group markers: one marker item per source id.
+pub async fn make_per_source(store: &DynamoStore, id: &AccountId) {
+    let key = store_dynamodb::keys::account_pk(id);
+    let mut item = raw_item(store, key, store_dynamodb::keys::ACCOUNT_SK)
         .await
-        .is_some()
+        .expect("the account item exists");
+    assert_eq!(item.remove("markers"), Some(AttributeValue::N("2".into())), "group markers");
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("rewrite the account item");
+}
+
+/// The first seq of the batch riding on the account item (`inline.f`), if any.
+pub async fn inline_first(store: &DynamoStore, id: &AccountId) -> Option<u64> {
+    let item =
+        raw_item(store, store_dynamodb::keys::account_pk(id), store_dynamodb::keys::ACCOUNT_SK)
+            .await
+            .expect("the account item exists");
+    match item.get("inline")? {
+        AttributeValue::M(map) => match map.get("f") {
+            Some(AttributeValue::N(n)) => Some(n.parse().unwrap()),
+            other => panic!("inline.f: {other:?}"),
+        },
+        other => panic!("inline is not a map: {other:?}"),
+    }
 }
 
 /// The marker debt the account item carries (`debt_first`), if any.

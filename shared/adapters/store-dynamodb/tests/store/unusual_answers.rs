@@ -7,7 +7,7 @@ use ledger::{LedgerStore, PostingResult, StoreError};
 use serde_json::{json, Value};
 
 use crate::wire::{cancelled, error_body, Action, SDK_ATTEMPTS};
-use crate::{applied_seqs, duplicate_seqs, has_marker, marker_debt, wired_store};
+use crate::{applied_seqs, duplicate_seqs, has_marker, make_per_source, marker_debt, wired_store};
 
 /// The store's bound on rounds of unprocessed keys or items (`MAX_UNPROCESSED_RETRIES`).
 const UNPROCESSED_ROUNDS: usize = 10;
@@ -114,6 +114,8 @@ async fn unprocessed_marker_writes_are_retried_until_written() {
     let (store, wire) = wired_store(true).await;
     let table = store.table().to_string();
     let id = open(&store, "unprocessed-items", None).await;
+    // Per-source markers go out in BatchWriteItem calls (group markers are conditional puts).
+    make_per_source(&store, &id).await;
     store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
 
     wire.clear();
@@ -142,6 +144,7 @@ async fn unprocessed_marker_writes_are_retried_until_written() {
 async fn marker_writes_never_processed_stay_debt_that_the_next_poster_pays() {
     let (store, wire) = wired_store(true).await;
     let id = open(&store, "unprocessed-debt", None).await;
+    make_per_source(&store, &id).await;
     store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
 
     wire.clear();
@@ -164,6 +167,37 @@ async fn marker_writes_never_processed_stay_debt_that_the_next_poster_pays() {
     assert_eq!(duplicate_seqs(&again.results), vec![2, 3]);
     assert!(has_marker(&store, &id, &source("e1")).await);
     assert!(has_marker(&store, &id, &source("e2")).await);
+    let account = conformance::assert_consistent(&store, &id).await;
+    assert_eq!(account.balance_usd, usd("97"));
+}
+
+#[tokio::test]
+async fn group_marker_writes_that_fail_stay_debt_that_the_next_poster_pays() {
+    let (store, wire) = wired_store(true).await;
+    let id = open(&store, "group-marker-debt", None).await;
+    store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
+
+    // Every group-marker put is throttled past the SDK's retries: the commit stands, the
+    // markers are owed.
+    wire.clear();
+    wire.script(|call| match call.operation {
+        "PutItem" => Action::Reply(400, error_body("ThrottlingException", "Rate exceeded")),
+        _ => Action::Forward,
+    });
+    let batch = vec![usage("e1", "1"), usage("e2", "2")];
+    let outcome = store.post(&id, batch.clone(), at(2)).await.unwrap();
+    assert_eq!(applied_seqs(&outcome.results), vec![2, 3], "the commit stands");
+    assert!(!wire.of("PutItem").is_empty(), "the markers were tried");
+    assert!(!has_marker(&store, &id, &source("e1")).await);
+    assert_eq!(marker_debt(&store, &id).await.as_deref(), Some("2"), "the batch is owed");
+
+    // The redelivery pays the debt before it looks the source ids up.
+    wire.script(|_| Action::Forward);
+    let again = store.post(&id, batch, at(3)).await.unwrap();
+    assert_eq!(duplicate_seqs(&again.results), vec![2, 3]);
+    assert!(has_marker(&store, &id, &source("e1")).await);
+    assert!(has_marker(&store, &id, &source("e2")).await);
+    assert_eq!(marker_debt(&store, &id).await, None, "paid and cleared");
     let account = conformance::assert_consistent(&store, &id).await;
     assert_eq!(account.balance_usd, usd("97"));
 }
