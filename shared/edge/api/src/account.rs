@@ -71,7 +71,7 @@ fn recharge_json(account: &Account) -> Value {
 
 pub async fn overview_json(state: &AppState, account: &Account) -> Result<Value, ApiError> {
     let card = state.cards.card(account.rate_card.as_deref()).map(|c| (*c).clone());
-    let month = Utc::now().format("%Y-%m").to_string();
+    let month = ledger::Month::of(Utc::now());
     Ok(json!({
         "account_id": account.id,
         "balance_usd": account.balance_usd.normalize().to_string(),
@@ -86,7 +86,7 @@ pub async fn overview_json(state: &AppState, account: &Account) -> Result<Value,
         "rates": card,
         "plan": {
             "month": month,
-            "included_seconds_used": account.plan_usage.used_in(&month),
+            "included_seconds_used": account.plan_usage.used_in(month),
         },
     }))
 }
