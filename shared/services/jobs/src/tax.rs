@@ -189,3 +189,36 @@ impl TaxJob {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_retrying_cannot_fix_is_permanent() {
+        let month: Month = "2026-10".parse().unwrap();
+        let permanent = [
+            JobError::MonthNotOver { month },
+            JobError::InvalidTaxPosting(LedgerError::CreditsAlwaysPost),
+            JobError::NotThisWorker { kind: "tax" },
+        ];
+        for error in &permanent {
+            assert!(error.is_permanent(), "{error}");
+        }
+        let retried = [
+            JobError::UnreadableProfile {
+                account_id: AccountId::parse("acme").unwrap(),
+                source: documents::DocumentError::Busy("profile"),
+            },
+            JobError::TaxNotApplied { result: None },
+            JobError::Store(StoreError::Throttled),
+        ];
+        for error in &retried {
+            assert!(!error.is_permanent(), "{error}");
+        }
+        assert_eq!(
+            JobError::MonthNotOver { month }.to_string(),
+            "2026-10 is not over yet; a month is taxed once it has ended (UTC)"
+        );
+    }
+}
