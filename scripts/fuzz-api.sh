@@ -14,7 +14,7 @@ SEED="${RINGLEDGER_FUZZ_SEED:-$(python3 -c 'import random; print(random.randrang
 echo "fuzz seed: $SEED (replay: RINGLEDGER_FUZZ_SEED=$SEED scripts/fuzz-api.sh)"
 
 cargo build -q --locked -p ringledger
-RUNNER="$ROOT/target/debug/ringledger"
+RUNNER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ringledger"
 WORK="$(mktemp -d)"
 export RINGLEDGER_DB="$WORK/fuzz.db"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

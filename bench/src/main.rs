@@ -69,7 +69,7 @@ fn key_kind(pk: &str) -> &'static str {
     match pk.matches('#').count() {
         1 => "account",
         _ if pk.contains("#P#") => "page",
-        _ if pk.contains("#S#") => "marker",
+        _ if pk.contains("#S#") || pk.contains("#G#") => "marker",
         _ if pk.ends_with("#I") => "minute index",
         _ => "other",
     }

@@ -188,42 +188,80 @@ async fn an_unreadable_outbox_item_is_reported_and_the_events_around_it_are_read
     assert_eq!((third.events, third.next_after), (events[1..].to_vec(), None));
 }
 
-#[tokio::test]
-async fn a_marker_keeps_its_charge_and_one_written_before_it_did_is_a_plain_duplicate() {
-    use store_dynamodb::keys::{marker_pk, MARKER_SK};
-    let store = e2e::fresh_dynamo_store().await;
-    let id = open(&store, "markers", None).await;
-    store.post(&id, vec![credit("pay", "100"), usage("evt-1", "2.5")], at(1)).await.unwrap();
-    let key = HashMap::from([
-        (
-            "pk".to_string(),
-            AttributeValue::S(marker_pk(&id, &ledger::SourceId::parse("evt-1").unwrap())),
-        ),
-        ("sk".to_string(), AttributeValue::S(MARKER_SK.into())),
-    ]);
-    let marker = store
+fn get_key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_string(), AttributeValue::S(pk)),
+        ("sk".to_string(), AttributeValue::S(sk.into())),
+    ])
+}
+
+async fn get_item(
+    store: &store_dynamodb::DynamoStore,
+    key: HashMap<String, AttributeValue>,
+) -> Option<HashMap<String, AttributeValue>> {
+    store
         .client()
         .get_item()
         .table_name(store.table())
-        .set_key(Some(key.clone()))
+        .set_key(Some(key))
         .consistent_read(true)
         .send()
         .await
         .unwrap()
         .item
-        .expect("the marker was written");
-    assert_eq!(marker.get("i"), Some(&AttributeValue::S("phone_call".into())));
-    assert_eq!(marker.get("k"), Some(&AttributeValue::S("debit".into())));
-    let reused = store.post(&id, vec![usage("evt-1", "9")], at(2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_marker_keeps_its_charge_and_one_written_before_it_did_is_a_plain_duplicate() {
+    use store_dynamodb::keys::{group_marker_pk, marker_pk, GROUP_MARKER_SK, MARKER_SK};
+    let store = e2e::fresh_dynamo_store().await;
+    let id = open(&store, "markers", None).await;
+    store.post(&id, vec![credit("pay", "100"), usage("evt-1", "2.5")], at(1)).await.unwrap();
+    // The small batch rode on the account item; the next poster writes its markers.
+    store.post(&id, vec![usage("evt-2", "0.5")], at(2)).await.unwrap();
+    let marker = get_item(&store, get_key(group_marker_pk(&id, "evt-1"), GROUP_MARKER_SK))
+        .await
+        .expect("the group marker was written");
+    let members = match marker.get("m") {
+        Some(AttributeValue::S(json)) => json.clone(),
+        other => panic!("members: {other:?}"),
+    };
+    assert!(members.contains("\"i\":\"phone_call\""), "{members}");
+    assert!(members.contains("\"k\":\"debit\""), "{members}");
+    let reused = store.post(&id, vec![usage("evt-1", "9")], at(3)).await.unwrap();
     assert!(matches!(reused.results[0], PostingResult::SourceIdReused { seq: 2, .. }));
 
-    // A marker as the previous version wrote it: no charge, so no comparison.
+    // An account from before group markers keeps one marker per source id; a marker as an
+    // older version wrote it carries no charge, so a duplicate of it is not compared.
+    let legacy = open(&store, "legacy-markers", None).await;
+    let account_key = get_key(store_dynamodb::keys::account_pk(&legacy), "A");
+    let mut account = get_item(&store, account_key).await.expect("the account item");
+    assert_eq!(account.remove("markers"), Some(AttributeValue::N("2".into())));
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(account))
+        .send()
+        .await
+        .unwrap();
+    store.post(&legacy, vec![credit("pay", "100"), usage("evt-1", "2.5")], at(1)).await.unwrap();
+    store.post(&legacy, vec![usage("evt-2", "0.5")], at(2)).await.unwrap();
+    let key = get_key(marker_pk(&legacy, &ledger::SourceId::parse("evt-1").unwrap()), MARKER_SK);
+    let marker = get_item(&store, key).await.expect("the per-source marker was written");
+    assert_eq!(marker.get("i"), Some(&AttributeValue::S("phone_call".into())));
+    assert_eq!(marker.get("k"), Some(&AttributeValue::S("debit".into())));
+    assert!(get_item(&store, get_key(group_marker_pk(&legacy, "evt-1"), GROUP_MARKER_SK))
+        .await
+        .is_none());
+    let reused = store.post(&legacy, vec![usage("evt-1", "9")], at(3)).await.unwrap();
+    assert!(matches!(reused.results[0], PostingResult::SourceIdReused { seq: 2, .. }));
     let mut old = marker.clone();
     for attribute in ["k", "i", "a"] {
         old.remove(attribute);
     }
     store.client().put_item().table_name(store.table()).set_item(Some(old)).send().await.unwrap();
-    let again = store.post(&id, vec![usage("evt-1", "9")], at(3)).await.unwrap();
+    let again = store.post(&legacy, vec![usage("evt-1", "9")], at(4)).await.unwrap();
     assert_eq!(again.results, vec![PostingResult::Duplicate { seq: 2 }]);
-    assert_eq!(again.account.balance_usd, usd("97.5"));
+    assert_eq!(again.account.balance_usd, usd("97"));
 }

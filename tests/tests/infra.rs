@@ -215,3 +215,48 @@ fn the_outbox_relays_unreadable_item_metric_has_an_alarm() {
     assert_eq!(value(alarm, "MetricName"), Some(messaging::metrics::OUTBOX_UNREADABLE));
     assert_eq!(value(alarm, "Threshold"), Some("1"));
 }
+
+/// Every `RINGLEDGER_*` variable the template sets is one the runtime reads (a constant in
+/// `runtime::env`), and every variable the runtime requires is set somewhere.
+#[test]
+fn the_templates_environment_is_the_runtimes() {
+    let template = template();
+    let set: BTreeSet<&str> = template
+        .lines()
+        .filter_map(|l| l.trim().split_once(':').map(|(key, _)| key))
+        .filter(|key| key.starts_with("RINGLEDGER_"))
+        .collect();
+    let known: BTreeSet<&str> = runtime::env::ALL.iter().copied().collect();
+    let unknown: Vec<_> = set.difference(&known).collect();
+    assert!(unknown.is_empty(), "variables the runtime does not read: {unknown:?}");
+    let optional = [runtime::env::STRIPE_URL, runtime::env::RATE_CARDS];
+    let unset: Vec<_> = known.difference(&set).filter(|v| !optional.contains(v)).collect();
+    assert!(unset.is_empty(), "variables the runtime requires that no function gets: {unset:?}");
+}
+
+/// Functions log JSON (the runtime switches on `AWS_LAMBDA_LOG_FORMAT`), and the dashboard
+/// shows every business metric the code counts, and no metric it does not.
+#[test]
+fn logs_are_json_and_the_dashboard_shows_every_business_metric() {
+    let template = template();
+    let globals = template.split("\nResources:").next().unwrap();
+    assert!(globals.contains("LogFormat: JSON"), "Globals.Function.LoggingConfig.LogFormat");
+    let resources = resources(&template);
+    let (_, dashboard) =
+        resources.iter().find(|(name, _)| name == "Dashboard").expect("a Dashboard resource");
+    let body = dashboard.join("\n");
+    let shown: BTreeSet<String> = body
+        .split("[\"ringledger\", \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect();
+    let counted: BTreeSet<String> = messaging::metrics::ALL.iter().map(|m| m.to_string()).collect();
+    assert_eq!(shown, counted, "dashboard metrics vs messaging::metrics::ALL");
+    for dlq in of_type(&resources, "AWS::SQS::Queue")
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains("DeadLetter"))
+    {
+        assert!(body.contains(&format!("${{{dlq}.QueueName}}")), "{dlq} is not on the dashboard");
+    }
+}

@@ -33,6 +33,39 @@ pub struct AccountItem {
     pub debt_first: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debt_last: Option<u64>,
+    /// The last committed batch, when it was small enough to ride on the account item instead
+    /// of a page: its page, minute-index item and markers are written by the next poster before
+    /// it looks any source id up ("flushing"), and readers take its entries from here meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineBatch>,
+    /// How this account's idempotency markers are kept: absent for one marker per source id
+    /// (accounts created before group markers), [`GROUP_MARKERS`] for one per group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markers: Option<u8>,
+}
+
+/// [`AccountItem::markers`] of accounts whose markers are one item per source-id group.
+pub const GROUP_MARKERS: u8 = 2;
+
+/// A small batch carried on the account item (see [`AccountItem::inline`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineBatch {
+    #[serde(rename = "f")]
+    pub first: u64,
+    #[serde(rename = "l")]
+    pub last: u64,
+    /// Posting time (micros since the epoch, UTC).
+    #[serde(rename = "t")]
+    pub posted_at: i64,
+    /// JSON array of [`PageEntry`], exactly as its page will hold it.
+    #[serde(rename = "e")]
+    pub entries: String,
+    /// The batch is the first of its minute: flushing writes the minute-index item.
+    #[serde(rename = "n", default)]
+    pub opens_minute: bool,
+    /// Members that groups this batch adds to already had (see [`PageItem::prior`]).
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<String>,
 }
 
 /// One batch's entries (or a part of a large batch), in a compact form.
@@ -46,6 +79,11 @@ pub struct PageItem {
     pub posted_at: i64,
     /// JSON array of [`PageEntry`].
     pub entries: String,
+    /// Group markers only: JSON of the members that groups this batch adds to already had
+    /// (`{group: [GroupMember]}`), so a marker written from this batch is complete without
+    /// reading the old one. On the batch's first page; absent when no group had members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +210,57 @@ pub struct RegistryItem {
     pub sk: String,
 }
 
+/// One idempotency marker for a group of source ids (a usage event's charges): every member
+/// applied so far, with the charge each applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupMarkerItem {
+    pub pk: String,
+    pub sk: String,
+    /// The first seq of the batch that wrote this version: a write from an older batch never
+    /// replaces a newer one (conditional put), so a late writer cannot drop members.
+    #[serde(rename = "b")]
+    pub batch: u64,
+    /// JSON array of [`GroupMember`].
+    #[serde(rename = "m")]
+    pub members: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    #[serde(rename = "r")]
+    pub source_id: SourceId,
+    #[serde(rename = "s")]
+    pub seq: u64,
+    #[serde(rename = "p")]
+    pub page: u64,
+    #[serde(rename = "k")]
+    pub kind: EntryKind,
+    #[serde(rename = "i")]
+    pub item: BillingItem,
+    #[serde(rename = "a")]
+    pub amount_usd: Amount,
+}
+
+impl GroupMember {
+    pub fn of(entry: &Entry, page: u64) -> Self {
+        GroupMember {
+            source_id: entry.source_id.clone(),
+            seq: entry.seq,
+            page,
+            kind: entry.kind,
+            item: entry.item,
+            amount_usd: entry.amount_usd,
+        }
+    }
+
+    pub fn applied(&self) -> ledger::AppliedEntry {
+        ledger::AppliedEntry {
+            seq: self.seq,
+            charge: Some((self.kind, self.item, self.amount_usd)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +285,8 @@ mod tests {
             account: account.clone(),
             debt_first: None,
             debt_last: None,
+            inline: None,
+            markers: None,
         };
         let item = to_item(&fresh).unwrap();
         assert_eq!(string_at(&item, &["account", "plan_usage", "month"]), "");

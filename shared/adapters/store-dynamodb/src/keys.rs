@@ -64,6 +64,24 @@ pub fn marker_pk(id: &AccountId, source: &SourceId) -> String {
 
 pub const MARKER_SK: &str = "S";
 
+/// The group a source id's marker belongs to: a usage charge (`use:<event>#<charge>`) shares
+/// one marker with the other charges of its event; any other source id is a group of its own.
+/// Any deterministic rule is sound (a group's marker holds every member applied); this one
+/// makes a usage event one marker.
+pub fn marker_group(source: &SourceId) -> &str {
+    let id = source.as_str();
+    match id.strip_prefix("use:").and_then(|rest| rest.rfind('#').map(|at| at + 4)) {
+        Some(at) => &id[..at],
+        None => id,
+    }
+}
+
+pub fn group_marker_pk(id: &AccountId, group: &str) -> String {
+    format!("A#{id}#G#{group}")
+}
+
+pub const GROUP_MARKER_SK: &str = "G";
+
 pub fn doc_pk(id: &AccountId, kind: DocKind) -> String {
     format!("A#{id}#D#{}", kind.as_str())
 }

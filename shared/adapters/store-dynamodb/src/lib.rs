@@ -15,6 +15,7 @@ pub mod capacity;
 pub mod errors;
 pub mod items;
 pub mod keys;
+mod markers;
 pub mod table;
 
 use std::collections::HashMap;
@@ -46,10 +47,16 @@ use ledger::{
 use capacity::{item_size_bytes, read_units, write_units, CapacityMeter, WriteKind};
 use errors::{classify, TransactionFailure};
 use items::{
-    from_item, to_item, AccountItem, DocItem, Item, MarkerItem, MinuteItem, MonthItem, OutboxItem,
-    PageEntry, PageItem, RegistryItem,
+    from_item, to_item, AccountItem, DocItem, InlineBatch, Item, MarkerItem, MinuteItem, MonthItem,
+    OutboxItem, PageEntry, PageItem, RegistryItem, GROUP_MARKERS,
 };
 use keys::*;
+use markers::{Markers, Settled};
+
+/// A batch rides on the account item (no page, no transaction) when the item stays within
+/// this size with it: one standard write of at most 2 KB instead of a transaction of the
+/// account item and a page (4 units or more).
+const INLINE_MAX_ITEM_BYTES: usize = 2048;
 
 /// Entries JSON per page item; DynamoDB's item limit is 400 KB.
 const MAX_PAGE_JSON_BYTES: usize = 256 * 1024;
@@ -64,7 +71,8 @@ const MAX_PAGES_PER_QUERY: usize = 200;
 /// A deliberate fault for crash tests: behave as if the process died at this point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The transaction committed; the markers were never written.
+    /// The commit succeeded; nothing after it ran (a large batch's markers were never written;
+    /// a small batch's flush is the next poster's anyway).
     AfterCommitBeforeMarkers,
 }
 
@@ -209,21 +217,6 @@ impl DynamoStore {
         compact.into_iter().map(|e| e.into_entry(id, posted_at)).collect()
     }
 
-    /// Pay marker debt: read the batch `first..=last` back from its pages and write its markers
-    /// (idempotent puts).
-    async fn pay_debt(&self, id: &AccountId, first: u64, last: u64) -> Result<(), StoreError> {
-        let mut page_first = first;
-        let mut markers = Vec::new();
-        while page_first <= last {
-            let page = self.read_page(id, page_first).await?;
-            for entry in Self::page_entries(id, &page)? {
-                markers.push(Self::marker(id, &entry, page.first));
-            }
-            page_first = page.last + 1;
-        }
-        self.write_markers(&markers).await
-    }
-
     fn marker(id: &AccountId, entry: &Entry, page: u64) -> MarkerItem {
         MarkerItem {
             pk: marker_pk(id, &entry.source_id),
@@ -360,20 +353,36 @@ impl DynamoStore {
             .build())
     }
 
-    fn account_put(
-        &self,
-        account: &Account,
-        debt: Option<(u64, u64)>,
-        expected_version: u64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let item = to_item(&AccountItem {
+    /// The account item for `account`, carrying `carry` (debt or an inline batch) and the
+    /// marker layout of `current`.
+    fn account_item(account: &Account, current: Option<&AccountItem>, carry: Carry) -> AccountItem {
+        let (debt, inline) = match carry {
+            Carry::Nothing => (None, None),
+            Carry::Debt(first, last) => (Some((first, last)), None),
+            Carry::Inline(batch) => (None, Some(batch)),
+            Carry::Unchanged => (
+                current.and_then(|c| c.debt_first.zip(c.debt_last)),
+                current.and_then(|c| c.inline.clone()),
+            ),
+        };
+        AccountItem {
             pk: account_pk(&account.id),
             sk: ACCOUNT_SK.into(),
             version: account.version,
             account: account.clone(),
             debt_first: debt.map(|d| d.0),
             debt_last: debt.map(|d| d.1),
-        })?;
+            inline,
+            markers: current.map_or(Some(GROUP_MARKERS), |c| c.markers),
+        }
+    }
+
+    fn account_put(
+        &self,
+        item: &AccountItem,
+        expected_version: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let item = to_item(item)?;
         self.meter_write(&item, WriteKind::Transactional);
         let put = Put::builder()
             .table_name(&self.table)
@@ -430,7 +439,12 @@ impl DynamoStore {
     }
 
     /// Pack entries into pages of at most [`MAX_PAGE_JSON_BYTES`] of JSON each.
-    fn pages(id: &AccountId, entries: &[Entry]) -> Result<Vec<PageItem>, StoreError> {
+    fn pages(
+        id: &AccountId,
+        entries: &[Entry],
+        prior: Option<String>,
+    ) -> Result<Vec<PageItem>, StoreError> {
+        let mut prior = prior;
         let mut pages = Vec::new();
         let mut current: Vec<String> = Vec::new();
         let mut current_bytes = 0;
@@ -450,6 +464,7 @@ impl DynamoStore {
                     last: entry.seq,
                     posted_at,
                     entries: format!("[{}]", current.join(",")),
+                    prior: prior.take(),
                 });
                 current.clear();
                 current_bytes = 0;
@@ -459,25 +474,36 @@ impl DynamoStore {
         Ok(pages)
     }
 
-    async fn clear_debt(&self, id: &AccountId, first: u64) {
+    /// Put the account item alone, conditional on its version: a small batch with nothing else
+    /// to write atomically commits with one standard write.
+    async fn put_account(
+        &self,
+        item: &AccountItem,
+        expected_version: u64,
+    ) -> Result<(), TransactionFailure> {
+        let item = to_item(item).map_err(TransactionFailure::Other)?;
+        self.meter_write(&item, WriteKind::Standard);
         let result = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(account_pk(id), ACCOUNT_SK)))
-            .update_expression("REMOVE debt_first, debt_last")
-            .condition_expression("debt_first = :first")
-            .expression_attribute_values(":first", AttributeValue::N(first.to_string()))
+            .set_item(Some(item))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_version.to_string()),
+            )
             .send()
             .await;
-        if let Some(meter) = &self.meter {
-            // Billed on the account item's size; about 0.5 KB, so one unit.
-            meter.record_write(&account_pk(id), 1);
-        }
-        if let Err(error) = result {
-            // Someone else committed since, or the call failed: the debt is paid either way
-            // (the markers exist); the next poster's re-put is idempotent.
-            tracing::debug!(account_id = %id, error = %error, "marker debt not cleared");
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if errors::is_conditional_check_failed(&error) => {
+                Err(TransactionFailure::VersionConflict)
+            }
+            Err(error) => match classify(error) {
+                StoreError::Throttled => Err(TransactionFailure::Throttled),
+                other => Err(TransactionFailure::Other(other)),
+            },
         }
     }
 
@@ -489,65 +515,123 @@ impl DynamoStore {
     ) -> Result<Result<PostOutcome, TransactionFailure>, StoreError> {
         let current =
             self.read_account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+        let markers = Markers::of(&current);
+        // Settle what the last commit left before looking anything up.
         let debt = current.debt_first.zip(current.debt_last);
         if let Some((first, last)) = debt {
-            self.pay_debt(id, first, last).await?;
+            self.pay_debt(id, markers, first, last).await?;
         }
-        let known = self.lookup_markers(id, &source.candidate_source_ids()).await?;
-        let (postings, plan_usage) = checked_postings(source, &current.account, &known)?;
+        if let Some(inline) = &current.inline {
+            self.flush_inline(id, markers, inline).await?;
+        }
+        let known = self.lookup(id, markers, &source.candidate_source_ids()).await?;
+        let (postings, plan_usage) = checked_postings(source, &current.account, &known.applied)?;
         let base = Account { plan_usage, ..current.account.clone() };
-        let application = apply(&base, &postings, &known, now)?;
+        let application = apply(&base, &postings, &known.applied, now)?;
         let outcome = PostOutcome {
             results: application.results.clone(),
             account: application.account.clone(),
             events: application.events.clone(),
         };
         if !application.changed() {
-            // No commit follows to replace the debt paid above: clear it, or every redelivery
-            // after a crash would read the whole batch back and write its markers again.
+            // No commit follows to replace what was settled above: clear it, or every
+            // redelivery would settle it again.
             if let Some((first, _)) = debt {
-                self.clear_debt(id, first).await;
+                self.clear_settled(id, Settled::Debt(first)).await;
+            }
+            if let Some(inline) = &current.inline {
+                self.clear_settled(id, Settled::Inline(inline.first)).await;
             }
             return Ok(Ok(outcome));
         }
         if application.entries.is_empty() {
             // Events alone (a refused purchase): the account's new version and the outbox, in
-            // one transaction; the marker debt was paid above, so it is not carried on.
-            let mut items = vec![self.account_put(&application.account, None, current.version)?];
+            // one transaction; what the last commit left was settled above.
+            let item = Self::account_item(&application.account, Some(&current), Carry::Nothing);
+            let mut items = vec![self.account_put(&item, current.version)?];
             items.extend(self.outbox_puts(&application.events)?);
             return Ok(self.transact(items).await.map(|()| outcome));
         }
         let first = application.entries[0].seq;
         let last = application.account.last_seq;
-        let mut items =
-            vec![self.account_put(&application.account, Some((first, last)), current.version)?];
-        let mut markers = Vec::with_capacity(application.entries.len());
-        for page in Self::pages(id, &application.entries)? {
-            for entry in
-                &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
-            {
-                markers.push(Self::marker(id, entry, page.first));
-            }
-            items.push(self.put(to_item(&page)?, Some("attribute_not_exists(pk)"))?);
-        }
         let posted_at = application.entries[0].posted_at;
         let opens_minute = current
             .account
             .last_posted_at
             .is_none_or(|previous| minute_sk(previous) != minute_sk(posted_at));
+        let prior = match markers {
+            Markers::PerGroup => known.prior_of(&application.entries)?,
+            Markers::PerSource => None,
+        };
+        let month_put = match &application.closed_month {
+            Some(closed) => {
+                let month = MonthItem {
+                    pk: month_pk(id),
+                    sk: closed.month.to_string(),
+                    totals: serde_json::to_string(closed)
+                        .map_err(|e| StoreError::Corrupt(format!("month totals: {e}")))?,
+                };
+                Some(self.put(to_item(&month)?, Some("attribute_not_exists(pk)"))?)
+            }
+            None => None,
+        };
+
+        // A small batch rides on the account item: its page, minute item and markers are the
+        // next poster's to write (and readers find it here meanwhile).
+        let entries_json = {
+            let compact: Result<Vec<String>, _> = application
+                .entries
+                .iter()
+                .map(|e| serde_json::to_string(&PageEntry::from_entry(e)))
+                .collect();
+            format!("[{}]", compact.map_err(|e| StoreError::Corrupt(e.to_string()))?.join(","))
+        };
+        let inline = InlineBatch {
+            first,
+            last,
+            posted_at: posted_at.timestamp_micros(),
+            entries: entries_json,
+            opens_minute,
+            prior: prior.clone(),
+        };
+        let inline_item =
+            Self::account_item(&application.account, Some(&current), Carry::Inline(inline));
+        if item_size_bytes(&to_item(&inline_item)?) <= INLINE_MAX_ITEM_BYTES {
+            let committed = if application.events.is_empty() && month_put.is_none() {
+                self.put_account(&inline_item, current.version).await
+            } else {
+                let mut items = vec![self.account_put(&inline_item, current.version)?];
+                items.extend(month_put);
+                items.extend(self.outbox_puts(&application.events)?);
+                self.transact(items).await
+            };
+            if committed.is_ok() {
+                if let Some(fault) = self.take_fault() {
+                    return Err(StoreError::unavailable(SimulatedCrash(fault)));
+                }
+            }
+            return Ok(committed.map(|()| outcome));
+        }
+
+        // A large batch: the account item, its pages, the minute item, the closed month and the
+        // outbox in one transaction; the markers after it, as debt until written.
+        let item =
+            Self::account_item(&application.account, Some(&current), Carry::Debt(first, last));
+        let mut items = vec![self.account_put(&item, current.version)?];
+        let mut marked = Vec::with_capacity(application.entries.len());
+        for page in Self::pages(id, &application.entries, prior.clone())? {
+            for entry in
+                &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
+            {
+                marked.push((entry.clone(), page.first));
+            }
+            items.push(self.put(to_item(&page)?, Some("attribute_not_exists(pk)"))?);
+        }
         if opens_minute {
             let minute = MinuteItem { pk: minute_pk(id), sk: minute_sk(posted_at), first };
             items.push(self.put(to_item(&minute)?, Some("attribute_not_exists(pk)"))?);
         }
-        if let Some(closed) = &application.closed_month {
-            let month = MonthItem {
-                pk: month_pk(id),
-                sk: closed.month.to_string(),
-                totals: serde_json::to_string(closed)
-                    .map_err(|e| StoreError::Corrupt(format!("month totals: {e}")))?,
-            };
-            items.push(self.put(to_item(&month)?, Some("attribute_not_exists(pk)"))?);
-        }
+        items.extend(month_put);
         items.extend(self.outbox_puts(&application.events)?);
 
         if let Err(failure) = self.transact(items).await {
@@ -557,12 +641,24 @@ impl DynamoStore {
             return Err(StoreError::unavailable(SimulatedCrash(fault)));
         }
         // Best effort: a failure here leaves the debt for the next poster, never a wrong answer.
-        match self.write_markers(&markers).await {
-            Ok(()) => self.clear_debt(id, first).await,
+        match self.write_batch_markers(id, markers, &marked, prior.as_deref()).await {
+            Ok(()) => self.clear_settled(id, Settled::Debt(first)).await,
             Err(error) => warn!(account_id = %id, %error, "markers left as debt"),
         }
         Ok(Ok(outcome))
     }
+}
+
+/// What a new account item carries from the last commit for the next poster.
+enum Carry {
+    /// Nothing: what the last commit left was settled.
+    Nothing,
+    /// Marker debt of a large batch.
+    Debt(u64, u64),
+    /// A small batch riding on the account item.
+    Inline(InlineBatch),
+    /// Whatever the current item carries (a settings change).
+    Unchanged,
 }
 
 fn rand_u32() -> u32 {
@@ -591,14 +687,8 @@ impl LedgerStore for DynamoStore {
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
         let account = Account::open(new.id.clone(), new.credit_limit_usd, now);
-        let item = to_item(&AccountItem {
-            pk: account_pk(&account.id),
-            sk: ACCOUNT_SK.into(),
-            version: account.version,
-            account: account.clone(),
-            debt_first: None,
-            debt_last: None,
-        })?;
+        // New accounts keep one marker per source-id group.
+        let item = to_item(&Self::account_item(&account, None, Carry::Nothing))?;
         self.meter_write(&item, WriteKind::Transactional);
         let registry =
             to_item(&RegistryItem { pk: REGISTRY_PK.into(), sk: account.id.as_str().into() })?;
@@ -636,8 +726,8 @@ impl LedgerStore for DynamoStore {
             let mut next = current.account.clone();
             change(&mut next)?;
             let events = settle_settings_change(&current.account, &mut next, now)?;
-            let debt = current.debt_first.zip(current.debt_last);
-            let mut items = vec![self.account_put(&next, debt, current.version)?];
+            let item = Self::account_item(&next, Some(&current), Carry::Unchanged);
+            let mut items = vec![self.account_put(&item, current.version)?];
             items.extend(self.outbox_puts(&events)?);
             match self.transact(items).await {
                 Ok(()) => return Ok(next),
@@ -705,12 +795,18 @@ impl LedgerStore for DynamoStore {
                 let next = encode_page_cursor(page_first, page_first - 1);
                 return Ok(EntryPage { entries, next_cursor: Some(next) });
             }
-            let page = match self.read_page(id, page_first).await {
-                // Only a cursor can point at a page start that does not exist.
-                Err(StoreError::Corrupt(_)) if cursor.is_some() && pages_read == 0 => {
-                    return Err(StoreError::Rejected(ledger::LedgerError::BadCursor));
-                }
-                other => other?,
+            // The last batch may still ride on the account item (read above, so consistent
+            // with `last_seq`): its page may not be written yet.
+            let inline = account.inline.as_ref().filter(|batch| batch.first == page_first);
+            let page = match inline {
+                Some(batch) => batch.page(id),
+                None => match self.read_page(id, page_first).await {
+                    // Only a cursor can point at a page start that does not exist.
+                    Err(StoreError::Corrupt(_)) if cursor.is_some() && pages_read == 0 => {
+                        return Err(StoreError::Rejected(ledger::LedgerError::BadCursor));
+                    }
+                    other => other?,
+                },
             };
             pages_read += 1;
             for entry in Self::page_entries(id, &page)? {

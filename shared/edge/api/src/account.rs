@@ -7,39 +7,39 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use ledger::docs::DocKind;
-use ledger::{
-    display_usd, Account, Amount, Entry, EntryQuery, RechargeMode, RechargeSettings, Show,
-    TermsAcceptance,
-};
+use ledger::{display_usd, Account, Amount, Entry, EntryQuery, RechargeSettings, Show};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{forbidden, Identity};
 use crate::error::ApiError;
+use crate::openapi::{self as doc, EmailAddress, PhoneNumber, SignedUsd, Usd};
 use crate::state::AppState;
 use crate::{audit, body, profile};
 
 /// Terms, overview, settings and their audit log (the settings function).
-pub fn settings_router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/terms", post(accept_terms))
-        .route("/v1/overview", get(overview))
-        .route("/v1/settings", get(settings))
-        .route("/v1/settings/auto-recharge", put(put_auto_recharge))
-        .route("/v1/settings/low-balance", put(put_low_balance))
-        .route("/v1/settings/contacts", put(put_contacts))
-        .route("/v1/settings/address", put(put_address))
-        .route("/v1/settings/statement-schedule", put(put_statement_schedule))
-        .route("/v1/settings/audit", get(audit_log))
+pub fn settings_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::default()
+        .routes(routes!(accept_terms))
+        .routes(routes!(overview))
+        .routes(routes!(settings))
+        .routes(routes!(put_auto_recharge))
+        .routes(routes!(put_low_balance))
+        .routes(routes!(put_contacts))
+        .routes(routes!(put_address))
+        .routes(routes!(put_statement_schedule))
+        .routes(routes!(audit_log))
 }
 
 /// Activity and its CSV export (the activity function).
-pub fn activity_router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/activity", get(activity)).route("/v1/activity.csv", get(activity_csv))
+pub fn activity_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::default().routes(routes!(activity)).routes(routes!(activity_csv))
 }
 
 pub use crate::state::account_or_404;
@@ -53,62 +53,178 @@ pub fn require_terms(account: &Account) -> Result<(), ApiError> {
     }
 }
 
-fn recharge_json(account: &Account) -> Value {
-    match &account.recharge {
-        None => Value::Null,
-        Some(r) => json!({
-            "enabled": r.enabled(),
-            "amount_usd": r.amount_usd(),
-            "threshold_usd": r.threshold_usd(),
-            "mode": r.mode(),
-            "in_flight": account.recharge_in_flight.is_some(),
-            // Stopped for this month (out of attempts, cap reached): why, and until when.
-            "stopped": account.recharge_stopped,
-            "pending_payments": account.pending_payments.len(),
-        }),
+/// Who accepted which version of the terms of service, and when.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = TermsAcceptance)]
+pub struct TermsView {
+    pub version: String,
+    /// The token's subject.
+    pub accepted_by: String,
+    pub accepted_at: DateTime<Utc>,
+}
+
+impl From<&ledger::TermsAcceptance> for TermsView {
+    fn from(terms: &ledger::TermsAcceptance) -> Self {
+        let ledger::TermsAcceptance { version, accepted_by, accepted_at } = terms.clone();
+        TermsView { version, accepted_by, accepted_at }
     }
 }
 
-pub async fn overview_json(state: &AppState, account: &Account) -> Result<Value, ApiError> {
-    let card = state.cards.card(account.rate_card.as_deref()).map(|c| (*c).clone());
+/// Why auto-recharge stopped, and through which month.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = RechargeStop)]
+pub struct RechargeStopView {
+    /// `YYYY-MM` (UTC): the stop holds through this month.
+    #[schema(pattern = r"^[0-9]{4}-[0-9]{2}$")]
+    pub month: String,
+    pub reason: String,
+}
+
+impl From<&ledger::RechargeStop> for RechargeStopView {
+    fn from(stop: &ledger::RechargeStop) -> Self {
+        RechargeStopView { month: stop.month.to_string(), reason: stop.reason.clone() }
+    }
+}
+
+/// Auto-recharge as set, and where it stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = AutoRechargeState)]
+pub struct AutoRechargeView {
+    pub enabled: bool,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    #[schema(value_type = Usd)]
+    pub threshold_usd: Amount,
+    pub mode: doc::RechargeMode,
+    /// A recharge request is raised and not settled yet.
+    pub in_flight: bool,
+    /// Stopped for this month (out of attempts, cap reached): why, and until when.
+    pub stopped: Option<RechargeStopView>,
+    /// Pay Now payments whose outcome is not final yet.
+    pub pending_payments: usize,
+    /// The customer's cap on auto-recharge spend per calendar month, when one is set (the
+    /// settings and their change show it; the overview does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Usd>)]
+    pub monthly_cap_usd: Option<Amount>,
+}
+
+impl AutoRechargeView {
+    /// `None` until auto-recharge was ever set.
+    pub fn of(account: &Account, monthly_cap_usd: Option<Amount>) -> Option<Self> {
+        let settings = account.recharge.as_ref()?;
+        Some(AutoRechargeView {
+            enabled: settings.enabled(),
+            amount_usd: settings.amount_usd(),
+            threshold_usd: settings.threshold_usd(),
+            mode: settings.mode().into(),
+            in_flight: account.recharge_in_flight.is_some(),
+            stopped: account.recharge_stopped.as_ref().map(RechargeStopView::from),
+            pending_payments: account.pending_payments.len(),
+            monthly_cap_usd,
+        })
+    }
+}
+
+/// The plan's included minutes this month.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanUsage {
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    pub included_seconds_used: u64,
+}
+
+/// Balance, status, floor, auto-recharge summary and rates.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Overview)]
+pub struct OverviewView {
+    pub account_id: String,
+    #[schema(value_type = SignedUsd)]
+    pub balance_usd: String,
+    /// The balance to the cent (half-up), for people: `$12.35`.
+    pub balance_display: String,
+    pub status: doc::AccountStatus,
+    /// The lowest balance service continues above: 0 for prepaid accounts, `-credit_limit`
+    /// for postpaid ones.
+    #[schema(value_type = SignedUsd)]
+    pub floor_usd: String,
+    /// Postpaid accounts only.
+    #[schema(value_type = Option<Usd>)]
+    pub credit_limit_usd: Option<Amount>,
+    pub terms: Option<TermsView>,
+    pub auto_recharge: Option<AutoRechargeView>,
+    #[schema(value_type = Option<Usd>)]
+    pub low_balance_usd: Option<Amount>,
+    /// The rate card's id.
+    pub rate_card: String,
+    /// The rate card itself (rounding, calls, sms, numbers, ring-through attempts, premium
+    /// services, included minutes), as the rating engine reads it.
+    #[schema(value_type = Option<Object>)]
+    pub rates: Option<Arc<rating::RateCard>>,
+    pub plan: PlanUsage,
+    /// The operator's view of an account only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_exempt: Option<bool>,
+}
+
+pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
     let month = ledger::Month::of(Utc::now());
-    Ok(json!({
-        "account_id": account.id,
-        "balance_usd": account.balance_usd.normalize().to_string(),
-        "balance_display": display_usd(account.balance_usd),
-        "status": account.status,
-        "floor_usd": account.floor_usd().normalize().to_string(),
-        "credit_limit_usd": account.credit_limit_usd,
-        "terms": account.terms,
-        "auto_recharge": recharge_json(account),
-        "low_balance_usd": account.low_balance_usd,
-        "rate_card": account.rate_card.as_deref().unwrap_or("standard"),
-        "rates": card,
-        "plan": {
-            "month": month,
-            "included_seconds_used": account.plan_usage.used_in(month),
+    OverviewView {
+        account_id: account.id.to_string(),
+        balance_usd: account.balance_usd.normalize().to_string(),
+        balance_display: display_usd(account.balance_usd),
+        status: account.status.into(),
+        floor_usd: account.floor_usd().normalize().to_string(),
+        credit_limit_usd: account.credit_limit_usd,
+        terms: account.terms.as_ref().map(TermsView::from),
+        auto_recharge: AutoRechargeView::of(account, None),
+        low_balance_usd: account.low_balance_usd,
+        rate_card: account.rate_card.as_deref().unwrap_or("standard").to_string(),
+        rates: state.cards.card(account.rate_card.as_deref()),
+        plan: PlanUsage {
+            included_seconds_used: account.plan_usage.used_in(month),
+            month: month.to_string(),
         },
-    }))
+        tax_exempt: None,
+    }
 }
 
-#[derive(Deserialize)]
+/// Accept a version of the terms of service.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TermsBody {
-    version: String,
+#[schema(as = Terms)]
+pub struct TermsBody {
+    #[schema(min_length = 1, max_length = 32)]
+    pub version: String,
 }
 
+/// The terms as accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TermsAccepted {
+    pub terms: TermsView,
+}
+
+#[utoipa::path(
+    post, path = "/v1/terms", summary = "Accept the terms of service (admin)",
+    request_body = TermsBody,
+    responses(
+        (status = 200, description = "Accepted", body = TermsAccepted),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn accept_terms(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TermsAccepted>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: TermsBody = body::json(&raw)?;
     if request.version.is_empty() || request.version.len() > 32 {
         return Err(ApiError::bad_request("invalid_field", "version must be 1 to 32 characters")
             .on_field("version"));
     }
-    let acceptance = TermsAcceptance {
+    let acceptance = ledger::TermsAcceptance {
         version: request.version,
         accepted_by: identity.user.clone(),
         accepted_at: ledger::truncate_to_micros(Utc::now()),
@@ -117,60 +233,119 @@ async fn accept_terms(
     let change = move |a: &mut Account| a.terms = Some(accepted.clone());
     audit::change_account(&state, &id, &identity.user, "terms", change, |a| a.terms.clone())
         .await?;
-    Ok(Json(json!({ "terms": acceptance })))
+    Ok(Json(TermsAccepted { terms: TermsView::from(&acceptance) }))
 }
 
+#[utoipa::path(
+    get, path = "/v1/overview", summary = "Balance, status, floor, auto-recharge summary and rates",
+    responses(
+        (status = 200, description = "Overview", body = OverviewView),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn overview(
     State(state): State<Arc<AppState>>,
     identity: Identity,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OverviewView>, ApiError> {
     let account = account_or_404(&state, identity.account()?).await?;
-    Ok(Json(overview_json(&state, &account).await?))
+    Ok(Json(overview_view(&state, &account)))
 }
 
+/// Every setting of the account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Settings {
+    pub auto_recharge: Option<AutoRechargeView>,
+    #[schema(value_type = Option<Usd>)]
+    pub low_balance_usd: Option<Amount>,
+    #[schema(value_type = Vec<EmailAddress>)]
+    pub billing_emails: Vec<profile::Email>,
+    #[schema(value_type = Option<EmailAddress>)]
+    pub recharge_failure_email: Option<profile::Email>,
+    #[schema(value_type = Option<PhoneNumber>)]
+    pub critical_phone: Option<profile::Phone>,
+    pub service_address: Option<Address>,
+    pub statement_schedule: doc::StatementSchedule,
+    pub tax_exempt: bool,
+}
+
+#[utoipa::path(
+    get, path = "/v1/settings", summary = "All settings",
+    responses(
+        (status = 200, description = "Settings", body = Settings),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn settings(
     State(state): State<Arc<AppState>>,
     identity: Identity,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Settings>, ApiError> {
     let id = identity.account()?;
     let account = account_or_404(&state, id).await?;
     let (profile, _) = profile::load(state.docs(), id).await?;
-    Ok(Json(json!({
-        "auto_recharge": recharge_json(&account),
-        "low_balance_usd": account.low_balance_usd,
-        "billing_emails": profile.billing_emails,
-        "recharge_failure_email": profile.recharge_failure_email,
-        "critical_phone": profile.critical_phone,
-        "service_address": profile.service_address,
-        "statement_schedule": profile.statement_schedule,
-        "tax_exempt": profile.tax_exempt,
-    })))
+    Ok(Json(Settings {
+        auto_recharge: AutoRechargeView::of(&account, profile.auto_recharge_monthly_cap_usd),
+        low_balance_usd: account.low_balance_usd,
+        billing_emails: profile.billing_emails,
+        recharge_failure_email: profile.recharge_failure_email,
+        critical_phone: profile.critical_phone,
+        service_address: profile.service_address.map(Address::from),
+        statement_schedule: profile.statement_schedule.into(),
+        tax_exempt: profile.tax_exempt,
+    }))
 }
 
-#[derive(Deserialize)]
+/// Auto-recharge settings: amount at least $50, threshold at least $10, amount above the
+/// threshold, both whole cents.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AutoRechargeBody {
-    enabled: bool,
-    amount_usd: Amount,
-    threshold_usd: Amount,
-    mode: RechargeMode,
-    /// Optional customer cap on auto-recharge spend per calendar month.
+#[schema(as = AutoRecharge, example = json!({
+    "enabled": true, "amount_usd": "50.00", "threshold_usd": "10.00", "mode": "add",
+    "monthly_cap_usd": "200.00",
+}))]
+pub struct AutoRechargeBody {
+    pub enabled: bool,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    #[schema(value_type = Usd)]
+    pub threshold_usd: Amount,
+    pub mode: doc::RechargeMode,
+    /// Optional customer cap on auto-recharge spend per calendar month (at least the amount);
+    /// left out or null: no cap.
     #[serde(default)]
-    monthly_cap_usd: Option<Amount>,
+    #[schema(value_type = Option<Usd>)]
+    pub monthly_cap_usd: Option<Amount>,
 }
 
+/// Auto-recharge as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AutoRechargeSaved {
+    pub auto_recharge: Option<AutoRechargeView>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/settings/auto-recharge",
+    summary = "Auto-recharge settings (admin; amount >= $50, threshold >= $10, amount above threshold)",
+    request_body = AutoRechargeBody,
+    responses(
+        (status = 200, description = "Saved", body = AutoRechargeSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn put_auto_recharge(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AutoRechargeSaved>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: AutoRechargeBody = body::json(&raw)?;
     let settings = RechargeSettings::new(
         request.enabled,
         request.amount_usd,
         request.threshold_usd,
-        request.mode,
+        request.mode.into(),
     )
     .map_err(|e| {
         let field = match e {
@@ -208,35 +383,52 @@ async fn put_auto_recharge(
         .await
         .map_err(ApiError::from_store)?;
     let with_cap = |account: &Account, p: &profile::Profile| {
-        let mut view = recharge_json(account);
-        if let Some(object) = view.as_object_mut() {
-            object.insert("monthly_cap_usd".into(), json!(p.auto_recharge_monthly_cap_usd));
-        }
-        view
+        AutoRechargeView::of(account, p.auto_recharge_monthly_cap_usd)
     };
     audit::record(
         state.docs(),
         &id,
         &identity.user,
         "auto_recharge",
-        with_cap(&before, &profile_before),
-        with_cap(&after, &profile_after),
+        audit::json(&with_cap(&before, &profile_before))?,
+        audit::json(&with_cap(&after, &profile_after))?,
     )
     .await?;
-    Ok(Json(json!({ "auto_recharge": with_cap(&after, &profile_after) })))
+    Ok(Json(AutoRechargeSaved { auto_recharge: with_cap(&after, &profile_after) }))
 }
 
-#[derive(Deserialize)]
+/// The low-balance notice level; null turns the notice off.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LowBalanceBody {
-    level_usd: Option<Amount>,
+#[schema(as = LowBalance)]
+pub struct LowBalanceBody {
+    // Required in the document (send null to turn the notice off), so that a client never
+    // clears it by leaving it out; serde takes a missing one as null.
+    #[schema(value_type = Option<Usd>, required = true)]
+    pub level_usd: Option<Amount>,
 }
 
+/// The low-balance notice level as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LowBalanceSaved {
+    #[schema(value_type = Option<Usd>)]
+    pub low_balance_usd: Option<Amount>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/settings/low-balance", summary = "Low-balance notice level (admin)",
+    request_body = LowBalanceBody,
+    responses(
+        (status = 200, description = "Saved", body = LowBalanceSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn put_low_balance(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LowBalanceSaved>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: LowBalanceBody = body::json(&raw)?;
     let level = request.level_usd;
@@ -249,24 +441,48 @@ async fn put_low_balance(
         |a| a.low_balance_usd,
     )
     .await?;
-    Ok(Json(json!({ "low_balance_usd": after.low_balance_usd })))
+    Ok(Json(LowBalanceSaved { low_balance_usd: after.low_balance_usd }))
 }
 
-#[derive(Deserialize)]
+/// The billing contacts: who gets receipts and statements, who hears of a failed recharge,
+/// and the number called about critical billing events. Taken and shown alike.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ContactsBody {
-    billing_emails: Vec<profile::Email>,
-    recharge_failure_email: Option<profile::Email>,
-    critical_phone: Option<profile::Phone>,
+pub struct Contacts {
+    #[schema(value_type = Vec<EmailAddress>, min_items = 1, max_items = 10)]
+    pub billing_emails: Vec<profile::Email>,
+    #[schema(value_type = Option<EmailAddress>, required = true)]
+    pub recharge_failure_email: Option<profile::Email>,
+    #[schema(value_type = Option<PhoneNumber>, required = true)]
+    pub critical_phone: Option<profile::Phone>,
 }
 
+impl Contacts {
+    fn of(p: &profile::Profile) -> Self {
+        Contacts {
+            billing_emails: p.billing_emails.clone(),
+            recharge_failure_email: p.recharge_failure_email.clone(),
+            critical_phone: p.critical_phone.clone(),
+        }
+    }
+}
+
+#[utoipa::path(
+    put, path = "/v1/settings/contacts", summary = "Billing contacts (admin)",
+    request_body = Contacts,
+    responses(
+        (status = 200, description = "Saved", body = Contacts),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn put_contacts(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Contacts>, ApiError> {
     let id = identity.admin_account()?.clone();
-    let request: ContactsBody = body::json(&raw)?;
+    let request: Contacts = body::json(&raw)?;
     if request.billing_emails.is_empty()
         || request.billing_emails.len() > profile::MAX_BILLING_EMAILS
     {
@@ -276,13 +492,6 @@ async fn put_contacts(
         )
         .on_field("billing_emails"));
     }
-    let view = |p: &profile::Profile| {
-        json!({
-            "billing_emails": p.billing_emails,
-            "recharge_failure_email": p.recharge_failure_email,
-            "critical_phone": p.critical_phone,
-        })
-    };
     let change = |p: &mut profile::Profile| {
         p.billing_emails = request.billing_emails.clone();
         p.recharge_failure_email = request.recharge_failure_email.clone();
@@ -290,50 +499,120 @@ async fn put_contacts(
         Ok(())
     };
     let after =
-        audit::change_profile(&state, &id, &identity.user, "contacts", change, view).await?;
-    Ok(Json(view(&after)))
+        audit::change_profile(&state, &id, &identity.user, "contacts", change, Contacts::of)
+            .await?;
+    Ok(Json(Contacts::of(&after)))
 }
 
+/// The service address (drives sales tax). Taken and shown alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    #[schema(min_length = 1, max_length = 200)]
+    pub line1: String,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub line2: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    pub city: String,
+    /// State or province code, where the country has them.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Z0-9]{1,3}$")]
+    pub region: Option<String>,
+    #[schema(min_length = 1, max_length = 20)]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Z]{2}$")]
+    pub country: String,
+}
+
+impl From<profile::Address> for Address {
+    fn from(address: profile::Address) -> Self {
+        let profile::Address { line1, line2, city, region, postal_code, country } = address;
+        Address { line1, line2, city, region, postal_code, country }
+    }
+}
+
+impl From<Address> for profile::Address {
+    fn from(address: Address) -> Self {
+        let Address { line1, line2, city, region, postal_code, country } = address;
+        profile::Address { line1, line2, city, region, postal_code, country }
+    }
+}
+
+/// The service address as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceAddressSaved {
+    pub service_address: Option<Address>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/settings/address", summary = "Service address (admin; drives sales tax)",
+    request_body = Address,
+    responses(
+        (status = 200, description = "Saved", body = ServiceAddressSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn put_address(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceAddressSaved>, ApiError> {
     let id = identity.admin_account()?.clone();
-    let address: profile::Address = body::json(&raw)?;
+    let address: profile::Address = body::json::<Address>(&raw)?.into();
     address.validate()?;
     let change = |p: &mut profile::Profile| {
         p.service_address = Some(address.clone());
         Ok(())
     };
-    let view = |p: &profile::Profile| p.service_address.clone();
+    let view = |p: &profile::Profile| p.service_address.clone().map(Address::from);
     let after =
         audit::change_profile(&state, &id, &identity.user, "service_address", change, view).await?;
-    Ok(Json(json!({ "service_address": after.service_address })))
+    Ok(Json(ServiceAddressSaved { service_address: after.service_address.map(Address::from) }))
 }
 
-#[derive(Deserialize)]
+/// How often statements are emailed.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScheduleBody {
-    schedule: profile::StatementSchedule,
+#[schema(as = StatementSchedule)]
+pub struct ScheduleBody {
+    pub schedule: doc::StatementSchedule,
 }
 
+/// The statement schedule as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatementScheduleSaved {
+    pub statement_schedule: doc::StatementSchedule,
+}
+
+#[utoipa::path(
+    put, path = "/v1/settings/statement-schedule", summary = "Statement schedule (admin)",
+    request_body = ScheduleBody,
+    responses(
+        (status = 200, description = "Saved", body = StatementScheduleSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn put_statement_schedule(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatementScheduleSaved>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: ScheduleBody = body::json(&raw)?;
+    let schedule: profile::StatementSchedule = request.schedule.into();
     let change = |p: &mut profile::Profile| {
-        p.statement_schedule = request.schedule;
+        p.statement_schedule = schedule;
         Ok(())
     };
-    let view = |p: &profile::Profile| p.statement_schedule;
+    let view = |p: &profile::Profile| doc::StatementSchedule::from(p.statement_schedule);
     let after =
         audit::change_profile(&state, &id, &identity.user, "statement_schedule", change, view)
             .await?;
-    Ok(Json(json!({ "statement_schedule": after.statement_schedule })))
+    Ok(Json(StatementScheduleSaved { statement_schedule: after.statement_schedule.into() }))
 }
 
 /// Query parameters, each parsed with an error naming it; unknown ones are refused.
@@ -414,31 +693,69 @@ fn entry_query(params: &Params, max_limit: u32) -> Result<EntryQuery, ApiError> 
     })
 }
 
-#[derive(Serialize)]
-struct EntryView<'a> {
-    seq: u64,
-    posted_at: DateTime<Utc>,
-    occurred_at: DateTime<Utc>,
-    kind: &'static str,
-    item: &'static str,
-    amount_usd: String,
-    balance_after_usd: String,
-    source_id: &'a str,
-    details: &'a Value,
+/// One ledger entry as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Entry)]
+pub struct EntryView {
+    /// 1, 2, 3, ... per account, without gaps.
+    pub seq: u64,
+    /// When the ledger applied it (UTC).
+    pub posted_at: DateTime<Utc>,
+    /// When the billed thing happened (UTC), as its source reported it.
+    pub occurred_at: DateTime<Utc>,
+    pub kind: doc::EntryKind,
+    pub item: doc::BillingItem,
+    #[schema(value_type = Usd)]
+    pub amount_usd: String,
+    #[schema(value_type = SignedUsd)]
+    pub balance_after_usd: String,
+    /// The id that makes the entry apply once (event id, Idempotency-Key, request id, ...).
+    pub source_id: String,
+    /// What the source said about it (free-form).
+    pub details: Value,
 }
 
-fn view(entry: &Entry) -> EntryView<'_> {
-    EntryView {
-        seq: entry.seq,
-        posted_at: entry.posted_at,
-        occurred_at: entry.occurred_at,
-        kind: entry.kind.as_str(),
-        item: entry.item.as_str(),
-        amount_usd: entry.amount_usd.value().normalize().to_string(),
-        balance_after_usd: entry.balance_after_usd.normalize().to_string(),
-        source_id: entry.source_id.as_str(),
-        details: &entry.details,
+impl From<&Entry> for EntryView {
+    fn from(entry: &Entry) -> Self {
+        // Every field named: a new one does not compile until the API decides to show it.
+        let Entry {
+            account_id: _,
+            seq,
+            kind,
+            item,
+            amount_usd,
+            balance_after_usd,
+            posted_at,
+            occurred_at,
+            source_id,
+            details,
+        } = entry;
+        EntryView {
+            seq: *seq,
+            posted_at: *posted_at,
+            occurred_at: *occurred_at,
+            kind: (*kind).into(),
+            item: (*item).into(),
+            amount_usd: amount_usd.value().normalize().to_string(),
+            balance_after_usd: balance_after_usd.normalize().to_string(),
+            source_id: source_id.as_str().to_string(),
+            details: details.clone(),
+        }
     }
+}
+
+/// A page of entries, oldest first; `next_cursor` continues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryPage {
+    pub entries: Vec<EntryView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of the settings audit log, newest first; `next_cursor` continues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<audit::AuditEntry>,
+    pub next_cursor: Option<String>,
 }
 
 /// The query parameters of `/v1/activity` and `/v1/activity.csv`.
@@ -447,16 +764,47 @@ pub const ACTIVITY_PARAMS: &[&str] = &["from", "to", "show", "cursor", "limit"];
 /// The query parameters of `/v1/settings/audit` (and every other paged list).
 pub const PAGE_PARAMS: &[&str] = &["cursor", "limit"];
 
+const ACTIVITY_RANGE: &str = "Entries whose posting time lies in [from, to): from included, to \
+    excluded, both optional. Unknown query parameters are refused with a 400 naming them.";
+
+#[utoipa::path(
+    get, path = "/v1/activity", summary = "Ledger entries by UTC range and kind, oldest first",
+    description = ACTIVITY_RANGE,
+    params(
+        ("from" = Option<DateTime<Utc>>, Query,
+            description = "Entries posted at or after this UTC time (included): the range is [from, to)"),
+        ("to" = Option<DateTime<Utc>>, Query,
+            description = "Entries posted before this UTC time (excluded): the range is [from, to)"),
+        ("show" = inline(Option<ShowParam>), Query, description = "Which entries: all (default), debits or credits"),
+        ("cursor" = Option<String>, Query, max_length = 200, description = "The previous page's next_cursor"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Entries", body = EntryPage),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn activity(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Query(raw): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EntryPage>, ApiError> {
     let id = identity.account()?;
     let query = entry_query(&Params::new(raw, ACTIVITY_PARAMS)?, ledger::store::MAX_PAGE_SIZE)?;
     let page = state.ledger().entries(id, &query).await.map_err(ApiError::from_store)?;
-    let entries: Vec<EntryView<'_>> = page.entries.iter().map(view).collect();
-    Ok(Json(json!({ "entries": entries, "next_cursor": page.next_cursor })))
+    let entries = page.entries.iter().map(EntryView::from).collect();
+    Ok(Json(EntryPage { entries, next_cursor: page.next_cursor }))
+}
+
+/// Which entries the activity shows (the `show` query parameter).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Documents the parameter; `entry_query` parses it with an error naming it.
+enum ShowParam {
+    All,
+    Debits,
+    Credits,
 }
 
 /// The CSV columns, in order. Stable: add new columns at the end only.
@@ -506,6 +854,26 @@ pub fn csv_row(entry: &Entry) -> String {
 /// The most rows one CSV response carries; `x-next-cursor` continues.
 pub const MAX_CSV_ROWS: u32 = 10_000;
 
+#[utoipa::path(
+    get, path = "/v1/activity.csv",
+    summary = "The same as CSV with stable columns (x-next-cursor continues)",
+    description = ACTIVITY_RANGE,
+    params(
+        ("from" = Option<DateTime<Utc>>, Query,
+            description = "Entries posted at or after this UTC time (included): the range is [from, to)"),
+        ("to" = Option<DateTime<Utc>>, Query,
+            description = "Entries posted before this UTC time (excluded): the range is [from, to)"),
+        ("show" = inline(Option<ShowParam>), Query, description = "Which entries: all (default), debits or credits"),
+        ("cursor" = Option<String>, Query, max_length = 200, description = "The x-next-cursor of the previous download"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Rows (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "CSV", content_type = "text/csv", body = String,
+            headers(("x-next-cursor" = String, description = "Present when more rows follow: pass it as cursor"))),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn activity_csv(
     State(state): State<Arc<AppState>>,
     identity: Identity,
@@ -543,18 +911,29 @@ async fn activity_csv(
     Ok((headers, csv).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/settings/audit", summary = "Settings changes, newest first",
+    params(
+        ("cursor" = Option<String>, Query, max_length = 200, description = "The previous page's next_cursor"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Entries per page (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "Audit log", body = AuditPage),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn audit_log(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Query(raw): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let id = identity.account()?;
     let params = Params::new(raw, PAGE_PARAMS)?;
     let limit = params.limit(50, 200)?;
     let (entries, next_cursor) = state
         .doc_page::<audit::AuditEntry>(id, DocKind::Audit, params.get("cursor"), limit)
         .await?;
-    Ok(Json(json!({ "entries": entries, "next_cursor": next_cursor })))
+    Ok(Json(AuditPage { entries, next_cursor }))
 }
 
 /// `Idempotency-Key`: required on every money-moving POST.

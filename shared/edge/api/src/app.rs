@@ -1,5 +1,7 @@
 //! The account API assembled: account, payment and operator routes behind an authentication
-//! layer, plus `/openapi.json` and `/health` without one.
+//! layer, plus `/openapi.json` and `/health` without one. Each route is registered from its
+//! handler's `#[utoipa::path]` annotation, so the router and the OpenAPI document
+//! ([`crate::openapi`]) are built from one source.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,15 +12,20 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{local_jwt_layer, LocalJwt};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The OpenAPI 3 document of every route (kept in sync by a test).
-pub const OPENAPI: &str = include_str!("../openapi.json");
+/// The OpenAPI 3 document of every route, generated from the handlers' annotations and the
+/// request and response types (see [`crate::openapi`]); served at `/openapi.json`.
+pub fn openapi_json() -> &'static str {
+    crate::openapi::document_json()
+}
 
-/// Every route of the account API, as `(METHOD, path)`: the OpenAPI document must list exactly
+/// Every route of the account API, as `(METHOD, path)`, for what is deployed beside the code
+/// (the SAM template's routes are held to it by a test): the OpenAPI document lists exactly
 /// these (a test checks both directions and that each is really routed).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/terms"),
@@ -115,30 +122,32 @@ pub enum Group {
 }
 
 pub fn group(group: Group) -> Router<Arc<AppState>> {
-    match group {
-        Group::Settings => settings_group(),
-        Group::Activity => activity_group(),
-        Group::Payments => payments_group(),
-    }
+    group_api(group).into()
+}
+
+/// A group's routes with their documentation.
+pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
+    let routes = match group {
+        Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
+        Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
+        Group::Payments => crate::payments::router(),
+    };
+    routes.route_layer(middleware::from_fn(refuse_unknown_query))
 }
 
 /// Terms, overview, settings, audit log, operator routes.
 pub fn settings_group() -> Router<Arc<AppState>> {
-    crate::account::settings_router()
-        .merge(crate::operator::router())
-        .route_layer(middleware::from_fn(refuse_unknown_query))
+    group(Group::Settings)
 }
 
 /// Activity, its CSV export, statements.
 pub fn activity_group() -> Router<Arc<AppState>> {
-    crate::account::activity_router()
-        .merge(crate::statements::router())
-        .route_layer(middleware::from_fn(refuse_unknown_query))
+    group(Group::Activity)
 }
 
 /// Cards, Pay Now, payment history.
 pub fn payments_group() -> Router<Arc<AppState>> {
-    crate::payments::router().route_layer(middleware::from_fn(refuse_unknown_query))
+    group(Group::Payments)
 }
 
 /// A group's router for its Lambda: identity from API Gateway's JWT authorizer claims.
@@ -163,7 +172,10 @@ fn behind_api_gateway(router: Router) -> Router {
 /// The public part: the contract and a health check.
 pub fn public() -> Router {
     Router::new()
-        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], OPENAPI) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi_json()) }),
+        )
         .route("/health", get(|| async { "ok" }))
 }
 

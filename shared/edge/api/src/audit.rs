@@ -14,15 +14,23 @@ use crate::error::ApiError;
 use crate::profile::{self, Profile};
 use crate::state::{account_or_404, AppState};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One settings change: who, when, what, before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// The token's subject.
     pub actor: String,
     /// What changed: `auto_recharge`, `contacts`, `address`, `terms`, `credit_limit`, ...
     pub change: String,
+    /// The changed setting before (free-form: the setting's own shape; null when it was unset).
     pub before: serde_json::Value,
+    /// The changed setting after.
     pub after: serde_json::Value,
+}
+
+/// A view of a setting as the audit log keeps it.
+pub fn json<T: Serialize>(view: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(view).map_err(|e| ApiError::internal(&e))
 }
 
 /// Append one entry (retries with a fresh id on the rare id collision).

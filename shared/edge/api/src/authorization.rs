@@ -7,14 +7,17 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::{Json, Router};
 use ledger::{AccountId, LedgerStore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use usage::authorize::{authorize, Action, Decision};
 use usage::worker::RateCards;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::openapi::mirror_enum;
 
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
@@ -38,21 +41,96 @@ pub struct AuthorizationState {
     pub max_call_seconds: u32,
 }
 
-#[derive(Debug, Serialize)]
+mirror_enum! {
+    /// Why a billable action is refused.
+    Denial = usage::authorize::Denial { TermsNotAccepted, Suspended, InsufficientBalance }
+}
+
+mirror_enum! {
+    /// Which way a call or message goes.
+    Direction = rating::Direction { Inbound, Outbound }
+}
+
+mirror_enum! {
+    /// The kind of number bought.
+    NumberType = rating::NumberType { Local, TollFree }
+}
+
+/// What the platform is about to do for an account. The body is parsed as the account id plus
+/// a `usage::authorize::Action`; this type is what the document says of it (a test holds the
+/// two to the same fields).
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code)]
+pub enum AuthorizationRequest {
+    /// Place a call.
+    Call {
+        #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
+        account_id: String,
+        direction: Direction,
+        /// E.164 number.
+        #[schema(pattern = r"^\+?[0-9]{3,15}$")]
+        to: String,
+    },
+    /// Send an SMS.
+    Sms {
+        #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
+        account_id: String,
+        direction: Direction,
+        #[schema(minimum = 1, maximum = 100)]
+        segments: u32,
+    },
+    /// Buy a phone number.
+    NumberPurchase {
+        #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
+        account_id: String,
+        number_type: NumberType,
+    },
+}
+
+/// The decision.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuthorizationDecision)]
 pub struct AuthorizationResponse {
     pub account_id: String,
-    #[serde(flatten)]
-    pub decision: Decision,
+    pub allowed: bool,
+    /// Refused: why.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Denial>,
+    /// Calls only: the longest duration the balance above the floor covers (capped at 4 h).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub max_duration_seconds: Option<u32>,
+    /// Refused: why, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub message: Option<&'static str>,
 }
 
-pub fn router(state: Arc<AuthorizationState>) -> Router {
-    Router::new()
-        .route(ROUTE.1, post(authorize_handler))
+impl AuthorizationResponse {
+    fn new(account_id: &AccountId, decision: Decision) -> Self {
+        // Every field named: a new one does not compile until the API decides to show it.
+        let Decision { allowed, reason, max_duration_seconds } = decision;
+        AuthorizationResponse {
+            account_id: account_id.to_string(),
+            allowed,
+            reason: reason.map(Denial::from),
+            max_duration_seconds,
+            message: reason.map(|r| r.message()),
+        }
+    }
+}
+
+/// The platform's route with its documentation.
+pub fn api() -> OpenApiRouter<Arc<AuthorizationState>> {
+    OpenApiRouter::default()
+        .routes(routes!(authorize_handler))
         .route_layer(axum::middleware::from_fn(crate::app::refuse_unknown_query))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+}
+
+pub fn router(state: Arc<AuthorizationState>) -> Router {
+    Router::from(api()).with_state(state)
 }
 
 /// Compares without an early exit, so timing says nothing about the token.
@@ -113,6 +191,20 @@ fn parse(body: &[u8]) -> Result<(AccountId, Action), ApiError> {
     Ok((account_id, action))
 }
 
+#[utoipa::path(
+    post, path = "/v1/authorizations",
+    summary = "May this account place this call, send this SMS or buy this number (the telephony platform)",
+    security(("platformToken" = [])),
+    request_body = AuthorizationRequest,
+    responses(
+        (status = 200, description = "The decision", body = AuthorizationResponse),
+        (status = 400, description = "Bad request: the message says what is wrong", body = ApiError),
+        (status = 401, description = "Not the platform's token", body = ApiError),
+        (status = 404, description = "No such account", body = ApiError),
+        (status = 413, description = "Body over 4 KB"),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn authorize_handler(
     State(state): State<Arc<AuthorizationState>>,
     headers: HeaderMap,
@@ -133,6 +225,5 @@ async fn authorize_handler(
         )))
     })?;
     let decision = authorize(&account, &card, &action, chrono::Utc::now(), state.max_call_seconds);
-    let message = decision.reason.map(|r| r.message());
-    Ok(Json(AuthorizationResponse { account_id: account_id.to_string(), decision, message }))
+    Ok(Json(AuthorizationResponse::new(&account_id, decision)))
 }

@@ -5,10 +5,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Every error answer: a stable machine-readable `code`, a message for people, and the field
+/// (body field, query parameter or header) it is about, when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// The body has exactly these fields; the schema says so (`additionalProperties: false`), so it
+// is told apart from answers that carry more (a declined payment's).
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
+    #[schema(value_type = String, example = "invalid_field")]
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]

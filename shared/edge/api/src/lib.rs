@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authorization;
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod operator;
 pub mod payments;
 /// The billing profile lives in `documents`; re-exported for the routes.

@@ -6,32 +6,38 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use ledger::{
     AccountId, Amount, BillingItem, Entry, EntryKind, EntryQuery, NewAccount, Posting,
     PostingResult, PostingRule, SourceId, StoreError,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::account::{account_or_404, idempotency_key, overview_json};
+use crate::account::{
+    account_or_404, idempotency_key, overview_view, AutoRechargeView, OverviewView,
+    RechargeStopView,
+};
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::openapi::{self as doc, SignedUsd, Usd};
 use crate::state::AppState;
 use crate::{audit, body, profile};
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/operator/accounts", post(create_account))
-        .route("/v1/operator/accounts/{account_id}", get(show_account))
-        .route("/v1/operator/accounts/{account_id}/rate-card", put(set_rate_card))
-        .route("/v1/operator/accounts/{account_id}/credit-limit", put(set_credit_limit))
-        .route("/v1/operator/accounts/{account_id}/tax-exemption", put(set_tax_exemption))
-        .route("/v1/operator/accounts/{account_id}/adjustments", post(adjust))
-        .route("/v1/operator/accounts/{account_id}/auto-recharge/rearm", post(rearm))
-        .route("/v1/operator/auto-recharge/attention", get(attention))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::default()
+        .routes(routes!(create_account))
+        .routes(routes!(show_account))
+        .routes(routes!(set_rate_card))
+        .routes(routes!(set_credit_limit))
+        .routes(routes!(set_tax_exemption))
+        .routes(routes!(adjust))
+        .routes(routes!(rearm))
+        .routes(routes!(attention))
 }
 
 /// Query parameters of the attention list.
@@ -40,11 +46,44 @@ pub const ATTENTION_PARAMS: &[&str] = &["cursor", "limit"];
 /// Accounts whose auto-recharge needs a look: stopped (out of attempts, cap reached) or holding
 /// a request. Walks the account registry `limit` accounts at a time (default 100, at most
 /// 1,000); a page may list none and still have a `next_cursor`.
+/// An account whose auto-recharge needs a look.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttentionAccount {
+    pub account_id: String,
+    #[schema(value_type = SignedUsd)]
+    pub balance_usd: String,
+    /// Auto-recharge is on.
+    pub enabled: bool,
+    /// Stopped for this month: why, and until when.
+    pub stopped: Option<RechargeStopView>,
+    /// The id of the recharge request raised and not settled yet.
+    pub request_in_flight: Option<String>,
+}
+
+/// A page of the account registry's accounts that need a look; `next_cursor` continues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttentionPage {
+    pub accounts: Vec<AttentionAccount>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/operator/auto-recharge/attention",
+    summary = "Accounts whose auto-recharge needs a look (operator): stopped, or holding a request; walks the account registry a page at a time",
+    params(
+        ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The previous page's next_cursor"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Accounts walked per page (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of accounts", body = AttentionPage),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn attention(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     axum::extract::Query(raw): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttentionPage>, ApiError> {
     identity.operator()?;
     let params = crate::account::Params::new(raw, ATTENTION_PARAMS)?;
     let limit = params.limit(100, 1_000)?;
@@ -59,25 +98,45 @@ async fn attention(
         if account.recharge_stopped.is_none() && account.recharge_in_flight.is_none() {
             continue;
         }
-        accounts.push(json!({
-            "account_id": account.id,
-            "balance_usd": account.balance_usd.normalize().to_string(),
-            "enabled": account.recharge.as_ref().is_some_and(|r| r.enabled()),
-            "stopped": account.recharge_stopped,
-            "request_in_flight": account.recharge_in_flight,
-        }));
+        accounts.push(AttentionAccount {
+            account_id: account.id.to_string(),
+            balance_usd: account.balance_usd.normalize().to_string(),
+            enabled: account.recharge.as_ref().is_some_and(|r| r.enabled()),
+            stopped: account.recharge_stopped.as_ref().map(RechargeStopView::from),
+            request_in_flight: account.recharge_in_flight.clone(),
+        });
     }
     let next_cursor = (ids.len() == limit as usize).then(|| ids.last().map(|id| id.to_string()));
-    Ok(Json(json!({ "accounts": accounts, "next_cursor": next_cursor.flatten() })))
+    Ok(Json(AttentionPage { accounts, next_cursor: next_cursor.flatten() }))
+}
+
+/// What a re-arm did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rearmed {
+    /// A stop was lifted or a waiting request dropped.
+    pub rearmed: bool,
+    pub message: String,
+    pub auto_recharge: Option<AutoRechargeView>,
 }
 
 /// Re-arm an account's auto-recharge: lift a stop and drop a request that never started
 /// charging, so the ledger raises a fresh one when the balance is below the threshold.
+#[utoipa::path(
+    post, path = "/v1/operator/accounts/{account_id}/auto-recharge/rearm",
+    summary = "Re-arm an account's auto-recharge (operator): lift a stop (out of attempts, cap reached) and drop a request that never started charging; the ledger raises a fresh request when the balance is below the threshold",
+    params(AccountPath),
+    responses(
+        (status = 200, description = "What was done", body = Rearmed),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 409, description = "An attempt may have reached the card processor: it settles itself and is not dropped", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn rearm(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rearmed>, ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
     account_or_404(&state, &id).await?;
@@ -105,12 +164,21 @@ async fn rearm(
     )
     .await?;
     let account = account_or_404(&state, &id).await?;
-    let view = overview_json(&state, &account).await?;
-    Ok(Json(json!({
-        "rearmed": outcome == payment_flow::Rearm::Rearmed,
-        "message": message,
-        "auto_recharge": view["auto_recharge"],
-    })))
+    Ok(Json(Rearmed {
+        rearmed: outcome == payment_flow::Rearm::Rearmed,
+        message: message.to_string(),
+        auto_recharge: AutoRechargeView::of(&account, None),
+    }))
+}
+
+/// The account in an operator route's path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the path; handlers parse it with `path_account`.
+struct AccountPath {
+    /// The account's id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    account_id: String,
 }
 
 fn path_account(raw: &str) -> Result<AccountId, ApiError> {
@@ -118,19 +186,32 @@ fn path_account(raw: &str) -> Result<AccountId, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id"))
 }
 
-#[derive(Deserialize)]
+/// A new account: prepaid unless it has a credit limit.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAccount {
-    account_id: String,
+pub struct CreateAccount {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub account_id: String,
+    /// Postpaid accounts may go down to minus this.
     #[serde(default)]
-    credit_limit_usd: Option<Amount>,
+    #[schema(value_type = Option<Usd>)]
+    pub credit_limit_usd: Option<Amount>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/operator/accounts", summary = "Create an account (operator)",
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "Created", body = OverviewView),
+        (status = 409, description = "Conflict with the current state (the account exists)", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn create_account(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<OverviewView>), ApiError> {
     identity.operator()?;
     let request: CreateAccount = body::json(&raw)?;
     let id = path_account(&request.account_id)?;
@@ -153,34 +234,62 @@ async fn create_account(
         }),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(overview_json(&state, &account).await?)))
+    Ok((StatusCode::CREATED, Json(overview_view(&state, &account))))
 }
 
+#[utoipa::path(
+    get, path = "/v1/operator/accounts/{account_id}", summary = "Show an account (operator)",
+    params(AccountPath),
+    responses(
+        (status = 200, description = "Overview, with the tax exemption", body = OverviewView),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn show_account(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OverviewView>, ApiError> {
     identity.operator()?;
     let account = account_or_404(&state, &path_account(&account_id)?).await?;
     let (profile, _) = profile::load(state.docs(), &account.id).await?;
-    let mut view = overview_json(&state, &account).await?;
-    view["tax_exempt"] = json!(profile.tax_exempt);
+    let mut view = overview_view(&state, &account);
+    view.tax_exempt = Some(profile.tax_exempt);
     Ok(Json(view))
 }
 
-#[derive(Deserialize)]
+/// The account's rate card by id; null for the standard card.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RateCardBody {
-    rate_card: Option<String>,
+#[schema(as = RateCard)]
+pub struct RateCardBody {
+    #[schema(required = true)]
+    pub rate_card: Option<String>,
 }
 
+/// The rate card as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateCardSaved {
+    pub rate_card: Option<String>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/operator/accounts/{account_id}/rate-card", summary = "Set the rate card (operator)",
+    params(AccountPath),
+    request_body = RateCardBody,
+    responses(
+        (status = 200, description = "Saved", body = RateCardSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn set_rate_card(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RateCardSaved>, ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
     let request: RateCardBody = body::json(&raw)?;
@@ -198,21 +307,42 @@ async fn set_rate_card(
         |a| a.rate_card.clone(),
     )
     .await?;
-    Ok(Json(json!({ "rate_card": after.rate_card })))
+    Ok(Json(RateCardSaved { rate_card: after.rate_card }))
 }
 
-#[derive(Deserialize)]
+/// The credit limit: postpaid accounts may go down to minus it; null makes the account prepaid.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreditLimitBody {
-    credit_limit_usd: Option<Amount>,
+#[schema(as = CreditLimit)]
+pub struct CreditLimitBody {
+    #[schema(value_type = Option<Usd>, required = true)]
+    pub credit_limit_usd: Option<Amount>,
 }
 
+/// The credit limit as saved, and the status it leaves the account in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditLimitSaved {
+    #[schema(value_type = Option<Usd>)]
+    pub credit_limit_usd: Option<Amount>,
+    pub status: doc::AccountStatus,
+}
+
+#[utoipa::path(
+    put, path = "/v1/operator/accounts/{account_id}/credit-limit", summary = "Set the credit limit (operator)",
+    params(AccountPath),
+    request_body = CreditLimitBody,
+    responses(
+        (status = 200, description = "Saved", body = CreditLimitSaved),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn set_credit_limit(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CreditLimitSaved>, ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
     let request: CreditLimitBody = body::json(&raw)?;
@@ -226,24 +356,38 @@ async fn set_credit_limit(
         |a| a.credit_limit_usd,
     )
     .await?;
-    Ok(Json(json!({ "credit_limit_usd": after.credit_limit_usd, "status": after.status })))
+    Ok(Json(CreditLimitSaved {
+        credit_limit_usd: after.credit_limit_usd,
+        status: after.status.into(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// Whether the account is exempt from sales tax.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TaxExemptionBody {
-    tax_exempt: bool,
+pub struct TaxExemption {
+    pub tax_exempt: bool,
 }
 
+#[utoipa::path(
+    put, path = "/v1/operator/accounts/{account_id}/tax-exemption", summary = "Set tax exemption (operator)",
+    params(AccountPath),
+    request_body = TaxExemption,
+    responses(
+        (status = 200, description = "Saved", body = TaxExemption),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn set_tax_exemption(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaxExemption>, ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
-    let request: TaxExemptionBody = body::json(&raw)?;
+    let request: TaxExemption = body::json(&raw)?;
     let change = |p: &mut profile::Profile| {
         p.tax_exempt = request.tax_exempt;
         Ok(())
@@ -251,7 +395,7 @@ async fn set_tax_exemption(
     let after =
         audit::change_profile(&state, &id, &identity.user, "tax_exempt", change, |p| p.tax_exempt)
             .await?;
-    Ok(Json(json!({ "tax_exempt": after.tax_exempt })))
+    Ok(Json(TaxExemption { tax_exempt: after.tax_exempt }))
 }
 
 /// The entry `seq` of the account (one small read).
@@ -299,29 +443,60 @@ fn key_reused(seq: u64, item: BillingItem, kind: EntryKind, amount_usd: Amount) 
     .on_field("Idempotency-Key")
 }
 
-#[derive(Deserialize)]
+/// `credit` and `debit` post an adjustment; `refund` credits a refund.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum AdjustmentKind {
+pub enum AdjustmentKind {
     Credit,
     Debit,
     Refund,
 }
 
-#[derive(Deserialize)]
+/// A manual adjustment or refund, with the reason the ledger keeps.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdjustmentBody {
-    kind: AdjustmentKind,
-    amount_usd: Amount,
-    reason: String,
+#[schema(as = Adjustment)]
+pub struct AdjustmentBody {
+    pub kind: AdjustmentKind,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
 }
 
+/// The entry the adjustment posted, and the balance after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdjustmentPosted {
+    pub entry_seq: u64,
+    #[schema(value_type = SignedUsd)]
+    pub balance_usd: String,
+    pub status: doc::AccountStatus,
+}
+
+#[utoipa::path(
+    post, path = "/v1/operator/accounts/{account_id}/adjustments",
+    summary = "Manual adjustment or refund with a reason (operator; Idempotency-Key required)",
+    params(
+        AccountPath,
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 100, pattern = "^[!-~]+$",
+            description = "Makes a resend post nothing twice"),
+    ),
+    request_body = AdjustmentBody,
+    responses(
+        (status = 200, description = "Already posted with this key (the same kind, amount and reason): the same entry, nothing changed", body = AdjustmentPosted),
+        (status = 201, description = "Posted", body = AdjustmentPosted),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 422, description = "This Idempotency-Key already posted another adjustment (kind, amount or reason differ): nothing changed", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn adjust(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(account_id): Path<String>,
     headers: HeaderMap,
     raw: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AdjustmentPosted>), ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
     let key = idempotency_key(&headers)?;
@@ -366,10 +541,10 @@ async fn adjust(
     };
     Ok((
         status,
-        Json(json!({
-            "entry_seq": seq,
-            "balance_usd": outcome.account.balance_usd.normalize().to_string(),
-            "status": outcome.account.status,
-        })),
+        Json(AdjustmentPosted {
+            entry_seq: seq,
+            balance_usd: outcome.account.balance_usd.normalize().to_string(),
+            status: outcome.account.status.into(),
+        }),
     ))
 }

@@ -6,18 +6,22 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use chrono::Utc;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
 use ledger::docs::DocKind;
 use ledger::{AccountId, Amount};
 use payments::{CustomerId, ProcessorError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::account::{account_or_404, idempotency_key, require_terms, Params};
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::openapi::{self as doc, EmailAddress, SignedUsd, Usd};
 use crate::profile::{self, CardRole, Email, StoredCard};
 use crate::state::AppState;
 use payment_flow::{pay_now_with, PayNowAnswer, PayNowError, PaymentPorts};
@@ -27,12 +31,12 @@ pub const MIN_PAYMENT_USD: rust_decimal::Decimal =
     rust_decimal::Decimal::from_parts(1, 0, 0, false, 0);
 pub const MAX_PAYMENT_USD: rust_decimal::Decimal =
     rust_decimal::Decimal::from_parts(10_000, 0, 0, false, 0);
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/cards", get(list_cards).post(add_card))
-        .route("/v1/cards/{card_id}/role", put(set_role))
-        .route("/v1/cards/{card_id}", axum::routing::delete(delete_card))
-        .route("/v1/payments", post(pay_now).get(history))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::default()
+        .routes(routes!(list_cards, add_card))
+        .routes(routes!(set_role))
+        .routes(routes!(delete_card))
+        .routes(routes!(pay_now, history))
 }
 
 /// A card change or a manual payment resets auto-recharge's backoff and lifts a stop: a
@@ -63,48 +67,87 @@ fn processor_error(error: ProcessorError) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct CardView<'a> {
-    id: &'a str,
-    brand: &'a str,
-    last4: &'a str,
-    exp_month: u8,
-    exp_year: u16,
-    role: CardRole,
-    expired: bool,
-    card_manager_email: &'a Email,
+/// A registered card: the processor's id, brand, last 4 digits, expiry and role (never a
+/// card number).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Card)]
+pub struct CardView {
+    /// The processor's payment-method id.
+    pub id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    pub role: doc::CardRole,
+    pub expired: bool,
+    #[schema(value_type = EmailAddress)]
+    pub card_manager_email: Email,
 }
 
-fn card_view(card: &StoredCard) -> CardView<'_> {
+fn card_view(card: &StoredCard) -> CardView {
+    let StoredCard { id, brand, last4, exp_month, exp_year, role, card_manager_email, added_at: _ } =
+        card;
     CardView {
-        id: &card.id,
-        brand: &card.brand,
-        last4: &card.last4,
-        exp_month: card.exp_month,
-        exp_year: card.exp_year,
-        role: card.role,
+        id: id.clone(),
+        brand: brand.clone(),
+        last4: last4.clone(),
+        exp_month: *exp_month,
+        exp_year: *exp_year,
+        role: (*role).into(),
         expired: card.expired(Utc::now().date_naive()),
-        card_manager_email: &card.card_manager_email,
+        card_manager_email: card_manager_email.clone(),
     }
 }
 
+/// The account's cards, and how many it may keep.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardList {
+    pub cards: Vec<CardView>,
+    pub max_cards: usize,
+}
+
+impl CardList {
+    fn of(profile: &profile::Profile) -> Self {
+        CardList {
+            cards: profile.cards.iter().map(card_view).collect(),
+            max_cards: profile::MAX_CARDS,
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/cards", summary = "Registered cards",
+    responses(
+        (status = 200, description = "Cards", body = CardList),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn list_cards(
     State(state): State<Arc<AppState>>,
     identity: Identity,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardList>, ApiError> {
     let id = identity.account()?;
     account_or_404(&state, id).await?;
     let (profile, _) = profile::load(state.docs(), id).await?;
-    let cards: Vec<CardView<'_>> = profile.cards.iter().map(card_view).collect();
-    Ok(Json(json!({ "cards": cards, "max_cards": profile::MAX_CARDS })))
+    Ok(Json(CardList::of(&profile)))
 }
 
-#[derive(Deserialize)]
+/// Register a card by the token the processor's card form gave (never a card number).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddCard {
-    payment_method_token: String,
-    card_manager_email: Email,
-    role: CardRole,
+pub struct AddCard {
+    #[schema(min_length = 1, max_length = 255)]
+    pub payment_method_token: String,
+    #[schema(value_type = EmailAddress)]
+    pub card_manager_email: Email,
+    pub role: doc::CardRole,
+}
+
+/// The registered card.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardAdded {
+    pub card: CardView,
 }
 
 /// Keep exactly one primary: `new_primary` becomes it and any other primary becomes a backup.
@@ -114,11 +157,22 @@ fn promote(cards: &mut [StoredCard], new_primary: &str) {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/cards", summary = "Register a card by processor token (admin)",
+    request_body = AddCard,
+    responses(
+        (status = 201, description = "Registered", body = CardAdded),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 409, description = "Conflict with the current state (too many cards)", body = ApiError),
+        (status = 502, description = "Card processor unavailable", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn add_card(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     raw: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CardAdded>), ApiError> {
     let id = identity.admin_account()?.clone();
     let request: AddCard = crate::body::json(&raw)?;
     let token = request.payment_method_token.trim();
@@ -173,7 +227,7 @@ async fn add_card(
         last4: details.last4.clone(),
         exp_month: details.exp_month,
         exp_year: details.exp_year,
-        role: request.role,
+        role: request.role.into(),
         card_manager_email: request.card_manager_email,
         added_at: ledger::truncate_to_micros(Utc::now()),
     };
@@ -214,29 +268,43 @@ async fn add_card(
         json!({ "card": stored.id, "brand": stored.brand, "last4": stored.last4, "role": stored.role }),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "card": card_view(stored) }))))
+    Ok((StatusCode::CREATED, Json(CardAdded { card: card_view(stored) })))
 }
 
-#[derive(Deserialize)]
+/// A card's new role.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleBody {
-    role: CardRole,
+#[schema(as = CardRole)]
+pub struct RoleBody {
+    pub role: doc::CardRole,
 }
 
+#[utoipa::path(
+    put, path = "/v1/cards/{card_id}/role", summary = "Change a card's role (admin)",
+    params(("card_id" = String, Path, min_length = 1, max_length = 255, description = "The card's id")),
+    request_body = RoleBody,
+    responses(
+        (status = 200, description = "Cards", body = CardList),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 409, description = "Conflict with the current state (an account keeps one primary card)", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn set_role(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(card_id): Path<String>,
     raw: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardList>, ApiError> {
     let id = identity.admin_account()?.clone();
     let request: RoleBody = crate::body::json(&raw)?;
+    let role: CardRole = request.role.into();
     account_or_404(&state, &id).await?;
     let (before, after) = profile::update_with(state.docs(), &id, |p| {
         let Some(card) = p.cards.iter_mut().find(|c| c.id == card_id) else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such card"));
         };
-        match request.role {
+        match role {
             CardRole::Primary => promote(&mut p.cards, &card_id),
             CardRole::Backup if card.role == CardRole::Primary => {
                 return Err(ApiError::new(
@@ -263,10 +331,18 @@ async fn set_role(
     )
     .await?;
     reset_recharge_backoff(&state, &id).await;
-    let cards: Vec<CardView<'_>> = after.cards.iter().map(card_view).collect();
-    Ok(Json(json!({ "cards": cards })))
+    Ok(Json(CardList::of(&after)))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/cards/{card_id}", summary = "Delete a card (admin)",
+    params(("card_id" = String, Path, min_length = 1, max_length = 255, description = "The card's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn delete_card(
     State(state): State<Arc<AppState>>,
     identity: Identity,
@@ -306,10 +382,128 @@ async fn delete_card(
 
 pub use documents::payment::{load_payment, save_payment, PaymentRecord, PaymentStatus, Trigger};
 
-#[derive(Deserialize)]
+/// A one-time payment from the primary card.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayNowBody {
-    amount_usd: Amount,
+#[schema(as = PayNow)]
+pub struct PayNowBody {
+    /// Whole cents, $1.00 to $10,000.00.
+    #[schema(value_type = String, pattern = r"^[0-9]{1,5}(\.[0-9]{1,2})?$", example = "25.00")]
+    pub amount_usd: Amount,
+}
+
+/// One charge attempt (Pay Now or auto-recharge) as the payment history shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Payment)]
+pub struct PaymentView {
+    pub payment_id: String,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    pub card_id: String,
+    pub card_brand: String,
+    pub card_last4: String,
+    pub status: doc::PaymentStatus,
+    pub trigger: doc::Trigger,
+    pub created_at: DateTime<Utc>,
+    pub processor_payment_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    /// The ledger entry that credited it, once it did.
+    pub entry_seq: Option<u64>,
+    #[schema(value_type = Option<SignedUsd>)]
+    pub balance_after_usd: Option<String>,
+    /// While pending: why (the processor has not answered yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+impl From<&PaymentRecord> for PaymentView {
+    fn from(record: &PaymentRecord) -> Self {
+        // Every field named: a new one does not compile until the API decides to show it.
+        let PaymentRecord {
+            payment_id,
+            amount_usd,
+            card_id,
+            card_brand,
+            card_last4,
+            status,
+            trigger,
+            created_at,
+            processor_payment_id,
+            failure_code,
+            failure_reason,
+            entry_seq,
+            balance_after_usd,
+            pending_reason,
+        } = record.clone();
+        PaymentView {
+            payment_id,
+            amount_usd,
+            card_id,
+            card_brand,
+            card_last4,
+            status: status.into(),
+            trigger: trigger.into(),
+            created_at,
+            processor_payment_id,
+            failure_code,
+            failure_reason,
+            entry_seq,
+            balance_after_usd,
+            pending_reason,
+        }
+    }
+}
+
+/// Pay Now charged and credited.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentCredited {
+    pub payment: PaymentView,
+}
+
+/// Pay Now is waiting for the processor's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentPending {
+    pub payment: PaymentView,
+    pub message: String,
+}
+
+/// The processor declined the card or refused the request: nothing was credited; the payment
+/// record says why.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRefused {
+    /// `card_declined` or `processor_rejected`.
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    pub message: String,
+    pub payment: PaymentView,
+}
+
+/// A Pay Now 400: the request was invalid (nothing was sent to the processor), or the
+/// processor refused it (a failed payment was recorded).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Documents the 400; the answers are built as their own types.
+pub enum PayNowBadRequest {
+    Invalid(ApiError),
+    Refused(Box<PaymentRefused>),
+}
+
+/// Every answer Pay Now gives with a payment.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum PayNowReply {
+    Credited(PaymentCredited),
+    Refused(PaymentRefused),
+    Pending(PaymentPending),
+}
+
+/// A page of payments, newest first; `next_cursor` continues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentPage {
+    pub payments: Vec<PaymentView>,
+    pub next_cursor: Option<String>,
 }
 
 /// What a client is told while the processor has not answered.
@@ -319,20 +513,35 @@ pub const PENDING_MESSAGE: &str = "The card processor has not confirmed this pay
 
 /// A Pay Now answer as HTTP: 201 credited, 402 declined, 400 refused by the processor, 202
 /// pending.
-pub fn answer_response(answer: &PayNowAnswer) -> (StatusCode, Value) {
+pub fn answer_response(answer: &PayNowAnswer) -> (StatusCode, PayNowReply) {
     match answer {
-        PayNowAnswer::Credited { payment } => (StatusCode::CREATED, json!({ "payment": payment })),
+        PayNowAnswer::Credited { payment } => (
+            StatusCode::CREATED,
+            PayNowReply::Credited(PaymentCredited { payment: payment.into() }),
+        ),
         PayNowAnswer::Declined { message, payment } => (
             StatusCode::PAYMENT_REQUIRED,
-            json!({ "code": "card_declined", "message": message, "payment": payment }),
+            PayNowReply::Refused(PaymentRefused {
+                code: "card_declined",
+                message: message.clone(),
+                payment: payment.into(),
+            }),
         ),
         PayNowAnswer::Rejected { message, payment } => (
             StatusCode::BAD_REQUEST,
-            json!({ "code": "processor_rejected", "message": message, "payment": payment }),
+            PayNowReply::Refused(PaymentRefused {
+                code: "processor_rejected",
+                message: message.clone(),
+                payment: payment.into(),
+            }),
         ),
-        PayNowAnswer::Pending { payment } => {
-            (StatusCode::ACCEPTED, json!({ "payment": payment, "message": PENDING_MESSAGE }))
-        }
+        PayNowAnswer::Pending { payment } => (
+            StatusCode::ACCEPTED,
+            PayNowReply::Pending(PaymentPending {
+                payment: payment.into(),
+                message: PENDING_MESSAGE.to_string(),
+            }),
+        ),
     }
 }
 
@@ -359,12 +568,33 @@ impl From<PayNowError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/payments",
+    summary = "Pay Now: charge the primary card (admin; Idempotency-Key required)",
+    params(
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 100, pattern = "^[!-~]+$",
+            description = "Makes a resend charge nothing twice: the same key answers the same payment"),
+    ),
+    request_body = PayNowBody,
+    responses(
+        (status = 201, description = "Charged and credited", body = PaymentCredited),
+        (status = 202, description = "Pending: the card processor has not answered (timeout, processing). The payment will be credited once or marked failed when it does; retry with the same Idempotency-Key to learn the outcome. Nothing is charged twice.", body = PaymentPending),
+        (status = 400, description = "Bad request: the message says what is wrong; nothing changed (or the processor refused the request: the failed payment is included)", body = PayNowBadRequest),
+        (status = 402, description = "Card declined: nothing was credited; the failed payment is included", body = PaymentRefused),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 409, description = "Conflict with the current state (no primary card, or the same key is in progress)", body = ApiError),
+        (status = 422, description = "Idempotency-Key reused with a different request", body = ApiError),
+        (status = 429, description = "Too many payments are still pending; retry later", body = ApiError),
+        (status = 502, description = "Card processor unavailable", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
 async fn pay_now(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
     raw: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let id = identity.admin_account()?.clone();
     let key = idempotency_key(&headers)?;
     let request: PayNowBody = crate::body::json(&raw)?;
@@ -399,19 +629,32 @@ async fn pay_now(
     };
     let answer = pay_now_with(&ports, &id, &key, amount, &card, &customer, Utc::now()).await?;
     let (status, response) = answer_response(&answer);
-    Ok((status, Json(response)))
+    Ok((status, Json(response)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/payments", summary = "Payment history, newest first",
+    params(
+        ("cursor" = Option<String>, Query, max_length = 200, description = "The previous page's next_cursor"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Payments per page (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "Payments", body = PaymentPage),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
 async fn history(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Query(raw): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentPage>, ApiError> {
     let id = identity.account()?;
     account_or_404(&state, id).await?;
     let params = Params::new(raw, &["cursor", "limit"])?;
     let limit = params.limit(50, 200)?;
     let (payments, next_cursor) =
         state.doc_page::<PaymentRecord>(id, DocKind::Payment, params.get("cursor"), limit).await?;
-    Ok(Json(json!({ "payments": payments, "next_cursor": next_cursor })))
+    let payments = payments.iter().map(PaymentView::from).collect();
+    Ok(Json(PaymentPage { payments, next_cursor }))
 }

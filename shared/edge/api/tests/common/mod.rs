@@ -2,6 +2,8 @@
 //! processor, and a small client.
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::sync::Arc;
 
 use api::auth::{LocalJwt, Role};
@@ -164,7 +166,31 @@ impl TestApp {
         self.token(None, Role::Operator)
     }
 
+    /// One request; the reply is held to the OpenAPI document (its status documented for the
+    /// route, its body valid against the documented schema) before the test sees it.
     pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        let reply = self.call_unchecked(method, path, token, headers, body).await;
+        let document = DOCUMENT.get_or_init(contract::document);
+        let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok());
+        let status = reply.status.as_u16();
+        if let Err(mismatch) =
+            contract::check_reply(document, method, path, status, content_type, &reply.text)
+        {
+            panic!("the reply breaks the OpenAPI document ({:?}): {mismatch}", self.mode);
+        }
+        reply
+    }
+
+    /// One request, the reply as it came.
+    pub async fn call_unchecked(
         &self,
         method: &str,
         path: &str,

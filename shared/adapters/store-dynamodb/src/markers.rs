@@ -1,0 +1,397 @@
+//! Idempotency markers, and settling what the last commit left for the next poster.
+//!
+//! Two layouts, chosen per account ([`Markers`]): one marker item per source id (accounts
+//! created before group markers), or one per *group* of source ids ([`keys::marker_group`]: a
+//! usage event's charges share one), which writes and reads about half as many items for usage.
+//! A group marker holds every member applied so far. A batch that adds to a group that already
+//! had members records them (`prior`, on its first page or inline), so the marker written from
+//! that batch alone is complete; and a marker is only ever replaced by a write from the same or
+//! a newer batch (a conditional put on the batch's first seq), so a late writer cannot drop a
+//! member a newer batch wrote.
+//!
+//! What the last commit left: *marker debt* (a large batch's markers, written after the commit;
+//! the account item names the batch) or an *inline batch* (a small batch carried on the account
+//! item: its page, minute-index item and markers are all still to write). Either is settled by
+//! the next poster before it looks anything up, and settling is idempotent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use futures::StreamExt;
+
+use ledger::{AccountId, AppliedEntry, Entry, SourceId, StoreError};
+
+use crate::capacity::WriteKind;
+use crate::errors::{classify, is_conditional_check_failed};
+use crate::items::{
+    from_item, to_item, AccountItem, GroupMarkerItem, GroupMember, InlineBatch, Item, MinuteItem,
+    PageItem, GROUP_MARKERS,
+};
+use crate::keys::*;
+use crate::{backoff, DynamoStore, BATCH_GET_MAX, MAX_UNPROCESSED_RETRIES};
+
+/// Group-marker puts in flight at once (each is its own conditional `PutItem`).
+const MARKER_PUT_CONCURRENCY: usize = 16;
+
+/// How an account keeps its idempotency markers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Markers {
+    PerSource,
+    PerGroup,
+}
+
+impl Markers {
+    pub(crate) fn of(account: &AccountItem) -> Self {
+        if account.markers == Some(GROUP_MARKERS) {
+            Markers::PerGroup
+        } else {
+            Markers::PerSource
+        }
+    }
+}
+
+/// What a lookup found: the applied entries of the source ids asked about and, for group
+/// markers, every member of each group found (a batch adding to a group carries them on).
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    pub applied: HashMap<SourceId, AppliedEntry>,
+    pub groups: HashMap<String, Vec<GroupMember>>,
+}
+
+impl Known {
+    /// The members groups touched by `entries` already had, as the JSON a page or an inline
+    /// batch carries (`None` when no touched group had any).
+    pub(crate) fn prior_of(&self, entries: &[Entry]) -> Result<Option<String>, StoreError> {
+        let touched: HashSet<&str> = entries.iter().map(|e| marker_group(&e.source_id)).collect();
+        let prior: BTreeMap<&str, &Vec<GroupMember>> = self
+            .groups
+            .iter()
+            .filter(|(group, _)| touched.contains(group.as_str()))
+            .map(|(group, members)| (group.as_str(), members))
+            .collect();
+        if prior.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&prior)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("prior group members: {e}")))
+    }
+}
+
+fn parse_prior(prior: Option<&str>) -> Result<HashMap<String, Vec<GroupMember>>, StoreError> {
+    match prior {
+        None => Ok(HashMap::new()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("prior group members unreadable: {e}"))),
+    }
+}
+
+impl DynamoStore {
+    /// Which of `sources` already have an entry on this account, and at which seq.
+    pub(crate) async fn lookup(
+        &self,
+        id: &AccountId,
+        markers: Markers,
+        sources: &[SourceId],
+    ) -> Result<Known, StoreError> {
+        match markers {
+            Markers::PerSource => Ok(Known {
+                applied: self.lookup_markers(id, sources).await?,
+                groups: HashMap::new(),
+            }),
+            Markers::PerGroup => self.lookup_groups(id, sources).await,
+        }
+    }
+
+    async fn lookup_groups(
+        &self,
+        id: &AccountId,
+        sources: &[SourceId],
+    ) -> Result<Known, StoreError> {
+        let wanted: HashSet<&SourceId> = sources.iter().collect();
+        let groups: Vec<String> = {
+            let mut seen = HashSet::new();
+            sources
+                .iter()
+                .map(marker_group)
+                .filter(|g| seen.insert(*g))
+                .map(|g| group_marker_pk(id, g))
+                .collect()
+        };
+        let items = self.consistent_batch_get(groups, GROUP_MARKER_SK).await?;
+        let mut known = Known::default();
+        for item in items {
+            let marker: GroupMarkerItem = from_item(item)?;
+            let members: Vec<GroupMember> = serde_json::from_str(&marker.members).map_err(|e| {
+                StoreError::Corrupt(format!("marker {} unreadable: {e}", marker.pk))
+            })?;
+            for member in &members {
+                if wanted.contains(&member.source_id) {
+                    known.applied.insert(member.source_id.clone(), member.applied());
+                }
+            }
+            let group = marker
+                .pk
+                .strip_prefix(&group_marker_pk(id, ""))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
+                })?
+                .to_string();
+            known.groups.insert(group, members);
+        }
+        Ok(known)
+    }
+
+    /// Consistent `BatchGetItem` of `pks` (one sort key), 100 keys a call, the calls at once,
+    /// unprocessed keys retried with backoff.
+    pub(crate) async fn consistent_batch_get(
+        &self,
+        pks: Vec<String>,
+        sk: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let calls = pks.chunks(BATCH_GET_MAX).map(|chunk| {
+            let keys: Vec<Item> = chunk.iter().map(|pk| Self::key(pk.clone(), sk)).collect();
+            self.batch_get_chunk(keys)
+        });
+        let mut items = Vec::new();
+        for result in futures::future::join_all(calls).await {
+            items.extend(result?);
+        }
+        Ok(items)
+    }
+
+    async fn batch_get_chunk(&self, mut keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        for attempt in 0..=MAX_UNPROCESSED_RETRIES {
+            if keys.is_empty() {
+                break;
+            }
+            if attempt == MAX_UNPROCESSED_RETRIES {
+                return Err(StoreError::Throttled);
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys.clone()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Some(meter) = &self.meter {
+                // Consistent reads bill at least one unit per key asked for, found or not.
+                meter.record_read(keys.len() as u64);
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default()
+            {
+                self.meter_read(&item);
+                found.push(item);
+            }
+            keys = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Write the markers of a committed batch: `entries` with the first seq of the page each
+    /// is on, `prior` the members its groups already had.
+    pub(crate) async fn write_batch_markers(
+        &self,
+        id: &AccountId,
+        markers: Markers,
+        entries: &[(Entry, u64)],
+        prior: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match markers {
+            Markers::PerSource => {
+                let items: Vec<_> =
+                    entries.iter().map(|(e, page)| Self::marker(id, e, *page)).collect();
+                self.write_markers(&items).await
+            }
+            Markers::PerGroup => {
+                let Some(batch) = entries.first().map(|(e, _)| e.seq) else { return Ok(()) };
+                let mut groups = parse_prior(prior)?;
+                for (entry, page) in entries {
+                    let members =
+                        groups.entry(marker_group(&entry.source_id).to_string()).or_default();
+                    if !members.iter().any(|m| m.source_id == entry.source_id) {
+                        members.push(GroupMember::of(entry, *page));
+                    }
+                }
+                // Only the groups this batch touched: `prior` never names others.
+                let touched: HashSet<&str> =
+                    entries.iter().map(|(e, _)| marker_group(&e.source_id)).collect();
+                let mut items = Vec::with_capacity(touched.len());
+                for (group, members) in &groups {
+                    if !touched.contains(group.as_str()) {
+                        continue;
+                    }
+                    items.push(to_item(&GroupMarkerItem {
+                        pk: group_marker_pk(id, group),
+                        sk: GROUP_MARKER_SK.into(),
+                        batch,
+                        members: serde_json::to_string(members)
+                            .map_err(|e| StoreError::Corrupt(format!("group marker: {e}")))?,
+                    })?);
+                }
+                self.put_group_markers(items, batch).await
+            }
+        }
+    }
+
+    /// Each marker a conditional `PutItem`: only over a version from the same or an older
+    /// batch. A refusal means a newer batch already wrote this group, members included.
+    async fn put_group_markers(&self, items: Vec<Item>, batch: u64) -> Result<(), StoreError> {
+        let puts = items.into_iter().map(|item| async move {
+            self.meter_write(&item, WriteKind::Standard);
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR #b <= :b")
+                .expression_attribute_names("#b", "b")
+                .expression_attribute_values(":b", AttributeValue::N(batch.to_string()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(error) if is_conditional_check_failed(&error) => Ok(()),
+                Err(error) => Err(classify(error)),
+            }
+        });
+        let results: Vec<Result<(), StoreError>> =
+            futures::stream::iter(puts).buffer_unordered(MARKER_PUT_CONCURRENCY).collect().await;
+        results.into_iter().collect()
+    }
+
+    /// Pay marker debt: read the batch `first..=last` back from its pages and write its markers
+    /// (idempotent).
+    pub(crate) async fn pay_debt(
+        &self,
+        id: &AccountId,
+        markers: Markers,
+        first: u64,
+        last: u64,
+    ) -> Result<(), StoreError> {
+        let mut page_first = first;
+        let mut entries = Vec::new();
+        let mut prior = None;
+        while page_first <= last {
+            let page = self.read_page(id, page_first).await?;
+            if page_first == first {
+                prior = page.prior.clone();
+            }
+            for entry in Self::page_entries(id, &page)? {
+                entries.push((entry, page.first));
+            }
+            page_first = page.last + 1;
+        }
+        self.write_batch_markers(id, markers, &entries, prior.as_deref()).await
+    }
+
+    /// Write what an inline batch still owes: its page, its minute-index item and its markers
+    /// (all idempotent: the content follows from the committed batch).
+    pub(crate) async fn flush_inline(
+        &self,
+        id: &AccountId,
+        markers: Markers,
+        inline: &InlineBatch,
+    ) -> Result<(), StoreError> {
+        let page = inline.page(id);
+        let entries: Vec<(Entry, u64)> =
+            Self::page_entries(id, &page)?.into_iter().map(|e| (e, inline.first)).collect();
+        let mut items = vec![to_item(&page)?];
+        if inline.opens_minute {
+            let posted_at = chrono::DateTime::from_timestamp_micros(inline.posted_at)
+                .ok_or_else(|| StoreError::Corrupt("inline batch time out of range".into()))?;
+            items.push(to_item(&MinuteItem {
+                pk: minute_pk(id),
+                sk: minute_sk(posted_at),
+                first: inline.first,
+            })?);
+        }
+        let (written, marked) = tokio::join!(
+            self.batch_put(items),
+            self.write_batch_markers(id, markers, &entries, inline.prior.as_deref())
+        );
+        written.and(marked)
+    }
+
+    /// Remove a settled inline batch, or settled debt, from the account item when no commit
+    /// follows to replace it (a batch of duplicates only): otherwise every redelivery would
+    /// settle it again. Conditional on it still being the same batch; failure is harmless.
+    pub(crate) async fn clear_settled(&self, id: &AccountId, settled: Settled) {
+        let (expression, condition, first) = match settled {
+            Settled::Debt(first) => ("REMOVE debt_first, debt_last", "debt_first = :first", first),
+            Settled::Inline(first) => ("REMOVE inline", "inline.f = :first", first),
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(account_pk(id), ACCOUNT_SK)))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .expression_attribute_values(":first", AttributeValue::N(first.to_string()))
+            .send()
+            .await;
+        if let Some(meter) = &self.meter {
+            // Billed on the account item's size; about 0.5 KB, so one unit.
+            meter.record_write(&account_pk(id), 1);
+        }
+        if let Err(error) = result {
+            // Someone else committed since, or the call failed: it is settled either way (the
+            // writes exist); the next poster's re-write is idempotent.
+            tracing::debug!(account_id = %id, error = %error, "settled batch not cleared");
+        }
+    }
+}
+
+/// What [`DynamoStore::clear_settled`] removes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settled {
+    Debt(u64),
+    Inline(u64),
+}
+
+impl InlineBatch {
+    /// The page this batch is written to when it is flushed.
+    pub(crate) fn page(&self, id: &AccountId) -> PageItem {
+        PageItem {
+            pk: page_pk(id, self.first),
+            sk: PAGE_SK.into(),
+            first: self.first,
+            last: self.last,
+            posted_at: self.posted_at,
+            entries: self.entries.clone(),
+            prior: self.prior.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_events_charges_share_a_group_and_other_ids_are_their_own() {
+        let group = |s: &str| marker_group(&SourceId::parse(s).unwrap()).to_string();
+        assert_eq!(group("use:evt-1#call"), "use:evt-1");
+        assert_eq!(group("use:evt-1#transcription"), "use:evt-1");
+        assert_eq!(group("use:evt-1"), "use:evt-1");
+        assert_eq!(group("use:a#b#call"), "use:a#b");
+        assert_eq!(group("pay:k-1"), "pay:k-1");
+        assert_eq!(group("evt#legacy"), "evt#legacy");
+        assert_eq!(group("rch:acme:3:v7"), "rch:acme:3:v7");
+    }
+}
