@@ -374,7 +374,7 @@ async fn tax_suite(endpoint: &str, args: &Args) {
     let report = jobs::plan::plan(
         &*store,
         &sink,
-        |account_id| Some(jobs::Job::Tax { account_id, month: "2026-10".into() }),
+        |account_id| Some(jobs::Job::Tax { account_id, month: "2026-10".parse().unwrap() }),
         |_| {},
     )
     .await
@@ -400,7 +400,7 @@ async fn tax_suite(endpoint: &str, args: &Args) {
                 async move {
                     let jobs::Job::Tax { account_id, month } = planned else { unreachable!() };
                     let t = Instant::now();
-                    let outcome = job.run(account_id, month, november).await.expect("tax");
+                    let outcome = job.run(account_id, *month, november).await.expect("tax");
                     (t.elapsed(), outcome)
                 }
             })

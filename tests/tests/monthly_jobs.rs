@@ -148,7 +148,7 @@ async fn the_tax_run_twice_posts_the_hand_computed_tax_once_and_skips_exempt_acc
         let report = jobs::plan::plan(
             &*store,
             &sink,
-            |account_id| Some(Job::Tax { account_id, month: "2026-10".into() }),
+            |account_id| Some(Job::Tax { account_id, month: "2026-10".parse().unwrap() }),
             |_| {},
         )
         .await
@@ -160,7 +160,7 @@ async fn the_tax_run_twice_posts_the_hand_computed_tax_once_and_skips_exempt_acc
     jobs::plan::plan(
         &*store,
         &sink,
-        |account_id| Some(Job::Tax { account_id, month: "2026-10".into() }),
+        |account_id| Some(Job::Tax { account_id, month: "2026-10".parse().unwrap() }),
         |_| {},
     )
     .await
@@ -219,7 +219,7 @@ async fn statements_match_the_ledger_and_the_scheduled_one_reaches_the_mailbox_w
     let statement = statement_for(&*store, &id, from, to).await.unwrap();
     let all = all_entries(&*store, &id, EntryQuery::default()).await.unwrap();
     let in_period: Vec<_> =
-        all.iter().filter(|e| ledger::month_of(e.posted_at) == "2026-10").collect();
+        all.iter().filter(|e| ledger::Month::of(e.posted_at).to_string() == "2026-10").collect();
     assert_eq!(statement.opening_balance_usd, usd("10"));
     assert_eq!(statement.closing_balance_usd, in_period.last().unwrap().balance_after_usd);
     assert_eq!(
@@ -245,7 +245,7 @@ async fn statements_match_the_ledger_and_the_scheduled_one_reaches_the_mailbox_w
     assert_eq!(statement.usage_usd, usd("18.7734"));
     assert_eq!(statement.lines.len(), in_period.len());
     assert!(statement.reconciles());
-    let month = store.month_totals(&id, "2026-10").await.unwrap();
+    let month = store.month_totals(&id, "2026-10".parse().unwrap()).await.unwrap();
     let by_month: Decimal = month
         .by_item
         .iter()

@@ -108,8 +108,8 @@ pub enum Command {
     /// jurisdiction, with a progress bar. Re-running (a backfill, an overlap) posts nothing twice.
     Tax {
         /// `YYYY-MM`.
-        #[arg(long, value_parser = month)]
-        month: Option<String>,
+        #[arg(long)]
+        month: Option<ledger::Month>,
         #[command(flatten)]
         tax: TaxFiles,
     },
@@ -338,12 +338,6 @@ pub fn billing_item(value: &str) -> Result<BillingItem, String> {
         let names: Vec<&str> = BillingItem::ALL.iter().map(|item| item.as_str()).collect();
         format!("unknown billing item {value:?}; one of {}", names.join(", "))
     })
-}
-
-/// A `YYYY-MM` month, kept as the tax job takes it.
-pub fn month(value: &str) -> Result<String, tax::TaxError> {
-    tax::parse_month(value)?;
-    Ok(value.to_string())
 }
 
 #[cfg(test)]

@@ -118,10 +118,8 @@ pub async fn run_all(
 /// What `serve` does every hour: the previous month's tax, the previous month's and week's
 /// scheduled statements. Each is idempotent, so running them again changes nothing.
 pub async fn catch_up(store: &dyn Store, workers: &Workers, now: DateTime<Utc>) {
-    let month = tax::previous_month(now);
-    match run_all(store, workers, |account_id| Job::Tax { account_id, month: month.clone() }, false)
-        .await
-    {
+    let month = ledger::Month::of(now).previous();
+    match run_all(store, workers, |account_id| Job::Tax { account_id, month }, false).await {
         Ok(counts) => tracing::info!(%month, ?counts, "tax catch-up"),
         Err(error) => tracing::warn!(%error, "tax catch-up failed; retried next hour"),
     }

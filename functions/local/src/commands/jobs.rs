@@ -6,14 +6,16 @@ use std::path::Path;
 use chrono::Utc;
 use jobs::statements::Cadence;
 use jobs::Job;
+use ledger::Month;
 
 use crate::cli::{StoreArgs, TaxFiles};
 use crate::jobs_local;
 use crate::wiring::{open_store, CliResult};
 
-pub async fn tax(args: &StoreArgs, month: Option<String>, files: &TaxFiles) -> CliResult {
-    let month = month.unwrap_or_else(|| tax::previous_month(Utc::now()));
-    if month >= ledger::month_of(Utc::now()) {
+pub async fn tax(args: &StoreArgs, month: Option<Month>, files: &TaxFiles) -> CliResult {
+    let this_month = Month::of(Utc::now());
+    let month = month.unwrap_or_else(|| this_month.previous());
+    if month >= this_month {
         return Err(
             format!("{month} is not over yet; a month is taxed once it has ended (UTC)").into()
         );
@@ -23,7 +25,7 @@ pub async fn tax(args: &StoreArgs, month: Option<String>, files: &TaxFiles) -> C
     let workers = jobs_local::workers(store.clone(), Path::new("outbox"), Some(files))
         .map_err(|e| e.to_string())?;
     println!("taxing {month} for every account:");
-    let make = |account_id| Job::Tax { account_id, month: month.clone() };
+    let make = |account_id| Job::Tax { account_id, month };
     let counts =
         jobs_local::run_all(&*store, &workers, make, true).await.map_err(|e| e.to_string())?;
     for (outcome, count) in &counts {

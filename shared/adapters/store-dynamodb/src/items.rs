@@ -308,6 +308,49 @@ impl PageItem {
 mod tests {
     use super::*;
 
+    fn string_at<'a>(item: &'a Item, path: &[&str]) -> &'a str {
+        let (last, maps) = path.split_last().unwrap();
+        let mut map = item;
+        for key in maps {
+            map = map[*key].as_m().unwrap();
+        }
+        map[*last].as_s().unwrap()
+    }
+
+    #[test]
+    fn months_are_stored_as_yyyy_mm_strings_and_no_month_as_empty() {
+        let now = "2026-10-05T12:00:00Z".parse().unwrap();
+        let account = Account::open(AccountId::parse("acme").unwrap(), None, now);
+        let fresh = AccountItem {
+            pk: "A#acme".into(),
+            sk: "A".into(),
+            version: 0,
+            account: account.clone(),
+            debt_first: None,
+            debt_last: None,
+            inline: None,
+            markers: None,
+        };
+        let item = to_item(&fresh).unwrap();
+        assert_eq!(string_at(&item, &["account", "plan_usage", "month"]), "");
+        assert_eq!(string_at(&item, &["account", "month_totals", "month"]), "");
+        let read: AccountItem = from_item(item).unwrap();
+        assert_eq!(read.account, account);
+
+        let october: ledger::Month = "2026-10".parse().unwrap();
+        let mut used = account;
+        used.plan_usage = ledger::PlanUsage { month: Some(october), included_seconds_used: 60 };
+        used.month_totals = Some(ledger::MonthTotals::empty(october));
+        used.recharge_stopped =
+            Some(ledger::RechargeStop { month: october, reason: "monthly cap reached".into() });
+        let item = to_item(&AccountItem { account: used.clone(), ..fresh }).unwrap();
+        assert_eq!(string_at(&item, &["account", "plan_usage", "month"]), "2026-10");
+        assert_eq!(string_at(&item, &["account", "month_totals", "month"]), "2026-10");
+        assert_eq!(string_at(&item, &["account", "recharge_stopped", "month"]), "2026-10");
+        let read: AccountItem = from_item(item).unwrap();
+        assert_eq!(read.account, used);
+    }
+
     #[test]
     fn a_stored_page_reads_back_the_same_entries_and_an_old_one_still_reads() {
         let entries =

@@ -577,7 +577,7 @@ impl DynamoStore {
             Some(closed) => {
                 let month = MonthItem {
                     pk: month_pk(id),
-                    sk: closed.month.clone(),
+                    sk: closed.month.to_string(),
                     totals: serde_json::to_string(closed)
                         .map_err(|e| StoreError::Corrupt(format!("month totals: {e}")))?,
                 };
@@ -847,9 +847,11 @@ impl LedgerStore for DynamoStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<MonthTotals>, StoreError> {
-        let Some(item) = self.get(month_pk(id), month).await? else { return Ok(None) };
+        let Some(item) = self.get(month_pk(id), &month.to_string()).await? else {
+            return Ok(None);
+        };
         let item: MonthItem = from_item(item)?;
         serde_json::from_str(&item.totals)
             .map(Some)

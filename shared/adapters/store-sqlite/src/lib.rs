@@ -274,7 +274,11 @@ fn post_blocking(
         if let Some(closed) = &application.closed_month {
             tx.execute(
                 "INSERT INTO closed_months (account_id, month, body) VALUES (?1, ?2, ?3)",
-                params![id.as_str(), closed.month, serde_json::to_string(closed).map_err(corrupt)?],
+                params![
+                    id.as_str(),
+                    closed.month.to_string(),
+                    serde_json::to_string(closed).map_err(corrupt)?
+                ],
             )
             .map_err(db)?;
         }
@@ -408,7 +412,7 @@ impl LedgerStore for SqliteStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<MonthTotals>, StoreError> {
         let (id, month) = (id.clone(), month.to_string());
         self.with_connection(move |connection| {

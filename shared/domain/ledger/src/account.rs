@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::AccountId;
 use crate::money::Amount;
+use crate::month::Month;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,15 +125,16 @@ impl From<RechargeSettings> for RawRechargeSettings {
 /// postings that use them, so a redelivered call never uses them twice.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PlanUsage {
-    /// `YYYY-MM`; empty before the first use.
-    pub month: String,
+    /// `None` before the first use (stored as an empty string).
+    #[serde(with = "crate::month::empty_is_none")]
+    pub month: Option<Month>,
     pub included_seconds_used: u64,
 }
 
 impl PlanUsage {
     /// Seconds used in `month`: zero if the record is of another month.
-    pub fn used_in(&self, month: &str) -> u64 {
-        if self.month == month {
+    pub fn used_in(&self, month: Month) -> u64 {
+        if self.month == Some(month) {
             self.included_seconds_used
         } else {
             0
@@ -145,17 +147,16 @@ impl PlanUsage {
 /// current by every posting, atomically with it, so monthly jobs (sales tax) read one record
 /// instead of a month of entries. Months close in posting order: once a later month has a
 /// posting, an earlier month's totals never change again.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthTotals {
-    /// `YYYY-MM`; empty before the first posting.
-    pub month: String,
+    pub month: Month,
     #[serde(default)]
     pub by_item: std::collections::BTreeMap<crate::entry::BillingItem, Decimal>,
 }
 
 impl MonthTotals {
-    pub fn empty(month: &str) -> Self {
-        MonthTotals { month: month.to_string(), by_item: Default::default() }
+    pub fn empty(month: Month) -> Self {
+        MonthTotals { month, by_item: Default::default() }
     }
 
     /// Debits minus credits of `item` in the month (zero when it has none).
@@ -174,21 +175,38 @@ impl MonthTotals {
     }
 }
 
-/// Check a `YYYY-MM` month.
-pub fn check_month(month: &str) -> Result<(), crate::LedgerError> {
-    let valid = month.len() == 7
-        && chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok()
-        && month.as_bytes()[4] == b'-';
-    if valid {
-        Ok(())
-    } else {
-        Err(crate::LedgerError::BadMonth(month.chars().take(20).collect()))
-    }
-}
+/// An account's [`MonthTotals`] as stored: `None` (before the first posting) is written as the
+/// totals of month `""` with no items, the form records had before `Month` existed.
+mod stored_month_totals {
+    use super::{Decimal, Month, MonthTotals};
+    use crate::entry::BillingItem;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
 
-/// `YYYY-MM` of a time (UTC).
-pub fn month_of(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m").to_string()
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        #[serde(with = "crate::month::empty_is_none")]
+        month: Option<Month>,
+        #[serde(default)]
+        by_item: BTreeMap<BillingItem, Decimal>,
+    }
+
+    pub fn serialize<S: Serializer>(
+        totals: &Option<MonthTotals>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match totals {
+            Some(totals) => totals.serialize(serializer),
+            None => Stored { month: None, by_item: BTreeMap::new() }.serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<MonthTotals>, D::Error> {
+        let stored = Stored::deserialize(deserializer)?;
+        Ok(stored.month.map(|month| MonthTotals { month, by_item: stored.by_item }))
+    }
 }
 
 /// An account as the ledger sees it. Balance, `last_seq` and `version` change only by posting.
@@ -226,8 +244,9 @@ pub struct Account {
     pub plan_usage: PlanUsage,
     /// Totals of the month of the account's last posting (see [`MonthTotals`]). Earlier months
     /// are closed into the store's month records when a posting opens a new month.
-    #[serde(default)]
-    pub month_totals: MonthTotals,
+    /// `None` before the first posting.
+    #[serde(default, with = "stored_month_totals")]
+    pub month_totals: Option<MonthTotals>,
     /// Optimistic-concurrency version; every write bumps it.
     pub version: u64,
     /// The sequence number of the account's last entry (0 before the first).
@@ -242,8 +261,8 @@ pub const MAX_PENDING_PAYMENTS: usize = 16;
 /// Why and for which month auto-recharge stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RechargeStop {
-    /// `YYYY-MM` (UTC): the stop holds through this month.
-    pub month: String,
+    /// The stop holds through this month (UTC).
+    pub month: Month,
     pub reason: String,
 }
 
@@ -252,7 +271,7 @@ impl Account {
     /// `at`'s month.
     pub fn recharge_may_start(&self, at: DateTime<Utc>) -> bool {
         self.recharge_in_flight.is_none()
-            && self.recharge_stopped.as_ref().is_none_or(|stop| stop.month != month_of(at))
+            && self.recharge_stopped.as_ref().is_none_or(|stop| stop.month != Month::of(at))
     }
 
     pub fn open(id: AccountId, credit_limit_usd: Option<Amount>, now: DateTime<Utc>) -> Self {
@@ -270,7 +289,7 @@ impl Account {
             low_balance_usd: None,
             rate_card: None,
             plan_usage: PlanUsage::default(),
-            month_totals: MonthTotals::default(),
+            month_totals: None,
             version: 0,
             last_seq: 0,
             last_posted_at: None,
@@ -295,5 +314,73 @@ impl Account {
 
     pub fn terms_accepted(&self) -> bool {
         self.terms.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn an_account_without_months_is_stored_as_before_months_were_typed() {
+        let account =
+            Account::open(AccountId::parse("acme").unwrap(), None, at("2026-10-01T00:00:00Z"));
+        let json = serde_json::to_value(&account).unwrap();
+        assert_eq!(
+            json["plan_usage"],
+            serde_json::json!({"month": "", "included_seconds_used": 0})
+        );
+        assert_eq!(json["month_totals"], serde_json::json!({"month": "", "by_item": {}}));
+        let read: Account = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read, account);
+        assert_eq!(serde_json::to_value(&read).unwrap(), json, "written back byte for byte");
+    }
+
+    #[test]
+    fn stored_months_read_and_write_back_unchanged() {
+        let mut account =
+            Account::open(AccountId::parse("acme").unwrap(), None, at("2026-10-01T00:00:00Z"));
+        let october: Month = "2026-10".parse().unwrap();
+        account.plan_usage = PlanUsage { month: Some(october), included_seconds_used: 90 };
+        account.month_totals = Some(MonthTotals {
+            month: october,
+            by_item: [(crate::entry::BillingItem::PhoneCall, Decimal::new(12345, 4))].into(),
+        });
+        account.recharge_stopped =
+            Some(RechargeStop { month: october, reason: "monthly cap reached".into() });
+        let text = serde_json::to_string(&account).unwrap();
+        assert!(
+            text.contains(r#""plan_usage":{"month":"2026-10","included_seconds_used":90}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#""month_totals":{"month":"2026-10","by_item":{"phone_call":"1.2345"}}"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#""recharge_stopped":{"month":"2026-10","reason":"monthly cap reached"}"#
+            ),
+            "{text}"
+        );
+        let read: Account = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, account);
+        assert_eq!(serde_json::to_string(&read).unwrap(), text);
+
+        // A record written before `month_totals` existed reads as no month yet.
+        let mut old = serde_json::to_value(&account).unwrap();
+        old.as_object_mut().unwrap().remove("month_totals");
+        let read: Account = serde_json::from_value(old).unwrap();
+        assert_eq!(read.month_totals, None);
+        // A stored month that is not `YYYY-MM` is corrupt data, not "no month".
+        let mut bad = serde_json::to_value(&account).unwrap();
+        bad["plan_usage"]["month"] = serde_json::json!("October");
+        assert!(serde_json::from_value::<Account>(bad).is_err());
     }
 }

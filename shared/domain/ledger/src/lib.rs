@@ -7,6 +7,7 @@ pub mod entry;
 pub mod ids;
 pub mod memory;
 pub mod money;
+pub mod month;
 pub mod posting;
 pub mod statement;
 pub mod store;
@@ -14,12 +15,13 @@ pub mod store;
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
-    month_of, Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
+    Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
     RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_PENDING_PAYMENTS,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use ids::{AccountId, IdError, SourceId};
 pub use money::{display_usd, Amount, AmountError, Rounding};
+pub use month::{Month, MonthError};
 pub use posting::{
     apply, Application, AppliedEntry, LedgerEvent, LedgerEventKind, Posting, PostingResult,
     PostingRule, Refusal,
@@ -55,8 +57,6 @@ pub enum LedgerError {
         docs::MAX_DOC_ID_LEN
     )]
     BadDocumentId,
-    #[error("{0:?} is not a month; use YYYY-MM, such as 2026-10")]
-    BadMonth(String),
     #[error("settings changes cannot touch the balance, sequence or version")]
     BalanceFieldsAreLedgerOnly,
     #[error(

@@ -13,6 +13,7 @@ use crate::docs::{
 };
 use crate::entry::Entry;
 use crate::ids::{AccountId, SourceId};
+use crate::month::Month;
 use crate::posting::{apply, settle_settings_change, AppliedEntry, LedgerEvent};
 use crate::store::{
     check_ids_limit, checked_postings, encode_cursor, outbox_position, parse_outbox_position,
@@ -25,7 +26,7 @@ struct Book {
     account: Option<Account>,
     entries: Vec<Entry>,
     by_source: HashMap<SourceId, u64>,
-    closed_months: BTreeMap<String, MonthTotals>,
+    closed_months: BTreeMap<Month, MonthTotals>,
 }
 
 /// Events leave the outbox in time order, then per account in version order.
@@ -139,7 +140,7 @@ impl LedgerStore for MemoryStore {
                 }
                 book.entries.extend(application.entries.iter().cloned());
                 if let Some(closed) = &application.closed_month {
-                    book.closed_months.insert(closed.month.clone(), closed.clone());
+                    book.closed_months.insert(closed.month, closed.clone());
                 }
                 book.account = Some(application.account.clone());
             }
@@ -179,11 +180,11 @@ impl LedgerStore for MemoryStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: Month,
     ) -> Result<Option<MonthTotals>, StoreError> {
         let books = self.books.lock().expect("books lock poisoned");
         let book = books.get(id).ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
-        Ok(book.closed_months.get(month).cloned())
+        Ok(book.closed_months.get(&month).cloned())
     }
 
     async fn account_ids(

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{month_of, Account, AccountStatus, MonthTotals};
+use crate::account::{Account, AccountStatus, MonthTotals};
 use crate::entry::{BillingItem, Entry, EntryKind};
 use crate::ids::SourceId;
 use crate::money::Amount;
+use crate::month::Month;
 use crate::LedgerError;
 
 /// The most postings one store call accepts; callers chunk bigger batches.
@@ -353,15 +354,13 @@ pub fn apply(
     let version = account.version + 1;
     if !entries.is_empty() {
         assert_chain_extends(account, &entries);
-        let month = month_of(posted_at);
-        if next.month_totals.month != month {
-            let finished = std::mem::replace(&mut next.month_totals, MonthTotals::empty(&month));
-            if !finished.month.is_empty() {
-                closed_month = Some(finished);
-            }
+        let month = Month::of(posted_at);
+        if next.month_totals.as_ref().map(|totals| totals.month) != Some(month) {
+            closed_month = next.month_totals.replace(MonthTotals::empty(month));
         }
+        let totals = next.month_totals.get_or_insert_with(|| MonthTotals::empty(month));
         for entry in &entries {
-            next.month_totals.add(entry);
+            totals.add(entry);
         }
         next.balance_usd = balance;
         next.last_seq = seq;

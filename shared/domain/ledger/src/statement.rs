@@ -495,8 +495,8 @@ pub fn describe(entry: &Entry) -> String {
             text("reason").filter(|r| !r.trim().is_empty()).map(|r| format!("{label}: {r}"))
         }
         BillingItem::SalesTax => text("month")
-            .and_then(|m| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok())
-            .map(|month| format!("Sales tax for {}", month.format("%B %Y"))),
+            .and_then(|m| m.parse::<crate::Month>().ok())
+            .map(|month| format!("Sales tax for {}", month.first_day().format("%B %Y"))),
         BillingItem::PlanFee => None,
     };
     one_line(&described.unwrap_or_else(|| label.to_string()))

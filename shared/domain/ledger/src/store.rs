@@ -12,6 +12,7 @@ use crate::account::{Account, MonthTotals, PlanUsage};
 use crate::entry::{Entry, EntryKind};
 use crate::ids::{AccountId, SourceId};
 use crate::money::Amount;
+use crate::month::Month;
 use crate::posting::{AppliedEntry, LedgerEvent, Posting, PostingResult};
 use crate::LedgerError;
 
@@ -239,27 +240,26 @@ pub trait LedgerStore: Send + Sync {
 
     async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError>;
 
-    /// The record a posting wrote when it closed `month` (`YYYY-MM`) of this account by opening
-    /// a later one. Use [`LedgerStore::month_totals`]; this is the store's half of it.
+    /// The record a posting wrote when it closed `month` of this account by opening a later
+    /// one. Use [`LedgerStore::month_totals`]; this is the store's half of it.
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: Month,
     ) -> Result<Option<MonthTotals>, StoreError>;
 
     /// What the account's entries posted in `month` (UTC) add up to, by billing item: the
     /// account's own totals when `month` is the month of its last posting, else the month's
     /// closed record, else nothing (no postings that month). One or two reads. Final once the
     /// month is over: a posting never lands in a month before the account's last posting.
-    async fn month_totals(&self, id: &AccountId, month: &str) -> Result<MonthTotals, StoreError> {
-        crate::account::check_month(month)?;
+    async fn month_totals(&self, id: &AccountId, month: Month) -> Result<MonthTotals, StoreError> {
         let account =
             self.account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
-        let current = &account.month_totals;
+        let Some(current) = account.month_totals else { return Ok(MonthTotals::empty(month)) };
         if current.month == month {
-            return Ok(current.clone());
+            return Ok(current);
         }
-        if current.month.is_empty() || current.month.as_str() < month {
+        if current.month < month {
             return Ok(MonthTotals::empty(month));
         }
         Ok(self.closed_month(id, month).await?.unwrap_or_else(|| MonthTotals::empty(month)))

@@ -1,17 +1,17 @@
 //! The month's assessment and the ledger posting it becomes.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
-use ledger::{Amount, BillingItem, LedgerError, MonthTotals, Posting, Rounding, SourceId};
+use chrono::{DateTime, Duration, Utc};
+use ledger::{Amount, BillingItem, LedgerError, Month, MonthTotals, Posting, Rounding, SourceId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{next_month, parse_month, Jurisdiction, Taxability};
+use crate::{Jurisdiction, Taxability};
 
 /// The tax of one account for one month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assessment {
-    /// `YYYY-MM`, the taxed month.
-    pub month: String,
+    /// The taxed month.
+    pub month: Month,
     pub taxable_usd: Decimal,
     pub rate_percent: Decimal,
     /// Whole cents, greater than zero.
@@ -50,7 +50,7 @@ pub fn assess(
         return None;
     }
     Some(Assessment {
-        month: account_month.month.clone(),
+        month: account_month.month,
         taxable_usd,
         rate_percent,
         tax_usd,
@@ -60,13 +60,7 @@ pub fn assess(
 
 /// The source id of an account's tax for `month`: `tax:<YYYY-MM>`. The ledger dedupes source
 /// ids per account, so one month's tax posts once however often the job runs.
-///
-/// # Panics
-///
-/// If `month` is not `YYYY-MM` (check it with [`parse_month`]): a tax source id for anything
-/// else would be a bug in the caller.
-pub fn tax_source_id(month: &str) -> SourceId {
-    assert!(parse_month(month).is_ok(), "tax source ids are for YYYY-MM months, not {month:?}");
+pub fn tax_source_id(month: Month) -> SourceId {
     SourceId::parse(format!("tax:{month}")).expect("tax:YYYY-MM is a valid source id")
 }
 
@@ -74,7 +68,7 @@ pub fn tax_source_id(month: &str) -> SourceId {
 /// usage already consumed), dated the last microsecond of the taxed month, with the basis of
 /// the tax in its details.
 pub fn tax_posting(assessment: &Assessment) -> Result<Posting, LedgerError> {
-    let occurred_at = last_microsecond_of(&assessment.month)?;
+    let occurred_at = last_microsecond_of(assessment.month);
     let amount_usd = Amount::whole_cents(assessment.tax_usd)?;
     let details = serde_json::json!({
         "month": assessment.month,
@@ -83,25 +77,13 @@ pub fn tax_posting(assessment: &Assessment) -> Result<Posting, LedgerError> {
         "jurisdiction": assessment.jurisdiction.name,
         "level": assessment.jurisdiction.level.as_str(),
     });
-    Posting::usage(
-        tax_source_id(&assessment.month),
-        BillingItem::SalesTax,
-        amount_usd,
-        occurred_at,
-    )?
-    .with_details(details)
+    Posting::usage(tax_source_id(assessment.month), BillingItem::SalesTax, amount_usd, occurred_at)?
+        .with_details(details)
 }
 
-/// The last microsecond (UTC) of a `YYYY-MM` month: the instant before the next month starts.
-fn last_microsecond_of(month: &str) -> Result<DateTime<Utc>, LedgerError> {
-    let bad = || LedgerError::BadMonth(month.chars().take(20).collect());
-    let (year, month_number) = parse_month(month).map_err(|_| bad())?;
-    let (next_year, next_month_number) = next_month(year, month_number);
-    let next_start = NaiveDate::from_ymd_opt(next_year, next_month_number, 1)
-        .and_then(|day| day.and_hms_opt(0, 0, 0))
-        .ok_or_else(bad)?
-        .and_utc();
-    Ok(next_start - Duration::microseconds(1))
+/// The last microsecond (UTC) of a month: the instant before the next month starts.
+fn last_microsecond_of(month: Month) -> DateTime<Utc> {
+    month.end() - Duration::microseconds(1)
 }
 
 #[cfg(test)]
@@ -113,8 +95,12 @@ mod tests {
     use proptest::prelude::*;
     use rust_decimal_macros::dec;
 
-    fn totals(month: &str, items: &[(BillingItem, Decimal)]) -> MonthTotals {
-        MonthTotals { month: month.to_string(), by_item: items.iter().copied().collect() }
+    fn month(text: &str) -> Month {
+        text.parse().unwrap()
+    }
+
+    fn totals(month_text: &str, items: &[(BillingItem, Decimal)]) -> MonthTotals {
+        MonthTotals { month: month(month_text), by_item: items.iter().copied().collect() }
     }
 
     fn jurisdiction(rate_percent: Decimal) -> Jurisdiction {
@@ -122,7 +108,7 @@ mod tests {
             name: "Sample".to_string(),
             rate_percent,
             level: Level::Region,
-            effective_from: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            effective_from: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
         }
     }
 
@@ -157,7 +143,7 @@ mod tests {
             &[(BillingItem::PhoneCall, dec!(12.5000)), (BillingItem::PlanFee, dec!(20))],
         );
         let found = assess(&month, &defaults(), &jurisdiction(dec!(8.8750))).unwrap();
-        assert_eq!(found.month, "2026-10");
+        assert_eq!(found.month.to_string(), "2026-10");
         assert_eq!(found.taxable_usd, dec!(32.5));
         assert_eq!(found.rate_percent.to_string(), "8.875");
         assert_eq!(found.tax_usd, dec!(2.88)); // 2.884375
@@ -222,10 +208,9 @@ mod tests {
     #[test]
     fn no_tax_means_no_assessment() {
         assert_eq!(
-            assess(&MonthTotals::empty("2026-10"), &defaults(), &jurisdiction(dec!(7.25))),
+            assess(&MonthTotals::empty(month("2026-10")), &defaults(), &jurisdiction(dec!(7.25))),
             None
         );
-        assert_eq!(assess(&MonthTotals::default(), &defaults(), &jurisdiction(dec!(7.25))), None);
         // 0.06 × 7.25 % = 0.00435 rounds to nothing.
         assert_eq!(tax_of(dec!(0.06), dec!(7.25)), None);
         assert_eq!(tax_of(dec!(1000), Decimal::ZERO), None);
@@ -266,25 +251,25 @@ mod tests {
         let end = |y, m, d| {
             Utc.with_ymd_and_hms(y, m, d, 23, 59, 59).unwrap() + Duration::microseconds(999_999)
         };
-        assert_eq!(last_microsecond_of("2026-12").unwrap(), end(2026, 12, 31));
-        assert_eq!(last_microsecond_of("2028-02").unwrap(), end(2028, 2, 29));
-        assert_eq!(last_microsecond_of("2026-02").unwrap(), end(2026, 2, 28));
-        assert_eq!(last_microsecond_of("2026-04").unwrap(), end(2026, 4, 30));
+        assert_eq!(last_microsecond_of(month("2026-12")), end(2026, 12, 31));
+        assert_eq!(last_microsecond_of(month("2028-02")), end(2028, 2, 29));
+        assert_eq!(last_microsecond_of(month("2026-02")), end(2026, 2, 28));
+        assert_eq!(last_microsecond_of(month("2026-04")), end(2026, 4, 30));
     }
 
     #[test]
-    fn a_bad_month_or_amount_is_a_ledger_error_not_a_panic() {
+    fn a_bad_amount_is_a_ledger_error_not_a_panic() {
+        // A bad month cannot reach an assessment: `Month` parses only `YYYY-MM`.
+        assert!("2026-13".parse::<Month>().is_err());
+        assert!("".parse::<Month>().is_err());
         let mut assessment = Assessment {
-            month: "2026-13".to_string(),
+            month: month("2026-10"),
             taxable_usd: dec!(10),
             rate_percent: dec!(7.25),
             tax_usd: dec!(0.73),
             jurisdiction: jurisdiction(dec!(7.25)),
         };
-        assert_eq!(tax_posting(&assessment), Err(LedgerError::BadMonth("2026-13".to_string())));
-        assessment.month = String::new();
-        assert_eq!(tax_posting(&assessment), Err(LedgerError::BadMonth(String::new())));
-        assessment.month = "2026-10".to_string();
+        assert_eq!(tax_posting(&assessment).map(|p| p.amount_usd.value()), Ok(dec!(0.73)));
         assessment.tax_usd = dec!(0.725);
         assert_eq!(
             tax_posting(&assessment),
@@ -299,14 +284,8 @@ mod tests {
 
     #[test]
     fn tax_source_ids_are_per_month() {
-        assert_eq!(tax_source_id("2026-10").as_str(), "tax:2026-10");
-        assert_ne!(tax_source_id("2026-10"), tax_source_id("2026-11"));
-    }
-
-    #[test]
-    #[should_panic(expected = "YYYY-MM")]
-    fn a_tax_source_id_for_a_non_month_is_a_bug() {
-        tax_source_id("Oct 2026");
+        assert_eq!(tax_source_id(month("2026-10")).as_str(), "tax:2026-10");
+        assert_ne!(tax_source_id(month("2026-10")), tax_source_id(month("2026-11")));
     }
 
     proptest! {
@@ -338,13 +317,13 @@ mod tests {
             year in 2000i32..2100,
             month_number in 1u32..=12,
         ) {
-            let month = format!("{year:04}-{month_number:02}");
-            let month_totals = totals(&month, &[(BillingItem::PlanFee, Decimal::new(taxable_units, 4))]);
+            let month = Month::new(year, month_number).unwrap();
+            let month_totals = totals(&month.to_string(), &[(BillingItem::PlanFee, Decimal::new(taxable_units, 4))]);
             if let Some(assessment) = assess(&month_totals, &defaults(), &jurisdiction(Decimal::new(rate_units, 4))) {
                 let posting = tax_posting(&assessment).unwrap();
                 prop_assert_eq!(posting.amount_usd.value(), assessment.tax_usd);
-                prop_assert_eq!(ledger::month_of(posting.occurred_at), month.clone());
-                prop_assert_ne!(ledger::month_of(posting.occurred_at + Duration::microseconds(1)), month);
+                prop_assert_eq!(Month::of(posting.occurred_at), month);
+                prop_assert_ne!(Month::of(posting.occurred_at + Duration::microseconds(1)), month);
                 prop_assert_eq!(posting.validate(), Ok(()));
             }
         }

@@ -41,7 +41,7 @@ mod taxability;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use ledger::BillingItem;
 
 pub use assess::{assess, tax_posting, tax_source_id, taxable_amount, Assessment};
@@ -114,8 +114,6 @@ pub enum TaxError {
         items.iter().map(|item| item.as_str()).collect::<Vec<_>>().join(", ")
     )]
     MissingItems { items: Vec<BillingItem> },
-    #[error("{value:?} is not a month; use YYYY-MM, such as 2026-10")]
-    BadMonth { value: String },
 }
 
 fn first_of_month(date: NaiveDate) -> NaiveDate {
@@ -123,8 +121,7 @@ fn first_of_month(date: NaiveDate) -> NaiveDate {
 }
 
 fn first_of_next_month(date: NaiveDate) -> NaiveDate {
-    let (year, month) = next_month(date.year(), date.month());
-    NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(date)
+    ledger::Month::new(date.year(), date.month()).map_or(date, |month| month.next().first_day())
 }
 
 fn item_names() -> String {
@@ -141,77 +138,5 @@ fn never_taxable_reason(item: BillingItem) -> &'static str {
         BillingItem::FundsAdded => "adding funds to a prepaid balance is not a sale",
         BillingItem::SalesTax => "tax is not taxed",
         _ => "this item is never taxed",
-    }
-}
-
-fn next_month(year: i32, month: u32) -> (i32, u32) {
-    if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    }
-}
-
-/// Check a `YYYY-MM` month (four-digit year, month 01 to 12) and split it.
-pub fn parse_month(s: &str) -> Result<(i32, u32), TaxError> {
-    let bad = || TaxError::BadMonth { value: s.chars().take(20).collect() };
-    let bytes = s.as_bytes();
-    let shaped = bytes.len() == 7
-        && bytes[4] == b'-'
-        && bytes[..4].iter().chain(&bytes[5..]).all(u8::is_ascii_digit);
-    if !shaped {
-        return Err(bad());
-    }
-    let year: i32 = s[..4].parse().map_err(|_| bad())?;
-    let month: u32 = s[5..].parse().map_err(|_| bad())?;
-    if !(1..=12).contains(&month) {
-        return Err(bad());
-    }
-    Ok((year, month))
-}
-
-/// The calendar month (UTC) before the one `now` is in, as `YYYY-MM`: the month the monthly
-/// job taxes.
-pub fn previous_month(now: DateTime<Utc>) -> String {
-    let (year, month) =
-        if now.month() == 1 { (now.year() - 1, 12) } else { (now.year(), now.month() - 1) };
-    format!("{year:04}-{month:02}")
-}
-
-/// The first day of a `YYYY-MM` month.
-fn first_day(month: &str) -> Result<NaiveDate, TaxError> {
-    let (year, month_number) = parse_month(month)?;
-    NaiveDate::from_ymd_opt(year, month_number, 1)
-        .ok_or_else(|| TaxError::BadMonth { value: month.chars().take(20).collect() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn months_parse_only_in_the_yyyy_mm_form() {
-        assert_eq!(parse_month("2026-10").unwrap(), (2026, 10));
-        assert_eq!(parse_month("0999-01").unwrap(), (999, 1));
-        for bad in ["2026-13", "2026-00", "2026-1", "26-10", "2026/10", "2026-10-01", "", "abcd-ef"]
-        {
-            let error = parse_month(bad).unwrap_err();
-            assert!(matches!(&error, TaxError::BadMonth { value } if value == bad), "{bad}");
-            assert!(error.to_string().contains("use YYYY-MM"), "{error}");
-        }
-        assert!(parse_month("+202-10").is_err());
-        assert!(parse_month("2026-+1").is_err());
-    }
-
-    #[test]
-    fn the_previous_month_wraps_the_year() {
-        let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
-        assert_eq!(previous_month(at(2026, 11, 1)), "2026-10");
-        assert_eq!(previous_month(at(2027, 1, 1)), "2026-12");
-        assert_eq!(previous_month(at(2026, 3, 31)), "2026-02");
-        let last_instant_of_january = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap()
-            + chrono::Duration::milliseconds(999);
-        assert_eq!(previous_month(last_instant_of_january), "2025-12");
     }
 }

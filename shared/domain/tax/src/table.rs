@@ -158,17 +158,16 @@ impl TaxTable {
     ///
     /// `country` and `region` are compared trimmed and case-insensitively; `city` trimmed, with
     /// inner runs of whitespace as one space, and case-insensitively. A blank `region` or `city`
-    /// skips that level. `None` when no level has a row in effect, and for a month that is not
-    /// `YYYY-MM` (check it with [`crate::parse_month`]). A row with rate 0 still governs: the
+    /// skips that level. `None` when no level has a row in effect. A row with rate 0 still governs: the
     /// place is untaxed from its date, whatever the levels around it say.
     pub fn jurisdiction(
         &self,
         country: &str,
         region: Option<&str>,
         city: &str,
-        month: &str,
+        month: ledger::Month,
     ) -> Option<Jurisdiction> {
-        let first_day = crate::first_day(month).ok()?;
+        let first_day = month.first_day();
         let country = country.trim().to_ascii_uppercase();
         let region = region.map(|r| r.trim().to_ascii_uppercase()).filter(|r| !r.is_empty());
         let city = Some(city_key(city)).filter(|c| !c.is_empty());
@@ -309,6 +308,10 @@ mod tests {
 
     const HEAD: &str = "country,region,city,rate_percent,effective_from,name\n";
 
+    fn m(text: &str) -> ledger::Month {
+        text.parse().unwrap()
+    }
+
     fn table(rows: &str) -> TaxTable {
         TaxTable::from_csv(&format!("{HEAD}{rows}")).unwrap()
     }
@@ -325,13 +328,13 @@ mod tests {
     fn the_bundled_table_loads_with_the_sample_rows() {
         let table = TaxTable::bundled().unwrap();
         assert_eq!(table.len(), 10);
-        let nyc = table.jurisdiction("US", Some("NY"), "New York", "2026-10").unwrap();
+        let nyc = table.jurisdiction("US", Some("NY"), "New York", m("2026-10")).unwrap();
         assert_eq!(nyc.name, "New York, NY (state and city)");
         assert_eq!(nyc.rate_percent, dec!(8.875));
         assert_eq!(nyc.level, Level::City);
-        let gb = table.jurisdiction("GB", None, "London", "2026-10").unwrap();
+        let gb = table.jurisdiction("GB", None, "London", m("2026-10")).unwrap();
         assert_eq!((gb.rate_percent, gb.level), (dec!(20), Level::Country));
-        assert_eq!(table.jurisdiction("US", Some("OR"), "Portland", "2026-10"), None);
+        assert_eq!(table.jurisdiction("US", Some("OR"), "Portland", m("2026-10")), None);
     }
 
     #[test]
@@ -342,16 +345,16 @@ mod tests {
              GB,,,20,2024-01-01,UK VAT\n\
              GB,SCT,,21,2024-01-01,Scotland (sample)\n",
         );
-        let city = table.jurisdiction("US", Some("NY"), "New York", "2026-10").unwrap();
+        let city = table.jurisdiction("US", Some("NY"), "New York", m("2026-10")).unwrap();
         assert_eq!((city.level, city.rate_percent), (Level::City, dec!(8.875)));
-        let region = table.jurisdiction("US", Some("NY"), "Buffalo", "2026-10").unwrap();
+        let region = table.jurisdiction("US", Some("NY"), "Buffalo", m("2026-10")).unwrap();
         assert_eq!((region.level, region.rate_percent), (Level::Region, dec!(4)));
         assert_eq!(region.name, "New York State");
-        let region = table.jurisdiction("GB", Some("SCT"), "Glasgow", "2026-10").unwrap();
+        let region = table.jurisdiction("GB", Some("SCT"), "Glasgow", m("2026-10")).unwrap();
         assert_eq!((region.level, region.rate_percent), (Level::Region, dec!(21)));
-        let country = table.jurisdiction("GB", Some("WLS"), "Cardiff", "2026-10").unwrap();
+        let country = table.jurisdiction("GB", Some("WLS"), "Cardiff", m("2026-10")).unwrap();
         assert_eq!((country.level, country.rate_percent), (Level::Country, dec!(20)));
-        let country = table.jurisdiction("GB", None, "", "2026-10").unwrap();
+        let country = table.jurisdiction("GB", None, "", m("2026-10")).unwrap();
         assert_eq!(country.level, Level::Country);
     }
 
@@ -362,19 +365,19 @@ mod tests {
              US,NY,New York,8.875,2024-01-01,New York City\n",
         );
         for city in ["new york", "  NEW YORK ", "New  York", "nEw YoRk"] {
-            let found = table.jurisdiction("US", Some("NY"), city, "2026-10").unwrap();
+            let found = table.jurisdiction("US", Some("NY"), city, m("2026-10")).unwrap();
             assert_eq!(found.level, Level::City, "{city:?}");
         }
         assert_eq!(
-            table.jurisdiction("us", Some(" ny "), "new york", "2026-10").unwrap().level,
+            table.jurisdiction("us", Some(" ny "), "new york", m("2026-10")).unwrap().level,
             Level::City
         );
         // The same city name in another region, or without a region, is not that city.
-        assert_eq!(table.jurisdiction("US", Some("NJ"), "New York", "2026-10"), None);
-        assert_eq!(table.jurisdiction("US", None, "New York", "2026-10"), None);
-        assert_eq!(table.jurisdiction("US", Some(""), "New York", "2026-10"), None);
+        assert_eq!(table.jurisdiction("US", Some("NJ"), "New York", m("2026-10")), None);
+        assert_eq!(table.jurisdiction("US", None, "New York", m("2026-10")), None);
+        assert_eq!(table.jurisdiction("US", Some(""), "New York", m("2026-10")), None);
         assert_eq!(
-            table.jurisdiction("US", Some("NY"), "", "2026-10").unwrap().level,
+            table.jurisdiction("US", Some("NY"), "", m("2026-10")).unwrap().level,
             Level::Region
         );
     }
@@ -384,15 +387,15 @@ mod tests {
         let table = TaxTable::bundled().unwrap();
         let rate =
             |month| table.jurisdiction("US", Some("WA"), "Seattle", month).map(|j| j.rate_percent);
-        assert_eq!(rate("2026-09"), Some(dec!(6.5)));
-        assert_eq!(rate("2026-10"), Some(dec!(6.75)));
-        assert_eq!(rate("2027-03"), Some(dec!(6.75)));
-        let before = table.jurisdiction("US", Some("WA"), "Seattle", "2026-09").unwrap();
+        assert_eq!(rate(m("2026-09")), Some(dec!(6.5)));
+        assert_eq!(rate(m("2026-10")), Some(dec!(6.75)));
+        assert_eq!(rate(m("2027-03")), Some(dec!(6.75)));
+        let before = table.jurisdiction("US", Some("WA"), "Seattle", m("2026-09")).unwrap();
         assert_eq!(before.effective_from, date(2024, 1));
-        let after = table.jurisdiction("US", Some("WA"), "Seattle", "2026-10").unwrap();
+        let after = table.jurisdiction("US", Some("WA"), "Seattle", m("2026-10")).unwrap();
         assert_eq!(after.effective_from, date(2026, 10));
         // Before the first row there is nothing in effect.
-        assert_eq!(rate("2023-12"), None);
+        assert_eq!(rate(m("2023-12")), None);
     }
 
     #[test]
@@ -402,8 +405,8 @@ mod tests {
              US,WA,,6.5,2024-01-01,Washington\n",
         );
         let rate = |month| table.jurisdiction("US", Some("WA"), "", month).unwrap().rate_percent;
-        assert_eq!(rate("2026-09"), dec!(6.5));
-        assert_eq!(rate("2026-10"), dec!(6.75));
+        assert_eq!(rate(m("2026-09")), dec!(6.5));
+        assert_eq!(rate(m("2026-10")), dec!(6.75));
     }
 
     #[test]
@@ -412,9 +415,9 @@ mod tests {
             "US,NY,,4,2024-01-01,New York State\n\
              US,NY,New York,8.875,2026-10-01,New York City\n",
         );
-        let september = table.jurisdiction("US", Some("NY"), "New York", "2026-09").unwrap();
+        let september = table.jurisdiction("US", Some("NY"), "New York", m("2026-09")).unwrap();
         assert_eq!((september.level, september.rate_percent), (Level::Region, dec!(4)));
-        let october = table.jurisdiction("US", Some("NY"), "New York", "2026-10").unwrap();
+        let october = table.jurisdiction("US", Some("NY"), "New York", m("2026-10")).unwrap();
         assert_eq!((october.level, october.rate_percent), (Level::City, dec!(8.875)));
     }
 
@@ -424,34 +427,32 @@ mod tests {
             "US,TX,,6.25,2024-01-01,Texas\n\
              US,TX,,0,2026-07-01,Texas (repealed)\n",
         );
-        let june = table.jurisdiction("US", Some("TX"), "Austin", "2026-06").unwrap();
+        let june = table.jurisdiction("US", Some("TX"), "Austin", m("2026-06")).unwrap();
         assert_eq!(june.rate_percent, dec!(6.25));
-        let july = table.jurisdiction("US", Some("TX"), "Austin", "2026-07").unwrap();
+        let july = table.jurisdiction("US", Some("TX"), "Austin", m("2026-07")).unwrap();
         assert_eq!(july.rate_percent, Decimal::ZERO);
         assert_eq!(july.name, "Texas (repealed)");
     }
 
     #[test]
-    fn no_row_at_any_level_or_a_malformed_month_finds_nothing() {
+    fn no_row_at_any_level_finds_nothing() {
         let table = TaxTable::bundled().unwrap();
-        assert_eq!(table.jurisdiction("US", None, "Chicago", "2026-10"), None);
-        assert_eq!(table.jurisdiction("DE", Some("BE"), "Berlin", "2026-10"), None);
-        assert_eq!(table.jurisdiction("US", Some("CA"), "", "2026-13"), None);
-        assert_eq!(table.jurisdiction("US", Some("CA"), "", "October"), None);
-        assert!(table.jurisdiction("US", Some("CA"), "", "2026-10").is_some());
+        assert_eq!(table.jurisdiction("US", None, "Chicago", m("2026-10")), None);
+        assert_eq!(table.jurisdiction("DE", Some("BE"), "Berlin", m("2026-10")), None);
+        assert!(table.jurisdiction("US", Some("CA"), "", m("2026-10")).is_some());
     }
 
     #[test]
     fn quoted_names_keep_their_commas() {
         let table = table("CA,BC,,12,2024-01-01,\"British Columbia (GST 5%, PST 7%)\"\n");
-        let found = table.jurisdiction("CA", Some("BC"), "Vancouver", "2026-01").unwrap();
+        let found = table.jurisdiction("CA", Some("BC"), "Vancouver", m("2026-01")).unwrap();
         assert_eq!(found.name, "British Columbia (GST 5%, PST 7%)");
     }
 
     #[test]
     fn jurisdictions_serialize_with_the_rate_as_a_string() {
         let found = table("US,CA,,7.25,2024-01-01,California\n")
-            .jurisdiction("US", Some("CA"), "", "2026-10")
+            .jurisdiction("US", Some("CA"), "", m("2026-10"))
             .unwrap();
         assert_eq!(
             serde_json::to_value(&found).unwrap(),
@@ -517,11 +518,15 @@ mod tests {
             "US,CA,,7.250000,2024-01-01,a\nUS,TX,,0,2024-01-01,b\nUS,NY,,99.9999,2024-01-01,c\n",
         );
         assert_eq!(
-            table.jurisdiction("US", Some("CA"), "", "2024-01").unwrap().rate_percent.to_string(),
+            table
+                .jurisdiction("US", Some("CA"), "", m("2024-01"))
+                .unwrap()
+                .rate_percent
+                .to_string(),
             "7.25"
         );
         assert_eq!(
-            table.jurisdiction("US", Some("NY"), "", "2024-01").unwrap().rate_percent,
+            table.jurisdiction("US", Some("NY"), "", m("2024-01")).unwrap().rate_percent,
             dec!(99.9999)
         );
     }
@@ -613,7 +618,7 @@ mod tests {
         std::fs::write(&good, format!("{HEAD}US,CA,,7.25,2024-01-01,California\n")).unwrap();
         let table = TaxTable::load(&good).unwrap();
         assert_eq!(
-            table.jurisdiction("US", Some("CA"), "", "2026-01").unwrap().rate_percent,
+            table.jurisdiction("US", Some("CA"), "", m("2026-01")).unwrap().rate_percent,
             dec!(7.25)
         );
 

@@ -1,12 +1,16 @@
 //! The monthly job's path through the crate with the bundled tables: address to posting.
 
-use ledger::{BillingItem, MonthTotals};
+use ledger::{BillingItem, Month, MonthTotals};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tax::{assess, previous_month, tax_posting, Level, TaxTable, Taxability};
+use tax::{assess, tax_posting, Level, TaxTable, Taxability};
+
+fn m(text: &str) -> Month {
+    text.parse().unwrap()
+}
 
 fn october(items: &[(BillingItem, Decimal)]) -> MonthTotals {
-    MonthTotals { month: "2026-10".to_string(), by_item: items.iter().copied().collect() }
+    MonthTotals { month: m("2026-10"), by_item: items.iter().copied().collect() }
 }
 
 #[test]
@@ -14,10 +18,10 @@ fn a_new_york_city_month_posts_the_city_rate_on_usage_net_of_included_minutes() 
     let table = TaxTable::bundled().unwrap();
     let taxability = Taxability::bundled().unwrap();
     let now = "2026-11-01T00:05:00Z".parse().unwrap();
-    let month = previous_month(now);
-    assert_eq!(month, "2026-10");
+    let month = Month::of(now).previous();
+    assert_eq!(month.to_string(), "2026-10");
 
-    let jurisdiction = table.jurisdiction("US", Some("NY"), " new york ", &month).unwrap();
+    let jurisdiction = table.jurisdiction("US", Some("NY"), " new york ", month).unwrap();
     assert_eq!(jurisdiction.level, Level::City);
     let totals = october(&[
         (BillingItem::PlanFee, dec!(20)),
@@ -51,8 +55,9 @@ fn washington_is_taxed_at_the_rate_in_effect_for_the_taxed_month() {
     let taxability = Taxability::bundled().unwrap();
     let usage = [(BillingItem::OutgoingSms, dec!(100))];
     let tax_in = |month: &str| {
+        let month = m(month);
         let jurisdiction = table.jurisdiction("US", Some("WA"), "Seattle", month).unwrap();
-        let totals = MonthTotals { month: month.to_string(), by_item: usage.into_iter().collect() };
+        let totals = MonthTotals { month, by_item: usage.into_iter().collect() };
         assess(&totals, &taxability, &jurisdiction).unwrap().tax_usd
     };
     assert_eq!(tax_in("2026-09"), dec!(6.5));
@@ -63,6 +68,6 @@ fn washington_is_taxed_at_the_rate_in_effect_for_the_taxed_month() {
 fn an_address_with_no_row_is_not_taxed() {
     let table = TaxTable::bundled().unwrap();
     // There is deliberately no US country row: only listed states are taxed.
-    assert_eq!(table.jurisdiction("US", Some("OR"), "Portland", "2026-10"), None);
-    assert_eq!(table.jurisdiction("FR", None, "Paris", "2026-10"), None);
+    assert_eq!(table.jurisdiction("US", Some("OR"), "Portland", m("2026-10")), None);
+    assert_eq!(table.jurisdiction("FR", None, "Paris", m("2026-10")), None);
 }

@@ -82,8 +82,7 @@ pub struct RechargeStopView {
 
 impl From<&ledger::RechargeStop> for RechargeStopView {
     fn from(stop: &ledger::RechargeStop) -> Self {
-        let ledger::RechargeStop { month, reason } = stop.clone();
-        RechargeStopView { month, reason }
+        RechargeStopView { month: stop.month.to_string(), reason: stop.reason.clone() }
     }
 }
 
@@ -169,7 +168,7 @@ pub struct OverviewView {
 }
 
 pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
-    let month = Utc::now().format("%Y-%m").to_string();
+    let month = ledger::Month::of(Utc::now());
     OverviewView {
         account_id: account.id.to_string(),
         balance_usd: account.balance_usd.normalize().to_string(),
@@ -182,7 +181,10 @@ pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
         low_balance_usd: account.low_balance_usd,
         rate_card: account.rate_card.as_deref().unwrap_or("standard").to_string(),
         rates: state.cards.card(account.rate_card.as_deref()),
-        plan: PlanUsage { included_seconds_used: account.plan_usage.used_in(&month), month },
+        plan: PlanUsage {
+            included_seconds_used: account.plan_usage.used_in(month),
+            month: month.to_string(),
+        },
         tax_exempt: None,
     }
 }

@@ -753,7 +753,7 @@ async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
             std::sync::Arc::new(|a: &mut ledger::Account| {
                 a.recharge_in_flight = None;
                 a.recharge_stopped = Some(ledger::RechargeStop {
-                    month: ledger::month_of(chrono::Utc::now()),
+                    month: ledger::Month::of(chrono::Utc::now()),
                     reason: "out of attempts".into(),
                 });
                 Ok(())

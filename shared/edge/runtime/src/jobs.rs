@@ -37,7 +37,7 @@ pub enum JobFunction {
 struct PlanRequest {
     run: String,
     /// Tax: default the month before the current one (UTC).
-    month: Option<String>,
+    month: Option<ledger::Month>,
     /// Statements: `monthly` or `weekly`.
     cadence: Option<String>,
 }
@@ -45,7 +45,7 @@ struct PlanRequest {
 /// What a plan request asks for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    Tax { month: String },
+    Tax { month: ledger::Month },
     Statements { cadence: Cadence, from: chrono::NaiveDate, to: chrono::NaiveDate },
 }
 
@@ -71,8 +71,7 @@ impl Plan {
         }
         match (function, request.month, request.cadence) {
             (JobFunction::Tax, month, None) => {
-                let month = month.unwrap_or_else(|| tax::previous_month(now));
-                tax::parse_month(&month).map_err(|e| e.to_string())?;
+                let month = month.unwrap_or_else(|| ledger::Month::of(now).previous());
                 Ok(Plan::Tax { month })
             }
             (JobFunction::Statements, None, Some(cadence)) => {
@@ -88,7 +87,7 @@ impl Plan {
     /// The job of one account.
     fn job(&self, account_id: ledger::AccountId) -> Job {
         match self {
-            Plan::Tax { month } => Job::Tax { account_id, month: month.clone() },
+            Plan::Tax { month } => Job::Tax { account_id, month: *month },
             Plan::Statements { cadence, from, to } => {
                 Job::ScheduledStatement { account_id, cadence: *cadence, from: *from, to: *to }
             }
@@ -171,11 +170,11 @@ mod tests {
     fn plan_requests_are_read_and_checked() {
         assert_eq!(
             Plan::parse(JobFunction::Tax, json!({"run": "plan"}), now()),
-            Ok(Plan::Tax { month: "2026-11".into() })
+            Ok(Plan::Tax { month: "2026-11".parse().unwrap() })
         );
         assert_eq!(
             Plan::parse(JobFunction::Tax, json!({"run": "plan", "month": "2026-10"}), now()),
-            Ok(Plan::Tax { month: "2026-10".into() })
+            Ok(Plan::Tax { month: "2026-10".parse().unwrap() })
         );
         assert!(Plan::parse(JobFunction::Tax, json!({"run": "plan", "month": "2026-13"}), now())
             .is_err());

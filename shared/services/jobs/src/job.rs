@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use ledger::AccountId;
+use ledger::{AccountId, Month};
 use notifications::statement::StatementRequest;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,8 @@ use crate::statements::Cadence;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {
-    /// Tax the account's usage of `month` (`YYYY-MM`, UTC).
-    Tax { account_id: AccountId, month: String },
+    /// Tax the account's usage of `month` (UTC; `YYYY-MM` in the message).
+    Tax { account_id: AccountId, month: Month },
     /// Send the account its scheduled statement for `from..=to` if its profile asks for
     /// statements at this cadence.
     ScheduledStatement { account_id: AccountId, cadence: Cadence, from: NaiveDate, to: NaiveDate },
@@ -29,10 +29,16 @@ impl Job {
         }
     }
 
-    pub fn parse(body: &str) -> Result<Job, String> {
-        serde_json::from_str(body).map_err(|e| format!("not a job message: {e}"))
+    pub fn parse(body: &str) -> Result<Job, NotAJob> {
+        serde_json::from_str(body).map_err(NotAJob)
     }
 }
+
+/// A queue message that is not a [`Job`] (its month not `YYYY-MM` included): dropped, never
+/// retried.
+#[derive(Debug, thiserror::Error)]
+#[error("not a job message: {0}")]
+pub struct NotAJob(#[source] pub serde_json::Error);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

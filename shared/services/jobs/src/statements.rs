@@ -125,6 +125,6 @@ impl StatementJob {
     pub async fn send(&self, request: &StatementRequest) -> Result<Outcome, JobError> {
         send_statement(&*self.docs, &*self.ledger, &*self.mailer, &self.from_address, request)
             .await
-            .map_err(JobError::Retry)
+            .map_err(JobError::Delivery)
     }
 }

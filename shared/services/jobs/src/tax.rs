@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ledger::docs::DocStore;
-use ledger::{AccountId, LedgerStore, PostingResult, StoreError};
+use ledger::{AccountId, LedgerError, LedgerStore, Month, PostingResult, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tax::{TaxTable, Taxability};
@@ -18,23 +18,45 @@ pub async fn load_profile(
     match documents::profile::load(docs, id).await {
         Ok((profile, _)) => Ok(profile),
         Err(documents::DocumentError::Store(error)) => Err(JobError::Store(error)),
-        Err(error) => Err(JobError::Retry(format!("the profile of {id} is unreadable: {error}"))),
+        Err(source) => Err(JobError::UnreadableProfile { account_id: id.clone(), source }),
     }
 }
 
+/// Why a job did not run. [`JobError::is_permanent`] says what the worker does with the message:
+/// a permanent failure is dropped and logged, retrying cannot help and nothing is wrong with the
+/// data (a month not over yet, a job this worker does not run). Anything else that fails, a
+/// store error or unreadable data included, goes back to the queue and, after five tries, to
+/// the DLQ and its alarm, so no account's tax is silently skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// Retrying cannot help and nothing is wrong with the data (a malformed message, a month
-    /// not over yet): the message is dropped and logged. Anything else that fails, a store
-    /// error or unreadable data included, goes back to the queue and, after five tries, to the
-    /// DLQ and its alarm, so no account's tax is silently skipped.
-    #[error("{0}")]
-    Permanent(String),
-    /// Something to try again later (a mail service outage, a claim held by another delivery):
-    /// the message goes back to the queue.
-    #[error("{0}")]
-    Retry(String),
-    /// The store failed: the message goes back to the queue.
+    /// Permanent: a month is taxed once it has ended.
+    #[error("{month} is not over yet; a month is taxed once it has ended (UTC)")]
+    MonthNotOver { month: Month },
+    /// Permanent: the assessment does not make a valid posting (a bug; retrying builds the
+    /// same one).
+    #[error("the tax posting is invalid: {0}")]
+    InvalidTaxPosting(#[source] LedgerError),
+    /// Permanent: the message is for the other job function's worker.
+    #[error("this worker does not run {kind} jobs")]
+    NotThisWorker { kind: &'static str },
+    /// Retried: the profile cannot be read.
+    #[error("the profile of {account_id} is unreadable: {source}")]
+    UnreadableProfile {
+        account_id: AccountId,
+        #[source]
+        source: documents::DocumentError,
+    },
+    /// Retried: the ledger answered the tax posting with neither an entry nor a duplicate.
+    #[error("the tax posting was not applied: {result:?}")]
+    TaxNotApplied { result: Option<PostingResult> },
+    /// Retried: the statement could not be sent now (a mail service outage, a claim held by
+    /// another delivery).
+    #[error(transparent)]
+    Delivery(#[from] notifications::error::DeliveryError),
+    /// Retried: the job panicked (a bug; the message reaches the DLQ if it keeps panicking).
+    #[error("the job panicked: {0}")]
+    Panicked(#[source] tokio::task::JoinError),
+    /// Retried: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -42,9 +64,14 @@ pub enum JobError {
 impl JobError {
     pub fn is_permanent(&self) -> bool {
         match self {
-            JobError::Permanent(_) => true,
-            JobError::Retry(_) => false,
-            JobError::Store(_) => false,
+            JobError::MonthNotOver { .. }
+            | JobError::InvalidTaxPosting(_)
+            | JobError::NotThisWorker { .. } => true,
+            JobError::UnreadableProfile { .. }
+            | JobError::TaxNotApplied { .. }
+            | JobError::Delivery(_)
+            | JobError::Panicked(_)
+            | JobError::Store(_) => false,
         }
     }
 }
@@ -107,14 +134,11 @@ impl TaxJob {
     pub async fn run(
         &self,
         id: &AccountId,
-        month: &str,
+        month: Month,
         now: DateTime<Utc>,
     ) -> Result<TaxOutcome, JobError> {
-        tax::parse_month(month).map_err(|e| JobError::Permanent(e.to_string()))?;
-        if month >= ledger::month_of(now).as_str() {
-            return Err(JobError::Permanent(format!(
-                "{month} is not over yet; a month is taxed once it has ended (UTC)"
-            )));
+        if month >= Month::of(now) {
+            return Err(JobError::MonthNotOver { month });
         }
         let profile = load_profile(&*self.docs, id).await?;
         if profile.tax_exempt {
@@ -138,8 +162,7 @@ impl TaxJob {
         let Some(assessment) = tax::assess(&totals, &self.taxability, &jurisdiction) else {
             return Ok(TaxOutcome::NoTaxableUsage);
         };
-        let posting = tax::tax_posting(&assessment)
-            .map_err(|e| JobError::Permanent(format!("the tax posting is invalid: {e}")))?;
+        let posting = tax::tax_posting(&assessment).map_err(JobError::InvalidTaxPosting)?;
         let outcome = self.ledger.post(id, vec![posting], now).await?;
         match outcome.results.first() {
             Some(PostingResult::Applied { seq, .. }) => Ok(TaxOutcome::Posted {
@@ -162,7 +185,40 @@ impl TaxJob {
                 );
                 Ok(TaxOutcome::AlreadyTaxed { seq: *seq })
             }
-            other => Err(JobError::Retry(format!("the tax posting was not applied: {other:?}"))),
+            other => Err(JobError::TaxNotApplied { result: other.cloned() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_retrying_cannot_fix_is_permanent() {
+        let month: Month = "2026-10".parse().unwrap();
+        let permanent = [
+            JobError::MonthNotOver { month },
+            JobError::InvalidTaxPosting(LedgerError::CreditsAlwaysPost),
+            JobError::NotThisWorker { kind: "tax" },
+        ];
+        for error in &permanent {
+            assert!(error.is_permanent(), "{error}");
+        }
+        let retried = [
+            JobError::UnreadableProfile {
+                account_id: AccountId::parse("acme").unwrap(),
+                source: documents::DocumentError::Busy("profile"),
+            },
+            JobError::TaxNotApplied { result: None },
+            JobError::Store(StoreError::Throttled),
+        ];
+        for error in &retried {
+            assert!(!error.is_permanent(), "{error}");
+        }
+        assert_eq!(
+            JobError::MonthNotOver { month }.to_string(),
+            "2026-10 is not over yet; a month is taxed once it has ended (UTC)"
+        );
     }
 }

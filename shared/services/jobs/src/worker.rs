@@ -28,7 +28,7 @@ impl Workers {
         let now = Utc::now();
         match (job, &self.tax, &self.statements) {
             (Job::Tax { account_id, month }, Some(tax), _) => {
-                tax.run(account_id, month, now).await.map(|o| o.as_str())
+                tax.run(account_id, *month, now).await.map(|o| o.as_str())
             }
             (Job::ScheduledStatement { account_id, cadence, from, to }, _, Some(statements)) => {
                 statements
@@ -39,13 +39,12 @@ impl Workers {
             (Job::Statement(request), _, Some(statements)) => {
                 statements.send(request).await.map(|o| o.as_str())
             }
-            _ => Err(JobError::Permanent(format!(
-                "this worker does not run {} jobs",
-                match job {
+            _ => Err(JobError::NotThisWorker {
+                kind: match job {
                     Job::Tax { .. } => "tax",
                     _ => "statement",
-                }
-            ))),
+                },
+            }),
         }
     }
 
@@ -67,7 +66,7 @@ impl Workers {
                 let result = match tokio::spawn(async move { workers.handle(&task_job).await }).await
                 {
                     Ok(result) => result,
-                    Err(panic) => Err(JobError::Retry(format!("the job panicked: {panic}"))),
+                    Err(panic) => Err(JobError::Panicked(panic)),
                 };
                 match result {
                     Ok(outcome) => {

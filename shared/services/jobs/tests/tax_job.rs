@@ -5,17 +5,21 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use jobs::job::MemorySink;
-use jobs::tax::{JobError, TaxJob, TaxOutcome};
+use jobs::tax::{TaxJob, TaxOutcome};
 use jobs::worker::Workers;
 use jobs::Job;
 
 use ledger::memory::MemoryStore;
 use ledger::store::all_entries;
 use ledger::{
-    AccountId, Amount, BillingItem, EntryQuery, LedgerStore, NewAccount, Posting, SourceId,
+    AccountId, Amount, BillingItem, EntryQuery, LedgerStore, Month, NewAccount, Posting, SourceId,
 };
 use messaging::queue::Message;
 use rust_decimal_macros::dec;
+
+fn m(text: &str) -> Month {
+    text.parse().unwrap()
+}
 
 fn oct(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, hour, 0, 0).unwrap()
@@ -112,7 +116,7 @@ async fn a_known_month_is_taxed_to_the_hand_computed_cent_once_however_often_it_
     // Taxable: 12.3456 - 2.50 + 0.75 + 1.15 = 11.7456 (the refund and the funds are not taxed;
     // 23:59 on Oct 31 is still October). 11.7456 x 8.875% = 1.042422 -> $1.04.
     let tax = job(&store);
-    let first = tax.run(&id, "2026-10", nov(1)).await.unwrap();
+    let first = tax.run(&id, m("2026-10"), nov(1)).await.unwrap();
     assert_eq!(
         first,
         TaxOutcome::Posted {
@@ -126,7 +130,7 @@ async fn a_known_month_is_taxed_to_the_hand_computed_cent_once_however_often_it_
     let balance = store.account(&id).await.unwrap().unwrap().balance_usd;
     for day in [1, 2, 15] {
         assert_eq!(
-            tax.run(&id, "2026-10", nov(day)).await.unwrap(),
+            tax.run(&id, m("2026-10"), nov(day)).await.unwrap(),
             TaxOutcome::AlreadyTaxed { seq: 8 }
         );
     }
@@ -137,10 +141,10 @@ async fn a_known_month_is_taxed_to_the_hand_computed_cent_once_however_often_it_
     assert_eq!(taxes[0].amount_usd.value(), dec!(1.04));
     assert_eq!(taxes[0].source_id.as_str(), "tax:2026-10");
     assert_eq!(taxes[0].details["taxable_usd"], "11.7456");
-    assert_eq!(ledger::month_of(taxes[0].occurred_at), "2026-10");
+    assert_eq!(Month::of(taxes[0].occurred_at), m("2026-10"));
     // November's tax counts the November call only (and not October's tax).
     let december = Utc.with_ymd_and_hms(2026, 12, 1, 0, 5, 0).unwrap();
-    match tax.run(&id, "2026-11", december).await.unwrap() {
+    match tax.run(&id, m("2026-11"), december).await.unwrap() {
         TaxOutcome::Posted { taxable_usd, tax_usd, .. } => {
             assert_eq!(taxable_usd, dec!(3));
             assert_eq!(tax_usd, dec!(0.27)); // 3 x 8.875% = 0.26625 -> 0.27
@@ -167,14 +171,20 @@ async fn exempt_unaddressed_unknown_places_and_idle_accounts_get_no_entry() {
         .await
         .unwrap();
     let tax = job(&store);
-    assert_eq!(tax.run(&exempt, "2026-10", nov(1)).await.unwrap(), TaxOutcome::Exempt);
-    assert_eq!(tax.run(&nowhere, "2026-10", nov(1)).await.unwrap(), TaxOutcome::NoServiceAddress);
+    assert_eq!(tax.run(&exempt, m("2026-10"), nov(1)).await.unwrap(), TaxOutcome::Exempt);
     assert_eq!(
-        tax.run(&untaxed_place, "2026-10", nov(1)).await.unwrap(),
+        tax.run(&nowhere, m("2026-10"), nov(1)).await.unwrap(),
+        TaxOutcome::NoServiceAddress
+    );
+    assert_eq!(
+        tax.run(&untaxed_place, m("2026-10"), nov(1)).await.unwrap(),
         TaxOutcome::NoJurisdiction { country: "US".into(), region: Some("OR".into()) }
     );
-    assert_eq!(tax.run(&idle, "2026-10", nov(1)).await.unwrap(), TaxOutcome::NoTaxableUsage);
-    assert_eq!(tax.run(&funds_only, "2026-10", nov(1)).await.unwrap(), TaxOutcome::NoTaxableUsage);
+    assert_eq!(tax.run(&idle, m("2026-10"), nov(1)).await.unwrap(), TaxOutcome::NoTaxableUsage);
+    assert_eq!(
+        tax.run(&funds_only, m("2026-10"), nov(1)).await.unwrap(),
+        TaxOutcome::NoTaxableUsage
+    );
     for id in [&exempt, &nowhere, &untaxed_place, &idle, &funds_only] {
         let entries = all_entries(&*store, id, EntryQuery::default()).await.unwrap();
         assert!(entries.iter().all(|e| e.item != BillingItem::SalesTax), "{id} was taxed");
@@ -187,10 +197,15 @@ async fn a_month_that_is_not_over_or_not_a_month_is_refused_for_good() {
     let id = account(&store, "early", address("US", "CA", "Fresno")).await;
     known_month(&store, &id).await;
     let tax = job(&store);
-    let early = tax.run(&id, "2026-10", oct(31, 23)).await.unwrap_err();
+    let early = tax.run(&id, m("2026-10"), oct(31, 23)).await.unwrap_err();
     assert!(early.is_permanent() && early.to_string().contains("not over"), "{early}");
-    let garbage = tax.run(&id, "2026-13", nov(1)).await.unwrap_err();
-    assert!(matches!(garbage, JobError::Permanent(_)), "{garbage}");
+    // A message whose month is not `YYYY-MM` is not a job: the worker drops it, never retries.
+    let garbage = format!(r#"{{"job":"tax","account_id":"{id}","month":"2026-13"}}"#);
+    let error = Job::parse(&garbage).unwrap_err();
+    assert!(error.to_string().contains("is not a month"), "{error}");
+    let workers = Workers { tax: Some(tax), statements: None };
+    let failures = workers.process_batch(vec![Message { id: "m".into(), body: garbage }]).await;
+    assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(store.account(&id).await.unwrap().unwrap().last_seq, 7, "nothing posted");
 }
 
@@ -211,7 +226,7 @@ async fn the_planner_publishes_one_job_per_account_and_the_worker_taxes_each_onc
     let report = jobs::plan::plan(
         &*store,
         &sink,
-        |account_id| Some(Job::Tax { account_id, month: "2026-10".into() }),
+        |account_id| Some(Job::Tax { account_id, month: m("2026-10") }),
         |done| progress.push(done),
     )
     .await

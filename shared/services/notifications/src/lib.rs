@@ -4,8 +4,10 @@
 //! - [`notice`]: the notice type, with a stable id per notice;
 //! - [`templates`]: subject, plain text and HTML for every kind of notice;
 //! - [`worker`]: the queue worker that sends each notice once per id;
-//! - [`statement`]: statements by email (summary, line items, CSV attachment), once per request.
+//! - [`statement`]: statements by email (summary, line items, CSV attachment), once per request;
+//! - [`error`]: why a notice or statement could not be handled now (the queue retries it).
 
+pub mod error;
 pub mod notice;
 pub mod statement;
 pub mod templates;

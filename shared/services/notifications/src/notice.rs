@@ -53,7 +53,7 @@ pub enum NoticeKind {
     },
     /// The customer's monthly auto-recharge cap was reached: no more this month.
     RechargeCapReached {
-        month: String,
+        month: ledger::Month,
         cap_usd: Amount,
         spent_usd: Decimal,
     },
@@ -124,13 +124,13 @@ impl Notice {
     }
 
     /// A queue message: a `Notice`, or a `LedgerEvent` the outbox relay published.
-    pub fn parse_message(body: &str) -> Result<Option<Notice>, String> {
+    pub fn parse_message(body: &str) -> Result<Option<Notice>, crate::error::NotANotice> {
         if let Ok(notice) = serde_json::from_str::<Notice>(body) {
             return Ok(Some(notice));
         }
         match serde_json::from_str::<LedgerEvent>(body) {
             Ok(event) => Ok(Notice::from_ledger_event(&event)),
-            Err(error) => Err(format!("neither a notice nor a ledger event: {error}")),
+            Err(error) => Err(crate::error::NotANotice(error)),
         }
     }
 }

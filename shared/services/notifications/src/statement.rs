@@ -25,6 +25,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::error::DeliveryError;
 use crate::templates::{render_html, render_text, Block, Column, Rendered, Table, TableRow};
 use crate::worker::{
     claim_state, dedupe_addresses, deliver_once, refuse_once, Claim, Contacts, Outcome,
@@ -295,10 +296,12 @@ pub fn csv_filename(statement: &Statement) -> String {
 async fn load_profile(
     docs: &dyn DocStore,
     account: &AccountId,
-) -> Result<(Contacts, AccountInfo), String> {
-    let (profile, _) = documents::profile::load(docs, account)
-        .await
-        .map_err(|e| format!("the profile of account {account}: {e}"))?;
+) -> Result<(Contacts, AccountInfo), DeliveryError> {
+    let (profile, _) =
+        documents::profile::load(docs, account).await.map_err(|error| match error {
+            documents::DocumentError::Store(error) => DeliveryError::Store(error),
+            source => DeliveryError::UnreadableProfile { account: account.clone(), source },
+        })?;
     Ok((Contacts::from(&profile), AccountInfo { service_address: profile.service_address }))
 }
 
@@ -315,10 +318,10 @@ pub async fn send_statement(
     mailer: &dyn Mailer,
     from_address: &str,
     request: &StatementRequest,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, DeliveryError> {
     let account = &request.account_id;
     check_doc_id(&request.id)
-        .map_err(|e| format!("malformed statement request: id {:?}: {e}", request.id))?;
+        .map_err(|source| DeliveryError::BadStatementId { id: request.id.clone(), source })?;
     // A redelivered request that is done is answered from its record, without reading the
     // ledger; `deliver_once` checks the record again when it claims it.
     if let Claim::Done(outcome) = claim_state(docs, account, &request.id, Utc::now()).await? {
@@ -353,7 +356,7 @@ pub async fn send_statement(
         Err(error) if error.is_bad_request() || error.is_not_found() => {
             return invalid(error.to_string()).await
         }
-        Err(error) => return Err(format!("{error}: {}", error_chain(&error))),
+        Err(source) => return Err(DeliveryError::Statement { source }),
     };
     let rendered = render_statement(&statement, Some(&info));
     let email = Email {
@@ -372,17 +375,6 @@ pub async fn send_statement(
     let outcome = deliver_once(docs, mailer, account, STATEMENT_KIND, email).await?;
     info!(?outcome, lines = statement.lines.len(), "statement handled");
     Ok(outcome)
-}
-
-/// The sources of an error, for the logs and the retry reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

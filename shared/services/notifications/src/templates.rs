@@ -5,7 +5,7 @@
 //! fixed wording as well as the values), so no value can inject markup. Money is shown to the
 //! cent with [`ledger::display_usd`] (half-up); times are UTC.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use ledger::{display_usd, AccountId, Amount, BillingItem, Refusal};
 use rust_decimal::Decimal;
 
@@ -109,7 +109,7 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             *next_attempt_at,
         ),
         NoticeKind::RechargeCapReached { month, cap_usd, spent_usd } => {
-            recharge_cap_reached(account, notice.raised_at, month, *cap_usd, *spent_usd)
+            recharge_cap_reached(account, notice.raised_at, *month, *cap_usd, *spent_usd)
         }
         NoticeKind::LowBalance { balance_usd } => {
             low_balance(account, notice.raised_at, *balance_usd)
@@ -283,7 +283,7 @@ fn recharge_failed(
 fn recharge_cap_reached(
     account: &AccountId,
     raised_at: DateTime<Utc>,
-    month: &str,
+    month: ledger::Month,
     cap_usd: Amount,
     spent_usd: Decimal,
 ) -> (String, Vec<Block>) {
@@ -408,10 +408,9 @@ fn datetime(at: DateTime<Utc>) -> String {
     at.format("%B %-d, %Y, %H:%M UTC").to_string()
 }
 
-/// "2026-11" as "November 2026"; anything else as given.
-fn month_name(month: &str) -> String {
-    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
-        .map_or_else(|_| month.to_string(), |date| date.format("%B %Y").to_string())
+/// "2026-11" as "November 2026".
+fn month_name(month: ledger::Month) -> String {
+    month.first_day().format("%B %Y").to_string()
 }
 
 pub(crate) fn render_text(blocks: &[Block], footer: &str) -> String {
@@ -750,8 +749,8 @@ mod tests {
 
     #[test]
     fn months_and_cards_read_as_words() {
-        assert_eq!(month_name("2026-11"), "November 2026");
-        assert_eq!(month_name("soon"), "soon");
+        assert_eq!(month_name("2026-11".parse().unwrap()), "November 2026");
+        assert_eq!(month_name("2027-01".parse().unwrap()), "January 2027");
         assert_eq!(card("amex", "0005"), "American Express ending in 0005");
         assert_eq!(card("Elo", "1234"), "Elo ending in 1234");
     }

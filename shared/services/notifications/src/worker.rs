@@ -32,6 +32,7 @@ use messaging::queue::{Failure, Message};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn, Instrument};
 
+use crate::error::DeliveryError;
 use crate::notice::{Notice, NoticeKind, NoticeSink};
 use crate::templates;
 use messaging::mail::{Email, Mailer};
@@ -78,13 +79,12 @@ pub async fn delivery_record(
     docs: &dyn DocStore,
     account: &AccountId,
     notice_id: &str,
-) -> Result<Option<NoticeRecord>, String> {
-    let doc = docs
-        .get_doc(account, DocKind::Notice, notice_id)
-        .await
-        .map_err(|e| format!("document store: {e}"))?;
+) -> Result<Option<NoticeRecord>, DeliveryError> {
+    let doc =
+        docs.get_doc(account, DocKind::Notice, notice_id).await.map_err(DeliveryError::Store)?;
     doc.map(|doc| {
-        serde_json::from_str(&doc.body).map_err(|e| format!("notice record {notice_id}: {e}"))
+        serde_json::from_str(&doc.body)
+            .map_err(|source| DeliveryError::UnreadableRecord { id: notice_id.to_string(), source })
     })
     .transpose()
 }
@@ -108,11 +108,14 @@ impl From<&documents::profile::Profile> for Contacts {
     }
 }
 
-pub async fn load_contacts(docs: &dyn DocStore, account: &AccountId) -> Result<Contacts, String> {
+pub async fn load_contacts(
+    docs: &dyn DocStore,
+    account: &AccountId,
+) -> Result<Contacts, DeliveryError> {
     match documents::profile::load(docs, account).await {
         Ok((profile, _)) => Ok(Contacts::from(&profile)),
-        Err(documents::DocumentError::Store(error)) => Err(format!("document store: {error}")),
-        Err(error) => Err(format!("the profile of account {account} is unreadable: {error}")),
+        Err(documents::DocumentError::Store(error)) => Err(DeliveryError::Store(error)),
+        Err(source) => Err(DeliveryError::UnreadableProfile { account: account.clone(), source }),
     }
 }
 
@@ -201,15 +204,15 @@ pub async fn process_batch(
                 async move { handle_message(&*docs, &*mailer, &from, &body).await }
                     .instrument(span.clone()),
             );
-            let result = task
-                .await
-                .unwrap_or_else(|join_error| Err(format!("notice worker panicked: {join_error}")));
+            let result =
+                task.await.unwrap_or_else(|join_error| Err(DeliveryError::Panicked(join_error)));
             match result {
                 Ok(outcome) => {
                     info!(parent: &span, ?outcome, "notice handled");
                     None
                 }
-                Err(reason) => {
+                Err(error) => {
+                    let reason = error.to_string();
                     warn!(parent: &span, %reason, "notice failed; the queue will retry it");
                     Some(Failure { message_id, reason })
                 }
@@ -230,16 +233,17 @@ pub async fn handle_message(
     mailer: &dyn Mailer,
     from: &str,
     body: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, DeliveryError> {
     let notice = match Notice::parse_message(body) {
         Ok(Some(notice)) => notice,
         Ok(None) => {
             warn!("a ledger event that calls for no notice reached the notifications queue");
             return Ok(Outcome::NotANotice);
         }
-        Err(error) => return Err(format!("malformed notice: {error}")),
+        Err(error) => return Err(DeliveryError::MalformedNotice(error)),
     };
-    check_doc_id(&notice.id).map_err(|e| format!("malformed notice: id {:?}: {e}", notice.id))?;
+    check_doc_id(&notice.id)
+        .map_err(|source| DeliveryError::BadNoticeId { id: notice.id.clone(), source })?;
     send_notice(docs, mailer, from, &notice).await
 }
 
@@ -249,7 +253,7 @@ pub async fn send_notice(
     mailer: &dyn Mailer,
     from: &str,
     notice: &Notice,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, DeliveryError> {
     let span = tracing::Span::current();
     span.record("notice_id", notice.id.as_str());
     span.record("account_id", notice.account_id.as_str());
@@ -292,24 +296,21 @@ pub async fn claim_state(
     account: &AccountId,
     id: &str,
     now: DateTime<Utc>,
-) -> Result<Claim, String> {
+) -> Result<Claim, DeliveryError> {
     let doc = match docs.get_doc(account, DocKind::Notice, id).await {
-        Err(error) => return Err(format!("document store: {error}")),
+        Err(error) => return Err(DeliveryError::Store(error)),
         Ok(None) => return Ok(Claim::Free { expected_version: None, attempt: 1 }),
         Ok(Some(doc)) => doc,
     };
     let record: NoticeRecord = serde_json::from_str(&doc.body)
-        .map_err(|e| format!("notice record {id} is unreadable: {e}"))?;
+        .map_err(|source| DeliveryError::UnreadableRecord { id: id.to_string(), source })?;
     match record.delivery {
         Delivery::Sent { .. } => Ok(Claim::Done(Outcome::AlreadySent)),
         Delivery::Failed { .. } => Ok(Claim::Done(Outcome::AlreadyFailed)),
         Delivery::Sending { claimed_at, .. }
             if (now - claimed_at).num_seconds() < CLAIM_LEASE_SECONDS =>
         {
-            Err(format!(
-                "notice {id} is being sent by another delivery (claimed at {claimed_at}); retry \
-                 later"
-            ))
+            Err(DeliveryError::ClaimHeld { id: id.to_string(), claimed_at })
         }
         Delivery::Sending { attempt, .. } => Ok(Claim::Free {
             expected_version: Some(doc.version),
@@ -318,13 +319,13 @@ pub async fn claim_state(
     }
 }
 
-fn record_body(kind: &str, to: &[String], delivery: Delivery) -> Result<String, String> {
+fn record_body(kind: &str, to: &[String], delivery: Delivery) -> Result<String, DeliveryError> {
     serde_json::to_string(&NoticeRecord {
         notice_kind: kind.to_string(),
         recipients: to.to_vec(),
         delivery,
     })
-    .map_err(|e| format!("notice record: {e}"))
+    .map_err(DeliveryError::UnwritableRecord)
 }
 
 /// Send `email` once per `email.notice_id`, recording it as a `kind` delivery: claim the id in
@@ -338,7 +339,7 @@ pub async fn deliver_once(
     account: &AccountId,
     kind: &str,
     email: Email,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, DeliveryError> {
     let id = email.notice_id.as_str();
     let (expected_version, attempt) = match claim_state(docs, account, id, Utc::now()).await? {
         Claim::Done(outcome) => return Ok(outcome),
@@ -354,16 +355,12 @@ pub async fn deliver_once(
     let record = |delivery: Delivery| record_body(kind, &email.to, delivery);
 
     let claim = record(Delivery::Sending { claimed_at: Utc::now(), attempt })?;
-    let claimed_version = match docs
-        .put_doc(account, DocKind::Notice, id, &claim, expected_version)
-        .await
-    {
-        Ok(version) => version,
-        Err(DocError::Conflict) => {
-            return Err(format!("notice {id} was claimed by another delivery first; retry later"))
-        }
-        Err(error) => return Err(format!("document store: {error}")),
-    };
+    let claimed_version =
+        match docs.put_doc(account, DocKind::Notice, id, &claim, expected_version).await {
+            Ok(version) => version,
+            Err(DocError::Conflict) => return Err(DeliveryError::ClaimLost { id: id.to_string() }),
+            Err(error) => return Err(DeliveryError::Docs(error)),
+        };
 
     match mailer.send(&email).await {
         Ok(message_id) => {
@@ -387,15 +384,15 @@ pub async fn deliver_once(
             })?;
             match docs.put_doc(account, DocKind::Notice, id, &failed, Some(claimed_version)).await {
                 Ok(_) => Ok(Outcome::Rejected { reason }),
-                Err(store_error) => {
+                Err(source) => {
                     release(docs, account, id, claimed_version).await;
-                    Err(format!("{reason}; recording the failure failed: {store_error}"))
+                    Err(DeliveryError::RefusalNotRecorded { refusal: error, source })
                 }
             }
         }
         Err(error) => {
             release(docs, account, id, claimed_version).await;
-            Err(format!("sending failed, will retry: {error}"))
+            Err(DeliveryError::Send(error))
         }
     }
 }
@@ -409,7 +406,7 @@ pub async fn refuse_once(
     kind: &str,
     to: Vec<String>,
     reason: String,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, DeliveryError> {
     let (expected_version, attempt) = match claim_state(docs, account, id, Utc::now()).await? {
         Claim::Done(outcome) => return Ok(outcome),
         Claim::Free { expected_version, attempt } => (expected_version, attempt),
@@ -421,10 +418,8 @@ pub async fn refuse_once(
     )?;
     match docs.put_doc(account, DocKind::Notice, id, &failed, expected_version).await {
         Ok(_) => Ok(Outcome::Invalid { reason }),
-        Err(DocError::Conflict) => {
-            Err(format!("notice {id} was claimed by another delivery first; retry later"))
-        }
-        Err(error) => Err(format!("document store: {error}")),
+        Err(DocError::Conflict) => Err(DeliveryError::ClaimLost { id: id.to_string() }),
+        Err(error) => Err(DeliveryError::Docs(error)),
     }
 }
 

@@ -18,6 +18,7 @@ use ledger::{
 };
 use mailers::FileMailer;
 use messaging::mail::{Email, MailError, Mailer};
+use notifications::error::DeliveryError;
 use notifications::statement::{
     render_statement, send_statement, statement_csv, AccountInfo, ServiceAddress, StatementRequest,
     CSV_COLUMNS, MAX_EMAIL_LINES,
@@ -567,7 +568,7 @@ impl Rig {
         self.store.post(&acme(), vec![posting], at(now)).await.unwrap();
     }
 
-    async fn send(&self, request: &StatementRequest) -> Result<Outcome, String> {
+    async fn send(&self, request: &StatementRequest) -> Result<Outcome, DeliveryError> {
         send_statement(&*self.store, &*self.store, &*self.mailer, FROM, request).await
     }
 }
@@ -685,7 +686,9 @@ async fn unknown_accounts_and_bad_periods_are_recorded_and_not_retried() {
     assert!(rig.mailer.sent().is_empty());
 
     let bad_id = request("has a space");
-    assert!(rig.send(&bad_id).await.unwrap_err().starts_with("malformed statement request"));
+    let error = rig.send(&bad_id).await.unwrap_err();
+    assert!(error.to_string().starts_with("malformed statement request"), "{error}");
+    assert!(matches!(error, DeliveryError::BadStatementId { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -707,7 +710,8 @@ async fn a_transient_mail_failure_is_retried_and_a_permanent_one_recorded() {
     *rig.mailer.fail_next.lock().unwrap() =
         Some(MailError::Throttled { reason: "slow down".into(), source: None });
     let error = rig.send(&request("statement:retry")).await.unwrap_err();
-    assert!(error.contains("will retry"), "{error}");
+    assert!(error.to_string().contains("will retry"), "{error}");
+    assert!(matches!(error, DeliveryError::Send(_)), "{error:?}");
     assert_eq!(delivery_record(&*rig.store, &acme(), "statement:retry").await.unwrap(), None);
     assert!(matches!(rig.send(&request("statement:retry")).await.unwrap(), Outcome::Sent { .. }));
 

@@ -113,7 +113,7 @@ fn cases() -> Vec<(&'static str, Notice)> {
             notice(
                 "recharge_cap:acme:2026-11",
                 NoticeKind::RechargeCapReached {
-                    month: "2026-11".into(),
+                    month: "2026-11".parse().unwrap(),
                     cap_usd: usd("500"),
                     spent_usd: dec!(500.00),
                 },

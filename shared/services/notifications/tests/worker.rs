@@ -188,7 +188,7 @@ fn recipients_are_deduplicated_without_case_and_blank_ones_dropped() {
         NoticeKind::Suspended { balance_usd: dec!(0) },
         NoticeKind::Reactivated { balance_usd: dec!(5) },
         NoticeKind::RechargeCapReached {
-            month: "2026-11".into(),
+            month: "2026-11".parse().unwrap(),
             cap_usd: Amount::from_str("500").unwrap(),
             spent_usd: dec!(500),
         },

@@ -176,7 +176,7 @@ impl Charging {
             .trunc()
             .to_string()
             .parse::<u64>()
-            .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
+            .map_err(RechargeError::Cents)?;
         Ok(ChargeRequest {
             customer: CustomerId(customer),
             payment_method_id: self.card_id.clone(),
@@ -215,10 +215,23 @@ pub enum RechargeError {
     #[error("the recharge state kept changing under concurrent workers")]
     Contention,
     #[error("publishing a notice failed: {0}")]
-    Notice(String),
-    /// Data that cannot be: an attempt without a processor customer, an id that does not parse.
+    Notice(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Data that cannot be (the following variants too): a charge for an account whose profile
+    /// names no processor customer (`what` says which step found it).
+    #[error("{what} without a processor customer")]
+    NoProcessorCustomer { what: &'static str },
+    /// An amount the rules would never compute (not whole cents, not positive).
+    #[error(transparent)]
+    Amount(#[from] ledger::AmountError),
+    /// A request id that is not a valid source id.
+    #[error(transparent)]
+    Id(#[from] ledger::IdError),
+    /// The credit's posting breaks a ledger rule.
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    /// The charge's cents do not fit a `u64`.
     #[error("{0}")]
-    Unexpected(String),
+    Cents(#[source] std::num::ParseIntError),
     #[error("simulated crash at {0:?}")]
     SimulatedCrash(Fault),
 }
@@ -298,7 +311,7 @@ impl RechargeWorker {
     }
 
     async fn notify(&self, notice: Notice) -> Result<(), RechargeError> {
-        self.notices.publish(&notice).await.map_err(|e| RechargeError::Notice(e.to_string()))
+        self.notices.publish(&notice).await.map_err(RechargeError::Notice)
     }
 
     /// Cancel a request that is no longer needed (the balance recovered, auto-recharge off).
@@ -386,9 +399,10 @@ impl RechargeWorker {
                         StoreError::Corrupt("recharge state without a version".into()).into()
                     );
                 };
-                let customer = profile.processor_customer_id.clone().ok_or_else(|| {
-                    RechargeError::Unexpected("an attempt without a processor customer".into())
-                })?;
+                let customer = profile
+                    .processor_customer_id
+                    .clone()
+                    .ok_or(RechargeError::NoProcessorCustomer { what: "an attempt" })?;
                 let request = charging.charge_request(request_id, state.attempt, customer)?;
                 let outcome = match self
                     .processor
@@ -451,11 +465,10 @@ impl RechargeWorker {
                     self.cancel(account_id, request_id).await?;
                     return Ok(Some(Outcome::NotNeeded("the balance is already at the target")));
                 }
-                let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))
-                    .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
+                let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))?;
                 if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
-                    let month = now.format("%Y-%m").to_string();
-                    let spend = self.spend_in(account_id, &month).await?;
+                    let month = ledger::Month::of(now);
+                    let spend = self.spend_in(account_id, month).await?;
                     let full = spend.requests.len() >= MAX_COUNTED_RECHARGES_PER_MONTH;
                     if full || spend.total_usd + amount.value() > cap.value() {
                         state.given_up = true;
@@ -537,9 +550,10 @@ impl RechargeWorker {
                 "the card has expired",
             )))
         } else {
-            let customer = profile.processor_customer_id.clone().ok_or_else(|| {
-                RechargeError::Unexpected("cards without a processor customer".into())
-            })?;
+            let customer = profile
+                .processor_customer_id
+                .clone()
+                .ok_or(RechargeError::NoProcessorCustomer { what: "cards" })?;
             let request = charging.charge_request(request_id, state.attempt, customer)?;
             self.processor.charge(&request).await
         };
@@ -626,17 +640,15 @@ impl RechargeWorker {
         now: DateTime<Utc>,
     ) -> Result<(), RechargeError> {
         let request_id = request_id.to_string();
-        let month = ledger::month_of(now);
+        let month = ledger::Month::of(now);
         self.store
             .modify_account(
                 account,
                 Arc::new(move |a| {
                     if a.recharge_in_flight.as_deref() == Some(request_id.as_str()) {
                         a.recharge_in_flight = None;
-                        a.recharge_stopped = Some(ledger::RechargeStop {
-                            month: month.clone(),
-                            reason: reason.to_string(),
-                        });
+                        a.recharge_stopped =
+                            Some(ledger::RechargeStop { month, reason: reason.to_string() });
                     }
                     Ok(())
                 }),
@@ -753,18 +765,16 @@ impl RechargeWorker {
     ) -> Result<Outcome, RechargeError> {
         let amount = charging.amount_usd;
         let card_label = format!("{} {}", charging.card_brand, charging.card_last4);
-        let source =
-            SourceId::parse(request_id).map_err(|e| RechargeError::Unexpected(e.to_string()))?;
-        let posting = Posting::credit(source, BillingItem::FundsAdded, amount, now)
-            .and_then(|p| {
+        let source = SourceId::parse(request_id)?;
+        let posting =
+            Posting::credit(source, BillingItem::FundsAdded, amount, now).and_then(|p| {
                 p.with_details(serde_json::json!({
                     "payment_id": payment_id,
                     "processor_payment_id": processor_payment_id,
                     "card": card_label,
                     "trigger": "auto",
                 }))
-            })
-            .map_err(|e| RechargeError::Unexpected(e.to_string()))?;
+            })?;
         let posted = self.store.post(account_id, vec![posting], now).await?;
         let seq = match posted.results.first() {
             Some(
@@ -785,13 +795,8 @@ impl RechargeWorker {
             )
         };
         save_payment(&*self.store, account_id, &record).await?;
-        self.add_spend(
-            account_id,
-            &charging.started_at.format("%Y-%m").to_string(),
-            request_id,
-            amount,
-        )
-        .await?;
+        self.add_spend(account_id, ledger::Month::of(charging.started_at), request_id, amount)
+            .await?;
         state.charging = None;
         state.next_attempt_at = None;
         state.settled_payment_id = Some(payment_id.clone());
@@ -827,7 +832,7 @@ impl RechargeWorker {
     async fn spend_in(
         &self,
         account_id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<MonthlySpend, RechargeError> {
         let id = format!("recharge-spend-{month}");
         match self.store.get_doc(account_id, DocKind::Monthly, &id).await? {
@@ -843,7 +848,7 @@ impl RechargeWorker {
     async fn add_spend(
         &self,
         account_id: &AccountId,
-        month: &str,
+        month: ledger::Month,
         request_id: &str,
         amount: Amount,
     ) -> Result<(), RechargeError> {

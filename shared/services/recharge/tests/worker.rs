@@ -455,7 +455,7 @@ async fn a_request_out_of_attempts_clears_in_flight_stops_for_the_month_and_a_ca
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
     assert_eq!(account.recharge_in_flight, None, "a stopped request holds nothing");
     let stop = account.recharge_stopped.clone().expect("stopped for the month");
-    assert_eq!(stop.month, ledger::month_of(now));
+    assert_eq!(stop.month, ledger::Month::of(now));
 
     // More usage the same month raises no new request (no runaway retries)...
     let posted = rig.store.post(&rig.id, vec![usage("call-2", "1")], now).await.unwrap();

@@ -75,9 +75,9 @@ pub fn authorize(
     let available = account.balance_usd - account.floor_usd();
     match action {
         Action::Call { direction, to } => {
-            let month = now.format("%Y-%m").to_string();
+            let month = ledger::Month::of(now);
             let included_total = u64::from(card.included_minutes_per_month) * 60;
-            let included_left = included_total.saturating_sub(account.plan_usage.used_in(&month));
+            let included_left = included_total.saturating_sub(account.plan_usage.used_in(month));
             match longest_call_seconds(card, *direction, to, available, included_left) {
                 Some(seconds) if seconds > 0 => {
                     Decision::allow(Some(seconds.min(u64::from(max_call_seconds)) as u32))

@@ -244,8 +244,8 @@ impl UsageEvent {
         }
     }
 
-    /// `YYYY-MM` of the occurrence (UTC): the month whose included minutes it uses.
-    pub fn month(&self) -> String {
-        self.occurred_at.format("%Y-%m").to_string()
+    /// The month of the occurrence (UTC): the month whose included minutes it uses.
+    pub fn month(&self) -> ledger::Month {
+        ledger::Month::of(self.occurred_at)
     }
 }

@@ -153,11 +153,11 @@ impl PostingSource for RatedEvents {
                     .iter()
                     .any(|suffix| already_applied.contains_key(&charge_source_id(event, suffix)));
             let first_in_batch = rated_events.insert(event.event_id.clone());
-            let late = !plan.month.is_empty() && month < plan.month;
+            let late = plan.month.is_some_and(|plan_month| month < plan_month);
             let left = if applied || !first_in_batch || late {
                 0
             } else {
-                included_per_month.saturating_sub(plan.used_in(&month))
+                included_per_month.saturating_sub(plan.used_in(month))
             };
             let left = u32::try_from(left).unwrap_or(u32::MAX);
             // Checked before the batch was formed (`check_rates`); a failure here is a bug.
@@ -210,8 +210,8 @@ impl PostingSource for RatedEvents {
                 )?);
             }
             if included_used > 0 {
-                if plan.month != month {
-                    plan = PlanUsage { month, included_seconds_used: 0 };
+                if plan.month != Some(month) {
+                    plan = PlanUsage { month: Some(month), included_seconds_used: 0 };
                 }
                 plan.included_seconds_used += u64::from(included_used);
             }

@@ -43,7 +43,7 @@ fn the_outbound_call_fixture_parses_to_a_call_with_its_defaults() {
     assert_eq!(event.event_id.as_str(), "evt-call-out-1");
     assert_eq!(event.account_id.as_str(), "acme");
     assert_eq!(event.occurred_at, at("2026-11-03T14:05:09Z"));
-    assert_eq!(event.month(), "2026-11");
+    assert_eq!(event.month().to_string(), "2026-11");
     assert_eq!(
         event.kind,
         UsageKind::Call(Call {
@@ -400,7 +400,7 @@ fn occurred_at_may_trail_the_receipt_by_400_days_and_not_a_microsecond_more() {
 #[test]
 fn the_month_of_an_event_is_its_utc_calendar_month() {
     let body = CALL_OUTBOUND.replace("2026-11-03T14:05:09Z", "2026-11-30T23:59:59.999999Z");
-    assert_eq!(parse(&body).month(), "2026-11");
+    assert_eq!(parse(&body).month().to_string(), "2026-11");
     let body = CALL_OUTBOUND.replace("2026-11-03T14:05:09Z", "2026-12-01T00:00:00Z");
-    assert_eq!(parse(&body).month(), "2026-12");
+    assert_eq!(parse(&body).month().to_string(), "2026-12");
 }

@@ -54,7 +54,7 @@ fn summary(entries: &[Entry]) -> Vec<(String, EntryKind, BillingItem, Decimal)> 
 }
 
 fn plan(month: &str, seconds: u64) -> PlanUsage {
-    PlanUsage { month: month.into(), included_seconds_used: seconds }
+    PlanUsage { month: Some(month.parse().unwrap()), included_seconds_used: seconds }
 }
 
 fn applied(outcome: &PostOutcome) -> usize {

@@ -125,7 +125,7 @@ impl LedgerStore for DamagedOutbox {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<ledger::MonthTotals>, StoreError> {
         self.0.closed_month(id, month).await
     }

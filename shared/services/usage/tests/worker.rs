@@ -112,7 +112,10 @@ async fn a_mixed_batch_fails_exactly_the_bad_messages_and_posts_the_rest() {
     // globex, plan card: SMS in 0.005 + 0.001; call 90 s covered (0.03 - 0.03) + 0.0025.
     let globex = account(&store, &globex).await;
     assert_eq!(globex.balance_usd, dec!(9.9915));
-    assert_eq!(globex.plan_usage, PlanUsage { month: "2026-11".into(), included_seconds_used: 90 });
+    assert_eq!(
+        globex.plan_usage,
+        PlanUsage { month: Some("2026-11".parse().unwrap()), included_seconds_used: 90 }
+    );
     assert!(store.account(&account_id("ghost")).await.unwrap().is_none());
 }
 
@@ -159,7 +162,10 @@ async fn an_event_dated_in_the_future_fails_alone_and_leaves_the_included_minute
     );
     // The call of now used its plan's included minutes: only the surcharge is paid.
     let globex = account(&store, &globex).await;
-    assert_eq!(globex.plan_usage, PlanUsage { month: "2026-11".into(), included_seconds_used: 60 });
+    assert_eq!(
+        globex.plan_usage,
+        PlanUsage { month: Some("2026-11".parse().unwrap()), included_seconds_used: 60 }
+    );
     assert_eq!(globex.balance_usd, dec!(9.9975));
 }
 
@@ -418,7 +424,7 @@ impl LedgerStore for FaultyStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<ledger::MonthTotals>, StoreError> {
         self.0.closed_month(id, month).await
     }
@@ -523,7 +529,7 @@ impl LedgerStore for ContendedStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<ledger::MonthTotals>, StoreError> {
         self.inner.closed_month(id, month).await
     }

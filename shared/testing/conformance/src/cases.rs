@@ -13,8 +13,9 @@ use rust_decimal::Decimal;
 use ledger::store::all_entries;
 use ledger::{
     verify_chain, Account, AccountId, AccountStatus, Amount, BillingItem, EntryKind, EntryQuery,
-    LedgerError, LedgerEventKind, LedgerStore, MonthTotals, NewAccount, Posting, PostingResult,
-    RechargeMode, RechargeSettings, Refusal, Show, SourceId, StoreError, TermsAcceptance,
+    LedgerError, LedgerEventKind, LedgerStore, Month, MonthTotals, NewAccount, Posting,
+    PostingResult, RechargeMode, RechargeSettings, Refusal, Show, SourceId, StoreError,
+    TermsAcceptance,
 };
 
 pub fn usd(value: &str) -> Decimal {
@@ -752,7 +753,7 @@ impl ledger::PostingSource for PlanMinutes {
         already_applied: &std::collections::HashMap<SourceId, ledger::AppliedEntry>,
     ) -> Result<(Vec<Posting>, ledger::PlanUsage), LedgerError> {
         let mut plan = account.plan_usage.clone();
-        plan.month = "2026-11".into();
+        plan.month = Some(m("2026-11"));
         let mut seen = HashSet::new();
         let mut postings = Vec::new();
         for id in &self.0 {
@@ -804,19 +805,20 @@ pub async fn plan_usage_changes_with_its_postings_exactly_once(store: Arc<dyn Le
     assert_eq!(account.plan_usage, store.account(&id).await.unwrap().unwrap().plan_usage);
 }
 
+/// A month written `YYYY-MM`.
+pub fn m(text: &str) -> Month {
+    text.parse().expect("YYYY-MM")
+}
+
 /// `count` consecutive months from `first` (`YYYY-MM`).
-pub fn months(first: &str, count: usize) -> Vec<String> {
-    let (year, month) = first.split_once('-').expect("YYYY-MM");
-    let start: i32 = year.parse::<i32>().unwrap() * 12 + month.parse::<i32>().unwrap() - 1;
-    (0..count as i32)
-        .map(|i| format!("{:04}-{:02}", (start + i) / 12, (start + i) % 12 + 1))
-        .collect()
+pub fn months(first: &str, count: usize) -> Vec<Month> {
+    std::iter::successors(Some(m(first)), |month| Some(month.next())).take(count).collect()
 }
 
 /// Month totals computed the slow way, from every entry.
-pub fn month_totals_of(entries: &[ledger::Entry], month: &str) -> MonthTotals {
+pub fn month_totals_of(entries: &[ledger::Entry], month: Month) -> MonthTotals {
     let mut totals = MonthTotals::empty(month);
-    for entry in entries.iter().filter(|e| ledger::month_of(e.posted_at) == month) {
+    for entry in entries.iter().filter(|e| month.contains(e.posted_at)) {
         totals.add(entry);
     }
     totals
@@ -844,8 +846,8 @@ pub async fn month_totals_add_up_each_months_entries_and_close_once(store: Arc<d
     )
     .await;
     post(&*store, &id, vec![usage("call2", BillingItem::PhoneCall, "2")], oct(31)).await;
-    let october = store.month_totals(&id, "2026-10").await.unwrap();
-    assert_eq!(october.month, "2026-10");
+    let october = store.month_totals(&id, m("2026-10")).await.unwrap();
+    assert_eq!(october.month.to_string(), "2026-10");
     assert_eq!(october.net(BillingItem::PhoneCall), usd("3.2345"));
     assert_eq!(october.net(BillingItem::IncludedMinutes), usd("-0.5"));
     assert_eq!(october.net(BillingItem::OutgoingSms), usd("0.0075"));
@@ -859,29 +861,33 @@ pub async fn month_totals_add_up_each_months_entries_and_close_once(store: Arc<d
     let again = post(&*store, &id, vec![usage("call2", BillingItem::PhoneCall, "2")], dec).await;
     assert!(matches!(again.results[0], PostingResult::Duplicate { .. }));
     post(&*store, &id, vec![usage("tax:2026-10", BillingItem::SalesTax, "0.23")], dec).await;
-    assert_eq!(store.month_totals(&id, "2026-10").await.unwrap(), october);
-    assert_eq!(store.month_totals(&id, "2026-11").await.unwrap(), MonthTotals::empty("2026-11"));
-    let december = store.month_totals(&id, "2026-12").await.unwrap();
+    assert_eq!(store.month_totals(&id, m("2026-10")).await.unwrap(), october);
+    assert_eq!(
+        store.month_totals(&id, m("2026-11")).await.unwrap(),
+        MonthTotals::empty(m("2026-11"))
+    );
+    let december = store.month_totals(&id, m("2026-12")).await.unwrap();
     assert_eq!(december.net(BillingItem::PhoneNumber), usd("1.15"));
     assert_eq!(december.net(BillingItem::SalesTax), usd("0.23"));
     assert_eq!(december.net(BillingItem::PhoneCall), Decimal::ZERO);
-    assert_eq!(store.month_totals(&id, "2027-01").await.unwrap(), MonthTotals::empty("2027-01"));
-    assert_eq!(store.month_totals(&id, "2026-09").await.unwrap(), MonthTotals::empty("2026-09"));
+    assert_eq!(
+        store.month_totals(&id, m("2027-01")).await.unwrap(),
+        MonthTotals::empty(m("2027-01"))
+    );
+    assert_eq!(
+        store.month_totals(&id, m("2026-09")).await.unwrap(),
+        MonthTotals::empty(m("2026-09"))
+    );
 
     // Every month agrees with the slow way.
     let (_, entries) = snapshot(&*store, &id).await;
     for month in months("2026-09", 6) {
-        assert_eq!(
-            store.month_totals(&id, &month).await.unwrap(),
-            month_totals_of(&entries, &month)
-        );
+        assert_eq!(store.month_totals(&id, month).await.unwrap(), month_totals_of(&entries, month));
     }
+    // A month that is not `YYYY-MM` cannot be asked for: it does not parse.
+    assert!("2026-13".parse::<Month>().is_err());
     assert!(matches!(
-        store.month_totals(&id, "2026-13").await,
-        Err(StoreError::Rejected(LedgerError::BadMonth(_)))
-    ));
-    assert!(matches!(
-        store.month_totals(&account_id("nobody"), "2026-10").await,
+        store.month_totals(&account_id("nobody"), m("2026-10")).await,
         Err(StoreError::AccountNotFound(_))
     ));
 }

@@ -159,9 +159,9 @@ async fn check(
         prop_assert_eq!(entry.source_id.as_str(), format!("s{source}"));
     }
     for month in crate::cases::months("2026-10", 16) {
-        let expected = crate::cases::month_totals_of(&entries, &month);
+        let expected = crate::cases::month_totals_of(&entries, month);
         let stored = store
-            .month_totals(&id, &month)
+            .month_totals(&id, month)
             .await
             .map_err(|e| TestCaseError::fail(format!("month totals failed: {e}")))?;
         prop_assert_eq!(stored, expected, "month {}", month);

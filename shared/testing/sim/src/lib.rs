@@ -251,7 +251,7 @@ impl LedgerStore for FaultyStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<MonthTotals>, StoreError> {
         self.inner.closed_month(id, month).await
     }
