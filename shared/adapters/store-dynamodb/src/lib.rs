@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
-    ReturnValue, TransactWriteItem, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -289,64 +289,25 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Which of `sources` already have an entry on this account, and at which seq.
+    /// Which of `sources` already have an entry on this account, and at which seq (one marker
+    /// item per source id: accounts from before group markers).
     async fn lookup_markers(
         &self,
         id: &AccountId,
         sources: &[SourceId],
     ) -> Result<HashMap<SourceId, AppliedEntry>, StoreError> {
+        // Markers are matched back by their exact key: a source id may itself contain `#`.
+        // (BatchGetItem rejects repeated keys: the map makes them distinct.)
+        let by_key: HashMap<String, &SourceId> =
+            sources.iter().map(|s| (marker_pk(id, s), s)).collect();
+        let items = self.consistent_batch_get(by_key.keys().cloned().collect(), MARKER_SK).await?;
         let mut known = HashMap::new();
-        // BatchGetItem rejects repeated keys.
-        let mut seen = std::collections::HashSet::new();
-        let sources: Vec<&SourceId> = sources.iter().filter(|s| seen.insert(*s)).collect();
-        for chunk in sources.chunks(BATCH_GET_MAX) {
-            // Markers are matched back by their exact key: a source id may itself contain `#`.
-            let by_key: HashMap<String, &SourceId> =
-                chunk.iter().map(|s| (marker_pk(id, s), *s)).collect();
-            let mut keys: Vec<Item> =
-                by_key.keys().map(|pk| Self::key(pk.clone(), MARKER_SK)).collect();
-            for attempt in 0..=MAX_UNPROCESSED_RETRIES {
-                if keys.is_empty() {
-                    break;
-                }
-                if attempt == MAX_UNPROCESSED_RETRIES {
-                    return Err(StoreError::Throttled);
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(keys.clone()))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if let Some(meter) = &self.meter {
-                    // Consistent reads bill at least one unit per key asked for, found or not.
-                    meter.record_read(keys.len() as u64);
-                }
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                for item in
-                    output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default()
-                {
-                    self.meter_read(&item);
-                    let marker: MarkerItem = from_item(item)?;
-                    let source = by_key.get(&marker.pk).ok_or_else(|| {
-                        StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
-                    })?;
-                    known.insert((*source).clone(), marker.applied());
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
+        for item in items {
+            let marker: MarkerItem = from_item(item)?;
+            let source = by_key.get(&marker.pk).ok_or_else(|| {
+                StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
+            })?;
+            known.insert((*source).clone(), marker.applied());
         }
         Ok(known)
     }
