@@ -3,13 +3,11 @@
 //! handler's `#[utoipa::path]` annotation, so the router and the OpenAPI document
 //! ([`crate::openapi`]) are built from one source.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Query, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +19,52 @@ use crate::state::AppState;
 /// The OpenAPI 3 document of every route, generated from the handlers' annotations and the
 /// request and response types (see [`crate::openapi`]); served at `/openapi.json`.
 pub fn openapi_json() -> &'static str {
-    crate::openapi::document_json()
+    document_json()
+}
+
+/// The document as served at `/openapi.json` (built once).
+pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::LazyLock<utoipa::openapi::OpenApi> =
+        std::sync::LazyLock::new(build_document);
+    &DOCUMENT
+}
+
+/// The document as JSON, pretty-printed, exactly as `/openapi.json` serves it.
+fn document_json() -> &'static str {
+    static JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut json =
+            openapi_document().to_pretty_json().expect("the OpenAPI document serializes");
+        json.push('\n');
+        json
+    });
+    &JSON
+}
+
+fn build_document() -> utoipa::openapi::OpenApi {
+    let mut doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+    for group in [Group::Settings, Group::Activity, Group::Payments] {
+        doc.merge(group_api(group).into_openapi());
+    }
+    doc.merge(crate::authorization::api().into_openapi());
+    // serde's `deny_unknown_fields` on an internally tagged enum holds for each variant; the
+    // derive says so only for structs.
+    crate::openapi::deny_unknown_variant_fields(&mut doc, "AuthorizationRequest");
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::openapi::add_common_responses(operation);
+        }
+    }
+    doc
 }
 
 /// Every route of the account API, as `(METHOD, path)`, for what is deployed beside the code
@@ -58,47 +101,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/operator/auto-recharge/attention"),
 ];
 
-/// The query parameters each route takes, as `(METHOD, path, names)`; every other route takes
-/// none. The OpenAPI document lists exactly these (a test checks), and every router refuses any
-/// other parameter with a 400 naming it ([`refuse_unknown_query`]), so a misspelt `form=` is
-/// never silently ignored.
-pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[
-    ("GET", "/v1/settings/audit", crate::account::PAGE_PARAMS),
-    ("GET", "/v1/activity", crate::account::ACTIVITY_PARAMS),
-    ("GET", "/v1/activity.csv", crate::account::ACTIVITY_PARAMS),
-    ("GET", "/v1/statement", crate::statements::STATEMENT_PARAMS),
-    ("GET", "/v1/statement.csv", crate::statements::STATEMENT_PARAMS),
-    ("GET", "/v1/payments", crate::account::PAGE_PARAMS),
-    ("GET", "/v1/operator/auto-recharge/attention", crate::operator::ATTENTION_PARAMS),
-];
-
-/// The query parameters `method path` takes (`path` as routed, with `{placeholders}`).
-pub fn query_parameters(method: &str, path: &str) -> &'static [&'static str] {
-    QUERY_PARAMETERS
-        .iter()
-        .find(|(m, p, _)| m.eq_ignore_ascii_case(method) && *p == path)
-        .map_or(&[], |(_, _, names)| names)
-}
-
-/// A route layer: 400 for a query parameter the matched route does not take, before the
-/// handler runs (handlers still check the values of the ones they take).
-pub async fn refuse_unknown_query(request: Request, next: Next) -> Response {
-    if let Some(path) = request.extensions().get::<MatchedPath>() {
-        let allowed = query_parameters(request.method().as_str(), path.as_str());
-        let parsed = Query::<HashMap<String, String>>::try_from_uri(request.uri());
-        let checked = match parsed {
-            Ok(Query(raw)) => crate::account::Params::new(raw, allowed).map(|_| ()),
-            Err(_) => Err(ApiError::bad_request(
-                "invalid_query",
-                "the query string is not valid form encoding",
-            )),
-        };
-        if let Err(error) = checked {
-            return error.into_response();
-        }
-    }
-    next.run(request).await
-}
+pub use crate::query::{query_parameters, refuse_unknown_query, QUERY_PARAMETERS};
 
 /// Routes that need an [`crate::auth::Identity`] in the request extensions (put there by the
 /// caller's layer: the local JWT check, or API Gateway's claims in Lambda).

@@ -125,7 +125,7 @@ impl AuthorizationResponse {
 pub fn api() -> OpenApiRouter<Arc<AuthorizationState>> {
     OpenApiRouter::default()
         .routes(routes!(authorize_handler))
-        .route_layer(axum::middleware::from_fn(crate::app::refuse_unknown_query))
+        .route_layer(axum::middleware::from_fn(crate::query::refuse_unknown_query))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

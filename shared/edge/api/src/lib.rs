@@ -12,6 +12,7 @@ pub mod error;
 pub mod openapi;
 pub mod operator;
 pub mod payments;
+pub mod query;
 /// The billing profile lives in `documents`; re-exported for the routes.
 pub use documents::profile;
 pub mod state;

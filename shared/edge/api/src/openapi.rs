@@ -1,6 +1,8 @@
-//! The OpenAPI document, derived from the code: each handler's `#[utoipa::path]` annotation
-//! routes it (`utoipa_axum::routes!`) and documents it, and the request and response types
-//! derive their schemas. Nothing here is kept by hand in step with the routers.
+//! The OpenAPI document's parts, derived from the code: each handler's `#[utoipa::path]`
+//! annotation routes it (`utoipa_axum::routes!`) and documents it, and the request and response
+//! types derive their schemas. Nothing here is kept by hand in step with the routers; the
+//! document is assembled from the route groups in `app::openapi_document` (so this
+//! module depends on no router).
 //!
 //! Domain types never derive schemas: the API's own request and response types (and the small
 //! mirrors below) stand between them and the document, converted with exhaustive matches and
@@ -8,31 +10,14 @@
 //! shows of it.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi as _, PartialSchema, ToSchema};
+use utoipa::{Modify, PartialSchema, ToSchema};
 
 use crate::error::ApiError;
-
-/// The document as served at `/openapi.json` (built once).
-pub fn document() -> &'static OpenApi {
-    static DOCUMENT: LazyLock<OpenApi> = LazyLock::new(build);
-    &DOCUMENT
-}
-
-/// The document as JSON, pretty-printed, exactly as `/openapi.json` serves it.
-pub fn document_json() -> &'static str {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        let mut json = document().to_pretty_json().expect("the OpenAPI document serializes");
-        json.push('\n');
-        json
-    });
-    &JSON
-}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -51,7 +36,7 @@ pub fn document_json() -> &'static str {
     components(schemas(ApiError)),
     modifiers(&SecuritySchemes)
 )]
-struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct SecuritySchemes;
 
@@ -79,39 +64,10 @@ impl Modify for SecuritySchemes {
     }
 }
 
-fn build() -> OpenApi {
-    let mut doc = ApiDoc::openapi();
-    for group in
-        [crate::app::Group::Settings, crate::app::Group::Activity, crate::app::Group::Payments]
-    {
-        doc.merge(crate::app::group_api(group).into_openapi());
-    }
-    doc.merge(crate::authorization::api().into_openapi());
-    // serde's `deny_unknown_fields` on an internally tagged enum holds for each variant; the
-    // derive says so only for structs.
-    deny_unknown_variant_fields(&mut doc, "AuthorizationRequest");
-    for item in doc.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            add_common_responses(operation);
-        }
-    }
-    doc
-}
-
 /// What every route may answer: a refused query parameter (every route checks), and for the
 /// account API a missing or invalid token and a role that may not do this. Added here once
 /// rather than on every annotation; an annotation that says more (another description) wins.
-fn add_common_responses(operation: &mut Operation) {
+pub(crate) fn add_common_responses(operation: &mut Operation) {
     // Only the platform's route names its own security (its token, or IAM): it takes no JWT.
     let platform = operation.security.is_some();
     let mut common = vec![("400", "Bad request: the message says what is wrong; nothing changed")];
@@ -142,7 +98,7 @@ fn add_common_responses(operation: &mut Operation) {
     operation.responses.responses.extend(sorted);
 }
 
-fn deny_unknown_variant_fields(doc: &mut OpenApi, name: &str) {
+pub(crate) fn deny_unknown_variant_fields(doc: &mut OpenApi, name: &str) {
     use utoipa::openapi::schema::AdditionalProperties;
     let schemas = doc.components.as_mut().map(|c| &mut c.schemas);
     let Some(RefOr::T(Schema::OneOf(one_of))) = schemas.and_then(|s| s.get_mut(name)) else {
