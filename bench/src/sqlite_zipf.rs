@@ -15,7 +15,7 @@ use chrono::Utc;
 use futures::stream::{self, StreamExt};
 
 use ledger::{AccountId, LedgerStore, NewAccount};
-use store_sqlite::{Durability, SqliteStore};
+use store_sqlite::{CommitStats, Durability, SqliteStore};
 use usage::worker::{process_batch_received, Message, RateCards};
 
 use super::{percentile, usage_body, Args};
@@ -61,16 +61,18 @@ pub async fn suite(args: &Args) {
          {:.0} events/s.\n",
         fsyncs_per_second / store_calls_per_event
     );
-    println!("| pollers | events | postings applied | events/s | p50 ms/batch | p99 ms/batch |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| pollers | events | postings applied | events/s | p50 ms/batch | p99 ms/batch | commits | writes per commit |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &pollers in &args.sqlite_zipf_pollers {
         let run = deliver(args, accounts, &batches, pollers).await;
         println!(
-            "| {pollers} | {events} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {pollers} | {events} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
             run.postings_applied,
             events as f64 / run.elapsed.as_secs_f64(),
             percentile(&run.latencies, 0.50).as_secs_f64() * 1e3,
             percentile(&run.latencies, 0.99).as_secs_f64() * 1e3,
+            run.commits.commits,
+            run.commits.writes as f64 / run.commits.commits.max(1) as f64,
         );
     }
     println!();
@@ -80,6 +82,8 @@ struct ZipfRun {
     elapsed: Duration,
     latencies: Vec<Duration>,
     postings_applied: usize,
+    /// Commits and writes during the stream (the setup's excluded).
+    commits: CommitStats,
 }
 
 /// A fresh store with every account, then the whole stream through `pollers` concurrent
@@ -91,9 +95,9 @@ async fn deliver(
     pollers: usize,
 ) -> ZipfRun {
     let dir = tempfile::tempdir_in(&args.sqlite_dir).expect("temp dir");
-    let store: Arc<dyn LedgerStore> = Arc::new(
-        SqliteStore::open(dir.path().join("zipf.db"), Durability::Full).expect("open store"),
-    );
+    let sqlite =
+        Arc::new(SqliteStore::open(dir.path().join("zipf.db"), Durability::Full).expect("open"));
+    let store: Arc<dyn LedgerStore> = sqlite.clone();
     let opened_at = Utc::now();
     stream::iter(0..accounts)
         .for_each_concurrent(SETUP_CONCURRENCY, |rank| {
@@ -114,6 +118,7 @@ async fn deliver(
         .map(|batch| batch.iter().map(|(_, message)| message.clone()).collect())
         .collect();
     let queue = Arc::new(Mutex::new(queue.into_iter()));
+    let before = sqlite.commit_stats();
     let started = Instant::now();
     let workers: Vec<_> = (0..pollers)
         .map(|_| {
@@ -136,13 +141,20 @@ async fn deliver(
             })
         })
         .collect();
-    let mut run = ZipfRun { elapsed: Duration::ZERO, latencies: Vec::new(), postings_applied: 0 };
+    let mut latencies = Vec::new();
+    let mut postings_applied = 0;
     for worker in workers {
-        let (latencies, postings_applied) = worker.await.expect("poller panicked");
-        run.latencies.extend(latencies);
-        run.postings_applied += postings_applied;
+        let (worker_latencies, worker_postings) = worker.await.expect("poller panicked");
+        latencies.extend(worker_latencies);
+        postings_applied += worker_postings;
     }
-    run.elapsed = started.elapsed();
+    let elapsed = started.elapsed();
+    let after = sqlite.commit_stats();
+    let commits = CommitStats {
+        commits: after.commits - before.commits,
+        writes: after.writes - before.writes,
+    };
+    let mut run = ZipfRun { elapsed, latencies, postings_applied, commits };
     run.latencies.sort();
     run
 }
