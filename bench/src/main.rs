@@ -56,8 +56,12 @@ struct Args {
     #[arg(long, default_value_t = 50_000)]
     sqlite_zipf_events: usize,
     /// Concurrent pollers (usage Lambda instances) measured in the `sqlite-zipf` suite.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4, 8])]
     sqlite_zipf_pollers: Vec<usize>,
+    /// Sync every commit (`full`, what the local runner uses) or only at checkpoints (`normal`:
+    /// the store's ceiling without the disk's fsync latency) in the `sqlite-zipf` suite.
+    #[arg(long, default_value = "full")]
+    sqlite_zipf_sync: String,
 }
 
 /// A realistic completed call: UUID-sized event id, a few details.

@@ -46,7 +46,8 @@ pub async fn suite(args: &Args) {
     let store_calls_per_event = store_calls as f64 / events as f64;
 
     println!(
-        "### Embedded store, Zipf stream (SQLite, WAL, synchronous=FULL, file in `{}`)\n",
+        "### Embedded store, Zipf stream (SQLite, WAL, synchronous={}, file in `{}`)\n",
+        args.sqlite_zipf_sync.to_uppercase(),
         args.sqlite_dir
     );
     println!(
@@ -95,8 +96,9 @@ async fn deliver(
     pollers: usize,
 ) -> ZipfRun {
     let dir = tempfile::tempdir_in(&args.sqlite_dir).expect("temp dir");
-    let sqlite =
-        Arc::new(SqliteStore::open(dir.path().join("zipf.db"), Durability::Full).expect("open"));
+    let sqlite = Arc::new(
+        SqliteStore::open(dir.path().join("zipf.db"), durability(args)).expect("open store"),
+    );
     let store: Arc<dyn LedgerStore> = sqlite.clone();
     let opened_at = Utc::now();
     stream::iter(0..accounts)
@@ -157,6 +159,14 @@ async fn deliver(
     let mut run = ZipfRun { elapsed, latencies, postings_applied, commits };
     run.latencies.sort();
     run
+}
+
+fn durability(args: &Args) -> Durability {
+    match args.sqlite_zipf_sync.as_str() {
+        "full" => Durability::Full,
+        "normal" => Durability::Normal,
+        other => panic!("--sqlite-zipf-sync is full or normal, not {other:?}"),
+    }
 }
 
 fn account_id(rank: usize) -> AccountId {

@@ -212,7 +212,7 @@ fn commit_group(
     let mut broken = None;
     while ran.len() < MAX_WRITES_PER_COMMIT {
         let Some(write) = pending.pop_front() else { break };
-        if let Err(error) = connection.execute_batch("SAVEPOINT write") {
+        if let Err(error) = savepoint(connection, "SAVEPOINT write") {
             // Failed, not kept for the next group: a savepoint that keeps failing must not
             // hold the queue forever.
             write.fail(StoreError::unavailable(GroupCommitFailed(Arc::new(error))));
@@ -225,9 +225,10 @@ fn commit_group(
         let (answer, succeeded) = write.run(connection);
         ran.push(answer);
         let closed = if succeeded {
-            connection.execute_batch("RELEASE write")
+            savepoint(connection, "RELEASE write")
         } else {
-            connection.execute_batch("ROLLBACK TO write; RELEASE write")
+            savepoint(connection, "ROLLBACK TO write")
+                .and_then(|()| savepoint(connection, "RELEASE write"))
         };
         if let Err(error) = closed {
             broken = Some(error);
@@ -265,4 +266,10 @@ fn commit_group(
     for answer in ran {
         answer.answer(committed.clone());
     }
+}
+
+/// Open, release or roll back the per-write savepoint (prepared once: it runs twice per write).
+fn savepoint(connection: &Connection, statement: &str) -> Result<(), rusqlite::Error> {
+    connection.prepare_cached(statement)?.execute([])?;
+    Ok(())
 }
