@@ -285,7 +285,7 @@ fn post_blocking(
     now: DateTime<Utc>,
 ) -> Result<PostOutcome, StoreError> {
     let (account, version) =
-        read_account(&tx, id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+        read_account(tx, id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
 
     let mut known: HashMap<SourceId, AppliedEntry> = HashMap::new();
     {
@@ -345,8 +345,8 @@ fn post_blocking(
                 .map_err(db)?;
         }
         drop(insert);
-        write_account(&tx, &application.account, version)?;
-        write_events(&tx, &application.events)?;
+        write_account(tx, &application.account, version)?;
+        write_events(tx, &application.events)?;
         if let Some(closed) = &application.closed_month {
             tx.execute(
                 "INSERT INTO closed_months (account_id, month, body) VALUES (?1, ?2, ?3)",
