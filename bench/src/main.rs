@@ -49,6 +49,19 @@ struct Args {
     /// Events rated in the rating suite.
     #[arg(long, default_value_t = 2_000_000)]
     rating_events: usize,
+    /// Accounts in the embedded store's Zipf suite (`sqlite-zipf`).
+    #[arg(long, default_value_t = 10_000)]
+    sqlite_zipf_accounts: usize,
+    /// Usage events delivered per poller count in the `sqlite-zipf` suite.
+    #[arg(long, default_value_t = 50_000)]
+    sqlite_zipf_events: usize,
+    /// Concurrent pollers (usage Lambda instances) measured in the `sqlite-zipf` suite.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4, 8])]
+    sqlite_zipf_pollers: Vec<usize>,
+    /// Sync every commit (`full`, what the local runner uses) or only at checkpoints (`normal`:
+    /// the store's ceiling without the disk's fsync latency) in the `sqlite-zipf` suite.
+    #[arg(long, default_value = "full")]
+    sqlite_zipf_sync: String,
 }
 
 /// A realistic completed call: UUID-sized event id, a few details.
@@ -549,6 +562,8 @@ async fn startup_suite(args: &Args) {
     println!();
 }
 
+mod sqlite_zipf;
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -572,5 +587,8 @@ async fn main() {
     }
     if wants("ledger") {
         sqlite(&args).await;
+    }
+    if wants("sqlite-zipf") {
+        sqlite_zipf::suite(&args).await;
     }
 }

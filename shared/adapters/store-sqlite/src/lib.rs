@@ -1,17 +1,23 @@
 //! The embedded durable ledger store: SQLite (bundled) in WAL mode with full fsync per commit.
 //!
-//! One connection serialises every write (`BEGIN IMMEDIATE`), which is what a single-account
-//! ledger needs anyway; blocking calls run on tokio's blocking pool. A posting is one SQLite
-//! transaction: the account row, its entries and the outbox rows commit together or not at all,
-//! also when the process is killed midway (the WAL rolls the partial transaction back).
+//! One writer thread owns the write connection and commits writes in groups (see [`writer`]):
+//! every posting, settings change, document write and acknowledgement queued while the previous
+//! commit was syncing goes into one `BEGIN IMMEDIATE` transaction, each under its own savepoint,
+//! and its caller is answered only after that transaction is committed. A posting is atomic: its
+//! account row, entries and outbox rows commit together or not at all, also when the process is
+//! killed midway (the WAL rolls the partial transaction back). Reads run on a few read-only
+//! connections on tokio's blocking pool, each in a snapshot of the last commit.
+
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use ledger::docs::{
     check_delete, check_doc_id, check_list, check_put, Doc, DocError, DocKind, DocStore,
@@ -77,9 +83,32 @@ pub enum Durability {
     Normal,
 }
 
+pub use writer::{CommitStats, MAX_WRITES_PER_COMMIT};
+
+/// Read-only connections of a file-backed store: reads run beside the writer's transaction.
+const READ_CONNECTIONS: usize = 4;
+/// The writer's page cache (KiB): the pages postings touch (accounts, the newest entries, the
+/// indexes' inner pages) stay in memory instead of being read back from the file per posting.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// WAL pages written before the writer copies them back into the database file (SQLite's
+/// default is 1,000). Postings to many accounts rewrite the same index and account pages across
+/// groups; a longer WAL copies each of them back once per checkpoint rather than many times.
+/// Durability does not depend on it: every commit is synced to the WAL itself.
+const WAL_CHECKPOINT_PAGES: u32 = 10_000;
+/// Prepared statements kept per connection: the writer runs every write's statements, plus
+/// its savepoints, in every group.
+const STATEMENT_CACHE: usize = 64;
+
 #[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    writer: writer::Writer,
+    /// Read connections; an in-memory store's only connection is also its writer's.
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,16 +130,30 @@ fn micros(at: DateTime<Utc>) -> i64 {
 impl SqliteStore {
     /// Open (creating if needed) the ledger database at `path`.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        let path = path.as_ref();
         let connection = Connection::open(path).map_err(db)?;
-        Self::init(connection, durability)
+        let writer = Arc::new(Mutex::new(Self::init(connection, durability)?));
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| {
+                let reader = Connection::open(path).map_err(db)?;
+                reader
+                    .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                    .map_err(db)?;
+                reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                Ok(Arc::new(Mutex::new(reader)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Self::start(writer, readers)
     }
 
     /// A private in-memory database (tests).
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(db)?, Durability::Normal)
+        let connection = Connection::open_in_memory().map_err(db)?;
+        let connection = Arc::new(Mutex::new(Self::init(connection, Durability::Normal)?));
+        Self::start(connection.clone(), vec![connection])
     }
 
-    fn init(connection: Connection, durability: Durability) -> Result<Self, StoreError> {
+    fn init(connection: Connection, durability: Durability) -> Result<Connection, StoreError> {
         let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -118,21 +161,54 @@ impl SqliteStore {
         connection
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                 PRAGMA busy_timeout = 5000; {SCHEMA}"
+                 PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
+                 PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; {SCHEMA}"
             ))
             .map_err(db)?;
-        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(connection)
     }
 
-    async fn with_connection<T, F>(&self, work: F) -> Result<T, StoreError>
+    fn start(
+        writer: Arc<Mutex<Connection>>,
+        readers: Vec<Arc<Mutex<Connection>>>,
+    ) -> Result<Self, StoreError> {
+        let writer = writer::Writer::start(writer)?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared { writer, readers, next_reader: AtomicUsize::new(0) }),
+        })
+    }
+
+    /// Transactions committed and writes in them since the store was opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.writer.stats()
+    }
+
+    /// Run `work` in the writer's next group commit; `Ok` once that group is durable.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = self.connection.clone();
+        self.shared.writer.write(Box::new(work)).await
+    }
+
+    /// Run `work` on a read connection, in one read transaction (a snapshot of the last commit).
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
+            let turn = shared.next_reader.fetch_add(1, Ordering::Relaxed);
+            let reader = &shared.readers[turn % shared.readers.len()];
+            let mut guard = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let snapshot = guard.transaction().map_err(db)?;
+            let result = work(&snapshot);
+            // A read-only transaction: ending it cannot lose anything.
+            snapshot.finish().map_err(db)?;
+            result
         })
         .await
         .map_err(StoreError::unavailable)?
@@ -201,15 +277,15 @@ fn write_events(connection: &Connection, events: &[LedgerEvent]) -> Result<(), S
     Ok(())
 }
 
+/// One posting, inside the writer's group transaction (under its own savepoint).
 fn post_blocking(
-    connection: &mut Connection,
+    tx: &Connection,
     id: &AccountId,
     source: &dyn PostingSource,
     now: DateTime<Utc>,
 ) -> Result<PostOutcome, StoreError> {
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
     let (account, version) =
-        read_account(&tx, id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+        read_account(tx, id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
 
     let mut known: HashMap<SourceId, AppliedEntry> = HashMap::new();
     {
@@ -269,8 +345,8 @@ fn post_blocking(
                 .map_err(db)?;
         }
         drop(insert);
-        write_account(&tx, &application.account, version)?;
-        write_events(&tx, &application.events)?;
+        write_account(tx, &application.account, version)?;
+        write_events(tx, &application.events)?;
         if let Some(closed) = &application.closed_month {
             tx.execute(
                 "INSERT INTO closed_months (account_id, month, body) VALUES (?1, ?2, ?3)",
@@ -282,7 +358,6 @@ fn post_blocking(
             )
             .map_err(db)?;
         }
-        tx.commit().map_err(db)?;
     }
     Ok(PostOutcome {
         results: application.results,
@@ -347,7 +422,7 @@ impl LedgerStore for SqliteStore {
         new: NewAccount,
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
-        self.with_connection(move |connection| {
+        self.write(move |connection| {
             let account = Account::open(new.id.clone(), new.credit_limit_usd, now);
             let body = serde_json::to_string(&account).map_err(corrupt)?;
             let inserted = connection
@@ -366,8 +441,7 @@ impl LedgerStore for SqliteStore {
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let id = id.clone();
-        self.with_connection(move |connection| Ok(read_account(connection, &id)?.map(|(a, _)| a)))
-            .await
+        self.read(move |connection| Ok(read_account(connection, &id)?.map(|(a, _)| a))).await
     }
 
     async fn modify_account(
@@ -377,17 +451,14 @@ impl LedgerStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
         let id = id.clone();
-        self.with_connection(move |connection| {
-            let tx =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        self.write(move |tx| {
             let (current, version) =
-                read_account(&tx, &id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+                read_account(tx, &id)?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
             let mut next = current.clone();
             change(&mut next)?;
             let events = settle_settings_change(&current, &mut next, now)?;
-            write_account(&tx, &next, version)?;
-            write_events(&tx, &events)?;
-            tx.commit().map_err(db)?;
+            write_account(tx, &next, version)?;
+            write_events(tx, &events)?;
             Ok(next)
         })
         .await
@@ -400,13 +471,13 @@ impl LedgerStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<PostOutcome, StoreError> {
         let id = id.clone();
-        self.with_connection(move |connection| post_blocking(connection, &id, &*source, now)).await
+        self.write(move |tx| post_blocking(tx, &id, &*source, now)).await
     }
 
     async fn entries(&self, id: &AccountId, query: &EntryQuery) -> Result<EntryPage, StoreError> {
         let id = id.clone();
         let query = query.clone();
-        self.with_connection(move |connection| entries_blocking(connection, &id, &query)).await
+        self.read(move |connection| entries_blocking(connection, &id, &query)).await
     }
 
     async fn closed_month(
@@ -415,7 +486,7 @@ impl LedgerStore for SqliteStore {
         month: ledger::Month,
     ) -> Result<Option<MonthTotals>, StoreError> {
         let (id, month) = (id.clone(), month.to_string());
-        self.with_connection(move |connection| {
+        self.read(move |connection| {
             let body: Option<String> = connection
                 .prepare_cached(
                     "SELECT body FROM closed_months WHERE account_id = ?1 AND month = ?2",
@@ -436,7 +507,7 @@ impl LedgerStore for SqliteStore {
     ) -> Result<Vec<AccountId>, StoreError> {
         let limit = check_ids_limit(limit)?;
         let after = after.map(|id| id.as_str().to_string()).unwrap_or_default();
-        self.with_connection(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached("SELECT id FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2")
                 .map_err(db)?;
@@ -458,7 +529,7 @@ impl LedgerStore for SqliteStore {
             Some(position) => parse_outbox_position(position)?,
             None => (-1, String::new(), 0, String::new()),
         };
-        self.with_connection(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT raised_at_us, account_id, version, id, body FROM outbox \
@@ -504,26 +575,22 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    /// One transaction for all of them.
+    /// One write (in one group commit) for all of them.
     async fn ack_events(&self, events: &[LedgerEvent]) -> Result<(), StoreError> {
         let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
-        self.with_connection(move |connection| {
-            let tx = connection.transaction().map_err(db)?;
-            {
-                let mut delete =
-                    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1").map_err(db)?;
-                for id in &ids {
-                    delete.execute(params![id]).map_err(db)?;
-                }
+        self.write(move |tx| {
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1").map_err(db)?;
+            for id in &ids {
+                delete.execute(params![id]).map_err(db)?;
             }
-            tx.commit().map_err(db)
+            Ok(())
         })
         .await
     }
 
     async fn ack_event(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let event_id = event.id.clone();
-        self.with_connection(move |connection| {
+        self.write(move |connection| {
             connection
                 .execute("DELETE FROM outbox WHERE id = ?1", params![event_id])
                 .map_err(db)?;
@@ -570,7 +637,7 @@ impl DocStore for SqliteStore {
     ) -> Result<Option<Doc>, StoreError> {
         check_doc_id(id)?;
         let (account, id) = (account.clone(), id.to_string());
-        self.with_connection(move |connection| read_doc(connection, &account, kind, &id)).await
+        self.read(move |connection| read_doc(connection, &account, kind, &id)).await
     }
 
     async fn put_doc(
@@ -584,7 +651,7 @@ impl DocStore for SqliteStore {
         let version = check_put(id, body, expected_version)?;
         let (account, id, body) = (account.clone(), id.to_string(), body.to_string());
         let written = self
-            .with_connection(move |connection| {
+            .write(move |connection| {
                 let changed = match expected_version {
                     None => connection
                         .prepare_cached(
@@ -631,7 +698,7 @@ impl DocStore for SqliteStore {
         check_delete(id, expected_version)?;
         let (account, id) = (account.clone(), id.to_string());
         let deleted = self
-            .with_connection(move |connection| {
+            .write(move |connection| {
                 connection
                     .prepare_cached(
                         "DELETE FROM docs WHERE account_id = ?1 AND kind = ?2 AND id = ?3 \
@@ -660,7 +727,7 @@ impl DocStore for SqliteStore {
         let limit = check_list(after, limit)?;
         // Every id is non-empty, so all of them sort after the empty string.
         let (account, after) = (account.clone(), after.unwrap_or("").to_string());
-        self.with_connection(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT id, version, body FROM docs \
