@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use common::*;
 use ledger::memory::MemoryStore;
 use ledger::{
-    Account, AccountChange, AccountId, EntryPage, EntryQuery, LedgerEvent, LedgerStore,
-    NewAccount, PostOutcome, PostingSource, StoreError,
+    Account, AccountChange, AccountId, EntryPage, EntryQuery, LedgerEvent, LedgerStore, NewAccount,
+    PostOutcome, PostingSource, StoreError,
 };
 use rating::RateCard;
 use rust_decimal_macros::dec;
@@ -87,10 +87,7 @@ fn a_single_event_message_is_still_one_event() {
     };
     assert_eq!(event.event_id.as_str(), "evt-call-out-1");
     // And a bad single event keeps today's error, not a batch one.
-    assert_eq!(
-        whole_message_error(POISON_UNKNOWN_TYPE),
-        EventError::UnknownType("fax".into())
-    );
+    assert_eq!(whole_message_error(POISON_UNKNOWN_TYPE), EventError::UnknownType("fax".into()));
 }
 
 #[test]
@@ -133,7 +130,8 @@ fn an_envelope_is_strict_an_unknown_field_or_another_version_fails_the_whole_mes
         error.to_string().starts_with("not a usage event: batch envelope: unknown field `sender`"),
         "{error}"
     );
-    let newer = format!(r#"{{"version": 2, "batch": [{}], "compression": "none"}}"#, SMS_OUT.trim());
+    let newer =
+        format!(r#"{{"version": 2, "batch": [{}], "compression": "none"}}"#, SMS_OUT.trim());
     assert_eq!(whole_message_error(&newer), EventError::UnsupportedVersion(2));
     let missing = format!(r#"{{"batch": [{}]}}"#, SMS_OUT.trim());
     assert!(whole_message_error(&missing).to_string().contains("missing field `version`"));
@@ -285,11 +283,9 @@ async fn a_malformed_envelope_fails_as_a_whole_and_posts_nothing() {
     let (store, acme, _globex) = two_accounts().await;
     let body = format!(r#"{{"version": 1, "batch": [{}], "extra": true}}"#, SMS_OUT.trim());
     let truncated = &BATCH_FIXTURE[..BATCH_FIXTURE.len() / 2];
-    let report = process(
-        store.clone(),
-        vec![message("m-extra", &body), message("m-truncated", truncated)],
-    )
-    .await;
+    let report =
+        process(store.clone(), vec![message("m-extra", &body), message("m-truncated", truncated)])
+            .await;
     let failed = failures(&report);
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(failed[0].1.contains("unknown field `extra`"), "{}", failed[0].1);
@@ -314,9 +310,8 @@ async fn an_envelope_with_an_unknown_account_fails_while_its_known_accounts_post
 #[tokio::test]
 async fn a_message_with_many_failed_events_keeps_the_first_reasons_and_counts_the_rest() {
     let (store, _acme, _globex) = two_accounts().await;
-    let poison: Vec<String> = (0..5)
-        .map(|i| POISON_UNKNOWN_TYPE.replace("evt-fax-1", &format!("evt-fax-{i}")))
-        .collect();
+    let poison: Vec<String> =
+        (0..5).map(|i| POISON_UNKNOWN_TYPE.replace("evt-fax-1", &format!("evt-fax-{i}"))).collect();
     let refs: Vec<&str> = poison.iter().map(String::as_str).collect();
     let report = process(store, vec![message("m-faxes", &batch(&refs))]).await;
     assert_eq!(report.failures.len(), 1);
