@@ -725,7 +725,7 @@ impl LedgerStore for CountingStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<ledger::MonthTotals>, ledger::StoreError> {
         self.inner.closed_month(id, month).await
     }

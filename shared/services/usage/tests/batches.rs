@@ -368,7 +368,7 @@ impl LedgerStore for FlakyStore {
     async fn closed_month(
         &self,
         id: &AccountId,
-        month: &str,
+        month: ledger::Month,
     ) -> Result<Option<ledger::MonthTotals>, StoreError> {
         self.inner.closed_month(id, month).await
     }
