@@ -62,6 +62,31 @@ struct Args {
     /// the store's ceiling without the disk's fsync latency) in the `sqlite-zipf` suite.
     #[arg(long, default_value = "full")]
     sqlite_zipf_sync: String,
+    /// Accounts in the Zipf suite (created and funded before it is measured).
+    #[arg(long, default_value_t = 10_000)]
+    zipf_accounts: usize,
+    /// Events delivered in each mode of the Zipf suite (single-event messages, envelopes).
+    #[arg(long, default_value_t = 20_000)]
+    zipf_events: usize,
+    /// The Zipf exponent of the accounts' volume.
+    #[arg(long, default_value_t = 1.1)]
+    zipf_s: f64,
+    /// Messages per Lambda invocation (the template's usage `BatchSize`).
+    #[arg(long, default_value_t = 100)]
+    lambda_batch: usize,
+    /// Events per batch envelope in the Zipf suite.
+    #[arg(long, default_value_t = 100)]
+    envelope_events: usize,
+    /// Envelopes per Lambda invocation measured in the Zipf suite (100 is the template's
+    /// `BatchSize`; fewer keep an invocation's work inside the function's timeout).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100])]
+    envelope_lambda_batches: Vec<usize>,
+    /// Events each configuration of the pollers suite posts to the hot account.
+    #[arg(long, default_value_t = 4_000)]
+    poller_events: usize,
+    /// Concurrent pollers measured in the pollers suite.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4])]
+    pollers: Vec<usize>,
 }
 
 /// A realistic completed call: UUID-sized event id, a few details.
@@ -563,6 +588,572 @@ async fn startup_suite(args: &Args) {
 }
 
 mod sqlite_zipf;
+// ---------------------------------------------------------------------------------------------
+// Realistic traffic (issue 18): Zipf-distributed accounts, deliveries as Lambda receives them
+// ---------------------------------------------------------------------------------------------
+
+/// On-demand list prices, us-east-1, as published on aws.amazon.com/dynamodb/pricing/on-demand,
+/// /sqs/pricing and /lambda/pricing (read 2026-12-02; DynamoDB's since the 50% cut of
+/// 2024-11-01). SQS bills every started 64 KiB of a request's payload as one request.
+const DYNAMODB_USD_PER_MILLION_WRITE_UNITS: f64 = 0.625;
+const DYNAMODB_USD_PER_MILLION_READ_UNITS: f64 = 0.125;
+const SQS_USD_PER_MILLION_REQUESTS: f64 = 0.40;
+const SQS_BILLING_CHUNK_BYTES: usize = 64 * 1024;
+/// SQS batch calls (SendMessageBatch, ReceiveMessage, DeleteMessageBatch) take 10 messages.
+const SQS_MESSAGES_PER_CALL: usize = 10;
+const LAMBDA_ARM_USD_PER_GB_SECOND: f64 = 0.000_013_333_4;
+const LAMBDA_USD_PER_MILLION_REQUESTS: f64 = 0.20;
+/// The usage function's memory (infra/template.yaml).
+const LAMBDA_MEMORY_GB: f64 = 0.25;
+
+/// Counts what reaches DynamoDB, by operation, retries included (one per HTTP attempt).
+#[derive(Debug, Default)]
+struct RequestCounter {
+    by_operation: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl RequestCounter {
+    fn take(&self) -> std::collections::BTreeMap<String, u64> {
+        std::mem::take(&mut *self.by_operation.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CountRequests(Arc<RequestCounter>);
+
+impl aws_sdk_dynamodb::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("unknown", |m| m.name())
+            .to_string();
+        *self
+            .0
+            .by_operation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A DynamoDB client that counts its requests.
+async fn counted_client(endpoint: &str) -> (aws_sdk_dynamodb::Client, Arc<RequestCounter>) {
+    let counter = Arc::new(RequestCounter::default());
+    let base = client_for_endpoint(Some(endpoint)).await;
+    let config = base.config().to_builder().interceptor(CountRequests(counter.clone())).build();
+    (aws_sdk_dynamodb::Client::from_conf(config), counter)
+}
+
+/// Calls the worker makes on the ledger port: commits, contention, account reads.
+#[derive(Debug, Default)]
+struct PortCalls {
+    posts: std::sync::atomic::AtomicU64,
+    posts_ok: std::sync::atomic::AtomicU64,
+    posts_contended: std::sync::atomic::AtomicU64,
+    account_reads: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PortCounts {
+    posts: u64,
+    posts_ok: u64,
+    posts_contended: u64,
+    account_reads: u64,
+}
+
+impl PortCalls {
+    fn take(&self) -> PortCounts {
+        use std::sync::atomic::Ordering::SeqCst;
+        PortCounts {
+            posts: self.posts.swap(0, SeqCst),
+            posts_ok: self.posts_ok.swap(0, SeqCst),
+            posts_contended: self.posts_contended.swap(0, SeqCst),
+            account_reads: self.account_reads.swap(0, SeqCst),
+        }
+    }
+}
+
+/// The store, counting the port calls made on it.
+struct CountingStore {
+    inner: Arc<dyn LedgerStore>,
+    calls: Arc<PortCalls>,
+}
+
+#[async_trait::async_trait]
+impl LedgerStore for CountingStore {
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<ledger::Account, ledger::StoreError> {
+        self.inner.create_account(account, now).await
+    }
+    async fn account(&self, id: &AccountId) -> Result<Option<ledger::Account>, ledger::StoreError> {
+        self.calls.account_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.account(id).await
+    }
+    async fn modify_account(
+        &self,
+        id: &AccountId,
+        change: ledger::AccountChange,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<ledger::Account, ledger::StoreError> {
+        self.inner.modify_account(id, change, now).await
+    }
+    async fn post_with(
+        &self,
+        id: &AccountId,
+        source: Arc<dyn ledger::PostingSource>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<ledger::PostOutcome, ledger::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.posts.fetch_add(1, SeqCst);
+        let result = self.inner.post_with(id, source, now).await;
+        match &result {
+            Ok(_) => self.calls.posts_ok.fetch_add(1, SeqCst),
+            Err(ledger::StoreError::Contention(_)) => {
+                self.calls.posts_contended.fetch_add(1, SeqCst)
+            }
+            Err(_) => 0,
+        };
+        result
+    }
+    async fn entries(
+        &self,
+        id: &AccountId,
+        query: &ledger::EntryQuery,
+    ) -> Result<ledger::EntryPage, ledger::StoreError> {
+        self.inner.entries(id, query).await
+    }
+    async fn closed_month(
+        &self,
+        id: &AccountId,
+        month: ledger::Month,
+    ) -> Result<Option<ledger::MonthTotals>, ledger::StoreError> {
+        self.inner.closed_month(id, month).await
+    }
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, ledger::StoreError> {
+        self.inner.account_ids(after, limit).await
+    }
+    async fn outbox_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ledger::OutboxPage, ledger::StoreError> {
+        self.inner.outbox_page(after, limit).await
+    }
+    async fn ack_event(&self, event: &ledger::LedgerEvent) -> Result<(), ledger::StoreError> {
+        self.inner.ack_event(event).await
+    }
+}
+
+/// `ContentionRetries` as the store and the worker count it (`messaging::metrics`, through
+/// `tracing`): every commit retried because another writer changed the account first.
+static CONTENTION_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+struct MetricCounter;
+
+#[derive(Default)]
+struct MetricFields {
+    metric: String,
+    value: u64,
+}
+
+impl tracing::field::Visit for MetricFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "metric" {
+            self.metric = value.to_string();
+        }
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "value" {
+            self.value = value;
+        }
+    }
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MetricCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != messaging::metrics::METRIC_TARGET {
+            return;
+        }
+        let mut fields = MetricFields::default();
+        event.record(&mut fields);
+        if fields.metric == messaging::metrics::CONTENTION_RETRIES {
+            CONTENTION_RETRIES.fetch_add(fields.value, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+fn count_metrics() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let subscriber = tracing_subscriber::registry()
+        .with(MetricCounter.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// Ranks drawn with probability proportional to 1 / rank^s (rank 0 the busiest account).
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut total = 0.0;
+        let mut cumulative: Vec<f64> = (1..=n)
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(s);
+                total
+            })
+            .collect();
+        cumulative.iter_mut().for_each(|c| *c /= total);
+        Zipf { cumulative }
+    }
+
+    fn rank(&self, uniform: f64) -> usize {
+        self.cumulative.partition_point(|&c| c < uniform).min(self.cumulative.len() - 1)
+    }
+}
+
+/// SplitMix64: a fixed seed gives every run the same stream.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn zipf_account(rank: usize) -> String {
+    format!("z{rank:05}")
+}
+
+/// SQS requests billed for messages of `sizes` bytes: sent one by one or ten at a time, received
+/// ten at a time by Lambda's pollers, deleted ten at a time (every started 64 KiB of a call's
+/// payload is one request). Empty receives of idle pollers are a fixed cost, not per event.
+struct SqsRequests {
+    send_one_by_one: u64,
+    send_in_tens: u64,
+    receive: u64,
+    delete: u64,
+}
+
+fn sqs_requests(sizes: &[usize]) -> SqsRequests {
+    let chunks = |bytes: usize| bytes.div_ceil(SQS_BILLING_CHUNK_BYTES).max(1) as u64;
+    let tens = || sizes.chunks(SQS_MESSAGES_PER_CALL);
+    SqsRequests {
+        send_one_by_one: sizes.iter().map(|&size| chunks(size)).sum(),
+        send_in_tens: tens().map(|call| chunks(call.iter().sum())).sum(),
+        receive: tens().map(|call| chunks(call.iter().sum())).sum(),
+        delete: tens().count() as u64,
+    }
+}
+
+struct ZipfMode {
+    label: String,
+    events: usize,
+    invocations: usize,
+    port: PortCounts,
+    requests: std::collections::BTreeMap<String, u64>,
+    meter: store_dynamodb::capacity::MeterState,
+    sqs: SqsRequests,
+    durations: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl ZipfMode {
+    fn per_event(&self, value: f64) -> f64 {
+        value / self.events as f64
+    }
+
+    fn mean_invocation_seconds(&self) -> f64 {
+        self.durations.iter().map(Duration::as_secs_f64).sum::<f64>() / self.invocations as f64
+    }
+
+    /// Dollars per million events: DynamoDB writes, reads, SQS sent singly, SQS sent in tens,
+    /// Lambda.
+    fn cost_per_million(&self) -> [f64; 5] {
+        let singly = (self.sqs.send_one_by_one + self.sqs.receive + self.sqs.delete) as f64;
+        let in_tens = (self.sqs.send_in_tens + self.sqs.receive + self.sqs.delete) as f64;
+        let invocations = 1e6 / (self.events as f64 / self.invocations as f64);
+        [
+            self.per_event(self.meter.write_units as f64) * DYNAMODB_USD_PER_MILLION_WRITE_UNITS,
+            self.per_event(self.meter.read_units as f64) * DYNAMODB_USD_PER_MILLION_READ_UNITS,
+            self.per_event(singly) * SQS_USD_PER_MILLION_REQUESTS,
+            self.per_event(in_tens) * SQS_USD_PER_MILLION_REQUESTS,
+            invocations
+                * self.mean_invocation_seconds()
+                * LAMBDA_MEMORY_GB
+                * LAMBDA_ARM_USD_PER_GB_SECOND
+                + invocations * LAMBDA_USD_PER_MILLION_REQUESTS / 1e6,
+        ]
+    }
+}
+
+async fn zipf_suite(endpoint: &str, args: &Args) {
+    use futures::stream::{self, StreamExt};
+    use usage::worker::{process_batch_received, Message, RateCards};
+    let received_at = chrono::DateTime::parse_from_rfc3339("2027-01-04T18:00:00Z")
+        .expect("a fixed receipt time")
+        .to_utc();
+    let (client, requests) = counted_client(endpoint).await;
+    let table = format!("bench-zipf-{}", std::process::id());
+    create_table(&client, &table).await.expect("create table");
+    let meter = Arc::new(CapacityMeter::default());
+    let calls = Arc::new(PortCalls::default());
+    let store: Arc<dyn LedgerStore> = Arc::new(CountingStore {
+        inner: Arc::new(DynamoStore::new(client, table).with_meter(meter.clone())),
+        calls: calls.clone(),
+    });
+
+    // Every account exists and holds funds, so no posting crosses a threshold (no events).
+    let setup = Instant::now();
+    stream::iter(0..args.zipf_accounts)
+        .for_each_concurrent(32, |rank| {
+            let store = store.clone();
+            async move {
+                let id = open_account(&*store, &zipf_account(rank)).await;
+                let funds = Posting::credit(
+                    SourceId::parse("pay:bench-funds").expect("valid"),
+                    BillingItem::FundsAdded,
+                    Amount::new(Decimal::new(100_000, 0)).expect("valid"),
+                    Utc::now(),
+                )
+                .expect("valid posting");
+                store.post(&id, vec![funds], Utc::now()).await.expect("fund");
+            }
+        })
+        .await;
+    let setup = setup.elapsed();
+
+    let zipf = Zipf::new(args.zipf_accounts, args.zipf_s);
+    let mut random = SplitMix(0x5eed_0018);
+    let ranks: Vec<usize> = (0..args.zipf_events).map(|_| zipf.rank(random.uniform())).collect();
+    let distinct = ranks.iter().collect::<std::collections::HashSet<_>>().len();
+    let busiest = ranks.iter().filter(|&&r| r == 0).count();
+
+    let mut deliveries = vec![(None, args.lambda_batch)];
+    deliveries
+        .extend(args.envelope_lambda_batches.iter().map(|&b| (Some(args.envelope_events), b)));
+    let mut modes = Vec::new();
+    for (index, (envelope, lambda_batch)) in deliveries.into_iter().enumerate() {
+        let round = index + 1;
+        let bodies: Vec<String> = ranks
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| usage_body(&zipf_account(r), round, i))
+            .collect();
+        let (label, messages): (String, Vec<String>) = match envelope {
+            None => (format!("single-event messages, {lambda_batch} per invocation"), bodies),
+            Some(per) => (
+                format!("envelopes of {per} events, {lambda_batch} per invocation"),
+                bodies
+                    .chunks(per)
+                    .map(|events| format!(r#"{{"version": 1, "batch": [{}]}}"#, events.join(", ")))
+                    .collect(),
+            ),
+        };
+        let sizes: Vec<usize> = messages.iter().map(String::len).collect();
+        assert!(sizes.iter().all(|&size| size <= usage::events::MAX_BATCH_BYTES));
+        let cards = RateCards::standard_only();
+        meter.take();
+        calls.take();
+        requests.take();
+        let mut durations = Vec::new();
+        let started = Instant::now();
+        for (n, batch) in messages.chunks(lambda_batch).enumerate() {
+            let batch: Vec<Message> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, body)| Message { id: format!("m{n}-{i}"), body: body.clone() })
+                .collect();
+            let began = Instant::now();
+            let report =
+                process_batch_received(store.clone(), &cards, None, batch, received_at).await;
+            durations.push(began.elapsed());
+            assert!(report.failures.is_empty(), "{:?}", report.failures.first());
+        }
+        let elapsed = started.elapsed();
+        modes.push(ZipfMode {
+            label,
+            events: ranks.len(),
+            invocations: durations.len(),
+            port: calls.take(),
+            requests: requests.take(),
+            meter: meter.take(),
+            sqs: sqs_requests(&sizes),
+            durations,
+            elapsed,
+        });
+    }
+
+    println!(
+        "### Realistic traffic on DynamoDB Local: {} accounts, Zipf s = {}, {} events per mode\n",
+        args.zipf_accounts, args.zipf_s, args.zipf_events
+    );
+    println!(
+        "Setup {:.0} s (accounts created and funded, not measured). The stream touched {distinct} \
+         accounts; the busiest took {busiest} events ({:.1}%). Every mode delivers the same \
+         account sequence (fresh event ids) in full Lambda batches, one invocation after another \
+         (a busy queue fills a batch before the 5 s window closes); every count below is per \
+         event delivered.\n",
+        setup.as_secs_f64(),
+        100.0 * busiest as f64 / ranks.len() as f64,
+    );
+    println!("| delivery | events/invocation | store calls (commits)/event | account reads/event | DynamoDB requests/event | billed WCU/event | RCU/event | SQS requests/event (sent singly) | SQS requests/event (sent in tens) | ms/invocation p50 | ms/invocation max | events/s (Local) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for mode in &modes {
+        let mut sorted = mode.durations.clone();
+        sorted.sort();
+        let total_requests: u64 = mode.requests.values().sum();
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} | {:.4} | {:.0} | {:.0} | {:.0} |",
+            mode.label,
+            mode.events as f64 / mode.invocations as f64,
+            mode.per_event(mode.port.posts as f64),
+            mode.per_event(mode.port.account_reads as f64),
+            mode.per_event(total_requests as f64),
+            mode.per_event(mode.meter.write_units as f64),
+            mode.per_event(mode.meter.read_units as f64),
+            mode.per_event((mode.sqs.send_one_by_one + mode.sqs.receive + mode.sqs.delete) as f64),
+            mode.per_event((mode.sqs.send_in_tens + mode.sqs.receive + mode.sqs.delete) as f64),
+            percentile(&sorted, 0.5).as_secs_f64() * 1e3,
+            sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            mode.events as f64 / mode.elapsed.as_secs_f64(),
+        );
+    }
+    println!();
+    for mode in &modes {
+        let breakdown: Vec<String> = mode
+            .requests
+            .iter()
+            .map(|(operation, count)| format!("{operation} {:.3}", mode.per_event(*count as f64)))
+            .collect();
+        println!("DynamoDB requests per event, {}: {}.\n", mode.label, breakdown.join(", "));
+    }
+    println!("Cost per million usage events at on-demand list prices (us-east-1): DynamoDB ${DYNAMODB_USD_PER_MILLION_WRITE_UNITS}/M write units and ${DYNAMODB_USD_PER_MILLION_READ_UNITS}/M read units, SQS ${SQS_USD_PER_MILLION_REQUESTS}/M requests (each started 64 KiB of a call billed as one; the platform sending each message on its own or ten per `SendMessageBatch`; Lambda's pollers receive and delete in tens), Lambda arm64 ${LAMBDA_ARM_USD_PER_GB_SECOND}/GB-s at {} MB + ${LAMBDA_USD_PER_MILLION_REQUESTS}/M invocations, with the invocation time measured here against DynamoDB Local (an upper bound: DynamoDB Local on this machine is slower per call than DynamoDB).\n", (LAMBDA_MEMORY_GB * 1024.0) as u32);
+    println!("| delivery | DynamoDB writes | DynamoDB reads | SQS (sent singly) | SQS (sent in tens) | Lambda | total (sent singly) | total (sent in tens) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for mode in &modes {
+        let [writes, reads, singly, in_tens, lambda] = mode.cost_per_million();
+        println!(
+            "| {} | ${writes:.2} | ${reads:.2} | ${singly:.3} | ${in_tens:.3} | ${lambda:.3} | **${:.2}** | **${:.2}** |",
+            mode.label,
+            writes + reads + singly + lambda,
+            writes + reads + in_tens + lambda,
+        );
+    }
+    println!();
+}
+
+/// One hot account, several pollers posting to it at once (the usage Lambda scaled out), each
+/// with the template's batch of 100 single-event messages.
+async fn pollers_suite(endpoint: &str, args: &Args) {
+    use usage::worker::{process_batch_received, Message, RateCards};
+    let received_at = chrono::DateTime::parse_from_rfc3339("2027-01-04T18:00:00Z")
+        .expect("a fixed receipt time")
+        .to_utc();
+    println!("### One hot account, concurrent pollers, on DynamoDB Local ({} events each, batches of {})\n", args.poller_events, args.lambda_batch);
+    println!("| pollers | events | events/s (Local) | commits | commit conflicts (store retries)/commit | worker re-posts (contention)/commit | DynamoDB requests/commit | messages failed | billed WCU/event | RCU/event | ms/invocation p50 | ms/invocation max |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cards = RateCards::standard_only();
+    for &pollers in &args.pollers {
+        let (client, requests) = counted_client(endpoint).await;
+        let table = format!("bench-pollers-{}-{pollers}", std::process::id());
+        create_table(&client, &table).await.expect("create table");
+        let meter = Arc::new(CapacityMeter::default());
+        let calls = Arc::new(PortCalls::default());
+        let store: Arc<dyn LedgerStore> = Arc::new(CountingStore {
+            inner: Arc::new(DynamoStore::new(client, table).with_meter(meter.clone())),
+            calls: calls.clone(),
+        });
+        open_account(&*store, "hot").await;
+        let rounds = (args.poller_events / args.lambda_batch / pollers).max(1);
+        meter.take();
+        calls.take();
+        requests.take();
+        CONTENTION_RETRIES.store(0, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        let runs = (0..pollers).map(|poller| {
+            let store = store.clone();
+            let cards = cards.clone();
+            let batch = args.lambda_batch;
+            tokio::spawn(async move {
+                let mut failed = 0;
+                let mut durations = Vec::new();
+                for round in 0..rounds {
+                    let messages: Vec<Message> = (0..batch)
+                        .map(|i| Message {
+                            id: format!("m{i}"),
+                            body: usage_body("hot", 1 + poller * rounds + round, i),
+                        })
+                        .collect();
+                    let began = Instant::now();
+                    let report =
+                        process_batch_received(store.clone(), &cards, None, messages, received_at)
+                            .await;
+                    durations.push(began.elapsed());
+                    failed += report.failures.len();
+                }
+                (failed, durations)
+            })
+        });
+        let results = futures::future::join_all(runs).await;
+        let elapsed = started.elapsed();
+        let mut failed = 0;
+        let mut durations = Vec::new();
+        for result in results {
+            let (f, d) = result.expect("poller");
+            failed += f;
+            durations.extend(d);
+        }
+        durations.sort();
+        let port = calls.take();
+        let state = meter.take();
+        let total_requests: u64 = requests.take().values().sum();
+        let all_retries = CONTENTION_RETRIES.load(std::sync::atomic::Ordering::SeqCst);
+        // The worker counts one retry per contended post it tries again; the rest are the
+        // store's own conflict retries inside one post.
+        let worker_retries = port.posts_contended;
+        let store_retries = all_retries.saturating_sub(worker_retries);
+        let events = (pollers * rounds * args.lambda_batch) as f64;
+        let commits = port.posts_ok.max(1) as f64;
+        println!(
+            "| {pollers} | {events} | {:.0} | {} | {:.2} | {:.2} | {:.1} | {failed} | {:.3} | {:.3} | {:.0} | {:.0} |",
+            events / elapsed.as_secs_f64(),
+            port.posts_ok,
+            store_retries as f64 / commits,
+            worker_retries as f64 / commits,
+            total_requests as f64 / commits,
+            state.write_units as f64 / events,
+            state.read_units as f64 / events,
+            percentile(&durations, 0.5).as_secs_f64() * 1e3,
+            durations.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        );
+    }
+    println!();
+}
 
 #[tokio::main]
 async fn main() {
@@ -583,6 +1174,15 @@ async fn main() {
         }
         if wants("tax") {
             tax_suite(endpoint, &args).await;
+        }
+        if wants("zipf") || wants("pollers") {
+            count_metrics();
+        }
+        if wants("zipf") {
+            zipf_suite(endpoint, &args).await;
+        }
+        if wants("pollers") {
+            pollers_suite(endpoint, &args).await;
         }
     }
     if wants("ledger") {

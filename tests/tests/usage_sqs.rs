@@ -271,3 +271,75 @@ async fn the_relay_sends_batches_to_each_queue_and_a_missing_queue_fails_only_it
     assert_eq!(requests.len(), 1);
     assert!(requests[0].contains("recharge_requested"));
 }
+
+/// A batch envelope of `events` (each a single-event message body).
+fn envelope(events: &[String]) -> String {
+    format!(r#"{{"version": 1, "batch": [{}]}}"#, events.join(", "))
+}
+
+fn sms_out(event_id: &str, account: &str, segments: u32) -> String {
+    format!(
+        r#"{{"version": 1, "event_id": "{event_id}", "account_id": "{account}", "occurred_at": "2026-11-04T10:00:00Z", "type": "sms_out", "data": {{"from": "+14155550100", "to": "+14155550123", "segments": {segments}}}}}"#
+    )
+}
+
+fn call_187_s(event_id: &str, account: &str) -> String {
+    format!(
+        r#"{{"version": 1, "event_id": "{event_id}", "account_id": "{account}", "occurred_at": "2026-11-04T10:00:00Z", "type": "call", "data": {{"direction": "outbound", "from": "+14155550100", "to": "+14155550123", "answered": true, "duration_seconds": 187}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_envelopes_through_sqs_post_each_event_once_and_a_bad_envelope_reaches_the_dlq() {
+    let rig = Rig::new().await;
+    let store = &*rig.store;
+    let mut ids = Vec::new();
+    for name in ["acme", "globex", "initech"] {
+        let id = open(store, name, None).await;
+        store.post(&id, vec![credit("pay-1", "20")], at(0)).await.unwrap();
+        ids.push(id);
+    }
+    // Standard card: a 187 s call 0.0448 + 0.0025 = 0.0473; an SMS 0.0079 per segment + 0.003.
+    let three_accounts = envelope(&[
+        call_187_s("evt-a1", "acme"),
+        sms_out("evt-a2", "globex", 1),
+        sms_out("evt-a3", "initech", 2),
+    ]);
+    // Good events around one of an unknown type: they post, the message fails and, after the
+    // queue's two receives, waits in the DLQ (re-driving it later posts nothing twice).
+    let fax = r#"{"version": 1, "event_id": "evt-fax", "account_id": "acme", "occurred_at": "2026-11-04T10:00:00Z", "type": "fax", "data": {"pages": 3}}"#;
+    let with_poison = envelope(&[
+        sms_out("evt-b1", "acme", 2),
+        fax.to_string(),
+        call_187_s("evt-b2", "globex"),
+        sms_out("evt-a2", "globex", 1),
+    ]);
+    // Malformed as a whole (an unknown envelope field): nothing in it posts.
+    let malformed = format!(
+        r#"{{"version": 1, "batch": [{}], "sender": "pbx"}}"#,
+        sms_out("evt-c1", "initech", 3)
+    );
+    let single = sms_out("evt-d1", "initech", 1);
+    let bodies =
+        [three_accounts.as_str(), with_poison.as_str(), malformed.as_str(), single.as_str()];
+    rig.send(&bodies).await;
+    rig.run_until_drained(None, 2).await;
+
+    let balances = [usd("19.9339"), usd("19.9418"), usd("19.9703")];
+    // acme 20 - 0.0473 - 0.0188; globex 20 - 0.0109 - 0.0473; initech 20 - 0.0188 - 0.0109.
+    for (id, expected) in ids.iter().zip(&balances) {
+        let account = conformance::assert_consistent(store, id).await;
+        assert_eq!(&account.balance_usd, expected, "{id}");
+    }
+    let dead: BTreeSet<String> = e2e::drain(&rig.sqs, &rig.dlq_url).await.into_iter().collect();
+    assert_eq!(dead, BTreeSet::from([with_poison.clone(), malformed.clone()]));
+
+    // The platform resends everything, and the DLQ is re-driven: nothing is charged twice.
+    rig.send(&bodies).await;
+    rig.run_until_drained(None, 2).await;
+    for (id, expected) in ids.iter().zip(&balances) {
+        let account = conformance::assert_consistent(store, id).await;
+        assert_eq!(&account.balance_usd, expected, "{id} after redelivery");
+    }
+    assert_eq!(e2e::drain(&rig.sqs, &rig.dlq_url).await.len(), 2);
+}

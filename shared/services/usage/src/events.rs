@@ -1,5 +1,8 @@
 //! The telephony usage event schema, version 1 (documented in `docs/usage-events.md`, examples
 //! in `tests/fixtures/usage/`). Parsed strictly: unknown fields, types and versions are errors.
+//!
+//! A queue message holds one event ([`UsageEvent`]) or a batch envelope of up to
+//! [`MAX_EVENTS_PER_BATCH`] of them ([`UsageMessage`]).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
@@ -12,6 +15,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// within the ledger's 128-character source ids.
 pub const MAX_EVENT_ID_LEN: usize = 96;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// A batch envelope's limit: one 64 KiB chunk, which SQS bills as one request (a larger message
+/// is billed per started 64 KiB, so it would save nothing per event), well inside SQS's message
+/// limit, and a full Lambda batch of 100 such messages stays near the 6 MB invocation payload.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Events in one batch envelope: at most one store call per account for a whole envelope
+/// (`worker::MAX_EVENTS_PER_POST`), and a Lambda batch of 100 envelopes stays a bounded amount of
+/// work for one invocation.
+pub const MAX_EVENTS_PER_BATCH: usize = 100;
 /// How far an event's `occurred_at` may lie after the moment the worker received it: the
 /// platform's and the worker's clocks differ a little, never by more than this.
 pub const MAX_CLOCK_SKEW_SECONDS: i64 = 5 * 60;
@@ -23,6 +34,12 @@ pub const MAX_EVENT_AGE_DAYS: i64 = 400;
 pub enum EventError {
     #[error("message is {0} bytes; the limit is {MAX_MESSAGE_BYTES}")]
     TooLarge(usize),
+    #[error(
+        "message is {0} bytes; the limit is {MAX_BATCH_BYTES} for a batch envelope ({MAX_MESSAGE_BYTES} for a single event)"
+    )]
+    BatchTooLarge(usize),
+    #[error("batch holds {0} events; a batch holds 1 to {MAX_EVENTS_PER_BATCH}")]
+    BatchCount(usize),
     #[error("not a usage event: {0}")]
     Malformed(String),
     #[error("unsupported schema version {0}; this worker reads version {SCHEMA_VERSION}")]
@@ -131,27 +148,35 @@ fn phone(field: &'static str, value: &str) -> Result<(), EventError> {
     }
 }
 
+fn check_version(loose: &serde_json::Value) -> Result<(), EventError> {
+    match loose.get("version").and_then(serde_json::Value::as_u64) {
+        Some(version) if version != u64::from(SCHEMA_VERSION) => {
+            Err(EventError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn data<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, EventError> {
     serde_json::from_value(value).map_err(|e| EventError::Malformed(format!("data: {e}")))
 }
 
 impl UsageEvent {
+    /// Parse a single-event message (a batch envelope is [`UsageMessage::parse`]'s).
     pub fn parse(body: &str) -> Result<Self, EventError> {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(EventError::TooLarge(body.len()));
         }
-        // The version decides the schema, so it is read before the strict parse: a newer
-        // message with new fields reports its version, not an unknown field.
         let loose: serde_json::Value =
             serde_json::from_str(body).map_err(|e| EventError::Malformed(e.to_string()))?;
-        match loose.get("version").and_then(serde_json::Value::as_u64) {
-            Some(version) if version != u64::from(SCHEMA_VERSION) => {
-                return Err(EventError::UnsupportedVersion(
-                    u32::try_from(version).unwrap_or(u32::MAX),
-                ));
-            }
-            _ => {}
-        }
+        Self::from_value(loose)
+    }
+
+    /// One event from its loosely parsed JSON: a message's body or one element of a batch.
+    fn from_value(loose: serde_json::Value) -> Result<Self, EventError> {
+        // The version decides the schema, so it is read before the strict parse: a newer
+        // message with new fields reports its version, not an unknown field.
+        check_version(&loose)?;
         let envelope: Envelope =
             serde_json::from_value(loose).map_err(|e| EventError::Malformed(e.to_string()))?;
         if envelope.event_id.len() > MAX_EVENT_ID_LEN {
@@ -247,5 +272,97 @@ impl UsageEvent {
     /// The month of the occurrence (UTC): the month whose included minutes it uses.
     pub fn month(&self) -> ledger::Month {
         ledger::Month::of(self.occurred_at)
+    }
+}
+
+/// The batch envelope: `{"version": 1, "batch": [<event>, ...]}`, each element exactly what a
+/// single-event message holds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEnvelope {
+    /// Checked before the strict parse; declared so the strict parse accepts it.
+    #[allow(dead_code)]
+    version: u32,
+    batch: Vec<serde_json::Value>,
+}
+
+/// One event of a batch envelope that cannot be used, and which one it is.
+/// How reasons and logs name the event at `index` of a batch envelope: `batch[3] (event "e-1")`.
+pub fn batch_event_label(index: usize, event_id: Option<&str>) -> String {
+    match event_id {
+        Some(id) => format!("batch[{index}] (event {id:?})"),
+        None => format!("batch[{index}]"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {error}", batch_event_label(*index, event_id.as_deref()))]
+pub struct BatchEventError {
+    /// The event's position in the envelope, from 0.
+    pub index: usize,
+    /// Its `event_id`, when it has a string one (even an invalid one: it is for the logs).
+    pub event_id: Option<String>,
+    pub error: EventError,
+}
+
+/// What one queue message holds: one event, or a batch envelope of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageMessage {
+    Event(UsageEvent),
+    /// The envelope's events in order, each parsed and checked on its own: one bad event does
+    /// not hide the others, but it fails the message (see the worker).
+    Batch(Vec<Result<UsageEvent, BatchEventError>>),
+}
+
+impl UsageMessage {
+    /// Parse a message body. An `Err` is the message as a whole: not JSON, a single event that
+    /// is wrong, or an envelope that is (too large, another version, unknown fields, no events
+    /// or too many). A well-formed envelope is `Ok` even when some of its events are not.
+    pub fn parse(body: &str) -> Result<Self, EventError> {
+        Self::parse_with(body, |_| Ok(()))
+    }
+
+    /// [`UsageMessage::parse`], then every event checked against the moment the message was
+    /// received ([`UsageEvent::check_occurred_at`]): what the worker does with every message.
+    pub fn parse_received(body: &str, received_at: DateTime<Utc>) -> Result<Self, EventError> {
+        Self::parse_with(body, |event| event.check_occurred_at(received_at))
+    }
+
+    fn parse_with(
+        body: &str,
+        check: impl Fn(&UsageEvent) -> Result<(), EventError>,
+    ) -> Result<Self, EventError> {
+        if body.len() > MAX_BATCH_BYTES {
+            return Err(EventError::BatchTooLarge(body.len()));
+        }
+        let loose: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if loose.get("batch").is_none() {
+            if body.len() > MAX_MESSAGE_BYTES {
+                return Err(EventError::TooLarge(body.len()));
+            }
+            let event = UsageEvent::from_value(loose)?;
+            check(&event)?;
+            return Ok(UsageMessage::Event(event));
+        }
+        check_version(&loose)?;
+        let envelope: BatchEnvelope = serde_json::from_value(loose)
+            .map_err(|e| EventError::Malformed(format!("batch envelope: {e}")))?;
+        if envelope.batch.is_empty() || envelope.batch.len() > MAX_EVENTS_PER_BATCH {
+            return Err(EventError::BatchCount(envelope.batch.len()));
+        }
+        let events = envelope
+            .batch
+            .into_iter()
+            .enumerate()
+            .map(|(index, element)| {
+                let event_id =
+                    element.get("event_id").and_then(serde_json::Value::as_str).map(str::to_owned);
+                UsageEvent::from_value(element)
+                    .and_then(|event| check(&event).map(|()| event))
+                    .map_err(|error| BatchEventError { index, event_id, error })
+            })
+            .collect();
+        Ok(UsageMessage::Batch(events))
     }
 }

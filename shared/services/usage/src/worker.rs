@@ -1,9 +1,12 @@
 //! The usage worker: a batch of SQS messages in, the ids of the messages that failed out.
 //!
-//! Messages are parsed one by one (a malformed one fails alone), grouped by account, rated and
-//! posted with one store call per account chunk, accounts in parallel, each in its own task so
-//! a panic fails only that account's messages. Failed messages return to the queue and, after
-//! `maxReceiveCount` tries, go to the dead-letter queue; nothing is dropped silently.
+//! Messages are parsed one by one (a malformed one fails alone); each holds one event or a
+//! batch envelope of events. Events are grouped by account, rated and posted with one store call
+//! per account chunk, accounts in parallel, each in its own task so a panic fails only that
+//! account's messages. A message is what the queue retries, so it fails when any of its events
+//! fails, with one reason per message; its events that did post are duplicates on redelivery.
+//! Failed messages return to the queue and, after `maxReceiveCount` tries, go to the dead-letter
+//! queue; nothing is dropped silently.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use messaging::outbox::{publish_and_ack, EventSink};
 pub use messaging::queue::{Failure, Message};
 use tracing::{error, info, warn, Instrument};
 
-use crate::events::UsageEvent;
+use crate::events::{batch_event_label, UsageEvent, UsageMessage};
 use crate::source::{check_rates, RatedEvents};
 
 /// Events per store call: up to ~6 postings each stays under the ledger's 1,000 per call.
@@ -33,6 +36,9 @@ pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
 /// is drawn between half and all of its ceiling, so contending pollers spread out).
 pub const CONTENTION_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 pub const CONTENTION_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Reasons kept in one message's failure when several of its events failed (the rest are
+/// counted; every one is logged).
+pub const MAX_REASONS_PER_FAILURE: usize = 3;
 
 /// The rate cards: the rating crate's (re-exported for the worker's callers).
 pub use rating::{RateCards, RateCardsError};
@@ -70,15 +76,48 @@ pub async fn process_batch_received(
     received_at: DateTime<Utc>,
 ) -> BatchReport {
     let mut report = BatchReport::default();
-    let mut by_account: BTreeMap<AccountId, Vec<(String, UsageEvent)>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut by_account: BTreeMap<AccountId, Vec<Delivered>> = BTreeMap::new();
     for message in messages {
-        match UsageEvent::parse_received(&message.body, received_at) {
-            Ok(event) => {
-                by_account.entry(event.account_id.clone()).or_default().push((message.id, event))
+        match UsageMessage::parse_received(&message.body, received_at) {
+            Ok(UsageMessage::Event(event)) => {
+                let delivered = Delivered { message_id: message.id, label: None, event };
+                by_account.entry(delivered.event.account_id.clone()).or_default().push(delivered);
+            }
+            Ok(UsageMessage::Batch(events)) => {
+                for (index, parsed) in events.into_iter().enumerate() {
+                    match parsed {
+                        Ok(event) => {
+                            let label = batch_event_label(index, Some(event.event_id.as_str()));
+                            let delivered = Delivered {
+                                message_id: message.id.clone(),
+                                label: Some(label),
+                                event,
+                            };
+                            by_account
+                                .entry(delivered.event.account_id.clone())
+                                .or_default()
+                                .push(delivered);
+                        }
+                        Err(error) => {
+                            warn!(
+                                message_id = %message.id,
+                                index = error.index,
+                                event_id = error.event_id.as_deref().unwrap_or(""),
+                                reason = %error.error,
+                                "malformed usage event in a batch message"
+                            );
+                            failures.push(Failure {
+                                message_id: message.id.clone(),
+                                reason: error.to_string(),
+                            });
+                        }
+                    }
+                }
             }
             Err(error) => {
-                warn!(message_id = %message.id, reason = %error, "malformed usage event");
-                report.failures.push(Failure { message_id: message.id, reason: error.to_string() });
+                warn!(message_id = %message.id, reason = %error, "malformed usage message");
+                failures.push(Failure { message_id: message.id, reason: error.to_string() });
             }
         }
     }
@@ -86,7 +125,8 @@ pub async fn process_batch_received(
         let store = store.clone();
         let cards = cards.clone();
         let sink = sink.clone();
-        let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+        let names: Vec<(String, Option<String>)> =
+            events.iter().map(|d| (d.message_id.clone(), d.label.clone())).collect();
         let span = tracing::info_span!("account", %account_id, events = events.len());
         async move {
             let handle =
@@ -101,9 +141,12 @@ pub async fn process_batch_received(
                 Err(join_error) => {
                     let reason = format!("worker panicked: {join_error}");
                     warn!(%reason, "account batch failed");
-                    let failures = ids
+                    let failures = names
                         .into_iter()
-                        .map(|message_id| Failure { message_id, reason: reason.clone() })
+                        .map(|(message_id, label)| Failure {
+                            message_id,
+                            reason: labelled(label.as_deref(), &reason),
+                        })
                         .collect();
                     AccountOutcome { failures, ..Default::default() }
                 }
@@ -113,14 +156,73 @@ pub async fn process_batch_received(
     let outcomes: Vec<AccountOutcome> =
         futures::stream::iter(tasks).buffer_unordered(ACCOUNT_CONCURRENCY).collect().await;
     for outcome in outcomes {
-        report.failures.extend(outcome.failures);
+        failures.extend(outcome.failures);
         report.events_posted += outcome.events_posted;
         report.postings_applied += outcome.applied;
         report.postings_duplicate += outcome.duplicate;
         report.postings_reused += outcome.reused;
         report.postings_refused += outcome.refused;
     }
+    report.failures = one_failure_per_message(failures);
     report
+}
+
+/// One event on its way to the ledger: the message it came in and, for an event of a batch
+/// envelope, which one it is (reasons and logs name it).
+struct Delivered {
+    message_id: String,
+    label: Option<String>,
+    event: UsageEvent,
+}
+
+impl Delivered {
+    fn failure(&self, reason: &str) -> Failure {
+        Failure {
+            message_id: self.message_id.clone(),
+            reason: labelled(self.label.as_deref(), reason),
+        }
+    }
+}
+
+fn labelled(label: Option<&str>, reason: &str) -> String {
+    match label {
+        Some(label) => format!("{label}: {reason}"),
+        None => reason.to_string(),
+    }
+}
+
+/// The queue retries messages, not events: a batch message whose events failed for several
+/// reasons is reported once, with the first [`MAX_REASONS_PER_FAILURE`] reasons.
+fn one_failure_per_message(failures: Vec<Failure>) -> Vec<Failure> {
+    let mut order: Vec<String> = Vec::new();
+    let mut reasons: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for failure in failures {
+        let entry = reasons.entry(failure.message_id.clone()).or_default();
+        if entry.is_empty() {
+            order.push(failure.message_id);
+        }
+        entry.push(failure.reason);
+    }
+    order
+        .into_iter()
+        .map(|message_id| {
+            let all = reasons.remove(&message_id).unwrap_or_default();
+            let mut reason = all
+                .iter()
+                .take(MAX_REASONS_PER_FAILURE)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if all.len() > MAX_REASONS_PER_FAILURE {
+                reason.push_str(&format!(
+                    "; and {} more failed events",
+                    all.len() - MAX_REASONS_PER_FAILURE
+                ));
+            }
+            Failure { message_id, reason }
+        })
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -138,14 +240,12 @@ async fn post_account(
     cards: &RateCards,
     sink: Option<&dyn EventSink>,
     account_id: &AccountId,
-    events: Vec<(String, UsageEvent)>,
+    events: Vec<Delivered>,
 ) -> AccountOutcome {
     let mut outcome = AccountOutcome::default();
-    let fail_all = |outcome: &mut AccountOutcome, events: &[(String, UsageEvent)], reason: &str| {
+    let fail_all = |outcome: &mut AccountOutcome, events: &[Delivered], reason: &str| {
         warn!(%reason, count = events.len(), "usage events failed");
-        outcome.failures.extend(
-            events.iter().map(|(id, _)| Failure { message_id: id.clone(), reason: reason.into() }),
-        );
+        outcome.failures.extend(events.iter().map(|delivered| delivered.failure(reason)));
     };
     let account = match store.account(account_id).await {
         Ok(Some(account)) => account,
@@ -164,19 +264,24 @@ async fn post_account(
         return outcome;
     };
     let mut good = Vec::with_capacity(events.len());
-    for (message_id, event) in events {
-        match check_rates(&card, &event) {
-            Ok(()) => good.push((message_id, event)),
+    for delivered in events {
+        match check_rates(&card, &delivered.event) {
+            Ok(()) => good.push(delivered),
             Err(error) => {
-                warn!(%message_id, reason = %error, "usage event cannot be rated");
-                outcome.failures.push(Failure { message_id, reason: error.to_string() });
+                warn!(
+                    message_id = %delivered.message_id,
+                    event = delivered.label.as_deref().unwrap_or(""),
+                    reason = %error,
+                    "usage event cannot be rated"
+                );
+                outcome.failures.push(delivered.failure(&error.to_string()));
             }
         }
     }
     for chunk in good.chunks(MAX_EVENTS_PER_POST) {
         let source = Arc::new(RatedEvents {
             card: card.clone(),
-            events: chunk.iter().map(|(_, e)| e.clone()).collect(),
+            events: chunk.iter().map(|delivered| delivered.event.clone()).collect(),
         });
         match post_through_contention(store, account_id, source).await {
             Ok(posted) => {
