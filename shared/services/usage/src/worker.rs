@@ -28,7 +28,7 @@ pub const MAX_EVENTS_PER_POST: usize = 100;
 pub const ACCOUNT_CONCURRENCY: usize = 8;
 /// How long the worker keeps retrying an account chunk the store reports as contended (its own
 /// conflict retries exhausted) before the chunk's messages go back to the queue. Well inside the
-/// function's 10 s timeout (the store's own retries take up to about 3 s more), so contention
+/// function's 60 s timeout (the store's own retries take up to about 3 s more), so contention
 /// costs a few seconds of latency, not a receive: only contention lasting that long on five
 /// receives in a row could reach the dead-letter queue.
 pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
