@@ -42,6 +42,19 @@ struct PlanRequest {
     cadence: Option<String>,
 }
 
+/// Why a scheduler payload is not a plan request this function runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Not JSON of the request's shape (an unknown field, a month that is not `YYYY-MM`).
+    #[error("expected {expected}: {reason}")]
+    Unreadable { expected: &'static str, reason: String },
+    #[error("unknown run {run:?}; expected {expected}")]
+    UnknownRun { run: String, expected: &'static str },
+    /// A field of the other job function, or a missing or unknown cadence.
+    #[error("expected {expected}")]
+    NotThisFunction { expected: &'static str },
+}
+
 /// What a plan request asks for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -55,7 +68,7 @@ impl Plan {
         function: JobFunction,
         payload: Value,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, PlanError> {
         let expected = match function {
             JobFunction::Tax => {
                 r#"an SQS batch or {"run": "plan"} (optionally with "month": "YYYY-MM")"#
@@ -64,10 +77,10 @@ impl Plan {
                 r#"an SQS batch or {"run": "plan", "cadence": "monthly" or "weekly"}"#
             }
         };
-        let request: PlanRequest =
-            serde_json::from_value(payload).map_err(|e| format!("expected {expected}: {e}"))?;
+        let request: PlanRequest = serde_json::from_value(payload)
+            .map_err(|e| PlanError::Unreadable { expected, reason: e.to_string() })?;
         if request.run != "plan" {
-            return Err(format!("unknown run {:?}; expected {expected}", request.run));
+            return Err(PlanError::UnknownRun { run: request.run, expected });
         }
         match (function, request.month, request.cadence) {
             (JobFunction::Tax, month, None) => {
@@ -76,11 +89,11 @@ impl Plan {
             }
             (JobFunction::Statements, None, Some(cadence)) => {
                 let cadence =
-                    Cadence::parse(&cadence).ok_or_else(|| format!("expected {expected}"))?;
+                    Cadence::parse(&cadence).ok_or(PlanError::NotThisFunction { expected })?;
                 let (from, to) = cadence.previous_period(now.date_naive());
                 Ok(Plan::Statements { cadence, from, to })
             }
-            _ => Err(format!("expected {expected}")),
+            _ => Err(PlanError::NotThisFunction { expected }),
         }
     }
 
@@ -178,7 +191,10 @@ mod tests {
         );
         assert!(Plan::parse(JobFunction::Tax, json!({"run": "plan", "month": "2026-13"}), now())
             .is_err());
-        assert!(Plan::parse(JobFunction::Tax, json!({"run": "go"}), now()).is_err());
+        assert!(matches!(
+            Plan::parse(JobFunction::Tax, json!({"run": "go"}), now()),
+            Err(PlanError::UnknownRun { ref run, .. }) if run == "go"
+        ));
         assert!(Plan::parse(JobFunction::Tax, json!({"run": "plan", "cadence": "weekly"}), now())
             .is_err());
         let Ok(Plan::Statements { cadence, from, to }) = Plan::parse(
