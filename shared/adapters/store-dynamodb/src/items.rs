@@ -63,9 +63,9 @@ pub struct InlineBatch {
     /// The batch is the first of its minute: flushing writes the minute-index item.
     #[serde(rename = "n", default)]
     pub opens_minute: bool,
-    /// Members that groups this batch adds to already had (see [`PageItem::prior`]).
-    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
-    pub prior: Option<String>,
+    /// The existing groups this batch adds to (see [`PageItem::extends`]).
+    #[serde(rename = "x", alias = "g", default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 /// One batch's entries (or a part of a large batch), in a compact form.
@@ -87,11 +87,13 @@ pub struct PageItem {
     /// carry `entries` instead.
     #[serde(rename = "z", default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub deflated: Option<Vec<u8>>,
-    /// Group markers only: JSON of the members that groups this batch adds to already had
-    /// (`{group: [GroupMember]}`), so a marker written from this batch is complete without
-    /// reading the old one. On the batch's first page; absent when no group had members.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prior: Option<String>,
+    /// Group markers only: JSON array of the groups that already existed when this batch
+    /// added members to them (those members get per-source-id markers; a group marker is
+    /// written once, by the batch that created it). On the batch's first page; absent when
+    /// the batch only created groups. Pages written before carry `prior`, an object keyed by
+    /// the same groups.
+    #[serde(rename = "x", alias = "prior", default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,14 +220,14 @@ pub struct RegistryItem {
     pub sk: String,
 }
 
-/// One idempotency marker for a group of source ids (a usage event's charges): every member
-/// applied so far, with the charge each applied.
+/// One idempotency marker for a group of source ids (a usage event's charges): the members
+/// the batch that created the group applied, with the charge each applied. Written once;
+/// members added later have per-source-id markers ([`MarkerItem`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupMarkerItem {
     pub pk: String,
     pub sk: String,
-    /// The first seq of the batch that wrote this version: a write from an older batch never
-    /// replaces a newer one (conditional put), so a late writer cannot drop members.
+    /// The first seq of the batch that created the group (and wrote this marker, once).
     #[serde(rename = "b")]
     pub batch: u64,
     /// JSON array of [`GroupMember`].
@@ -363,7 +365,7 @@ mod tests {
             posted_at: 0,
             entries: entries.clone(),
             deflated: None,
-            prior: None,
+            extends: None,
         };
         assert_eq!(page.entries_json().unwrap(), entries, "a page written before deflating");
         let stored = page.stored().unwrap();

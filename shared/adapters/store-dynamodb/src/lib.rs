@@ -238,14 +238,6 @@ impl DynamoStore {
         }
     }
 
-    async fn write_markers(&self, markers: &[MarkerItem]) -> Result<(), StoreError> {
-        let mut items = Vec::with_capacity(markers.len());
-        for marker in markers {
-            items.push(to_item(marker)?);
-        }
-        self.batch_put(items).await
-    }
-
     async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
         let mut requests = Vec::with_capacity(items.len());
         for item in items {
@@ -259,31 +251,35 @@ impl DynamoStore {
         self.batch_write(requests).await
     }
 
-    /// `BatchWriteItem` in chunks of 25, retrying unprocessed requests with backoff.
+    /// `BatchWriteItem` in chunks of 25, the chunks at once, each retrying its unprocessed
+    /// requests with backoff.
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for chunk in requests.chunks(BATCH_WRITE_MAX) {
-            let mut pending: Vec<WriteRequest> = chunk.to_vec();
-            for attempt in 0..=MAX_UNPROCESSED_RETRIES {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt == MAX_UNPROCESSED_RETRIES {
-                    return Err(StoreError::Throttled);
-                }
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending.clone())
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                pending = output
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+        let calls = requests.chunks(BATCH_WRITE_MAX).map(|chunk| self.batch_write_chunk(chunk));
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    async fn batch_write_chunk(&self, chunk: &[WriteRequest]) -> Result<(), StoreError> {
+        let mut pending: Vec<WriteRequest> = chunk.to_vec();
+        for attempt in 0..=MAX_UNPROCESSED_RETRIES {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == MAX_UNPROCESSED_RETRIES {
+                return Err(StoreError::Throttled);
+            }
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(backoff(attempt)).await;
             }
         }
         Ok(())
@@ -412,9 +408,9 @@ impl DynamoStore {
     fn pages(
         id: &AccountId,
         entries: &[Entry],
-        prior: Option<String>,
+        extends: Option<String>,
     ) -> Result<Vec<PageItem>, StoreError> {
-        let mut prior = prior;
+        let mut extends = extends;
         let mut pages = Vec::new();
         let mut current: Vec<String> = Vec::new();
         let mut current_bytes = 0;
@@ -435,7 +431,7 @@ impl DynamoStore {
                     posted_at,
                     entries: format!("[{}]", current.join(",")),
                     deflated: None,
-                    prior: prior.take(),
+                    extends: extends.take(),
                 });
                 current.clear();
                 current_bytes = 0;
@@ -530,8 +526,8 @@ impl DynamoStore {
             .account
             .last_posted_at
             .is_none_or(|previous| minute_sk(previous) != minute_sk(posted_at));
-        let prior = match markers {
-            Markers::PerGroup => known.prior_of(&application.entries)?,
+        let extends = match markers {
+            Markers::PerGroup => known.extends_of(&application.entries)?,
             Markers::PerSource => None,
         };
         let month_put = match &application.closed_month {
@@ -563,7 +559,7 @@ impl DynamoStore {
             posted_at: posted_at.timestamp_micros(),
             entries: entries_json,
             opens_minute,
-            prior: prior.clone(),
+            extends: extends.clone(),
         };
         let inline_item =
             Self::account_item(&application.account, Some(&current), Carry::Inline(inline));
@@ -590,7 +586,7 @@ impl DynamoStore {
             Self::account_item(&application.account, Some(&current), Carry::Debt(first, last));
         let mut items = vec![self.account_put(&item, current.version)?];
         let mut marked = Vec::with_capacity(application.entries.len());
-        for page in Self::pages(id, &application.entries, prior.clone())? {
+        for page in Self::pages(id, &application.entries, extends.clone())? {
             for entry in
                 &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
             {
@@ -612,7 +608,7 @@ impl DynamoStore {
             return Err(StoreError::unavailable(SimulatedCrash(fault)));
         }
         // Best effort: a failure here leaves the debt for the next poster, never a wrong answer.
-        match self.write_batch_markers(id, markers, &marked, prior.as_deref()).await {
+        match self.write_batch_markers(id, markers, &marked, extends.as_deref()).await {
             Ok(()) => self.clear_settled(id, Settled::Debt(first)).await,
             Err(error) => warn!(account_id = %id, %error, "markers left as debt"),
         }

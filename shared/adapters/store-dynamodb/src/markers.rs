@@ -3,35 +3,35 @@
 //! Two layouts, chosen per account ([`Markers`]): one marker item per source id (accounts
 //! created before group markers), or one per *group* of source ids ([`keys::marker_group`]: a
 //! usage event's charges share one), which writes and reads about half as many items for usage.
-//! A group marker holds every member applied so far. A batch that adds to a group that already
-//! had members records them (`prior`, on its first page or inline), so the marker written from
-//! that batch alone is complete; and a marker is only ever replaced by a write from the same or
-//! a newer batch (a conditional put on the batch's first seq), so a late writer cannot drop a
-//! member a newer batch wrote.
+//!
+//! A group marker is written once, by the batch that created the group, and never changes: it
+//! holds the members that batch applied. A later batch that adds a member to a group that
+//! already existed (a redelivery under a rate card that grew a charge) gives that member a
+//! per-source-id marker instead, and records the groups it extended (`extends`, on its first
+//! page or inline) so whoever writes its markers knows which layout each member takes. Every
+//! writer of a marker therefore writes the same content, so markers go out unconditionally in
+//! `BatchWriteItem` calls of 25, all at once, and a late or repeated writer cannot drop a
+//! member. A lookup reads the group markers and, only for a candidate whose group exists
+//! without it, that candidate's per-source-id marker.
 //!
 //! What the last commit left: *marker debt* (a large batch's markers, written after the commit;
 //! the account item names the batch) or an *inline batch* (a small batch carried on the account
 //! item: its page, minute-index item and markers are all still to write). Either is settled by
 //! the next poster before it looks anything up, and settling is idempotent.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
-use futures::StreamExt;
 
 use ledger::{AccountId, AppliedEntry, Entry, SourceId, StoreError};
 
-use crate::capacity::WriteKind;
-use crate::errors::{classify, is_conditional_check_failed};
+use crate::errors::classify;
 use crate::items::{
     from_item, to_item, AccountItem, GroupMarkerItem, GroupMember, InlineBatch, Item, MinuteItem,
     PageItem, GROUP_MARKERS,
 };
 use crate::keys::*;
 use crate::{backoff, DynamoStore, BATCH_GET_MAX, MAX_UNPROCESSED_RETRIES};
-
-/// Group-marker puts in flight at once (each is its own conditional `PutItem`).
-const MARKER_PUT_CONCURRENCY: usize = 16;
 
 /// How an account keeps its idempotency markers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,39 +51,44 @@ impl Markers {
 }
 
 /// What a lookup found: the applied entries of the source ids asked about and, for group
-/// markers, every member of each group found (a batch adding to a group carries them on).
+/// markers, which of their groups already exist (a batch adding to one marks its members one
+/// by one).
 #[derive(Debug, Default)]
 pub(crate) struct Known {
     pub applied: HashMap<SourceId, AppliedEntry>,
-    pub groups: HashMap<String, Vec<GroupMember>>,
+    pub groups: HashSet<String>,
 }
 
 impl Known {
-    /// The members groups touched by `entries` already had, as the JSON a page or an inline
-    /// batch carries (`None` when no touched group had any).
-    pub(crate) fn prior_of(&self, entries: &[Entry]) -> Result<Option<String>, StoreError> {
-        let touched: HashSet<&str> = entries.iter().map(|e| marker_group(&e.source_id)).collect();
-        let prior: BTreeMap<&str, &Vec<GroupMember>> = self
-            .groups
+    /// The existing groups that `entries` add to, as the JSON a page or an inline batch carries
+    /// (`None` when they only create groups, the usual case).
+    pub(crate) fn extends_of(&self, entries: &[Entry]) -> Result<Option<String>, StoreError> {
+        let extended: BTreeSet<&str> = entries
             .iter()
-            .filter(|(group, _)| touched.contains(group.as_str()))
-            .map(|(group, members)| (group.as_str(), members))
+            .map(|e| marker_group(&e.source_id))
+            .filter(|group| self.groups.contains(*group))
             .collect();
-        if prior.is_empty() {
+        if extended.is_empty() {
             return Ok(None);
         }
-        serde_json::to_string(&prior)
+        serde_json::to_string(&extended)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("prior group members: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("extended groups: {e}")))
     }
 }
 
-fn parse_prior(prior: Option<&str>) -> Result<HashMap<String, Vec<GroupMember>>, StoreError> {
-    match prior {
-        None => Ok(HashMap::new()),
-        Some(json) => serde_json::from_str(json)
-            .map_err(|e| StoreError::Corrupt(format!("prior group members unreadable: {e}"))),
+/// The groups a batch extended: a JSON array of group names, or (pages and inline batches
+/// written before group markers became write-once) an object whose keys are those groups.
+fn parse_extends(extends: Option<&str>) -> Result<HashSet<String>, StoreError> {
+    let Some(json) = extends else { return Ok(HashSet::new()) };
+    let unreadable =
+        |e: serde_json::Error| StoreError::Corrupt(format!("extended groups unreadable: {e}"));
+    if json.trim_start().starts_with('{') {
+        let prior: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(unreadable)?;
+        return Ok(prior.into_keys().collect());
     }
+    serde_json::from_str(json).map_err(unreadable)
 }
 
 impl DynamoStore {
@@ -97,7 +102,7 @@ impl DynamoStore {
         match markers {
             Markers::PerSource => Ok(Known {
                 applied: self.lookup_markers(id, sources).await?,
-                groups: HashMap::new(),
+                groups: HashSet::new(),
             }),
             Markers::PerGroup => self.lookup_groups(id, sources).await,
         }
@@ -108,7 +113,6 @@ impl DynamoStore {
         id: &AccountId,
         sources: &[SourceId],
     ) -> Result<Known, StoreError> {
-        let wanted: HashSet<&SourceId> = sources.iter().collect();
         let groups: Vec<String> = {
             let mut seen = HashSet::new();
             sources
@@ -119,17 +123,12 @@ impl DynamoStore {
                 .collect()
         };
         let items = self.consistent_batch_get(groups, GROUP_MARKER_SK).await?;
-        let mut known = Known::default();
+        let mut members_of: HashMap<String, HashMap<SourceId, AppliedEntry>> = HashMap::new();
         for item in items {
             let marker: GroupMarkerItem = from_item(item)?;
             let members: Vec<GroupMember> = serde_json::from_str(&marker.members).map_err(|e| {
                 StoreError::Corrupt(format!("marker {} unreadable: {e}", marker.pk))
             })?;
-            for member in &members {
-                if wanted.contains(&member.source_id) {
-                    known.applied.insert(member.source_id.clone(), member.applied());
-                }
-            }
             let group = marker
                 .pk
                 .strip_prefix(&group_marker_pk(id, ""))
@@ -137,8 +136,28 @@ impl DynamoStore {
                     StoreError::Corrupt(format!("marker {} was not asked for", marker.pk))
                 })?
                 .to_string();
-            known.groups.insert(group, members);
+            members_of.insert(
+                group,
+                members.iter().map(|m| (m.source_id.clone(), m.applied())).collect(),
+            );
         }
+        let mut known = Known::default();
+        // A candidate whose group exists without it may have been added by a later batch:
+        // its own marker says (asked only for redeliveries, whose groups exist).
+        let mut added_later = Vec::new();
+        for source in sources {
+            let Some(members) = members_of.get(marker_group(source)) else { continue };
+            match members.get(source) {
+                Some(applied) => {
+                    known.applied.insert(source.clone(), applied.clone());
+                }
+                None => added_later.push(source.clone()),
+            }
+        }
+        if !added_later.is_empty() {
+            known.applied.extend(self.lookup_markers(id, &added_later).await?);
+        }
+        known.groups = members_of.into_keys().collect();
         Ok(known)
     }
 
@@ -203,75 +222,45 @@ impl DynamoStore {
     }
 
     /// Write the markers of a committed batch: `entries` with the first seq of the page each
-    /// is on, `prior` the members its groups already had.
+    /// is on, `extends` the groups it added to (their new members get per-source-id markers).
     pub(crate) async fn write_batch_markers(
         &self,
         id: &AccountId,
         markers: Markers,
         entries: &[(Entry, u64)],
-        prior: Option<&str>,
+        extends: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut items = Vec::new();
         match markers {
             Markers::PerSource => {
-                let items: Vec<_> =
-                    entries.iter().map(|(e, page)| Self::marker(id, e, *page)).collect();
-                self.write_markers(&items).await
+                for (entry, page) in entries {
+                    items.push(to_item(&Self::marker(id, entry, *page))?);
+                }
             }
             Markers::PerGroup => {
                 let Some(batch) = entries.first().map(|(e, _)| e.seq) else { return Ok(()) };
-                let mut groups = parse_prior(prior)?;
+                let extended = parse_extends(extends)?;
+                let mut created: BTreeMap<&str, Vec<GroupMember>> = BTreeMap::new();
                 for (entry, page) in entries {
-                    let members =
-                        groups.entry(marker_group(&entry.source_id).to_string()).or_default();
-                    if !members.iter().any(|m| m.source_id == entry.source_id) {
-                        members.push(GroupMember::of(entry, *page));
+                    let group = marker_group(&entry.source_id);
+                    if extended.contains(group) {
+                        items.push(to_item(&Self::marker(id, entry, *page))?);
+                    } else {
+                        created.entry(group).or_default().push(GroupMember::of(entry, *page));
                     }
                 }
-                // Only the groups this batch touched: `prior` never names others.
-                let touched: HashSet<&str> =
-                    entries.iter().map(|(e, _)| marker_group(&e.source_id)).collect();
-                let mut items = Vec::with_capacity(touched.len());
-                for (group, members) in &groups {
-                    if !touched.contains(group.as_str()) {
-                        continue;
-                    }
+                for (group, members) in created {
                     items.push(to_item(&GroupMarkerItem {
                         pk: group_marker_pk(id, group),
                         sk: GROUP_MARKER_SK.into(),
                         batch,
-                        members: serde_json::to_string(members)
+                        members: serde_json::to_string(&members)
                             .map_err(|e| StoreError::Corrupt(format!("group marker: {e}")))?,
                     })?);
                 }
-                self.put_group_markers(items, batch).await
             }
         }
-    }
-
-    /// Each marker a conditional `PutItem`: only over a version from the same or an older
-    /// batch. A refusal means a newer batch already wrote this group, members included.
-    async fn put_group_markers(&self, items: Vec<Item>, batch: u64) -> Result<(), StoreError> {
-        let puts = items.into_iter().map(|item| async move {
-            self.meter_write(&item, WriteKind::Standard);
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR #b <= :b")
-                .expression_attribute_names("#b", "b")
-                .expression_attribute_values(":b", AttributeValue::N(batch.to_string()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => Ok(()),
-                Err(error) if is_conditional_check_failed(&error) => Ok(()),
-                Err(error) => Err(classify(error)),
-            }
-        });
-        let results: Vec<Result<(), StoreError>> =
-            futures::stream::iter(puts).buffer_unordered(MARKER_PUT_CONCURRENCY).collect().await;
-        results.into_iter().collect()
+        self.batch_put(items).await
     }
 
     /// Pay marker debt: read the batch `first..=last` back from its pages and write its markers
@@ -285,18 +274,18 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let mut page_first = first;
         let mut entries = Vec::new();
-        let mut prior = None;
+        let mut extends = None;
         while page_first <= last {
             let page = self.read_page(id, page_first).await?;
             if page_first == first {
-                prior = page.prior.clone();
+                extends = page.extends.clone();
             }
             for entry in Self::page_entries(id, &page)? {
                 entries.push((entry, page.first));
             }
             page_first = page.last + 1;
         }
-        self.write_batch_markers(id, markers, &entries, prior.as_deref()).await
+        self.write_batch_markers(id, markers, &entries, extends.as_deref()).await
     }
 
     /// Write what an inline batch still owes: its page, its minute-index item and its markers
@@ -322,7 +311,7 @@ impl DynamoStore {
         }
         let (written, marked) = tokio::join!(
             self.batch_put(items),
-            self.write_batch_markers(id, markers, &entries, inline.prior.as_deref())
+            self.write_batch_markers(id, markers, &entries, inline.extends.as_deref())
         );
         written.and(marked)
     }
@@ -380,7 +369,7 @@ impl InlineBatch {
             posted_at: self.posted_at,
             entries: self.entries.clone(),
             deflated: None,
-            prior: self.prior.clone(),
+            extends: self.extends.clone(),
         }
     }
 }

@@ -71,7 +71,7 @@ async fn a_crash_after_an_inline_commit_never_applies_twice() {
 }
 
 #[tokio::test]
-async fn charges_of_one_event_posted_in_two_batches_share_a_marker_that_keeps_both() {
+async fn a_charge_added_to_an_existing_event_gets_its_own_marker_and_the_group_marker_stays() {
     let (store, _wire) = wired_inline_store(false).await;
     let id = open(&store, "group-merge", None).await;
     store.post(&id, vec![credit("pay", "10")], at(1)).await.unwrap();
@@ -81,6 +81,15 @@ async fn charges_of_one_event_posted_in_two_batches_share_a_marker_that_keeps_bo
     store.post(&id, vec![usage("other", "0.1")], at(4)).await.unwrap();
     assert!(has_marker(&store, &id, &source("use:evt-1#call")).await, "the first member stays");
     assert!(has_marker(&store, &id, &source("use:evt-1#recording")).await);
+    let own = store_dynamodb::keys::marker_pk(&id, &source("use:evt-1#recording"));
+    assert!(
+        raw_item(&store, own, store_dynamodb::keys::MARKER_SK).await.is_some(),
+        "the added charge has a marker of its own"
+    );
+    let group_pk = store_dynamodb::keys::group_marker_pk(&id, "use:evt-1");
+    let group = raw_item(&store, group_pk, store_dynamodb::keys::GROUP_MARKER_SK).await.unwrap();
+    let members = group["m"].as_s().unwrap();
+    assert!(!members.contains("recording"), "the group marker is written once: {members}");
     let again = store
         .post(&id, vec![usage("use:evt-1#call", "1"), usage("use:evt-1#recording", "0.5")], at(5))
         .await

@@ -75,7 +75,8 @@ pub async fn raw_item(store: &DynamoStore, pk: String, sk: &str) -> Option<Item>
 }
 
 /// Whether the source id has its marker: its group's marker lists it (accounts with group
-/// markers), or its own marker item exists (accounts from before them).
+/// markers), or its own marker item exists (accounts from before them, and members added to a
+/// group that already existed).
 pub async fn has_marker(store: &DynamoStore, id: &AccountId, source: &SourceId) -> bool {
     use store_dynamodb::keys::{
         group_marker_pk, marker_group, marker_pk, GROUP_MARKER_SK, MARKER_SK,
@@ -87,7 +88,9 @@ pub async fn has_marker(store: &DynamoStore, id: &AccountId, source: &SourceId) 
             other => panic!("group marker members: {other:?}"),
         };
         let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
-        return members.iter().any(|m| m["r"] == source.as_str());
+        if members.iter().any(|m| m["r"] == source.as_str()) {
+            return true;
+        }
     }
     raw_item(store, marker_pk(id, source), MARKER_SK).await.is_some()
 }

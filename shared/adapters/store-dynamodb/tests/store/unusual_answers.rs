@@ -114,7 +114,7 @@ async fn unprocessed_marker_writes_are_retried_until_written() {
     let (store, wire) = wired_store(true).await;
     let table = store.table().to_string();
     let id = open(&store, "unprocessed-items", None).await;
-    // Per-source markers go out in BatchWriteItem calls (group markers are conditional puts).
+    // Markers go out in BatchWriteItem calls (here per-source ones; group markers the same way).
     make_per_source(&store, &id).await;
     store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
 
@@ -177,17 +177,17 @@ async fn group_marker_writes_that_fail_stay_debt_that_the_next_poster_pays() {
     let id = open(&store, "group-marker-debt", None).await;
     store.post(&id, vec![credit("pay", "100")], at(1)).await.unwrap();
 
-    // Every group-marker put is throttled past the SDK's retries: the commit stands, the
+    // Every group-marker write is throttled past the SDK's retries: the commit stands, the
     // markers are owed.
     wire.clear();
     wire.script(|call| match call.operation {
-        "PutItem" => Action::Reply(400, error_body("ThrottlingException", "Rate exceeded")),
+        "BatchWriteItem" => Action::Reply(400, error_body("ThrottlingException", "Rate exceeded")),
         _ => Action::Forward,
     });
     let batch = vec![usage("e1", "1"), usage("e2", "2")];
     let outcome = store.post(&id, batch.clone(), at(2)).await.unwrap();
     assert_eq!(applied_seqs(&outcome.results), vec![2, 3], "the commit stands");
-    assert!(!wire.of("PutItem").is_empty(), "the markers were tried");
+    assert!(!wire.of("BatchWriteItem").is_empty(), "the markers were tried");
     assert!(!has_marker(&store, &id, &source("e1")).await);
     assert_eq!(marker_debt(&store, &id).await.as_deref(), Some("2"), "the batch is owed");
 
