@@ -149,7 +149,7 @@ impl DynamoStore {
             let Some(members) = members_of.get(marker_group(source)) else { continue };
             match members.get(source) {
                 Some(applied) => {
-                    known.applied.insert(source.clone(), applied.clone());
+                    known.applied.insert(source.clone(), *applied);
                 }
                 None => added_later.push(source.clone()),
             }
