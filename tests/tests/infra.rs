@@ -177,7 +177,7 @@ fn every_function_has_its_log_group_and_alarms() {
 }
 
 /// The HTTP API's routes are the account API's routes (plus the platform's IAM-authorized
-/// authorization route), each served by one function.
+/// authorization routes), each served by one function.
 #[test]
 fn the_http_api_routes_are_the_account_apis_routes() {
     let template = template();
@@ -195,7 +195,7 @@ fn the_http_api_routes_are_the_account_apis_routes() {
     assert_eq!(unique.len(), deployed.len(), "a route is deployed twice: {deployed:?}");
     let mut expected: BTreeSet<(String, String)> =
         api::app::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    expected.insert(("POST".into(), "/v1/authorizations".into()));
+    expected.extend(api::authorization::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())));
     let missing: Vec<_> = expected.difference(&unique).collect();
     let extra: Vec<_> = unique.difference(&expected).collect();
     assert!(missing.is_empty(), "routes the template does not deploy: {missing:?}");

@@ -256,6 +256,11 @@ impl SimulatedProcessor {
     pub fn set_now(&self, now: DateTime<Utc>) {
         self.state().now = Some(now);
     }
+
+    /// The clock [`SimulatedProcessor::set_now`] set, if any.
+    pub fn now(&self) -> Option<DateTime<Utc>> {
+        self.state().now
+    }
 }
 
 #[async_trait]

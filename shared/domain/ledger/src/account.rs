@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::hold::Hold;
 use crate::ids::AccountId;
 use crate::money::Amount;
 use crate::month::Month;
@@ -235,8 +236,16 @@ pub struct Account {
     /// [`MAX_PENDING_PAYMENTS`]).
     #[serde(default)]
     pub pending_payments: Vec<String>,
-    /// Crossing below this raises a low-balance notice, once per crossing.
+    /// Crossing below this (balance less active holds) raises a low-balance notice, once until
+    /// a credit brings it back above.
     pub low_balance_usd: Option<Amount>,
+    /// A low-balance notice was raised and no credit has lifted the account above the level
+    /// since: holds coming and going must not raise it again with every call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub low_balance_noticed: bool,
+    /// Money reserved for authorized calls, messages and purchases (see [`crate::hold`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
     /// The id of the account's rate card (see the rating crate); `None` uses the standard card.
     #[serde(default)]
     pub rate_card: Option<String>,
@@ -287,6 +296,8 @@ impl Account {
             recharge_stopped: None,
             pending_payments: Vec::new(),
             low_balance_usd: None,
+            low_balance_noticed: false,
+            holds: Vec::new(),
             rate_card: None,
             plan_usage: PlanUsage::default(),
             month_totals: None,

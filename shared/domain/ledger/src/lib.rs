@@ -4,6 +4,7 @@
 pub mod account;
 pub mod docs;
 pub mod entry;
+pub mod hold;
 pub mod ids;
 pub mod memory;
 pub mod money;
@@ -19,6 +20,7 @@ pub use account::{
     RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_PENDING_PAYMENTS,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
+pub use hold::{HeldCall, Hold, HoldPurpose, MAX_HOLDS};
 pub use ids::{AccountId, IdError, SourceId};
 pub use money::{display_usd, Amount, AmountError, Rounding};
 pub use month::{Month, MonthError};
@@ -64,6 +66,12 @@ pub enum LedgerError {
         account::MAX_PENDING_PAYMENTS
     )]
     TooManyPendingPayments,
+    #[error("{} holds are already on the account; wait for calls to end", hold::MAX_HOLDS)]
+    TooManyHolds,
+    /// An account change found nothing to do (a replayed or refused hold request): the store
+    /// writes nothing.
+    #[error("nothing to change")]
+    Unchanged,
     #[error(transparent)]
     Amount(#[from] AmountError),
     #[error(transparent)]

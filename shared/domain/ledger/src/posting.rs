@@ -39,6 +39,10 @@ pub struct Posting {
     pub rule: PostingRule,
     pub occurred_at: DateTime<Utc>,
     pub details: serde_json::Value,
+    /// The hold (authorization id) this posting reports: settled in the same atomic write,
+    /// and not counted against the posting's own floor check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settles: Option<String>,
 }
 
 impl Posting {
@@ -101,7 +105,14 @@ impl Posting {
             rule,
             occurred_at: crate::truncate_to_micros(occurred_at),
             details: serde_json::Value::Null,
+            settles: None,
         })
+    }
+
+    /// This posting reports the authorization `hold` (see [`crate::hold`]).
+    pub fn settling(mut self, hold: Option<String>) -> Self {
+        self.settles = hold;
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Result<Self, LedgerError> {
@@ -267,13 +278,16 @@ pub struct Application {
     /// The totals of the month this batch closed by opening a new one: stores keep them,
     /// in the same atomic write, as the month's record (see [`crate::MonthTotals`]).
     pub closed_month: Option<MonthTotals>,
+    /// A report settled a hold (or left its mark) with nothing else to write: a redelivered
+    /// report whose hold was placed after the report was first applied.
+    pub holds_changed: bool,
 }
 
 impl Application {
-    /// Whether the store must write anything: entries, or events (a refused purchase raises
-    /// one without an entry).
+    /// Whether the store must write anything: entries, events (a refused purchase raises
+    /// one without an entry), or the account's holds alone.
     pub fn changed(&self) -> bool {
-        !self.entries.is_empty() || !self.events.is_empty()
+        !self.entries.is_empty() || !self.events.is_empty() || self.holds_changed
     }
 }
 
@@ -302,10 +316,17 @@ pub fn apply(
     let mut entries = Vec::new();
     let mut results = Vec::with_capacity(postings.len());
     let mut refused: Vec<(&Posting, Refusal)> = Vec::new();
+    // Holds reported by postings that were applied or refused now (not by duplicates: their
+    // first application settled them).
+    let mut settles: Vec<(&str, crate::HoldPurpose)> = Vec::new();
 
+    // Holds reported again by duplicates: still active only when the hold was placed after the
+    // report first applied (a late replay of the authorization); the report ends it.
+    let mut settled_again: Vec<&str> = Vec::new();
     for posting in postings {
         if let Some(earlier) = already_applied.get(&posting.source_id) {
             results.push(earlier.result_for(posting));
+            settled_again.extend(posting.settles.as_deref());
             continue;
         }
         if let Some(&earlier) = in_batch.get(&posting.source_id) {
@@ -314,10 +335,15 @@ pub fn apply(
             continue;
         }
         let next_balance = balance + posting.kind.signed(posting.amount_usd);
+        if let Some(hold) = posting.settles.as_deref() {
+            settles.push((hold, crate::HoldPurpose::of_item(posting.item)));
+        }
         if posting.rule == PostingRule::RefuseBelowFloor {
+            // Other authorizations' holds are spoken for; the posting's own is what it uses.
+            let reserved = account.held_usd(posted_at, posting.settles.as_deref());
             let refusal = if !account.terms_accepted() {
                 Some(Refusal::TermsNotAccepted)
-            } else if next_balance < floor {
+            } else if next_balance < floor + reserved {
                 Some(Refusal::InsufficientBalance { balance_usd: balance, floor_usd: floor })
             } else {
                 None
@@ -349,6 +375,14 @@ pub fn apply(
     }
 
     let mut next = account.clone();
+    next.prune_holds(posted_at);
+    for (hold, purpose) in settles {
+        next.report_hold(hold, purpose, posted_at);
+    }
+    let mut holds_changed = false;
+    for hold in settled_again {
+        holds_changed |= next.settle_hold(hold, posted_at);
+    }
     let mut events = Vec::new();
     let mut closed_month = None;
     let version = account.version + 1;
@@ -409,7 +443,12 @@ pub fn apply(
             });
         }
     }
-    Ok(Application { account: next, entries, results, events, closed_month })
+    // Nothing else to write: the account alone, at a new version.
+    let holds_changed = holds_changed && entries.is_empty() && events.is_empty();
+    if holds_changed {
+        next.version += 1;
+    }
+    Ok(Application { account: next, entries, results, events, closed_month, holds_changed })
 }
 
 /// Recompute what a change of settings implies: status from the (possibly new) floor, and the
@@ -435,6 +474,11 @@ pub fn settle_settings_change(
         && after.pending_payments.len() > before.pending_payments.len()
     {
         return Err(LedgerError::TooManyPendingPayments);
+    }
+    if after.unsettled_holds() > crate::MAX_HOLDS
+        && after.unsettled_holds() > before.unsettled_holds()
+    {
+        return Err(LedgerError::TooManyHolds);
     }
     // New auto-recharge settings re-arm a stopped auto-recharge.
     if after.recharge != before.recharge {
@@ -473,8 +517,18 @@ pub fn crossings(
         }
         _ => {}
     }
-    if let Some(level) = before.low_balance_usd {
-        if before.balance_usd >= level.value() && after.balance_usd < level.value() {
+    // On the balance less active holds, latched: holds come and go with every call, and a
+    // customer is told once until a credit lifts the account back above the level.
+    if before.low_balance_usd != after.low_balance_usd {
+        after.low_balance_noticed = false;
+    }
+    if let Some(level) = after.low_balance_usd.map(Amount::value) {
+        let (was, is) = (before.unreserved_usd(at), after.unreserved_usd(at));
+        if after.low_balance_noticed && after.balance_usd > before.balance_usd && is >= level {
+            after.low_balance_noticed = false;
+        }
+        if !after.low_balance_noticed && was >= level && is < level {
+            after.low_balance_noticed = true;
             kinds.push(LedgerEventKind::LowBalance);
         }
     }
@@ -484,7 +538,11 @@ pub fn crossings(
         }
     }
     if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled() && may_request) {
-        if after.balance_usd < recharge.threshold_usd().value() && after.recharge_may_start(at) {
+        // Below the threshold once active holds are counted: a hot account recharges before
+        // the calls in progress drain it.
+        if after.unreserved_usd(at) < recharge.threshold_usd().value()
+            && after.recharge_may_start(at)
+        {
             let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
             after.recharge_in_flight = Some(request_id.clone());
             // A stop from an earlier month has ended.

@@ -1612,3 +1612,116 @@ proptest! {
         prop_assert_eq!(distinct.len(), book.entries.len(), "each source id applied once");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Holds (issue 13): reserved money lowers what purchases, notices and auto-recharge see
+// ---------------------------------------------------------------------------------------------
+
+fn call_hold(id: &str, amount: Decimal, expires: DateTime<Utc>) -> ledger::Hold {
+    ledger::Hold {
+        id: id.to_string(),
+        purpose: ledger::HoldPurpose::Call,
+        amount_usd: amount,
+        granted_seconds: Some(300),
+        call: None,
+        extensions: 0,
+        created_at: t0(),
+        expires_at: expires,
+        settled: false,
+    }
+}
+
+/// Place `hold` on `account` as a settings change does (what the authorization service runs).
+fn place(account: &Account, hold: ledger::Hold) -> (Account, Vec<LedgerEvent>) {
+    let mut after = account.clone();
+    after.holds.push(hold);
+    let events = settle_settings_change(account, &mut after, t0()).expect("a valid change");
+    (after, events)
+}
+
+#[test]
+fn a_purchase_is_refused_when_other_holds_reserve_the_balance_but_may_use_its_own_hold() {
+    let mut account = prepaid(dec!(10));
+    account.holds = vec![call_hold("call-1", dec!(8), minutes(10))];
+    let refused = run(&account, &[purchase("num-1", dec!(5))]);
+    assert!(matches!(refused.results[..], [PostingResult::Refused(_)]), "{:?}", refused.results);
+
+    account.holds.push(ledger::Hold {
+        purpose: ledger::HoldPurpose::NumberPurchase,
+        ..call_hold("buy-1", dec!(2), minutes(10))
+    });
+    let own = run(&account, &[purchase("num-2", dec!(2)).settling(Some("buy-1".into()))]);
+    assert!(matches!(own.results[..], [PostingResult::Applied { .. }]), "{:?}", own.results);
+    assert!(own.account.hold("buy-1").unwrap().settled, "the purchase settled its hold");
+    assert!(!own.account.hold("call-1").unwrap().settled);
+    assert_eq!(own.account.available_usd(t0()), dec!(0));
+}
+
+#[test]
+fn a_usage_posting_settles_its_hold_once_and_debits_the_rated_cost_not_the_hold() {
+    let mut book = Book::new(prepaid(dec!(10)));
+    book.account.holds = vec![call_hold("call-1", dec!(3), minutes(10))];
+    let report = usage("use:call-1#call", dec!(1.25)).settling(Some("call-1".into()));
+    let first = book.post(std::slice::from_ref(&report), t0());
+    assert_eq!(first.account.balance_usd, dec!(8.75), "the rated cost, once");
+    assert!(first.account.hold("call-1").unwrap().settled);
+    assert_eq!(first.account.available_usd(t0()), dec!(8.75), "nothing reserved any more");
+    // The report redelivered: a duplicate, nothing changes.
+    let again = book.post(&[report], minutes(1));
+    assert!(!again.changed());
+    assert_eq!(book.account.balance_usd, dec!(8.75));
+    book.verify().expect("the chain holds");
+}
+
+#[test]
+fn a_report_after_its_hold_expired_still_debits_once_and_the_expired_hold_is_dropped() {
+    let mut book = Book::new(prepaid(dec!(10)));
+    book.account.holds = vec![call_hold("call-1", dec!(3), minutes(5))];
+    assert_eq!(book.account.available_usd(minutes(6)), dec!(10), "expired: released itself");
+    let report = usage("use:call-1#call", dec!(4)).settling(Some("call-1".into()));
+    let late = book.post(&[report], minutes(6));
+    assert_eq!(late.account.balance_usd, dec!(6), "an overrun is debited in full");
+    let marks: Vec<_> = late.account.holds.iter().map(|h| (h.settled, h.amount_usd)).collect();
+    assert_eq!(marks, vec![(true, dec!(0))], "the expired hold dropped, the report's mark left");
+}
+
+#[test]
+fn placing_a_hold_below_the_recharge_threshold_requests_a_recharge() {
+    let account = recharging(dec!(25));
+    let (after, events) = place(&account, call_hold("call-1", dec!(6), minutes(10)));
+    assert_eq!(count_kind(&events, "recharge_requested"), 1, "{events:?}");
+    assert!(after.recharge_in_flight.is_some());
+    assert_eq!(after.balance_usd, dec!(25), "a hold moves no money");
+}
+
+#[test]
+fn the_low_balance_notice_goes_out_once_while_holds_come_and_go_until_a_credit_lifts_it() {
+    let mut account = prepaid(dec!(12));
+    account.low_balance_usd = Some(usd(dec!(10)));
+    let (held, events) = place(&account, call_hold("call-1", dec!(3), minutes(10)));
+    assert_eq!(count_kind(&events, "low_balance"), 1, "available 9 < 10: {events:?}");
+
+    // The call is reported ($1) and its hold settles: available 11. The next call's hold takes
+    // it below 10 again, and no second notice goes out.
+    let mut book = Book::new(held);
+    book.post(&[usage("use:call-1#call", dec!(1)).settling(Some("call-1".into()))], t0());
+    let (again, events) = place(&book.account, call_hold("call-2", dec!(3), minutes(10)));
+    assert_eq!(count_kind(&events, "low_balance"), 0, "latched: {events:?}");
+
+    // A top-up lifts it above the level: the latch opens, and the next crossing notices.
+    let mut book = Book::new(again);
+    book.post(&[funds("pay:top-up", dec!(20))], t0());
+    assert!(!book.account.low_balance_noticed);
+    let (_, events) = place(&book.account, call_hold("call-3", dec!(25), minutes(10)));
+    assert_eq!(count_kind(&events, "low_balance"), 1, "{events:?}");
+}
+
+#[test]
+fn an_account_cannot_carry_more_than_the_hold_limit() {
+    let mut account = prepaid(dec!(1000));
+    account.holds =
+        (0..ledger::MAX_HOLDS).map(|i| call_hold(&format!("c{i}"), dec!(1), minutes(10))).collect();
+    let mut after = account.clone();
+    after.holds.push(call_hold("one-more", dec!(1), minutes(10)));
+    assert_eq!(settle_settings_change(&account, &mut after, t0()), Err(LedgerError::TooManyHolds));
+}

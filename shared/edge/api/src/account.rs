@@ -143,6 +143,14 @@ pub struct OverviewView {
     pub balance_usd: String,
     /// The balance to the cent (half-up), for people: `$12.35`.
     pub balance_display: String,
+    /// Reserved by active holds for calls, messages and purchases in progress (not debited).
+    #[schema(value_type = Usd)]
+    pub held_usd: String,
+    /// What new calls, messages and purchases may use: balance − held − floor.
+    #[schema(value_type = SignedUsd)]
+    pub available_usd: String,
+    /// The active holds, oldest first.
+    pub holds: Vec<crate::authorization::HoldView>,
     pub status: doc::AccountStatus,
     /// The lowest balance service continues above: 0 for prepaid accounts, `-credit_limit`
     /// for postpaid ones.
@@ -168,11 +176,20 @@ pub struct OverviewView {
 }
 
 pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
-    let month = ledger::Month::of(Utc::now());
+    let now = Utc::now();
+    let month = ledger::Month::of(now);
     OverviewView {
         account_id: account.id.to_string(),
         balance_usd: account.balance_usd.normalize().to_string(),
         balance_display: display_usd(account.balance_usd),
+        held_usd: account.held_usd(now, None).normalize().to_string(),
+        available_usd: account.available_usd(now).normalize().to_string(),
+        holds: account
+            .holds
+            .iter()
+            .filter(|hold| hold.is_active(now))
+            .map(|hold| crate::authorization::HoldView::of(hold, now))
+            .collect(),
         status: account.status.into(),
         floor_usd: account.floor_usd().normalize().to_string(),
         credit_limit_usd: account.credit_limit_usd,

@@ -1,16 +1,22 @@
 //! `POST /v1/authorizations`: the telephony platform asks whether an account may place a call,
 //! send an SMS or buy a number. Authorized as the platform (IAM on API Gateway in AWS, a bearer
 //! token locally), never as an account user.
+//!
+//! With an `authorization_id` the answer also places a **hold** for what it grants (a call's
+//! first slice, a message's price, a number's price: `usage::holds`), which the usage event
+//! carrying the same id settles; `/extend` grants a call another slice and `/release` gives a
+//! hold back unused. Without one the answer is advisory, as before: nothing is reserved.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router};
 use ledger::{AccountId, LedgerStore};
 use serde::{Deserialize, Serialize};
 use usage::authorize::{authorize, Action, Decision};
+use usage::holds::{HoldAnswer, HoldError};
 use usage::worker::RateCards;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,9 +27,13 @@ use crate::openapi::mirror_enum;
 
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
-/// The platform's route, `(METHOD, path)`, documented in the OpenAPI document beside the
+/// The platform's routes, `(METHOD, path)`, documented in the OpenAPI document beside the
 /// account API's [`crate::app::ROUTES`].
-pub const ROUTE: (&str, &str) = ("POST", "/v1/authorizations");
+pub const ROUTES: [(&str, &str); 3] = [
+    ("POST", "/v1/authorizations"),
+    ("POST", "/v1/authorizations/{authorization_id}/extend"),
+    ("POST", "/v1/authorizations/{authorization_id}/release"),
+];
 
 /// How the platform proves who it is.
 #[derive(Clone)]
@@ -43,7 +53,9 @@ pub struct AuthorizationState {
 
 mirror_enum! {
     /// Why a billable action is refused.
-    Denial = usage::authorize::Denial { TermsNotAccepted, Suspended, InsufficientBalance }
+    Denial = usage::authorize::Denial {
+        TermsNotAccepted, Suspended, InsufficientBalance, InsufficientAvailableBalance
+    }
 }
 
 mirror_enum! {
@@ -67,6 +79,9 @@ pub enum AuthorizationRequest {
     Call {
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
         account_id: String,
+        /// The platform's id for this call: places a hold for the first slice.
+        #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$", example = "call-7f3a")]
+        authorization_id: Option<String>,
         direction: Direction,
         /// E.164 number.
         #[schema(pattern = r"^\+?[0-9]{3,15}$")]
@@ -76,6 +91,9 @@ pub enum AuthorizationRequest {
     Sms {
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
         account_id: String,
+        /// The platform's id for this message: places a hold for its price.
+        #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+        authorization_id: Option<String>,
         direction: Direction,
         #[schema(minimum = 1, maximum = 100)]
         segments: u32,
@@ -84,6 +102,9 @@ pub enum AuthorizationRequest {
     NumberPurchase {
         #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
         account_id: String,
+        /// The platform's id for this purchase: places a hold for the price.
+        #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+        authorization_id: Option<String>,
         number_type: NumberType,
     },
 }
@@ -97,7 +118,8 @@ pub struct AuthorizationResponse {
     /// Refused: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Denial>,
-    /// Calls only: the longest duration the balance above the floor covers (capped at 4 h).
+    /// Calls only: the longest duration the available balance covers (capped at 4 h); with a
+    /// hold, the seconds granted so far (extend before they run out).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
     pub max_duration_seconds: Option<u32>,
@@ -105,6 +127,64 @@ pub struct AuthorizationResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub message: Option<&'static str>,
+    /// The hold this answer placed, extended or released (requests with an authorization id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+    /// Balance less active holds less the floor, after this request (requests with an
+    /// authorization id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "12.5")]
+    pub available_usd: Option<String>,
+    /// The request had been applied before (a retry): nothing changed now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+mirror_enum! {
+    /// What a hold reserves money for.
+    HoldPurpose = ledger::HoldPurpose { Call, Sms, NumberPurchase }
+}
+
+/// A hold as the platform and the account's overview see it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Hold)]
+pub struct HoldView {
+    pub authorization_id: String,
+    pub purpose: HoldPurpose,
+    /// Reserved (not debited): the cost of what was granted.
+    #[schema(value_type = String, example = "0.0725")]
+    pub amount_usd: String,
+    /// Calls: seconds granted so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted_seconds: Option<u32>,
+    pub extensions: u32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// It releases itself then if no usage event reports it.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// `active`, `settled` (reported or released) or `expired`.
+    #[schema(example = "active")]
+    pub state: &'static str,
+}
+
+impl HoldView {
+    pub fn of(hold: &ledger::Hold, now: chrono::DateTime<chrono::Utc>) -> Self {
+        HoldView {
+            authorization_id: hold.id.clone(),
+            purpose: hold.purpose.into(),
+            amount_usd: hold.amount_usd.normalize().to_string(),
+            granted_seconds: hold.granted_seconds,
+            extensions: hold.extensions,
+            created_at: hold.created_at,
+            expires_at: hold.expires_at,
+            state: if hold.settled {
+                "settled"
+            } else if hold.is_active(now) {
+                "active"
+            } else {
+                "expired"
+            },
+        }
+    }
 }
 
 impl AuthorizationResponse {
@@ -117,6 +197,23 @@ impl AuthorizationResponse {
             reason: reason.map(Denial::from),
             max_duration_seconds,
             message: reason.map(|r| r.message()),
+            hold: None,
+            available_usd: None,
+            replayed: false,
+        }
+    }
+
+    fn held(
+        account_id: &AccountId,
+        answer: HoldAnswer,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let HoldAnswer { decision, hold, available_usd, replayed } = answer;
+        AuthorizationResponse {
+            hold: hold.as_ref().map(|h| HoldView::of(h, now)),
+            available_usd: Some(available_usd.normalize().to_string()),
+            replayed,
+            ..Self::new(account_id, decision)
         }
     }
 }
@@ -125,6 +222,8 @@ impl AuthorizationResponse {
 pub fn api() -> OpenApiRouter<Arc<AuthorizationState>> {
     OpenApiRouter::default()
         .routes(routes!(authorize_handler))
+        .routes(routes!(extend_handler))
+        .routes(routes!(release_handler))
         .route_layer(axum::middleware::from_fn(crate::query::refuse_unknown_query))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -154,7 +253,28 @@ fn check_platform(platform: &PlatformAuth, headers: &HeaderMap) -> Result<(), Ap
     }
 }
 
-fn parse(body: &[u8]) -> Result<(AccountId, Action), ApiError> {
+fn authorization_id(value: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    let bad = |reason: &str| {
+        ApiError::bad_request("invalid_field", format!("authorization_id {reason}"))
+            .on_field("authorization_id")
+    };
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(id)) => {
+            usage::events::check_authorization_id(&id).map(Some).map_err(bad)
+        }
+        Some(_) => Err(bad("must be a string")),
+    }
+}
+
+fn path_authorization_id(id: &str) -> Result<String, ApiError> {
+    usage::events::check_authorization_id(id).map_err(|reason| {
+        ApiError::bad_request("invalid_field", format!("authorization_id {reason}"))
+            .on_field("authorization_id")
+    })
+}
+
+fn parse(body: &[u8]) -> Result<(AccountId, Option<String>, Action), ApiError> {
     let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
     let object = value
@@ -169,6 +289,7 @@ fn parse(body: &[u8]) -> Result<(AccountId, Action), ApiError> {
                 .on_field("account_id"))
         }
     };
+    let authorization_id = authorization_id(object.remove("authorization_id"))?;
     let action: Action = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid action: {e}")))?;
     if let Action::Call { to, .. } = &action {
@@ -188,7 +309,7 @@ fn parse(body: &[u8]) -> Result<(AccountId, Action), ApiError> {
             .on_field("segments"));
         }
     }
-    Ok((account_id, action))
+    Ok((account_id, authorization_id, action))
 }
 
 #[utoipa::path(
@@ -211,7 +332,22 @@ async fn authorize_handler(
     body: Bytes,
 ) -> Result<Json<AuthorizationResponse>, ApiError> {
     check_platform(&state.platform, &headers)?;
-    let (account_id, action) = parse(&body)?;
+    let (account_id, authorization_id, action) = parse(&body)?;
+    let now = chrono::Utc::now();
+    if let Some(authorization_id) = authorization_id {
+        let answer = usage::holds::place(
+            &*state.store,
+            &state.cards,
+            &account_id,
+            &authorization_id,
+            &action,
+            now,
+            state.max_call_seconds,
+        )
+        .await
+        .map_err(hold_error)?;
+        return Ok(Json(AuthorizationResponse::held(&account_id, answer, now)));
+    }
     let account = state
         .store
         .account(&account_id)
@@ -224,6 +360,128 @@ async fn authorize_handler(
             account.rate_card
         )))
     })?;
-    let decision = authorize(&account, &card, &action, chrono::Utc::now(), state.max_call_seconds);
+    let decision = authorize(&account, &card, &action, now, state.max_call_seconds);
     Ok(Json(AuthorizationResponse::new(&account_id, decision)))
+}
+
+fn hold_error(error: HoldError) -> ApiError {
+    match error {
+        HoldError::UnknownAccount => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account")
+        }
+        HoldError::NoSuchHold(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+        }
+        HoldError::NotActive(_) | HoldError::OutOfOrder { .. } | HoldError::Mismatch(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+        }
+        HoldError::UnknownRateCard(_) => ApiError::internal(&error),
+        HoldError::Store(store) => ApiError::from_store(store),
+    }
+}
+
+/// The body of `/extend`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
+    pub account_id: String,
+    /// This extension's number: 1 for the first, then 2, ... A retry repeats the number and
+    /// changes nothing.
+    #[schema(minimum = 1, example = 1)]
+    pub sequence: u32,
+}
+
+/// The body of `/release`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "acme")]
+    pub account_id: String,
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid body: {e}")))
+}
+
+fn account_id(id: String) -> Result<AccountId, ApiError> {
+    AccountId::parse(id)
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id"))
+}
+
+#[utoipa::path(
+    post, path = "/v1/authorizations/{authorization_id}/extend",
+    summary = "Grant a call another slice against its hold (the telephony platform)",
+    security(("platformToken" = [])),
+    params(("authorization_id" = String, Path, description = "The call's authorization id")),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, description = "The decision and the hold after it", body = AuthorizationResponse),
+        (status = 400, description = "Bad request: the message says what is wrong", body = ApiError),
+        (status = 401, description = "Not the platform's token", body = ApiError),
+        (status = 404, description = "No such account or hold", body = ApiError),
+        (status = 409, description = "The hold is settled or expired, not a call's, or expects another sequence", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
+async fn extend_handler(
+    State(state): State<Arc<AuthorizationState>>,
+    Path(authorization_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AuthorizationResponse>, ApiError> {
+    check_platform(&state.platform, &headers)?;
+    let authorization_id = path_authorization_id(&authorization_id)?;
+    let request: ExtendRequest = parse_body(&body)?;
+    let account_id = account_id(request.account_id)?;
+    if request.sequence == 0 {
+        return Err(
+            ApiError::bad_request("invalid_field", "sequence starts at 1").on_field("sequence")
+        );
+    }
+    let now = chrono::Utc::now();
+    let answer = usage::holds::extend(
+        &*state.store,
+        &state.cards,
+        &account_id,
+        &authorization_id,
+        request.sequence,
+        now,
+        state.max_call_seconds,
+    )
+    .await
+    .map_err(hold_error)?;
+    Ok(Json(AuthorizationResponse::held(&account_id, answer, now)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/authorizations/{authorization_id}/release",
+    summary = "Give a hold back unused: the call never connected, the message or number was not bought (the telephony platform)",
+    security(("platformToken" = [])),
+    params(("authorization_id" = String, Path, description = "The authorization id")),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "The hold after it", body = AuthorizationResponse),
+        (status = 400, description = "Bad request: the message says what is wrong", body = ApiError),
+        (status = 401, description = "Not the platform's token", body = ApiError),
+        (status = 404, description = "No such account or hold", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
+async fn release_handler(
+    State(state): State<Arc<AuthorizationState>>,
+    Path(authorization_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AuthorizationResponse>, ApiError> {
+    check_platform(&state.platform, &headers)?;
+    let authorization_id = path_authorization_id(&authorization_id)?;
+    let request: ReleaseRequest = parse_body(&body)?;
+    let account_id = account_id(request.account_id)?;
+    let now = chrono::Utc::now();
+    let answer = usage::holds::release(&*state.store, &account_id, &authorization_id, now)
+        .await
+        .map_err(hold_error)?;
+    Ok(Json(AuthorizationResponse::held(&account_id, answer, now)))
 }

@@ -298,3 +298,121 @@ async fn behind_api_gateway_iam_the_route_trusts_the_gateway() {
     let answer: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(answer["allowed"], true);
 }
+
+async fn post_to(app: axum::Router, path: &str, body: Value) -> (StatusCode, Value) {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn uk_call(authorization_id: &str) -> Value {
+    json!({"account_id": "acme", "action": "call", "direction": "outbound",
+           "to": "+447700900123", "authorization_id": authorization_id})
+}
+
+#[tokio::test]
+async fn an_authorization_id_places_a_hold_that_later_answers_see_and_a_replay_does_not_repeat() {
+    let (store, id) = funded("acme", "1").await;
+    // UK at 0.04: a 300 s slice holds 0.2 + 0.0025.
+    let (status, body) = ask(app_with(store.clone()).await, uk_call("call-1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["allowed"], true);
+    assert_eq!(body["max_duration_seconds"], 300);
+    assert_eq!(body["hold"]["amount_usd"], "0.2025");
+    assert_eq!(body["hold"]["state"], "active");
+    assert_eq!(body["available_usd"], "0.7975");
+
+    let (_, replay) = ask(app_with(store.clone()).await, uk_call("call-1")).await;
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["available_usd"], "0.7975", "nothing reserved twice");
+
+    // The advisory answer (no id) now counts the hold: 0.7975 - 0.0025 buys 1192.5 s -> 1188.
+    let (_, advisory) = ask(
+        app_with(store.clone()).await,
+        json!({"account_id": "acme", "action": "call", "direction": "outbound", "to": "+447700900123"}),
+    )
+    .await;
+    assert_eq!(advisory["max_duration_seconds"], 1188);
+    let account = store.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.holds.len(), 1);
+    assert_eq!(account.balance_usd, rust_decimal::Decimal::ONE, "a hold debits nothing");
+}
+
+#[tokio::test]
+async fn extend_and_release_apply_once_and_refuse_what_does_not_fit_with_the_reason() {
+    let (store, _) = funded("acme", "0.5").await;
+    let app = || app_with(store.clone());
+    ask(app().await, uk_call("call-1")).await;
+    let extend = |n: u32| json!({"account_id": "acme", "sequence": n});
+    let path = "/v1/authorizations/call-1/extend";
+
+    let (status, body) = post_to(app().await, path, extend(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["max_duration_seconds"], 600);
+    assert_eq!(body["hold"]["amount_usd"], "0.4025");
+    let (_, again) = post_to(app().await, path, extend(1)).await;
+    assert_eq!(again["replayed"], true);
+    let (status, gap) = post_to(app().await, path, extend(3)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{gap}");
+    assert!(gap["message"].as_str().unwrap().contains("expects extension 2"), "{gap}");
+    // 0.0975 is left: 144 s more (0.096), not a whole slice.
+    let (_, part) = post_to(app().await, path, extend(2)).await;
+    assert_eq!(part["max_duration_seconds"], 744, "{part}");
+    // A second call finds nothing available because of the first call's hold.
+    let (_, second) = ask(app().await, uk_call("call-2")).await;
+    assert_eq!(second["allowed"], false);
+    assert_eq!(second["reason"], "insufficient_available_balance");
+
+    let release = "/v1/authorizations/call-1/release";
+    let (status, released) = post_to(app().await, release, json!({"account_id": "acme"})).await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(released["hold"]["state"], "settled");
+    assert_eq!(released["available_usd"], "0.5");
+    let (_, twice) = post_to(app().await, release, json!({"account_id": "acme"})).await;
+    assert_eq!(twice["replayed"], true);
+    let (status, _) = post_to(app().await, path, extend(3)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a settled hold cannot be extended");
+}
+
+#[tokio::test]
+async fn bad_hold_requests_are_refused_with_the_field_and_change_nothing() {
+    let (store, id) = funded("acme", "1").await;
+    let app = || app_with(store.clone());
+    let (status, body) = ask(app().await, uk_call("has space")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "authorization_id", "{body}");
+    let (status, body) = post_to(
+        app().await,
+        "/v1/authorizations/none/extend",
+        json!({"account_id": "acme", "sequence": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = post_to(
+        app().await,
+        "/v1/authorizations/none/extend",
+        json!({"account_id": "acme", "sequence": 0}),
+    )
+    .await;
+    assert_eq!((status, body["field"].clone()), (StatusCode::BAD_REQUEST, json!("sequence")));
+    let (status, body) = post_to(
+        app().await,
+        "/v1/authorizations/none/release",
+        json!({"account_id": "acme", "extra": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("extra"), "{body}");
+    let (status, _) =
+        post_to(app().await, "/v1/authorizations/none/release", json!({"account_id": "nobody"}))
+            .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let account = store.account(&id).await.unwrap().unwrap();
+    assert!(account.holds.is_empty(), "nothing was reserved");
+}

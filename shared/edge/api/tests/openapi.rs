@@ -28,7 +28,7 @@ fn documented() -> BTreeSet<(String, String)> {
 fn the_document_lists_exactly_the_routes_the_routers_serve() {
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .chain([&api::authorization::ROUTE])
+        .chain(api::authorization::ROUTES.iter())
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     let documented = documented();
@@ -158,6 +158,16 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             "/v1/operator/accounts/{account_id}/adjustments",
             accepted_fields::<operator::AdjustmentBody>(empty()),
         ),
+        (
+            "post",
+            "/v1/authorizations/{authorization_id}/extend",
+            accepted_fields::<api::authorization::ExtendRequest>(empty()),
+        ),
+        (
+            "post",
+            "/v1/authorizations/{authorization_id}/release",
+            accepted_fields::<api::authorization::ReleaseRequest>(empty()),
+        ),
     ];
     let mut with_body = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -197,7 +207,7 @@ fn the_authorization_request_schema_lists_each_actions_fields() {
         let action = variant["properties"]["action"]["enum"][0].as_str().unwrap().to_string();
         let mut accepted =
             accepted_fields::<usage::authorize::Action>(json!({ "action": action.clone() }));
-        accepted.extend(["account_id".to_string(), "action".to_string()]);
+        accepted.extend(["account_id", "action", "authorization_id"].map(String::from));
         assert_eq!(listed, accepted, "{action}");
         assert_eq!(variant["additionalProperties"], false, "{action}");
         actions.insert(action);
@@ -238,6 +248,27 @@ fn every_response_field_is_in_its_schema() {
         "max_duration_seconds": 60, "message": "no",
     });
     check("AuthorizationDecision", authorization);
+    let hold = ledger::Hold {
+        id: "call-1".into(),
+        purpose: ledger::HoldPurpose::Call,
+        amount_usd: rust_decimal::Decimal::new(725, 4),
+        granted_seconds: Some(300),
+        call: None,
+        extensions: 1,
+        created_at: chrono::Utc::now(),
+        expires_at: chrono::Utc::now(),
+        settled: true,
+    };
+    let held =
+        serde_json::to_value(api::authorization::HoldView::of(&hold, chrono::Utc::now())).unwrap();
+    check(
+        "AuthorizationDecision",
+        json!({
+            "account_id": "acme", "allowed": true, "reason": "insufficient_available_balance",
+            "max_duration_seconds": 300, "message": "no", "hold": held,
+            "available_usd": "1.5", "replayed": true,
+        }),
+    );
 }
 
 /// The checker every API test's replies go through catches a field the document does not

@@ -315,7 +315,12 @@ impl RechargeWorker {
     }
 
     /// Cancel a request that is no longer needed (the balance recovered, auto-recharge off).
-    async fn cancel(&self, account: &AccountId, request_id: &str) -> Result<(), RechargeError> {
+    async fn cancel(
+        &self,
+        account: &AccountId,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RechargeError> {
         let request_id = request_id.to_string();
         self.store
             .modify_account(
@@ -326,7 +331,7 @@ impl RechargeWorker {
                     }
                     Ok(())
                 }),
-                Utc::now(),
+                now,
             )
             .await?;
         Ok(())
@@ -424,14 +429,14 @@ impl RechargeWorker {
 
         if state.cancelled {
             // The canceller may have died before it cleared the marker: finish its work.
-            self.cancel(account_id, request_id).await?;
+            self.cancel(account_id, request_id, now).await?;
             return Ok(Some(Outcome::NotNeeded("cancelled by a card change or a payment")));
         }
         if account.recharge_in_flight.as_deref() != Some(request_id) {
             return Ok(Some(Outcome::NotNeeded("settled, cancelled or superseded")));
         }
         let Some(settings) = account.recharge.clone().filter(|s| s.enabled()) else {
-            self.cancel(account_id, request_id).await?;
+            self.cancel(account_id, request_id, now).await?;
             return Ok(Some(Outcome::NotNeeded("auto-recharge is off")));
         };
         if state.given_up {
@@ -444,9 +449,12 @@ impl RechargeWorker {
             }
         }
         // Checked against the balance now, in both modes: a payment or a credit since the
-        // request was raised may have made it unnecessary.
-        if account.balance_usd >= settings.threshold_usd().value() {
-            self.cancel(account_id, request_id).await?;
+        // request was raised may have made it unnecessary. Like the request itself, it counts
+        // active holds: judged on the balance alone, a request raised while calls hold money
+        // would be cancelled, and the cancellation raise it again, for as long as they last.
+        let unreserved = account.unreserved_usd(now);
+        if unreserved >= settings.threshold_usd().value() {
+            self.cancel(account_id, request_id, now).await?;
             return Ok(Some(Outcome::NotNeeded("the balance is back above the threshold")));
         }
 
@@ -458,11 +466,11 @@ impl RechargeWorker {
                 let amount = match settings.mode() {
                     RechargeMode::Add => settings.amount_usd().value(),
                     RechargeMode::TopUpTo => {
-                        Rounding::Up.round(settings.amount_usd().value() - account.balance_usd, 2)
+                        Rounding::Up.round(settings.amount_usd().value() - unreserved, 2)
                     }
                 };
                 if amount <= Decimal::ZERO {
-                    self.cancel(account_id, request_id).await?;
+                    self.cancel(account_id, request_id, now).await?;
                     return Ok(Some(Outcome::NotNeeded("the balance is already at the target")));
                 }
                 let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))?;

@@ -26,6 +26,9 @@ pub enum Denial {
     Suspended,
     /// Active, but the balance above the floor does not cover this.
     InsufficientBalance,
+    /// The balance would cover it, but holds for calls, messages and purchases in progress
+    /// have reserved what is left.
+    InsufficientAvailableBalance,
 }
 
 impl Denial {
@@ -34,6 +37,9 @@ impl Denial {
             Denial::TermsNotAccepted => "the account has not accepted the terms of service",
             Denial::Suspended => "the account is suspended: its balance is at or below its floor",
             Denial::InsufficientBalance => "the balance above the floor does not cover this",
+            Denial::InsufficientAvailableBalance => {
+                "holds for calls, messages and purchases in progress reserve the rest of the balance"
+            }
         }
     }
 }
@@ -72,17 +78,25 @@ pub fn authorize(
     if account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd() {
         return Decision::deny(Denial::Suspended);
     }
-    let available = account.balance_usd - account.floor_usd();
+    // Holds of authorizations in progress are spoken for.
+    let available = account.available_usd(now);
+    let short = if account.held_usd(now, None) > Decimal::ZERO {
+        Denial::InsufficientAvailableBalance
+    } else {
+        Denial::InsufficientBalance
+    };
     match action {
         Action::Call { direction, to } => {
             let month = ledger::Month::of(now);
             let included_total = u64::from(card.included_minutes_per_month) * 60;
-            let included_left = included_total.saturating_sub(account.plan_usage.used_in(month));
+            let included_left = included_total
+                .saturating_sub(account.plan_usage.used_in(month))
+                .saturating_sub(account.held_call_seconds(now, None));
             match longest_call_seconds(card, *direction, to, available, included_left) {
                 Some(seconds) if seconds > 0 => {
                     Decision::allow(Some(seconds.min(u64::from(max_call_seconds)) as u32))
                 }
-                _ => Decision::deny(Denial::InsufficientBalance),
+                _ => Decision::deny(short),
             }
         }
         Action::Sms { direction, segments } => {
@@ -94,7 +108,7 @@ pub fn authorize(
             if cost <= available {
                 Decision::allow(None)
             } else {
-                Decision::deny(Denial::InsufficientBalance)
+                Decision::deny(short)
             }
         }
         Action::NumberPurchase { number_type } => {
@@ -106,7 +120,7 @@ pub fn authorize(
             if price <= available {
                 Decision::allow(None)
             } else {
-                Decision::deny(Denial::InsufficientBalance)
+                Decision::deny(short)
             }
         }
     }

@@ -72,6 +72,9 @@ struct Envelope {
     #[serde(rename = "type")]
     event_type: String,
     data: serde_json::Value,
+    /// The authorization (hold) this event reports, when the platform took one.
+    #[serde(default)]
+    authorization_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -133,6 +136,9 @@ pub struct UsageEvent {
     pub account_id: AccountId,
     pub occurred_at: DateTime<Utc>,
     pub kind: UsageKind,
+    /// The hold `POST /v1/authorizations` placed for this call, message or purchase: posting
+    /// the event settles it.
+    pub authorization_id: Option<String>,
 }
 
 fn phone(field: &'static str, value: &str) -> Result<(), EventError> {
@@ -146,6 +152,18 @@ fn phone(field: &'static str, value: &str) -> Result<(), EventError> {
             reason: "must be an E.164 number (+ and 3-15 digits)".into(),
         })
     }
+}
+
+/// The longest authorization id the platform may use.
+pub const MAX_AUTHORIZATION_ID_LEN: usize = 64;
+
+/// An authorization id: 1 to 64 of `A-Z a-z 0-9 - _ . :` (the platform's call or message id).
+pub fn check_authorization_id(id: &str) -> Result<String, &'static str> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+    if id.is_empty() || id.len() > MAX_AUTHORIZATION_ID_LEN || !id.bytes().all(allowed) {
+        return Err("must be 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.', ':'");
+    }
+    Ok(id.to_string())
 }
 
 fn check_version(loose: &serde_json::Value) -> Result<(), EventError> {
@@ -187,6 +205,12 @@ impl UsageEvent {
         }
         let event_id = SourceId::parse(envelope.event_id)
             .map_err(|e| EventError::BadField { field: "event_id", reason: e.to_string() })?;
+        let authorization_id = match envelope.authorization_id {
+            None => None,
+            Some(id) => Some(check_authorization_id(&id).map_err(|reason| {
+                EventError::BadField { field: "authorization_id", reason: reason.into() }
+            })?),
+        };
         let account_id = AccountId::parse(envelope.account_id)
             .map_err(|e| EventError::BadField { field: "account_id", reason: e.to_string() })?;
         let kind = match envelope.event_type.as_str() {
@@ -222,6 +246,7 @@ impl UsageEvent {
             account_id,
             occurred_at: ledger::truncate_to_micros(envelope.occurred_at),
             kind,
+            authorization_id,
         })
     }
 

@@ -163,7 +163,19 @@ impl PostingSource for RatedEvents {
             // Checked before the batch was formed (`check_rates`); a failure here is a bug.
             let unrateable = |e: RatingError| LedgerError::Unrateable(e.to_string());
             let rated = rate(card, &event.usage(), left).map_err(unrateable)?;
-            let details = Self::details(event, &rated);
+            let mut details = Self::details(event, &rated);
+            if let Some(id) = &event.authorization_id {
+                details["authorization_id"] = json!(id);
+                // Longer than authorized: the platform could not cut it. Debited in full.
+                let charged: rust_decimal::Decimal =
+                    rated.charges.iter().map(|c| c.amount.value()).sum();
+                if let Some(hold) = account.hold(id) {
+                    if charged > hold.amount_usd {
+                        details["hold_overrun_usd"] = json!(charged - hold.amount_usd);
+                    }
+                }
+            }
+            let first_posting = postings.len();
             let mut included_used = 0;
             if rated.included_seconds_used > 0 {
                 // Show the call at its full price and credit the included part, so the call
@@ -208,6 +220,9 @@ impl PostingSource for RatedEvents {
                     charge.rule,
                     &details,
                 )?);
+            }
+            for posting in &mut postings[first_posting..] {
+                posting.settles = event.authorization_id.clone();
             }
             if included_used > 0 {
                 if plan.month != Some(month) {

@@ -5,6 +5,7 @@
 pub mod cases;
 pub mod crash;
 pub mod docs;
+pub mod holds;
 pub mod model;
 
 pub use cases::*;
@@ -57,11 +58,26 @@ macro_rules! conformance_suite {
             month_totals_add_up_each_months_entries_and_close_once,
             account_ids_list_every_account_in_order,
         );
+        $crate::conformance_suite!(@hold $factory,
+            concurrent_authorizations_never_grant_more_than_the_available_balance,
+            a_report_settles_its_hold_once_whatever_is_redelivered,
+            an_unreported_hold_expires_and_a_late_report_still_debits_once,
+            extensions_apply_once_in_order_and_stop_at_the_available_balance,
+            a_hold_below_the_recharge_threshold_requests_a_recharge_and_a_message_holds_its_price,
+        );
 
         #[test]
         fn random_histories_match_a_plain_model() {
             $crate::model::random_histories_match_a_plain_model(|| $factory(), $model_cases);
         }
+    };
+    (@hold $factory:path, $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::holds::$name($factory().await).await;
+            }
+        )+
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {
         $(

@@ -14,6 +14,10 @@
 //!   either way, declining cards, and idempotency keys that expire after 24 h of virtual time;
 //! - the clock: minutes to days pass between steps, so backoffs, key expiry and months roll.
 //!
+//! Holds (issue 13) join it: the platform authorizes calls with ids (new, replayed after an
+//! unknown outcome), extends and releases them, and reports calls with their authorization id,
+//! redelivered at random, while usage without holds drains the same balances.
+//!
 //! After the chaos the faults stop and the system is driven to quiescence; then the invariants
 //! are checked (see [`check`]). A failure names the seed; `ringledger-sim --seed N` replays it
 //! exactly.
@@ -38,8 +42,13 @@ use ledger::{
 use notifications::notice::{Notice, NoticeSink};
 use payment_flow::{PayNowAnswer, PayNowError, PaymentPorts};
 use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
+use rating::{Direction, RateCards};
 use recharge::{Outcome, RechargeWorker};
 use rust_decimal::Decimal;
+use usage::authorize::Action;
+use usage::events::UsageEvent;
+use usage::holds::{self, HoldAnswer, HoldError};
+use usage::source::RatedEvents;
 
 /// SplitMix64: small, fast and the same on every platform and version.
 #[derive(Debug, Clone)]
@@ -104,6 +113,9 @@ pub struct Stats {
     pub processor_faults: usize,
     pub deliveries: usize,
     pub dead_letters: usize,
+    /// Holds granted (first answers, not replays) and call reports posted.
+    pub holds_granted: usize,
+    pub hold_reports: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -403,15 +415,18 @@ impl CardProcessor for WatchedProcessor {
             if let Ok(id) = AccountId::parse(account) {
                 let store: &dyn LedgerStore = &*self.store;
                 if let Ok(Some(a)) = store.account(&id).await {
+                    // Below the threshold once active holds are counted, as the request was.
+                    let now = self.inner.now().unwrap_or_else(Utc::now);
                     let below = a
                         .recharge
                         .as_ref()
                         .filter(|r| r.enabled())
-                        .is_some_and(|r| a.balance_usd < r.threshold_usd().value());
+                        .is_some_and(|r| a.unreserved_usd(now) < r.threshold_usd().value());
                     if !below {
                         self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-                            "{key}: a fresh auto-recharge charge at balance {} (not needed)",
-                            a.balance_usd
+                            "{key}: a fresh auto-recharge charge at balance {} less {} held (not needed)",
+                            a.balance_usd,
+                            a.held_usd(now, None)
                         ));
                     }
                 }
@@ -491,6 +506,17 @@ struct PayNowCall {
     last_status: Option<u16>,
 }
 
+/// An authorization the simulated platform asked for, and what became of it.
+#[derive(Debug, Clone)]
+struct SimHold {
+    account: usize,
+    id: String,
+    /// The call's report (its event id and duration), once the platform sent one.
+    report: Option<(String, u32)>,
+    /// The extension the platform asks for next.
+    next_extension: u32,
+}
+
 /// One run's world.
 pub struct World {
     seed: u64,
@@ -506,6 +532,9 @@ pub struct World {
     queue: Vec<Message>,
     dead_letters: Vec<Message>,
     pay_nows: Vec<PayNowCall>,
+    holds: Vec<SimHold>,
+    /// Broken hold promises seen while running (an answer granting more than was available).
+    hold_violations: Vec<String>,
     next_id: u64,
     stats: Stats,
     log: Vec<String>,
@@ -542,6 +571,67 @@ fn cents(rng: &mut Rng, low_usd: u64, high_usd: u64) -> Amount {
     Amount::new(Decimal::new(value as i64, 2)).expect("positive")
 }
 
+fn describe(result: &Result<HoldAnswer, HoldError>) -> String {
+    match result {
+        Ok(answer) if answer.replayed => "replayed".into(),
+        Ok(answer) if answer.decision.allowed => format!(
+            "granted {:?} s, available {}",
+            answer.decision.max_duration_seconds, answer.available_usd
+        ),
+        Ok(answer) => format!("refused {:?}", answer.decision.reason),
+        Err(error) => format!("error {error}"),
+    }
+}
+
+fn empty_outcome() -> PostOutcome {
+    PostOutcome {
+        results: Vec::new(),
+        account: Account::open(AccountId::parse("none").expect("id"), None, Utc::now()),
+        events: Vec::new(),
+    }
+}
+
+/// An answered outbound call of `seconds` reporting `authorization`.
+fn call_event(
+    event: &str,
+    account: &AccountId,
+    authorization: &str,
+    seconds: u32,
+    now: DateTime<Utc>,
+) -> UsageEvent {
+    let body = serde_json::json!({
+        "version": 1, "event_id": event, "account_id": account.as_str(),
+        "occurred_at": now.to_rfc3339(), "type": "call", "authorization_id": authorization,
+        "data": {"direction": "outbound", "from": "+15550000001", "to": "+15551230000",
+                 "answered": true, "duration_seconds": seconds},
+    });
+    UsageEvent::parse(&body.to_string()).expect("a valid call event")
+}
+
+/// The simulation's rate card: the standard one with outbound calls at $2.00 a minute, so a
+/// five-minute slice ($10) often meets the edge of an account's available balance.
+fn sim_cards() -> RateCards {
+    let mut card = rating::RateCard::standard();
+    card.calls.outbound.per_minute_usd = Decimal::new(200, 2);
+    RateCards::new(std::collections::HashMap::new(), card).expect("a valid card")
+}
+
+/// What one reported call costs on the simulation's card: what the ledger must have debited
+/// for it, once, whatever its hold was.
+fn rated_cost(seconds: u32) -> Decimal {
+    let card = sim_cards().card(None).expect("the standard card");
+    let usage = rating::Usage::Call {
+        direction: Direction::Outbound,
+        to: "+15551230000",
+        answered: true,
+        duration_seconds: seconds,
+        ring_through_attempts: 0,
+        premium: &[],
+        internal: false,
+    };
+    rating::rate(&card, &usage, 0).expect("rateable").charges.iter().map(|c| c.amount.value()).sum()
+}
+
 impl World {
     async fn new(seed: u64, config: Config) -> Self {
         let mut rng = Rng::new(seed);
@@ -573,6 +663,8 @@ impl World {
             queue: Vec::new(),
             dead_letters: Vec::new(),
             pay_nows: Vec::new(),
+            holds: Vec::new(),
+            hold_violations: Vec::new(),
             next_id: 0,
             stats: Stats::default(),
             log: Vec::new(),
@@ -685,7 +777,8 @@ impl World {
     async fn step(&mut self) {
         self.stats.steps += 1;
         match self.rng.below(100) {
-            0..=29 => self.usage().await,
+            0..=19 => self.usage().await,
+            20..=29 => self.hold().await,
             30..=44 => self.pay_now().await,
             45..=49 => self.card_change().await,
             50..=54 => self.settings_change().await,
@@ -719,6 +812,140 @@ impl World {
         let store: &dyn LedgerStore = &*self.store;
         let result = store.post(&id, vec![posting], self.now).await;
         self.note(format!("usage {id} {} -> {}", debit.value(), result.is_ok()));
+    }
+
+    /// The platform's side of holds: authorize (new or replayed), extend, release, report.
+    async fn hold(&mut self) {
+        let cards = sim_cards();
+        let shared = self.store.clone();
+        let store: &dyn LedgerStore = &*shared;
+        let pick = if self.holds.is_empty() { 0 } else { self.rng.below(100) };
+        match pick {
+            0..=34 => {
+                let (index, id) = self.account();
+                let authorization = format!("auth-{}", self.next());
+                let action = Action::Call {
+                    direction: Direction::Outbound,
+                    to: format!("+1555{:07}", self.rng.below(10_000_000)),
+                };
+                let result =
+                    holds::place(store, &cards, &id, &authorization, &action, self.now, 14_400)
+                        .await;
+                self.check_grant(&authorization, &result);
+                if result.as_ref().is_ok_and(|a| a.decision.allowed) {
+                    self.stats.holds_granted += 1;
+                }
+                self.note(format!("authorize {id} {authorization} -> {}", describe(&result)));
+                self.holds.push(SimHold {
+                    account: index,
+                    id: authorization,
+                    report: None,
+                    next_extension: 1,
+                });
+            }
+            35..=49 => {
+                // A retry after an unknown outcome (or a late duplicate): the same id again.
+                let hold = self.holds[self.rng.below(self.holds.len() as u64) as usize].clone();
+                let id = self.accounts[hold.account].clone();
+                let existed =
+                    store.account(&id).await.ok().flatten().and_then(|a| a.hold(&hold.id).cloned());
+                let action =
+                    Action::Call { direction: Direction::Outbound, to: "+15550000000".into() };
+                let result =
+                    holds::place(store, &cards, &id, &hold.id, &action, self.now, 14_400).await;
+                if let (Some(_), Ok(answer)) = (&existed, &result) {
+                    if !answer.replayed {
+                        self.hold_violations
+                            .push(format!("{}: replay of {} placed again", id, hold.id));
+                    }
+                }
+                self.check_grant(&hold.id, &result);
+                self.note(format!("re-authorize {id} {} -> {}", hold.id, describe(&result)));
+            }
+            50..=64 => {
+                let at = self.rng.below(self.holds.len() as u64) as usize;
+                let hold = self.holds[at].clone();
+                let id = self.accounts[hold.account].clone();
+                // Now and then a retry of the last extension instead of the next.
+                let sequence = if hold.next_extension > 1 && self.rng.chance(30) {
+                    hold.next_extension - 1
+                } else {
+                    hold.next_extension
+                };
+                let result =
+                    holds::extend(store, &cards, &id, &hold.id, sequence, self.now, 14_400).await;
+                if let Ok(answer) = &result {
+                    if answer.decision.allowed
+                        && !answer.replayed
+                        && answer.available_usd < Decimal::ZERO
+                    {
+                        self.hold_violations.push(format!(
+                            "{id}: extension of {} left {} available",
+                            hold.id, answer.available_usd
+                        ));
+                    }
+                    if answer.decision.allowed && sequence == hold.next_extension {
+                        self.holds[at].next_extension += 1;
+                    }
+                }
+                self.note(format!("extend {id} {} #{sequence} -> {}", hold.id, describe(&result)));
+            }
+            65..=72 => {
+                let hold = self.holds[self.rng.below(self.holds.len() as u64) as usize].clone();
+                let id = self.accounts[hold.account].clone();
+                let result = holds::release(store, &id, &hold.id, self.now).await;
+                self.note(format!("release {id} {} -> {}", hold.id, describe(&result)));
+            }
+            _ => {
+                let at = self.rng.below(self.holds.len() as u64) as usize;
+                if self.holds[at].report.is_none() {
+                    let seconds = 1 + self.rng.below(900) as u32;
+                    self.holds[at].report = Some((format!("rep-{}", self.holds[at].id), seconds));
+                }
+                let hold = self.holds[at].clone();
+                let id = self.accounts[hold.account].clone();
+                let before = store.account(&id).await.ok().flatten();
+                let was_active = before
+                    .and_then(|a| a.hold(&hold.id).cloned())
+                    .is_some_and(|h| h.is_active(self.now));
+                let result = self.report(&hold).await;
+                if was_active && result.is_ok() {
+                    // An active hold and its report meet in one write: it is settled now.
+                    let store: &dyn LedgerStore = &*self.store;
+                    let after = store.account(&id).await.ok().flatten();
+                    if after.and_then(|a| a.hold(&hold.id).cloned()).is_some_and(|h| !h.settled) {
+                        self.hold_violations
+                            .push(format!("{id}: the report of {} left its hold active", hold.id));
+                    }
+                }
+                if result.is_ok() {
+                    self.stats.hold_reports += 1;
+                }
+                self.note(format!("report {} -> {}", hold.id, result.is_ok()));
+            }
+        }
+    }
+
+    /// Post (or redeliver) a hold's report: an answered outbound call with its authorization id.
+    async fn report(&mut self, hold: &SimHold) -> Result<PostOutcome, StoreError> {
+        let Some((event, seconds)) = &hold.report else { return Ok(empty_outcome()) };
+        let id = self.accounts[hold.account].clone();
+        let event = call_event(event, &id, &hold.id, *seconds, self.now);
+        let card = sim_cards().card(None).expect("the standard card");
+        let store: &dyn LedgerStore = &*self.store;
+        store.post_with(&id, Arc::new(RatedEvents { card, events: vec![event] }), self.now).await
+    }
+
+    /// A granted hold never leaves the account's available balance below zero.
+    fn check_grant(&mut self, authorization: &str, result: &Result<HoldAnswer, HoldError>) {
+        if let Ok(answer) = result {
+            if answer.decision.allowed && !answer.replayed && answer.available_usd < Decimal::ZERO {
+                self.hold_violations.push(format!(
+                    "{authorization} granted with {} available afterwards",
+                    answer.available_usd
+                ));
+            }
+        }
     }
 
     async fn pay_now(&mut self) {
@@ -888,6 +1115,13 @@ impl World {
         self.store.set_percent(0);
         self.processor.clear_faults();
         self.config.processor_fault_percent = 0;
+        // The platform's queue redelivers every report until it is acknowledged: once more
+        // each, now that nothing fails.
+        for hold in self.holds.clone() {
+            if let Err(error) = self.report(&hold).await {
+                self.hold_violations.push(format!("report of {} failed at rest: {error}", hold.id));
+            }
+        }
         for _ in 0..400 {
             self.relay_all().await;
             let mut worked = false;
@@ -979,6 +1213,10 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     if let Some(violation) = world.watched.violations().first() {
         return Err(world.violation(violation.clone()));
     }
+    if let Some(violation) = world.hold_violations.first() {
+        return Err(world.violation(violation.clone()));
+    }
+    check_holds(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -1136,6 +1374,44 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     for receipt in successful_records {
         if !receipts.contains(&receipt) {
             return Err(world.violation(format!("no receipt published: {receipt}")));
+        }
+    }
+    Ok(())
+}
+
+/// Holds at rest: every reported call debited exactly its rated cost, once, and nothing else
+/// carrying its authorization id; no hold twice; and once every hold's time has passed,
+/// nothing is held.
+async fn check_holds(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let later = world.now + Duration::hours(5);
+    for (index, id) in world.accounts.iter().enumerate() {
+        let account = store.account(id).await.expect("read").expect("account");
+        let mut seen = std::collections::HashSet::new();
+        for hold in &account.holds {
+            if !seen.insert(hold.id.as_str()) {
+                return Err(world.violation(format!("{id}: hold {} twice", hold.id)));
+            }
+        }
+        if account.held_usd(later, None) != Decimal::ZERO {
+            return Err(world.violation(format!("{id}: holds outlive their expiry")));
+        }
+        let entries = all_entries(store, id).await;
+        for hold in world.holds.iter().filter(|h| h.account == index) {
+            let debited: Decimal = entries
+                .iter()
+                .filter(|e| {
+                    e.details.get("authorization_id").and_then(|v| v.as_str()) == Some(&hold.id)
+                })
+                .map(|e| e.amount_usd.value())
+                .sum();
+            let expected = hold.report.as_ref().map_or(Decimal::ZERO, |(_, s)| rated_cost(*s));
+            if debited != expected {
+                return Err(world.violation(format!(
+                    "{id}: call {} debited {debited}, its rated cost is {expected}",
+                    hold.id
+                )));
+            }
         }
     }
     Ok(())

@@ -60,6 +60,8 @@ fn main() {
                 totals.store_faults += stats.store_faults;
                 totals.processor_faults += stats.processor_faults;
                 totals.deliveries += stats.deliveries;
+                totals.holds_granted += stats.holds_granted;
+                totals.hold_reports += stats.hold_reports;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -69,12 +71,14 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
         totals.store_faults,
         totals.processor_faults,
-        totals.deliveries
+        totals.deliveries,
+        totals.holds_granted,
+        totals.hold_reports
     );
 }

@@ -6,12 +6,15 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let mut charges = 0;
     let mut store_faults = 0;
     let mut processor_faults = 0;
+    let (mut holds, mut reports) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
                 charges += stats.charges_succeeded;
                 store_faults += stats.store_faults;
                 processor_faults += stats.processor_faults;
+                holds += stats.holds_granted;
+                reports += stats.hold_reports;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -20,4 +23,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(charges > 10_000, "only {charges} charges");
     assert!(store_faults > 5_000, "only {store_faults} store faults");
     assert!(processor_faults > 5_000, "only {processor_faults} processor faults");
+    assert!(holds > 5_000, "only {holds} holds granted");
+    assert!(reports > 5_000, "only {reports} calls reported against holds");
 }
