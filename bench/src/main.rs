@@ -43,6 +43,12 @@ struct Args {
     /// Directory holding the Lambda binaries for the startup suite (one `<name>` file each).
     #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/lambda")]
     startup_dir: String,
+    /// Authorizations per row of the holds suite.
+    #[arg(long, default_value_t = 200)]
+    hold_authorizations: usize,
+    /// Concurrent clients on one hot account in the holds suite.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 8, 32])]
+    hold_clients: Vec<usize>,
     /// Accounts in the monthly tax suite.
     #[arg(long, default_value_t = 10_000)]
     tax_accounts: usize,
@@ -587,6 +593,7 @@ async fn startup_suite(args: &Args) {
     println!();
 }
 
+mod holds;
 mod sqlite_zipf;
 // ---------------------------------------------------------------------------------------------
 // Realistic traffic (issue 18): Zipf-distributed accounts, deliveries as Lambda receives them
@@ -1183,6 +1190,9 @@ async fn main() {
         }
         if wants("pollers") {
             pollers_suite(endpoint, &args).await;
+        }
+        if wants("holds") {
+            holds::suite(endpoint, &args).await;
         }
     }
     if wants("ledger") {

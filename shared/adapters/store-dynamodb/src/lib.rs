@@ -694,9 +694,17 @@ impl LedgerStore for DynamoStore {
             change(&mut next)?;
             let events = settle_settings_change(&current.account, &mut next, now)?;
             let item = Self::account_item(&next, Some(&current), Carry::Unchanged);
-            let mut items = vec![self.account_put(&item, current.version)?];
-            items.extend(self.outbox_puts(&events)?);
-            match self.transact(items).await {
+            // Without events the account item is all there is to write: one conditional
+            // `PutItem` (a standard write, half a transaction's units). Holds are changes like
+            // this, one per authorization.
+            let committed = if events.is_empty() {
+                self.put_account(&item, current.version).await
+            } else {
+                let mut items = vec![self.account_put(&item, current.version)?];
+                items.extend(self.outbox_puts(&events)?);
+                self.transact(items).await
+            };
+            match committed {
                 Ok(()) => return Ok(next),
                 Err(failure) if failure.is_retryable() => {
                     messaging::metrics::count(messaging::metrics::CONTENTION_RETRIES, 1);

@@ -13,7 +13,7 @@
 //! not counted, so a create or an extend replayed after settlement is recognised instead of
 //! reserving the money again; a report that finds no hold leaves the same mark.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -41,32 +41,43 @@ pub enum HoldPurpose {
 /// One reservation, identified by the platform's authorization id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
+    #[serde(rename = "i")]
     pub id: String,
+    #[serde(rename = "p")]
     pub purpose: HoldPurpose,
     /// Reserved now: the cost of what was granted (for a call, every slice so far).
+    #[serde(rename = "a")]
     pub amount_usd: Decimal,
     /// Calls: seconds granted so far (first slice plus extensions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
     pub granted_seconds: Option<u32>,
     /// Calls: where the call goes, so an extension is rated as the first slice was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub call: Option<HeldCall>,
     /// Extensions applied (each extend request carries the next number, so a replay changes
     /// nothing).
-    #[serde(default)]
+    #[serde(rename = "x", default, skip_serializing_if = "is_zero")]
     pub extensions: u32,
+    /// Whole seconds (holds are kept to the second: the account item pays for every byte).
+    #[serde(rename = "t", with = "chrono::serde::ts_seconds")]
     pub created_at: DateTime<Utc>,
     /// It releases itself then, reported or not.
+    #[serde(rename = "e", with = "chrono::serde::ts_seconds")]
     pub expires_at: DateTime<Utc>,
-    /// Reported (or released by the platform): no longer counted, kept until `expires_at` so
-    /// replays are recognised.
-    #[serde(default)]
+    /// Reported (or released by the platform): no longer counted, kept a minute so replays
+    /// are recognised.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
     pub settled: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The call a hold was granted for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldCall {
+    #[serde(rename = "in", default, skip_serializing_if = "std::ops::Not::not")]
     pub inbound: bool,
     pub to: String,
 }
@@ -139,6 +150,7 @@ impl Account {
         if self.settle_hold(id, at) || self.hold(id).is_some() {
             return;
         }
+        let at = at.trunc_subsecs(0);
         self.holds.push(Hold {
             id: id.to_string(),
             purpose,
@@ -186,8 +198,9 @@ impl Account {
             Some(hold) => {
                 hold.settled = true;
                 hold.call = None;
-                hold.expires_at =
-                    hold.expires_at.min(at + chrono::Duration::seconds(SETTLED_MARK_SECONDS));
+                hold.amount_usd = Decimal::ZERO;
+                let mark = at.trunc_subsecs(0) + chrono::Duration::seconds(SETTLED_MARK_SECONDS);
+                hold.expires_at = hold.expires_at.min(mark);
                 self.trim_settled_marks();
                 true
             }

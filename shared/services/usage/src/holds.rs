@@ -19,7 +19,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use ledger::{
     Account, AccountId, AccountStatus, HeldCall, Hold, HoldPurpose, LedgerError, LedgerStore,
     StoreError,
@@ -300,6 +300,8 @@ pub async fn place(
                 (HoldPurpose::NumberPurchase, price, None, None, PURCHASE_HOLD_SECONDS)
             }
         };
+        // Kept to the second, as stored, so a replay answers exactly what this answer says.
+        let created_at = now.trunc_subsecs(0);
         let hold = Hold {
             id: id.clone(),
             purpose,
@@ -307,8 +309,8 @@ pub async fn place(
             granted_seconds: granted,
             call,
             extensions: 0,
-            created_at: now,
-            expires_at: now + Duration::seconds(lasts),
+            created_at,
+            expires_at: created_at + Duration::seconds(lasts),
             settled: false,
         };
         account.holds.push(hold.clone());
