@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command, small: `ringledger demo` on a fresh embedded store in a temporary
-# folder. Fails unless it runs to the end with the ledger's chain verified and the emails written.
+# folder. Fails unless it runs to the end with the ledger's chain verified, the held call settled
+# and the emails written.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -10,5 +11,6 @@ cargo build -q --locked -p ringledger
 OUTPUT="$("$ROOT/target/debug/ringledger" demo --events 200 --db "$WORK/ringledger.db" \
     --outbox-dir "$WORK/outbox" 2>&1)" || { echo "$OUTPUT" >&2; exit 1; }
 grep -q "chain verified" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo: no verified chain" >&2; exit 1; }
+grep -q "settles the hold; balance .*, nothing held" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo: the held call was not settled" >&2; exit 1; }
 ls "$WORK/outbox"/*.eml >/dev/null 2>&1 || { echo "$OUTPUT" >&2; echo "demo: no email written" >&2; exit 1; }
 grep -E "^final balance" <<<"$OUTPUT"

@@ -201,6 +201,7 @@ pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> CliResult {
         )
         .await?;
     let initial_payment = paid.json::<PaymentAnswer>("/v1/payments")?.payment.payment_id;
+    held_call(&ledger, &cards, &id, stamp).await?;
     let setup_seq = ledger.account(&id).await?.ok_or("the demo account vanished")?.last_seq;
 
     // 2. A day of traffic through the usage worker's batch path.
@@ -261,7 +262,7 @@ pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> CliResult {
     let entries = all_entries(&*ledger, &id, EntryQuery::default()).await?;
     let account = ledger.account(&id).await?.ok_or("the demo account vanished")?;
     ledger::verify_chain(account.opening_balance_usd, &entries, account.balance_usd)?;
-    let clock = summary::simulated_clock(&entries, day);
+    let clock = summary::simulated_clock(&entries, day, setup_seq);
     summary::print_balance_over_day(&entries, &clock, day, setup_seq);
     summary::print_by_item(&entries);
     let payments = fetch_payments(&api, &admin).await?;
@@ -294,6 +295,79 @@ pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> CliResult {
     );
     println!("  ringledger{db} token --account {id} --role admin");
     println!("  ls {}    the emails (.eml: open one in a mail client)", outbox_dir.display());
+    Ok(())
+}
+
+/// The platform authorizes a call with an id (a hold for its first slice), the call ends, and
+/// its usage event, carrying the same id, debits the call and settles the hold in one write.
+async fn held_call(
+    ledger: &Arc<dyn LedgerStore>,
+    cards: &usage::worker::RateCards,
+    id: &AccountId,
+    stamp: i64,
+) -> Result<(), DemoError> {
+    const PLATFORM_TOKEN: &str = "demo-platform";
+    let platform = Api {
+        app: api::authorization::router(Arc::new(api::authorization::AuthorizationState {
+            store: ledger.clone(),
+            cards: cards.clone(),
+            platform: api::authorization::PlatformAuth::Token(PLATFORM_TOKEN.into()),
+            max_call_seconds: usage::authorize::DEFAULT_MAX_CALL_SECONDS,
+        })),
+    };
+    let authorization = format!("demo-call-{stamp}");
+    let request = serde_json::json!({
+        "account_id": id.as_str(), "action": "call", "direction": "outbound",
+        "to": "+447700900123", "authorization_id": authorization,
+    });
+    println!(
+        "
+a call with a hold (the platform's routes, then the usage worker):"
+    );
+    platform
+        .step(
+            (Method::POST, "/v1/authorizations"),
+            PLATFORM_TOKEN,
+            &request,
+            None,
+            StatusCode::OK,
+            |answer| {
+                let body: serde_json::Value = answer.json("/v1/authorizations")?;
+                Ok(format!(
+                    "call to +447700900123 granted {} s; {} held; available {}",
+                    body["max_duration_seconds"],
+                    body["hold"]["amount_usd"].as_str().unwrap_or("?"),
+                    body["available_usd"].as_str().unwrap_or("?"),
+                ))
+            },
+        )
+        .await?;
+    let report = serde_json::json!({
+        "version": 1, "event_id": format!("demo-held-{stamp}"), "account_id": id.as_str(),
+        "occurred_at": Utc::now().to_rfc3339(), "type": "call",
+        "authorization_id": authorization,
+        "data": {"direction": "outbound", "from": "+14155550100", "to": "+447700900123",
+                 "answered": true, "duration_seconds": 185},
+    });
+    let messages =
+        vec![usage::worker::Message { id: "demo-held".into(), body: report.to_string() }];
+    let outcome = usage::worker::process_batch(ledger.clone(), cards, None, messages).await;
+    if let Some(failure) = outcome.failures.first() {
+        return Err(format!("the held call's report failed: {}", failure.reason).into());
+    }
+    let account = ledger.account(id).await?.ok_or("the demo account vanished")?;
+    let now = Utc::now();
+    let settled = account.hold(&authorization).is_none_or(|hold| hold.settled);
+    if !settled || account.held_usd(now, None) != Decimal::ZERO {
+        return Err(format!("the report of {authorization} left its hold active").into());
+    }
+    println!(
+        "  {:<38} the 185 s call's usage event debits {} charges and settles the hold; \
+         balance {}, nothing held",
+        "usage worker",
+        outcome.postings_applied,
+        display_usd(account.balance_usd),
+    );
     Ok(())
 }
 

@@ -21,13 +21,18 @@ const BUCKET_HOURS: u32 = 2;
 
 /// When each entry happened in the replayed day: a usage entry when its event occurred; a
 /// payment (posted at the real time of the run) right after the entry before it.
-pub fn simulated_clock(entries: &[Entry], day: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+pub fn simulated_clock(
+    entries: &[Entry],
+    day: DateTime<Utc>,
+    setup_seq: u64,
+) -> Vec<DateTime<Utc>> {
     let end = day + Duration::days(1) - Duration::microseconds(1);
     let mut now = day;
     entries
         .iter()
         .map(|e| {
-            if e.item != BillingItem::FundsAdded {
+            // The setup (its held call included) happened today, before the replayed day.
+            if e.item != BillingItem::FundsAdded && e.seq > setup_seq {
                 now = e.occurred_at.clamp(day, end).max(now);
             }
             now
