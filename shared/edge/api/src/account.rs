@@ -766,6 +766,9 @@ impl From<&Entry> for EntryView {
 pub struct EntryPage {
     pub entries: Vec<EntryView>,
     pub next_cursor: Option<String>,
+    /// Calls, messages and purchases in progress, as of now: money reserved, not yet moved
+    /// (not entries; each becomes entries when its usage event is posted).
+    pub active_holds: Vec<crate::authorization::HoldView>,
 }
 
 /// A page of the settings audit log, newest first; `next_cursor` continues.
@@ -811,7 +814,15 @@ async fn activity(
     let query = entry_query(&Params::new(raw, ACTIVITY_PARAMS)?, ledger::store::MAX_PAGE_SIZE)?;
     let page = state.ledger().entries(id, &query).await.map_err(ApiError::from_store)?;
     let entries = page.entries.iter().map(EntryView::from).collect();
-    Ok(Json(EntryPage { entries, next_cursor: page.next_cursor }))
+    let account = state.ledger().account(id).await.map_err(ApiError::from_store)?;
+    let now = Utc::now();
+    let active_holds = account
+        .iter()
+        .flat_map(|account| account.holds.iter())
+        .filter(|hold| hold.is_active(now))
+        .map(|hold| crate::authorization::HoldView::of(hold, now))
+        .collect();
+    Ok(Json(EntryPage { entries, next_cursor: page.next_cursor, active_holds }))
 }
 
 /// Which entries the activity shows (the `show` query parameter).

@@ -712,6 +712,34 @@ async fn statements_read_download_and_queue_emails(app: TestApp) {
     }
 }
 
+async fn overview_and_activity_show_the_holds_in_progress(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    app.pay(&admin, "p1", "20").await;
+    let id = ledger::AccountId::parse("acme").unwrap();
+    let cards = rating::RateCards::standard_only();
+    let call = usage::authorize::Action::Call {
+        direction: rating::Direction::Outbound,
+        to: "+447700900123".into(),
+    };
+    let placed =
+        usage::holds::place(&*app.store, &cards, &id, "call-9", &call, chrono::Utc::now(), 14_400)
+            .await
+            .unwrap();
+    assert!(placed.decision.allowed);
+    let overview = app.get("/v1/overview", &admin).await.json;
+    assert_eq!(overview["balance_usd"], "20");
+    assert_eq!(overview["held_usd"], "0.2025");
+    assert_eq!(overview["available_usd"], "19.7975");
+    assert_eq!(overview["holds"][0]["authorization_id"], "call-9");
+    let activity = app.get("/v1/activity", &admin).await.json;
+    assert_eq!(activity["active_holds"][0]["authorization_id"], "call-9");
+    assert_eq!(activity["active_holds"][0]["state"], "active");
+    usage::holds::release(&*app.store, &id, "call-9", chrono::Utc::now()).await.unwrap();
+    let after = app.get("/v1/activity", &admin).await.json;
+    assert_eq!(after["active_holds"], serde_json::json!([]), "a released hold is not in progress");
+    assert_eq!(app.get("/v1/overview", &admin).await.json["available_usd"], "20");
+}
+
 macro_rules! in_every_mode {
     ($($name:ident),+ $(,)?) => {
         mod in_process {
@@ -834,5 +862,6 @@ in_every_mode!(
     an_adjustment_key_reused_for_another_adjustment_answers_422_and_changes_nothing,
     every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing,
     an_operator_lists_a_stopped_auto_recharge_and_rearms_it,
-    pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it
+    pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it,
+    overview_and_activity_show_the_holds_in_progress
 );

@@ -134,6 +134,7 @@ fn every_usage_fixture_parses_to_the_type_its_envelope_names() {
         (CALL_OUTBOUND_UK, "call"),
         (CALL_INBOUND_TOLLFREE_TRANSCRIBED, "call"),
         (CALL_UNANSWERED_RING_THROUGH, "call"),
+        (CALL_OUTBOUND_HELD, "call"),
         (SMS_IN, "sms_in"),
         (SMS_OUT, "sms_out"),
         (NUMBER_PURCHASE, "number_purchase"),
@@ -143,6 +144,20 @@ fn every_usage_fixture_parses_to_the_type_its_envelope_names() {
         let declared: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(declared["type"], expected, "fixture table is wrong for {body}");
         assert_eq!(parse(body).kind.type_name(), expected, "{body}");
+    }
+}
+
+#[test]
+fn an_authorization_id_is_carried_and_a_bad_one_is_refused_by_name() {
+    assert_eq!(parse(CALL_OUTBOUND_HELD).authorization_id.as_deref(), Some("call-7f3a"));
+    assert_eq!(parse(CALL_OUTBOUND).authorization_id, None, "it is optional");
+    for bad in ["", "has space", &"x".repeat(65), "call/7"] {
+        let mut body: serde_json::Value = serde_json::from_str(CALL_OUTBOUND_HELD).unwrap();
+        body["authorization_id"] = serde_json::json!(bad);
+        match error(&body.to_string()) {
+            EventError::BadField { field, .. } => assert_eq!(field, "authorization_id", "{bad:?}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
     }
 }
 

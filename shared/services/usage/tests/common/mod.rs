@@ -26,6 +26,8 @@ pub const CALL_INBOUND_TOLLFREE_TRANSCRIBED: &str =
     include_str!("../../../../../tests/fixtures/usage/call_inbound_tollfree_transcribed.json");
 pub const CALL_UNANSWERED_RING_THROUGH: &str =
     include_str!("../../../../../tests/fixtures/usage/call_unanswered_ring_through.json");
+pub const CALL_OUTBOUND_HELD: &str =
+    include_str!("../../../../../tests/fixtures/usage/call_outbound_held.json");
 pub const SMS_IN: &str = include_str!("../../../../../tests/fixtures/usage/sms_in.json");
 pub const SMS_OUT: &str = include_str!("../../../../../tests/fixtures/usage/sms_out.json");
 pub const NUMBER_PURCHASE: &str =
