@@ -116,7 +116,8 @@ pub async fn run_all(
 }
 
 /// What `serve` does every hour: the previous month's tax, the previous month's and week's
-/// scheduled statements. Each is idempotent, so running them again changes nothing.
+/// scheduled statements, and the number-release sweep. Each is idempotent, so running them
+/// again changes nothing.
 pub async fn catch_up(store: &dyn Store, workers: &Workers, now: DateTime<Utc>) {
     let month = ledger::Month::of(now).previous();
     match run_all(store, workers, |account_id| Job::Tax { account_id, month }, false).await {
@@ -132,5 +133,9 @@ pub async fn catch_up(store: &dyn Store, workers: &Workers, now: DateTime<Utc>) 
             }
             Err(error) => tracing::warn!(%error, "statements catch-up failed; retried next hour"),
         }
+    }
+    match run_all(store, workers, |account_id| Job::ReleaseSweep { account_id }, false).await {
+        Ok(counts) => tracing::info!(?counts, "number-release sweep"),
+        Err(error) => tracing::warn!(%error, "number-release sweep failed; retried next hour"),
     }
 }

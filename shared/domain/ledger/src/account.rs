@@ -8,6 +8,7 @@ use crate::hold::Hold;
 use crate::ids::AccountId;
 use crate::money::Amount;
 use crate::month::Month;
+use crate::service::ServicePolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,6 +247,15 @@ pub struct Account {
     /// Money reserved for authorized calls, messages and purchases (see [`crate::hold`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Hold>,
+    /// The operator's rules below the floor (see [`crate::service`]); `None`: the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePolicy>,
+    /// When the balance last reached the floor from above; cleared when it is lifted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_since: Option<DateTime<Utc>>,
+    /// How far this suspension's number release has gone ([`crate::service::ReleaseStage`]).
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub release_stage: u8,
     /// The id of the account's rate card (see the rating crate); `None` uses the standard card.
     #[serde(default)]
     pub rate_card: Option<String>,
@@ -262,6 +272,10 @@ pub struct Account {
     pub last_seq: u64,
     pub last_posted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+fn is_zero_u8(value: &u8) -> bool {
+    *value == 0
 }
 
 /// Pay Now payments an account may have in flight at once.
@@ -298,6 +312,9 @@ impl Account {
             low_balance_usd: None,
             low_balance_noticed: false,
             holds: Vec::new(),
+            service: None,
+            suspended_since: None,
+            release_stage: 0,
             rate_card: None,
             plan_usage: PlanUsage::default(),
             month_totals: None,

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod money;
 pub mod month;
 pub mod posting;
+pub mod service;
 pub mod statement;
 pub mod store;
 
@@ -28,6 +29,7 @@ pub use posting::{
     apply, Application, AppliedEntry, LedgerEvent, LedgerEventKind, Posting, PostingResult,
     PostingRule, Refusal,
 };
+pub use service::{InboundGrace, ReleaseStage, ServicePolicy};
 pub use store::{
     AccountChange, EntryPage, EntryQuery, FixedPostings, LedgerStore, NewAccount, OutboxPage,
     PostOutcome, PostingSource, Show, StoreError, UnreadableOutboxItem,

@@ -252,6 +252,11 @@ pub enum LedgerEventKind {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         details: serde_json::Value,
     },
+    /// A suspended account's numbers are due for release at `release_at` unless it is topped
+    /// up: raised 7 days and 1 day before.
+    NumbersReleaseWarning { release_at: DateTime<Utc>, days_left: u32 },
+    /// The account stayed suspended until `release_at`: the platform releases its numbers.
+    NumbersReleaseDue { release_at: DateTime<Utc> },
 }
 
 impl LedgerEventKind {
@@ -263,6 +268,8 @@ impl LedgerEventKind {
             LedgerEventKind::Reactivated => "reactivated",
             LedgerEventKind::PaymentPending { .. } => "payment_pending",
             LedgerEventKind::PurchaseRefused { .. } => "purchase_refused",
+            LedgerEventKind::NumbersReleaseWarning { .. } => "numbers_release_warning",
+            LedgerEventKind::NumbersReleaseDue { .. } => "numbers_release_due",
         }
     }
 }
@@ -511,11 +518,34 @@ pub fn crossings(
 ) -> Vec<LedgerEvent> {
     let mut kinds = Vec::new();
     match (before.status, after.status) {
-        (AccountStatus::Active, AccountStatus::Suspended) => kinds.push(LedgerEventKind::Suspended),
+        (AccountStatus::Active, AccountStatus::Suspended) => {
+            after.suspended_since = Some(at);
+            after.release_stage = 0;
+            kinds.push(LedgerEventKind::Suspended)
+        }
         (AccountStatus::Suspended, AccountStatus::Active) => {
+            // A top-up before the release cancels all of it.
+            after.suspended_since = None;
+            after.release_stage = 0;
             kinds.push(LedgerEventKind::Reactivated)
         }
         _ => {}
+    }
+    // The number release moved on (the daily sweep sets the stage it has reached).
+    if after.release_stage > before.release_stage && after.status == AccountStatus::Suspended {
+        if let Some(release_at) = after.release_at() {
+            for stage in before.release_stage + 1..=after.release_stage {
+                kinds.push(match crate::ReleaseStage::from_u8(stage) {
+                    crate::ReleaseStage::WeekBefore => {
+                        LedgerEventKind::NumbersReleaseWarning { release_at, days_left: 7 }
+                    }
+                    crate::ReleaseStage::DayBefore => {
+                        LedgerEventKind::NumbersReleaseWarning { release_at, days_left: 1 }
+                    }
+                    _ => LedgerEventKind::NumbersReleaseDue { release_at },
+                });
+            }
+        }
     }
     // On the balance less active holds, latched: holds come and go with every call, and a
     // customer is told once until a credit lifts the account back above the level.
@@ -556,6 +586,9 @@ pub fn crossings(
             // Several payments may become pending in one change: each event needs its own id.
             let key = match &kind {
                 LedgerEventKind::PaymentPending { key } => format!(":{key}"),
+                LedgerEventKind::NumbersReleaseWarning { days_left, .. } => {
+                    format!(":{days_left}d")
+                }
                 _ => String::new(),
             };
             LedgerEvent {

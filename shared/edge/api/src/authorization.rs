@@ -54,7 +54,8 @@ pub struct AuthorizationState {
 mirror_enum! {
     /// Why a billable action is refused.
     Denial = usage::authorize::Denial {
-        TermsNotAccepted, Suspended, InsufficientBalance, InsufficientAvailableBalance
+        TermsNotAccepted, Suspended, InsufficientBalance, InsufficientAvailableBalance,
+        GraceExhausted
     }
 }
 

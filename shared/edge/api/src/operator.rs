@@ -7,11 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ledger::{
     AccountId, Amount, BillingItem, Entry, EntryKind, EntryQuery, NewAccount, Posting,
     PostingResult, PostingRule, SourceId, StoreError,
 };
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(set_rate_card))
         .routes(routes!(set_credit_limit))
         .routes(routes!(set_tax_exemption))
+        .routes(routes!(set_service_policy))
         .routes(routes!(adjust))
         .routes(routes!(rearm))
         .routes(routes!(attention))
@@ -308,6 +310,109 @@ async fn set_rate_card(
     )
     .await?;
     Ok(Json(RateCardSaved { rate_card: after.rate_card }))
+}
+
+/// What the account keeps at its floor: inbound grace (an amount below the floor, or hours after
+/// the suspension) and the days suspended before its numbers are due for release.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ServicePolicy)]
+pub struct ServicePolicyBody {
+    /// Inbound calls and messages keep working until the balance is this much below the floor
+    /// (0: none).
+    #[schema(value_type = String, example = "5")]
+    pub inbound_grace_usd: Decimal,
+    /// Inbound calls and messages keep working this many hours after the suspension (null:
+    /// none); at most 168.
+    #[schema(minimum = 1, maximum = 168, required = true)]
+    pub inbound_grace_hours: Option<u32>,
+    /// Days suspended before the numbers are due for release; 7 to 365.
+    #[schema(minimum = 7, maximum = 365, example = 30)]
+    pub release_after_days: u32,
+}
+
+/// The policy as saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServicePolicySaved {
+    #[schema(value_type = String)]
+    pub inbound_grace_usd: Decimal,
+    pub inbound_grace_hours: Option<u32>,
+    pub release_after_days: u32,
+    /// While suspended: when the numbers are due for release.
+    pub release_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/operator/accounts/{account_id}/service-policy",
+    summary = "Set what the account keeps at its floor: inbound grace and number release (operator)",
+    params(AccountPath),
+    request_body = ServicePolicyBody,
+    responses(
+        (status = 200, description = "Saved", body = ServicePolicySaved),
+        (status = 400, description = "Bad request: the message says what is wrong", body = ApiError),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
+async fn set_service_policy(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<ServicePolicySaved>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let request: ServicePolicyBody = body::json(&raw)?;
+    let grace = request.inbound_grace_usd;
+    if grace < Decimal::ZERO || grace > Decimal::from(1_000) || grace.normalize().scale() > 2 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "inbound_grace_usd must be whole cents from 0 to 1000",
+        )
+        .on_field("inbound_grace_usd"));
+    }
+    if request
+        .inbound_grace_hours
+        .is_some_and(|h| !(1..=ledger::service::MAX_GRACE_HOURS).contains(&h))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "inbound_grace_hours must be 1 to 168, or null for none",
+        )
+        .on_field("inbound_grace_hours"));
+    }
+    if !(7..=ledger::service::MAX_RELEASE_AFTER_DAYS).contains(&request.release_after_days) {
+        return Err(ApiError::bad_request("invalid_field", "release_after_days must be 7 to 365")
+            .on_field("release_after_days"));
+    }
+    let policy = ledger::ServicePolicy {
+        inbound_grace_usd: grace.normalize(),
+        inbound_grace_hours: request.inbound_grace_hours,
+        release_after_days: request.release_after_days,
+    };
+    let after = audit::change_account(
+        &state,
+        &id,
+        &identity.user,
+        "service_policy",
+        move |a| a.service = Some(policy.clone()),
+        |a| {
+            let policy = a.service_policy();
+            serde_json::json!({
+                "inbound_grace_usd": policy.inbound_grace_usd,
+                "inbound_grace_hours": policy.inbound_grace_hours,
+                "release_after_days": policy.release_after_days,
+            })
+        },
+    )
+    .await?;
+    let saved = after.service_policy();
+    Ok(Json(ServicePolicySaved {
+        inbound_grace_usd: saved.inbound_grace_usd,
+        inbound_grace_hours: saved.inbound_grace_hours,
+        release_after_days: saved.release_after_days,
+        release_at: after.release_at(),
+    }))
 }
 
 /// The credit limit: postpaid accounts may go down to minus it; null makes the account prepaid.

@@ -500,6 +500,48 @@ async fn operator_routes_create_accounts_and_adjust_with_a_reason_exactly_once(a
         )
         .await;
     assert_eq!(tax.json["tax_exempt"], true);
+    let policy = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/big/service-policy",
+            &operator,
+            r#"{"inbound_grace_usd": "2.50", "inbound_grace_hours": 12, "release_after_days": 14}"#,
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.text);
+    assert_eq!(policy.json["inbound_grace_usd"], "2.5");
+    assert_eq!(policy.json["release_after_days"], 14);
+    // Suspended when its credit limit went (above): its numbers are due 14 days after that.
+    assert!(policy.json["release_at"].is_string(), "{}", policy.text);
+    for (bad, field) in [
+        (
+            r#"{"inbound_grace_usd": "-1", "inbound_grace_hours": null, "release_after_days": 30}"#,
+            "inbound_grace_usd",
+        ),
+        (
+            r#"{"inbound_grace_usd": "0.001", "inbound_grace_hours": null, "release_after_days": 30}"#,
+            "inbound_grace_usd",
+        ),
+        (
+            r#"{"inbound_grace_usd": "0", "inbound_grace_hours": 0, "release_after_days": 30}"#,
+            "inbound_grace_hours",
+        ),
+        (
+            r#"{"inbound_grace_usd": "0", "inbound_grace_hours": null, "release_after_days": 3}"#,
+            "release_after_days",
+        ),
+    ] {
+        let reply =
+            app.send("PUT", "/v1/operator/accounts/big/service-policy", &operator, bad).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.json["field"], field, "{bad}");
+    }
+    let saved =
+        ledger::LedgerStore::account(&*app.store, &ledger::AccountId::parse("big").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(saved.service_policy().release_after_days, 14, "a refused change changes nothing");
     let card = app
         .send(
             "PUT",

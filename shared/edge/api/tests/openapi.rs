@@ -154,6 +154,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             accepted_fields::<operator::TaxExemption>(empty()),
         ),
         (
+            "put",
+            "/v1/operator/accounts/{account_id}/service-policy",
+            accepted_fields::<operator::ServicePolicyBody>(empty()),
+        ),
+        (
             "post",
             "/v1/operator/accounts/{account_id}/adjustments",
             accepted_fields::<operator::AdjustmentBody>(empty()),
@@ -415,6 +420,14 @@ async fn every_route_answers_its_documented_success() {
             "PUT",
             "/v1/operator/accounts/{account_id}/tax-exemption",
             Some(r#"{"tax_exempt": true}"#),
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/operator/accounts/{account_id}/service-policy",
+            Some(
+                r#"{"inbound_grace_usd": "5", "inbound_grace_hours": null, "release_after_days": 30}"#,
+            ),
             200,
         ),
         (

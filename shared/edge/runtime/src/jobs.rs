@@ -58,8 +58,16 @@ pub enum PlanError {
 /// What a plan request asks for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    Tax { month: ledger::Month },
-    Statements { cadence: Cadence, from: chrono::NaiveDate, to: chrono::NaiveDate },
+    Tax {
+        month: ledger::Month,
+    },
+    Statements {
+        cadence: Cadence,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    },
+    /// The daily number-release sweep (the statements function's third schedule).
+    ReleaseSweep,
 }
 
 impl Plan {
@@ -74,7 +82,7 @@ impl Plan {
                 r#"an SQS batch or {"run": "plan"} (optionally with "month": "YYYY-MM")"#
             }
             JobFunction::Statements => {
-                r#"an SQS batch or {"run": "plan", "cadence": "monthly" or "weekly"}"#
+                r#"an SQS batch or {"run": "plan", "cadence": "monthly", "weekly" or "release"}"#
             }
         };
         let request: PlanRequest = serde_json::from_value(payload)
@@ -86,6 +94,9 @@ impl Plan {
             (JobFunction::Tax, month, None) => {
                 let month = month.unwrap_or_else(|| ledger::Month::of(now).previous());
                 Ok(Plan::Tax { month })
+            }
+            (JobFunction::Statements, None, Some(cadence)) if cadence == "release" => {
+                Ok(Plan::ReleaseSweep)
             }
             (JobFunction::Statements, None, Some(cadence)) => {
                 let cadence =
@@ -104,6 +115,7 @@ impl Plan {
             Plan::Statements { cadence, from, to } => {
                 Job::ScheduledStatement { account_id, cadence: *cadence, from: *from, to: *to }
             }
+            Plan::ReleaseSweep => Job::ReleaseSweep { account_id },
         }
     }
 
@@ -115,6 +127,9 @@ impl Plan {
             Plan::Statements { cadence, from, to } => json!({
                 "cadence": cadence.as_str(), "from": from, "to": to,
                 "accounts": accounts, "published": published,
+            }),
+            Plan::ReleaseSweep => json!({
+                "cadence": "release", "accounts": accounts, "published": published,
             }),
         }
     }

@@ -19,12 +19,16 @@ pub enum Job {
     ScheduledStatement { account_id: AccountId, cadence: Cadence, from: NaiveDate, to: NaiveDate },
     /// Send a statement someone asked for (the API).
     Statement(StatementRequest),
+    /// Move a suspended account's number release on (daily; see [`crate::release`]).
+    ReleaseSweep { account_id: AccountId },
 }
 
 impl Job {
     pub fn account_id(&self) -> &AccountId {
         match self {
-            Job::Tax { account_id, .. } | Job::ScheduledStatement { account_id, .. } => account_id,
+            Job::Tax { account_id, .. }
+            | Job::ScheduledStatement { account_id, .. }
+            | Job::ReleaseSweep { account_id } => account_id,
             Job::Statement(request) => &request.account_id,
         }
     }

@@ -8,9 +8,12 @@
 //!   address's jurisdiction rate and the per-item taxability table.
 //! - **Statements** ([`statements`]): scheduled (monthly or weekly, per the account's profile)
 //!   and on demand; each is sent once per statement id.
+//! - **Number release** ([`release`]): daily, a suspended account's numbers move towards
+//!   release, each step (notice 7 days before, 1 day before, due) raised once.
 
 pub mod job;
 pub mod plan;
+pub mod release;
 pub mod statements;
 pub mod tax;
 pub mod worker;

@@ -39,6 +39,13 @@ impl Workers {
             (Job::Statement(request), _, Some(statements)) => {
                 statements.send(request).await.map(|o| o.as_str())
             }
+            // The statements function runs the daily sweep: it has the ledger and a schedule.
+            (Job::ReleaseSweep { account_id }, _, Some(statements)) => {
+                crate::release::sweep(&*statements.ledger, account_id, now)
+                    .await
+                    .map(|o| o.as_str())
+                    .map_err(JobError::from)
+            }
             _ => Err(JobError::NotThisWorker {
                 kind: match job {
                     Job::Tax { .. } => "tax",

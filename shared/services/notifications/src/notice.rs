@@ -66,6 +66,17 @@ pub enum NoticeKind {
     Reactivated {
         balance_usd: Decimal,
     },
+    /// A suspended account's numbers are due for release in `days_left` days.
+    NumbersReleaseWarning {
+        release_at: DateTime<Utc>,
+        days_left: u32,
+        balance_usd: Decimal,
+    },
+    /// The account stayed suspended: its numbers are being released.
+    NumbersReleaseDue {
+        release_at: DateTime<Utc>,
+        balance_usd: Decimal,
+    },
     /// An advance purchase (a phone number) was refused: nothing was charged.
     PurchaseRefused {
         item: BillingItem,
@@ -87,6 +98,8 @@ impl NoticeKind {
             NoticeKind::Suspended { .. } => "suspended",
             NoticeKind::Reactivated { .. } => "reactivated",
             NoticeKind::PurchaseRefused { .. } => "purchase_refused",
+            NoticeKind::NumbersReleaseWarning { .. } => "numbers_release_warning",
+            NoticeKind::NumbersReleaseDue { .. } => "numbers_release_due",
         }
     }
 }
@@ -105,6 +118,17 @@ impl Notice {
             LedgerEventKind::Reactivated => {
                 NoticeKind::Reactivated { balance_usd: event.balance_usd }
             }
+            LedgerEventKind::NumbersReleaseWarning { release_at, days_left } => {
+                NoticeKind::NumbersReleaseWarning {
+                    release_at: *release_at,
+                    days_left: *days_left,
+                    balance_usd: event.balance_usd,
+                }
+            }
+            LedgerEventKind::NumbersReleaseDue { release_at } => NoticeKind::NumbersReleaseDue {
+                release_at: *release_at,
+                balance_usd: event.balance_usd,
+            },
             LedgerEventKind::PurchaseRefused { item, amount_usd, refusal, details, .. } => {
                 NoticeKind::PurchaseRefused {
                     item: *item,

@@ -118,6 +118,12 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
         NoticeKind::Reactivated { balance_usd } => {
             reactivated(account, notice.raised_at, *balance_usd)
         }
+        NoticeKind::NumbersReleaseWarning { release_at, days_left, balance_usd } => {
+            numbers_release(account, *release_at, Some(*days_left), *balance_usd)
+        }
+        NoticeKind::NumbersReleaseDue { release_at, balance_usd } => {
+            numbers_release(account, *release_at, None, *balance_usd)
+        }
         NoticeKind::PurchaseRefused { item, amount_usd, refusal, number, balance_usd } => {
             purchase_refused(
                 account,
@@ -362,6 +368,53 @@ fn suspended(
             "Add funds with Pay Now on the Billing page. Service resumes as soon as a payment \
              brings the balance back above zero (or above your credit limit, for accounts with \
              one)."
+                .into(),
+        ]),
+    ];
+    (subject, blocks)
+}
+
+/// "Your numbers will be released" (`days_left`) or "are being released" (`None`).
+fn numbers_release(
+    account: &AccountId,
+    release_at: DateTime<Utc>,
+    days_left: Option<u32>,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let balance = display_usd(balance_usd);
+    let (subject, heading, paragraph) = match days_left {
+        Some(days) => (
+            format!(
+                "Account {} is in jeopardy of losing its phone numbers: {} left to add funds",
+                account.as_str(),
+                if days == 1 { "1 day".to_string() } else { format!("{days} days") }
+            ),
+            "Your phone numbers will be released".to_string(),
+            format!(
+                "Account {} has been suspended since its balance ran out. Unless funds are \
+                 added, its phone numbers will be released on {}, and may not be recoverable.",
+                account.as_str(),
+                datetime(release_at)
+            ),
+        ),
+        None => (
+            format!("Account {}: its phone numbers are being released", account.as_str()),
+            "Your phone numbers are being released".to_string(),
+            format!(
+                "Account {} stayed suspended until {}: its phone numbers are being released.",
+                account.as_str(),
+                datetime(release_at)
+            ),
+        ),
+    };
+    let blocks = vec![
+        Block::Heading(heading),
+        Block::Paragraph(paragraph),
+        Block::Facts(vec![("Balance", balance), ("Release date", datetime(release_at))]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Add funds with Pay Now on the Billing page: as soon as the balance is back above \
+             zero (or above your credit limit), service resumes and the release is cancelled."
                 .into(),
         ]),
     ];

@@ -161,6 +161,27 @@ fn cases() -> Vec<(&'static str, Notice)> {
             ),
         ),
         (
+            "numbers_release_warning",
+            notice(
+                "acme:numbers_release_warning:12:v40:7d",
+                NoticeKind::NumbersReleaseWarning {
+                    release_at: at("2026-12-03T09:30:00Z"),
+                    days_left: 7,
+                    balance_usd: dec!(-0.42),
+                },
+            ),
+        ),
+        (
+            "numbers_release_due",
+            notice(
+                "acme:numbers_release_due:12:v42",
+                NoticeKind::NumbersReleaseDue {
+                    release_at: at("2026-12-03T09:30:00Z"),
+                    balance_usd: dec!(-0.42),
+                },
+            ),
+        ),
+        (
             "escaping",
             notice(
                 "recharge_failed:<b>&\"'</b>:1",
@@ -229,6 +250,8 @@ fn every_kind_of_notice_has_a_snapshot() {
         kinds.into_iter().collect::<Vec<_>>(),
         [
             "low_balance",
+            "numbers_release_due",
+            "numbers_release_warning",
             "payment_receipt",
             "purchase_refused",
             "reactivated",

@@ -2,7 +2,7 @@
 //! this, and for a call, the longest duration its balance above the floor covers.
 
 use chrono::{DateTime, Utc};
-use ledger::{Account, AccountStatus};
+use ledger::{Account, AccountStatus, InboundGrace};
 use rating::{Direction, NumberType, RateCard};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub enum Denial {
     /// The balance would cover it, but holds for calls, messages and purchases in progress
     /// have reserved what is left.
     InsufficientAvailableBalance,
+    /// Suspended, and the inbound grace the operator set (an amount below the floor, or a
+    /// period after the suspension) is used up.
+    GraceExhausted,
 }
 
 impl Denial {
@@ -39,6 +42,9 @@ impl Denial {
             Denial::InsufficientBalance => "the balance above the floor does not cover this",
             Denial::InsufficientAvailableBalance => {
                 "holds for calls, messages and purchases in progress reserve the rest of the balance"
+            }
+            Denial::GraceExhausted => {
+                "the account is suspended and its grace for inbound calls and messages is used up"
             }
         }
     }
@@ -64,6 +70,64 @@ impl Decision {
     }
 }
 
+/// Inside a grace period inbound traffic runs at any cost; this bounds one grant.
+pub const GRACE_PERIOD_BUDGET_USD: Decimal = Decimal::from_parts(1_000, 0, 0, false, 0);
+
+impl Action {
+    /// Inbound calls and messages (what the account's grace may keep running at its floor).
+    pub fn is_inbound(&self) -> bool {
+        matches!(
+            self,
+            Action::Call { direction: Direction::Inbound, .. }
+                | Action::Sms { direction: Direction::Inbound, .. }
+        )
+    }
+}
+
+/// What `action` may spend on `account` at `at`, or why it may not run at all (the account's
+/// tiers: see `ledger::service`):
+/// - outbound calls and messages and number purchases stop at the floor, and otherwise use
+///   the available balance (balance − active holds − floor);
+/// - inbound calls and messages may go `inbound_grace_usd` below the floor, or run at any cost
+///   for `inbound_grace_hours` after the suspension; once that is used up: `GraceExhausted`.
+pub fn budget(account: &Account, action: &Action, at: DateTime<Utc>) -> Result<Decimal, Denial> {
+    if !account.terms_accepted() {
+        return Err(Denial::TermsNotAccepted);
+    }
+    let suspended =
+        account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd();
+    if !action.is_inbound() {
+        return if suspended { Err(Denial::Suspended) } else { Ok(account.available_usd(at)) };
+    }
+    match account.inbound_grace(at) {
+        InboundGrace::Period if suspended => Ok(GRACE_PERIOD_BUDGET_USD),
+        InboundGrace::Amount(limit) => {
+            let budget = account.unreserved_usd(at) - limit;
+            if suspended && budget <= Decimal::ZERO {
+                Err(Denial::GraceExhausted)
+            } else {
+                Ok(budget)
+            }
+        }
+        InboundGrace::Over if suspended => Err(Denial::GraceExhausted),
+        _ if suspended => Err(Denial::Suspended),
+        _ => Ok(account.available_usd(at)),
+    }
+}
+
+/// Why `action` costing more than its budget is refused.
+pub fn short_of(account: &Account, action: &Action, at: DateTime<Utc>) -> Denial {
+    let suspended =
+        account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd();
+    if suspended && action.is_inbound() {
+        Denial::GraceExhausted
+    } else if account.held_usd(at, None) > Decimal::ZERO {
+        Denial::InsufficientAvailableBalance
+    } else {
+        Denial::InsufficientBalance
+    }
+}
+
 /// Decide `action` for `account` rated by `card` at `now`.
 pub fn authorize(
     account: &Account,
@@ -72,19 +136,11 @@ pub fn authorize(
     now: DateTime<Utc>,
     max_call_seconds: u32,
 ) -> Decision {
-    if !account.terms_accepted() {
-        return Decision::deny(Denial::TermsNotAccepted);
-    }
-    if account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd() {
-        return Decision::deny(Denial::Suspended);
-    }
-    // Holds of authorizations in progress are spoken for.
-    let available = account.available_usd(now);
-    let short = if account.held_usd(now, None) > Decimal::ZERO {
-        Denial::InsufficientAvailableBalance
-    } else {
-        Denial::InsufficientBalance
+    let available = match budget(account, action, now) {
+        Ok(budget) => budget,
+        Err(reason) => return Decision::deny(reason),
     };
+    let short = short_of(account, action, now);
     match action {
         Action::Call { direction, to } => {
             let month = ledger::Month::of(now);

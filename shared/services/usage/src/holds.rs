@@ -21,13 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use ledger::{
-    Account, AccountId, AccountStatus, HeldCall, Hold, HoldPurpose, LedgerError, LedgerStore,
-    StoreError,
+    Account, AccountId, HeldCall, Hold, HoldPurpose, LedgerError, LedgerStore, StoreError,
 };
 use rating::{Direction, NumberType, RateCard, RateCards, Usage};
 use rust_decimal::Decimal;
 
-use crate::authorize::{Action, Decision, Denial};
+use crate::authorize::{self, Action, Decision, Denial};
 
 /// A call is granted this much at a time (or less, when the balance covers less); the platform
 /// extends before it runs out.
@@ -138,33 +137,6 @@ async fn change(
     }
 }
 
-/// Refused: at the floor, terms not accepted, or the available balance does not cover it.
-fn refusal(account: &Account, at: DateTime<Utc>, cost: Option<Decimal>) -> Option<Denial> {
-    if !account.terms_accepted() {
-        return Some(Denial::TermsNotAccepted);
-    }
-    if account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd() {
-        return Some(Denial::Suspended);
-    }
-    let cost = cost?;
-    if cost <= account.available_usd(at) {
-        None
-    } else if cost <= account.balance_usd - account.floor_usd() {
-        Some(Denial::InsufficientAvailableBalance)
-    } else {
-        Some(Denial::InsufficientBalance)
-    }
-}
-
-/// Why a call does not fit: other holds, or the balance itself.
-fn short(account: &Account, at: DateTime<Utc>) -> Denial {
-    if account.held_usd(at, None) > Decimal::ZERO {
-        Denial::InsufficientAvailableBalance
-    } else {
-        Denial::InsufficientBalance
-    }
-}
-
 fn refused(account: &Account, reason: Denial, at: DateTime<Utc>) -> (HoldAnswer, bool) {
     let decision = Decision { allowed: false, reason: Some(reason), max_duration_seconds: None };
     (answer(account, decision, None, at), false)
@@ -206,7 +178,7 @@ fn included_left(
 }
 
 /// The longest total of seconds up to `wanted`, and beyond what `own` (the hold being
-/// extended) already granted, whose cost over what `own` holds fits the available balance:
+/// extended) already granted, whose cost over what `own` holds fits `available`:
 /// `(seconds, cost)`, or `None` when not even one more increment does.
 fn fit_call(
     card: &RateCard,
@@ -215,11 +187,11 @@ fn fit_call(
     at: DateTime<Utc>,
     wanted: u32,
     own: Option<&Hold>,
+    available: Decimal,
 ) -> Option<(u32, Decimal)> {
     let granted = own.and_then(|hold| hold.granted_seconds).unwrap_or(0);
     let held = own.map_or(Decimal::ZERO, |hold| hold.amount_usd);
     let included = included_left(card, account, at, own.map(|hold| hold.id.as_str()));
-    let available = account.available_usd(at);
     let step = card.calls.subsequent_increment_seconds.max(1);
     let mut seconds = card.billed_seconds(wanted);
     while seconds > granted {
@@ -260,16 +232,18 @@ pub async fn place(
         if let Some(hold) = account.hold(&id) {
             return Ok((replay(account, hold, now), false));
         }
-        if let Some(reason) = refusal(account, now, None) {
-            return Ok(refused(account, reason, now));
-        }
+        let budget = match authorize::budget(account, &action, now) {
+            Ok(budget) => budget,
+            Err(reason) => return Ok(refused(account, reason, now)),
+        };
+        let short = authorize::short_of(account, &action, now);
         let (purpose, amount, granted, call, lasts) = match &action {
             Action::Call { direction, to } => {
                 let call = HeldCall { inbound: *direction == Direction::Inbound, to: to.clone() };
                 let wanted = CALL_SLICE_SECONDS.min(max_call_seconds);
-                let fit = fit_call(&card, &call, account, now, wanted, None);
+                let fit = fit_call(&card, &call, account, now, wanted, None, budget);
                 let Some((seconds, cost)) = fit else {
-                    return Ok(refused(account, short(account, now), now));
+                    return Ok(refused(account, short, now));
                 };
                 (
                     HoldPurpose::Call,
@@ -284,8 +258,8 @@ pub async fn place(
                 let cost: Decimal = rating::rate(&card, &usage, 0)
                     .map(|r| r.charges.iter().map(|c| c.amount.value()).sum())
                     .unwrap_or(Decimal::MAX);
-                if let Some(reason) = refusal(account, now, Some(cost)) {
-                    return Ok(refused(account, reason, now));
+                if cost > budget {
+                    return Ok(refused(account, short, now));
                 }
                 (HoldPurpose::Sms, cost, None, None, SMS_HOLD_SECONDS)
             }
@@ -294,8 +268,8 @@ pub async fn place(
                     NumberType::Local => card.numbers.local_purchase_usd,
                     NumberType::TollFree => card.numbers.toll_free_purchase_usd,
                 };
-                if let Some(reason) = refusal(account, now, Some(price)) {
-                    return Ok(refused(account, reason, now));
+                if price > budget {
+                    return Ok(refused(account, short, now));
                 }
                 (HoldPurpose::NumberPurchase, price, None, None, PURCHASE_HOLD_SECONDS)
             }
@@ -351,13 +325,20 @@ pub async fn extend(
         if sequence != hold.extensions + 1 {
             return Err(HoldError::OutOfOrder { id: id.clone(), expected: hold.extensions + 1 });
         }
-        if let Some(reason) = refusal(account, now, None) {
-            return Ok(refused(account, reason, now));
-        }
+        let direction = if call.inbound { Direction::Inbound } else { Direction::Outbound };
+        let action = Action::Call { direction, to: call.to.clone() };
+        let budget = match authorize::budget(account, &action, now) {
+            Ok(budget) => budget,
+            Err(reason) => {
+                let mut answer = refused(account, reason, now).0;
+                answer.hold = Some(hold);
+                return Ok((answer, false));
+            }
+        };
         let wanted = granted.saturating_add(CALL_SLICE_SECONDS).min(max_call_seconds);
-        let fit = fit_call(&card, &call, account, now, wanted, Some(&hold));
+        let fit = fit_call(&card, &call, account, now, wanted, Some(&hold), budget);
         let Some((seconds, cost)) = fit else {
-            let mut answer = refused(account, short(account, now), now).0;
+            let mut answer = refused(account, authorize::short_of(account, &action, now), now).0;
             answer.hold = Some(hold);
             return Ok((answer, false));
         };
