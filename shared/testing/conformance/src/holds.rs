@@ -220,3 +220,95 @@ pub async fn a_hold_below_the_recharge_threshold_requests_a_recharge_and_a_messa
     assert_eq!(requested, 1, "{} events pending, {pending_before} before", events.len());
     assert_eq!(after.balance_usd, amount("10.01").value());
 }
+
+/// Drain `id` to its floor from above at `at` (so its suspension is dated), after giving it
+/// `policy`.
+async fn drained(
+    store: &dyn LedgerStore,
+    name: &str,
+    policy: ledger::ServicePolicy,
+    at: DateTime<Utc>,
+) -> AccountId {
+    let id = open(store, name, None).await;
+    store
+        .modify_account(
+            &id,
+            Arc::new(move |a| {
+                a.service = Some(policy.clone());
+                Ok(())
+            }),
+            at,
+        )
+        .await
+        .unwrap();
+    store.post(&id, vec![credit("pay", "1")], at).await.unwrap();
+    store.post(&id, vec![crate::cases::usage("use:drain", "1")], at).await.unwrap();
+    let account = account(store, &id).await;
+    assert_eq!(account.status, ledger::AccountStatus::Suspended);
+    assert_eq!(account.suspended_since, Some(at));
+    id
+}
+
+pub async fn at_the_floor_outbound_stops_and_inbound_runs_on_its_grace_until_it_is_used_up(
+    store: Arc<dyn LedgerStore>,
+) {
+    let policy = ledger::ServicePolicy {
+        inbound_grace_usd: amount("0.05").value(),
+        ..ledger::ServicePolicy::default()
+    };
+    let id = drained(&*store, "tiers", policy, at(1)).await;
+    let outbound = place_retrying(&*store, &id, "out-1", &outbound_call(), at(2)).await;
+    assert_eq!(outbound.decision.reason, Some(Denial::Suspended));
+    let inbound = Action::Call { direction: Direction::Inbound, to: "+15551230000".into() };
+    // Inbound 0.0085/min: a 5-minute slice holds 0.045 of the 0.05 grace.
+    let first = place_retrying(&*store, &id, "in-1", &inbound, at(2)).await;
+    assert!(first.decision.allowed, "{first:?}");
+    let second = place_retrying(&*store, &id, "in-2", &inbound, at(3)).await;
+    assert_eq!(second.decision.reason, Some(Denial::GraceExhausted));
+    let after = account(&*store, &id).await;
+    assert_eq!(after.holds.len(), 1, "nothing held for the refused ones");
+}
+
+pub async fn the_number_release_steps_once_each_and_a_top_up_cancels_it(
+    store: Arc<dyn LedgerStore>,
+) {
+    use jobs::release::{sweep, SweepOutcome};
+    use ledger::{LedgerEventKind, ReleaseStage};
+    let policy =
+        ledger::ServicePolicy { release_after_days: 10, ..ledger::ServicePolicy::default() };
+    let id = drained(&*store, "release", policy, at(1)).await;
+    let day = |n: i64| at(1) + Duration::days(n);
+    assert_eq!(sweep(&*store, &id, day(2)).await.unwrap(), SweepOutcome::NothingDue);
+    assert_eq!(
+        sweep(&*store, &id, day(3)).await.unwrap(),
+        SweepOutcome::Advanced(ReleaseStage::WeekBefore)
+    );
+    assert_eq!(sweep(&*store, &id, day(3)).await.unwrap(), SweepOutcome::NothingDue, "once");
+    assert_eq!(
+        sweep(&*store, &id, day(10)).await.unwrap(),
+        SweepOutcome::Advanced(ReleaseStage::Due),
+        "a missed day catches up to the stage due"
+    );
+    let raised: Vec<(u32, String)> = store
+        .pending_events(1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.account_id == id)
+        .filter_map(|e| match e.kind {
+            LedgerEventKind::NumbersReleaseWarning { days_left, .. } => Some((days_left, e.id)),
+            LedgerEventKind::NumbersReleaseDue { .. } => Some((0, e.id)),
+            _ => None,
+        })
+        .collect();
+    // The 1-day notice and the due event came in one change (same time and version).
+    let mut steps: Vec<u32> = raised.iter().map(|(d, _)| *d).collect();
+    steps.sort_unstable();
+    assert_eq!(steps, vec![0, 1, 7], "{raised:?}");
+
+    // A top-up reactivates the account and cancels the release; the next sweep does nothing.
+    store.post(&id, vec![credit("pay:top-up", "20")], day(11)).await.unwrap();
+    let after = account(&*store, &id).await;
+    assert_eq!((after.release_stage, after.suspended_since), (0, None));
+    assert_eq!(sweep(&*store, &id, day(40)).await.unwrap(), SweepOutcome::NothingDue);
+}

@@ -64,6 +64,8 @@ macro_rules! conformance_suite {
             an_unreported_hold_expires_and_a_late_report_still_debits_once,
             extensions_apply_once_in_order_and_stop_at_the_available_balance,
             a_hold_below_the_recharge_threshold_requests_a_recharge_and_a_message_holds_its_price,
+            at_the_floor_outbound_stops_and_inbound_runs_on_its_grace_until_it_is_used_up,
+            the_number_release_steps_once_each_and_a_top_up_cancels_it,
         );
 
         #[test]

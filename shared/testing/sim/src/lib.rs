@@ -116,6 +116,8 @@ pub struct Stats {
     /// Holds granted (first answers, not replays) and call reports posted.
     pub holds_granted: usize,
     pub hold_reports: usize,
+    /// Number-release steps the daily sweep took (notices and due events).
+    pub release_steps: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -533,6 +535,8 @@ pub struct World {
     dead_letters: Vec<Message>,
     pay_nows: Vec<PayNowCall>,
     holds: Vec<SimHold>,
+    /// Number-release events relayed, by id.
+    release_events: BTreeMap<String, LedgerEvent>,
     /// Broken hold promises seen while running (an answer granting more than was available).
     hold_violations: Vec<String>,
     next_id: u64,
@@ -664,6 +668,7 @@ impl World {
             dead_letters: Vec::new(),
             pay_nows: Vec::new(),
             holds: Vec::new(),
+            release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
             next_id: 0,
             stats: Stats::default(),
@@ -692,6 +697,20 @@ impl World {
             .create_account(NewAccount { id: id.clone(), credit_limit_usd: None }, self.now)
             .await
             .expect("open");
+        // Short releases on some accounts, so suspensions reach them within a run.
+        let days = [7, 8, 30][self.rng.below(3) as usize];
+        let policy = ledger::ServicePolicy { release_after_days: days, ..Default::default() };
+        store
+            .modify_account(
+                &id,
+                Arc::new(move |a| {
+                    a.service = Some(policy.clone());
+                    Ok(())
+                }),
+                self.now,
+            )
+            .await
+            .expect("service policy");
         let customer = self.processor.create_customer(id.as_str(), None).await.expect("customer");
         let cards = 1 + self.rng.below(2) as usize;
         for n in 0..cards {
@@ -784,7 +803,10 @@ impl World {
             50..=54 => self.settings_change().await,
             55..=64 => self.relay().await,
             65..=89 => self.deliver().await,
-            _ => self.advance(),
+            _ => {
+                self.advance();
+                self.sweep_releases().await;
+            }
         }
     }
 
@@ -796,6 +818,28 @@ impl World {
         };
         self.now += Duration::minutes(minutes as i64);
         self.processor.set_now(self.now);
+    }
+
+    /// The daily number-release sweep, run whenever time moves on (it is idempotent).
+    async fn sweep_releases(&mut self) {
+        for id in self.accounts.clone() {
+            let result = jobs::release::sweep(&*self.store, &id, self.now).await;
+            if let Ok(jobs::release::SweepOutcome::Advanced(stage)) = result {
+                self.stats.release_steps += 1;
+                self.note(format!("release sweep {id} -> {stage:?}"));
+            }
+        }
+    }
+
+    /// Remember a relayed number-release event (by id: a relay may publish one twice).
+    fn saw(&mut self, event: &LedgerEvent) {
+        if matches!(
+            event.kind,
+            LedgerEventKind::NumbersReleaseWarning { .. }
+                | LedgerEventKind::NumbersReleaseDue { .. }
+        ) {
+            self.release_events.insert(event.id.clone(), event.clone());
+        }
     }
 
     async fn usage(&mut self) {
@@ -1048,9 +1092,11 @@ impl World {
     /// The outbox relay: publish pending events to the queue, then acknowledge them (a crash
     /// in between publishes them again).
     async fn relay(&mut self) {
-        let store: &dyn LedgerStore = &*self.store;
+        let shared = self.store.clone();
+        let store: &dyn LedgerStore = &*shared;
         let Ok(events) = store.pending_events(50).await else { return };
         for event in events {
+            self.saw(&event);
             let wanted = matches!(
                 event.kind,
                 LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. }
@@ -1140,13 +1186,15 @@ impl World {
     }
 
     async fn relay_all(&mut self) {
-        let store: &dyn LedgerStore = &*self.store;
+        let shared = self.store.clone();
+        let store: &dyn LedgerStore = &*shared;
         for _ in 0..100 {
             let Ok(events) = store.pending_events(50).await else { return };
             if events.is_empty() {
                 return;
             }
             for event in events {
+                self.saw(&event);
                 if matches!(
                     event.kind,
                     LedgerEventKind::RechargeRequested { .. }
@@ -1217,6 +1265,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
         return Err(world.violation(violation.clone()));
     }
     check_holds(world).await?;
+    check_releases(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -1412,6 +1461,38 @@ async fn check_holds(world: &World) -> Result<(), Violation> {
                     hold.id
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Number releases: each step of a suspension raised at most once and never early, and an
+/// active account carries no release stage.
+async fn check_releases(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let mut steps: BTreeMap<(AccountId, DateTime<Utc>, u32), usize> = BTreeMap::new();
+    for event in world.release_events.values() {
+        let (release_at, days) = match &event.kind {
+            LedgerEventKind::NumbersReleaseWarning { release_at, days_left } => {
+                (*release_at, *days_left)
+            }
+            LedgerEventKind::NumbersReleaseDue { release_at } => (*release_at, 0),
+            _ => continue,
+        };
+        if event.raised_at < release_at - Duration::days(i64::from(days)) {
+            return Err(world.violation(format!("{} raised early", event.id)));
+        }
+        *steps.entry((event.account_id.clone(), release_at, days)).or_default() += 1;
+    }
+    if let Some(((id, at, days), _)) = steps.iter().find(|(_, n)| **n > 1) {
+        return Err(world.violation(format!("{id}: release step {days} for {at} raised twice")));
+    }
+    for id in &world.accounts {
+        let account = store.account(id).await.expect("read").expect("account");
+        if account.status == ledger::AccountStatus::Active
+            && (account.release_stage != 0 || account.suspended_since.is_some())
+        {
+            return Err(world.violation(format!("{id}: active with a release under way")));
         }
     }
     Ok(())

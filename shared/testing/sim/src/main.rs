@@ -62,6 +62,7 @@ fn main() {
                 totals.deliveries += stats.deliveries;
                 totals.holds_granted += stats.holds_granted;
                 totals.hold_reports += stats.hold_reports;
+                totals.release_steps += stats.release_steps;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -71,7 +72,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -79,6 +80,7 @@ fn main() {
         totals.processor_faults,
         totals.deliveries,
         totals.holds_granted,
-        totals.hold_reports
+        totals.hold_reports,
+        totals.release_steps
     );
 }

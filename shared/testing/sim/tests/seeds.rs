@@ -6,7 +6,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let mut charges = 0;
     let mut store_faults = 0;
     let mut processor_faults = 0;
-    let (mut holds, mut reports) = (0, 0);
+    let (mut holds, mut reports, mut releases) = (0, 0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -15,6 +15,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 processor_faults += stats.processor_faults;
                 holds += stats.holds_granted;
                 reports += stats.hold_reports;
+                releases += stats.release_steps;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -25,4 +26,5 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(processor_faults > 5_000, "only {processor_faults} processor faults");
     assert!(holds > 5_000, "only {holds} holds granted");
     assert!(reports > 5_000, "only {reports} calls reported against holds");
+    assert!(releases > 1_000, "only {releases} number-release steps");
 }
