@@ -21,7 +21,11 @@ pub fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreErr
         .map_err(|e| StoreError::Corrupt(format!("cannot read item: {e}")))
 }
 
+/// The account item. Stored with the account's JSON deflated (`a`, binary): the attribute
+/// names of a nested map were most of the item's bytes, and every write of the account pays
+/// for each KB. Items written before carry the account as a map (`account`), and still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "StoredAccountItem", try_from = "StoredAccountItem")]
 pub struct AccountItem {
     pub pk: String,
     pub sk: String,
@@ -47,6 +51,87 @@ pub struct AccountItem {
 /// [`AccountItem::markers`] of accounts whose markers are one item per source-id group.
 pub const GROUP_MARKERS: u8 = 2;
 
+/// [`AccountItem`] as DynamoDB holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredAccountItem {
+    pk: String,
+    sk: String,
+    version: u64,
+    /// Items written before the account was deflated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<Account>,
+    /// The account's JSON, deflated.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    packed: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    debt_first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    debt_last: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inline: Option<InlineBatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    markers: Option<u8>,
+}
+
+pub(crate) fn deflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+impl From<AccountItem> for StoredAccountItem {
+    fn from(item: AccountItem) -> Self {
+        // An `Account` always serializes; deflating into memory cannot fail.
+        let json = serde_json::to_vec(&item.account).expect("an account serializes");
+        let packed = deflate(&json).expect("deflating into memory");
+        StoredAccountItem {
+            pk: item.pk,
+            sk: item.sk,
+            version: item.version,
+            account: None,
+            packed: Some(packed),
+            debt_first: item.debt_first,
+            debt_last: item.debt_last,
+            inline: item.inline,
+            markers: item.markers,
+        }
+    }
+}
+
+impl TryFrom<StoredAccountItem> for AccountItem {
+    type Error = String;
+
+    fn try_from(stored: StoredAccountItem) -> Result<Self, String> {
+        let account = match (stored.account, stored.packed) {
+            (_, Some(packed)) => {
+                let json = inflate(&packed).map_err(|e| format!("account unreadable: {e}"))?;
+                serde_json::from_slice(&json).map_err(|e| format!("account unreadable: {e}"))?
+            }
+            (Some(account), None) => account,
+            (None, None) => return Err("an account item without its account".into()),
+        };
+        Ok(AccountItem {
+            pk: stored.pk,
+            sk: stored.sk,
+            version: stored.version,
+            account,
+            debt_first: stored.debt_first,
+            debt_last: stored.debt_last,
+            inline: stored.inline,
+            markers: stored.markers,
+        })
+    }
+}
+
 /// A small batch carried on the account item (see [`AccountItem::inline`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InlineBatch {
@@ -57,9 +142,13 @@ pub struct InlineBatch {
     /// Posting time (micros since the epoch, UTC).
     #[serde(rename = "t")]
     pub posted_at: i64,
-    /// JSON array of [`PageEntry`], exactly as its page will hold it.
-    #[serde(rename = "e")]
+    /// JSON array of [`PageEntry`], exactly as its page will hold it (empty when stored
+    /// deflated in [`InlineBatch::deflated`], as batches are now).
+    #[serde(rename = "e", default, skip_serializing_if = "String::is_empty")]
     pub entries: String,
+    /// The same JSON, deflated: the account item is paid for by the KB on every write.
+    #[serde(rename = "z", default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub deflated: Option<Vec<u8>>,
     /// The batch is the first of its minute: flushing writes the minute-index item.
     #[serde(rename = "n", default)]
     pub opens_minute: bool,
@@ -334,9 +423,20 @@ mod tests {
             markers: None,
         };
         let item = to_item(&fresh).unwrap();
-        assert_eq!(string_at(&item, &["account", "plan_usage", "month"]), "");
-        assert_eq!(string_at(&item, &["account", "month_totals", "month"]), "");
+        assert!(matches!(item.get("a"), Some(AttributeValue::B(_))), "stored deflated: {item:?}");
+        assert!(!item.contains_key("account"));
         let read: AccountItem = from_item(item).unwrap();
+        assert_eq!(read.account, account);
+        // An item written before the account was deflated: the account as a map.
+        let mut legacy = to_item(&fresh).unwrap();
+        legacy.remove("a");
+        legacy.insert(
+            "account".into(),
+            AttributeValue::M(serde_dynamo::aws_sdk_dynamodb_1::to_item(&account).unwrap()),
+        );
+        assert_eq!(string_at(&legacy, &["account", "plan_usage", "month"]), "");
+        assert_eq!(string_at(&legacy, &["account", "month_totals", "month"]), "");
+        let read: AccountItem = from_item(legacy).unwrap();
         assert_eq!(read.account, account);
 
         let october: ledger::Month = "2026-10".parse().unwrap();
@@ -345,10 +445,11 @@ mod tests {
         used.month_totals = Some(ledger::MonthTotals::empty(october));
         used.recharge_stopped =
             Some(ledger::RechargeStop { month: october, reason: "monthly cap reached".into() });
+        let json = serde_json::to_value(&used).unwrap();
+        assert_eq!(json["plan_usage"]["month"], "2026-10");
+        assert_eq!(json["month_totals"]["month"], "2026-10");
+        assert_eq!(json["recharge_stopped"]["month"], "2026-10");
         let item = to_item(&AccountItem { account: used.clone(), ..fresh }).unwrap();
-        assert_eq!(string_at(&item, &["account", "plan_usage", "month"]), "2026-10");
-        assert_eq!(string_at(&item, &["account", "month_totals", "month"]), "2026-10");
-        assert_eq!(string_at(&item, &["account", "recharge_stopped", "month"]), "2026-10");
         let read: AccountItem = from_item(item).unwrap();
         assert_eq!(read.account, used);
     }

@@ -553,11 +553,14 @@ impl DynamoStore {
                 .collect();
             format!("[{}]", compact.map_err(|e| StoreError::Corrupt(e.to_string()))?.join(","))
         };
+        let deflated = items::deflate(entries_json.as_bytes())
+            .map_err(|e| StoreError::Corrupt(format!("cannot deflate a batch: {e}")))?;
         let inline = InlineBatch {
             first,
             last,
             posted_at: posted_at.timestamp_micros(),
-            entries: entries_json,
+            entries: String::new(),
+            deflated: Some(deflated),
             opens_minute,
             extends: extends.clone(),
         };

@@ -368,7 +368,7 @@ impl InlineBatch {
             last: self.last,
             posted_at: self.posted_at,
             entries: self.entries.clone(),
-            deflated: None,
+            deflated: self.deflated.clone(),
             extends: self.extends.clone(),
         }
     }
