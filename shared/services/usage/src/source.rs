@@ -82,6 +82,59 @@ pub fn check_rates(card: &RateCard, event: &UsageEvent) -> Result<(), RatingErro
     rate(card, &event.usage(), 0).map(|_| ())
 }
 
+/// A batch of one account's events, rated with the card the account names as the store reads
+/// it (inside the atomic write), so the caller need not read the account first. Events the card
+/// cannot rate are left out and named ([`AccountRatedEvents::unrateable`]); an unknown card
+/// leaves them all out.
+pub struct AccountRatedEvents {
+    pub cards: rating::RateCards,
+    pub events: Vec<UsageEvent>,
+    /// Filled by each `postings` call (the store may call it again on a retry): the index of
+    /// every event left out, and why.
+    unrateable: std::sync::Mutex<Vec<(usize, String)>>,
+}
+
+impl AccountRatedEvents {
+    pub fn new(cards: rating::RateCards, events: Vec<UsageEvent>) -> Self {
+        AccountRatedEvents { cards, events, unrateable: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The events the last `postings` call left out: their index in `events` and the reason.
+    pub fn unrateable(&self) -> Vec<(usize, String)> {
+        self.unrateable.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl PostingSource for AccountRatedEvents {
+    fn candidate_source_ids(&self) -> Vec<SourceId> {
+        RatedEvents::candidate_ids(&self.events)
+    }
+
+    fn postings(
+        &self,
+        account: &Account,
+        already_applied: &HashMap<SourceId, AppliedEntry>,
+    ) -> Result<(Vec<Posting>, PlanUsage), LedgerError> {
+        let mut left_out = self.unrateable.lock().unwrap_or_else(|p| p.into_inner());
+        left_out.clear();
+        let Some(card) = self.cards.card(account.rate_card.as_deref()) else {
+            let reason =
+                format!("account {} has unknown rate card {:?}", account.id, account.rate_card);
+            left_out.extend((0..self.events.len()).map(|i| (i, reason.clone())));
+            return Ok((Vec::new(), account.plan_usage.clone()));
+        };
+        let mut good = Vec::with_capacity(self.events.len());
+        for (index, event) in self.events.iter().enumerate() {
+            match check_rates(&card, event) {
+                Ok(()) => good.push(event.clone()),
+                Err(error) => left_out.push((index, error.to_string())),
+            }
+        }
+        drop(left_out);
+        RatedEvents { card, events: good }.postings(account, already_applied)
+    }
+}
+
 /// A batch of one account's events and the card to rate them with.
 pub struct RatedEvents {
     pub card: Arc<RateCard>,
@@ -107,10 +160,11 @@ impl RatedEvents {
     }
 }
 
-impl PostingSource for RatedEvents {
-    fn candidate_source_ids(&self) -> Vec<SourceId> {
-        let mut ids = Vec::with_capacity(self.events.len() * 3);
-        for event in &self.events {
+impl RatedEvents {
+    /// Every source id `events` may post under.
+    fn candidate_ids(events: &[UsageEvent]) -> Vec<SourceId> {
+        let mut ids = Vec::with_capacity(events.len() * 3);
+        for event in events {
             for suffix in suffixes_for(event) {
                 ids.push(charge_source_id(event, suffix));
                 if may_have_legacy_ids(event) {
@@ -119,6 +173,12 @@ impl PostingSource for RatedEvents {
             }
         }
         ids
+    }
+}
+
+impl PostingSource for RatedEvents {
+    fn candidate_source_ids(&self) -> Vec<SourceId> {
+        Self::candidate_ids(&self.events)
     }
 
     fn postings(
