@@ -18,7 +18,7 @@ use ledger::{AccountId, LedgerStore, NewAccount};
 use store_sqlite::{CommitStats, Durability, SqliteStore};
 use usage::worker::{process_batch_received, Message, RateCards};
 
-use super::{percentile, usage_body, Args};
+use super::{percentile, usage_body, Args, SplitMix, Zipf};
 
 /// The exponent of the accounts' volume distribution (issue 18's model).
 const ZIPF_EXPONENT: f64 = 1.1;
@@ -181,62 +181,19 @@ fn distinct_accounts(batch: &[(usize, Message)]) -> usize {
 /// Zipf(s) over `accounts` (rank 0 the busiest), the worker suite's usage mix within a batch.
 fn zipf_stream(accounts: usize, events: usize) -> Vec<Vec<(usize, Message)>> {
     let zipf = Zipf::new(accounts, ZIPF_EXPONENT);
-    let mut random = SplitMix64(STREAM_SEED);
+    let mut random = SplitMix(STREAM_SEED);
     (0..events.div_ceil(SQS_BATCH_MESSAGES))
         .map(|batch| {
             let size = SQS_BATCH_MESSAGES.min(events - batch * SQS_BATCH_MESSAGES);
             (0..size)
                 .map(|i| {
-                    let rank = zipf.sample(&mut random);
+                    let rank = zipf.rank(random.uniform());
                     let body = usage_body(account_id(rank).as_str(), batch + 1, i);
                     (rank, Message { id: format!("m{batch}-{i}"), body })
                 })
                 .collect()
         })
         .collect()
-}
-
-/// Ranks `0..n` with probability proportional to `1 / (rank + 1)^s`, by inverting the CDF.
-struct Zipf {
-    cumulative: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, exponent: f64) -> Self {
-        assert!(n > 0, "Zipf over no ranks");
-        let mut total = 0.0;
-        let cumulative = (1..=n)
-            .map(|rank| {
-                total += (rank as f64).powf(-exponent);
-                total
-            })
-            .collect();
-        Zipf { cumulative }
-    }
-
-    fn sample(&self, random: &mut SplitMix64) -> usize {
-        let total = *self.cumulative.last().expect("at least one rank");
-        let target = random.unit() * total;
-        self.cumulative.partition_point(|&c| c <= target).min(self.cumulative.len() - 1)
-    }
-}
-
-/// A small seeded generator (SplitMix64): the stream must be the same on every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Durable syncs per second on the disk holding `dir`: overwrite a 4 KiB page of a

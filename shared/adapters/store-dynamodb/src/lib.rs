@@ -343,12 +343,13 @@ impl DynamoStore {
         }
     }
 
+    /// The account item (already mapped: mapping deflates it, so it is done once per write) as
+    /// a transaction's put, conditional on the version it replaces.
     fn account_put(
         &self,
-        item: &AccountItem,
+        item: Item,
         expected_version: u64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let item = to_item(item)?;
         self.meter_write(&item, WriteKind::Transactional);
         let put = Put::builder()
             .table_name(&self.table)
@@ -445,10 +446,9 @@ impl DynamoStore {
     /// to write atomically commits with one standard write.
     async fn put_account(
         &self,
-        item: &AccountItem,
+        item: Item,
         expected_version: u64,
     ) -> Result<(), TransactionFailure> {
-        let item = to_item(item).map_err(TransactionFailure::Other)?;
         self.meter_write(&item, WriteKind::Standard);
         let result = self
             .client
@@ -515,7 +515,7 @@ impl DynamoStore {
             // Events alone (a refused purchase): the account's new version and the outbox, in
             // one transaction; what the last commit left was settled above.
             let item = Self::account_item(&application.account, Some(&current), Carry::Nothing);
-            let mut items = vec![self.account_put(&item, current.version)?];
+            let mut items = vec![self.account_put(to_item(&item)?, current.version)?];
             items.extend(self.outbox_puts(&application.events)?);
             return Ok(self.transact(items).await.map(|()| outcome));
         }
@@ -566,11 +566,12 @@ impl DynamoStore {
         };
         let inline_item =
             Self::account_item(&application.account, Some(&current), Carry::Inline(inline));
-        if item_size_bytes(&to_item(&inline_item)?) <= self.inline_max_bytes {
+        let inline_item = to_item(&inline_item)?;
+        if item_size_bytes(&inline_item) <= self.inline_max_bytes {
             let committed = if application.events.is_empty() && month_put.is_none() {
-                self.put_account(&inline_item, current.version).await
+                self.put_account(inline_item, current.version).await
             } else {
-                let mut items = vec![self.account_put(&inline_item, current.version)?];
+                let mut items = vec![self.account_put(inline_item, current.version)?];
                 items.extend(month_put);
                 items.extend(self.outbox_puts(&application.events)?);
                 self.transact(items).await
@@ -587,7 +588,7 @@ impl DynamoStore {
         // outbox in one transaction; the markers after it, as debt until written.
         let item =
             Self::account_item(&application.account, Some(&current), Carry::Debt(first, last));
-        let mut items = vec![self.account_put(&item, current.version)?];
+        let mut items = vec![self.account_put(to_item(&item)?, current.version)?];
         let mut marked = Vec::with_capacity(application.entries.len());
         for page in Self::pages(id, &application.entries, extends.clone())? {
             for entry in
@@ -701,9 +702,9 @@ impl LedgerStore for DynamoStore {
             // `PutItem` (a standard write, half a transaction's units). Holds are changes like
             // this, one per authorization.
             let committed = if events.is_empty() {
-                self.put_account(&item, current.version).await
+                self.put_account(to_item(&item)?, current.version).await
             } else {
-                let mut items = vec![self.account_put(&item, current.version)?];
+                let mut items = vec![self.account_put(to_item(&item)?, current.version)?];
                 items.extend(self.outbox_puts(&events)?);
                 self.transact(items).await
             };

@@ -254,25 +254,21 @@ fn check_platform(platform: &PlatformAuth, headers: &HeaderMap) -> Result<(), Ap
     }
 }
 
-fn authorization_id(value: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
-    let bad = |reason: &str| {
-        ApiError::bad_request("invalid_field", format!("authorization_id {reason}"))
-            .on_field("authorization_id")
-    };
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(id)) => {
-            usage::events::check_authorization_id(&id).map(Some).map_err(bad)
-        }
-        Some(_) => Err(bad("must be a string")),
-    }
-}
-
-fn path_authorization_id(id: &str) -> Result<String, ApiError> {
+/// An authorization id, from the path or the body: the usage events' rule.
+fn checked_authorization_id(id: &str) -> Result<String, ApiError> {
     usage::events::check_authorization_id(id).map_err(|reason| {
         ApiError::bad_request("invalid_field", format!("authorization_id {reason}"))
             .on_field("authorization_id")
     })
+}
+
+fn authorization_id(value: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(id)) => checked_authorization_id(&id).map(Some),
+        Some(_) => Err(ApiError::bad_request("invalid_field", "authorization_id must be a string")
+            .on_field("authorization_id")),
+    }
 }
 
 fn parse(body: &[u8]) -> Result<(AccountId, Option<String>, Action), ApiError> {
@@ -282,9 +278,7 @@ fn parse(body: &[u8]) -> Result<(AccountId, Option<String>, Action), ApiError> {
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
     let account_id = match object.remove("account_id") {
-        Some(serde_json::Value::String(id)) => AccountId::parse(id).map_err(|e| {
-            ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id")
-        })?,
+        Some(serde_json::Value::String(id)) => account_id(id)?,
         _ => {
             return Err(ApiError::bad_request("invalid_field", "account_id (a string) is required")
                 .on_field("account_id"))
@@ -433,7 +427,7 @@ async fn extend_handler(
     body: Bytes,
 ) -> Result<Json<AuthorizationResponse>, ApiError> {
     check_platform(&state.platform, &headers)?;
-    let authorization_id = path_authorization_id(&authorization_id)?;
+    let authorization_id = checked_authorization_id(&authorization_id)?;
     let request: ExtendRequest = parse_body(&body)?;
     let account_id = account_id(request.account_id)?;
     if request.sequence == 0 {
@@ -477,7 +471,7 @@ async fn release_handler(
     body: Bytes,
 ) -> Result<Json<AuthorizationResponse>, ApiError> {
     check_platform(&state.platform, &headers)?;
-    let authorization_id = path_authorization_id(&authorization_id)?;
+    let authorization_id = checked_authorization_id(&authorization_id)?;
     let request: ReleaseRequest = parse_body(&body)?;
     let account_id = account_id(request.account_id)?;
     let now = chrono::Utc::now();

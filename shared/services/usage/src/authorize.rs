@@ -61,11 +61,11 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny(reason: Denial) -> Self {
+    pub fn deny(reason: Denial) -> Self {
         Decision { allowed: false, reason: Some(reason), max_duration_seconds: None }
     }
 
-    fn allow(max_duration_seconds: Option<u32>) -> Self {
+    pub fn allow(max_duration_seconds: Option<u32>) -> Self {
         Decision { allowed: true, reason: None, max_duration_seconds }
     }
 }

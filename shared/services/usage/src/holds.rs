@@ -91,8 +91,7 @@ fn answer(
 }
 
 fn replay(account: &Account, hold: &Hold, at: DateTime<Utc>) -> HoldAnswer {
-    let decision =
-        Decision { allowed: true, reason: None, max_duration_seconds: hold.granted_seconds };
+    let decision = Decision::allow(hold.granted_seconds);
     HoldAnswer { replayed: true, ..answer(account, decision, Some(hold.clone()), at) }
 }
 
@@ -138,7 +137,7 @@ async fn change(
 }
 
 fn refused(account: &Account, reason: Denial, at: DateTime<Utc>) -> (HoldAnswer, bool) {
-    let decision = Decision { allowed: false, reason: Some(reason), max_duration_seconds: None };
+    let decision = Decision::deny(reason);
     (answer(account, decision, None, at), false)
 }
 
@@ -207,6 +206,19 @@ fn fit_call(
     None
 }
 
+/// The account as it stands and the rate card it names.
+async fn account_and_card(
+    store: &dyn LedgerStore,
+    cards: &RateCards,
+    account_id: &AccountId,
+) -> Result<(Account, std::sync::Arc<RateCard>), HoldError> {
+    let account = store.account(account_id).await?.ok_or(HoldError::UnknownAccount)?;
+    let card = cards
+        .card(account.rate_card.as_deref())
+        .ok_or_else(|| HoldError::UnknownRateCard(account_id.clone()))?;
+    Ok((account, card))
+}
+
 /// Place a hold for `action` under the platform's `authorization_id`.
 #[allow(clippy::too_many_arguments)]
 pub async fn place(
@@ -218,10 +230,7 @@ pub async fn place(
     now: DateTime<Utc>,
     max_call_seconds: u32,
 ) -> Result<HoldAnswer, HoldError> {
-    let account = store.account(account_id).await?.ok_or(HoldError::UnknownAccount)?;
-    let card = cards
-        .card(account.rate_card.as_deref())
-        .ok_or_else(|| HoldError::UnknownRateCard(account_id.clone()))?;
+    let (account, card) = account_and_card(store, cards, account_id).await?;
     if let Some(hold) = account.hold(authorization_id) {
         return Ok(replay(&account, hold, now));
     }
@@ -288,7 +297,7 @@ pub async fn place(
             settled: false,
         };
         account.holds.push(hold.clone());
-        let decision = Decision { allowed: true, reason: None, max_duration_seconds: granted };
+        let decision = Decision::allow(granted);
         Ok((answer(account, decision, Some(hold), now), true))
     })
     .await
@@ -304,10 +313,7 @@ pub async fn extend(
     now: DateTime<Utc>,
     max_call_seconds: u32,
 ) -> Result<HoldAnswer, HoldError> {
-    let account = store.account(account_id).await?.ok_or(HoldError::UnknownAccount)?;
-    let card = cards
-        .card(account.rate_card.as_deref())
-        .ok_or_else(|| HoldError::UnknownRateCard(account_id.clone()))?;
+    let (_, card) = account_and_card(store, cards, account_id).await?;
     let id = authorization_id.to_string();
     change(store, account_id, now, move |account| {
         let Some(hold) = account.hold(&id).cloned() else {
@@ -348,8 +354,7 @@ pub async fn extend(
         held.extensions = sequence;
         held.expires_at = held.created_at + Duration::seconds(i64::from(seconds) + GRACE_SECONDS);
         let hold = held.clone();
-        let decision =
-            Decision { allowed: true, reason: None, max_duration_seconds: Some(seconds) };
+        let decision = Decision::allow(Some(seconds));
         Ok((answer(account, decision, Some(hold), now), true))
     })
     .await
@@ -368,7 +373,7 @@ pub async fn release(
         let Some(hold) = account.hold(&id).cloned() else {
             return Err(HoldError::NoSuchHold(id.clone()));
         };
-        let decision = Decision { allowed: true, reason: None, max_duration_seconds: None };
+        let decision = Decision::allow(None);
         if !account.settle_hold(&id, now) {
             // Settled or expired already: nothing left to release.
             return Ok((
