@@ -587,14 +587,6 @@ fn describe(result: &Result<HoldAnswer, HoldError>) -> String {
     }
 }
 
-fn empty_outcome() -> PostOutcome {
-    PostOutcome {
-        results: Vec::new(),
-        account: Account::open(AccountId::parse("none").expect("id"), None, Utc::now()),
-        events: Vec::new(),
-    }
-}
-
 /// An answered outbound call of `seconds` reporting `authorization`.
 fn call_event(
     event: &str,
@@ -942,17 +934,22 @@ impl World {
             }
             _ => {
                 let at = self.rng.below(self.holds.len() as u64) as usize;
-                if self.holds[at].report.is_none() {
-                    let seconds = 1 + self.rng.below(900) as u32;
-                    self.holds[at].report = Some((format!("rep-{}", self.holds[at].id), seconds));
-                }
+                let report = match self.holds[at].report.clone() {
+                    Some(report) => report,
+                    None => {
+                        let seconds = 1 + self.rng.below(900) as u32;
+                        let report = (format!("rep-{}", self.holds[at].id), seconds);
+                        self.holds[at].report = Some(report.clone());
+                        report
+                    }
+                };
                 let hold = self.holds[at].clone();
                 let id = self.accounts[hold.account].clone();
                 let before = store.account(&id).await.ok().flatten();
                 let was_active = before
                     .and_then(|a| a.hold(&hold.id).cloned())
                     .is_some_and(|h| h.is_active(self.now));
-                let result = self.report(&hold).await;
+                let result = self.report(&hold, &report).await;
                 if was_active && result.is_ok() {
                     // An active hold and its report meet in one write: it is settled now.
                     let store: &dyn LedgerStore = &*self.store;
@@ -970,9 +967,13 @@ impl World {
         }
     }
 
-    /// Post (or redeliver) a hold's report: an answered outbound call with its authorization id.
-    async fn report(&mut self, hold: &SimHold) -> Result<PostOutcome, StoreError> {
-        let Some((event, seconds)) = &hold.report else { return Ok(empty_outcome()) };
+    /// Post (or redeliver) the report `(event id, seconds)` of `hold`: an answered outbound
+    /// call with its authorization id.
+    async fn report(
+        &mut self,
+        hold: &SimHold,
+        (event, seconds): &(String, u32),
+    ) -> Result<PostOutcome, StoreError> {
         let id = self.accounts[hold.account].clone();
         let event = call_event(event, &id, &hold.id, *seconds, self.now);
         let card = sim_cards().card(None).expect("the standard card");
@@ -1164,7 +1165,8 @@ impl World {
         // The platform's queue redelivers every report until it is acknowledged: once more
         // each, now that nothing fails.
         for hold in self.holds.clone() {
-            if let Err(error) = self.report(&hold).await {
+            let Some(report) = &hold.report else { continue };
+            if let Err(error) = self.report(&hold, report).await {
                 self.hold_violations.push(format!("report of {} failed at rest: {error}", hold.id));
             }
         }
