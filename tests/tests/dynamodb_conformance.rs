@@ -12,3 +12,10 @@ async fn fresh_docs() -> Arc<dyn DocStore> {
 }
 
 conformance::doc_conformance_suite!(fresh_docs);
+
+/// Ledger and documents on a new table of their own.
+async fn fresh_both() -> Arc<dyn conformance::refunds::DocumentStore> {
+    Arc::new(e2e::fresh_dynamo_store().await)
+}
+
+conformance::refund_suite!(fresh_both);

@@ -106,7 +106,7 @@ impl WorkerSink<'_> {
 impl EventSink for WorkerSink<'_> {
     async fn publish(&self, event: &LedgerEvent) -> Result<(), RelayError> {
         match &event.kind {
-            LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => {
+            kind if kind.for_payments_worker() => {
                 match self.pipeline.recharge.handle(event, Utc::now()).await {
                     Ok(Outcome::RetryAt(at) | Outcome::NotYet(at)) => {
                         self.count(|round| round.recharges_waiting += 1);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
-    DeclineCode, ProcessorError,
+    DeclineCode, ProcessorError, RefundOutcome, RefundRequest,
 };
 
 /// Every simulated card expires in December of this year.
@@ -63,6 +63,18 @@ pub enum ChargeFault {
     Processing { succeeds: bool, minutes: i64 },
 }
 
+/// What the simulated processor does with the next refund call (each queued fault is used by
+/// one call, replays included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundFault {
+    /// The request never reached the processor: nothing recorded, `Err(Unavailable)`.
+    Unreachable,
+    /// The processor made the refund and the answer was lost: `Err(Unavailable)`.
+    AnswerLost,
+    /// The processor refuses this refund definitely (the card account is closed, ...).
+    Fails,
+}
+
 /// [`CardProcessor`] in memory, optionally kept in a JSON file so that local mode survives a
 /// restart. Ids are `cus_sim000001`, `pm_sim000002`, `pi_sim000003`, ... in call order, so a
 /// test that makes the same calls sees the same ids. Idempotency keys expire after
@@ -88,6 +100,14 @@ struct State {
     keys: HashMap<String, usize>,
     attempts_by_payment_method: HashMap<String, u64>,
     successes_by_payment_method: HashMap<String, u64>,
+    /// Every refund made, in order.
+    #[serde(default)]
+    refunds: Vec<SavedRefund>,
+    /// Live refund idempotency keys: the index of the refund they made.
+    #[serde(default)]
+    refund_keys: HashMap<String, usize>,
+    #[serde(skip)]
+    refund_faults: VecDeque<RefundFault>,
     #[serde(skip)]
     unavailable: bool,
     #[serde(skip)]
@@ -113,7 +133,34 @@ struct SavedCharge {
     resolution: Option<(bool, DateTime<Utc>)>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedRefund {
+    request: RefundRequest,
+    outcome: RefundOutcome,
+    created_at: DateTime<Utc>,
+}
+
 impl State {
+    /// Cents of the payment intent's succeeded charge, if it has one.
+    fn charged_cents(&self, payment_intent_id: &str) -> Option<u64> {
+        self.payments.iter().find_map(|p| match &p.outcome {
+            ChargeOutcome::Succeeded { payment_intent_id: id } if id == payment_intent_id => {
+                Some(p.request.amount_cents)
+            }
+            _ => None,
+        })
+    }
+
+    /// Cents returned (or on their way back) against the payment intent.
+    fn refunded_cents(&self, payment_intent_id: &str) -> u64 {
+        self.refunds
+            .iter()
+            .filter(|r| r.request.payment_intent_id == payment_intent_id)
+            .filter(|r| !matches!(r.outcome, RefundOutcome::Failed { .. }))
+            .map(|r| r.request.amount_cents)
+            .sum()
+    }
+
     fn next_id(&mut self, prefix: &str) -> String {
         self.last_id += 1;
         format!("{prefix}_sim{:06}", self.last_id)
@@ -166,6 +213,8 @@ impl State {
         let horizon = self.now() - Duration::hours(crate::KEY_LIFETIME_HOURS);
         let payments = &self.payments;
         self.keys.retain(|_, index| payments[*index].created_at > horizon);
+        let refunds = &self.refunds;
+        self.refund_keys.retain(|_, index| refunds[*index].created_at > horizon);
     }
 }
 
@@ -248,7 +297,20 @@ impl SimulatedProcessor {
 
     /// Drop every queued fault.
     pub fn clear_faults(&self) {
-        self.state().faults.clear();
+        let mut state = self.state();
+        state.faults.clear();
+        state.refund_faults.clear();
+    }
+
+    /// The next refund call (replays included) meets this fault.
+    pub fn push_refund_fault(&self, fault: RefundFault) {
+        self.state().refund_faults.push_back(fault);
+    }
+
+    /// Cents returned to the card (sent or pending) against this payment intent: what
+    /// "refunded once" means.
+    pub fn refunded_cents(&self, payment_intent_id: &str) -> u64 {
+        self.state().refunded_cents(payment_intent_id)
     }
 
     /// Run the processor on this clock from now on (keys expire and `processing` payments
@@ -442,6 +504,88 @@ impl CardProcessor for SimulatedProcessor {
             });
         self.persist(&state)?;
         Ok(outcome)
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        let fault = state.refund_faults.pop_front();
+        if fault == Some(RefundFault::Unreachable) {
+            return Err(ProcessorError::Unavailable("simulated: request never arrived".into()));
+        }
+        request.validate()?;
+        state.expire_keys();
+        let lost = |outcome: RefundOutcome| match fault {
+            Some(RefundFault::AnswerLost) => {
+                Err(ProcessorError::Unavailable("simulated: answer lost".into()))
+            }
+            _ => Ok(outcome),
+        };
+        if let Some(&index) = state.refund_keys.get(&request.idempotency_key) {
+            if state.refunds[index].request != *request {
+                return Err(ProcessorError::InvalidRequest(
+                    "Keys for idempotent requests can only be used with the same parameters they \
+                     were first used with."
+                        .into(),
+                ));
+            }
+            return lost(state.refunds[index].outcome.clone());
+        }
+        let Some(charged) = state.charged_cents(&request.payment_intent_id) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No succeeded charge for PaymentIntent '{}'",
+                request.payment_intent_id
+            )));
+        };
+        let left = charged.saturating_sub(state.refunded_cents(&request.payment_intent_id));
+        if request.amount_cents > left {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "Refund amount ({} cents) is greater than unrefunded amount on charge ({left} \
+                 cents)",
+                request.amount_cents
+            )));
+        }
+        let refund_id = state.next_id("re");
+        let outcome = if fault == Some(RefundFault::Fails) {
+            RefundOutcome::Failed {
+                refund_id: Some(refund_id),
+                reason: "the card's account is closed".into(),
+            }
+        } else {
+            RefundOutcome::Sent { refund_id }
+        };
+        let now = state.now();
+        state.refunds.push(SavedRefund {
+            request: request.clone(),
+            outcome: outcome.clone(),
+            created_at: now,
+        });
+        let index = state.refunds.len() - 1;
+        state.refund_keys.insert(request.idempotency_key.clone(), index);
+        self.persist(&state)?;
+        lost(outcome)
+    }
+
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RefundOutcome>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        // A key that refunded twice (a resend after it expired) reports a sent refund first.
+        Ok(state
+            .refunds
+            .iter()
+            .filter(|r| {
+                r.request.payment_intent_id == payment_intent_id
+                    && r.request.idempotency_key == idempotency_key
+            })
+            .map(|r| r.outcome.clone())
+            .max_by_key(|o| match o {
+                RefundOutcome::Sent { .. } | RefundOutcome::Pending { .. } => 1,
+                RefundOutcome::Failed { .. } => 0,
+            }))
     }
 }
 

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::{
     check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor,
-    ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, ProcessorError,
+    ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, ProcessorError, RefundOutcome,
+    RefundRequest,
 };
 
 pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";
@@ -351,6 +352,121 @@ impl CardProcessor for StripeProcessor {
             ))),
         }
     }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            payment_intent = %request.payment_intent_id,
+            amount_cents = request.amount_cents,
+            idempotency_key = %request.idempotency_key,
+        ),
+        err(Debug)
+    )]
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProcessorError> {
+        self.stripe_refund(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RefundOutcome>, ProcessorError> {
+        self.stripe_find_refund(payment_intent_id, idempotency_key).await
+    }
+}
+
+impl StripeProcessor {
+    /// `POST /v1/refunds` against the payment intent, with the key as `Idempotency-Key` and in
+    /// the refund's metadata (so [`CardProcessor::find_refund`] finds it after 24 h).
+    async fn stripe_refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProcessorError> {
+        request.validate()?;
+        let amount = request.amount_cents.to_string();
+        let form = [
+            ("payment_intent", request.payment_intent_id.as_str()),
+            ("amount", amount.as_str()),
+            ("metadata[idempotency_key]", request.idempotency_key.as_str()),
+        ];
+        let (status, body) =
+            self.post("/v1/refunds", &form, Some(&request.idempotency_key)).await?;
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let refund: RefundBody = parse(&body, "refund")?;
+        refund_outcome_of(refund, request.amount_cents)
+    }
+
+    /// The payment intent's refunds (newest first), picking the ones whose metadata carries
+    /// the key; a sent or pending one outranks a failed one.
+    async fn stripe_find_refund(
+        &self,
+        payment_intent_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RefundOutcome>, ProcessorError> {
+        check_object_id("payment_intent_id", payment_intent_id)?;
+        check_idempotency_key(idempotency_key)?;
+        let mut starting_after: Option<String> = None;
+        let mut found: Option<RefundOutcome> = None;
+        for _ in 0..MAX_LOOKUP_PAGES {
+            let mut query = vec![("payment_intent", payment_intent_id), ("limit", "100")];
+            if let Some(after) = &starting_after {
+                query.push(("starting_after", after.as_str()));
+            }
+            let (status, body) = self.get("/v1/refunds", &query).await?;
+            if !status.is_success() {
+                return Err(error_from_answer(status, &body));
+            }
+            let page: RefundList = parse(&body, "refund list")?;
+            starting_after = page.data.last().map(|refund| refund.id.clone());
+            for refund in page.data {
+                if refund.metadata.get("idempotency_key").map(String::as_str)
+                    != Some(idempotency_key)
+                {
+                    continue;
+                }
+                let amount = refund.amount.unwrap_or_default();
+                let outcome = refund_outcome_of(refund, amount)?;
+                if !matches!(found, Some(RefundOutcome::Sent { .. } | RefundOutcome::Pending { .. }))
+                {
+                    found = Some(outcome);
+                }
+            }
+            if !page.has_more || starting_after.is_none() {
+                return Ok(found);
+            }
+        }
+        match found {
+            Some(outcome) => Ok(Some(outcome)),
+            None => Err(ProcessorError::Unexpected(format!(
+                "more than {MAX_LOOKUP_PAGES} pages of refunds for {payment_intent_id}"
+            ))),
+        }
+    }
+}
+
+fn refund_outcome_of(refund: RefundBody, amount_cents: u64) -> Result<RefundOutcome, ProcessorError> {
+    if refund.amount.is_some_and(|amount| amount != amount_cents) {
+        return Err(ProcessorError::Unexpected(format!(
+            "refund {} is for {:?} cents, not the {amount_cents} asked for",
+            refund.id, refund.amount
+        )));
+    }
+    match refund.status.as_str() {
+        "succeeded" => Ok(RefundOutcome::Sent { refund_id: refund.id }),
+        // Taken, on its way (some card networks), or waiting on the customer's bank details.
+        "pending" | "requires_action" => Ok(RefundOutcome::Pending { refund_id: refund.id }),
+        "failed" | "canceled" => Ok(RefundOutcome::Failed {
+            reason: refund
+                .failure_reason
+                .map(|r| redact_card_numbers(&r))
+                .unwrap_or_else(|| format!("the processor {} the refund", refund.status)),
+            refund_id: Some(refund.id),
+        }),
+        other => Err(ProcessorError::Unexpected(format!(
+            "refund {} has the unknown status {other:?}",
+            refund.id
+        ))),
+    }
 }
 
 fn outcome_of(
@@ -550,6 +666,24 @@ struct PaymentIntentBody {
 #[derive(Deserialize)]
 struct PaymentIntentList {
     data: Vec<PaymentIntentBody>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct RefundBody {
+    id: String,
+    status: String,
+    amount: Option<u64>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RefundList {
+    data: Vec<RefundBody>,
     #[serde(default)]
     has_more: bool,
 }

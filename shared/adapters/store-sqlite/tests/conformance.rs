@@ -23,3 +23,9 @@ async fn fresh_docs() -> Arc<dyn DocStore> {
 }
 
 conformance::doc_conformance_suite!(fresh_docs);
+
+async fn fresh_both() -> Arc<dyn conformance::refunds::DocumentStore> {
+    Arc::new(open_fresh())
+}
+
+conformance::refund_suite!(fresh_both);

@@ -60,6 +60,58 @@ pub trait CardProcessor: Send + Sync {
         customer: &CustomerId,
         idempotency_key: &str,
     ) -> Result<Option<ChargeOutcome>, ProcessorError>;
+
+    /// Return `amount_cents` of a succeeded payment to its card, with an Idempotency-Key (the
+    /// same key yields the same refund). Like [`CardProcessor::charge`], three outcomes:
+    /// `Ok(Sent | Pending)` (the processor took it: the money is on its way back),
+    /// `Ok(Failed)` (definite: nothing was returned), and unknown — `Err(Unavailable |
+    /// Unexpected)` — settled later by [`CardProcessor::find_refund`] or a replay under the
+    /// same key. A refund beyond what is left of the payment is `Err(InvalidRequest)`.
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProcessorError>;
+
+    /// The refund made under `idempotency_key` against `payment_intent_id` (every refund
+    /// carries its key in the processor's metadata); `Ok(None)` when there is none.
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RefundOutcome>, ProcessorError>;
+}
+
+/// Part or all of a succeeded payment, returned to the card it was paid with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The payment intent that charged the card.
+    pub payment_intent_id: String,
+    /// Whole USD cents, at least 1 and at most what is left of the payment.
+    pub amount_cents: u64,
+    /// Stable for one intended refund: never a fresh value per attempt.
+    pub idempotency_key: String,
+}
+
+impl RefundRequest {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if !(1..=MAX_CHARGE_CENTS).contains(&self.amount_cents) {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "a refund's amount_cents must be between 1 and {MAX_CHARGE_CENTS}, got {}",
+                self.amount_cents
+            )));
+        }
+        check_object_id("payment_intent_id", &self.payment_intent_id)?;
+        check_idempotency_key(&self.idempotency_key)
+    }
+}
+
+/// What the processor said about a refund.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundOutcome {
+    /// Returned to the card.
+    Sent { refund_id: String },
+    /// Taken by the processor and on its way (Stripe's `pending`): it still counts as returned;
+    /// a later failure comes as a processor event.
+    Pending { refund_id: String },
+    /// Definitely not returned (Stripe's `failed` or `canceled`): nothing left the account.
+    Failed { refund_id: Option<String>, reason: String },
 }
 
 /// Hours a processor remembers an idempotency key (Stripe: 24). A replay of a write-ahead
@@ -519,6 +571,18 @@ impl CardProcessor for NoProcessor {
         _customer: &CustomerId,
         _idempotency_key: &str,
     ) -> Result<Option<ChargeOutcome>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn refund(&self, _request: &RefundRequest) -> Result<RefundOutcome, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn find_refund(
+        &self,
+        _payment_intent_id: &str,
+        _idempotency_key: &str,
+    ) -> Result<Option<RefundOutcome>, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
     }
 }

@@ -48,18 +48,84 @@ pub struct PaymentRecord {
     /// While `pending`: why (the processor has not answered yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// Refunds of this payment to its card, oldest first. Written only by the refund flow
+    /// (`payment_flow::refund`), with version-checked writes: [`save_payment`] keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundLine>,
+}
+
+impl PaymentRecord {
+    /// What is left to refund: the amount less every refund not definitely failed.
+    pub fn refundable_usd(&self) -> rust_decimal::Decimal {
+        let taken: rust_decimal::Decimal = self
+            .refunds
+            .iter()
+            .filter(|r| r.status != RefundStatus::Failed)
+            .map(|r| r.amount_usd.value())
+            .sum();
+        self.amount_usd.value() - taken
+    }
+
+    pub fn refund(&self, refund_id: &str) -> Option<&RefundLine> {
+        self.refunds.iter().find(|r| r.refund_id == refund_id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Written down; the debit and the processor call may not have happened yet.
+    Requested,
+    /// The processor returned it to the card.
+    Sent,
+    /// The processor took it and it is on its way (counts as returned).
+    Pending,
+    /// The processor definitely refused it; the debit was reversed.
+    Failed,
+}
+
+/// One refund of a payment to its card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundLine {
+    /// The operator's Idempotency-Key: one refund per id and payment.
+    pub refund_id: String,
+    pub amount_usd: Amount,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub requested_at: DateTime<Utc>,
+    /// Who asked for it (the operator's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor_refund_id: Option<String>,
+    /// The ledger entry that debited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_seq: Option<u64>,
+    /// The entry that returned it to the balance when the processor refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 /// Write a payment record (create or replace), with bounded retries on a concurrent write.
+/// The stored record's refunds are kept: only the refund flow writes them
+/// ([`save_payment_version`]).
 pub async fn save_payment(
     docs: &dyn DocStore,
     id: &AccountId,
     record: &PaymentRecord,
 ) -> Result<(), DocumentError> {
-    let body = serde_json::to_string(record)
-        .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
     for _ in 0..8 {
         let current = docs.get_doc(id, DocKind::Payment, &record.payment_id).await?;
+        let mut record = record.clone();
+        if let Some(current) = &current {
+            let stored: PaymentRecord = serde_json::from_str(&current.body)
+                .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
+            record.refunds = stored.refunds;
+        }
+        let body = serde_json::to_string(&record)
+            .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
         let expected = current.map(|d| d.version);
         match docs.put_doc(id, DocKind::Payment, &record.payment_id, &body, expected).await {
             Ok(_) => return Ok(()),
@@ -83,4 +149,35 @@ pub async fn load_payment(
     serde_json::from_str(&doc.body)
         .map(Some)
         .map_err(|source| DocumentError::Unreadable { what: "payment", source })
+}
+
+/// A payment record with the version it was read at.
+pub async fn load_payment_version(
+    docs: &dyn DocStore,
+    id: &AccountId,
+    payment_id: &str,
+) -> Result<Option<(PaymentRecord, u64)>, DocumentError> {
+    let Some(doc) = docs.get_doc(id, DocKind::Payment, payment_id).await? else {
+        return Ok(None);
+    };
+    let record = serde_json::from_str(&doc.body)
+        .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
+    Ok(Some((record, doc.version)))
+}
+
+/// Replace the payment record read at `version`: `Ok(false)` when someone wrote it since.
+pub async fn save_payment_version(
+    docs: &dyn DocStore,
+    id: &AccountId,
+    record: &PaymentRecord,
+    version: u64,
+) -> Result<bool, DocumentError> {
+    let body = serde_json::to_string(record)
+        .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
+    match docs.put_doc(id, DocKind::Payment, &record.payment_id, &body, Some(version)).await {
+        Ok(_) => Ok(true),
+        Err(DocError::Conflict) => Ok(false),
+        Err(DocError::TooLarge(_)) => Err(DocumentError::TooLarge("payment")),
+        Err(DocError::Store(error)) => Err(DocumentError::Store(error)),
+    }
 }

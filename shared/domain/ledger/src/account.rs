@@ -237,6 +237,11 @@ pub struct Account {
     /// [`MAX_PENDING_PAYMENTS`]).
     #[serde(default)]
     pub pending_payments: Vec<String>,
+    /// Card refunds not final yet, as `payment_id/refund_id`. Adding one raises a
+    /// [`crate::LedgerEventKind::RefundPending`] in the same write (bounded with the pending
+    /// payments by [`MAX_PENDING_PAYMENTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_refunds: Vec<String>,
     /// Crossing below this (balance less active holds) raises a low-balance notice, once until
     /// a credit brings it back above.
     pub low_balance_usd: Option<Amount>,
@@ -309,6 +314,7 @@ impl Account {
             recharge_in_flight: None,
             recharge_stopped: None,
             pending_payments: Vec::new(),
+            pending_refunds: Vec::new(),
             low_balance_usd: None,
             low_balance_noticed: false,
             holds: Vec::new(),

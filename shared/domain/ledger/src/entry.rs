@@ -55,10 +55,13 @@ pub enum BillingItem {
     /// The part of a call's charge covered by the plan's included minutes (a credit paired
     /// with the call's debit, so the call shows on statements at its full price).
     IncludedMinutes,
+    /// Paid funds returned to the card they came from: a debit linked to the payment (and a
+    /// credit when the processor definitely refused a refund already debited).
+    CardRefund,
 }
 
 impl BillingItem {
-    pub const ALL: [BillingItem; 13] = [
+    pub const ALL: [BillingItem; 14] = [
         BillingItem::PhoneNumber,
         BillingItem::PhoneCall,
         BillingItem::OutgoingSms,
@@ -72,6 +75,7 @@ impl BillingItem {
         BillingItem::Adjustment,
         BillingItem::Refund,
         BillingItem::IncludedMinutes,
+        BillingItem::CardRefund,
     ];
 
     pub fn allows(self, kind: EntryKind) -> bool {
@@ -79,7 +83,7 @@ impl BillingItem {
             BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
                 kind == EntryKind::Credit
             }
-            BillingItem::Adjustment => true,
+            BillingItem::Adjustment | BillingItem::CardRefund => true,
             _ => kind == EntryKind::Debit,
         }
     }
@@ -99,6 +103,7 @@ impl BillingItem {
             BillingItem::Adjustment => "adjustment",
             BillingItem::Refund => "refund",
             BillingItem::IncludedMinutes => "included_minutes",
+            BillingItem::CardRefund => "card_refund",
         }
     }
 

@@ -64,7 +64,7 @@ pub enum LedgerError {
     #[error("settings changes cannot touch the balance, sequence or version")]
     BalanceFieldsAreLedgerOnly,
     #[error(
-        "{} payments are already waiting for the card processor's answer; wait for them to settle",
+        "{} payments and refunds are already waiting for the card processor's answer; wait for them to settle",
         account::MAX_PENDING_PAYMENTS
     )]
     TooManyPendingPayments,

@@ -242,6 +242,9 @@ pub enum LedgerEventKind {
     /// the payments reconciler settles it, credit once or mark failed, whatever became of the
     /// request that started it.
     PaymentPending { key: String },
+    /// A card refund was started and is not final yet (`payment_id/refund_id`): the payments
+    /// reconciler finishes it (debit once, refund once, or reverse a definite failure).
+    RefundPending { refund: String },
     /// An advance purchase (a phone number) was refused: nothing was charged, so the platform
     /// releases what it reserved for it. `details` are the posting's (the number).
     PurchaseRefused {
@@ -260,6 +263,17 @@ pub enum LedgerEventKind {
 }
 
 impl LedgerEventKind {
+    /// Work for the payments worker (it holds the card processor): auto-recharge requests and
+    /// pending payments and refunds. Everything else becomes a notice.
+    pub fn for_payments_worker(&self) -> bool {
+        matches!(
+            self,
+            LedgerEventKind::RechargeRequested { .. }
+                | LedgerEventKind::PaymentPending { .. }
+                | LedgerEventKind::RefundPending { .. }
+        )
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             LedgerEventKind::RechargeRequested { .. } => "recharge_requested",
@@ -267,6 +281,7 @@ impl LedgerEventKind {
             LedgerEventKind::Suspended => "suspended",
             LedgerEventKind::Reactivated => "reactivated",
             LedgerEventKind::PaymentPending { .. } => "payment_pending",
+            LedgerEventKind::RefundPending { .. } => "refund_pending",
             LedgerEventKind::PurchaseRefused { .. } => "purchase_refused",
             LedgerEventKind::NumbersReleaseWarning { .. } => "numbers_release_warning",
             LedgerEventKind::NumbersReleaseDue { .. } => "numbers_release_due",
@@ -477,8 +492,8 @@ pub fn settle_settings_change(
     }
     after.version += 1;
     after.status = after.status_for(after.balance_usd);
-    if after.pending_payments.len() > crate::MAX_PENDING_PAYMENTS
-        && after.pending_payments.len() > before.pending_payments.len()
+    let pending = |a: &Account| a.pending_payments.len() + a.pending_refunds.len();
+    if pending(after) > crate::MAX_PENDING_PAYMENTS && pending(after) > pending(before)
     {
         return Err(LedgerError::TooManyPendingPayments);
     }
@@ -567,6 +582,11 @@ pub fn crossings(
             kinds.push(LedgerEventKind::PaymentPending { key: key.clone() });
         }
     }
+    for refund in &after.pending_refunds {
+        if !before.pending_refunds.contains(refund) {
+            kinds.push(LedgerEventKind::RefundPending { refund: refund.clone() });
+        }
+    }
     if let Some(recharge) = after.recharge.as_ref().filter(|r| r.enabled() && may_request) {
         // Below the threshold once active holds are counted: a hot account recharges before
         // the calls in progress drain it.
@@ -586,6 +606,7 @@ pub fn crossings(
             // Several payments may become pending in one change: each event needs its own id.
             let key = match &kind {
                 LedgerEventKind::PaymentPending { key } => format!(":{key}"),
+                LedgerEventKind::RefundPending { refund } => format!(":refund:{refund}"),
                 LedgerEventKind::NumbersReleaseWarning { days_left, .. } => {
                     format!(":{days_left}d")
                 }

@@ -171,6 +171,8 @@ fn bucket(kind: EntryKind, item: BillingItem) -> Bucket {
         (EntryKind::Credit, BillingItem::IncludedMinutes) => Bucket::Usage,
         (EntryKind::Credit, _) => Bucket::OtherCredits,
         (EntryKind::Debit, BillingItem::SalesTax) => Bucket::Taxes,
+        // Paid funds returned to the card: not usage.
+        (EntryKind::Debit, BillingItem::CardRefund) => Bucket::OtherDebits,
         // The posting rules never debit the credit-only items; should one appear, it is still
         // counted (as an other debit) so the statement reconciles.
         (
@@ -405,6 +407,7 @@ pub fn item_label(item: BillingItem) -> &'static str {
         BillingItem::Adjustment => "Adjustment",
         BillingItem::Refund => "Refund",
         BillingItem::IncludedMinutes => "Included plan minutes",
+        BillingItem::CardRefund => "Refund to card",
     }
 }
 
@@ -489,6 +492,20 @@ pub fn describe(entry: &Entry) -> String {
             Some(match text("card") {
                 Some(card) => format!("{what}, {card}"),
                 None => what.to_string(),
+            })
+        }
+        BillingItem::CardRefund => {
+            let what = match entry.kind {
+                crate::EntryKind::Debit => label,
+                crate::EntryKind::Credit => "Refund to card failed, returned to the balance",
+            };
+            let what = match text("card") {
+                Some(card) => format!("{what}, {card}"),
+                None => what.to_string(),
+            };
+            Some(match text("reason").filter(|r| !r.trim().is_empty()) {
+                Some(reason) => format!("{what}: {reason}"),
+                None => what,
             })
         }
         BillingItem::Adjustment | BillingItem::Refund => {

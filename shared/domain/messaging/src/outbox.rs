@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use ledger::{LedgerEvent, LedgerEventKind, LedgerStore, StoreError};
+use ledger::{LedgerEvent, LedgerStore, StoreError};
 use tracing::{error, warn};
 
 use crate::metrics;
@@ -171,9 +171,10 @@ pub struct QueueEventSink {
 
 impl QueueEventSink {
     fn queue_for(&self, event: &LedgerEvent) -> usize {
-        match event.kind {
-            LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => 0,
-            _ => 1,
+        if event.kind.for_payments_worker() {
+            0
+        } else {
+            1
         }
     }
 

@@ -98,6 +98,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
+    ("POST", "/v1/operator/accounts/{account_id}/payments/{payment_id}/refunds"),
     ("POST", "/v1/operator/accounts/{account_id}/auto-recharge/rearm"),
     ("GET", "/v1/operator/auto-recharge/attention"),
 ];
@@ -134,7 +135,7 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
     let routes = match group {
         Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
-        Group::Payments => crate::payments::router(),
+        Group::Payments => crate::payments::router().merge(crate::refunds::router()),
     };
     routes.route_layer(middleware::from_fn(refuse_unknown_query))
 }

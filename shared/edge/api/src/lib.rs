@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod operator;
 pub mod payments;
 pub mod query;
+pub mod refunds;
 /// The billing profile lives in `documents`; re-exported for the routes.
 pub use documents::profile;
 pub mod state;

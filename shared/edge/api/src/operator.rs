@@ -177,13 +177,13 @@ async fn rearm(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // Documents the path; handlers parse it with `path_account`.
-struct AccountPath {
+pub(crate) struct AccountPath {
     /// The account's id.
     #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     account_id: String,
 }
 
-fn path_account(raw: &str) -> Result<AccountId, ApiError> {
+pub(crate) fn path_account(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw)
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).on_field("account_id"))
 }

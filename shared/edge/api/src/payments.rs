@@ -415,6 +415,13 @@ pub struct PaymentView {
     /// While pending: why (the processor has not answered yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// Refunds to the card, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<crate::refunds::RefundView>,
+    /// What is left to refund (succeeded payments).
+    #[schema(value_type = Option<Usd>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refundable_usd: Option<String>,
 }
 
 impl From<&PaymentRecord> for PaymentView {
@@ -435,7 +442,10 @@ impl From<&PaymentRecord> for PaymentView {
             entry_seq,
             balance_after_usd,
             pending_reason,
+            refunds,
         } = record.clone();
+        let refundable_usd = (status == PaymentStatus::Succeeded)
+            .then(|| record.refundable_usd().normalize().to_string());
         PaymentView {
             payment_id,
             amount_usd,
@@ -451,6 +461,8 @@ impl From<&PaymentRecord> for PaymentView {
             entry_seq,
             balance_after_usd,
             pending_reason,
+            refunds: refunds.iter().map(Into::into).collect(),
+            refundable_usd,
         }
     }
 }

@@ -42,6 +42,21 @@ pub enum NoticeKind {
         trigger: PaymentTrigger,
         paid_at: DateTime<Utc>,
     },
+    /// A refund of a payment to its card (or the processor's refusal of one): to the billing
+    /// contacts.
+    RefundReceipt {
+        payment_id: String,
+        refund_id: String,
+        amount_usd: Amount,
+        card_brand: String,
+        card_last4: String,
+        reason: String,
+        /// `false`: the processor refused it and the amount went back to the balance.
+        returned: bool,
+        failure_reason: Option<String>,
+        balance_after_usd: Decimal,
+        refunded_at: DateTime<Utc>,
+    },
     /// Every card failed: to the recharge-failure email and the billing contacts.
     RechargeFailed {
         request_id: String,
@@ -92,6 +107,7 @@ impl NoticeKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             NoticeKind::PaymentReceipt { .. } => "payment_receipt",
+            NoticeKind::RefundReceipt { .. } => "refund_receipt",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",
             NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
             NoticeKind::LowBalance { .. } => "low_balance",
@@ -108,7 +124,9 @@ impl Notice {
     /// The notice a ledger event calls for (recharge requests go to the recharge worker).
     pub fn from_ledger_event(event: &LedgerEvent) -> Option<Notice> {
         let kind = match &event.kind {
-            LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. } => {
+            LedgerEventKind::RechargeRequested { .. }
+            | LedgerEventKind::PaymentPending { .. }
+            | LedgerEventKind::RefundPending { .. } => {
                 return None
             }
             LedgerEventKind::LowBalance => {

@@ -93,6 +93,31 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             *trigger,
             *paid_at,
         ),
+        NoticeKind::RefundReceipt {
+            payment_id,
+            refund_id,
+            amount_usd,
+            card_brand,
+            card_last4,
+            reason,
+            returned,
+            failure_reason,
+            balance_after_usd,
+            refunded_at,
+        } => refund_receipt(
+            account,
+            RefundFacts {
+                payment_id,
+                refund_id,
+                amount_usd: *amount_usd,
+                card: card(card_brand, card_last4),
+                reason,
+                returned: *returned,
+                failure_reason: failure_reason.as_deref(),
+                balance_after_usd: *balance_after_usd,
+                refunded_at: *refunded_at,
+            },
+        ),
         NoticeKind::RechargeFailed {
             request_id,
             attempt,
@@ -223,6 +248,65 @@ fn payment_receipt(
         Block::Paragraph(
             "Keep this email for your records. Every payment is listed in the payment history on \
              the Billing page."
+                .into(),
+        ),
+    ];
+    (subject, blocks)
+}
+
+struct RefundFacts<'a> {
+    payment_id: &'a str,
+    refund_id: &'a str,
+    amount_usd: Amount,
+    card: String,
+    reason: &'a str,
+    returned: bool,
+    failure_reason: Option<&'a str>,
+    balance_after_usd: Decimal,
+    refunded_at: DateTime<Utc>,
+}
+
+fn refund_receipt(account: &AccountId, facts: RefundFacts<'_>) -> (String, Vec<Block>) {
+    let amount = display_usd(facts.amount_usd.value());
+    let card = facts.card;
+    let (subject, heading, opening) = if facts.returned {
+        (
+            format!("Refund receipt: {amount} returned to your {card}"),
+            "Refund issued",
+            format!(
+                "We refunded {amount} of payment {} to your {card} and took it from the balance \
+                 of account {}. Card refunds usually reach the statement in 5 to 10 business days.",
+                facts.payment_id,
+                account.as_str()
+            ),
+        )
+    } else {
+        (
+            format!("Refund of {amount} could not be sent to your {card}"),
+            "Refund not sent",
+            format!(
+                "The card processor refused our refund of {amount} to your {card}{}. The amount \
+                 is back in the balance of account {}; contact us to be refunded another way.",
+                facts.failure_reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                account.as_str()
+            ),
+        )
+    };
+    let blocks = vec![
+        Block::Heading(heading.into()),
+        Block::Paragraph(opening),
+        Block::Facts(vec![
+            ("Amount", amount),
+            ("Card", card),
+            ("Reason", facts.reason.into()),
+            ("Date", datetime(facts.refunded_at)),
+            ("Payment ID", facts.payment_id.into()),
+            ("Refund ID", facts.refund_id.into()),
+            ("New balance", display_usd(facts.balance_after_usd)),
+        ]),
+        Block::Paragraph(
+            "Keep this email for your records. Refunds are listed with their payment in the \
+             payment history on the Billing page."
                 .into(),
         ),
     ];

@@ -149,6 +149,7 @@ impl Charging {
             entry_seq: None,
             balance_after_usd: None,
             pending_reason: None,
+            refunds: Vec::new(),
         }
     }
 
@@ -210,6 +211,8 @@ pub enum RechargeError {
     Document(#[from] documents::DocumentError),
     #[error(transparent)]
     PaymentFlow(#[from] payment_flow::PayNowError),
+    #[error(transparent)]
+    Refund(#[from] payment_flow::refund::RefundError),
     #[error("the card processor is unavailable")]
     Processor(#[source] ProcessorError),
     #[error("the recharge state kept changing under concurrent workers")]
@@ -355,7 +358,28 @@ impl RechargeWorker {
         }
     }
 
-    /// Work one recharge request event (or a pending payment's event).
+    /// Finish a card refund that was written down and not yet final (see
+    /// `payment_flow::refund`).
+    pub async fn reconcile_refund(
+        &self,
+        account_id: &AccountId,
+        pending: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, RechargeError> {
+        let ports = payment_flow::PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        match payment_flow::refund::reconcile_pending_refund(&ports, account_id, pending, now)
+            .await?
+        {
+            payment_flow::Reconciled::Final => Ok(Outcome::NotNeeded("refund settled")),
+            payment_flow::Reconciled::NotYet(at) => Ok(Outcome::NotYet(at)),
+        }
+    }
+
+    /// Work one recharge request event (or a pending payment's or refund's event).
     pub async fn handle(
         &self,
         event: &LedgerEvent,
@@ -365,6 +389,9 @@ impl RechargeWorker {
             LedgerEventKind::RechargeRequested { request_id } => request_id,
             LedgerEventKind::PaymentPending { key } => {
                 return self.reconcile_payment(&event.account_id, key, now).await;
+            }
+            LedgerEventKind::RefundPending { refund } => {
+                return self.reconcile_refund(&event.account_id, refund, now).await;
             }
             _ => return Ok(Outcome::NotNeeded("not a recharge request")),
         };

@@ -7,6 +7,7 @@ pub mod crash;
 pub mod docs;
 pub mod holds;
 pub mod model;
+pub mod refunds;
 
 pub use cases::*;
 

@@ -1098,10 +1098,7 @@ impl World {
         let Ok(events) = store.pending_events(50).await else { return };
         for event in events {
             self.saw(&event);
-            let wanted = matches!(
-                event.kind,
-                LedgerEventKind::RechargeRequested { .. } | LedgerEventKind::PaymentPending { .. }
-            );
+            let wanted = event.kind.for_payments_worker();
             if wanted {
                 let copies = if self.rng.chance(5) { 2 } else { 1 };
                 for _ in 0..copies {
@@ -1197,11 +1194,7 @@ impl World {
             }
             for event in events {
                 self.saw(&event);
-                if matches!(
-                    event.kind,
-                    LedgerEventKind::RechargeRequested { .. }
-                        | LedgerEventKind::PaymentPending { .. }
-                ) {
+                if event.kind.for_payments_worker() {
                     self.queue.push(Message {
                         event: event.clone(),
                         visible_at: self.now,

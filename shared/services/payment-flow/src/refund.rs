@@ -1,0 +1,513 @@
+//! Refunds of a card payment to its card, in full or in part, asked for by an operator.
+//!
+//! Failure model. A refund crosses two systems that can each fail midway: the ledger (the
+//! balance goes down) and the card processor (the money goes back). The steps, each
+//! idempotent and each recorded before the next starts:
+//!
+//! 1. **Written down.** The refund is added to the payment record as `requested`, with a
+//!    version-checked write that also checks what is left of the payment, so two refunds racing
+//!    for the same payment cannot together exceed it. The account lists it as pending in its
+//!    own write, which raises `RefundPending` for the payments reconciler: from here on a crash
+//!    anywhere is finished by the reconciler, not by the caller.
+//! 2. **Debited.** A `card_refund` debit, source id per payment and refund id, posts whatever
+//!    the balance (the money leaves whatever happens; at the floor the account suspends like any
+//!    debit). The ledger's source id makes a replay post nothing twice.
+//! 3. **Sent.** The processor is asked for the refund under an idempotency key per account,
+//!    payment and refund id, looked up first on every replay (so a refund whose answer was lost
+//!    is found, even after the key's lifetime). `sent` or `pending`: done. A definite refusal:
+//!    a `card_refund` credit returns the debit (its own source id, once) and the refund is
+//!    `failed`. No answer (timeout, 5xx): it stays `requested`, and the reconciler asks again.
+//!
+//! The debit comes before the processor call so that money never leaves at the processor while
+//! the balance still shows it: the worst a crash can leave is a debit whose refund is not yet
+//! sent, which the reconciler finishes.
+
+use std::sync::Arc;
+
+use card_processor::{ProcessorError, RefundOutcome, RefundRequest};
+use chrono::{DateTime, Utc};
+use documents::payment::{
+    load_payment_version, save_payment_version, PaymentRecord, PaymentStatus, RefundLine,
+    RefundStatus,
+};
+use documents::DocumentError;
+use ledger::{AccountId, Amount, BillingItem, EntryKind, Posting, PostingResult, PostingRule};
+use ledger::{SourceId, StoreError};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::{PaymentPorts, Reconciled, RECONCILE_RETRY_MINUTES};
+
+/// The longest refund id (the operator's Idempotency-Key).
+pub const MAX_REFUND_ID_CHARS: usize = 64;
+/// The longest reason kept with a refund.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// What an operator asks for.
+#[derive(Debug, Clone)]
+pub struct RefundAsk {
+    pub payment_id: String,
+    /// The operator's Idempotency-Key: one refund per id and payment.
+    pub refund_id: String,
+    /// Whole cents, at least $0.01.
+    pub amount: Amount,
+    pub reason: String,
+    /// The operator's user, kept with the refund.
+    pub by: Option<String>,
+}
+
+/// Where a refund stands after the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAnswer {
+    /// This call wrote the refund down (a first request); `false` for a repeat.
+    pub created: bool,
+    pub payment: PaymentRecord,
+    pub refund: RefundLine,
+    /// The balance after the refund's debit (and its reversal, if the processor refused it).
+    pub balance_usd: Option<Decimal>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("no payment {0} on this account")]
+    NoSuchPayment(String),
+    #[error("no refund {0} of this payment")]
+    NoSuchRefund(String),
+    #[error("payment {payment_id} cannot be refunded: {why}")]
+    NotRefundable { payment_id: String, why: &'static str },
+    #[error(
+        "a refund of ${asked} is more than is left of the payment (${left} of ${paid}); nothing \
+         was refunded"
+    )]
+    TooMuch { asked: Decimal, left: Decimal, paid: Decimal },
+    #[error(
+        "refund {refund_id} of this payment was already asked for with another amount or reason \
+         (${amount}: {reason}); nothing changed: use a new Idempotency-Key for a new refund"
+    )]
+    KeyReused { refund_id: String, amount: Decimal, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{}", ledger::LedgerError::TooManyPendingPayments)]
+    TooManyPending,
+    #[error("the payment record is being written by someone else; retry")]
+    Busy,
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Checks a refund id: 1 to [`MAX_REFUND_ID_CHARS`] of `A-Z a-z 0-9 . _ -`.
+pub fn check_refund_id(id: &str) -> Result<(), RefundError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_REFUND_ID_CHARS
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(RefundError::Invalid(format!(
+            "a refund's Idempotency-Key must be 1 to {MAX_REFUND_ID_CHARS} characters of A-Z, \
+             a-z, 0-9, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// The account's pending-refund entry for a refund.
+fn pending_entry(payment_id: &str, refund_id: &str) -> String {
+    format!("{payment_id}/{refund_id}")
+}
+
+/// Which payment and refund a pending-refund entry names.
+pub fn parse_pending(entry: &str) -> Option<(&str, &str)> {
+    entry.rsplit_once('/')
+}
+
+fn source(prefix: &str, payment_id: &str, refund_id: &str) -> Result<SourceId, RefundError> {
+    // The payment id is hashed so the source id stays within the ledger's 128 characters
+    // whatever the payment id's length; the entry's details keep it whole.
+    SourceId::parse(format!("{prefix}:{:016x}:{refund_id}", ledger::stable_hash(payment_id)))
+        .map_err(|e| RefundError::Internal(e.to_string()))
+}
+
+fn cents(amount: Amount) -> Result<u64, RefundError> {
+    (amount.value() * Decimal::ONE_HUNDRED)
+        .normalize()
+        .to_string()
+        .parse::<u64>()
+        .map_err(|_| RefundError::Invalid("a refund is in whole cents".into()))
+}
+
+/// Refund part or all of a succeeded card payment to its card: once per refund id, never more
+/// than is left of the payment (see the module's failure model).
+pub async fn refund_payment(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    ask: RefundAsk,
+    now: DateTime<Utc>,
+) -> Result<RefundAnswer, RefundError> {
+    let now = ledger::truncate_to_micros(now);
+    check_refund_id(&ask.refund_id)?;
+    let reason = ask.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(RefundError::Invalid(format!(
+            "reason must be 1 to {MAX_REASON_CHARS} characters"
+        )));
+    }
+    if ask.amount.value() <= Decimal::ZERO || ask.amount.value().scale() > 2 {
+        return Err(RefundError::Invalid("amount_usd must be whole cents, at least 0.01".into()));
+    }
+    let mut created = false;
+    for _ in 0..8 {
+        let Some((mut payment, version)) =
+            load_payment_version(ports.store, id, &ask.payment_id).await?
+        else {
+            return Err(RefundError::NoSuchPayment(ask.payment_id.clone()));
+        };
+        if let Some(line) = payment.refund(&ask.refund_id) {
+            if line.amount_usd != ask.amount || line.reason != reason {
+                return Err(RefundError::KeyReused {
+                    refund_id: ask.refund_id.clone(),
+                    amount: line.amount_usd.value(),
+                    reason: line.reason.clone(),
+                });
+            }
+            break;
+        }
+        if payment.status != PaymentStatus::Succeeded {
+            return Err(RefundError::NotRefundable {
+                payment_id: payment.payment_id,
+                why: "only a succeeded payment can be refunded",
+            });
+        }
+        if payment.processor_payment_id.is_none() {
+            return Err(RefundError::NotRefundable {
+                payment_id: payment.payment_id,
+                why: "the processor's payment id is not known",
+            });
+        }
+        let left = payment.refundable_usd();
+        if ask.amount.value() > left {
+            return Err(RefundError::TooMuch {
+                asked: ask.amount.value(),
+                left,
+                paid: payment.amount_usd.value(),
+            });
+        }
+        payment.refunds.push(RefundLine {
+            refund_id: ask.refund_id.clone(),
+            amount_usd: ask.amount,
+            reason: reason.clone(),
+            status: RefundStatus::Requested,
+            requested_at: now,
+            by: ask.by.clone(),
+            processor_refund_id: None,
+            entry_seq: None,
+            reversal_seq: None,
+            failure_reason: None,
+        });
+        if save_payment_version(ports.store, id, &payment, version).await? {
+            created = true;
+            break;
+        }
+    }
+    if !created {
+        // Either a repeat (found above) or eight lost races.
+        let Some((payment, _)) = load_payment_version(ports.store, id, &ask.payment_id).await?
+        else {
+            return Err(RefundError::NoSuchPayment(ask.payment_id.clone()));
+        };
+        if payment.refund(&ask.refund_id).is_none() {
+            return Err(RefundError::Busy);
+        }
+    }
+    if let Err(error) = mark_pending(ports, id, &ask.payment_id, &ask.refund_id).await {
+        if created {
+            // Nothing was debited or sent: take the request back so the key can be used again.
+            let _ = forget_request(ports, id, &ask.payment_id, &ask.refund_id).await;
+        }
+        return Err(error);
+    }
+    let mut answer = settle_refund(ports, id, &ask.payment_id, &ask.refund_id, now).await?;
+    answer.created = created;
+    Ok(answer)
+}
+
+async fn mark_pending(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+) -> Result<(), RefundError> {
+    let entry = pending_entry(payment_id, refund_id);
+    if let Some(account) = ports.store.account(id).await? {
+        if account.pending_refunds.contains(&entry) {
+            return Ok(());
+        }
+    }
+    ports
+        .store
+        .modify_account(
+            id,
+            Arc::new(move |a| {
+                if a.pending_refunds.contains(&entry) {
+                    return Err(ledger::LedgerError::Unchanged);
+                }
+                a.pending_refunds.push(entry.clone());
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await
+        .map(|_| ())
+        .or_else(|error| match error {
+            StoreError::Rejected(ledger::LedgerError::Unchanged) => Ok(()),
+            StoreError::Rejected(ledger::LedgerError::TooManyPendingPayments) => {
+                Err(RefundError::TooManyPending)
+            }
+            other => Err(RefundError::Store(other)),
+        })
+}
+
+async fn clear_pending(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+) -> Result<(), RefundError> {
+    let entry = pending_entry(payment_id, refund_id);
+    let Some(account) = ports.store.account(id).await? else { return Ok(()) };
+    if !account.pending_refunds.contains(&entry) {
+        return Ok(());
+    }
+    ports
+        .store
+        .modify_account(
+            id,
+            Arc::new(move |a| {
+                if !a.pending_refunds.contains(&entry) {
+                    return Err(ledger::LedgerError::Unchanged);
+                }
+                a.pending_refunds.retain(|e| *e != entry);
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await
+        .map(|_| ())
+        .or_else(|error| match error {
+            StoreError::Rejected(ledger::LedgerError::Unchanged) => Ok(()),
+            other => Err(RefundError::Store(other)),
+        })
+}
+
+/// Remove a refund that was only written down (not debited, not sent).
+async fn forget_request(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+) -> Result<(), RefundError> {
+    for _ in 0..8 {
+        let Some((mut payment, version)) = load_payment_version(ports.store, id, payment_id).await?
+        else {
+            return Ok(());
+        };
+        let untouched = payment.refund(refund_id).is_some_and(|r| {
+            r.status == RefundStatus::Requested && r.entry_seq.is_none()
+        });
+        if !untouched {
+            return Ok(());
+        }
+        payment.refunds.retain(|r| r.refund_id != refund_id);
+        if save_payment_version(ports.store, id, &payment, version).await? {
+            return Ok(());
+        }
+    }
+    Err(RefundError::Busy)
+}
+
+/// Change one refund line of the payment record (version-checked, retried on a lost race);
+/// the record and line as written.
+async fn update_line(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+    change: impl Fn(&mut RefundLine),
+) -> Result<(PaymentRecord, RefundLine), RefundError> {
+    for _ in 0..8 {
+        let Some((mut payment, version)) = load_payment_version(ports.store, id, payment_id).await?
+        else {
+            return Err(RefundError::NoSuchPayment(payment_id.to_string()));
+        };
+        let Some(line) = payment.refunds.iter_mut().find(|r| r.refund_id == refund_id) else {
+            return Err(RefundError::Internal(format!("refund {refund_id} vanished")));
+        };
+        let before = line.clone();
+        change(line);
+        let after = line.clone();
+        if before == after || save_payment_version(ports.store, id, &payment, version).await? {
+            return Ok((payment, after));
+        }
+    }
+    Err(RefundError::Busy)
+}
+
+/// Take a written-down refund as far as it can go now: debit it (once), send it (once) and
+/// record the outcome. Safe to run any number of times, concurrently, after any crash.
+pub async fn settle_refund(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+    now: DateTime<Utc>,
+) -> Result<RefundAnswer, RefundError> {
+    let Some((payment, _)) = load_payment_version(ports.store, id, payment_id).await? else {
+        clear_pending(ports, id, payment_id, refund_id).await?;
+        return Err(RefundError::NoSuchPayment(payment_id.to_string()));
+    };
+    let Some(line) = payment.refund(refund_id).cloned() else {
+        // Taken back before anything happened.
+        clear_pending(ports, id, payment_id, refund_id).await?;
+        return Err(RefundError::NoSuchRefund(refund_id.to_string()));
+    };
+    if line.status != RefundStatus::Requested {
+        clear_pending(ports, id, payment_id, refund_id).await?;
+        return Ok(RefundAnswer { created: false, payment, refund: line, balance_usd: None });
+    }
+    let Some(intent) = payment.processor_payment_id.clone() else {
+        return Err(RefundError::Internal(format!("payment {payment_id} has no processor id")));
+    };
+    let card = format!("{} {}", payment.card_brand, payment.card_last4);
+    let details = json!({
+        "payment_id": payment_id,
+        "refund_id": refund_id,
+        "processor_payment_id": intent,
+        "card": card,
+        "reason": line.reason,
+    });
+
+    // 2. The debit, whatever the balance.
+    let debit = Posting::new(
+        source("rf", payment_id, refund_id)?,
+        EntryKind::Debit,
+        BillingItem::CardRefund,
+        line.amount_usd,
+        PostingRule::Always,
+        now,
+    )
+    .and_then(|p| p.with_details(details.clone()))
+    .map_err(|e| RefundError::Internal(e.to_string()))?;
+    let posted = ports.store.post(id, vec![debit], now).await?;
+    let debit_seq = applied_seq(posted.results.first())?;
+    let mut balance = posted.account.balance_usd;
+    if line.entry_seq != Some(debit_seq) {
+        update_line(ports, id, payment_id, refund_id, |l| l.entry_seq = Some(debit_seq)).await?;
+    }
+
+    // 3. The processor: looked up first, so a lost answer is found rather than resent.
+    let request = RefundRequest {
+        payment_intent_id: intent.clone(),
+        amount_cents: cents(line.amount_usd)?,
+        idempotency_key: format!("refund:{id}:{:016x}:{refund_id}", ledger::stable_hash(payment_id)),
+    };
+    let outcome = match ports.processor.find_refund(&intent, &request.idempotency_key).await {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => ports.processor.refund(&request).await,
+        Err(error) => Err(ProcessorError::Unexpected(format!("refund lookup failed: {error}"))),
+    };
+    let (status, processor_refund_id, failure) = match outcome {
+        Ok(RefundOutcome::Sent { refund_id }) => (RefundStatus::Sent, Some(refund_id), None),
+        Ok(RefundOutcome::Pending { refund_id }) => (RefundStatus::Pending, Some(refund_id), None),
+        Ok(RefundOutcome::Failed { refund_id, reason }) => {
+            (RefundStatus::Failed, refund_id, Some(reason))
+        }
+        // The processor refused the request outright (more than it has left, a payment it
+        // does not know): nothing was returned.
+        Err(ProcessorError::InvalidRequest(message)) => (RefundStatus::Failed, None, Some(message)),
+        Err(error) => {
+            tracing::warn!(%error, payment_id, refund_id, "refund outcome unknown");
+            let (payment, refund) = update_line(ports, id, payment_id, refund_id, |_| {}).await?;
+            return Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) });
+        }
+    };
+    let mut reversal_seq = None;
+    if status == RefundStatus::Failed {
+        let credit = Posting::new(
+            source("rfx", payment_id, refund_id)?,
+            EntryKind::Credit,
+            BillingItem::CardRefund,
+            line.amount_usd,
+            PostingRule::Always,
+            now,
+        )
+        .and_then(|p| p.with_details(details.clone()))
+        .map_err(|e| RefundError::Internal(e.to_string()))?;
+        let posted = ports.store.post(id, vec![credit], now).await?;
+        reversal_seq = Some(applied_seq(posted.results.first())?);
+        balance = posted.account.balance_usd;
+    }
+    let (payment, refund) = update_line(ports, id, payment_id, refund_id, |l| {
+        l.status = status;
+        l.processor_refund_id = processor_refund_id.clone();
+        l.entry_seq = Some(debit_seq);
+        l.reversal_seq = reversal_seq;
+        l.failure_reason = failure.clone();
+    })
+    .await?;
+    clear_pending(ports, id, payment_id, refund_id).await?;
+    if let Some(notices) = ports.notices {
+        let notice = notifications::notice::Notice {
+            id: format!("refund:{id}:{payment_id}:{refund_id}"),
+            account_id: id.clone(),
+            raised_at: now,
+            kind: notifications::notice::NoticeKind::RefundReceipt {
+                payment_id: payment_id.to_string(),
+                refund_id: refund_id.to_string(),
+                amount_usd: refund.amount_usd,
+                card_brand: payment.card_brand.clone(),
+                card_last4: payment.card_last4.clone(),
+                reason: refund.reason.clone(),
+                returned: refund.status != RefundStatus::Failed,
+                failure_reason: refund.failure_reason.clone(),
+                balance_after_usd: balance,
+                refunded_at: now,
+            },
+        };
+        // The refund stands either way; a lost receipt is logged.
+        if let Err(error) = notices.publish(&notice).await {
+            tracing::warn!(%error, payment_id, refund_id, "refund receipt not queued");
+        }
+    }
+    Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) })
+}
+
+fn applied_seq(result: Option<&PostingResult>) -> Result<u64, RefundError> {
+    match result {
+        Some(PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq }) => Ok(*seq),
+        other => Err(RefundError::Internal(format!("refund posting came to {other:?}"))),
+    }
+}
+
+/// Finish a refund announced by a `RefundPending` event (`payment_id/refund_id`).
+pub async fn reconcile_pending_refund(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    pending: &str,
+    now: DateTime<Utc>,
+) -> Result<Reconciled, RefundError> {
+    let Some((payment_id, refund_id)) = parse_pending(pending) else {
+        return Err(RefundError::Internal(format!("unreadable pending refund {pending:?}")));
+    };
+    match settle_refund(ports, id, payment_id, refund_id, now).await {
+        Ok(answer) if answer.refund.status == RefundStatus::Requested => {
+            Ok(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)))
+        }
+        Ok(_) => Ok(Reconciled::Final),
+        // Nothing left to do for a refund that is gone.
+        Err(RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_)) => Ok(Reconciled::Final),
+        Err(error) => Err(error),
+    }
+}

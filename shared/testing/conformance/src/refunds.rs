@@ -1,0 +1,295 @@
+//! Card refunds (issue 16) on every store: the refund flow's promises (debited once, returned
+//! once, never more than the payment, a refused refund reversed once) rest on each store's
+//! version-checked documents and idempotent postings. Pending refunds are finished by
+//! delivering their `RefundPending` events, duplicated and out of order, as SQS would.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use documents::payment::{load_payment, PaymentRecord, RefundStatus};
+use documents::profile::{CardRole, StoredCard};
+use documents::Store;
+use ledger::{AccountId, AccountStatus, BillingItem, EntryKind, LedgerEventKind, LedgerStore};
+use payment_flow::refund::{reconcile_pending_refund, refund_payment, RefundAsk, RefundError};
+use payment_flow::{pay_now_with, PayNowAnswer, PaymentPorts, Reconciled};
+use payments::{CardProcessor, RefundFault, SimulatedProcessor};
+use rust_decimal::Decimal;
+
+use crate::cases::{amount, open};
+
+/// A store that keeps both the ledger and the documents (every real store does).
+pub use documents::Store as DocumentStore;
+
+struct Rig {
+    store: Arc<dyn Store>,
+    processor: Arc<SimulatedProcessor>,
+    id: AccountId,
+}
+
+impl Rig {
+    async fn new(store: Arc<dyn Store>, name: &str) -> Rig {
+        let id = open(&*store as &dyn LedgerStore, name, None).await;
+        Rig { store, processor: Arc::new(SimulatedProcessor::new()), id }
+    }
+
+    fn ports(&self) -> PaymentPorts<'_> {
+        PaymentPorts { store: &*self.store, processor: &*self.processor, notices: None }
+    }
+
+    /// A Pay Now of `usd` from a fresh Visa: the succeeded payment.
+    async fn paid(&self, key: &str, usd: &str) -> PaymentRecord {
+        let customer = self.processor.create_customer(self.id.as_str(), None).await.unwrap();
+        let card = self.processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+        let stored = StoredCard {
+            id: card.payment_method_id,
+            brand: card.brand,
+            last4: card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            role: CardRole::Primary,
+            card_manager_email: "billing@example.com".to_string().try_into().unwrap(),
+            added_at: Utc::now(),
+        };
+        let answer = pay_now_with(
+            &self.ports(),
+            &self.id,
+            key,
+            amount(usd),
+            &stored,
+            customer.as_str(),
+            Utc::now(),
+        )
+        .await
+        .expect("pay now");
+        match answer {
+            PayNowAnswer::Credited { payment } => payment,
+            other => panic!("pay now came to {other:?}"),
+        }
+    }
+
+    async fn refund(&self, payment: &str, key: &str, usd: &str) -> Result<RefundStatus, RefundError> {
+        let ask = RefundAsk {
+            payment_id: payment.to_string(),
+            refund_id: key.to_string(),
+            amount: amount(usd),
+            reason: "customer asked".into(),
+            by: Some("ops".into()),
+        };
+        refund_payment(&self.ports(), &self.id, ask, Utc::now()).await.map(|a| a.refund.status)
+    }
+
+    async fn payment(&self, payment_id: &str) -> PaymentRecord {
+        load_payment(&*self.store, &self.id, payment_id).await.unwrap().expect("payment")
+    }
+
+    /// Sum of the account's `card_refund` entries: (debits, credits).
+    async fn refund_entries(&self) -> (Decimal, Decimal, usize) {
+        let store: &dyn LedgerStore = &*self.store;
+        let entries = ledger::store::all_entries(store, &self.id, ledger::EntryQuery::default())
+            .await
+            .unwrap();
+        let mut sums = (Decimal::ZERO, Decimal::ZERO, 0);
+        for entry in entries.iter().filter(|e| e.item == BillingItem::CardRefund) {
+            match entry.kind {
+                EntryKind::Debit => sums.0 += entry.amount_usd.value(),
+                EntryKind::Credit => sums.1 += entry.amount_usd.value(),
+            }
+            sums.2 += 1;
+        }
+        sums
+    }
+
+    /// Deliver every pending `RefundPending` event twice, newest first, as a redelivering
+    /// queue would; returns how many were still not final after that.
+    async fn deliver_refund_events(&self) -> usize {
+        let store: &dyn LedgerStore = &*self.store;
+        let events = store.pending_events(500).await.unwrap();
+        let mut pending: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                LedgerEventKind::RefundPending { refund } if e.account_id == self.id => {
+                    Some(refund.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        pending.reverse();
+        let mut not_final = 0;
+        for refund in pending.iter().chain(pending.iter()) {
+            match reconcile_pending_refund(&self.ports(), &self.id, refund, Utc::now()).await {
+                Ok(Reconciled::Final) => {}
+                Ok(Reconciled::NotYet(_)) => not_final += 1,
+                Err(error) => panic!("reconciling {refund}: {error}"),
+            }
+        }
+        not_final
+    }
+
+    fn returned_cents(&self, payment: &PaymentRecord) -> u64 {
+        self.processor.refunded_cents(payment.processor_payment_id.as_deref().unwrap())
+    }
+}
+
+fn usd(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+/// A refund debits once and returns once, however often it is asked for; a key reused for
+/// another amount changes nothing; partial refunds add up to at most the payment.
+pub async fn a_refund_debits_and_returns_once_whatever_is_repeated(store: Arc<dyn Store>) {
+    let rig = Rig::new(store, "refund-once").await;
+    let payment = rig.paid("pay-1", "100").await;
+    assert_eq!(rig.refund(&payment.payment_id, "r1", "30").await.unwrap(), RefundStatus::Sent);
+    for _ in 0..3 {
+        assert_eq!(rig.refund(&payment.payment_id, "r1", "30").await.unwrap(), RefundStatus::Sent);
+    }
+    assert!(matches!(
+        rig.refund(&payment.payment_id, "r1", "31").await,
+        Err(RefundError::KeyReused { .. })
+    ));
+    assert_eq!(rig.refund(&payment.payment_id, "r2", "70").await.unwrap(), RefundStatus::Sent);
+    assert!(matches!(
+        rig.refund(&payment.payment_id, "r3", "0.01").await,
+        Err(RefundError::TooMuch { .. })
+    ));
+    let record = rig.payment(&payment.payment_id).await;
+    assert_eq!(record.refundable_usd(), Decimal::ZERO);
+    assert_eq!(record.refunds.len(), 2);
+    assert!(record.refunds.iter().all(|r| r.entry_seq.is_some() && r.processor_refund_id.is_some()));
+    assert_eq!(rig.returned_cents(&record), 10_000);
+    assert_eq!(rig.refund_entries().await, (usd("100"), Decimal::ZERO, 2));
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, Decimal::ZERO);
+    assert!(account.pending_refunds.is_empty());
+    assert_eq!(rig.deliver_refund_events().await, 0);
+    assert_eq!(rig.refund_entries().await, (usd("100"), Decimal::ZERO, 2));
+}
+
+/// Refunds racing for one payment never return more than it: every refund that was not
+/// refused is debited once and returned once, and together they stay within the payment.
+pub async fn racing_refunds_never_exceed_the_payment(store: Arc<dyn Store>) {
+    let rig = Arc::new(Rig::new(store, "refund-race").await);
+    let payment = rig.paid("pay-1", "100").await;
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (rig, payment_id) = (rig.clone(), payment.payment_id.clone());
+        tasks.push(tokio::spawn(async move {
+            rig.refund(&payment_id, &format!("race-{n}"), "20").await
+        }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(RefundStatus::Sent) => sent += 1,
+            Err(RefundError::TooMuch { .. } | RefundError::Busy) => {}
+            other => panic!("a racing refund came to {other:?}"),
+        }
+    }
+    assert!((1..=5).contains(&sent), "{sent} refunds of $20 were sent");
+    let record = rig.payment(&payment.payment_id).await;
+    let refunded = usd("20") * Decimal::from(sent);
+    assert_eq!(record.refundable_usd(), usd("100") - refunded);
+    assert_eq!(rig.returned_cents(&record), 2_000 * sent as u64);
+    assert_eq!(rig.refund_entries().await, (refunded, Decimal::ZERO, sent));
+}
+
+/// Unknown outcomes: a lost answer and an unreachable processor leave the refund debited and
+/// `requested`; its event, delivered twice and out of order, finds or sends it exactly once.
+pub async fn an_unknown_refund_outcome_is_finished_once_by_its_event(store: Arc<dyn Store>) {
+    let rig = Rig::new(store, "refund-unknown").await;
+    let payment = rig.paid("pay-1", "100").await;
+    rig.processor.push_refund_fault(RefundFault::AnswerLost);
+    assert_eq!(
+        rig.refund(&payment.payment_id, "lost", "10").await.unwrap(),
+        RefundStatus::Requested
+    );
+    rig.processor.set_unavailable(true);
+    assert_eq!(
+        rig.refund(&payment.payment_id, "down", "15").await.unwrap(),
+        RefundStatus::Requested
+    );
+    rig.processor.set_unavailable(false);
+    // Debited already, returned: the lost one yes, the other not yet.
+    assert_eq!(rig.refund_entries().await, (usd("25"), Decimal::ZERO, 2));
+    let record = rig.payment(&payment.payment_id).await;
+    assert_eq!(rig.returned_cents(&record), 1_000);
+    assert_eq!(record.refundable_usd(), usd("75"));
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.pending_refunds.len(), 2);
+
+    assert_eq!(rig.deliver_refund_events().await, 0);
+    let record = rig.payment(&payment.payment_id).await;
+    assert!(record.refunds.iter().all(|r| r.status == RefundStatus::Sent), "{record:?}");
+    assert_eq!(rig.returned_cents(&record), 2_500);
+    assert_eq!(rig.refund_entries().await, (usd("25"), Decimal::ZERO, 2));
+    assert!(rig.store.account(&rig.id).await.unwrap().unwrap().pending_refunds.is_empty());
+    // A repeat of the API call after the reconciler finished: the same refund, nothing new.
+    assert_eq!(rig.refund(&payment.payment_id, "lost", "10").await.unwrap(), RefundStatus::Sent);
+    assert_eq!(rig.returned_cents(&record), 2_500);
+}
+
+/// A refund the processor refuses is returned to the balance once, and what it took from the
+/// payment is refundable again.
+pub async fn a_refused_refund_is_reversed_once(store: Arc<dyn Store>) {
+    let rig = Rig::new(store, "refund-refused").await;
+    let payment = rig.paid("pay-1", "100").await;
+    rig.processor.push_refund_fault(RefundFault::Fails);
+    assert_eq!(rig.refund(&payment.payment_id, "no", "40").await.unwrap(), RefundStatus::Failed);
+    assert_eq!(rig.refund(&payment.payment_id, "no", "40").await.unwrap(), RefundStatus::Failed);
+    assert_eq!(rig.deliver_refund_events().await, 0);
+    assert_eq!(rig.refund_entries().await, (usd("40"), usd("40"), 2));
+    let record = rig.payment(&payment.payment_id).await;
+    let line = record.refund("no").unwrap();
+    assert!(line.reversal_seq.is_some() && line.failure_reason.is_some());
+    assert_eq!(record.refundable_usd(), usd("100"));
+    assert_eq!(rig.returned_cents(&record), 0);
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, usd("100"));
+    // A new refund of the whole payment still goes through.
+    assert_eq!(rig.refund(&payment.payment_id, "yes", "100").await.unwrap(), RefundStatus::Sent);
+}
+
+/// Refunding money already spent takes the balance below the floor, and the account suspends
+/// like at any debit; a payment that did not succeed cannot be refunded.
+pub async fn refunding_spent_money_suspends_the_account(store: Arc<dyn Store>) {
+    let rig = Rig::new(store, "refund-spent").await;
+    let payment = rig.paid("pay-1", "50").await;
+    let spend = ledger::Posting::usage(
+        ledger::SourceId::parse("call-1").unwrap(),
+        BillingItem::PhoneCall,
+        amount("45"),
+        Utc::now(),
+    )
+    .unwrap();
+    rig.store.post(&rig.id, vec![spend], Utc::now()).await.unwrap();
+    assert_eq!(rig.refund(&payment.payment_id, "all", "50").await.unwrap(), RefundStatus::Sent);
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, usd("-45"));
+    assert_eq!(account.status, AccountStatus::Suspended);
+    assert!(matches!(
+        rig.refund("no-such-payment", "x", "1").await,
+        Err(RefundError::NoSuchPayment(_))
+    ));
+}
+
+/// Generate one `#[tokio::test]` per refund case for a store that keeps ledger and documents.
+#[macro_export]
+macro_rules! refund_suite {
+    ($factory:path) => {
+        $crate::refund_suite!(@case $factory,
+            a_refund_debits_and_returns_once_whatever_is_repeated,
+            racing_refunds_never_exceed_the_payment,
+            an_unknown_refund_outcome_is_finished_once_by_its_event,
+            a_refused_refund_is_reversed_once,
+            refunding_spent_money_suspends_the_account,
+        );
+    };
+    (@case $factory:path, $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::refunds::$name($factory().await).await;
+            }
+        )+
+    };
+}
