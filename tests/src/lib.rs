@@ -355,6 +355,23 @@ impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor
         self.outage()?;
         self.inner.find_charge(customer, idempotency_key).await
     }
+
+    async fn refund(
+        &self,
+        request: &payments::RefundRequest,
+    ) -> Result<payments::RefundOutcome, payments::ProcessorError> {
+        self.outage()?;
+        self.inner.refund(request).await
+    }
+
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<payments::RefundOutcome>, payments::ProcessorError> {
+        self.outage()?;
+        self.inner.find_refund(payment_intent_id, idempotency_key).await
+    }
 }
 
 /// Every payment intent localstripe holds for `customer` (its list filtered by customer, as

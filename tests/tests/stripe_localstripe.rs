@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Datelike;
 use payments::{
     CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, DeclineCode,
-    ProcessorError, SecretKey, StripeConfig, StripeProcessor,
+    ProcessorError, RefundOutcome, RefundRequest, SecretKey, StripeConfig, StripeProcessor,
 };
 use serde_json::Value;
 
@@ -361,6 +361,49 @@ async fn a_payment_is_found_by_its_idempotency_key_and_an_unused_key_finds_nothi
     assert_eq!(rig.stripe.find_charge(&other, &key).await.expect("lookup"), None, "per customer");
     let unused = unique_account("never-used");
     assert_eq!(rig.stripe.find_charge(&customer, &unused).await.expect("lookup"), None);
+}
+
+#[tokio::test]
+async fn a_refund_returns_part_of_a_payment_once_per_key_and_is_found_by_its_key() {
+    let rig = Rig::new();
+    let customer = rig.customer("refund").await;
+    let card = rig.attached_card(&customer, VISA_SUCCESS).await;
+    let key = unique_account("refund-pay");
+    let ChargeOutcome::Succeeded { payment_intent_id } =
+        rig.charge(&charge_of(&customer, &card, &key, 5000)).await.expect("charge")
+    else {
+        panic!("expected a successful charge");
+    };
+    let refund_key = unique_account("refund-key");
+    let request = RefundRequest {
+        payment_intent_id: payment_intent_id.clone(),
+        amount_cents: 1250,
+        idempotency_key: refund_key.clone(),
+    };
+    assert_eq!(
+        rig.stripe.find_refund(&payment_intent_id, &refund_key).await.expect("lookup"),
+        None
+    );
+    let first = rig.stripe.refund(&request).await.expect("refund");
+    let RefundOutcome::Sent { refund_id } = first.clone() else {
+        panic!("expected a sent refund, got {first:?}");
+    };
+    // The same key again is the same refund, not a second one.
+    assert_eq!(rig.stripe.refund(&request).await.expect("repeat"), first);
+    let refund = rig.get(&format!("/v1/refunds/{refund_id}")).await;
+    assert_eq!(refund["amount"], 1250);
+    assert_eq!(refund["metadata"]["idempotency_key"], refund_key.as_str());
+    let listed = rig.get(&format!("/v1/refunds?payment_intent={payment_intent_id}")).await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        rig.stripe.find_refund(&payment_intent_id, &refund_key).await.expect("lookup"),
+        Some(first)
+    );
+    let unused = unique_account("refund-unused");
+    assert_eq!(rig.stripe.find_refund(&payment_intent_id, &unused).await.expect("lookup"), None);
+    // A refund of a payment intent that does not exist is refused, not unknown.
+    let missing = RefundRequest { payment_intent_id: "pi_doesnotexist".into(), ..request };
+    assert!(matches!(rig.stripe.refund(&missing).await, Err(ProcessorError::InvalidRequest(_))));
 }
 
 /// The payment-intent form the adapter sends for `request` (same fields, same order), so a raw

@@ -379,7 +379,10 @@ impl CardProcessor for StripeProcessor {
 impl StripeProcessor {
     /// `POST /v1/refunds` against the payment intent, with the key as `Idempotency-Key` and in
     /// the refund's metadata (so [`CardProcessor::find_refund`] finds it after 24 h).
-    async fn stripe_refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProcessorError> {
+    async fn stripe_refund(
+        &self,
+        request: &RefundRequest,
+    ) -> Result<RefundOutcome, ProcessorError> {
         request.validate()?;
         let amount = request.amount_cents.to_string();
         let form = [
@@ -426,8 +429,10 @@ impl StripeProcessor {
                 }
                 let amount = refund.amount.unwrap_or_default();
                 let outcome = refund_outcome_of(refund, amount)?;
-                if !matches!(found, Some(RefundOutcome::Sent { .. } | RefundOutcome::Pending { .. }))
-                {
+                if !matches!(
+                    found,
+                    Some(RefundOutcome::Sent { .. } | RefundOutcome::Pending { .. })
+                ) {
                     found = Some(outcome);
                 }
             }
@@ -444,7 +449,10 @@ impl StripeProcessor {
     }
 }
 
-fn refund_outcome_of(refund: RefundBody, amount_cents: u64) -> Result<RefundOutcome, ProcessorError> {
+fn refund_outcome_of(
+    refund: RefundBody,
+    amount_cents: u64,
+) -> Result<RefundOutcome, ProcessorError> {
     if refund.amount.is_some_and(|amount| amount != amount_cents) {
         return Err(ProcessorError::Unexpected(format!(
             "refund {} is for {:?} cents, not the {amount_cents} asked for",

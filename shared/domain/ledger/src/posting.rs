@@ -493,8 +493,7 @@ pub fn settle_settings_change(
     after.version += 1;
     after.status = after.status_for(after.balance_usd);
     let pending = |a: &Account| a.pending_payments.len() + a.pending_refunds.len();
-    if pending(after) > crate::MAX_PENDING_PAYMENTS && pending(after) > pending(before)
-    {
+    if pending(after) > crate::MAX_PENDING_PAYMENTS && pending(after) > pending(before) {
         return Err(LedgerError::TooManyPendingPayments);
     }
     if after.unsettled_holds() > crate::MAX_HOLDS

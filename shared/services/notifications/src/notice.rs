@@ -126,9 +126,7 @@ impl Notice {
         let kind = match &event.kind {
             LedgerEventKind::RechargeRequested { .. }
             | LedgerEventKind::PaymentPending { .. }
-            | LedgerEventKind::RefundPending { .. } => {
-                return None
-            }
+            | LedgerEventKind::RefundPending { .. } => return None,
             LedgerEventKind::LowBalance => {
                 NoticeKind::LowBalance { balance_usd: event.balance_usd }
             }

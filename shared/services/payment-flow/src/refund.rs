@@ -4,11 +4,13 @@
 //! balance goes down) and the card processor (the money goes back). The steps, each
 //! idempotent and each recorded before the next starts:
 //!
-//! 1. **Written down.** The refund is added to the payment record as `requested`, with a
-//!    version-checked write that also checks what is left of the payment, so two refunds racing
-//!    for the same payment cannot together exceed it. The account lists it as pending in its
-//!    own write, which raises `RefundPending` for the payments reconciler: from here on a crash
-//!    anywhere is finished by the reconciler, not by the caller.
+//! 1. **Written down.** The account first lists the refund as pending (`payment_id/refund_id`),
+//!    which raises `RefundPending` for the payments reconciler in the same write; then the
+//!    refund is added to the payment record as `requested`, with a version-checked write that
+//!    also checks what is left of the payment, so refunds racing for the same payment cannot
+//!    together exceed it. From the first write on, a crash anywhere is finished by the
+//!    reconciler: it forgets a pending entry whose refund was never written, and takes a
+//!    written one through the steps below.
 //! 2. **Debited.** A `card_refund` debit, source id per payment and refund id, posts whatever
 //!    the balance (the money leaves whatever happens; at the floor the account suspends like any
 //!    debit). The ledger's source id makes a replay post nothing twice.
@@ -158,42 +160,46 @@ pub async fn refund_payment(
     if ask.amount.value() <= Decimal::ZERO || ask.amount.value().scale() > 2 {
         return Err(RefundError::Invalid("amount_usd must be whole cents, at least 0.01".into()));
     }
+    // Checked before anything is written: a refund that cannot be taken changes nothing.
+    let Some((payment, _)) = load_payment_version(ports.store, id, &ask.payment_id).await? else {
+        return Err(RefundError::NoSuchPayment(ask.payment_id.clone()));
+    };
+    let existing = match payment.refund(&ask.refund_id) {
+        Some(line) if line.amount_usd != ask.amount || line.reason != reason => {
+            return Err(RefundError::KeyReused {
+                refund_id: ask.refund_id.clone(),
+                amount: line.amount_usd.value(),
+                reason: line.reason.clone(),
+            });
+        }
+        Some(_) => true,
+        None => {
+            check_refundable(&payment, &ask)?;
+            false
+        }
+    };
+    // Pending on the account before the refund exists: whatever happens from here on, the
+    // reconciler looks at it (and forgets an entry whose refund was never written).
+    mark_pending(ports, id, &ask.payment_id, &ask.refund_id).await?;
     let mut created = false;
+    let mut written = existing;
     for _ in 0..8 {
+        if written {
+            break;
+        }
         let Some((mut payment, version)) =
             load_payment_version(ports.store, id, &ask.payment_id).await?
         else {
             return Err(RefundError::NoSuchPayment(ask.payment_id.clone()));
         };
-        if let Some(line) = payment.refund(&ask.refund_id) {
-            if line.amount_usd != ask.amount || line.reason != reason {
-                return Err(RefundError::KeyReused {
-                    refund_id: ask.refund_id.clone(),
-                    amount: line.amount_usd.value(),
-                    reason: line.reason.clone(),
-                });
-            }
+        if payment.refund(&ask.refund_id).is_some() {
+            written = true;
             break;
         }
-        if payment.status != PaymentStatus::Succeeded {
-            return Err(RefundError::NotRefundable {
-                payment_id: payment.payment_id,
-                why: "only a succeeded payment can be refunded",
-            });
-        }
-        if payment.processor_payment_id.is_none() {
-            return Err(RefundError::NotRefundable {
-                payment_id: payment.payment_id,
-                why: "the processor's payment id is not known",
-            });
-        }
-        let left = payment.refundable_usd();
-        if ask.amount.value() > left {
-            return Err(RefundError::TooMuch {
-                asked: ask.amount.value(),
-                left,
-                paid: payment.amount_usd.value(),
-            });
+        if let Err(refused) = check_refundable(&payment, &ask) {
+            // Nothing was written under this id: the entry has nothing to wait for.
+            let _ = clear_pending(ports, id, &ask.payment_id, &ask.refund_id).await;
+            return Err(refused);
         }
         payment.refunds.push(RefundLine {
             refund_id: ask.refund_id.clone(),
@@ -209,29 +215,55 @@ pub async fn refund_payment(
         });
         if save_payment_version(ports.store, id, &payment, version).await? {
             created = true;
-            break;
+            written = true;
         }
     }
-    if !created {
-        // Either a repeat (found above) or eight lost races.
-        let Some((payment, _)) = load_payment_version(ports.store, id, &ask.payment_id).await?
-        else {
-            return Err(RefundError::NoSuchPayment(ask.payment_id.clone()));
-        };
-        if payment.refund(&ask.refund_id).is_none() {
-            return Err(RefundError::Busy);
+    if !written {
+        return Err(RefundError::Busy);
+    }
+    // The same refund id asked for again with other terms: the first one stands.
+    let (payment, _) = load_payment_version(ports.store, id, &ask.payment_id)
+        .await?
+        .ok_or_else(|| RefundError::NoSuchPayment(ask.payment_id.clone()))?;
+    if let Some(line) = payment.refund(&ask.refund_id) {
+        if line.amount_usd != ask.amount || line.reason != reason {
+            return Err(RefundError::KeyReused {
+                refund_id: ask.refund_id.clone(),
+                amount: line.amount_usd.value(),
+                reason: line.reason.clone(),
+            });
         }
     }
-    if let Err(error) = mark_pending(ports, id, &ask.payment_id, &ask.refund_id).await {
-        if created {
-            // Nothing was debited or sent: take the request back so the key can be used again.
-            let _ = forget_request(ports, id, &ask.payment_id, &ask.refund_id).await;
-        }
-        return Err(error);
-    }
+    // A reconciler that ran between the two writes above may have forgotten the entry.
+    mark_pending(ports, id, &ask.payment_id, &ask.refund_id).await?;
     let mut answer = settle_refund(ports, id, &ask.payment_id, &ask.refund_id, now).await?;
     answer.created = created;
     Ok(answer)
+}
+
+/// What a new refund of `payment` must satisfy: a succeeded card payment with enough left.
+fn check_refundable(payment: &PaymentRecord, ask: &RefundAsk) -> Result<(), RefundError> {
+    if payment.status != PaymentStatus::Succeeded {
+        return Err(RefundError::NotRefundable {
+            payment_id: payment.payment_id.clone(),
+            why: "only a succeeded payment can be refunded",
+        });
+    }
+    if payment.processor_payment_id.is_none() {
+        return Err(RefundError::NotRefundable {
+            payment_id: payment.payment_id.clone(),
+            why: "the processor's payment id is not known",
+        });
+    }
+    let left = payment.refundable_usd();
+    if ask.amount.value() > left {
+        return Err(RefundError::TooMuch {
+            asked: ask.amount.value(),
+            left,
+            paid: payment.amount_usd.value(),
+        });
+    }
+    Ok(())
 }
 
 async fn mark_pending(
@@ -302,32 +334,6 @@ async fn clear_pending(
         })
 }
 
-/// Remove a refund that was only written down (not debited, not sent).
-async fn forget_request(
-    ports: &PaymentPorts<'_>,
-    id: &AccountId,
-    payment_id: &str,
-    refund_id: &str,
-) -> Result<(), RefundError> {
-    for _ in 0..8 {
-        let Some((mut payment, version)) = load_payment_version(ports.store, id, payment_id).await?
-        else {
-            return Ok(());
-        };
-        let untouched = payment.refund(refund_id).is_some_and(|r| {
-            r.status == RefundStatus::Requested && r.entry_seq.is_none()
-        });
-        if !untouched {
-            return Ok(());
-        }
-        payment.refunds.retain(|r| r.refund_id != refund_id);
-        if save_payment_version(ports.store, id, &payment, version).await? {
-            return Ok(());
-        }
-    }
-    Err(RefundError::Busy)
-}
-
 /// Change one refund line of the payment record (version-checked, retried on a lost race);
 /// the record and line as written.
 async fn update_line(
@@ -338,7 +344,8 @@ async fn update_line(
     change: impl Fn(&mut RefundLine),
 ) -> Result<(PaymentRecord, RefundLine), RefundError> {
     for _ in 0..8 {
-        let Some((mut payment, version)) = load_payment_version(ports.store, id, payment_id).await?
+        let Some((mut payment, version)) =
+            load_payment_version(ports.store, id, payment_id).await?
         else {
             return Err(RefundError::NoSuchPayment(payment_id.to_string()));
         };
@@ -411,7 +418,10 @@ pub async fn settle_refund(
     let request = RefundRequest {
         payment_intent_id: intent.clone(),
         amount_cents: cents(line.amount_usd)?,
-        idempotency_key: format!("refund:{id}:{:016x}:{refund_id}", ledger::stable_hash(payment_id)),
+        idempotency_key: format!(
+            "refund:{id}:{:016x}:{refund_id}",
+            ledger::stable_hash(payment_id)
+        ),
     };
     let outcome = match ports.processor.find_refund(&intent, &request.idempotency_key).await {
         Ok(Some(outcome)) => Ok(outcome),
@@ -430,7 +440,12 @@ pub async fn settle_refund(
         Err(error) => {
             tracing::warn!(%error, payment_id, refund_id, "refund outcome unknown");
             let (payment, refund) = update_line(ports, id, payment_id, refund_id, |_| {}).await?;
-            return Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) });
+            return Ok(RefundAnswer {
+                created: false,
+                payment,
+                refund,
+                balance_usd: Some(balance),
+            });
         }
     };
     let mut reversal_seq = None;

@@ -67,7 +67,12 @@ impl Rig {
         }
     }
 
-    async fn refund(&self, payment: &str, key: &str, usd: &str) -> Result<RefundStatus, RefundError> {
+    async fn refund(
+        &self,
+        payment: &str,
+        key: &str,
+        usd: &str,
+    ) -> Result<RefundStatus, RefundError> {
         let ask = RefundAsk {
             payment_id: payment.to_string(),
             refund_id: key.to_string(),
@@ -155,7 +160,10 @@ pub async fn a_refund_debits_and_returns_once_whatever_is_repeated(store: Arc<dy
     let record = rig.payment(&payment.payment_id).await;
     assert_eq!(record.refundable_usd(), Decimal::ZERO);
     assert_eq!(record.refunds.len(), 2);
-    assert!(record.refunds.iter().all(|r| r.entry_seq.is_some() && r.processor_refund_id.is_some()));
+    assert!(record
+        .refunds
+        .iter()
+        .all(|r| r.entry_seq.is_some() && r.processor_refund_id.is_some()));
     assert_eq!(rig.returned_cents(&record), 10_000);
     assert_eq!(rig.refund_entries().await, (usd("100"), Decimal::ZERO, 2));
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();

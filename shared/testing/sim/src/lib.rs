@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use documents::payment::{PaymentRecord, PaymentStatus};
+use documents::payment::{PaymentRecord, PaymentStatus, RefundStatus};
 use documents::profile::{self, CardRole, Email, StoredCard};
 use documents::Store;
 use ledger::docs::{Doc, DocError, DocKind, DocStore};
@@ -41,7 +41,7 @@ use ledger::{
 };
 use notifications::notice::{Notice, NoticeSink};
 use payment_flow::{PayNowAnswer, PayNowError, PaymentPorts};
-use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
+use payments::{CardProcessor, ChargeFault, RefundFault, SimulatedProcessor};
 use rating::{Direction, RateCards};
 use recharge::{Outcome, RechargeWorker};
 use rust_decimal::Decimal;
@@ -118,6 +118,9 @@ pub struct Stats {
     pub hold_reports: usize,
     /// Number-release steps the daily sweep took (notices and due events).
     pub release_steps: usize,
+    /// Refunds asked for (repeats included), and refunds returned to a card at the end.
+    pub refund_calls: usize,
+    pub refunds_returned: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -445,6 +448,21 @@ impl CardProcessor for WatchedProcessor {
         self.looked_up.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string());
         self.inner.find_charge(customer, key).await
     }
+
+    async fn refund(
+        &self,
+        request: &payments::RefundRequest,
+    ) -> Result<payments::RefundOutcome, payments::ProcessorError> {
+        self.inner.refund(request).await
+    }
+
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        key: &str,
+    ) -> Result<Option<payments::RefundOutcome>, payments::ProcessorError> {
+        self.inner.find_refund(payment_intent_id, key).await
+    }
 }
 
 /// Register a card as the API does: attach the token at the processor, keep its ids, brand,
@@ -508,6 +526,15 @@ struct PayNowCall {
     last_status: Option<u16>,
 }
 
+/// A refund an operator asked for, and what the call answered.
+#[derive(Debug, Clone)]
+struct RefundCall {
+    account: usize,
+    payment_id: String,
+    key: String,
+    amount: Amount,
+}
+
 /// An authorization the simulated platform asked for, and what became of it.
 #[derive(Debug, Clone)]
 struct SimHold {
@@ -534,6 +561,7 @@ pub struct World {
     queue: Vec<Message>,
     dead_letters: Vec<Message>,
     pay_nows: Vec<PayNowCall>,
+    refunds: Vec<RefundCall>,
     holds: Vec<SimHold>,
     /// Number-release events relayed, by id.
     release_events: BTreeMap<String, LedgerEvent>,
@@ -659,6 +687,7 @@ impl World {
             queue: Vec::new(),
             dead_letters: Vec::new(),
             pay_nows: Vec::new(),
+            refunds: Vec::new(),
             holds: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
@@ -794,7 +823,8 @@ impl World {
             45..=49 => self.card_change().await,
             50..=54 => self.settings_change().await,
             55..=64 => self.relay().await,
-            65..=89 => self.deliver().await,
+            65..=67 => self.refund().await,
+            68..=89 => self.deliver().await,
             _ => {
                 self.advance();
                 self.sweep_releases().await;
@@ -1027,6 +1057,83 @@ impl World {
         let status = Some(http_status(&result));
         self.note(format!("pay_now {id} {key} {} -> {status:?}", amount.value()));
         self.pay_nows.push(PayNowCall { account: index, key, amount, last_status: status });
+    }
+
+    /// An operator refunds part of a succeeded payment (now and then more than is left), or
+    /// repeats an earlier refund (now and then with another amount), with processor faults.
+    async fn refund(&mut self) {
+        self.stats.refund_calls += 1;
+        let call = if !self.refunds.is_empty() && self.rng.chance(30) {
+            let mut call = self.refunds[self.rng.below(self.refunds.len() as u64) as usize].clone();
+            if self.rng.chance(10) {
+                call.amount = Amount::new(call.amount.value() + Decimal::ONE).expect("positive");
+            }
+            call
+        } else {
+            let (index, id) = self.account();
+            let Ok(docs) = self
+                .store
+                .list_docs(&id, DocKind::Payment, None, ledger::docs::MAX_DOCS_PER_LIST)
+                .await
+            else {
+                return;
+            };
+            let succeeded: Vec<PaymentRecord> = docs
+                .iter()
+                .filter_map(|d| serde_json::from_str::<PaymentRecord>(&d.body).ok())
+                .filter(|p| p.status == PaymentStatus::Succeeded)
+                .collect();
+            if succeeded.is_empty() {
+                return;
+            }
+            let payment = &succeeded[self.rng.below(succeeded.len() as u64) as usize];
+            // Up to a little more than what is left: some are refused as too much.
+            let left_cents = (payment.refundable_usd() * Decimal::ONE_HUNDRED).trunc();
+            let high = left_cents.to_string().parse::<u64>().unwrap_or(0) + 200;
+            let cents = 1 + self.rng.below(high.max(1));
+            let n = self.next();
+            RefundCall {
+                account: index,
+                payment_id: payment.payment_id.clone(),
+                key: format!("rf{n}"),
+                amount: Amount::new(Decimal::new(cents as i64, 2)).expect("positive"),
+            }
+        };
+        if self.rng.chance(self.config.processor_fault_percent) {
+            self.stats.processor_faults += 1;
+            let fault = match self.rng.below(3) {
+                0 => RefundFault::Unreachable,
+                1 => RefundFault::AnswerLost,
+                _ => RefundFault::Fails,
+            };
+            self.note(format!("refund fault armed: {fault:?}"));
+            self.processor.push_refund_fault(fault);
+        }
+        let id = self.accounts[call.account].clone();
+        let ports = PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        let ask = payment_flow::refund::RefundAsk {
+            payment_id: call.payment_id.clone(),
+            refund_id: call.key.clone(),
+            amount: call.amount,
+            reason: "simulated".into(),
+            by: Some("sim".into()),
+        };
+        let result = payment_flow::refund::refund_payment(&ports, &id, ask, self.now).await;
+        let said = match &result {
+            Ok(answer) => format!("{:?}", answer.refund.status),
+            Err(error) => error.to_string(),
+        };
+        self.note(format!(
+            "refund {id} {} {} {} -> {said}",
+            call.payment_id,
+            call.key,
+            call.amount.value()
+        ));
+        self.refunds.push(call);
     }
 
     async fn card_change(&mut self) {
@@ -1346,6 +1453,23 @@ pub async fn check(world: &World) -> Result<(), Violation> {
             .list_docs(id, DocKind::Payment, None, ledger::docs::MAX_DOCS_PER_LIST)
             .await
             .expect("payments");
+        if !account.pending_refunds.is_empty() {
+            return Err(world
+                .violation(format!("{id}: refunds left pending: {:?}", account.pending_refunds)));
+        }
+        // Card-refund entries by (payment, refund id): debits and credits.
+        type Moves = (Vec<Decimal>, Vec<Decimal>);
+        let mut refund_entries: BTreeMap<(String, String), Moves> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| e.item == BillingItem::CardRefund) {
+            let text = |key: &str| {
+                entry.details.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+            };
+            let moves = refund_entries.entry((text("payment_id"), text("refund_id"))).or_default();
+            match entry.kind {
+                EntryKind::Debit => moves.0.push(entry.amount_usd.value()),
+                EntryKind::Credit => moves.1.push(entry.amount_usd.value()),
+            }
+        }
         for doc in docs {
             let record: PaymentRecord = serde_json::from_str(&doc.body).expect("payment record");
             if record.status == PaymentStatus::Pending {
@@ -1353,6 +1477,46 @@ pub async fn check(world: &World) -> Result<(), Violation> {
                     world.violation(format!("{id}: payment {} left pending", record.payment_id))
                 );
             }
+            if record.refunds.is_empty() {
+                continue;
+            }
+            let pid = &record.payment_id;
+            if record.refundable_usd() < Decimal::ZERO {
+                return Err(world.violation(format!("{id}: payment {pid} refunded beyond itself")));
+            }
+            let mut returned = Decimal::ZERO;
+            for line in &record.refunds {
+                let key = (pid.clone(), line.refund_id.clone());
+                let (debits, credits) = refund_entries.remove(&key).unwrap_or_default();
+                let failed = line.status == RefundStatus::Failed;
+                let want_credits = if failed { vec![line.amount_usd.value()] } else { vec![] };
+                if line.status == RefundStatus::Requested
+                    || debits != vec![line.amount_usd.value()]
+                    || credits != want_credits
+                {
+                    return Err(world.violation(format!(
+                        "{id}: refund {} of {pid} is {:?} with debits {debits:?} and credits \
+                         {credits:?}",
+                        line.refund_id, line.status
+                    )));
+                }
+                if !failed {
+                    returned += line.amount_usd.value();
+                }
+            }
+            let intent = record.processor_payment_id.as_deref().unwrap_or_default();
+            let at_processor = Decimal::new(world.processor.refunded_cents(intent) as i64, 2);
+            if at_processor != returned {
+                return Err(world.violation(format!(
+                    "{id}: payment {pid}: {returned} refunded in the ledger, {at_processor} at \
+                     the processor"
+                )));
+            }
+        }
+        if let Some(((pid, refund), _)) = refund_entries.into_iter().next() {
+            return Err(world.violation(format!(
+                "{id}: card-refund entries for refund {refund} of {pid}, which has no record"
+            )));
         }
     }
     for (pi, (_, key)) in &charged {
@@ -1503,6 +1667,11 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
     world.stats.store_faults = world.store.injected();
     world.stats.dead_letters = world.dead_letters.len();
     world.stats.charges_succeeded = world.processor.succeeded_payments().len();
+    for (_, intent) in world.processor.succeeded_payments() {
+        if world.processor.refunded_cents(&intent) > 0 {
+            world.stats.refunds_returned += 1;
+        }
+    }
     check(&world).await?;
     world.stats.credits = world.stats.charges_succeeded;
     Ok(world.stats)

@@ -63,6 +63,8 @@ fn main() {
                 totals.holds_granted += stats.holds_granted;
                 totals.hold_reports += stats.hold_reports;
                 totals.release_steps += stats.release_steps;
+                totals.refund_calls += stats.refund_calls;
+                totals.refunds_returned += stats.refunds_returned;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -72,7 +74,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -81,6 +83,8 @@ fn main() {
         totals.deliveries,
         totals.holds_granted,
         totals.hold_reports,
-        totals.release_steps
+        totals.release_steps,
+        totals.refund_calls,
+        totals.refunds_returned
     );
 }

@@ -422,6 +422,21 @@ impl CardProcessor for Yielding {
         tokio::task::yield_now().await;
         self.0.find_charge(customer, key).await
     }
+
+    async fn refund(
+        &self,
+        request: &payments::RefundRequest,
+    ) -> Result<payments::RefundOutcome, payments::ProcessorError> {
+        self.0.refund(request).await
+    }
+
+    async fn find_refund(
+        &self,
+        payment_intent_id: &str,
+        key: &str,
+    ) -> Result<Option<payments::RefundOutcome>, payments::ProcessorError> {
+        self.0.find_refund(payment_intent_id, key).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let mut store_faults = 0;
     let mut processor_faults = 0;
     let (mut holds, mut reports, mut releases) = (0, 0, 0);
+    let (mut refund_calls, mut refunded) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -16,6 +17,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 holds += stats.holds_granted;
                 reports += stats.hold_reports;
                 releases += stats.release_steps;
+                refund_calls += stats.refund_calls;
+                refunded += stats.refunds_returned;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -27,4 +30,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(holds > 5_000, "only {holds} holds granted");
     assert!(reports > 5_000, "only {reports} calls reported against holds");
     assert!(releases > 1_000, "only {releases} number-release steps");
+    assert!(refund_calls > 5_000, "only {refund_calls} refund calls");
+    assert!(refunded > 1_000, "only {refunded} payments refunded");
 }
