@@ -17,7 +17,7 @@ use std::time::Duration;
 use api::state::Store;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger::{LedgerEvent, LedgerEventKind};
+use ledger::LedgerEvent;
 use mailers::FileMailer;
 use messaging::mail::Mailer;
 use messaging::outbox::{sweep, EventSink, RelayError, RelayReport};

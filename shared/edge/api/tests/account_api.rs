@@ -782,6 +782,78 @@ async fn overview_and_activity_show_the_holds_in_progress(app: TestApp) {
     assert_eq!(app.get("/v1/overview", &admin).await.json["available_usd"], "20");
 }
 
+async fn an_operator_refunds_a_payment_to_its_card_once_and_never_beyond_it(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let paid = app.pay(&admin, "order-1", "40").await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+    let payment_id = paid.json["payment"]["payment_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/operator/accounts/acme/payments/{payment_id}/refunds");
+    let operator = app.operator();
+    let body = r#"{"amount_usd": "15", "reason": "duplicate order"}"#;
+    let refund = |key: &'static str, body: &'static str| {
+        let (app, path, operator) = (&app, path.clone(), operator.clone());
+        async move {
+            app.call("POST", &path, Some(&operator), &[("Idempotency-Key", key)], Some(body)).await
+        }
+    };
+    // Only operators refund.
+    let refused =
+        app.call("POST", &path, Some(&admin), &[("Idempotency-Key", "r-1")], Some(body)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+
+    let first = refund("r-1", body).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json["refund"]["status"], "sent");
+    assert_eq!(first.json["balance_usd"], "25");
+    assert_eq!(first.json["payment"]["refundable_usd"], "25");
+    let again = refund("r-1", body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json["refund"]["entry_seq"], first.json["refund"]["entry_seq"]);
+    let reused = refund("r-1", r#"{"amount_usd": "16", "reason": "duplicate order"}"#).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.text);
+    let too_much = refund("r-2", r#"{"amount_usd": "25.01", "reason": "too much"}"#).await;
+    assert_eq!(too_much.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", too_much.text);
+    assert_eq!(too_much.json["code"], "refund_exceeds_payment");
+    for (key, bad) in [
+        ("r-3", r#"{"amount_usd": "0", "reason": "zero"}"#),
+        ("r-3", r#"{"amount_usd": "1.001", "reason": "sub-cent"}"#),
+        ("r-3", r#"{"amount_usd": "1", "reason": " "}"#),
+        ("bad/key", body),
+    ] {
+        let reply = refund(key, bad).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {}", reply.text);
+    }
+    let missing = app
+        .call(
+            "POST",
+            "/v1/operator/accounts/acme/payments/no-such-payment/refunds",
+            Some(&operator),
+            &[("Idempotency-Key", "r-4")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    // The rest of it, then nothing is left.
+    let rest = refund("r-5", r#"{"amount_usd": "25", "reason": "cancelled"}"#).await;
+    assert_eq!(rest.status, StatusCode::CREATED, "{}", rest.text);
+    assert_eq!(rest.json["payment"]["refundable_usd"], "0");
+    let overview = app.get("/v1/overview", &admin).await.json;
+    assert_eq!(overview["balance_usd"], "0");
+    let history = app.get("/v1/payments", &admin).await.json;
+    let refunds = history["payments"][0]["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 2, "{history}");
+    let activity = app.get("/v1/activity", &admin).await.json;
+    let card_refunds = activity["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["item"] == "card_refund")
+        .count();
+    assert_eq!(card_refunds, 2, "{activity}");
+    let receipts = app.notices.0.lock().unwrap().clone();
+    assert_eq!(receipts.iter().filter(|n| n.kind.as_str() == "refund_receipt").count(), 2);
+}
+
 macro_rules! in_every_mode {
     ($($name:ident),+ $(,)?) => {
         mod in_process {
@@ -905,5 +977,6 @@ in_every_mode!(
     every_route_refuses_a_query_parameter_it_does_not_take_and_changes_nothing,
     an_operator_lists_a_stopped_auto_recharge_and_rearms_it,
     pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it,
-    overview_and_activity_show_the_holds_in_progress
+    overview_and_activity_show_the_holds_in_progress,
+    an_operator_refunds_a_payment_to_its_card_once_and_never_beyond_it
 );

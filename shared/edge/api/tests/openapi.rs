@@ -165,6 +165,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
         ),
         (
             "post",
+            "/v1/operator/accounts/{account_id}/payments/{payment_id}/refunds",
+            accepted_fields::<api::refunds::RefundBody>(empty()),
+        ),
+        (
+            "post",
             "/v1/authorizations/{authorization_id}/extend",
             accepted_fields::<api::authorization::ExtendRequest>(empty()),
         ),
@@ -237,7 +242,7 @@ fn every_response_field_is_in_its_schema() {
         card_id: "pm_1".into(),
         card_brand: "visa".into(),
         card_last4: "4242".into(),
-        status: api::payments::PaymentStatus::Pending,
+        status: api::payments::PaymentStatus::Succeeded,
         trigger: api::payments::Trigger::Manual,
         created_at: chrono::Utc::now(),
         processor_payment_id: Some("pi_1".into()),
@@ -246,7 +251,20 @@ fn every_response_field_is_in_its_schema() {
         entry_seq: Some(3),
         balance_after_usd: Some("-1.5".into()),
         pending_reason: Some("timeout".into()),
+        refunds: vec![documents::payment::RefundLine {
+            refund_id: "r-1".into(),
+            amount_usd: "5.25".parse().unwrap(),
+            reason: "duplicate".into(),
+            status: documents::payment::RefundStatus::Failed,
+            requested_at: chrono::Utc::now(),
+            by: Some("ops@example.com".into()),
+            processor_refund_id: Some("re_1".into()),
+            entry_seq: Some(4),
+            reversal_seq: Some(5),
+            failure_reason: Some("account closed".into()),
+        }],
     });
+    assert_eq!(payment.refundable_usd.as_deref(), Some("25"), "a failed refund returns nothing");
     check("Payment", serde_json::to_value(&payment).unwrap());
     let authorization = json!({
         "account_id": "acme", "allowed": false, "reason": "suspended",
@@ -450,6 +468,21 @@ async fn every_route_answers_its_documented_success() {
         let reply = app.call(method, &path, Some(&operator), &key("adjust-1"), body).await;
         expect(method, template, status, reply);
     }
+    let history = app.call("GET", "/v1/payments", Some(&admin), &[], None).await.json;
+    let paid = history["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["status"] == "succeeded")
+        .expect("a succeeded payment")["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let template = "/v1/operator/accounts/{account_id}/payments/{payment_id}/refunds";
+    let path = template.replace("{account_id}", "acme").replace("{payment_id}", &paid);
+    let body = r#"{"amount_usd": "1", "reason": "test"}"#;
+    let reply = app.call("POST", &path, Some(&operator), &key("refund-1"), Some(body)).await;
+    expect("POST", template, 201, reply);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");
