@@ -417,7 +417,7 @@ pub struct PaymentView {
     pub pending_reason: Option<String>,
     /// Refunds to the card, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub refunds: Vec<crate::refunds::RefundView>,
+    pub refunds: Vec<RefundView>,
     /// What is left to refund (succeeded payments).
     #[schema(value_type = Option<Usd>)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -463,6 +463,79 @@ impl From<&PaymentRecord> for PaymentView {
             pending_reason,
             refunds: refunds.iter().map(Into::into).collect(),
             refundable_usd,
+        }
+    }
+}
+
+/// Where a refund stands: `requested` (the processor has not answered yet: it is finished
+/// once, in the background), `sent`, `pending` (taken by the processor, on its way: counts as
+/// returned) or `failed` (refused by the processor: the amount went back to the balance).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    Requested,
+    Sent,
+    Pending,
+    Failed,
+}
+
+impl From<documents::payment::RefundStatus> for RefundState {
+    fn from(status: documents::payment::RefundStatus) -> Self {
+        use documents::payment::RefundStatus;
+        match status {
+            RefundStatus::Requested => RefundState::Requested,
+            RefundStatus::Sent => RefundState::Sent,
+            RefundStatus::Pending => RefundState::Pending,
+            RefundStatus::Failed => RefundState::Failed,
+        }
+    }
+}
+
+/// One refund of a payment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Refund)]
+pub struct RefundView {
+    /// The Idempotency-Key it was asked for with.
+    pub refund_id: String,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    pub reason: String,
+    pub status: RefundState,
+    pub requested_at: DateTime<Utc>,
+    pub by: Option<String>,
+    pub processor_refund_id: Option<String>,
+    /// The ledger entry that debited it.
+    pub entry_seq: Option<u64>,
+    /// The ledger entry that returned it to the balance when the processor refused it.
+    pub reversal_seq: Option<u64>,
+    pub failure_reason: Option<String>,
+}
+
+impl From<&documents::payment::RefundLine> for RefundView {
+    fn from(line: &documents::payment::RefundLine) -> Self {
+        let documents::payment::RefundLine {
+            refund_id,
+            amount_usd,
+            reason,
+            status,
+            requested_at,
+            by,
+            processor_refund_id,
+            entry_seq,
+            reversal_seq,
+            failure_reason,
+        } = line.clone();
+        RefundView {
+            refund_id,
+            amount_usd,
+            reason,
+            status: status.into(),
+            requested_at,
+            by,
+            processor_refund_id,
+            entry_seq,
+            reversal_seq,
+            failure_reason,
         }
     }
 }

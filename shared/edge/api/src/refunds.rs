@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ledger::Amount;
 use payment_flow::refund::{refund_payment, RefundAsk, RefundError};
 use payment_flow::PaymentPorts;
@@ -21,9 +21,9 @@ use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::openapi::{SignedUsd, Usd};
 use crate::operator::{path_account, AccountPath};
-use crate::payments::PaymentView;
+use crate::payments::{PaymentView, RefundView};
 use crate::state::AppState;
-use documents::payment::{RefundLine, RefundStatus};
+use documents::payment::RefundStatus;
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::default().routes(routes!(refund))
@@ -39,78 +39,6 @@ pub struct RefundBody {
     pub amount_usd: Amount,
     #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
-}
-
-/// Where a refund stands: `requested` (the processor has not answered yet: it is finished
-/// once, in the background), `sent`, `pending` (taken by the processor, on its way: counts as
-/// returned) or `failed` (refused by the processor: the amount went back to the balance).
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RefundState {
-    Requested,
-    Sent,
-    Pending,
-    Failed,
-}
-
-impl From<RefundStatus> for RefundState {
-    fn from(status: RefundStatus) -> Self {
-        match status {
-            RefundStatus::Requested => RefundState::Requested,
-            RefundStatus::Sent => RefundState::Sent,
-            RefundStatus::Pending => RefundState::Pending,
-            RefundStatus::Failed => RefundState::Failed,
-        }
-    }
-}
-
-/// One refund of a payment.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(as = Refund)]
-pub struct RefundView {
-    /// The Idempotency-Key it was asked for with.
-    pub refund_id: String,
-    #[schema(value_type = Usd)]
-    pub amount_usd: Amount,
-    pub reason: String,
-    pub status: RefundState,
-    pub requested_at: DateTime<Utc>,
-    pub by: Option<String>,
-    pub processor_refund_id: Option<String>,
-    /// The ledger entry that debited it.
-    pub entry_seq: Option<u64>,
-    /// The ledger entry that returned it to the balance when the processor refused it.
-    pub reversal_seq: Option<u64>,
-    pub failure_reason: Option<String>,
-}
-
-impl From<&RefundLine> for RefundView {
-    fn from(line: &RefundLine) -> Self {
-        let RefundLine {
-            refund_id,
-            amount_usd,
-            reason,
-            status,
-            requested_at,
-            by,
-            processor_refund_id,
-            entry_seq,
-            reversal_seq,
-            failure_reason,
-        } = line.clone();
-        RefundView {
-            refund_id,
-            amount_usd,
-            reason,
-            status: status.into(),
-            requested_at,
-            by,
-            processor_refund_id,
-            entry_seq,
-            reversal_seq,
-            failure_reason,
-        }
-    }
 }
 
 /// The refund, its payment (with every refund and what is left) and the balance after.
