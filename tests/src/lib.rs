@@ -372,6 +372,19 @@ impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor
         self.outage()?;
         self.inner.find_refund(payment_intent_id, idempotency_key).await
     }
+    async fn recent_disputes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::DisputeState>, payments::ProcessorError> {
+        self.inner.recent_disputes(since).await
+    }
+
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.inner.payment_account(payment_intent_id).await
+    }
 }
 
 /// Every payment intent localstripe holds for `customer` (its list filtered by customer, as

@@ -8,7 +8,8 @@ mod simulated;
 mod stripe;
 
 pub use simulated::{
-    ChargeFault, RefundFault, SimulatedProcessor, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR,
+    ChargeFault, RefundFault, SimulatedProcessor, SIMULATED_DISPUTE_FEE_CENTS, SIMULATED_EXP_MONTH,
+    SIMULATED_EXP_YEAR,
 };
 pub use stripe::{
     SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,

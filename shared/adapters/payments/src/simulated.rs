@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
-    DeclineCode, ProcessorError, RefundOutcome, RefundRequest,
+    DeclineCode, DisputeState, DisputeStatus, ProcessorError, RefundOutcome, RefundRequest,
 };
+
+/// The simulated processor's dispute fee, as Stripe's: $15.00.
+pub const SIMULATED_DISPUTE_FEE_CENTS: u64 = 1_500;
 
 /// Every simulated card expires in December of this year.
 pub const SIMULATED_EXP_MONTH: u8 = 12;
@@ -108,6 +111,9 @@ struct State {
     refund_keys: HashMap<String, usize>,
     #[serde(skip)]
     refund_faults: VecDeque<RefundFault>,
+    /// Every dispute opened, in order, with when.
+    #[serde(default)]
+    disputes: Vec<(DisputeState, DateTime<Utc>)>,
     #[serde(skip)]
     unavailable: bool,
     #[serde(skip)]
@@ -305,6 +311,67 @@ impl SimulatedProcessor {
     /// The next refund call (replays included) meets this fault.
     pub fn push_refund_fault(&self, fault: RefundFault) {
         self.state().refund_faults.push_back(fault);
+    }
+
+    /// A cardholder disputes `amount_cents` of a succeeded payment: an open dispute, funds not
+    /// yet withdrawn. Its id.
+    pub fn open_dispute(
+        &self,
+        payment_intent_id: &str,
+        amount_cents: u64,
+    ) -> Result<String, ProcessorError> {
+        let mut state = self.state();
+        let Some(charged) = state.charged_cents(payment_intent_id) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No succeeded charge for PaymentIntent '{payment_intent_id}'"
+            )));
+        };
+        let dispute_id = state.next_id("dp");
+        let now = state.now();
+        state.disputes.push((
+            DisputeState {
+                dispute_id: dispute_id.clone(),
+                payment_intent_id: payment_intent_id.to_string(),
+                amount_cents: amount_cents.min(charged),
+                fee_cents: SIMULATED_DISPUTE_FEE_CENTS,
+                status: DisputeStatus::Open,
+                funds_withdrawn: false,
+                funds_reinstated: false,
+            },
+            now,
+        ));
+        self.persist(&state)?;
+        Ok(dispute_id)
+    }
+
+    /// The processor takes the disputed amount and its fee (no-op when already taken).
+    pub fn withdraw_dispute_funds(&self, dispute_id: &str) -> Option<DisputeState> {
+        let mut state = self.state();
+        let (dispute, _) = state.disputes.iter_mut().find(|(d, _)| d.dispute_id == dispute_id)?;
+        dispute.funds_withdrawn = true;
+        Some(dispute.clone())
+    }
+
+    /// The dispute is decided: won gives withdrawn funds back, lost keeps them (and withdraws
+    /// them if that had not happened yet). No-op once decided.
+    pub fn decide_dispute(&self, dispute_id: &str, won: bool) -> Option<DisputeState> {
+        let mut state = self.state();
+        let (dispute, _) = state.disputes.iter_mut().find(|(d, _)| d.dispute_id == dispute_id)?;
+        if dispute.status == DisputeStatus::Open {
+            if won {
+                dispute.status = DisputeStatus::Won;
+                dispute.funds_reinstated = dispute.funds_withdrawn;
+            } else {
+                dispute.status = DisputeStatus::Lost;
+                dispute.funds_withdrawn = true;
+            }
+        }
+        Some(dispute.clone())
+    }
+
+    /// Every dispute as it stands now.
+    pub fn disputes(&self) -> Vec<DisputeState> {
+        self.state().disputes.iter().map(|(d, _)| d.clone()).collect()
     }
 
     /// Cents returned to the card (sent or pending) against this payment intent: what
@@ -537,7 +604,18 @@ impl CardProcessor for SimulatedProcessor {
                 request.payment_intent_id
             )));
         };
-        let left = charged.saturating_sub(state.refunded_cents(&request.payment_intent_id));
+        // A disputed amount goes back through the dispute, not as a refund (Stripe refuses to
+        // refund what a dispute holds).
+        let disputed: u64 = state
+            .disputes
+            .iter()
+            .filter(|(d, _)| d.payment_intent_id == request.payment_intent_id)
+            .filter(|(d, _)| d.status != DisputeStatus::Won)
+            .map(|(d, _)| d.amount_cents)
+            .sum();
+        let left = charged
+            .saturating_sub(state.refunded_cents(&request.payment_intent_id))
+            .saturating_sub(disputed);
         if request.amount_cents > left {
             return Err(ProcessorError::InvalidRequest(format!(
                 "Refund amount ({} cents) is greater than unrefunded amount on charge ({left} \
@@ -586,6 +664,33 @@ impl CardProcessor for SimulatedProcessor {
                 RefundOutcome::Sent { .. } | RefundOutcome::Pending { .. } => 1,
                 RefundOutcome::Failed { .. } => 0,
             }))
+    }
+
+    async fn recent_disputes(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DisputeState>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        Ok(state.disputes.iter().filter(|(_, at)| *at >= since).map(|(d, _)| d.clone()).collect())
+    }
+
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        Ok(state.payments.iter().find_map(|p| {
+            let id = match &p.outcome {
+                ChargeOutcome::Succeeded { payment_intent_id }
+                | ChargeOutcome::Processing { payment_intent_id } => payment_intent_id,
+                ChargeOutcome::Declined { payment_intent_id, .. } => payment_intent_id.as_ref()?,
+            };
+            (id == payment_intent_id)
+                .then(|| crate::account_of_key(&p.request.idempotency_key).map(str::to_owned))
+                .flatten()
+        }))
     }
 }
 

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::{
     check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor,
-    ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, ProcessorError, RefundOutcome,
-    RefundRequest,
+    ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, DisputeState, DisputeStatus,
+    ProcessorError, RefundOutcome, RefundRequest,
 };
 
 pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";
@@ -366,6 +366,59 @@ impl CardProcessor for StripeProcessor {
         self.stripe_refund(request).await
     }
 
+    #[tracing::instrument(skip_all, err(Debug))]
+    async fn recent_disputes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<DisputeState>, ProcessorError> {
+        let since = since.timestamp().to_string();
+        let mut starting_after: Option<String> = None;
+        let mut found = Vec::new();
+        for _ in 0..MAX_LOOKUP_PAGES {
+            let mut query = vec![("created[gte]", since.as_str()), ("limit", "100")];
+            if let Some(after) = &starting_after {
+                query.push(("starting_after", after.as_str()));
+            }
+            let (status, body) = self.get("/v1/disputes", &query).await?;
+            if !status.is_success() {
+                return Err(error_from_answer(status, &body));
+            }
+            let page: DisputeList = parse(&body, "dispute list")?;
+            starting_after = page.data.last().map(|dispute| dispute.id.clone());
+            for dispute in page.data {
+                found.push(dispute_state(dispute)?);
+            }
+            if !page.has_more || starting_after.is_none() {
+                return Ok(found);
+            }
+        }
+        Err(ProcessorError::Unexpected(format!(
+            "more than {MAX_LOOKUP_PAGES} pages of disputes since {since}"
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, ProcessorError> {
+        check_object_id("payment_intent_id", payment_intent_id)?;
+        let (status, body) =
+            self.get(&format!("/v1/payment_intents/{payment_intent_id}"), &[]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let intent: PaymentIntentBody = parse(&body, "payment intent")?;
+        Ok(intent
+            .metadata
+            .get("idempotency_key")
+            .and_then(|key| crate::account_of_key(key))
+            .map(str::to_owned))
+    }
+
     #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
     async fn find_refund(
         &self,
@@ -447,6 +500,44 @@ impl StripeProcessor {
             ))),
         }
     }
+}
+
+/// A Stripe dispute object as a [`DisputeState`]: funds withdrawn when a balance transaction
+/// took money (negative amount), reinstated when one gave it back; the fee is what the
+/// withdrawal's transactions charged.
+pub fn dispute_state(dispute: DisputeBody) -> Result<DisputeState, ProcessorError> {
+    let status = match dispute.status.as_str() {
+        "won" => DisputeStatus::Won,
+        "lost" => DisputeStatus::Lost,
+        // `warning_closed`: an inquiry closed without a chargeback; nothing moved.
+        "warning_closed" => DisputeStatus::Won,
+        "warning_needs_response" | "warning_under_review" | "needs_response" | "under_review" => {
+            DisputeStatus::Open
+        }
+        other => {
+            return Err(ProcessorError::Unexpected(format!(
+                "dispute {} has the unknown status {other:?}",
+                dispute.id
+            )))
+        }
+    };
+    let Some(payment_intent_id) = dispute.payment_intent else {
+        return Err(ProcessorError::Unexpected(format!(
+            "dispute {} names no payment intent",
+            dispute.id
+        )));
+    };
+    let withdrawals = dispute.balance_transactions.iter().filter(|t| t.amount < 0);
+    let fee_cents = withdrawals.map(|t| t.fee.max(0) as u64).sum();
+    Ok(DisputeState {
+        dispute_id: dispute.id,
+        payment_intent_id,
+        amount_cents: dispute.amount,
+        fee_cents,
+        status,
+        funds_withdrawn: dispute.balance_transactions.iter().any(|t| t.amount < 0),
+        funds_reinstated: dispute.balance_transactions.iter().any(|t| t.amount > 0),
+    })
 }
 
 fn refund_outcome_of(
@@ -674,6 +765,31 @@ struct PaymentIntentBody {
 #[derive(Deserialize)]
 struct PaymentIntentList {
     data: Vec<PaymentIntentBody>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// Stripe's dispute object (the fields a [`DisputeState`] needs).
+#[derive(Deserialize)]
+pub struct DisputeBody {
+    id: String,
+    amount: u64,
+    status: String,
+    payment_intent: Option<String>,
+    #[serde(default)]
+    balance_transactions: Vec<DisputeTransaction>,
+}
+
+#[derive(Deserialize)]
+struct DisputeTransaction {
+    amount: i64,
+    #[serde(default)]
+    fee: i64,
+}
+
+#[derive(Deserialize)]
+struct DisputeList {
+    data: Vec<DisputeBody>,
     #[serde(default)]
     has_more: bool,
 }
@@ -1062,5 +1178,64 @@ mod tests {
         assert!(SecretKey::parse("sk_").is_err());
         let bad_url = StripeConfig::new("ftp://x", SecretKey::parse("sk_x").expect("key"));
         assert!(matches!(StripeProcessor::new(bad_url), Err(StripeConfigError::InvalidBaseUrl(_))));
+    }
+
+    /// Stripe's dispute objects (shapes from docs.stripe.com/api/disputes/object): a withdrawal
+    /// is a balance transaction of minus the amount with the fee; a won dispute adds one
+    /// giving both back.
+    #[test]
+    fn dispute_objects_read_as_their_money_steps() {
+        let read = |body: serde_json::Value| {
+            dispute_state(serde_json::from_value::<DisputeBody>(body).expect("a dispute"))
+        };
+        let opened = read(serde_json::json!({
+            "id": "dp_1", "object": "dispute", "amount": 4000, "currency": "usd",
+            "status": "needs_response", "payment_intent": "pi_1", "balance_transactions": []
+        }))
+        .expect("state");
+        assert_eq!(
+            opened,
+            DisputeState {
+                dispute_id: "dp_1".into(),
+                payment_intent_id: "pi_1".into(),
+                amount_cents: 4000,
+                fee_cents: 0,
+                status: DisputeStatus::Open,
+                funds_withdrawn: false,
+                funds_reinstated: false,
+            }
+        );
+        let withdrawn = serde_json::json!({"amount": -4000, "fee": 1500, "net": -5500});
+        let won = read(serde_json::json!({
+            "id": "dp_1", "amount": 4000, "status": "won", "payment_intent": "pi_1",
+            "balance_transactions": [withdrawn, {"amount": 4000, "fee": -1500, "net": 5500}]
+        }))
+        .expect("state");
+        assert_eq!((won.status, won.fee_cents), (DisputeStatus::Won, 1500));
+        assert!(won.funds_withdrawn && won.funds_reinstated);
+        let lost = read(serde_json::json!({
+            "id": "dp_2", "amount": 4000, "status": "lost", "payment_intent": "pi_1",
+            "balance_transactions": [withdrawn]
+        }))
+        .expect("state");
+        assert_eq!(
+            (lost.status, lost.funds_withdrawn, lost.funds_reinstated),
+            (DisputeStatus::Lost, true, false)
+        );
+        assert!(read(serde_json::json!({"id": "dp_3", "amount": 1, "status": "charge_refunded", "payment_intent": "pi_1"})).is_err());
+        assert!(read(
+            serde_json::json!({"id": "dp_4", "amount": 1, "status": "won", "payment_intent": null})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn our_idempotency_keys_name_their_account() {
+        assert_eq!(crate::account_of_key("pay:acme:order-1"), Some("acme"));
+        assert_eq!(crate::account_of_key("rch:acme:12:v3:a1:pm_1"), Some("acme"));
+        assert_eq!(crate::account_of_key("refund:acme:00ff:r-1"), Some("acme"));
+        assert_eq!(crate::account_of_key("someone-else:acme:x"), None);
+        assert_eq!(crate::account_of_key("pay::x"), None);
+        assert_eq!(crate::account_of_key("pay:acme"), None);
     }
 }

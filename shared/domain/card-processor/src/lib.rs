@@ -76,6 +76,53 @@ pub trait CardProcessor: Send + Sync {
         payment_intent_id: &str,
         idempotency_key: &str,
     ) -> Result<Option<RefundOutcome>, ProcessorError>;
+
+    /// Disputes (chargebacks) created at or after `since`, each as it stands now: what the
+    /// scheduled reconciliation applies, so a lost processor event never leaves a chargeback
+    /// out of the ledger.
+    async fn recent_disputes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<DisputeState>, ProcessorError>;
+
+    /// The account a payment was made for (every charge carries it in its idempotency key's
+    /// metadata); `Ok(None)` for a payment the processor does not know or did not make for us.
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, ProcessorError>;
+}
+
+/// Where a dispute stands at the processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeStatus {
+    /// Opened, waiting for evidence or under review (Stripe's `warning_*`, `needs_response`,
+    /// `under_review`).
+    Open,
+    /// Decided for us: withdrawn funds come back.
+    Won,
+    /// Decided for the cardholder: the funds stay withdrawn.
+    Lost,
+}
+
+/// A dispute (chargeback) as the processor reports it: its full state, not a change, so that
+/// applying the states of one dispute in any order, any number of times, ends in the same
+/// ledger (each money step is posted once, when a state first shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeState {
+    pub dispute_id: String,
+    /// The disputed payment.
+    pub payment_intent_id: String,
+    /// Disputed amount, whole USD cents.
+    pub amount_cents: u64,
+    /// The processor's dispute fee, taken with the funds (Stripe: $15).
+    pub fee_cents: u64,
+    pub status: DisputeStatus,
+    /// The processor has taken the disputed amount and the fee from us.
+    pub funds_withdrawn: bool,
+    /// The processor has given them back (a won dispute).
+    pub funds_reinstated: bool,
 }
 
 /// Part or all of a succeeded payment, returned to the card it was paid with.
@@ -584,6 +631,32 @@ impl CardProcessor for NoProcessor {
         _idempotency_key: &str,
     ) -> Result<Option<RefundOutcome>, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn recent_disputes(
+        &self,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<DisputeState>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn payment_account(
+        &self,
+        _payment_intent_id: &str,
+    ) -> Result<Option<String>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+}
+
+/// The account named by one of our idempotency keys (`pay:<account>:<key>`,
+/// `rch:<account>:...`, `refund:<account>:...`), if it is one.
+pub fn account_of_key(key: &str) -> Option<&str> {
+    let mut parts = key.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("pay" | "rch" | "refund"), Some(account), Some(_)) if !account.is_empty() => {
+            Some(account)
+        }
+        _ => None,
     }
 }
 

@@ -52,18 +52,57 @@ pub struct PaymentRecord {
     /// (`payment_flow::refund`), with version-checked writes: [`save_payment`] keeps them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundLine>,
+    /// Disputes (chargebacks) of this payment. Written only by the dispute flow
+    /// (`payment_flow::dispute`); [`save_payment`] keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disputes: Vec<DisputeLine>,
+}
+
+/// Where a dispute of a payment stands, as far as the ledger has followed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeOutcome {
+    Open,
+    Won,
+    Lost,
+}
+
+/// One dispute (chargeback) of a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeLine {
+    /// The processor's dispute id.
+    pub dispute_id: String,
+    pub amount_usd: Amount,
+    /// The processor's fee (zero when it took none).
+    pub fee_usd: rust_decimal::Decimal,
+    pub status: DisputeOutcome,
+    /// The ledger entries that debited the funds and the fee, once withdrawn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn_seqs: Vec<u64>,
+    /// The entries that credited them back, once reinstated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reinstated_seqs: Vec<u64>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl PaymentRecord {
-    /// What is left to refund: the amount less every refund not definitely failed.
+    /// What is left to refund: the amount less every refund not definitely failed and every
+    /// dispute not won (a disputed amount goes back to the cardholder through the dispute).
     pub fn refundable_usd(&self) -> rust_decimal::Decimal {
-        let taken: rust_decimal::Decimal = self
+        let refunded: rust_decimal::Decimal = self
             .refunds
             .iter()
             .filter(|r| r.status != RefundStatus::Failed)
             .map(|r| r.amount_usd.value())
             .sum();
-        self.amount_usd.value() - taken
+        let disputed: rust_decimal::Decimal = self
+            .disputes
+            .iter()
+            .filter(|d| d.status != DisputeOutcome::Won)
+            .map(|d| d.amount_usd.value())
+            .sum();
+        (self.amount_usd.value() - refunded - disputed).max(rust_decimal::Decimal::ZERO)
     }
 
     pub fn refund(&self, refund_id: &str) -> Option<&RefundLine> {
@@ -123,6 +162,7 @@ pub async fn save_payment(
             let stored: PaymentRecord = serde_json::from_str(&current.body)
                 .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
             record.refunds = stored.refunds;
+            record.disputes = stored.disputes;
         }
         let body = serde_json::to_string(&record)
             .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;

@@ -58,10 +58,13 @@ pub enum BillingItem {
     /// Paid funds returned to the card they came from: a debit linked to the payment (and a
     /// credit when the processor definitely refused a refund already debited).
     CardRefund,
+    /// A chargeback: the disputed amount and the processor's fee, debited when the processor
+    /// withdraws them and credited back when a won dispute reinstates them.
+    Dispute,
 }
 
 impl BillingItem {
-    pub const ALL: [BillingItem; 14] = [
+    pub const ALL: [BillingItem; 15] = [
         BillingItem::PhoneNumber,
         BillingItem::PhoneCall,
         BillingItem::OutgoingSms,
@@ -76,6 +79,7 @@ impl BillingItem {
         BillingItem::Refund,
         BillingItem::IncludedMinutes,
         BillingItem::CardRefund,
+        BillingItem::Dispute,
     ];
 
     pub fn allows(self, kind: EntryKind) -> bool {
@@ -83,7 +87,7 @@ impl BillingItem {
             BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
                 kind == EntryKind::Credit
             }
-            BillingItem::Adjustment | BillingItem::CardRefund => true,
+            BillingItem::Adjustment | BillingItem::CardRefund | BillingItem::Dispute => true,
             _ => kind == EntryKind::Debit,
         }
     }
@@ -104,6 +108,7 @@ impl BillingItem {
             BillingItem::Refund => "refund",
             BillingItem::IncludedMinutes => "included_minutes",
             BillingItem::CardRefund => "card_refund",
+            BillingItem::Dispute => "dispute",
         }
     }
 

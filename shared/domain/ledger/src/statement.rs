@@ -172,7 +172,7 @@ fn bucket(kind: EntryKind, item: BillingItem) -> Bucket {
         (EntryKind::Credit, _) => Bucket::OtherCredits,
         (EntryKind::Debit, BillingItem::SalesTax) => Bucket::Taxes,
         // Paid funds returned to the card: not usage.
-        (EntryKind::Debit, BillingItem::CardRefund) => Bucket::OtherDebits,
+        (EntryKind::Debit, BillingItem::CardRefund | BillingItem::Dispute) => Bucket::OtherDebits,
         // The posting rules never debit the credit-only items; should one appear, it is still
         // counted (as an other debit) so the statement reconciles.
         (
@@ -408,6 +408,7 @@ pub fn item_label(item: BillingItem) -> &'static str {
         BillingItem::Refund => "Refund",
         BillingItem::IncludedMinutes => "Included plan minutes",
         BillingItem::CardRefund => "Refund to card",
+        BillingItem::Dispute => "Chargeback (disputed payment)",
     }
 }
 
@@ -506,6 +507,18 @@ pub fn describe(entry: &Entry) -> String {
             Some(match text("reason").filter(|r| !r.trim().is_empty()) {
                 Some(reason) => format!("{what}: {reason}"),
                 None => what,
+            })
+        }
+        BillingItem::Dispute => {
+            let what = match (entry.kind, text("part")) {
+                (crate::EntryKind::Debit, Some("fee")) => "Chargeback fee",
+                (crate::EntryKind::Debit, _) => label,
+                (crate::EntryKind::Credit, Some("fee")) => "Chargeback fee returned (dispute won)",
+                (crate::EntryKind::Credit, _) => "Chargeback reversed (dispute won)",
+            };
+            Some(match text("payment_id") {
+                Some(payment) => format!("{what}, payment {payment}"),
+                None => what.to_string(),
             })
         }
         BillingItem::Adjustment | BillingItem::Refund => {

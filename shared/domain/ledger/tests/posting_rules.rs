@@ -1026,7 +1026,9 @@ fn every_billing_item_posts_only_in_its_documented_direction() {
             BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
                 (false, true)
             }
-            BillingItem::Adjustment | BillingItem::CardRefund => (true, true),
+            BillingItem::Adjustment | BillingItem::CardRefund | BillingItem::Dispute => {
+                (true, true)
+            }
             _ => (true, false),
         };
         assert_eq!((debit, credit), (debit_expected, credit_expected), "{item:?}");

@@ -29,6 +29,8 @@ pub const MESSAGES_DROPPED: &str = "MessagesDropped";
 pub const OUTBOX_RELAYED: &str = "OutboxRelayed";
 pub const OUTBOX_PUBLISH_FAILED: &str = "OutboxPublishFailed";
 pub const OUTBOX_UNREADABLE: &str = "OutboxUnreadable";
+/// A dispute (chargeback) moved in the ledger: opened, funds withdrawn, won or lost.
+pub const DISPUTE_STEPS: &str = "DisputeSteps";
 
 /// Every metric name, for the runtime (which emits each one, zeros included) and the dashboard.
 pub const ALL: &[&str] = &[
@@ -44,6 +46,7 @@ pub const ALL: &[&str] = &[
     OUTBOX_RELAYED,
     OUTBOX_PUBLISH_FAILED,
     OUTBOX_UNREADABLE,
+    DISPUTE_STEPS,
 ];
 
 /// Count `value` of the business metric `name` (one of [`ALL`]).

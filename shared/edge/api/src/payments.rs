@@ -418,6 +418,9 @@ pub struct PaymentView {
     /// Refunds to the card, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundView>,
+    /// Disputes (chargebacks) of this payment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disputes: Vec<DisputeView>,
     /// What is left to refund (succeeded payments).
     #[schema(value_type = Option<Usd>)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -443,6 +446,7 @@ impl From<&PaymentRecord> for PaymentView {
             balance_after_usd,
             pending_reason,
             refunds,
+            disputes,
         } = record.clone();
         let refundable_usd = (status == PaymentStatus::Succeeded)
             .then(|| record.refundable_usd().normalize().to_string());
@@ -462,6 +466,7 @@ impl From<&PaymentRecord> for PaymentView {
             balance_after_usd,
             pending_reason,
             refunds: refunds.iter().map(Into::into).collect(),
+            disputes: disputes.iter().map(Into::into).collect(),
             refundable_usd,
         }
     }
@@ -536,6 +541,65 @@ impl From<&documents::payment::RefundLine> for RefundView {
             entry_seq,
             reversal_seq,
             failure_reason,
+        }
+    }
+}
+
+/// Where a dispute stands: `open` (the amount is held by the processor, or will be), `won`
+/// (withdrawn funds and fee credited back) or `lost`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeStanding {
+    Open,
+    Won,
+    Lost,
+}
+
+/// A dispute (chargeback) of a payment, as the ledger followed it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Dispute)]
+pub struct DisputeView {
+    pub dispute_id: String,
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    /// The processor's dispute fee.
+    #[schema(value_type = SignedUsd)]
+    pub fee_usd: rust_decimal::Decimal,
+    pub status: DisputeStanding,
+    /// The entries that debited the funds and the fee.
+    pub withdrawn_seqs: Vec<u64>,
+    /// The entries that credited them back.
+    pub reinstated_seqs: Vec<u64>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&documents::payment::DisputeLine> for DisputeView {
+    fn from(line: &documents::payment::DisputeLine) -> Self {
+        use documents::payment::DisputeOutcome;
+        let documents::payment::DisputeLine {
+            dispute_id,
+            amount_usd,
+            fee_usd,
+            status,
+            withdrawn_seqs,
+            reinstated_seqs,
+            opened_at,
+            updated_at,
+        } = line.clone();
+        DisputeView {
+            dispute_id,
+            amount_usd,
+            fee_usd,
+            status: match status {
+                DisputeOutcome::Open => DisputeStanding::Open,
+                DisputeOutcome::Won => DisputeStanding::Won,
+                DisputeOutcome::Lost => DisputeStanding::Lost,
+            },
+            withdrawn_seqs,
+            reinstated_seqs,
+            opened_at,
+            updated_at,
         }
     }
 }

@@ -263,6 +263,16 @@ fn every_response_field_is_in_its_schema() {
             reversal_seq: Some(5),
             failure_reason: Some("account closed".into()),
         }],
+        disputes: vec![documents::payment::DisputeLine {
+            dispute_id: "dp_1".into(),
+            amount_usd: "5".parse().unwrap(),
+            fee_usd: "15".parse().unwrap(),
+            status: documents::payment::DisputeOutcome::Won,
+            withdrawn_seqs: vec![6, 7],
+            reinstated_seqs: vec![8, 9],
+            opened_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }],
     });
     assert_eq!(payment.refundable_usd.as_deref(), Some("25"), "a failed refund returns nothing");
     check("Payment", serde_json::to_value(&payment).unwrap());

@@ -57,6 +57,18 @@ pub enum NoticeKind {
         balance_after_usd: Decimal,
         refunded_at: DateTime<Utc>,
     },
+    /// A payment was disputed by the cardholder (a chargeback), or its dispute moved: to the
+    /// billing contacts. `stage`: `opened`, `funds_withdrawn`, `won` or `lost`.
+    Dispute {
+        payment_id: String,
+        dispute_id: String,
+        stage: String,
+        amount_usd: Amount,
+        fee_usd: Decimal,
+        card_brand: String,
+        card_last4: String,
+        balance_after_usd: Decimal,
+    },
     /// Every card failed: to the recharge-failure email and the billing contacts.
     RechargeFailed {
         request_id: String,
@@ -108,6 +120,7 @@ impl NoticeKind {
         match self {
             NoticeKind::PaymentReceipt { .. } => "payment_receipt",
             NoticeKind::RefundReceipt { .. } => "refund_receipt",
+            NoticeKind::Dispute { .. } => "dispute",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",
             NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
             NoticeKind::LowBalance { .. } => "low_balance",

@@ -118,6 +118,25 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
                 refunded_at: *refunded_at,
             },
         ),
+        NoticeKind::Dispute {
+            payment_id,
+            dispute_id,
+            stage,
+            amount_usd,
+            fee_usd,
+            card_brand,
+            card_last4,
+            balance_after_usd,
+        } => dispute(
+            account,
+            notice.raised_at,
+            payment_id,
+            dispute_id,
+            stage,
+            (*amount_usd, *fee_usd),
+            &card(card_brand, card_last4),
+            *balance_after_usd,
+        ),
         NoticeKind::RechargeFailed {
             request_id,
             attempt,
@@ -248,6 +267,58 @@ fn payment_receipt(
         Block::Paragraph(
             "Keep this email for your records. Every payment is listed in the payment history on \
              the Billing page."
+                .into(),
+        ),
+    ];
+    (subject, blocks)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispute(
+    account: &AccountId,
+    at: DateTime<Utc>,
+    payment_id: &str,
+    dispute_id: &str,
+    stage: &str,
+    (amount_usd, fee_usd): (Amount, Decimal),
+    card: &str,
+    balance_after_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let fee = display_usd(fee_usd);
+    let (subject, opening) = match stage {
+        "won" => (
+            format!("Dispute won: {amount} and the {fee} fee are back in your balance"),
+            format!("The dispute of your {card} payment was decided in your favour. The {amount} and the processor's {fee} fee taken for it are back in the balance of account {}.", account.as_str()),
+        ),
+        "lost" => (
+            format!("Dispute lost: {amount} stays with the cardholder"),
+            format!("The dispute of your {card} payment was decided for the cardholder: the {amount} and the processor's {fee} fee stay deducted from the balance of account {}.", account.as_str()),
+        ),
+        "funds_withdrawn" => (
+            format!("Payment disputed: {amount} and a {fee} fee were deducted"),
+            format!("The holder of your {card} disputed a payment (a chargeback). The card processor took the {amount} and its {fee} dispute fee back, so they are deducted from the balance of account {}. If the dispute is decided in your favour, both come back.", account.as_str()),
+        ),
+        _ => (
+            format!("Payment disputed: {amount}"),
+            format!("The holder of your {card} disputed a payment of {amount} (a chargeback). The card processor may take the amount and a {fee} fee back while the dispute is open; we will tell you when it moves."),
+        ),
+    };
+    let blocks = vec![
+        Block::Heading("Payment dispute".into()),
+        Block::Paragraph(opening),
+        Block::Facts(vec![
+            ("Disputed amount", amount),
+            ("Dispute fee", fee),
+            ("Card", card.into()),
+            ("Payment ID", payment_id.into()),
+            ("Dispute ID", dispute_id.into()),
+            ("Date", datetime(at)),
+            ("Balance", display_usd(balance_after_usd)),
+        ]),
+        Block::Paragraph(
+            "Questions about this dispute: reply to this email or contact support with the \
+             dispute ID."
                 .into(),
         ),
     ];

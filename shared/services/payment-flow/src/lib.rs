@@ -484,6 +484,7 @@ async fn settle_claim(
             balance_after_usd: None,
             pending_reason: Some("waiting for the card processor".into()),
             refunds: Vec::new(),
+            disputes: Vec::new(),
         },
     };
     if payment.status != PaymentStatus::Pending {
@@ -655,4 +656,5 @@ pub async fn reconcile_pending_payment(
 /// How long a payment whose outcome is still unknown waits before the processor is asked again.
 pub const RECONCILE_RETRY_MINUTES: i64 = 15;
 
+pub mod dispute;
 pub mod refund;

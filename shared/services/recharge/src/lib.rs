@@ -150,6 +150,7 @@ impl Charging {
             balance_after_usd: None,
             pending_reason: None,
             refunds: Vec::new(),
+            disputes: Vec::new(),
         }
     }
 

@@ -280,6 +280,54 @@ pub async fn refunding_spent_money_suspends_the_account(store: Arc<dyn Store>) {
     ));
 }
 
+/// Dispute states applied duplicated and in any order post each money step once: a won dispute
+/// withdraws and reinstates the funds and the fee, a lost one only withdraws them, and what a
+/// dispute holds cannot also be refunded. The scheduled reconciliation changes nothing after.
+pub async fn dispute_states_apply_once_in_any_order(store: Arc<dyn Store>) {
+    use payment_flow::dispute::{apply_dispute, reconcile_disputes};
+    let rig = Rig::new(store, "disputed").await;
+    let payment = rig.paid("pay-1", "100").await;
+    let intent = payment.processor_payment_id.clone().unwrap();
+    let won = rig.processor.open_dispute(&intent, 4_000).unwrap();
+    let opened = rig.processor.disputes().into_iter().find(|d| d.dispute_id == won).unwrap();
+    let withdrawn = rig.processor.withdraw_dispute_funds(&won).unwrap();
+    let decided = rig.processor.decide_dispute(&won, true).unwrap();
+    for state in [&decided, &opened, &withdrawn, &decided, &withdrawn, &opened] {
+        apply_dispute(&rig.ports(), state, Utc::now()).await.expect("apply");
+    }
+    let lost = rig.processor.open_dispute(&intent, 4_000).unwrap();
+    let opened_lost = rig.processor.disputes().into_iter().find(|d| d.dispute_id == lost).unwrap();
+    let decided_lost = rig.processor.decide_dispute(&lost, false).unwrap();
+    for state in [&decided_lost, &opened_lost, &decided_lost] {
+        apply_dispute(&rig.ports(), state, Utc::now()).await.expect("apply");
+    }
+    let store: &dyn LedgerStore = &*rig.store;
+    let entries =
+        ledger::store::all_entries(store, &rig.id, ledger::EntryQuery::default()).await.unwrap();
+    let disputes: Vec<_> = entries.iter().filter(|e| e.item == BillingItem::Dispute).collect();
+    let signed: Decimal = disputes.iter().map(|e| e.signed_amount_usd()).sum();
+    assert_eq!(disputes.len(), 6, "won: 2 debits + 2 credits; lost: 2 debits");
+    assert_eq!(signed, usd("-55"), "the lost dispute's $40 and its $15 fee");
+    let record = rig.payment(&payment.payment_id).await;
+    let status = |id: &str| record.disputes.iter().find(|d| d.dispute_id == id).unwrap().status;
+    assert_eq!(status(&won), documents::payment::DisputeOutcome::Won);
+    assert_eq!(status(&lost), documents::payment::DisputeOutcome::Lost);
+    assert_eq!(record.refundable_usd(), usd("60"), "what the lost dispute holds is not refundable");
+    assert!(matches!(
+        rig.refund(&payment.payment_id, "too-much", "60.01").await,
+        Err(RefundError::TooMuch { .. })
+    ));
+    assert_eq!(rig.refund(&payment.payment_id, "rest", "60").await.unwrap(), RefundStatus::Sent);
+    // The scheduled reconciliation sees both disputes as they stand: nothing new.
+    let since = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(reconcile_disputes(&rig.ports(), since, Utc::now()).await.unwrap(), 2);
+    let after =
+        ledger::store::all_entries(store, &rig.id, ledger::EntryQuery::default()).await.unwrap();
+    assert_eq!(after.len(), entries.len() + 1, "only the refund's debit was added");
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, usd("-15"));
+}
+
 /// Generate one `#[tokio::test]` per refund case for a store that keeps ledger and documents.
 #[macro_export]
 macro_rules! refund_suite {
@@ -290,6 +338,7 @@ macro_rules! refund_suite {
             an_unknown_refund_outcome_is_finished_once_by_its_event,
             a_refused_refund_is_reversed_once,
             refunding_spent_money_suspends_the_account,
+            dispute_states_apply_once_in_any_order,
         );
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {

@@ -121,6 +121,9 @@ pub struct Stats {
     /// Refunds asked for (repeats included), and refunds returned to a card at the end.
     pub refund_calls: usize,
     pub refunds_returned: usize,
+    /// Disputes the processor opened, and how many of them withdrew funds.
+    pub disputes: usize,
+    pub disputes_withdrawn: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -463,6 +466,19 @@ impl CardProcessor for WatchedProcessor {
     ) -> Result<Option<payments::RefundOutcome>, payments::ProcessorError> {
         self.inner.find_refund(payment_intent_id, key).await
     }
+    async fn recent_disputes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::DisputeState>, payments::ProcessorError> {
+        self.inner.recent_disputes(since).await
+    }
+
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.inner.payment_account(payment_intent_id).await
+    }
 }
 
 /// Register a card as the API does: attach the token at the processor, keep its ids, brand,
@@ -562,6 +578,9 @@ pub struct World {
     dead_letters: Vec<Message>,
     pay_nows: Vec<PayNowCall>,
     refunds: Vec<RefundCall>,
+    /// Every dispute state the processor has shown (its events, some of them never delivered).
+    dispute_events: Vec<payments::DisputeState>,
+    started: DateTime<Utc>,
     holds: Vec<SimHold>,
     /// Number-release events relayed, by id.
     release_events: BTreeMap<String, LedgerEvent>,
@@ -688,6 +707,8 @@ impl World {
             dead_letters: Vec::new(),
             pay_nows: Vec::new(),
             refunds: Vec::new(),
+            dispute_events: Vec::new(),
+            started: now,
             holds: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
@@ -824,7 +845,8 @@ impl World {
             50..=54 => self.settings_change().await,
             55..=64 => self.relay().await,
             65..=67 => self.refund().await,
-            68..=89 => self.deliver().await,
+            68..=69 => self.dispute().await,
+            70..=89 => self.deliver().await,
             _ => {
                 self.advance();
                 self.sweep_releases().await;
@@ -1136,6 +1158,69 @@ impl World {
         self.refunds.push(call);
     }
 
+    /// A cardholder disputes a payment, or a dispute moves (funds withdrawn, won, lost); the
+    /// processor's events for it are delivered late, duplicated, out of order or not at all.
+    async fn dispute(&mut self) {
+        let roll = self.rng.below(100);
+        let open: Vec<String> = self
+            .processor
+            .disputes()
+            .into_iter()
+            .filter(|d| d.status == payments::DisputeStatus::Open)
+            .map(|d| d.dispute_id)
+            .collect();
+        let moved = if roll < 35 || open.is_empty() {
+            let payments = self.processor.succeeded_payments();
+            if payments.is_empty() {
+                return;
+            }
+            let (request, intent) = &payments[self.rng.below(payments.len() as u64) as usize];
+            let cents = 1 + self.rng.below(request.amount_cents);
+            self.processor
+                .open_dispute(intent, cents)
+                .ok()
+                .and_then(|id| self.processor.disputes().into_iter().find(|d| d.dispute_id == id))
+        } else {
+            let id = &open[self.rng.below(open.len() as u64) as usize];
+            match roll {
+                35..=64 => self.processor.withdraw_dispute_funds(id),
+                65..=84 => self.processor.decide_dispute(id, true),
+                _ => self.processor.decide_dispute(id, false),
+            }
+        };
+        if let Some(state) = moved {
+            self.note(format!("dispute {} now {:?}", state.dispute_id, state));
+            // One in five events is lost; the reconciliation at rest must catch it up.
+            if !self.rng.chance(20) {
+                self.dispute_events.push(state);
+            }
+        }
+        // Deliver a few events, any of them, stale ones included, some twice.
+        for _ in 0..self.rng.below(3) {
+            if self.dispute_events.is_empty() {
+                break;
+            }
+            let event = self.dispute_events
+                [self.rng.below(self.dispute_events.len() as u64) as usize]
+                .clone();
+            let ports = PaymentPorts {
+                store: &*self.store,
+                processor: &*self.processor,
+                notices: Some(&*self.notices),
+            };
+            let result = payment_flow::dispute::apply_dispute(&ports, &event, self.now).await;
+            self.note(format!(
+                "dispute event {} {:?} -> {}",
+                event.dispute_id,
+                event.status,
+                match result {
+                    Ok(applied) => format!("{} posted", applied.posted),
+                    Err(error) => error.to_string(),
+                }
+            ));
+        }
+    }
+
     async fn card_change(&mut self) {
         let (_, id) = self.account();
         let Ok((profile, _)) = profile::load(&*self.store, &id).await else { return };
@@ -1274,6 +1359,24 @@ impl World {
                 self.hold_violations.push(format!("report of {} failed at rest: {error}", hold.id));
             }
         }
+        self.drain().await;
+        // Once every payment has settled, the scheduled reconciliation applies every dispute as
+        // the processor has it now (and what its postings raise is drained).
+        let ports = PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        if let Err(error) =
+            payment_flow::dispute::reconcile_disputes(&ports, self.started, self.now).await
+        {
+            self.hold_violations.push(format!("dispute reconciliation failed at rest: {error}"));
+        }
+        self.drain().await;
+    }
+
+    /// Relay and deliver until the outbox and the queue are empty.
+    async fn drain(&mut self) {
         for _ in 0..400 {
             self.relay_all().await;
             let mut worked = false;
@@ -1284,7 +1387,7 @@ impl World {
             let store: &dyn LedgerStore = &*self.store;
             let outbox_empty = store.pending_events(1).await.map(|e| e.is_empty()).unwrap_or(false);
             if self.queue.is_empty() && outbox_empty && !worked {
-                return;
+                break;
             }
             self.now += Duration::minutes(30);
             self.processor.set_now(self.now);
@@ -1368,6 +1471,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     }
     check_holds(world).await?;
     check_releases(world).await?;
+    check_disputes(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -1481,7 +1585,13 @@ pub async fn check(world: &World) -> Result<(), Violation> {
                 continue;
             }
             let pid = &record.payment_id;
-            if record.refundable_usd() < Decimal::ZERO {
+            let refunded: Decimal = record
+                .refunds
+                .iter()
+                .filter(|r| r.status != RefundStatus::Failed)
+                .map(|r| r.amount_usd.value())
+                .sum();
+            if refunded > record.amount_usd.value() {
                 return Err(world.violation(format!("{id}: payment {pid} refunded beyond itself")));
             }
             let mut returned = Decimal::ZERO;
@@ -1587,6 +1697,54 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Disputes at rest, after the reconciliation: each dispute's money steps are in the ledger
+/// exactly as far as the processor took them (funds and fee debited once if withdrawn, credited
+/// back once if reinstated, nothing else), and its payment's record says how it ended.
+async fn check_disputes(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let mut entries_by_source: HashMap<String, Vec<ledger::Entry>> = HashMap::new();
+    for id in &world.accounts {
+        for entry in all_entries(store, id).await {
+            if entry.item == BillingItem::Dispute {
+                entries_by_source
+                    .entry(entry.source_id.as_str().to_string())
+                    .or_default()
+                    .push(entry);
+            }
+        }
+    }
+    for dispute in world.processor.disputes() {
+        let withdrawn = dispute.funds_withdrawn || dispute.funds_reinstated;
+        let steps = [
+            ("funds", EntryKind::Debit, withdrawn, dispute.amount_cents),
+            ("fee", EntryKind::Debit, withdrawn, dispute.fee_cents),
+            ("funds-back", EntryKind::Credit, dispute.funds_reinstated, dispute.amount_cents),
+            ("fee-back", EntryKind::Credit, dispute.funds_reinstated, dispute.fee_cents),
+        ];
+        for (part, kind, due, cents) in steps {
+            let source = format!("dsp:{}:{part}", dispute.dispute_id);
+            let found = entries_by_source.remove(&source).unwrap_or_default();
+            let want = if due && cents > 0 { 1 } else { 0 };
+            let right = found.len() == want
+                && found.iter().all(|e| {
+                    e.kind == kind && e.amount_usd.value() == Decimal::new(cents as i64, 2)
+                });
+            if !right {
+                return Err(world.violation(format!(
+                    "dispute {} ({:?}): {} entries for {source}, expected {want}",
+                    dispute.dispute_id,
+                    dispute,
+                    found.len()
+                )));
+            }
+        }
+    }
+    if let Some(source) = entries_by_source.keys().next() {
+        return Err(world.violation(format!("dispute entry {source} for no processor dispute")));
+    }
+    Ok(())
+}
+
 /// Holds at rest: every reported call debited exactly its rated cost, once, and nothing else
 /// carrying its authorization id; no hold twice; and once every hold's time has passed,
 /// nothing is held.
@@ -1667,6 +1825,12 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
     world.stats.store_faults = world.store.injected();
     world.stats.dead_letters = world.dead_letters.len();
     world.stats.charges_succeeded = world.processor.succeeded_payments().len();
+    for dispute in world.processor.disputes() {
+        world.stats.disputes += 1;
+        if dispute.funds_withdrawn {
+            world.stats.disputes_withdrawn += 1;
+        }
+    }
     for (_, intent) in world.processor.succeeded_payments() {
         if world.processor.refunded_cents(&intent) > 0 {
             world.stats.refunds_returned += 1;

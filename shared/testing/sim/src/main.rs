@@ -65,6 +65,8 @@ fn main() {
                 totals.release_steps += stats.release_steps;
                 totals.refund_calls += stats.refund_calls;
                 totals.refunds_returned += stats.refunds_returned;
+                totals.disputes += stats.disputes;
+                totals.disputes_withdrawn += stats.disputes_withdrawn;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -74,7 +76,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds)",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -85,6 +87,8 @@ fn main() {
         totals.hold_reports,
         totals.release_steps,
         totals.refund_calls,
-        totals.refunds_returned
+        totals.refunds_returned,
+        totals.disputes,
+        totals.disputes_withdrawn
     );
 }

@@ -437,6 +437,19 @@ impl CardProcessor for Yielding {
     ) -> Result<Option<payments::RefundOutcome>, payments::ProcessorError> {
         self.0.find_refund(payment_intent_id, key).await
     }
+    async fn recent_disputes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::DisputeState>, payments::ProcessorError> {
+        self.0.recent_disputes(since).await
+    }
+
+    async fn payment_account(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.0.payment_account(payment_intent_id).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

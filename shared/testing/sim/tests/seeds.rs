@@ -8,6 +8,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let mut processor_faults = 0;
     let (mut holds, mut reports, mut releases) = (0, 0, 0);
     let (mut refund_calls, mut refunded) = (0, 0);
+    let (mut disputes, mut withdrawn) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -19,6 +20,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 releases += stats.release_steps;
                 refund_calls += stats.refund_calls;
                 refunded += stats.refunds_returned;
+                disputes += stats.disputes;
+                withdrawn += stats.disputes_withdrawn;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -32,4 +35,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(releases > 1_000, "only {releases} number-release steps");
     assert!(refund_calls > 5_000, "only {refund_calls} refund calls");
     assert!(refunded > 1_000, "only {refunded} payments refunded");
+    assert!(disputes > 1_000, "only {disputes} disputes");
+    assert!(withdrawn > 500, "only {withdrawn} disputes withdrew funds");
 }
