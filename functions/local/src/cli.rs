@@ -22,6 +22,7 @@ pub mod env_names {
     pub const OUTBOX_DIR: &str = "RINGLEDGER_OUTBOX_DIR";
     pub const TAX_TABLE: &str = "RINGLEDGER_TAX_TABLE";
     pub const TAXABILITY: &str = "RINGLEDGER_TAXABILITY";
+    pub const STRIPE_WEBHOOK_SECRET: &str = "RINGLEDGER_STRIPE_WEBHOOK_SECRET";
 }
 
 #[derive(Parser)]
@@ -156,6 +157,9 @@ pub struct ServeArgs {
     /// The tables of the hourly tax catch-up.
     #[command(flatten)]
     pub tax: TaxFiles,
+    /// The signing secret processor webhooks (`POST /v1/webhooks/stripe`) are checked with.
+    #[arg(long, env = env_names::STRIPE_WEBHOOK_SECRET, default_value = "whsec_local_development")]
+    pub stripe_webhook_secret: String,
 }
 
 #[derive(clap::Args)]
@@ -432,6 +436,7 @@ mod tests {
     const USES: &[(&str, &[&str])] = &[
         (env_names::ADDR, &["serve"]),
         (env_names::PLATFORM_TOKEN, &["serve"]),
+        (env_names::STRIPE_WEBHOOK_SECRET, &["serve"]),
         (env_names::RATE_CARDS, &["serve", "demo", "ingest"]),
         (env_names::OUTBOX_DIR, &["serve", "demo", "statement", "statements"]),
         (env_names::TAX_TABLE, &["serve", "tax"]),

@@ -139,3 +139,61 @@ pub async fn catch_up(store: &dyn Store, workers: &Workers, now: DateTime<Utc>) 
         Err(error) => tracing::warn!(%error, "number-release sweep failed; retried next hour"),
     }
 }
+
+/// The dispute reconciliation `serve` runs every hour: every dispute the processor has opened in
+/// the lookback window, applied as it stands now (a lost processor event is caught up here).
+pub async fn reconcile_disputes(
+    store: &dyn Store,
+    processor: &dyn payments::CardProcessor,
+    notices: &dyn notifications::notice::NoticeSink,
+    now: DateTime<Utc>,
+) {
+    use payment_flow::dispute::{reconcile_disputes, DISPUTE_LOOKBACK_DAYS};
+    let ports = payment_flow::PaymentPorts { store, processor, notices: Some(notices) };
+    let since = now - chrono::Duration::days(DISPUTE_LOOKBACK_DAYS);
+    match reconcile_disputes(&ports, since, now).await {
+        Ok(applied) => tracing::info!(applied, "dispute reconciliation"),
+        Err(error) => tracing::warn!(%error, "dispute reconciliation failed; retried next hour"),
+    }
+}
+
+/// Processor events applied in process, as the webhook receives them (in AWS a queue's worker
+/// does this). A dispute of a payment that is not ours, or that the account has no record of
+/// yet, is logged and left to the hourly reconciliation rather than refused: the processor
+/// would otherwise redeliver it for days.
+pub struct DirectProcessorEvents {
+    pub store: std::sync::Arc<dyn Store>,
+    pub processor: std::sync::Arc<dyn payments::CardProcessor>,
+    pub notices: std::sync::Arc<dyn notifications::notice::NoticeSink>,
+}
+
+#[async_trait::async_trait]
+impl api::webhooks::ProcessorEventSink for DirectProcessorEvents {
+    async fn publish(
+        &self,
+        event: &payments::stripe_events::ProcessorEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use payment_flow::dispute::{apply_dispute, DisputeError};
+        let payments::stripe_events::EventAction::Dispute(state) = &event.action else {
+            return Ok(());
+        };
+        let ports = payment_flow::PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        match apply_dispute(&ports, state, Utc::now()).await {
+            Ok(applied) => {
+                tracing::info!(event = %event.id, posted = applied.posted, "dispute applied");
+                Ok(())
+            }
+            Err(
+                error @ (DisputeError::UnknownPayment(_) | DisputeError::NoPaymentRecord { .. }),
+            ) => {
+                tracing::warn!(%error, event = %event.id, "dispute left to the reconciliation");
+                Ok(())
+            }
+            Err(error) => Err(Box::new(error)),
+        }
+    }
+}

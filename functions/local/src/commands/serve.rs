@@ -15,7 +15,8 @@ const WORKER_ROUND: Duration = Duration::from_secs(1);
 const SCHEDULE_ROUND: Duration = Duration::from_secs(3600);
 
 pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
-    let ServeArgs { addr, platform_token, rate_cards, outbox_dir, tax } = serve;
+    let ServeArgs { addr, platform_token, rate_cards, outbox_dir, tax, stripe_webhook_secret } =
+        serve;
     let local = Local::open(args, &outbox_dir).await?;
     let cards = rate_cards.load()?;
     let jobs = Arc::new(
@@ -31,7 +32,16 @@ pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
             platform: api::authorization::PlatformAuth::Token(platform_token),
             max_call_seconds: usage::authorize::DEFAULT_MAX_CALL_SECONDS,
         }));
-    let app = authorization.merge(api::app::local(state, local.jwt.clone()));
+    let webhooks = api::webhooks::router(Arc::new(api::webhooks::WebhookState {
+        store: local.store.clone(),
+        secret: Some(stripe_webhook_secret),
+        sink: Arc::new(jobs_local::DirectProcessorEvents {
+            store: local.store.clone(),
+            processor: local.processor.clone(),
+            notices: local.pipeline.notices.clone(),
+        }),
+    }));
+    let app = authorization.merge(webhooks).merge(api::app::local(state, local.jwt.clone()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("ringledger API on http://{} (OpenAPI at /openapi.json)", listener.local_addr()?);
     eprintln!("issue a token: ringledger token --account <id> --role admin");
@@ -40,13 +50,16 @@ pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
          written to {} as .eml files",
         outbox_dir.display()
     );
-    let Local { store, pipeline, .. } = local;
+    let Local { store, pipeline, processor, .. } = local;
+    let notices = pipeline.notices.clone();
     tokio::spawn(Arc::new(pipeline).run(WORKER_ROUND));
-    // The schedules: last month's tax and the scheduled statements, at start and every hour
-    // (each idempotent, so catching up after downtime is just running them again).
+    // The schedules: last month's tax, the scheduled statements, the number-release sweep and
+    // the dispute reconciliation, at start and every hour (each idempotent, so catching up
+    // after downtime is just running them again).
     tokio::spawn(async move {
         loop {
             jobs_local::catch_up(&*store, &jobs, Utc::now()).await;
+            jobs_local::reconcile_disputes(&*store, &*processor, &*notices, Utc::now()).await;
             tokio::time::sleep(SCHEDULE_ROUND).await;
         }
     });

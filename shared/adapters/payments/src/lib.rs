@@ -6,6 +6,7 @@ pub use card_processor::*;
 
 mod simulated;
 mod stripe;
+pub mod stripe_events;
 
 pub use simulated::{
     ChargeFault, RefundFault, SimulatedProcessor, SIMULATED_DISPUTE_FEE_CENTS, SIMULATED_EXP_MONTH,

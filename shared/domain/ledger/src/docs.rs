@@ -31,7 +31,13 @@ pub enum DocKind {
     Notice,
     /// Running totals per calendar month (auto-recharge spend).
     Monthly,
+    /// One per card-processor event received (webhooks), under the processor's pseudo-account
+    /// ([`PROCESSOR_EVENTS_ACCOUNT`]): received once, handed on once.
+    ProcessorEvent,
 }
+
+/// The pseudo-account whose documents are the processor's events (no such ledger account).
+pub const PROCESSOR_EVENTS_ACCOUNT: &str = "_processor-events";
 
 impl DocKind {
     pub fn as_str(self) -> &'static str {
@@ -43,6 +49,7 @@ impl DocKind {
             DocKind::Recharge => "recharge",
             DocKind::Notice => "notice",
             DocKind::Monthly => "monthly",
+            DocKind::ProcessorEvent => "processor_event",
         }
     }
 }

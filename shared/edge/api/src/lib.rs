@@ -18,3 +18,4 @@ pub mod refunds;
 pub use documents::profile;
 pub mod state;
 pub mod statements;
+pub mod webhooks;

@@ -306,6 +306,10 @@ async fn notify(
     }
 }
 
+/// How far back the scheduled reconciliation looks: card networks allow a cardholder about 120
+/// days to dispute a payment, and a dispute can stay open for months after.
+pub const DISPUTE_LOOKBACK_DAYS: i64 = 240;
+
 /// The scheduled reconciliation: apply every dispute created since `since` as the processor has
 /// it now. Payments that are not ours are skipped. Returns how many disputes were applied.
 pub async fn reconcile_disputes(

@@ -1,0 +1,139 @@
+//! The card processor's webhook: `POST /v1/webhooks/stripe`. Not behind the JWT check: Stripe
+//! signs each delivery instead, and a delivery whose signature does not verify (wrong secret,
+//! changed body, a timestamp outside the tolerance: a replay) answers 400 and changes nothing.
+//!
+//! A verified event is stored once by its id (a document of the processor's pseudo-account),
+//! handed to the event sink (the worker that applies it: in process locally), and marked handed
+//! on. A redelivery of an event already handed on answers 200 and does nothing; one whose hand-off
+//! failed is handed on again (applying is idempotent, so a second hand-off is harmless, a lost
+//! one is not). Stripe retries a delivery that did not get a 2xx.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use ledger::docs::{DocError, DocKind, PROCESSOR_EVENTS_ACCOUNT};
+use ledger::AccountId;
+use payments::stripe_events::{parse_event, verify_signature, EventAction, ProcessorEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::Store;
+
+/// The webhook's path.
+pub const STRIPE_WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+/// The largest delivery read (Stripe's events are a few kilobytes).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Where verified events that move money go (the worker that applies them).
+#[async_trait]
+pub trait ProcessorEventSink: Send + Sync {
+    async fn publish(
+        &self,
+        event: &ProcessorEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+pub struct WebhookState {
+    pub store: Arc<dyn Store>,
+    /// The endpoint's signing secret (`whsec_...`); `None`: the webhook answers 503.
+    pub secret: Option<String>,
+    pub sink: Arc<dyn ProcessorEventSink>,
+}
+
+pub fn router(state: Arc<WebhookState>) -> Router {
+    Router::new().route(STRIPE_WEBHOOK_PATH, post(receive)).with_state(state)
+}
+
+/// What is kept of a received event.
+#[derive(Debug, Serialize, Deserialize)]
+struct Received {
+    #[serde(rename = "type")]
+    kind: String,
+    created: i64,
+    received_at: chrono::DateTime<Utc>,
+    /// Handed to the sink (nothing more to do on a redelivery).
+    handed_on: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookReply {
+    pub event_id: String,
+    /// Already received and handed on: nothing was done again.
+    pub duplicate: bool,
+}
+
+async fn receive(
+    State(state): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<WebhookReply>, ApiError> {
+    let Some(secret) = state.secret.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks_not_configured",
+            "no webhook signing secret is configured",
+        ));
+    };
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(ApiError::bad_request("too_large", "the event is too large"));
+    }
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    verify_signature(secret, signature, &body, Utc::now())
+        .map_err(|e| ApiError::bad_request("bad_signature", e.to_string()))?;
+    let event =
+        parse_event(&body).map_err(|e| ApiError::bad_request("unreadable_event", e.to_string()))?;
+    let account = AccountId::parse(PROCESSOR_EVENTS_ACCOUNT)
+        .map_err(|e| ApiError::internal(&std::io::Error::other(e.to_string())))?;
+    let received = Received {
+        kind: event.kind.clone(),
+        created: event.created,
+        received_at: ledger::truncate_to_micros(Utc::now()),
+        handed_on: false,
+    };
+    let body = serde_json::to_string(&received).map_err(|e| ApiError::internal(&e))?;
+    let docs: &dyn ledger::docs::DocStore = &*state.store;
+    let version = match docs
+        .put_doc(&account, DocKind::ProcessorEvent, &event.id, &body, None)
+        .await
+    {
+        Ok(version) => version,
+        Err(DocError::Conflict) => {
+            let doc = docs
+                .get_doc(&account, DocKind::ProcessorEvent, &event.id)
+                .await
+                .map_err(ApiError::from_store)?
+                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "retry"))?;
+            let stored: Received =
+                serde_json::from_str(&doc.body).map_err(|e| ApiError::internal(&e))?;
+            if stored.handed_on {
+                return Ok(Json(WebhookReply { event_id: event.id, duplicate: true }));
+            }
+            doc.version
+        }
+        Err(DocError::TooLarge(_)) => {
+            return Err(ApiError::bad_request("too_large", "the event is too large"))
+        }
+        Err(DocError::Store(error)) => return Err(ApiError::from_store(error)),
+    };
+    if !matches!(event.action, EventAction::Ignore) {
+        state.sink.publish(&event).await.map_err(|error| {
+            tracing::warn!(%error, event = %event.id, "processor event not handed on");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_handed_on",
+                "the event was received but not handed on; the processor will deliver it again",
+            )
+        })?;
+    }
+    let handed = Received { handed_on: true, ..received };
+    let body = serde_json::to_string(&handed).map_err(|e| ApiError::internal(&e))?;
+    // A lost race means another delivery marked it; either way it was handed on.
+    let _ = docs.put_doc(&account, DocKind::ProcessorEvent, &event.id, &body, Some(version)).await;
+    Ok(Json(WebhookReply { event_id: event.id, duplicate: false }))
+}

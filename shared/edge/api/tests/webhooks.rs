@@ -1,0 +1,174 @@
+//! The processor's webhook: only signed, fresh deliveries are taken; each event is received
+//! once and handed on once, however often it is delivered; a failed hand-off is redone on the
+//! redelivery.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use api::webhooks::{router, ProcessorEventSink, WebhookState, STRIPE_WEBHOOK_PATH};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::BodyExt;
+use ledger::docs::{DocKind, DocStore, PROCESSOR_EVENTS_ACCOUNT};
+use ledger::memory::MemoryStore;
+use payments::stripe_events::{EventAction, ProcessorEvent};
+use tower::ServiceExt;
+
+const SECRET: &str = "whsec_test_webhooks";
+
+#[derive(Default)]
+struct Recorded {
+    events: Mutex<Vec<ProcessorEvent>>,
+    failing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ProcessorEventSink for Recorded {
+    async fn publish(
+        &self,
+        event: &ProcessorEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err("the queue is down".into());
+        }
+        self.events.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+fn sign(body: &str, timestamp: i64, secret: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn dispute_event(id: &str) -> String {
+    serde_json::json!({
+        "id": id, "type": "charge.dispute.funds_withdrawn", "created": 1_700_000_000,
+        "data": {"object": {
+            "id": "dp_1", "amount": 2500, "status": "needs_response", "payment_intent": "pi_1",
+            "balance_transactions": [{"amount": -2500, "fee": 1500}]
+        }}
+    })
+    .to_string()
+}
+
+struct Rig {
+    store: Arc<MemoryStore>,
+    sink: Arc<Recorded>,
+    app: axum::Router,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let store = Arc::new(MemoryStore::new());
+        let sink = Arc::new(Recorded::default());
+        let app = router(Arc::new(WebhookState {
+            store: store.clone(),
+            secret: Some(SECRET.into()),
+            sink: sink.clone(),
+        }));
+        Rig { store, sink, app }
+    }
+
+    async fn deliver(
+        &self,
+        body: &str,
+        signature: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::post(STRIPE_WEBHOOK_PATH);
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn stored(&self) -> usize {
+        let account = ledger::AccountId::parse(PROCESSOR_EVENTS_ACCOUNT).unwrap();
+        self.store.list_docs(&account, DocKind::ProcessorEvent, None, 100).await.unwrap().len()
+    }
+
+    fn handed_on(&self) -> usize {
+        self.sink.events.lock().unwrap().len()
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_and_replayed_deliveries_are_refused_and_change_nothing() {
+    let rig = Rig::new();
+    let body = dispute_event("evt_1");
+    for signature in [
+        None,
+        Some("t=1,v1=00".to_string()),
+        Some(sign(&body, now(), "whsec_someone_else")),
+        Some(sign(&dispute_event("evt_2"), now(), SECRET)),
+        // Signed right, ten minutes ago: a replay.
+        Some(sign(&body, now() - 600, SECRET)),
+    ] {
+        let (status, reply) = rig.deliver(&body, signature.as_deref()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{signature:?}: {reply}");
+        assert_eq!(reply["code"], "bad_signature", "{reply}");
+    }
+    assert_eq!((rig.stored().await, rig.handed_on()), (0, 0));
+    let garbage = "not json";
+    let (status, reply) = rig.deliver(garbage, Some(&sign(garbage, now(), SECRET))).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unreadable_event"))
+    );
+    assert_eq!(rig.stored().await, 0);
+}
+
+#[tokio::test]
+async fn an_event_is_received_once_and_handed_on_once_however_often_it_is_delivered() {
+    let rig = Rig::new();
+    let body = dispute_event("evt_1");
+    let (status, reply) = rig.deliver(&body, Some(&sign(&body, now(), SECRET))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["duplicate"], false);
+    for _ in 0..3 {
+        let (status, reply) = rig.deliver(&body, Some(&sign(&body, now(), SECRET))).await;
+        assert_eq!((status, reply["duplicate"].as_bool()), (StatusCode::OK, Some(true)));
+    }
+    assert_eq!((rig.stored().await, rig.handed_on()), (1, 1));
+    let handed = rig.sink.events.lock().unwrap()[0].clone();
+    let EventAction::Dispute(state) = handed.action else { panic!("a dispute") };
+    assert!(state.funds_withdrawn);
+    // Events that move no money are kept, not handed on.
+    let other = serde_json::json!({
+        "id": "evt_9", "type": "customer.updated", "created": 1, "data": {"object": {}}
+    })
+    .to_string();
+    let (status, _) = rig.deliver(&other, Some(&sign(&other, now(), SECRET))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((rig.stored().await, rig.handed_on()), (2, 1));
+}
+
+#[tokio::test]
+async fn a_failed_hand_off_answers_503_and_the_redelivery_hands_it_on() {
+    let rig = Rig::new();
+    let body = dispute_event("evt_5");
+    rig.sink.failing.store(true, Ordering::SeqCst);
+    let (status, _) = rig.deliver(&body, Some(&sign(&body, now(), SECRET))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!((rig.stored().await, rig.handed_on()), (1, 0));
+    rig.sink.failing.store(false, Ordering::SeqCst);
+    let (status, reply) = rig.deliver(&body, Some(&sign(&body, now(), SECRET))).await;
+    assert_eq!((status, reply["duplicate"].as_bool()), (StatusCode::OK, Some(false)));
+    let (_, again) = rig.deliver(&body, Some(&sign(&body, now(), SECRET))).await;
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(rig.handed_on(), 1);
+}
