@@ -491,7 +491,7 @@ async fn tax_suite(endpoint: &str, args: &Args) {
 /// for its first invocation (cold start to ready: config, SDK clients, TLS-free endpoints).
 async fn startup_suite(args: &Args) {
     use std::sync::Mutex;
-    const BINARIES: [&str; 10] = [
+    const BINARIES: [&str; 12] = [
         "usage-debits",
         "usage-authorization",
         "payments",
@@ -502,6 +502,8 @@ async fn startup_suite(args: &Args) {
         "outbox-relay",
         "monthly-tax",
         "statements",
+        "webhook",
+        "processor-events",
     ];
     const RUNS: usize = 10;
     let ready: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Instant>>>> =
@@ -561,6 +563,11 @@ async fn startup_suite(args: &Args) {
                 )
                 .env("RINGLEDGER_STRIPE_SECRET_KEY", "sk_test_bench")
                 .env("RINGLEDGER_MAIL_FROM", "billing@example.com")
+                .env("RINGLEDGER_STRIPE_WEBHOOK_SECRET", "whsec_bench")
+                .env(
+                    "RINGLEDGER_PROCESSOR_EVENTS_QUEUE_URL",
+                    "https://sqs.us-east-1.amazonaws.com/1/processor-events",
+                )
                 .env("RINGLEDGER_TAX_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/tax")
                 .env(
                     "RINGLEDGER_STATEMENTS_QUEUE_URL",

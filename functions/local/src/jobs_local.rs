@@ -174,7 +174,7 @@ impl api::webhooks::ProcessorEventSink for DirectProcessorEvents {
         event: &payments::stripe_events::ProcessorEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         use payment_flow::dispute::{apply_dispute, DisputeError};
-        let payments::stripe_events::EventAction::Dispute(state) = &event.action else {
+        let payments::stripe_events::EventAction::Dispute { dispute: state } = &event.action else {
             return Ok(());
         };
         let ports = payment_flow::PaymentPorts {

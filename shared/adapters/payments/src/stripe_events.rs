@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stripe::{dispute_state, DisputeBody};
 use crate::DisputeState;
@@ -83,8 +83,8 @@ pub fn verify_signature(
     Ok(())
 }
 
-/// A verified delivery's event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A verified delivery's event (also the processor-events queue's message body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessorEvent {
     /// Stripe's event id (`evt_...`): the same event delivered twice has the same id.
     pub id: String,
@@ -96,10 +96,11 @@ pub struct ProcessorEvent {
 }
 
 /// What ringledger does with an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum EventAction {
     /// `charge.dispute.*`: apply the dispute's state (`payment_flow::dispute`).
-    Dispute(DisputeState),
+    Dispute { dispute: DisputeState },
     /// Nothing (yet): acknowledged and kept.
     Ignore,
 }
@@ -128,9 +129,9 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
     let action = if envelope.kind.starts_with("charge.dispute.") {
         let dispute: DisputeBody = serde_json::from_value(envelope.data.object)
             .map_err(|e| WebhookError::Unreadable(format!("dispute: {e}")))?;
-        EventAction::Dispute(
-            dispute_state(dispute).map_err(|e| WebhookError::Unreadable(e.to_string()))?,
-        )
+        EventAction::Dispute {
+            dispute: dispute_state(dispute).map_err(|e| WebhookError::Unreadable(e.to_string()))?,
+        }
     } else {
         EventAction::Ignore
     };
@@ -211,7 +212,7 @@ mod tests {
         });
         let event = parse_event(body.to_string().as_bytes()).unwrap();
         assert_eq!(event.id, "evt_9");
-        let EventAction::Dispute(state) = event.action else { panic!("a dispute") };
+        let EventAction::Dispute { dispute: state } = event.action else { panic!("a dispute") };
         assert!(state.funds_withdrawn && !state.funds_reinstated);
         assert_eq!((state.amount_cents, state.fee_cents), (2500, 1500));
         let other = serde_json::json!({

@@ -46,6 +46,7 @@ fn build_document() -> utoipa::openapi::OpenApi {
         doc.merge(group_api(group).into_openapi());
     }
     doc.merge(crate::authorization::api().into_openapi());
+    doc.merge(crate::webhooks::api().into_openapi());
     // serde's `deny_unknown_fields` on an internally tagged enum holds for each variant; the
     // derive says so only for structs.
     crate::openapi::deny_unknown_variant_fields(&mut doc, "AuthorizationRequest");

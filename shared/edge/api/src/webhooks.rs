@@ -14,19 +14,23 @@ use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use ledger::docs::{DocError, DocKind, PROCESSOR_EVENTS_ACCOUNT};
 use ledger::AccountId;
 use payments::stripe_events::{parse_event, verify_signature, EventAction, ProcessorEvent};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::Store;
 
 /// The webhook's path.
 pub const STRIPE_WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+/// The webhook's routes, as `(METHOD, path)` (the template deploys them, without an authorizer).
+pub const ROUTES: &[(&str, &str)] = &[("POST", STRIPE_WEBHOOK_PATH)];
 /// The largest delivery read (Stripe's events are a few kilobytes).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
@@ -46,8 +50,13 @@ pub struct WebhookState {
     pub sink: Arc<dyn ProcessorEventSink>,
 }
 
+/// The webhook's route with its documentation.
+pub fn api() -> OpenApiRouter<Arc<WebhookState>> {
+    OpenApiRouter::default().routes(routes!(receive))
+}
+
 pub fn router(state: Arc<WebhookState>) -> Router {
-    Router::new().route(STRIPE_WEBHOOK_PATH, post(receive)).with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// What is kept of a received event.
@@ -61,13 +70,32 @@ struct Received {
     handed_on: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// The event was received (now or before).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookReply {
     pub event_id: String,
     /// Already received and handed on: nothing was done again.
     pub duplicate: bool,
 }
 
+#[utoipa::path(
+    post, path = "/v1/webhooks/stripe",
+    summary = "The card processor's events (Stripe webhooks; signed, no bearer token)",
+    description = "The body is Stripe's event JSON, checked byte for byte against the \
+        `Stripe-Signature` header (HMAC-SHA256 of `t.body` with the endpoint's signing secret, \
+        `t` within 5 minutes) before it is read. Each event is stored once by its id and handed \
+        on once; `charge.dispute.*` events move the ledger (see the dispute lifecycle in the \
+        README), others are kept.",
+    security(()),
+    params(
+        ("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`"),
+    ),
+    responses(
+        (status = 200, description = "Received (or received before: `duplicate`)", body = WebhookReply),
+        (status = 400, description = "The signature does not verify (wrong secret, changed body, outside the tolerance) or the event cannot be read: nothing was stored", body = ApiError),
+        (status = 503, description = "Not handed on (or no secret configured): the processor delivers it again", body = ApiError),
+    )
+)]
 async fn receive(
     State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,

@@ -29,6 +29,7 @@ fn the_document_lists_exactly_the_routes_the_routers_serve() {
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
         .chain(api::authorization::ROUTES.iter())
+        .chain(api::webhooks::ROUTES.iter())
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     let documented = documented();

@@ -145,7 +145,7 @@ async fn an_event_is_received_once_and_handed_on_once_however_often_it_is_delive
     }
     assert_eq!((rig.stored().await, rig.handed_on()), (1, 1));
     let handed = rig.sink.events.lock().unwrap()[0].clone();
-    let EventAction::Dispute(state) = handed.action else { panic!("a dispute") };
+    let EventAction::Dispute { dispute: state } = handed.action else { panic!("a dispute") };
     assert!(state.funds_withdrawn);
     // Events that move no money are kept, not handed on.
     let other = serde_json::json!({

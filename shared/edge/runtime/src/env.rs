@@ -27,6 +27,10 @@ pub const MAIL_FROM: &str = "RINGLEDGER_MAIL_FROM";
 pub const SES_CONFIGURATION_SET: &str = "RINGLEDGER_SES_CONFIGURATION_SET";
 /// Optional: a JSON file of rate cards (default: the standard card only).
 pub const RATE_CARDS: &str = "RINGLEDGER_RATE_CARDS";
+/// The processor webhook's signing secret (`whsec_...`; the webhook function only).
+pub const STRIPE_WEBHOOK_SECRET: &str = "RINGLEDGER_STRIPE_WEBHOOK_SECRET";
+/// The processor-events queue (the webhook publishes verified events; its worker applies them).
+pub const PROCESSOR_EVENTS_QUEUE_URL: &str = "RINGLEDGER_PROCESSOR_EVENTS_QUEUE_URL";
 
 /// Every variable the functions read.
 pub const ALL: &[&str] = &[
@@ -40,6 +44,8 @@ pub const ALL: &[&str] = &[
     MAIL_FROM,
     SES_CONFIGURATION_SET,
     RATE_CARDS,
+    STRIPE_WEBHOOK_SECRET,
+    PROCESSOR_EVENTS_QUEUE_URL,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -13,6 +13,7 @@
 
 pub mod env;
 pub mod jobs;
+pub mod processor_events;
 pub mod telemetry;
 
 use std::collections::HashMap;
