@@ -174,13 +174,34 @@ impl api::webhooks::ProcessorEventSink for DirectProcessorEvents {
         event: &payments::stripe_events::ProcessorEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         use payment_flow::dispute::{apply_dispute, DisputeError};
-        let payments::stripe_events::EventAction::Dispute { dispute: state } = &event.action else {
-            return Ok(());
-        };
+        use payments::stripe_events::EventAction;
         let ports = payment_flow::PaymentPorts {
             store: &*self.store,
             processor: &*self.processor,
             notices: Some(&*self.notices),
+        };
+        let state = match &event.action {
+            EventAction::Dispute { dispute } => dispute,
+            EventAction::RefundFailed { payment_intent_id, idempotency_key, reason } => {
+                use payment_flow::refund::RefundError;
+                let failed = payment_flow::refund::refund_failed_later(
+                    &ports,
+                    payment_intent_id,
+                    idempotency_key,
+                    reason,
+                    Utc::now(),
+                )
+                .await;
+                return match failed {
+                    Ok(_) => Ok(()),
+                    Err(error @ (RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_))) => {
+                        tracing::warn!(%error, event = %event.id, "refund event for no refund of ours");
+                        Ok(())
+                    }
+                    Err(error) => Err(Box::new(error)),
+                };
+            }
+            EventAction::Ignore => return Ok(()),
         };
         match apply_dispute(&ports, state, Utc::now()).await {
             Ok(applied) => {

@@ -369,6 +369,33 @@ impl SimulatedProcessor {
         Some(dispute.clone())
     }
 
+    /// A refund the processor had taken fails afterwards (the card account was closed): what
+    /// Stripe reports with `charge.refund.updated`. The refund made under `idempotency_key`,
+    /// if it was sent or pending; `None` otherwise.
+    pub fn fail_refund_later(&self, idempotency_key: &str) -> Option<RefundRequest> {
+        let mut state = self.state();
+        let refund = state.refunds.iter_mut().find(|r| {
+            r.request.idempotency_key == idempotency_key
+                && !matches!(r.outcome, RefundOutcome::Failed { .. })
+        })?;
+        let refund_id = match &refund.outcome {
+            RefundOutcome::Sent { refund_id } | RefundOutcome::Pending { refund_id } => {
+                refund_id.clone()
+            }
+            RefundOutcome::Failed { .. } => return None,
+        };
+        refund.outcome = RefundOutcome::Failed {
+            refund_id: Some(refund_id),
+            reason: "expired_or_canceled_card".into(),
+        };
+        Some(refund.request.clone())
+    }
+
+    /// Every refund the processor has made, with its outcome now.
+    pub fn refunds(&self) -> Vec<(RefundRequest, RefundOutcome)> {
+        self.state().refunds.iter().map(|r| (r.request.clone(), r.outcome.clone())).collect()
+    }
+
     /// Every dispute as it stands now.
     pub fn disputes(&self) -> Vec<DisputeState> {
         self.state().disputes.iter().map(|(d, _)| d.clone()).collect()

@@ -101,8 +101,26 @@ pub struct ProcessorEvent {
 pub enum EventAction {
     /// `charge.dispute.*`: apply the dispute's state (`payment_flow::dispute`).
     Dispute { dispute: DisputeState },
+    /// `charge.refund.updated` to `failed` or `canceled`: a refund the processor had taken did
+    /// not reach the card after all (`payment_flow::refund::refund_failed_later`).
+    RefundFailed {
+        payment_intent_id: String,
+        /// The refund's idempotency key (our `refund:<account>:...`), from its metadata.
+        idempotency_key: String,
+        reason: String,
+    },
     /// Nothing (yet): acknowledged and kept.
     Ignore,
+}
+
+#[derive(Deserialize)]
+struct RefundObject {
+    status: String,
+    payment_intent: Option<String>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +149,26 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
             .map_err(|e| WebhookError::Unreadable(format!("dispute: {e}")))?;
         EventAction::Dispute {
             dispute: dispute_state(dispute).map_err(|e| WebhookError::Unreadable(e.to_string()))?,
+        }
+    } else if envelope.kind == "charge.refund.updated" {
+        let refund: RefundObject = serde_json::from_value(envelope.data.object)
+            .map_err(|e| WebhookError::Unreadable(format!("refund: {e}")))?;
+        match (
+            refund.status.as_str(),
+            refund.payment_intent,
+            refund.metadata.get("idempotency_key"),
+        ) {
+            ("failed" | "canceled", Some(payment_intent_id), Some(key)) => {
+                EventAction::RefundFailed {
+                    payment_intent_id,
+                    idempotency_key: key.clone(),
+                    reason: refund
+                        .failure_reason
+                        .map(|r| crate::redact_card_numbers(&r))
+                        .unwrap_or_else(|| format!("the processor {} the refund", refund.status)),
+                }
+            }
+            _ => EventAction::Ignore,
         }
     } else {
         EventAction::Ignore
@@ -220,6 +258,24 @@ mod tests {
         });
         assert_eq!(parse_event(other.to_string().as_bytes()).unwrap().action, EventAction::Ignore);
         assert!(parse_event(b"{}").is_err());
+        let failed = serde_json::json!({
+            "id": "evt_11", "type": "charge.refund.updated", "created": 1,
+            "data": {"object": {
+                "id": "re_1", "object": "refund", "amount": 500, "status": "failed",
+                "payment_intent": "pi_1", "failure_reason": "expired_or_canceled_card",
+                "metadata": {"idempotency_key": "refund:acme:00ff:r-1"}
+            }}
+        });
+        assert_eq!(
+            parse_event(failed.to_string().as_bytes()).unwrap().action,
+            EventAction::RefundFailed {
+                payment_intent_id: "pi_1".into(),
+                idempotency_key: "refund:acme:00ff:r-1".into(),
+                reason: "expired_or_canceled_card".into(),
+            }
+        );
+        let succeeded = failed.to_string().replace("\"failed\"", "\"succeeded\"");
+        assert_eq!(parse_event(succeeded.as_bytes()).unwrap().action, EventAction::Ignore);
         let not_an_event = serde_json::json!({
             "id": "x", "type": "customer.created", "created": 1, "data": {"object": {}}
         });

@@ -12,6 +12,7 @@ use messaging::queue::{Failure, Message, QueueSender};
 use payment_flow::dispute::{
     apply_dispute, reconcile_disputes, DisputeError, DISPUTE_LOOKBACK_DAYS,
 };
+use payment_flow::refund::RefundError;
 use payment_flow::PaymentPorts;
 use payments::stripe_events::{EventAction, ProcessorEvent};
 use serde_json::{json, Value};
@@ -56,7 +57,29 @@ pub async fn apply(ports: &PaymentPorts<'_>, message: &Message) -> Result<(), Fa
     let fail = |reason: String| Failure { message_id: message.id.clone(), reason };
     let event: ProcessorEvent =
         serde_json::from_str(&message.body).map_err(|e| fail(format!("unreadable: {e}")))?;
-    let EventAction::Dispute { dispute } = &event.action else { return Ok(()) };
+    let dispute = match &event.action {
+        EventAction::Dispute { dispute } => dispute,
+        EventAction::RefundFailed { payment_intent_id, idempotency_key, reason } => {
+            let failed = payment_flow::refund::refund_failed_later(
+                ports,
+                payment_intent_id,
+                idempotency_key,
+                reason,
+                chrono::Utc::now(),
+            )
+            .await;
+            return match failed {
+                Ok(_) => Ok(()),
+                // Not a refund we know of: nothing can ever apply it.
+                Err(error @ (RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_))) => {
+                    tracing::warn!(%error, event = %event.id, "refund event for no refund of ours");
+                    Ok(())
+                }
+                Err(error) => Err(fail(error.to_string())),
+            };
+        }
+        EventAction::Ignore => return Ok(()),
+    };
     match apply_dispute(ports, dispute, chrono::Utc::now()).await {
         Ok(applied) => {
             tracing::info!(event = %event.id, posted = applied.posted, "dispute applied");

@@ -67,7 +67,7 @@ fn source(dispute_id: &str, part: &str) -> Result<SourceId, DisputeError> {
 }
 
 /// The account's payment record that `payment_intent_id` made.
-async fn payment_of(
+pub(crate) async fn payment_of(
     ports: &PaymentPorts<'_>,
     id: &AccountId,
     payment_intent_id: &str,

@@ -450,19 +450,10 @@ pub async fn settle_refund(
     };
     let mut reversal_seq = None;
     if status == RefundStatus::Failed {
-        let credit = Posting::new(
-            source("rfx", payment_id, refund_id)?,
-            EntryKind::Credit,
-            BillingItem::CardRefund,
-            line.amount_usd,
-            PostingRule::Always,
-            now,
-        )
-        .and_then(|p| p.with_details(details.clone()))
-        .map_err(|e| RefundError::Internal(e.to_string()))?;
-        let posted = ports.store.post(id, vec![credit], now).await?;
-        reversal_seq = Some(applied_seq(posted.results.first())?);
-        balance = posted.account.balance_usd;
+        let (seq, after) =
+            reverse(ports, id, payment_id, refund_id, line.amount_usd, &details, now).await?;
+        reversal_seq = Some(seq);
+        balance = after;
     }
     let (payment, refund) = update_line(ports, id, payment_id, refund_id, |l| {
         l.status = status;
@@ -473,9 +464,53 @@ pub async fn settle_refund(
     })
     .await?;
     clear_pending(ports, id, payment_id, refund_id).await?;
+    receipt(ports, id, &payment, &refund, balance, now).await;
+    Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) })
+}
+
+/// The `card_refund` credit that returns a refused refund's debit to the balance (once).
+async fn reverse(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+    amount: Amount,
+    details: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(u64, Decimal), RefundError> {
+    let credit = Posting::new(
+        source("rfx", payment_id, refund_id)?,
+        EntryKind::Credit,
+        BillingItem::CardRefund,
+        amount,
+        PostingRule::Always,
+        now,
+    )
+    .and_then(|p| p.with_details(details.clone()))
+    .map_err(|e| RefundError::Internal(e.to_string()))?;
+    let posted = ports.store.post(id, vec![credit], now).await?;
+    Ok((applied_seq(posted.results.first())?, posted.account.balance_usd))
+}
+
+/// The refund's receipt (or its refusal) to the billing contacts; a lost one is logged.
+async fn receipt(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment: &PaymentRecord,
+    refund: &RefundLine,
+    balance: Decimal,
+    now: DateTime<Utc>,
+) {
+    let (payment_id, refund_id) = (&payment.payment_id, &refund.refund_id);
     if let Some(notices) = ports.notices {
         let notice = notifications::notice::Notice {
-            id: format!("refund:{id}:{payment_id}:{refund_id}"),
+            // A refusal after a receipt is a notice of its own.
+            id: match refund.status {
+                RefundStatus::Failed if refund.processor_refund_id.is_some() => {
+                    format!("refund:{id}:{payment_id}:{refund_id}:failed")
+                }
+                _ => format!("refund:{id}:{payment_id}:{refund_id}"),
+            },
             account_id: id.clone(),
             raised_at: now,
             kind: notifications::notice::NoticeKind::RefundReceipt {
@@ -493,10 +528,9 @@ pub async fn settle_refund(
         };
         // The refund stands either way; a lost receipt is logged.
         if let Err(error) = notices.publish(&notice).await {
-            tracing::warn!(%error, payment_id, refund_id, "refund receipt not queued");
+            tracing::warn!(%error, %payment_id, %refund_id, "refund receipt not queued");
         }
     }
-    Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) })
 }
 
 fn applied_seq(result: Option<&PostingResult>) -> Result<u64, RefundError> {
@@ -525,4 +559,70 @@ pub async fn reconcile_pending_refund(
         Err(RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_)) => Ok(Reconciled::Final),
         Err(error) => Err(error),
     }
+}
+
+/// The account and refund id our processor key for a refund names
+/// (`refund:<account>:<hash of the payment id>:<refund id>`).
+pub fn parse_refund_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("refund:")?;
+    let (account, rest) = rest.split_once(':')?;
+    let (_, refund_id) = rest.split_once(':')?;
+    (!account.is_empty() && !refund_id.is_empty()).then_some((account, refund_id))
+}
+
+/// A refund the processor had taken (`sent` or `pending`) failed afterwards, as its event says:
+/// the debit is returned to the balance once (the same `rfx:` credit a refusal posts), the
+/// refund is `failed` with the reason, and its amount is refundable again. Repeats change
+/// nothing; a refund still `requested` is settled as usual (the processor now says it failed).
+/// `Ok(None)` when the key is not one of our refunds.
+pub async fn refund_failed_later(
+    ports: &PaymentPorts<'_>,
+    payment_intent_id: &str,
+    idempotency_key: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<RefundAnswer>, RefundError> {
+    let now = ledger::truncate_to_micros(now);
+    let Some((account, refund_id)) = parse_refund_key(idempotency_key) else { return Ok(None) };
+    let Ok(id) = AccountId::parse(account) else { return Ok(None) };
+    let payment = crate::dispute::payment_of(ports, &id, payment_intent_id)
+        .await
+        .map_err(|e| RefundError::Internal(e.to_string()))?
+        .ok_or_else(|| RefundError::NoSuchPayment(payment_intent_id.to_string()))?;
+    let payment_id = payment.payment_id.clone();
+    let Some(line) = payment.refund(refund_id).cloned() else {
+        return Err(RefundError::NoSuchRefund(refund_id.to_string()));
+    };
+    match line.status {
+        RefundStatus::Failed => {
+            return Ok(Some(RefundAnswer {
+                created: false,
+                payment,
+                refund: line,
+                balance_usd: None,
+            }))
+        }
+        RefundStatus::Requested => {
+            return settle_refund(ports, &id, &payment_id, refund_id, now).await.map(Some)
+        }
+        RefundStatus::Sent | RefundStatus::Pending => {}
+    }
+    let details = json!({
+        "payment_id": payment_id,
+        "refund_id": refund_id,
+        "processor_payment_id": payment_intent_id,
+        "card": format!("{} {}", payment.card_brand, payment.card_last4),
+        "reason": line.reason,
+    });
+    let (seq, balance) =
+        reverse(ports, &id, &payment_id, refund_id, line.amount_usd, &details, now).await?;
+    let reason = reason.to_string();
+    let (payment, refund) = update_line(ports, &id, &payment_id, refund_id, |l| {
+        l.status = RefundStatus::Failed;
+        l.reversal_seq = Some(seq);
+        l.failure_reason = Some(reason.clone());
+    })
+    .await?;
+    receipt(ports, &id, &payment, &refund, balance, now).await;
+    Ok(Some(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) }))
 }

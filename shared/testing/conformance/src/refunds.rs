@@ -328,6 +328,41 @@ pub async fn dispute_states_apply_once_in_any_order(store: Arc<dyn Store>) {
     assert_eq!(account.balance_usd, usd("-15"));
 }
 
+/// A refund the processor took and failed afterwards (its event delivered twice, late) is
+/// returned to the balance once, and its amount is refundable again.
+pub async fn a_refund_that_fails_later_is_reversed_once(store: Arc<dyn Store>) {
+    use payment_flow::refund::refund_failed_later;
+    let rig = Rig::new(store, "refund-later").await;
+    let payment = rig.paid("pay-1", "100").await;
+    assert_eq!(rig.refund(&payment.payment_id, "r-1", "30").await.unwrap(), RefundStatus::Sent);
+    let intent = payment.processor_payment_id.clone().unwrap();
+    let key = rig
+        .processor
+        .refunds()
+        .into_iter()
+        .find(|(request, _)| request.payment_intent_id == intent)
+        .map(|(request, _)| request.idempotency_key)
+        .unwrap();
+    assert!(rig.processor.fail_refund_later(&key).is_some());
+    for _ in 0..2 {
+        let answer = refund_failed_later(&rig.ports(), &intent, &key, "card closed", Utc::now())
+            .await
+            .unwrap()
+            .expect("our refund");
+        assert_eq!(answer.refund.status, RefundStatus::Failed);
+    }
+    assert_eq!(rig.refund_entries().await, (usd("30"), usd("30"), 2));
+    let record = rig.payment(&payment.payment_id).await;
+    assert_eq!(record.refundable_usd(), usd("100"));
+    assert_eq!(rig.returned_cents(&record), 0);
+    assert_eq!(record.refund("r-1").unwrap().failure_reason.as_deref(), Some("card closed"));
+    // Not one of our keys: nothing to do.
+    assert!(refund_failed_later(&rig.ports(), &intent, "someone-else", "x", Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+}
+
 /// Generate one `#[tokio::test]` per refund case for a store that keeps ledger and documents.
 #[macro_export]
 macro_rules! refund_suite {
@@ -339,6 +374,7 @@ macro_rules! refund_suite {
             a_refused_refund_is_reversed_once,
             refunding_spent_money_suspends_the_account,
             dispute_states_apply_once_in_any_order,
+            a_refund_that_fails_later_is_reversed_once,
         );
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {

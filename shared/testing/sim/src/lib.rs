@@ -580,6 +580,9 @@ pub struct World {
     refunds: Vec<RefundCall>,
     /// Every dispute state the processor has shown (its events, some of them never delivered).
     dispute_events: Vec<payments::DisputeState>,
+    /// Refunds the processor failed after taking them: (payment intent, key), each event
+    /// delivered at least once (Stripe retries until acknowledged), some late or twice.
+    refund_failures: Vec<(String, String)>,
     started: DateTime<Utc>,
     holds: Vec<SimHold>,
     /// Number-release events relayed, by id.
@@ -708,6 +711,7 @@ impl World {
             pay_nows: Vec::new(),
             refunds: Vec::new(),
             dispute_events: Vec::new(),
+            refund_failures: Vec::new(),
             started: now,
             holds: Vec::new(),
             release_events: BTreeMap::new(),
@@ -1195,6 +1199,32 @@ impl World {
                 self.dispute_events.push(state);
             }
         }
+        // Now and then a refund the processor took fails afterwards.
+        if self.rng.chance(15) {
+            let sent: Vec<_> = self
+                .processor
+                .refunds()
+                .into_iter()
+                .filter(|(_, outcome)| !matches!(outcome, payments::RefundOutcome::Failed { .. }))
+                .collect();
+            if !sent.is_empty() {
+                let (request, _) = &sent[self.rng.below(sent.len() as u64) as usize];
+                if self.processor.fail_refund_later(&request.idempotency_key).is_some() {
+                    self.note(format!(
+                        "refund {} failed at the processor",
+                        request.idempotency_key
+                    ));
+                    self.refund_failures
+                        .push((request.payment_intent_id.clone(), request.idempotency_key.clone()));
+                }
+            }
+        }
+        if !self.refund_failures.is_empty() && self.rng.chance(50) {
+            let (intent, key) = self.refund_failures
+                [self.rng.below(self.refund_failures.len() as u64) as usize]
+                .clone();
+            self.deliver_refund_failure(&intent, &key).await;
+        }
         // Deliver a few events, any of them, stale ones included, some twice.
         for _ in 0..self.rng.below(3) {
             if self.dispute_events.is_empty() {
@@ -1219,6 +1249,28 @@ impl World {
                 }
             ));
         }
+    }
+
+    async fn deliver_refund_failure(&mut self, intent: &str, key: &str) {
+        let ports = PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        let result = payment_flow::refund::refund_failed_later(
+            &ports,
+            intent,
+            key,
+            "expired_or_canceled_card",
+            self.now,
+        )
+        .await;
+        let said = match &result {
+            Ok(Some(answer)) => format!("{:?}", answer.refund.status),
+            Ok(None) => "not ours".to_string(),
+            Err(error) => error.to_string(),
+        };
+        self.note(format!("refund-failed event {key} -> {said}"));
     }
 
     async fn card_change(&mut self) {
@@ -1360,6 +1412,10 @@ impl World {
             }
         }
         self.drain().await;
+        // Stripe redelivers a refund's failure until it is acknowledged: each at least once more.
+        for (intent, key) in self.refund_failures.clone() {
+            self.deliver_refund_failure(&intent, &key).await;
+        }
         // Once every payment has settled, the scheduled reconciliation applies every dispute as
         // the processor has it now (and what its postings raise is drained).
         let ports = PaymentPorts {
