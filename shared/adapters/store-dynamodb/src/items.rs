@@ -443,8 +443,11 @@ mod tests {
         let mut used = account;
         used.plan_usage = ledger::PlanUsage { month: Some(october), included_seconds_used: 60 };
         used.month_totals = Some(ledger::MonthTotals::empty(october));
-        used.recharge_stopped =
-            Some(ledger::RechargeStop { month: october, reason: "monthly cap reached".into() });
+        used.recharge_stopped = Some(ledger::RechargeStop {
+            month: october,
+            reason: "monthly cap reached".into(),
+            until_lifted: false,
+        });
         let json = serde_json::to_value(&used).unwrap();
         assert_eq!(json["plan_usage"]["month"], "2026-10");
         assert_eq!(json["month_totals"]["month"], "2026-10");

@@ -292,14 +292,27 @@ pub struct RechargeStop {
     /// The stop holds through this month (UTC).
     pub month: Month,
     pub reason: String,
+    /// Turned off until someone acts (a card change, a payment, new auto-recharge settings, an
+    /// operator's re-arm): the month ending does not lift it. Set when every card failed
+    /// [`MAX_FAILED_ATTEMPTS`](crate::MAX_FAILED_ATTEMPTS) attempts in a row, so a stolen or
+    /// closed card is not tried again every month.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_lifted: bool,
 }
+
+/// Consecutive failed auto-recharge attempts (every card declined) after which auto-recharge
+/// turns itself off until someone acts (telephony providers use 3).
+pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 
 impl Account {
     /// May a new auto-recharge request be raised at `at`: none in flight, and not stopped for
     /// `at`'s month.
     pub fn recharge_may_start(&self, at: DateTime<Utc>) -> bool {
         self.recharge_in_flight.is_none()
-            && self.recharge_stopped.as_ref().is_none_or(|stop| stop.month != Month::of(at))
+            && self
+                .recharge_stopped
+                .as_ref()
+                .is_none_or(|stop| !stop.until_lifted && stop.month != Month::of(at))
     }
 
     pub fn open(id: AccountId, credit_limit_usd: Option<Amount>, now: DateTime<Utc>) -> Self {
@@ -384,8 +397,11 @@ mod tests {
             month: october,
             by_item: [(crate::entry::BillingItem::PhoneCall, Decimal::new(12345, 4))].into(),
         });
-        account.recharge_stopped =
-            Some(RechargeStop { month: october, reason: "monthly cap reached".into() });
+        account.recharge_stopped = Some(RechargeStop {
+            month: october,
+            reason: "monthly cap reached".into(),
+            until_lifted: false,
+        });
         let text = serde_json::to_string(&account).unwrap();
         assert!(
             text.contains(r#""plan_usage":{"month":"2026-10","included_seconds_used":90}"#),

@@ -18,7 +18,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
     Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
-    RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_PENDING_PAYMENTS,
+    RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_FAILED_ATTEMPTS,
+    MAX_PENDING_PAYMENTS,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
 pub use hold::{HeldCall, Hold, HoldPurpose, MAX_HOLDS};

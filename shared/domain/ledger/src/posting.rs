@@ -594,7 +594,7 @@ pub fn crossings(
         {
             let request_id = format!("rch:{}:{}:v{}", after.id, after.last_seq, after.version);
             after.recharge_in_flight = Some(request_id.clone());
-            // A stop from an earlier month has ended.
+            // A stop from an earlier month has ended (a stop until lifted never gets here).
             after.recharge_stopped = None;
             kinds.push(LedgerEventKind::RechargeRequested { request_id });
         }

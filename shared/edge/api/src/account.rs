@@ -78,11 +78,18 @@ pub struct RechargeStopView {
     #[schema(pattern = r"^[0-9]{4}-[0-9]{2}$")]
     pub month: String,
     pub reason: String,
+    /// Turned off until a card change, a payment, new auto-recharge settings or an operator's
+    /// re-arm (after every card failed 3 attempts in a row); the month ending does not lift it.
+    pub until_lifted: bool,
 }
 
 impl From<&ledger::RechargeStop> for RechargeStopView {
     fn from(stop: &ledger::RechargeStop) -> Self {
-        RechargeStopView { month: stop.month.to_string(), reason: stop.reason.clone() }
+        RechargeStopView {
+            month: stop.month.to_string(),
+            reason: stop.reason.clone(),
+            until_lifted: stop.until_lifted,
+        }
     }
 }
 

@@ -897,6 +897,7 @@ async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
                 a.recharge_stopped = Some(ledger::RechargeStop {
                     month: ledger::Month::of(chrono::Utc::now()),
                     reason: "out of attempts".into(),
+                    until_lifted: true,
                 });
                 Ok(())
             }),
@@ -909,6 +910,7 @@ async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
     assert_eq!(listed.json["accounts"][0]["account_id"], "acme", "{}", listed.text);
     assert_eq!(listed.json["accounts"][0]["stopped"]["reason"], "out of attempts");
+    assert_eq!(listed.json["accounts"][0]["stopped"]["until_lifted"], true);
     let forbidden =
         app.send("POST", "/v1/operator/accounts/acme/auto-recharge/rearm", &admin, "").await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);

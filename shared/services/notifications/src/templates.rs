@@ -431,9 +431,11 @@ fn recharge_failed(
             datetime(next)
         )),
         None => steps.push(format!(
-            "Auto-recharge has stopped trying after {attempt} {}: it will not charge your cards \
-             for this recharge again. Add funds before your balance runs out, or your calls, text \
-             messages and number purchases will stop.",
+            "Auto-recharge has turned itself off after {attempt} failed {} in a row: it will \
+             not charge your cards again until you turn it back on, by adding or updating a card, \
+             making a payment with Pay Now, or saving your auto-recharge settings on the Billing \
+             page. Add funds before your balance runs out, or your calls, text messages and \
+             number purchases will stop.",
             if attempt == 1 { "attempt" } else { "attempts" }
         )),
     }

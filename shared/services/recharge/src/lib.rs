@@ -11,8 +11,8 @@
 //! - the credit's source id is the request id, so it posts once and clears the in-flight
 //!   marker in the same write (the ledger's rule), reactivating a suspended account;
 //! - when every card declines, the failure is recorded per card, a notice goes out, and the
-//!   request waits for its backoff (1 h, 6 h, then 12 h, at most [`MAX_ATTEMPTS`] attempts); a
-//!   declined card is never charged again before then.
+//!   request waits for its backoff (1 h, then 6 h; after [`MAX_ATTEMPTS`] attempts auto-recharge
+//!   turns itself off until someone acts); a declined card is never charged again before then.
 
 //!
 //! On the queue (see [`verdicts`]): a request that must wait is held until then by the queue
@@ -37,9 +37,12 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-/// Attempts before auto-recharge gives up on a request (a card change or a manual payment
-/// starts a fresh one).
-pub const MAX_ATTEMPTS: u32 = 5;
+/// Attempts before auto-recharge gives up on a request and turns itself off until someone acts
+/// (a card change, a manual payment, new settings or an operator's re-arm start a fresh one;
+/// the month ending does not).
+pub const MAX_ATTEMPTS: u32 = ledger::MAX_FAILED_ATTEMPTS;
+/// Why a stop that turns auto-recharge off was made.
+pub const OUT_OF_ATTEMPTS: &str = "out of attempts";
 /// Recharges a month's spend record counts; a month with more stops auto-recharge as the cap
 /// would (the record stays small; see decision 29).
 pub const MAX_COUNTED_RECHARGES_PER_MONTH: usize = 2_000;
@@ -468,8 +471,8 @@ impl RechargeWorker {
             return Ok(Some(Outcome::NotNeeded("auto-recharge is off")));
         };
         if state.given_up {
-            self.stop(account_id, request_id, "out of attempts", now).await?;
-            return Ok(Some(Outcome::Stopped("out of attempts")));
+            self.stop(account_id, request_id, OUT_OF_ATTEMPTS, now).await?;
+            return Ok(Some(Outcome::Stopped(OUT_OF_ATTEMPTS)));
         }
         if state.charging.is_none() {
             if let Some(next) = state.next_attempt_at.filter(|next| *next > now) {
@@ -677,14 +680,20 @@ impl RechargeWorker {
     ) -> Result<(), RechargeError> {
         let request_id = request_id.to_string();
         let month = ledger::Month::of(now);
+        // Out of attempts turns auto-recharge off until someone acts; a reached cap ends with
+        // the month.
+        let until_lifted = reason == OUT_OF_ATTEMPTS;
         self.store
             .modify_account(
                 account,
                 Arc::new(move |a| {
                     if a.recharge_in_flight.as_deref() == Some(request_id.as_str()) {
                         a.recharge_in_flight = None;
-                        a.recharge_stopped =
-                            Some(ledger::RechargeStop { month, reason: reason.to_string() });
+                        a.recharge_stopped = Some(ledger::RechargeStop {
+                            month,
+                            reason: reason.to_string(),
+                            until_lifted,
+                        });
                     }
                     Ok(())
                 }),
@@ -754,7 +763,7 @@ impl RechargeWorker {
         let outcome = if attempt >= MAX_ATTEMPTS {
             state.given_up = true;
             state.next_attempt_at = None;
-            Outcome::Stopped("out of attempts")
+            Outcome::Stopped(OUT_OF_ATTEMPTS)
         } else {
             let next = now + backoff_after(attempt);
             state.next_attempt_at = Some(next);
@@ -778,7 +787,7 @@ impl RechargeWorker {
         .await?;
         info!(account_id = %account_id, attempt, "auto-recharge failed on every card");
         if state.given_up {
-            self.stop(account_id, request_id, "out of attempts", now).await?;
+            self.stop(account_id, request_id, OUT_OF_ATTEMPTS, now).await?;
         }
         Ok(Some(outcome))
     }

@@ -211,6 +211,77 @@ async fn when_every_card_fails_nothing_is_credited_and_no_card_is_charged_again_
     assert_eq!(rig.attempts(), 2 * u64::from(MAX_ATTEMPTS), "never again");
 }
 
+/// After every card failed `MAX_ATTEMPTS` attempts in a row, auto-recharge is off until
+/// someone acts: debits next month raise no request and charge nothing; a card change turns it
+/// back on, and the next debit below the threshold charges again.
+#[tokio::test]
+async fn out_of_attempts_turns_auto_recharge_off_until_a_card_change_whatever_the_month() {
+    let (rig, request) = rig(&["pm_card_chargeDeclined"], RechargeMode::TopUpTo).await;
+    let mut now = Utc::now();
+    let mut last = rig.worker.handle(&request, now).await.unwrap();
+    for _ in 1..MAX_ATTEMPTS {
+        now += Duration::hours(13);
+        last = rig.worker.handle(&request, now).await.unwrap();
+    }
+    assert_eq!(last, Outcome::Stopped("out of attempts"));
+    assert_eq!(MAX_ATTEMPTS, 3, "three failed attempts in a row, as telephony providers do");
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    let stop = account.recharge_stopped.clone().expect("stopped");
+    assert!(stop.until_lifted);
+    let final_notice = rig.notices("recharge_failed").pop().expect("a failure notice");
+    let text = notifications::templates::render(&final_notice).text;
+    assert!(text.contains("turned itself off after 3 failed attempts"), "{text}");
+    // Two months later a debit below the threshold raises nothing.
+    let later = now + Duration::days(62);
+    let debit = rig.store.post(&rig.id, vec![usage("call-2", "1")], later).await.unwrap();
+    assert!(
+        !debit.events.iter().any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })),
+        "{:?}",
+        debit.events
+    );
+    assert!(debit.account.recharge_in_flight.is_none());
+    // A new card turns it back on: the ledger raises a request at once, and it charges.
+    let attempts = rig.attempts();
+    let customer = payments::CustomerId(
+        profile::load(&*rig.store, &rig.id).await.unwrap().0.processor_customer_id.unwrap(),
+    );
+    let visa = rig.processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+    profile::update(&*rig.store, &rig.id, |p| {
+        for card in &mut p.cards {
+            card.role = CardRole::Backup;
+        }
+        p.cards.push(StoredCard {
+            id: visa.payment_method_id.clone(),
+            brand: visa.brand.clone(),
+            last4: visa.last4.clone(),
+            exp_month: visa.exp_month,
+            exp_year: visa.exp_year,
+            role: CardRole::Primary,
+            card_manager_email: Email::try_from("cards@acme.example".to_string()).unwrap(),
+            added_at: later,
+        });
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(payment_flow::rearm_auto_recharge(&*rig.store, &rig.id).await.unwrap());
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert!(account.recharge_stopped.is_none());
+    let fresh = account.recharge_in_flight.clone().expect("a fresh request at once");
+    let event = rig
+        .store
+        .pending_events(500)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| matches!(&e.kind, LedgerEventKind::RechargeRequested { request_id } if *request_id == fresh))
+        .expect("its event");
+    let settled = rig.worker.handle(&event, later).await.unwrap();
+    assert!(matches!(settled, Outcome::Settled { .. }), "{settled:?}");
+    assert_eq!(rig.attempts(), attempts, "the declined card is not charged again");
+    assert_eq!(rig.processor.successful_charges(&visa.payment_method_id), 1);
+}
+
 #[tokio::test]
 async fn killed_after_the_charge_before_the_credit_the_retry_finds_the_payment_and_credits_once() {
     let (rig, request) = rig(&["pm_card_visa"], RechargeMode::TopUpTo).await;
@@ -470,8 +541,10 @@ async fn a_request_out_of_attempts_clears_in_flight_stops_for_the_month_and_a_ca
     assert_eq!(account.recharge_stopped, None);
 }
 
+/// A cap stop ends with its month; an out-of-attempts stop does not (it waits for someone to
+/// act: see `out_of_attempts_turns_auto_recharge_off_until_a_card_change_whatever_the_month`).
 #[tokio::test]
-async fn a_stop_ends_with_its_month() {
+async fn a_cap_stop_ends_with_its_month_and_an_out_of_attempts_stop_does_not() {
     let (rig, request) = rig(&["pm_card_chargeDeclined"], RechargeMode::Add).await;
     let mut now = at(3);
     for _ in 0..(MAX_ATTEMPTS * 3) {
@@ -482,14 +555,35 @@ async fn a_stop_ends_with_its_month() {
     }
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
     let stop = account.recharge_stopped.expect("stopped");
+    assert!(stop.until_lifted);
     let next_month = chrono::DateTime::parse_from_rfc3339(&format!("{}-28T00:00:00Z", stop.month))
         .unwrap()
         .to_utc()
         + Duration::days(5);
+    let raised = |events: &[LedgerEvent]| {
+        events.iter().any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+    };
     let posted = rig.store.post(&rig.id, vec![usage("call-3", "1")], next_month).await.unwrap();
-    assert!(
-        posted.events.iter().any(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. })),
-        "{:?}",
-        posted.events
-    );
+    assert!(!raised(&posted.events), "{:?}", posted.events);
+    // The same stop for a reached cap ends with its month.
+    let month = stop.month;
+    rig.store
+        .modify_account(
+            &rig.id,
+            Arc::new(move |a: &mut Account| {
+                a.recharge_stopped = Some(ledger::RechargeStop {
+                    month,
+                    reason: "monthly cap reached".into(),
+                    until_lifted: false,
+                });
+                Ok(())
+            }),
+            next_month,
+        )
+        .await
+        .unwrap();
+    // (The change itself raises the request: the balance is below the threshold and last
+    // month's stop no longer holds.)
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert!(account.recharge_in_flight.is_some(), "a request was raised");
 }
