@@ -34,6 +34,8 @@ pub enum DocKind {
     /// One per card-processor event received (webhooks), under the processor's pseudo-account
     /// ([`PROCESSOR_EVENTS_ACCOUNT`]): received once, handed on once.
     ProcessorEvent,
+    /// Per-account rate limits (card registrations and declined payments this hour).
+    Limits,
 }
 
 /// The pseudo-account whose documents are the processor's events (no such ledger account).
@@ -50,6 +52,7 @@ impl DocKind {
             DocKind::Notice => "notice",
             DocKind::Monthly => "monthly",
             DocKind::ProcessorEvent => "processor_event",
+            DocKind::Limits => "limits",
         }
     }
 }

@@ -31,6 +31,8 @@ pub const OUTBOX_PUBLISH_FAILED: &str = "OutboxPublishFailed";
 pub const OUTBOX_UNREADABLE: &str = "OutboxUnreadable";
 /// A dispute (chargeback) moved in the ledger: opened, funds withdrawn, won or lost.
 pub const DISPUTE_STEPS: &str = "DisputeSteps";
+/// A card registration or a payment refused by the card-testing limits (429).
+pub const CARD_TESTING_LIMITED: &str = "CardTestingLimited";
 
 /// Every metric name, for the runtime (which emits each one, zeros included) and the dashboard.
 pub const ALL: &[&str] = &[
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     OUTBOX_PUBLISH_FAILED,
     OUTBOX_UNREADABLE,
     DISPUTE_STEPS,
+    CARD_TESTING_LIMITED,
 ];
 
 /// Count `value` of the business metric `name` (one of [`ALL`]).

@@ -20,15 +20,23 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds the client should wait (a 429's `Retry-After` header).
+    #[serde(skip)]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after_seconds: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     pub fn on_field(mut self, field: impl Into<String>) -> Self {
@@ -89,6 +97,12 @@ impl From<documents::DocumentError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        match self.retry_after_seconds {
+            Some(seconds) => {
+                (self.status, [(axum::http::header::RETRY_AFTER, seconds.to_string())], Json(self))
+                    .into_response()
+            }
+            None => (self.status, Json(self)).into_response(),
+        }
     }
 }

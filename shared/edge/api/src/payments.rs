@@ -164,6 +164,7 @@ fn promote(cards: &mut [StoredCard], new_primary: &str) {
         (status = 201, description = "Registered", body = CardAdded),
         (status = 404, description = "No such account or resource", body = ApiError),
         (status = 409, description = "Conflict with the current state (too many cards)", body = ApiError),
+        (status = 429, description = "Card-testing limit: 10 card registrations per account and hour; `Retry-After` says when to try again", body = ApiError),
         (status = 502, description = "Card processor unavailable", body = ApiError),
         (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
     )
@@ -220,6 +221,11 @@ async fn add_card(
             CustomerId(reloaded.processor_customer_id.unwrap_or(customer.0))
         }
     };
+    // Card-testing defence: every registration that reaches the processor counts.
+    crate::limits::check(state.docs(), &id, crate::limits::Limited::CardRegistration, Utc::now())
+        .await?;
+    crate::limits::record(state.docs(), &id, crate::limits::Limited::CardRegistration, Utc::now())
+        .await;
     let details = state.processor.attach_card(&customer, token).await.map_err(processor_error)?;
     let card = StoredCard {
         id: details.payment_method_id.clone(),
@@ -733,7 +739,7 @@ impl From<PayNowError> for ApiError {
         (status = 404, description = "No such account or resource", body = ApiError),
         (status = 409, description = "Conflict with the current state (no primary card, or the same key is in progress)", body = ApiError),
         (status = 422, description = "Idempotency-Key reused with a different request", body = ApiError),
-        (status = 429, description = "Too many payments are still pending; retry later", body = ApiError),
+        (status = 429, description = "Too many payments are still pending, or the card-testing limit (5 declined payments per account and hour) is reached (`Retry-After` says when): nothing was charged", body = ApiError),
         (status = 502, description = "Card processor unavailable", body = ApiError),
         (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
     )
@@ -776,7 +782,18 @@ async fn pay_now(
         processor: &*state.processor,
         notices: state.notices.as_deref(),
     };
+    crate::limits::check(state.docs(), &id, crate::limits::Limited::DeclinedPayment, Utc::now())
+        .await?;
     let answer = pay_now_with(&ports, &id, &key, amount, &card, &customer, Utc::now()).await?;
+    if matches!(answer, PayNowAnswer::Declined { .. } | PayNowAnswer::Rejected { .. }) {
+        crate::limits::record(
+            state.docs(),
+            &id,
+            crate::limits::Limited::DeclinedPayment,
+            Utc::now(),
+        )
+        .await;
+    }
     let (status, response) = answer_response(&answer);
     Ok((status, Json(response)).into_response())
 }

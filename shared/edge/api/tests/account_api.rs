@@ -854,6 +854,51 @@ async fn an_operator_refunds_a_payment_to_its_card_once_and_never_beyond_it(app:
     assert_eq!(receipts.iter().filter(|n| n.kind.as_str() == "refund_receipt").count(), 2);
 }
 
+async fn card_testing_limits_hold_for_the_hour_and_then_reset(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_chargeDeclined").await;
+    for n in 0..api::limits::MAX_DECLINES_PER_HOUR {
+        let declined = app.pay(&admin, &format!("try-{n}"), "10").await;
+        assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
+    }
+    let charges = app.charges(&admin).await;
+    let limited = app.pay(&admin, "try-next", "10").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    assert_eq!(limited.json["code"], "rate_limited");
+    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    assert_eq!(app.charges(&admin).await, charges, "nothing reached the processor");
+    // Registrations: the one `ready_account` made, the rest of the hour's refused by the
+    // processor, then 429.
+    let card = |token: &str| {
+        format!(
+            r#"{{"payment_method_token": "{token}", "role": "backup", "card_manager_email": "cards@acme.example"}}"#
+        )
+    };
+    for _ in 1..api::limits::MAX_CARD_REGISTRATIONS_PER_HOUR {
+        let refused = app.send("POST", "/v1/cards", &admin, &card("pm_card_unknown")).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    }
+    let limited = app.send("POST", "/v1/cards", &admin, &card("pm_card_visa")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    assert!(limited.headers.contains_key("retry-after"));
+    // An hour later (the count's hour moved back) both work again.
+    let id = ledger::AccountId::parse("acme").unwrap();
+    let store: &dyn ledger::docs::DocStore = &*app.store;
+    let doc = store.get_doc(&id, ledger::docs::DocKind::Limits, "card-attempts").await.unwrap();
+    let doc = doc.expect("the count");
+    let mut counts: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    counts["hour"] = serde_json::json!(counts["hour"].as_i64().unwrap() - 3600);
+    let body = counts.to_string();
+    store
+        .put_doc(&id, ledger::docs::DocKind::Limits, "card-attempts", &body, Some(doc.version))
+        .await
+        .unwrap();
+    let added = app.send("POST", "/v1/cards", &admin, &card("pm_card_visa")).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    let declined = app.pay(&admin, "try-again", "10").await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
+}
+
 macro_rules! in_every_mode {
     ($($name:ident),+ $(,)?) => {
         mod in_process {
@@ -980,5 +1025,6 @@ in_every_mode!(
     an_operator_lists_a_stopped_auto_recharge_and_rearms_it,
     pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it,
     overview_and_activity_show_the_holds_in_progress,
-    an_operator_refunds_a_payment_to_its_card_once_and_never_beyond_it
+    an_operator_refunds_a_payment_to_its_card_once_and_never_beyond_it,
+    card_testing_limits_hold_for_the_hour_and_then_reset
 );

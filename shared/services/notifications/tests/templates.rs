@@ -85,10 +85,10 @@ fn cases() -> Vec<(&'static str, Notice)> {
         (
             "recharge_failed_stopped",
             notice(
-                "recharge_failed:rr-acme-7:5",
+                "recharge_failed:rr-acme-7:3",
                 NoticeKind::RechargeFailed {
                     request_id: "rr-acme-7".into(),
-                    attempt: 5,
+                    attempt: 3,
                     amount_usd: usd("50"),
                     failures: declines()[..1].to_vec(),
                     next_attempt_at: None,
@@ -182,6 +182,74 @@ fn cases() -> Vec<(&'static str, Notice)> {
             ),
         ),
         (
+            "refund_receipt",
+            notice(
+                "refund:acme:09221477664414775807-08be0707b5621729:r-1",
+                NoticeKind::RefundReceipt {
+                    payment_id: "09221477664414775807-08be0707b5621729".into(),
+                    refund_id: "r-1".into(),
+                    amount_usd: usd("12.50"),
+                    card_brand: "visa".into(),
+                    card_last4: "4242".into(),
+                    reason: "duplicate order".into(),
+                    returned: true,
+                    failure_reason: None,
+                    balance_after_usd: dec!(37.5),
+                    refunded_at: at("2026-11-04T10:15:00Z"),
+                },
+            ),
+        ),
+        (
+            "refund_refused",
+            notice(
+                "refund:acme:09221477664414775807-08be0707b5621729:r-2:failed",
+                NoticeKind::RefundReceipt {
+                    payment_id: "09221477664414775807-08be0707b5621729".into(),
+                    refund_id: "r-2".into(),
+                    amount_usd: usd("5"),
+                    card_brand: "visa".into(),
+                    card_last4: "4242".into(),
+                    reason: "goodwill".into(),
+                    returned: false,
+                    failure_reason: Some("expired_or_canceled_card".into()),
+                    balance_after_usd: dec!(42.5),
+                    refunded_at: at("2026-11-09T08:00:00Z"),
+                },
+            ),
+        ),
+        (
+            "dispute_funds_withdrawn",
+            notice(
+                "dispute:acme:dp_1:funds_withdrawn",
+                NoticeKind::Dispute {
+                    payment_id: "09221477664414775807-08be0707b5621729".into(),
+                    dispute_id: "dp_1".into(),
+                    stage: "funds_withdrawn".into(),
+                    amount_usd: usd("40"),
+                    fee_usd: dec!(15),
+                    card_brand: "visa".into(),
+                    card_last4: "4242".into(),
+                    balance_after_usd: dec!(-5),
+                },
+            ),
+        ),
+        (
+            "dispute_won",
+            notice(
+                "dispute:acme:dp_1:won",
+                NoticeKind::Dispute {
+                    payment_id: "09221477664414775807-08be0707b5621729".into(),
+                    dispute_id: "dp_1".into(),
+                    stage: "won".into(),
+                    amount_usd: usd("40"),
+                    fee_usd: dec!(15),
+                    card_brand: "visa".into(),
+                    card_last4: "4242".into(),
+                    balance_after_usd: dec!(50),
+                },
+            ),
+        ),
+        (
             "escaping",
             notice(
                 "recharge_failed:<b>&\"'</b>:1",
@@ -249,6 +317,7 @@ fn every_kind_of_notice_has_a_snapshot() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "dispute",
             "low_balance",
             "numbers_release_due",
             "numbers_release_warning",
@@ -257,6 +326,7 @@ fn every_kind_of_notice_has_a_snapshot() {
             "reactivated",
             "recharge_cap_reached",
             "recharge_failed",
+            "refund_receipt",
             "suspended"
         ]
     );
