@@ -157,10 +157,8 @@ pub async fn reconcile_disputes(
     }
 }
 
-/// Processor events applied in process, as the webhook receives them (in AWS a queue's worker
-/// does this). A dispute of a payment that is not ours, or that the account has no record of
-/// yet, is logged and left to the hourly reconciliation rather than refused: the processor
-/// would otherwise redeliver it for days.
+/// Processor events applied in process, as the webhook receives them (in AWS the
+/// processor-events queue's worker does this, with the same `api::webhooks::apply_event`).
 pub struct DirectProcessorEvents {
     pub store: std::sync::Arc<dyn Store>,
     pub processor: std::sync::Arc<dyn payments::CardProcessor>,
@@ -173,48 +171,11 @@ impl api::webhooks::ProcessorEventSink for DirectProcessorEvents {
         &self,
         event: &payments::stripe_events::ProcessorEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        use payment_flow::dispute::{apply_dispute, DisputeError};
-        use payments::stripe_events::EventAction;
         let ports = payment_flow::PaymentPorts {
             store: &*self.store,
             processor: &*self.processor,
             notices: Some(&*self.notices),
         };
-        let state = match &event.action {
-            EventAction::Dispute { dispute } => dispute,
-            EventAction::RefundFailed { payment_intent_id, idempotency_key, reason } => {
-                use payment_flow::refund::RefundError;
-                let failed = payment_flow::refund::refund_failed_later(
-                    &ports,
-                    payment_intent_id,
-                    idempotency_key,
-                    reason,
-                    Utc::now(),
-                )
-                .await;
-                return match failed {
-                    Ok(_) => Ok(()),
-                    Err(error @ (RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_))) => {
-                        tracing::warn!(%error, event = %event.id, "refund event for no refund of ours");
-                        Ok(())
-                    }
-                    Err(error) => Err(Box::new(error)),
-                };
-            }
-            EventAction::Ignore => return Ok(()),
-        };
-        match apply_dispute(&ports, state, Utc::now()).await {
-            Ok(applied) => {
-                tracing::info!(event = %event.id, posted = applied.posted, "dispute applied");
-                Ok(())
-            }
-            Err(
-                error @ (DisputeError::UnknownPayment(_) | DisputeError::NoPaymentRecord { .. }),
-            ) => {
-                tracing::warn!(%error, event = %event.id, "dispute left to the reconciliation");
-                Ok(())
-            }
-            Err(error) => Err(Box::new(error)),
-        }
+        api::webhooks::apply_event(&ports, event, Utc::now()).await
     }
 }

@@ -109,8 +109,19 @@ pub enum EventAction {
         idempotency_key: String,
         reason: String,
     },
+    /// `payment_intent.succeeded`, `.payment_failed` or `.processing` for a Pay Now (our key
+    /// `pay:<account>:<key>` in its metadata): settle the payment now rather than at the
+    /// reconciler's next look (`payment_flow::reconcile_pending_payment`, which also serves a
+    /// stale or repeated event).
+    PayNowOutcome { account_id: String, key: String },
     /// Nothing (yet): acknowledged and kept.
     Ignore,
+}
+
+#[derive(Deserialize)]
+struct IntentObject {
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +161,20 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
         EventAction::Dispute {
             dispute: dispute_state(dispute).map_err(|e| WebhookError::Unreadable(e.to_string()))?,
         }
+    } else if matches!(
+        envelope.kind.as_str(),
+        "payment_intent.succeeded" | "payment_intent.payment_failed" | "payment_intent.processing"
+    ) {
+        let intent: IntentObject = serde_json::from_value(envelope.data.object)
+            .map_err(|e| WebhookError::Unreadable(format!("payment intent: {e}")))?;
+        let pay_now = intent.metadata.get("idempotency_key").and_then(|key| {
+            let rest = key.strip_prefix("pay:")?;
+            let (account, key) = rest.split_once(':')?;
+            (!account.is_empty() && !key.is_empty())
+                .then(|| EventAction::PayNowOutcome { account_id: account.into(), key: key.into() })
+        });
+        // Auto-recharge's own payments are settled by their request (the recharge queue).
+        pay_now.unwrap_or(EventAction::Ignore)
     } else if envelope.kind == "charge.refund.updated" {
         let refund: RefundObject = serde_json::from_value(envelope.data.object)
             .map_err(|e| WebhookError::Unreadable(format!("refund: {e}")))?;
@@ -276,6 +301,25 @@ mod tests {
         );
         let succeeded = failed.to_string().replace("\"failed\"", "\"succeeded\"");
         assert_eq!(parse_event(succeeded.as_bytes()).unwrap().action, EventAction::Ignore);
+        let intent = |key: &str| {
+            serde_json::json!({
+                "id": "evt_12", "type": "payment_intent.succeeded", "created": 1,
+                "data": {"object": {"id": "pi_1", "status": "succeeded",
+                                     "metadata": {"idempotency_key": key}}}
+            })
+            .to_string()
+        };
+        assert_eq!(
+            parse_event(intent("pay:acme:order-7").as_bytes()).unwrap().action,
+            EventAction::PayNowOutcome { account_id: "acme".into(), key: "order-7".into() }
+        );
+        for not_pay_now in ["rch:acme:3:v4:a1:pm_1", "pay:acme", "other"] {
+            assert_eq!(
+                parse_event(intent(not_pay_now).as_bytes()).unwrap().action,
+                EventAction::Ignore,
+                "{not_pay_now}"
+            );
+        }
         let not_an_event = serde_json::json!({
             "id": "x", "type": "customer.created", "created": 1, "data": {"object": {}}
         });

@@ -165,3 +165,52 @@ async fn receive(
     let _ = docs.put_doc(&account, DocKind::ProcessorEvent, &event.id, &body, Some(version)).await;
     Ok(Json(WebhookReply { event_id: event.id, duplicate: false }))
 }
+
+/// Apply one verified event: the worker behind the sink (the processor-events function in AWS,
+/// in process locally). An event that can never apply (a dispute or refund of a payment that
+/// is not ours, or not recorded yet: the reconciliation catches those up) is done, so the
+/// processor or the queue does not redeliver it for days; anything else is an error to retry.
+pub async fn apply_event(
+    ports: &payment_flow::PaymentPorts<'_>,
+    event: &ProcessorEvent,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use payment_flow::dispute::{apply_dispute, DisputeError};
+    use payment_flow::refund::{refund_failed_later, RefundError};
+    let id = &event.id;
+    match &event.action {
+        EventAction::Dispute { dispute } => match apply_dispute(ports, dispute, now).await {
+            Ok(applied) => {
+                tracing::info!(event = %id, posted = applied.posted, "dispute applied");
+                Ok(())
+            }
+            Err(
+                error @ (DisputeError::UnknownPayment(_) | DisputeError::NoPaymentRecord { .. }),
+            ) => {
+                tracing::warn!(%error, event = %id, "dispute left to the reconciliation");
+                Ok(())
+            }
+            Err(error) => Err(Box::new(error)),
+        },
+        EventAction::RefundFailed { payment_intent_id, idempotency_key, reason } => {
+            match refund_failed_later(ports, payment_intent_id, idempotency_key, reason, now).await
+            {
+                Ok(_) => Ok(()),
+                Err(error @ (RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_))) => {
+                    tracing::warn!(%error, event = %id, "refund event for no refund of ours");
+                    Ok(())
+                }
+                Err(error) => Err(Box::new(error)),
+            }
+        }
+        EventAction::PayNowOutcome { account_id, key } => {
+            let Ok(account) = AccountId::parse(account_id.as_str()) else { return Ok(()) };
+            match payment_flow::reconcile_pending_payment(ports, &account, key, now).await {
+                // Settled, or its owner is still at it (its own pending event finishes it).
+                Ok(_) => Ok(()),
+                Err(error) => Err(Box::new(error)),
+            }
+        }
+        EventAction::Ignore => Ok(()),
+    }
+}

@@ -172,3 +172,50 @@ async fn a_failed_hand_off_answers_503_and_the_redelivery_hands_it_on() {
     assert_eq!(again["duplicate"], true);
     assert_eq!(rig.handed_on(), 1);
 }
+
+/// A Pay Now whose answer was lost is settled by its `payment_intent.*` event (after the claim's
+/// stale window, as any reconciliation is), once, however often the event comes.
+#[tokio::test]
+async fn a_pay_now_event_settles_the_payment_its_key_names_once() {
+    use documents::profile::{CardRole, StoredCard};
+    use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
+    let store = MemoryStore::new();
+    let processor = SimulatedProcessor::new();
+    let ledger: &dyn ledger::LedgerStore = &store;
+    let id = conformance::open(ledger, "acme", None).await;
+    let customer = processor.create_customer("acme", None).await.unwrap();
+    let card = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+    let stored = StoredCard {
+        id: card.payment_method_id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        role: CardRole::Primary,
+        card_manager_email: "cards@acme.example".to_string().try_into().unwrap(),
+        added_at: chrono::Utc::now(),
+    };
+    let ports = payment_flow::PaymentPorts { store: &store, processor: &processor, notices: None };
+    processor.push_fault(ChargeFault::AnswerLost);
+    let now = chrono::Utc::now();
+    let amount = conformance::amount("25");
+    let answer =
+        payment_flow::pay_now_with(&ports, &id, "order-1", amount, &stored, customer.as_str(), now)
+            .await
+            .unwrap();
+    assert!(matches!(answer, payment_flow::PayNowAnswer::Pending { .. }), "{answer:?}");
+    let event = ProcessorEvent {
+        id: "evt_1".into(),
+        kind: "payment_intent.succeeded".into(),
+        created: now.timestamp(),
+        action: EventAction::PayNowOutcome { account_id: "acme".into(), key: "order-1".into() },
+    };
+    let later = now + chrono::Duration::seconds(payment_flow::STALE_IN_PROGRESS_SECONDS + 1);
+    for _ in 0..3 {
+        api::webhooks::apply_event(&ports, &event, later).await.unwrap();
+    }
+    let account = ledger.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, rust_decimal::Decimal::from(25));
+    assert!(account.pending_payments.is_empty());
+    assert_eq!(processor.successful_charges(&stored.id), 1);
+}

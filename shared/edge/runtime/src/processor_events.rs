@@ -9,12 +9,9 @@ use api::webhooks::{router, ProcessorEventSink, WebhookState};
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use messaging::queue::{Failure, Message, QueueSender};
-use payment_flow::dispute::{
-    apply_dispute, reconcile_disputes, DisputeError, DISPUTE_LOOKBACK_DAYS,
-};
-use payment_flow::refund::RefundError;
+use payment_flow::dispute::{reconcile_disputes, DISPUTE_LOOKBACK_DAYS};
 use payment_flow::PaymentPorts;
-use payments::stripe_events::{EventAction, ProcessorEvent};
+use payments::stripe_events::ProcessorEvent;
 use serde_json::{json, Value};
 use sqs::{LambdaBatch, SqsQueue};
 
@@ -50,47 +47,15 @@ pub async fn serve_webhook() -> Result<(), Error> {
     crate::run_router(router(Arc::new(state))).await
 }
 
-/// Apply one queued event. A dispute that cannot be placed (not our payment, or a payment the
-/// account has no record of yet) is done: the reconciliation catches it up, and retrying it
-/// would only fill the DLQ. Anything else is retried.
+/// Apply one queued event (`api::webhooks::apply_event`): what can never apply is done, anything
+/// else is retried.
 pub async fn apply(ports: &PaymentPorts<'_>, message: &Message) -> Result<(), Failure> {
     let fail = |reason: String| Failure { message_id: message.id.clone(), reason };
     let event: ProcessorEvent =
         serde_json::from_str(&message.body).map_err(|e| fail(format!("unreadable: {e}")))?;
-    let dispute = match &event.action {
-        EventAction::Dispute { dispute } => dispute,
-        EventAction::RefundFailed { payment_intent_id, idempotency_key, reason } => {
-            let failed = payment_flow::refund::refund_failed_later(
-                ports,
-                payment_intent_id,
-                idempotency_key,
-                reason,
-                chrono::Utc::now(),
-            )
-            .await;
-            return match failed {
-                Ok(_) => Ok(()),
-                // Not a refund we know of: nothing can ever apply it.
-                Err(error @ (RefundError::NoSuchPayment(_) | RefundError::NoSuchRefund(_))) => {
-                    tracing::warn!(%error, event = %event.id, "refund event for no refund of ours");
-                    Ok(())
-                }
-                Err(error) => Err(fail(error.to_string())),
-            };
-        }
-        EventAction::Ignore => return Ok(()),
-    };
-    match apply_dispute(ports, dispute, chrono::Utc::now()).await {
-        Ok(applied) => {
-            tracing::info!(event = %event.id, posted = applied.posted, "dispute applied");
-            Ok(())
-        }
-        Err(error @ (DisputeError::UnknownPayment(_) | DisputeError::NoPaymentRecord { .. })) => {
-            tracing::warn!(%error, event = %event.id, "dispute left to the reconciliation");
-            Ok(())
-        }
-        Err(error) => Err(fail(error.to_string())),
-    }
+    api::webhooks::apply_event(ports, &event, chrono::Utc::now())
+        .await
+        .map_err(|error| fail(error.to_string()))
 }
 
 /// The `processor-events` function: SQS batches from the processor-events queue, or the
@@ -134,6 +99,7 @@ pub async fn serve_worker() -> Result<(), Error> {
 mod tests {
     use super::*;
     use ledger::memory::MemoryStore;
+    use payments::stripe_events::EventAction;
     use payments::{DisputeState, DisputeStatus, SimulatedProcessor};
 
     fn message(body: &str) -> Message {
