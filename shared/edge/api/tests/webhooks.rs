@@ -177,7 +177,6 @@ async fn a_failed_hand_off_answers_503_and_the_redelivery_hands_it_on() {
 /// stale window, as any reconciliation is), once, however often the event comes.
 #[tokio::test]
 async fn a_pay_now_event_settles_the_payment_its_key_names_once() {
-    use documents::profile::{CardRole, StoredCard};
     use payments::{CardProcessor, ChargeFault, SimulatedProcessor};
     let store = MemoryStore::new();
     let processor = SimulatedProcessor::new();
@@ -185,16 +184,7 @@ async fn a_pay_now_event_settles_the_payment_its_key_names_once() {
     let id = conformance::open(ledger, "acme", None).await;
     let customer = processor.create_customer("acme", None).await.unwrap();
     let card = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-    let stored = StoredCard {
-        id: card.payment_method_id,
-        brand: card.brand,
-        last4: card.last4,
-        exp_month: card.exp_month,
-        exp_year: card.exp_year,
-        role: CardRole::Primary,
-        card_manager_email: "cards@acme.example".to_string().try_into().unwrap(),
-        added_at: chrono::Utc::now(),
-    };
+    let stored = conformance::refunds::primary_card(card);
     let ports = payment_flow::PaymentPorts { store: &store, processor: &processor, notices: None };
     processor.push_fault(ChargeFault::AnswerLost);
     let now = chrono::Utc::now();

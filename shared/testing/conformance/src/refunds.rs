@@ -20,6 +20,20 @@ use crate::cases::{amount, open};
 /// A store that keeps both the ledger and the documents (every real store does).
 pub use documents::Store as DocumentStore;
 
+/// A card the processor attached, as the profile keeps it: the primary.
+pub fn primary_card(card: payments::CardDetails) -> StoredCard {
+    StoredCard {
+        id: card.payment_method_id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        role: CardRole::Primary,
+        card_manager_email: "billing@example.com".to_string().try_into().unwrap(),
+        added_at: Utc::now(),
+    }
+}
+
 struct Rig {
     store: Arc<dyn Store>,
     processor: Arc<SimulatedProcessor>,
@@ -40,16 +54,7 @@ impl Rig {
     async fn paid(&self, key: &str, usd: &str) -> PaymentRecord {
         let customer = self.processor.create_customer(self.id.as_str(), None).await.unwrap();
         let card = self.processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-        let stored = StoredCard {
-            id: card.payment_method_id,
-            brand: card.brand,
-            last4: card.last4,
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            role: CardRole::Primary,
-            card_manager_email: "billing@example.com".to_string().try_into().unwrap(),
-            added_at: Utc::now(),
-        };
+        let stored = primary_card(card);
         let answer = pay_now_with(
             &self.ports(),
             &self.id,
