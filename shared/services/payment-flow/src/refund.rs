@@ -380,6 +380,12 @@ pub async fn settle_refund(
         clear_pending(ports, id, payment_id, refund_id).await?;
         return Err(RefundError::NoSuchRefund(refund_id.to_string()));
     };
+    if line.status == RefundStatus::Failed && line.reversal_seq.is_none() {
+        // Decided failed, its reversal not recorded yet (a crash in between): finish it.
+        let answer = finish_failed(ports, id, payment, line, now).await?;
+        clear_pending(ports, id, payment_id, refund_id).await?;
+        return Ok(answer);
+    }
     if line.status != RefundStatus::Requested {
         clear_pending(ports, id, payment_id, refund_id).await?;
         return Ok(RefundAnswer { created: false, payment, refund: line, balance_usd: None });
@@ -409,7 +415,7 @@ pub async fn settle_refund(
     .map_err(|e| RefundError::Internal(e.to_string()))?;
     let posted = ports.store.post(id, vec![debit], now).await?;
     let debit_seq = applied_seq(posted.results.first())?;
-    let mut balance = posted.account.balance_usd;
+    let balance = posted.account.balance_usd;
     if line.entry_seq != Some(debit_seq) {
         update_line(ports, id, payment_id, refund_id, |l| l.entry_seq = Some(debit_seq)).await?;
     }
@@ -448,22 +454,48 @@ pub async fn settle_refund(
             });
         }
     };
-    let mut reversal_seq = None;
-    if status == RefundStatus::Failed {
-        let (seq, after) =
-            reverse(ports, id, payment_id, refund_id, line.amount_usd, &details, now).await?;
-        reversal_seq = Some(seq);
-        balance = after;
-    }
+    // The outcome is written down before anything follows from it: a refusal is final once
+    // recorded (its reversal is finished from the record, whatever the processor says later),
+    // so a crash between the reversal and the record cannot turn into a refund that is both
+    // returned to the balance and sent.
     let (payment, refund) = update_line(ports, id, payment_id, refund_id, |l| {
         l.status = status;
         l.processor_refund_id = processor_refund_id.clone();
         l.entry_seq = Some(debit_seq);
-        l.reversal_seq = reversal_seq;
         l.failure_reason = failure.clone();
     })
     .await?;
+    if refund.status == RefundStatus::Failed {
+        let answer = finish_failed(ports, id, payment, refund, now).await?;
+        clear_pending(ports, id, payment_id, refund_id).await?;
+        return Ok(answer);
+    }
     clear_pending(ports, id, payment_id, refund_id).await?;
+    receipt(ports, id, &payment, &refund, balance, now).await;
+    Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) })
+}
+
+/// A refund recorded as failed: post its reversal credit (once, by its source id), record it,
+/// and tell the billing contacts.
+async fn finish_failed(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment: PaymentRecord,
+    line: RefundLine,
+    now: DateTime<Utc>,
+) -> Result<RefundAnswer, RefundError> {
+    let (payment_id, refund_id) = (payment.payment_id.clone(), line.refund_id.clone());
+    let details = json!({
+        "payment_id": payment_id,
+        "refund_id": refund_id,
+        "processor_payment_id": payment.processor_payment_id,
+        "card": format!("{} {}", payment.card_brand, payment.card_last4),
+        "reason": line.reason,
+    });
+    let (seq, balance) =
+        reverse(ports, id, &payment_id, &refund_id, line.amount_usd, &details, now).await?;
+    let (payment, refund) =
+        update_line(ports, id, &payment_id, &refund_id, |l| l.reversal_seq = Some(seq)).await?;
     receipt(ports, id, &payment, &refund, balance, now).await;
     Ok(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) })
 }
@@ -594,7 +626,7 @@ pub async fn refund_failed_later(
         return Err(RefundError::NoSuchRefund(refund_id.to_string()));
     };
     match line.status {
-        RefundStatus::Failed => {
+        RefundStatus::Failed if line.reversal_seq.is_some() => {
             return Ok(Some(RefundAnswer {
                 created: false,
                 payment,
@@ -602,27 +634,20 @@ pub async fn refund_failed_later(
                 balance_usd: None,
             }))
         }
+        RefundStatus::Failed => {
+            return finish_failed(ports, &id, payment, line, now).await.map(Some)
+        }
         RefundStatus::Requested => {
             return settle_refund(ports, &id, &payment_id, refund_id, now).await.map(Some)
         }
         RefundStatus::Sent | RefundStatus::Pending => {}
     }
-    let details = json!({
-        "payment_id": payment_id,
-        "refund_id": refund_id,
-        "processor_payment_id": payment_intent_id,
-        "card": format!("{} {}", payment.card_brand, payment.card_last4),
-        "reason": line.reason,
-    });
-    let (seq, balance) =
-        reverse(ports, &id, &payment_id, refund_id, line.amount_usd, &details, now).await?;
+    // The failure is recorded first; its reversal follows from the record.
     let reason = reason.to_string();
     let (payment, refund) = update_line(ports, &id, &payment_id, refund_id, |l| {
         l.status = RefundStatus::Failed;
-        l.reversal_seq = Some(seq);
         l.failure_reason = Some(reason.clone());
     })
     .await?;
-    receipt(ports, &id, &payment, &refund, balance, now).await;
-    Ok(Some(RefundAnswer { created: false, payment, refund, balance_usd: Some(balance) }))
+    finish_failed(ports, &id, payment, refund, now).await.map(Some)
 }
