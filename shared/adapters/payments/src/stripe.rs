@@ -178,6 +178,55 @@ impl StripeProcessor {
     }
 }
 
+/// One of Stripe's list pages.
+#[derive(Deserialize)]
+struct ListPage<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// A listed object's id, the cursor of the next page.
+trait Listed {
+    fn id(&self) -> &str;
+}
+
+impl StripeProcessor {
+    /// Read a Stripe list (`limit=100`, `starting_after` the last id) and hand each object to
+    /// `visit`, at most [`MAX_LOOKUP_PAGES`] pages. `Ok(false)` when there were more pages
+    /// than that (the caller decides whether what it found is enough).
+    async fn for_each_listed<T: serde::de::DeserializeOwned + Listed>(
+        &self,
+        path: &str,
+        filter: &[(&str, &str)],
+        what: &str,
+        mut visit: impl FnMut(T) -> Result<(), ProcessorError>,
+    ) -> Result<bool, ProcessorError> {
+        let mut starting_after: Option<String> = None;
+        for _ in 0..MAX_LOOKUP_PAGES {
+            let mut query = filter.to_vec();
+            query.push(("limit", "100"));
+            if let Some(after) = &starting_after {
+                query.push(("starting_after", after.as_str()));
+            }
+            let (status, body) = self.get(path, &query).await?;
+            if !status.is_success() {
+                return Err(error_from_answer(status, &body));
+            }
+            let page: ListPage<T> = parse(&body, what)?;
+            let has_more = page.has_more;
+            starting_after = page.data.last().map(|item| item.id().to_owned());
+            for item in page.data {
+                visit(item)?;
+            }
+            if !has_more || starting_after.is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 fn transport_error(error: reqwest::Error) -> ProcessorError {
     if error.is_builder() {
         ProcessorError::Unexpected(format!("cannot build the request: {error}"))
@@ -306,47 +355,42 @@ impl CardProcessor for StripeProcessor {
     ) -> Result<Option<ChargeOutcome>, ProcessorError> {
         check_object_id("customer", customer.as_str())?;
         check_idempotency_key(idempotency_key)?;
-        let mut starting_after: Option<String> = None;
         let mut found: Option<ChargeOutcome> = None;
-        for _ in 0..MAX_LOOKUP_PAGES {
-            let mut query = vec![("customer", customer.as_str()), ("limit", "100")];
-            if let Some(after) = &starting_after {
-                query.push(("starting_after", after.as_str()));
-            }
-            let (status, body) = self.get("/v1/payment_intents", &query).await?;
-            if !status.is_success() {
-                return Err(error_from_answer(status, &body));
-            }
-            let page: PaymentIntentList = parse(&body, "payment intent list")?;
-            starting_after = page.data.last().map(|intent| intent.id.clone());
-            for intent in page.data {
-                if intent.metadata.get("idempotency_key").map(String::as_str)
-                    != Some(idempotency_key)
-                {
-                    continue;
-                }
-                let amount = intent.amount.unwrap_or_default();
-                let outcome = outcome_of(intent, amount)?;
-                // A success outranks anything else made under the key.
-                let better = match (&found, &outcome) {
-                    (None, _) => true,
-                    (Some(ChargeOutcome::Succeeded { .. }), _) => false,
-                    (_, ChargeOutcome::Succeeded { .. }) => true,
-                    (Some(ChargeOutcome::Declined { .. }), ChargeOutcome::Processing { .. }) => {
-                        true
+        let filter = [("customer", customer.as_str())];
+        let complete = self
+            .for_each_listed(
+                "/v1/payment_intents",
+                &filter,
+                "payment intent list",
+                |intent: PaymentIntentBody| {
+                    if intent.metadata.get("idempotency_key").map(String::as_str)
+                        != Some(idempotency_key)
+                    {
+                        return Ok(());
                     }
-                    _ => false,
-                };
-                if better {
-                    found = Some(outcome);
-                }
-            }
-            if !page.has_more || starting_after.is_none() {
-                return Ok(found);
-            }
-        }
+                    let amount = intent.amount.unwrap_or_default();
+                    let outcome = outcome_of(intent, amount)?;
+                    // A success outranks anything else made under the key.
+                    let better = match (&found, &outcome) {
+                        (None, _) => true,
+                        (Some(ChargeOutcome::Succeeded { .. }), _) => false,
+                        (_, ChargeOutcome::Succeeded { .. }) => true,
+                        (
+                            Some(ChargeOutcome::Declined { .. }),
+                            ChargeOutcome::Processing { .. },
+                        ) => true,
+                        _ => false,
+                    };
+                    if better {
+                        found = Some(outcome);
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
         match found {
             Some(outcome) => Ok(Some(outcome)),
+            None if complete => Ok(None),
             None => Err(ProcessorError::Unexpected(format!(
                 "more than {MAX_LOOKUP_PAGES} pages of payment intents for {customer}"
             ))),
@@ -372,29 +416,20 @@ impl CardProcessor for StripeProcessor {
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<DisputeState>, ProcessorError> {
         let since = since.timestamp().to_string();
-        let mut starting_after: Option<String> = None;
         let mut found = Vec::new();
-        for _ in 0..MAX_LOOKUP_PAGES {
-            let mut query = vec![("created[gte]", since.as_str()), ("limit", "100")];
-            if let Some(after) = &starting_after {
-                query.push(("starting_after", after.as_str()));
-            }
-            let (status, body) = self.get("/v1/disputes", &query).await?;
-            if !status.is_success() {
-                return Err(error_from_answer(status, &body));
-            }
-            let page: DisputeList = parse(&body, "dispute list")?;
-            starting_after = page.data.last().map(|dispute| dispute.id.clone());
-            for dispute in page.data {
+        let filter = [("created[gte]", since.as_str())];
+        let complete = self
+            .for_each_listed("/v1/disputes", &filter, "dispute list", |dispute: DisputeBody| {
                 found.push(dispute_state(dispute)?);
-            }
-            if !page.has_more || starting_after.is_none() {
-                return Ok(found);
-            }
+                Ok(())
+            })
+            .await?;
+        if !complete {
+            return Err(ProcessorError::Unexpected(format!(
+                "more than {MAX_LOOKUP_PAGES} pages of disputes since {since}"
+            )));
         }
-        Err(ProcessorError::Unexpected(format!(
-            "more than {MAX_LOOKUP_PAGES} pages of disputes since {since}"
-        )))
+        Ok(found)
     }
 
     #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
@@ -461,24 +496,14 @@ impl StripeProcessor {
     ) -> Result<Option<RefundOutcome>, ProcessorError> {
         check_object_id("payment_intent_id", payment_intent_id)?;
         check_idempotency_key(idempotency_key)?;
-        let mut starting_after: Option<String> = None;
         let mut found: Option<RefundOutcome> = None;
-        for _ in 0..MAX_LOOKUP_PAGES {
-            let mut query = vec![("payment_intent", payment_intent_id), ("limit", "100")];
-            if let Some(after) = &starting_after {
-                query.push(("starting_after", after.as_str()));
-            }
-            let (status, body) = self.get("/v1/refunds", &query).await?;
-            if !status.is_success() {
-                return Err(error_from_answer(status, &body));
-            }
-            let page: RefundList = parse(&body, "refund list")?;
-            starting_after = page.data.last().map(|refund| refund.id.clone());
-            for refund in page.data {
+        let filter = [("payment_intent", payment_intent_id)];
+        let complete = self
+            .for_each_listed("/v1/refunds", &filter, "refund list", |refund: RefundBody| {
                 if refund.metadata.get("idempotency_key").map(String::as_str)
                     != Some(idempotency_key)
                 {
-                    continue;
+                    return Ok(());
                 }
                 let amount = refund.amount.unwrap_or_default();
                 let outcome = refund_outcome_of(refund, amount)?;
@@ -488,13 +513,12 @@ impl StripeProcessor {
                 ) {
                     found = Some(outcome);
                 }
-            }
-            if !page.has_more || starting_after.is_none() {
-                return Ok(found);
-            }
-        }
+                Ok(())
+            })
+            .await?;
         match found {
             Some(outcome) => Ok(Some(outcome)),
+            None if complete => Ok(None),
             None => Err(ProcessorError::Unexpected(format!(
                 "more than {MAX_LOOKUP_PAGES} pages of refunds for {payment_intent_id}"
             ))),
@@ -762,11 +786,10 @@ struct PaymentIntentBody {
     metadata: HashMap<String, String>,
 }
 
-#[derive(Deserialize)]
-struct PaymentIntentList {
-    data: Vec<PaymentIntentBody>,
-    #[serde(default)]
-    has_more: bool,
+impl Listed for PaymentIntentBody {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Stripe's dispute object (the fields a [`DisputeState`] needs).
@@ -787,11 +810,10 @@ struct DisputeTransaction {
     fee: i64,
 }
 
-#[derive(Deserialize)]
-struct DisputeList {
-    data: Vec<DisputeBody>,
-    #[serde(default)]
-    has_more: bool,
+impl Listed for DisputeBody {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Deserialize)]
@@ -805,11 +827,10 @@ struct RefundBody {
     metadata: HashMap<String, String>,
 }
 
-#[derive(Deserialize)]
-struct RefundList {
-    data: Vec<RefundBody>,
-    #[serde(default)]
-    has_more: bool,
+impl Listed for RefundBody {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Pages of the customer's payment intents a lookup reads before it gives up (100 each).

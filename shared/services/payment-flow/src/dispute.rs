@@ -19,7 +19,6 @@ use documents::payment::{
     load_payment_version, save_payment_version, DisputeLine, DisputeOutcome, PaymentRecord,
 };
 use documents::DocumentError;
-use ledger::docs::{DocKind, MAX_DOCS_PER_LIST};
 use ledger::{AccountId, Amount, BillingItem, EntryKind, Posting, PostingResult, PostingRule};
 use ledger::{SourceId, StoreError};
 use rust_decimal::Decimal;
@@ -66,33 +65,6 @@ fn source(dispute_id: &str, part: &str) -> Result<SourceId, DisputeError> {
         .map_err(|e| DisputeError::Internal(format!("dispute {dispute_id}: {e}")))
 }
 
-/// The account's payment record that `payment_intent_id` made.
-pub(crate) async fn payment_of(
-    ports: &PaymentPorts<'_>,
-    id: &AccountId,
-    payment_intent_id: &str,
-) -> Result<Option<PaymentRecord>, DisputeError> {
-    let mut after: Option<String> = None;
-    loop {
-        let page = ports
-            .store
-            .list_docs(id, DocKind::Payment, after.as_deref(), MAX_DOCS_PER_LIST)
-            .await
-            .map_err(DisputeError::Store)?;
-        for doc in &page {
-            let record: PaymentRecord = serde_json::from_str(&doc.body)
-                .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
-            if record.processor_payment_id.as_deref() == Some(payment_intent_id) {
-                return Ok(Some(record));
-            }
-        }
-        if page.len() < MAX_DOCS_PER_LIST as usize {
-            return Ok(None);
-        }
-        after = page.last().map(|doc| doc.id.clone());
-    }
-}
-
 /// Apply one dispute state: find the account and payment it belongs to, post the money steps
 /// it shows that are not posted yet, and move the payment's dispute record forward.
 pub async fn apply_dispute(
@@ -108,7 +80,9 @@ pub async fn apply_dispute(
         .ok_or_else(|| DisputeError::UnknownPayment(state.payment_intent_id.clone()))?;
     let id = AccountId::parse(account)
         .map_err(|_| DisputeError::UnknownPayment(state.payment_intent_id.clone()))?;
-    let Some(payment) = payment_of(ports, &id, &state.payment_intent_id).await? else {
+    let Some(payment) =
+        crate::payment_by_processor_id(ports.store, &id, &state.payment_intent_id).await?
+    else {
         return Err(DisputeError::NoPaymentRecord {
             account: id.to_string(),
             payment: state.payment_intent_id.clone(),

@@ -658,3 +658,29 @@ pub const RECONCILE_RETRY_MINUTES: i64 = 15;
 
 pub mod dispute;
 pub mod refund;
+
+/// The account's payment record that the processor's `payment_intent_id` made (disputes and
+/// refund events name the processor's payment, not ours): the account's records, page by page.
+pub(crate) async fn payment_by_processor_id(
+    store: &dyn Store,
+    id: &AccountId,
+    payment_intent_id: &str,
+) -> Result<Option<PaymentRecord>, DocumentError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_docs(id, DocKind::Payment, after.as_deref(), ledger::docs::MAX_DOCS_PER_LIST)
+            .await?;
+        for doc in &page {
+            let record: PaymentRecord = serde_json::from_str(&doc.body)
+                .map_err(|source| DocumentError::Unreadable { what: "payment", source })?;
+            if record.processor_payment_id.as_deref() == Some(payment_intent_id) {
+                return Ok(Some(record));
+            }
+        }
+        if page.len() < ledger::docs::MAX_DOCS_PER_LIST as usize {
+            return Ok(None);
+        }
+        after = page.last().map(|doc| doc.id.clone());
+    }
+}

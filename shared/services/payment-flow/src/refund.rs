@@ -272,21 +272,43 @@ async fn mark_pending(
     payment_id: &str,
     refund_id: &str,
 ) -> Result<(), RefundError> {
-    let entry = pending_entry(payment_id, refund_id);
-    if let Some(account) = ports.store.account(id).await? {
-        if account.pending_refunds.contains(&entry) {
-            return Ok(());
-        }
+    set_pending(ports, id, &pending_entry(payment_id, refund_id), true).await
+}
+
+async fn clear_pending(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+) -> Result<(), RefundError> {
+    set_pending(ports, id, &pending_entry(payment_id, refund_id), false).await
+}
+
+/// List (`pending`) or unlist a refund on the account; an account already so writes nothing.
+async fn set_pending(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    entry: &str,
+    pending: bool,
+) -> Result<(), RefundError> {
+    let Some(account) = ports.store.account(id).await? else { return Ok(()) };
+    if account.pending_refunds.iter().any(|e| e == entry) == pending {
+        return Ok(());
     }
+    let entry = entry.to_string();
     ports
         .store
         .modify_account(
             id,
             Arc::new(move |a| {
-                if a.pending_refunds.contains(&entry) {
+                if a.pending_refunds.contains(&entry) == pending {
                     return Err(ledger::LedgerError::Unchanged);
                 }
-                a.pending_refunds.push(entry.clone());
+                if pending {
+                    a.pending_refunds.push(entry.clone());
+                } else {
+                    a.pending_refunds.retain(|e| *e != entry);
+                }
                 Ok(())
             }),
             Utc::now(),
@@ -298,38 +320,6 @@ async fn mark_pending(
             StoreError::Rejected(ledger::LedgerError::TooManyPendingPayments) => {
                 Err(RefundError::TooManyPending)
             }
-            other => Err(RefundError::Store(other)),
-        })
-}
-
-async fn clear_pending(
-    ports: &PaymentPorts<'_>,
-    id: &AccountId,
-    payment_id: &str,
-    refund_id: &str,
-) -> Result<(), RefundError> {
-    let entry = pending_entry(payment_id, refund_id);
-    let Some(account) = ports.store.account(id).await? else { return Ok(()) };
-    if !account.pending_refunds.contains(&entry) {
-        return Ok(());
-    }
-    ports
-        .store
-        .modify_account(
-            id,
-            Arc::new(move |a| {
-                if !a.pending_refunds.contains(&entry) {
-                    return Err(ledger::LedgerError::Unchanged);
-                }
-                a.pending_refunds.retain(|e| *e != entry);
-                Ok(())
-            }),
-            Utc::now(),
-        )
-        .await
-        .map(|_| ())
-        .or_else(|error| match error {
-            StoreError::Rejected(ledger::LedgerError::Unchanged) => Ok(()),
             other => Err(RefundError::Store(other)),
         })
 }
@@ -617,9 +607,8 @@ pub async fn refund_failed_later(
     let now = ledger::truncate_to_micros(now);
     let Some((account, refund_id)) = parse_refund_key(idempotency_key) else { return Ok(None) };
     let Ok(id) = AccountId::parse(account) else { return Ok(None) };
-    let payment = crate::dispute::payment_of(ports, &id, payment_intent_id)
-        .await
-        .map_err(|e| RefundError::Internal(e.to_string()))?
+    let payment = crate::payment_by_processor_id(ports.store, &id, payment_intent_id)
+        .await?
         .ok_or_else(|| RefundError::NoSuchPayment(payment_intent_id.to_string()))?;
     let payment_id = payment.payment_id.clone();
     let Some(line) = payment.refund(refund_id).cloned() else {

@@ -344,6 +344,15 @@ impl RechargeWorker {
         Ok(())
     }
 
+    /// The payment services' ports: this worker's store, processor and notices.
+    fn ports(&self) -> payment_flow::PaymentPorts<'_> {
+        payment_flow::PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        }
+    }
+
     /// Settle a Pay Now whose outcome was unknown (see `payment_flow::pay_now_with`).
     pub async fn reconcile_payment(
         &self,
@@ -351,11 +360,7 @@ impl RechargeWorker {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, RechargeError> {
-        let ports = payment_flow::PaymentPorts {
-            store: &*self.store,
-            processor: &*self.processor,
-            notices: Some(&*self.notices),
-        };
+        let ports = self.ports();
         match payment_flow::reconcile_pending_payment(&ports, account_id, key, now).await? {
             payment_flow::Reconciled::Final => Ok(Outcome::NotNeeded("payment settled")),
             payment_flow::Reconciled::NotYet(at) => Ok(Outcome::NotYet(at)),
@@ -370,11 +375,7 @@ impl RechargeWorker {
         pending: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, RechargeError> {
-        let ports = payment_flow::PaymentPorts {
-            store: &*self.store,
-            processor: &*self.processor,
-            notices: Some(&*self.notices),
-        };
+        let ports = self.ports();
         match payment_flow::refund::reconcile_pending_refund(&ports, account_id, pending, now)
             .await?
         {
