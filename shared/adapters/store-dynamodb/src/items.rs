@@ -203,6 +203,9 @@ pub struct PageEntry {
     pub source_id: SourceId,
     #[serde(rename = "d", default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// The credit grants' shares of the entry (see `ledger::grant`).
+    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<ledger::GrantShare>,
 }
 
 impl PageEntry {
@@ -216,6 +219,7 @@ impl PageEntry {
             occurred_at_micros: entry.occurred_at.timestamp_micros(),
             source_id: entry.source_id.clone(),
             details: entry.details.clone(),
+            grants: entry.grants.clone(),
         }
     }
 
@@ -237,6 +241,7 @@ impl PageEntry {
             occurred_at,
             source_id: self.source_id,
             details: self.details,
+            grants: self.grants,
         })
     }
 }

@@ -252,6 +252,10 @@ pub struct Account {
     /// Money reserved for authorized calls, messages and purchases (see [`crate::hold`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Hold>,
+    /// Credit grants with something left (see [`crate::grant`]), at most
+    /// [`crate::MAX_GRANTS`] as the operator API enforces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<crate::grant::CreditGrant>,
     /// The operator's rules below the floor (see [`crate::service`]); `None`: the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServicePolicy>,
@@ -331,6 +335,7 @@ impl Account {
             low_balance_usd: None,
             low_balance_noticed: false,
             holds: Vec::new(),
+            grants: Vec::new(),
             service: None,
             suspended_since: None,
             release_stage: 0,

@@ -61,10 +61,13 @@ pub enum BillingItem {
     /// A chargeback: the disputed amount and the processor's fee, debited when the processor
     /// withdraws them and credited back when a won dispute reinstates them.
     Dispute,
+    /// Money the operator granted (promotional or goodwill): a credit that opens a grant, and
+    /// the debit that removes what is left of it when it expires (see [`crate::grant`]).
+    CreditGrant,
 }
 
 impl BillingItem {
-    pub const ALL: [BillingItem; 15] = [
+    pub const ALL: [BillingItem; 16] = [
         BillingItem::PhoneNumber,
         BillingItem::PhoneCall,
         BillingItem::OutgoingSms,
@@ -80,6 +83,7 @@ impl BillingItem {
         BillingItem::IncludedMinutes,
         BillingItem::CardRefund,
         BillingItem::Dispute,
+        BillingItem::CreditGrant,
     ];
 
     pub fn allows(self, kind: EntryKind) -> bool {
@@ -87,7 +91,10 @@ impl BillingItem {
             BillingItem::FundsAdded | BillingItem::Refund | BillingItem::IncludedMinutes => {
                 kind == EntryKind::Credit
             }
-            BillingItem::Adjustment | BillingItem::CardRefund | BillingItem::Dispute => true,
+            BillingItem::Adjustment
+            | BillingItem::CardRefund
+            | BillingItem::Dispute
+            | BillingItem::CreditGrant => true,
             _ => kind == EntryKind::Debit,
         }
     }
@@ -109,7 +116,15 @@ impl BillingItem {
             BillingItem::IncludedMinutes => "included_minutes",
             BillingItem::CardRefund => "card_refund",
             BillingItem::Dispute => "dispute",
+            BillingItem::CreditGrant => "credit_grant",
         }
+    }
+
+    /// Whether a debit of this item is paid from the account's credit grants before its paid
+    /// funds. Money that goes back to the card processor (a card refund, a chargeback) is paid
+    /// money and never comes out of a grant; a grant's own expiry removes only that grant.
+    pub fn draws_on_grants(self) -> bool {
+        !matches!(self, BillingItem::CardRefund | BillingItem::Dispute | BillingItem::CreditGrant)
     }
 
     pub fn parse(value: &str) -> Option<Self> {
@@ -133,11 +148,20 @@ pub struct Entry {
     pub occurred_at: DateTime<Utc>,
     pub source_id: SourceId,
     pub details: serde_json::Value,
+    /// The part of the amount each credit grant bore (see [`crate::grant`]): drawn from it by a
+    /// debit, given back to it by a credit. The rest is paid funds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<crate::grant::GrantShare>,
 }
 
 impl Entry {
     pub fn signed_amount_usd(&self) -> Decimal {
         self.kind.signed(self.amount_usd)
+    }
+
+    /// The part of the amount credit grants bore (the rest is paid funds).
+    pub fn grants_usd(&self) -> Decimal {
+        self.grants.iter().map(|share| share.amount_usd).sum()
     }
 }
 

@@ -112,9 +112,10 @@ impl Account {
             .sum()
     }
 
-    /// Balance minus active holds (what auto-recharge and the low-balance notice watch).
+    /// Balance minus active holds (what auto-recharge and the low-balance notice watch), and
+    /// minus grants that have expired but whose expiry entry has not posted yet.
     pub fn unreserved_usd(&self, at: DateTime<Utc>) -> Decimal {
-        self.balance_usd - self.held_usd(at, None)
+        self.balance_usd - self.held_usd(at, None) - self.expired_grants_usd(at)
     }
 
     /// What a new authorization may use at `at`: balance − active holds − floor.

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod docs;
 pub mod entry;
+pub mod grant;
 pub mod hold;
 pub mod ids;
 pub mod memory;
@@ -22,6 +23,10 @@ pub use account::{
     MAX_PENDING_PAYMENTS,
 };
 pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
+pub use grant::{
+    CreditGrant, GrantCategory, GrantShare, GrantTerms, DEFAULT_GRANT_PRIORITY, MAX_GRANTS,
+    MAX_GRANT_PRIORITY,
+};
 pub use hold::{HeldCall, Hold, HoldPurpose, MAX_HOLDS};
 pub use ids::{AccountId, IdError, SourceId};
 pub use money::{display_usd, Amount, AmountError, Rounding};
@@ -75,6 +80,8 @@ pub enum LedgerError {
     /// writes nothing.
     #[error("nothing to change")]
     Unchanged,
+    #[error("a credit grant is a credit with the grant's terms; its debits are the ledger's own")]
+    GrantTerms,
     #[error(transparent)]
     Amount(#[from] AmountError),
     #[error(transparent)]

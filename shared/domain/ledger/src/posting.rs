@@ -43,6 +43,9 @@ pub struct Posting {
     /// and not counted against the posting's own floor check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settles: Option<String>,
+    /// A `credit_grant` credit: the terms of the grant it opens (its id is the source id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<crate::GrantTerms>,
 }
 
 impl Posting {
@@ -106,7 +109,51 @@ impl Posting {
             occurred_at: crate::truncate_to_micros(occurred_at),
             details: serde_json::Value::Null,
             settles: None,
+            grant: None,
         })
+        .and_then(|posting| posting.check_grant().map(|()| posting))
+    }
+
+    /// A credit grant: opens a grant of `amount_usd` on the terms given (see [`crate::grant`]).
+    pub fn grant(
+        source_id: SourceId,
+        amount_usd: Amount,
+        terms: crate::GrantTerms,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        if terms.priority > crate::MAX_GRANT_PRIORITY {
+            return Err(LedgerError::GrantTerms);
+        }
+        Ok(Posting {
+            source_id,
+            kind: EntryKind::Credit,
+            item: BillingItem::CreditGrant,
+            amount_usd,
+            rule: PostingRule::Always,
+            occurred_at: crate::truncate_to_micros(occurred_at),
+            details: serde_json::Value::Null,
+            settles: None,
+            grant: Some(terms),
+        })
+    }
+
+    /// Only a `credit_grant` credit carries grant terms, and it must: the grant's expiry
+    /// debits are the ledger's own.
+    pub(crate) fn check_grant(&self) -> Result<(), LedgerError> {
+        let is_grant = self.item == BillingItem::CreditGrant;
+        let good = match &self.grant {
+            Some(terms) => {
+                is_grant
+                    && self.kind == EntryKind::Credit
+                    && terms.priority <= crate::MAX_GRANT_PRIORITY
+            }
+            None => !is_grant,
+        };
+        if good {
+            Ok(())
+        } else {
+            Err(LedgerError::GrantTerms)
+        }
     }
 
     /// This posting reports the authorization `hold` (see [`crate::hold`]).
@@ -132,6 +179,7 @@ impl Posting {
         if self.kind == EntryKind::Credit && self.rule != PostingRule::Always {
             return Err(LedgerError::CreditsAlwaysPost);
         }
+        self.check_grant()?;
         if self.occurred_at != crate::truncate_to_micros(self.occurred_at) {
             return Err(LedgerError::SubMicrosecondTime);
         }
@@ -331,11 +379,18 @@ pub fn apply(
         Some(last) if last > now => last,
         _ => crate::truncate_to_micros(now),
     };
+    for posting in postings {
+        posting.check_grant()?;
+    }
     let floor = account.floor_usd();
     let mut balance = account.balance_usd;
     let mut seq = account.last_seq;
     let mut in_batch: HashMap<&SourceId, u64> = HashMap::new();
     let mut entries = Vec::new();
+    // Grants expired by now: what is left of them is removed first, so nothing in this batch
+    // draws on them and the balance the batch is checked against is what the account has.
+    let mut grants = account.grants.clone();
+    expire_grants(account, &mut grants, posted_at, &mut seq, &mut balance, &mut entries);
     let mut results = Vec::with_capacity(postings.len());
     let mut refused: Vec<(&Posting, Refusal)> = Vec::new();
     // Holds reported by postings that were applied or refused now (not by duplicates: their
@@ -381,6 +436,36 @@ pub fn apply(
         seq += 1;
         balance = next_balance;
         in_batch.insert(&posting.source_id, seq);
+        let shares = match (posting.kind, &posting.grant) {
+            (EntryKind::Credit, Some(terms)) => {
+                grants.push(crate::CreditGrant {
+                    id: posting.source_id.to_string(),
+                    category: terms.category,
+                    granted_usd: posting.amount_usd.value(),
+                    remaining_usd: posting.amount_usd.value(),
+                    expires_at: terms.expires_at,
+                    priority: terms.priority,
+                    granted_at: posted_at,
+                });
+                vec![crate::GrantShare {
+                    grant: posting.source_id.to_string(),
+                    amount_usd: posting.amount_usd.value(),
+                }]
+            }
+            (EntryKind::Debit, _) if posting.item.draws_on_grants() => {
+                crate::grant::draw(&mut grants, posting.amount_usd.value(), posted_at)
+            }
+            // A plan credit gives back what its call (the entry before it) took last.
+            (EntryKind::Credit, None) if posting.item == BillingItem::IncludedMinutes => {
+                match entries.last() {
+                    Some(call) if call.kind == EntryKind::Debit => {
+                        crate::grant::give_back(&mut grants, call, posting.amount_usd.value())
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
         entries.push(Entry {
             account_id: account.id.clone(),
             seq,
@@ -392,11 +477,15 @@ pub fn apply(
             occurred_at: posting.occurred_at,
             source_id: posting.source_id.clone(),
             details: posting.details.clone(),
+            grants: shares,
         });
         results.push(PostingResult::Applied { seq, balance_after_usd: balance });
     }
 
     let mut next = account.clone();
+    grants.retain(|grant| grant.remaining_usd > Decimal::ZERO);
+    assert_grants_follow(account, &grants, &entries);
+    next.grants = grants;
     next.prune_holds(posted_at);
     for (hold, purpose) in settles {
         next.report_hold(hold, purpose, posted_at);
@@ -488,6 +577,21 @@ pub fn settle_settings_change(
         || after.last_posted_at != before.last_posted_at
         || after.version != before.version
     {
+        return Err(LedgerError::BalanceFieldsAreLedgerOnly);
+    }
+    // Grants are money: a settings change may only bring a grant's expiry forward (a void).
+    let same_grants = after.grants.len() == before.grants.len()
+        && before.grants.iter().zip(&after.grants).all(|(was, is)| {
+            let expiry_kept_or_earlier = match (was.expires_at, is.expires_at) {
+                (_, None) => was.expires_at.is_none(),
+                (None, Some(_)) => true,
+                (Some(was), Some(is)) => is <= was,
+            };
+            crate::CreditGrant { expires_at: None, ..was.clone() }
+                == crate::CreditGrant { expires_at: None, ..is.clone() }
+                && expiry_kept_or_earlier
+        });
+    if !same_grants {
         return Err(LedgerError::BalanceFieldsAreLedgerOnly);
     }
     after.version += 1;
@@ -628,6 +732,61 @@ pub fn crossings(
             }
         })
         .collect()
+}
+
+/// Post the removal of what is left of every grant expired at `posted_at` (one debit each,
+/// source id `gx:<grant>`, dated at the expiry).
+fn expire_grants(
+    account: &Account,
+    grants: &mut [crate::CreditGrant],
+    posted_at: DateTime<Utc>,
+    seq: &mut u64,
+    balance: &mut Decimal,
+    entries: &mut Vec<Entry>,
+) {
+    let mut expired: Vec<&mut crate::CreditGrant> = grants
+        .iter_mut()
+        .filter(|grant| grant.expired_at(posted_at) && grant.remaining_usd > Decimal::ZERO)
+        .collect();
+    expired.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+    for grant in expired {
+        let left = grant.remaining_usd;
+        let (Ok(amount_usd), Ok(source_id)) =
+            (Amount::new(left), SourceId::parse(crate::grant::expiry_source_id(&grant.id)))
+        else {
+            // A grant id too long for the expiry's source id cannot be opened (the API checks
+            // it); leave the grant rather than post an entry nobody could recognise again.
+            continue;
+        };
+        grant.remaining_usd = Decimal::ZERO;
+        *seq += 1;
+        *balance -= left;
+        entries.push(Entry {
+            account_id: account.id.clone(),
+            seq: *seq,
+            kind: EntryKind::Debit,
+            item: BillingItem::CreditGrant,
+            amount_usd,
+            balance_after_usd: *balance,
+            posted_at,
+            occurred_at: grant.expires_at.unwrap_or(posted_at).min(posted_at),
+            source_id,
+            details: serde_json::json!({ "grant": grant.id, "expired": true }),
+            grants: vec![crate::GrantShare { grant: grant.id.clone(), amount_usd: left }],
+        });
+    }
+}
+
+/// Every grant's remainder moved by exactly its entries' shares: a bug otherwise.
+fn assert_grants_follow(account: &Account, grants: &[crate::CreditGrant], entries: &[Entry]) {
+    let moved: Decimal = entries
+        .iter()
+        .flat_map(|entry| entry.grants.iter().map(move |share| (entry.kind, share.amount_usd)))
+        .map(|(kind, amount)| if kind == EntryKind::Credit { amount } else { -amount })
+        .sum();
+    let after: Decimal = grants.iter().map(|grant| grant.remaining_usd).sum();
+    assert_eq!(after, account.granted_usd() + moved, "grant remainders drifted from their shares");
+    assert!(grants.iter().all(|grant| grant.remaining_usd > Decimal::ZERO));
 }
 
 fn assert_chain_extends(account: &Account, entries: &[Entry]) {

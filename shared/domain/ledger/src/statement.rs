@@ -15,7 +15,11 @@
 //! | `included_minutes` credit             | usage, as its own negative line             |
 //! | `sales_tax` debit                     | taxes                                       |
 //! | `adjustment` debit                    | other debits                                |
+//! | `credit_grant` credit (a grant)       | other credits                               |
+//! | `credit_grant` debit (its expiry)     | other debits                                |
 //!
+//! A line paid (partly) from credit grants says so (`grants_usd`, and its description ends
+//! "…, $X from credits"); `grants_used_usd` sums what grants paid for in the period.
 //! so `opening + card payments + other credits - usage - taxes - other debits = closing`.
 
 use std::collections::BTreeMap;
@@ -58,6 +62,10 @@ pub struct Statement {
     pub other_debits_usd: Decimal,
     /// The balance at `to + 1 day` 00:00 UTC.
     pub closing_balance_usd: Decimal,
+    /// What credit grants paid for in the period (their shares of debits, less what plan
+    /// credits gave back to them); expiries are not counted: they paid for nothing.
+    #[serde(default)]
+    pub grants_used_usd: Decimal,
     /// Every entry of the period, oldest first.
     pub lines: Vec<StatementLine>,
 }
@@ -76,6 +84,9 @@ pub struct StatementLine {
     pub source_id: String,
     /// For people: "Outbound call, 3 min", "Auto-recharge, visa 4242", or the item's label.
     pub description: String,
+    /// The part of the amount credit grants bore (drawn by a debit, given back by a credit).
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub grants_usd: Decimal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +184,8 @@ fn bucket(kind: EntryKind, item: BillingItem) -> Bucket {
         (EntryKind::Debit, BillingItem::SalesTax) => Bucket::Taxes,
         // Paid funds returned to the card: not usage.
         (EntryKind::Debit, BillingItem::CardRefund | BillingItem::Dispute) => Bucket::OtherDebits,
+        // What was left of an expired grant: not usage either.
+        (EntryKind::Debit, BillingItem::CreditGrant) => Bucket::OtherDebits,
         // The posting rules never debit the credit-only items; should one appear, it is still
         // counted (as an other debit) so the statement reconciles.
         (
@@ -242,6 +255,7 @@ impl Statement {
         let mut lines = Vec::with_capacity(entries.len());
         let mut balance = opening_balance_usd;
         let mut previous: Option<&Entry> = None;
+        let mut grants_used_usd = Decimal::ZERO;
         for entry in entries {
             if entry.account_id != account_id || entry.posted_at < start || entry.posted_at >= end {
                 return Err(StatementError::ForeignEntry { seq: entry.seq, account_id, from, to });
@@ -266,6 +280,13 @@ impl Statement {
             }
             balance = expected;
             totals.add(entry.kind, entry.item, amount_usd);
+            let grants_usd = entry.grants_usd();
+            if entry.item != BillingItem::CreditGrant {
+                grants_used_usd += match entry.kind {
+                    EntryKind::Debit => grants_usd,
+                    EntryKind::Credit => -grants_usd,
+                };
+            }
             lines.push(StatementLine {
                 seq: entry.seq,
                 posted_at: entry.posted_at,
@@ -276,6 +297,7 @@ impl Statement {
                 balance_after_usd: entry.balance_after_usd,
                 source_id: entry.source_id.to_string(),
                 description: describe(entry),
+                grants_usd,
             });
             previous = Some(entry);
         }
@@ -291,6 +313,7 @@ impl Statement {
             taxes_usd: totals.taxes_usd,
             other_debits_usd: totals.other_debits_usd,
             closing_balance_usd: balance,
+            grants_used_usd,
             lines,
         };
         debug_assert!(statement.reconciles(), "a statement built from a checked chain reconciles");
@@ -409,6 +432,7 @@ pub fn item_label(item: BillingItem) -> &'static str {
         BillingItem::IncludedMinutes => "Included plan minutes",
         BillingItem::CardRefund => "Refund to card",
         BillingItem::Dispute => "Chargeback (disputed payment)",
+        BillingItem::CreditGrant => "Credit grant",
     }
 }
 
@@ -528,8 +552,45 @@ pub fn describe(entry: &Entry) -> String {
             .and_then(|m| m.parse::<crate::Month>().ok())
             .map(|month| format!("Sales tax for {}", month.first_day().format("%B %Y"))),
         BillingItem::PlanFee => None,
+        BillingItem::CreditGrant => {
+            let what = match entry.kind {
+                crate::EntryKind::Credit => match text("category") {
+                    Some("goodwill") => "Goodwill credit",
+                    Some("promotional") => "Promotional credit",
+                    _ => label,
+                },
+                crate::EntryKind::Debit => "Credit expired, unused part removed",
+            };
+            Some(match text("reason").filter(|r| !r.trim().is_empty()) {
+                Some(reason) => format!("{what}: {reason}"),
+                None => what.to_string(),
+            })
+        }
     };
-    one_line(&described.unwrap_or_else(|| label.to_string()))
+    let described = described.unwrap_or_else(|| label.to_string());
+    // Which money paid: a debit drawn (partly) from grants says how much.
+    let grants_usd = entry.grants_usd();
+    let described = if entry.kind == EntryKind::Debit
+        && entry.item != BillingItem::CreditGrant
+        && !grants_usd.is_zero()
+    {
+        let paid_from = if grants_usd == entry.amount_usd.value() {
+            "paid from credits".to_string()
+        } else {
+            // Exact: a sub-cent share is not "$0.00".
+            let exact = grants_usd.normalize();
+            let shown =
+                if exact.scale() > 2 { format!("${exact}") } else { crate::display_usd(exact) };
+            format!("{shown} from credits")
+        };
+        // The note goes first into the cut, so a long description never loses it.
+        let room = MAX_DESCRIPTION_CHARS.saturating_sub(paid_from.chars().count() + 2);
+        let head: String = one_line(&described).chars().take(room).collect();
+        format!("{head}, {paid_from}")
+    } else {
+        described
+    };
+    one_line(&described)
 }
 
 /// "45 s", "3 min", "2 min 5 s".
@@ -574,6 +635,7 @@ mod tests {
             occurred_at: DateTime::UNIX_EPOCH,
             source_id: SourceId::parse("evt-1#transcription").unwrap(),
             details,
+            grants: Vec::new(),
         }
     }
 

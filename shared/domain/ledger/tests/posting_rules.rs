@@ -1029,6 +1029,8 @@ fn every_billing_item_posts_only_in_its_documented_direction() {
             BillingItem::Adjustment | BillingItem::CardRefund | BillingItem::Dispute => {
                 (true, true)
             }
+            // Only with the grant's terms (`Posting::grant`); its debits are the ledger's own.
+            BillingItem::CreditGrant => (false, false),
             _ => (true, false),
         };
         assert_eq!((debit, credit), (debit_expected, credit_expected), "{item:?}");

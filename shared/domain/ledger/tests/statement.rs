@@ -440,6 +440,7 @@ fn brute_force(id: &AccountId, all: &[Entry], from: NaiveDate, to: NaiveDate) ->
         taxes_usd: Decimal::ZERO,
         other_debits_usd: Decimal::ZERO,
         closing_balance_usd: opening,
+        grants_used_usd: Decimal::ZERO,
         lines: Vec::new(),
     };
     for entry in in_range {
@@ -472,6 +473,7 @@ fn brute_force(id: &AccountId, all: &[Entry], from: NaiveDate, to: NaiveDate) ->
             balance_after_usd: entry.balance_after_usd,
             source_id: entry.source_id.to_string(),
             description: describe(entry),
+            grants_usd: entry.grants_usd(),
         });
     }
     statement

@@ -173,11 +173,11 @@ mod tests {
         assert!(
             matches!(
                 found,
-                TaxError::DuplicateItem { line: 16, first_line: 3, item: BillingItem::PhoneCall }
+                TaxError::DuplicateItem { line: 17, first_line: 3, item: BillingItem::PhoneCall }
             ),
             "{found:?}"
         );
-        assert!(found.to_string().starts_with("line 16: phone_call is already listed (line 3)"));
+        assert!(found.to_string().starts_with("line 17: phone_call is already listed (line 3)"));
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         );
         let found =
             Taxability::from_csv(&format!("{}included_minutes,true\n", csv_with(&[]))).unwrap_err();
-        assert!(matches!(found, TaxError::IncludedMinutesListed { line: 16 }), "{found:?}");
+        assert!(matches!(found, TaxError::IncludedMinutesListed { line: 17 }), "{found:?}");
         assert!(found.to_string().contains("follows phone_call"));
     }
 

@@ -153,9 +153,18 @@ pub struct OverviewView {
     /// Reserved by active holds for calls, messages and purchases in progress (not debited).
     #[schema(value_type = Usd)]
     pub held_usd: String,
-    /// What new calls, messages and purchases may use: balance − held − floor.
+    /// What new calls, messages and purchases may use: balance − held − floor (and less any
+    /// credit grant that has expired and is not removed yet).
     #[schema(value_type = SignedUsd)]
     pub available_usd: String,
+    /// The customer's own money: the balance less what is left of credit grants. Never expires.
+    #[schema(value_type = SignedUsd)]
+    pub paid_usd: String,
+    /// What is left of credit grants (promotional or goodwill): drawn on before paid funds.
+    #[schema(value_type = Usd)]
+    pub granted_usd: String,
+    /// The credit grants with something left, in the order debits draw on them.
+    pub grants: Vec<crate::grants::GrantView>,
     /// The active holds, oldest first.
     pub holds: Vec<crate::authorization::HoldView>,
     pub status: doc::AccountStatus,
@@ -191,6 +200,9 @@ pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
         balance_display: display_usd(account.balance_usd),
         held_usd: account.held_usd(now, None).normalize().to_string(),
         available_usd: account.available_usd(now).normalize().to_string(),
+        paid_usd: account.paid_usd().normalize().to_string(),
+        granted_usd: account.granted_usd().normalize().to_string(),
+        grants: crate::grants::GrantsView::of(account, now).grants,
         holds: account
             .holds
             .iter()
@@ -737,6 +749,20 @@ pub struct EntryView {
     pub source_id: String,
     /// What the source said about it (free-form).
     pub details: Value,
+    /// Which credit grants bore part of the amount, and how much (drawn by a debit, given back
+    /// by a credit); the rest is paid funds. Absent when no grant was involved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantShareView>,
+}
+
+/// The part of an entry one credit grant bore.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = GrantShare)]
+pub struct GrantShareView {
+    /// The grant's id.
+    pub grant_id: String,
+    #[schema(value_type = Usd)]
+    pub amount_usd: String,
 }
 
 impl From<&Entry> for EntryView {
@@ -753,6 +779,7 @@ impl From<&Entry> for EntryView {
             occurred_at,
             source_id,
             details,
+            grants,
         } = entry;
         EntryView {
             seq: *seq,
@@ -764,6 +791,13 @@ impl From<&Entry> for EntryView {
             balance_after_usd: balance_after_usd.normalize().to_string(),
             source_id: source_id.as_str().to_string(),
             details: details.clone(),
+            grants: grants
+                .iter()
+                .map(|share| GrantShareView {
+                    grant_id: share.grant.clone(),
+                    amount_usd: share.amount_usd.normalize().to_string(),
+                })
+                .collect(),
         }
     }
 }

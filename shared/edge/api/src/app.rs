@@ -99,6 +99,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
+    ("POST", "/v1/operator/accounts/{account_id}/credit-grants"),
+    ("GET", "/v1/operator/accounts/{account_id}/credit-grants"),
+    ("POST", "/v1/operator/accounts/{account_id}/credit-grants/{grant_id}/void"),
     ("POST", "/v1/operator/accounts/{account_id}/payments/{payment_id}/refunds"),
     ("POST", "/v1/operator/accounts/{account_id}/auto-recharge/rearm"),
     ("GET", "/v1/operator/auto-recharge/attention"),
@@ -134,7 +137,9 @@ pub fn group(group: Group) -> Router<Arc<AppState>> {
 /// A group's routes with their documentation.
 pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
     let routes = match group {
-        Group::Settings => crate::account::settings_router().merge(crate::operator::router()),
+        Group::Settings => crate::account::settings_router()
+            .merge(crate::operator::router())
+            .merge(crate::grants::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),
     };

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authorization;
 pub mod body;
 pub mod error;
+pub mod grants;
 pub mod limits;
 pub mod openapi;
 pub mod operator;

@@ -266,7 +266,7 @@ mirror_enum! {
     BillingItem = ledger::BillingItem {
         PhoneNumber, PhoneCall, OutgoingSms, IncomingSms, RingThroughAttempt, CarrierSurcharge,
         PremiumService, SalesTax, PlanFee, FundsAdded, Adjustment, Refund, IncludedMinutes,
-        CardRefund, Dispute,
+        CardRefund, Dispute, CreditGrant,
     }
 }
 

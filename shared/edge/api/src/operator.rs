@@ -504,7 +504,7 @@ async fn set_tax_exemption(
 }
 
 /// The entry `seq` of the account (one small read).
-async fn entry(state: &AppState, id: &AccountId, seq: u64) -> Result<Entry, ApiError> {
+pub(crate) async fn entry(state: &AppState, id: &AccountId, seq: u64) -> Result<Entry, ApiError> {
     let query = EntryQuery {
         cursor: Some(ledger::store::encode_cursor(seq.saturating_sub(1))),
         limit: 1,

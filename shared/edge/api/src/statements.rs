@@ -24,7 +24,7 @@ use crate::account::{account_or_404, idempotency_key, Params};
 use crate::auth::Identity;
 use crate::body;
 use crate::error::ApiError;
-use crate::openapi::{self as doc, EmailAddress, SignedUsd};
+use crate::openapi::{self as doc, EmailAddress, SignedUsd, Usd};
 use crate::profile::Email;
 use crate::state::AppState;
 
@@ -69,6 +69,9 @@ pub struct StatementView {
     /// The balance at `to + 1 day` 00:00 UTC.
     #[schema(value_type = SignedUsd)]
     pub closing_balance_usd: Decimal,
+    /// What credit grants paid for in the period (the rest was paid funds).
+    #[schema(value_type = SignedUsd)]
+    pub grants_used_usd: Decimal,
     /// Every entry of the period, oldest first.
     pub lines: Vec<StatementLineView>,
 }
@@ -90,6 +93,10 @@ pub struct StatementLineView {
     pub source_id: String,
     /// For people: "Outbound call, 3 min", "Auto-recharge, visa 4242", or the item's label.
     pub description: String,
+    /// The part of the amount credit grants bore (absent when none did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Usd>)]
+    pub grants_usd: Option<Decimal>,
 }
 
 impl From<Statement> for StatementView {
@@ -107,6 +114,7 @@ impl From<Statement> for StatementView {
             taxes_usd,
             other_debits_usd,
             closing_balance_usd,
+            grants_used_usd,
             lines,
         } = statement;
         StatementView {
@@ -121,6 +129,7 @@ impl From<Statement> for StatementView {
             taxes_usd,
             other_debits_usd,
             closing_balance_usd,
+            grants_used_usd,
             lines: lines.into_iter().map(StatementLineView::from).collect(),
         }
     }
@@ -138,6 +147,7 @@ impl From<StatementLine> for StatementLineView {
             balance_after_usd,
             source_id,
             description,
+            grants_usd,
         } = line;
         StatementLineView {
             seq,
@@ -149,6 +159,7 @@ impl From<StatementLine> for StatementLineView {
             balance_after_usd,
             source_id,
             description,
+            grants_usd: (!grants_usd.is_zero()).then_some(grants_usd),
         }
     }
 }

@@ -171,6 +171,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
         ),
         (
             "post",
+            "/v1/operator/accounts/{account_id}/credit-grants",
+            accepted_fields::<api::grants::GrantBody>(empty()),
+        ),
+        (
+            "post",
             "/v1/authorizations/{authorization_id}/extend",
             accepted_fields::<api::authorization::ExtendRequest>(empty()),
         ),
@@ -494,6 +499,19 @@ async fn every_route_answers_its_documented_success() {
     let body = r#"{"amount_usd": "1", "reason": "test"}"#;
     let reply = app.call("POST", &path, Some(&operator), &key("refund-1"), Some(body)).await;
     expect("POST", template, 201, reply);
+    let grants = "/v1/operator/accounts/{account_id}/credit-grants";
+    let path = grants.replace("{account_id}", "acme");
+    let body = r#"{"amount_usd": "5", "category": "promotional", "reason": "welcome"}"#;
+    for status in [201, 200] {
+        let reply = app.call("POST", &path, Some(&operator), &key("welcome-1"), Some(body)).await;
+        expect("POST", grants, status, reply);
+    }
+    let reply = app.call("GET", &path, Some(&operator), &[], None).await;
+    expect("GET", grants, 200, reply);
+    let void = "/v1/operator/accounts/{account_id}/credit-grants/{grant_id}/void";
+    let path = void.replace("{account_id}", "acme").replace("{grant_id}", "cg:welcome-1");
+    let reply = app.call("POST", &path, Some(&operator), &[], None).await;
+    expect("POST", void, 200, reply);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

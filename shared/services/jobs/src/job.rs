@@ -19,7 +19,8 @@ pub enum Job {
     ScheduledStatement { account_id: AccountId, cadence: Cadence, from: NaiveDate, to: NaiveDate },
     /// Send a statement someone asked for (the API).
     Statement(StatementRequest),
-    /// Move a suspended account's number release on (daily; see [`crate::release`]).
+    /// The daily sweep of one account: remove what is left of expired credit grants, then move
+    /// a suspended account's number release on (see [`crate::release`]).
     ReleaseSweep { account_id: AccountId },
 }
 

@@ -31,6 +31,23 @@ impl SweepOutcome {
     }
 }
 
+/// Remove what is left of `id`'s credit grants expired by `now` (see `ledger::grant`): one write
+/// of the account with no postings, which posts each removal ahead of anything else. Whether
+/// anything was removed; a re-run finds nothing left.
+pub async fn expire_grants(
+    ledger: &dyn LedgerStore,
+    id: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let account =
+        ledger.account(id).await?.ok_or_else(|| StoreError::AccountNotFound(id.clone()))?;
+    if !account.grants_due_to_expire(now) {
+        return Ok(false);
+    }
+    let outcome = ledger.post(id, Vec::new(), now).await?;
+    Ok(outcome.account.last_seq > account.last_seq)
+}
+
 /// Move `id`'s number release to the stage due at `now`, if it is behind.
 pub async fn sweep(
     ledger: &dyn LedgerStore,

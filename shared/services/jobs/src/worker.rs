@@ -40,11 +40,15 @@ impl Workers {
                 statements.send(request).await.map(|o| o.as_str())
             }
             // The statements function runs the daily sweep: it has the ledger and a schedule.
+            // It removes expired credit grants first: a removal can suspend the account.
             (Job::ReleaseSweep { account_id }, _, Some(statements)) => {
-                crate::release::sweep(&*statements.ledger, account_id, now)
-                    .await
-                    .map(|o| o.as_str())
-                    .map_err(JobError::from)
+                let ledger = &*statements.ledger;
+                let expired = crate::release::expire_grants(ledger, account_id, now).await?;
+                let release = crate::release::sweep(ledger, account_id, now).await?;
+                Ok(match release {
+                    crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",
+                    other => other.as_str(),
+                })
             }
             _ => Err(JobError::NotThisWorker {
                 kind: match job {

@@ -67,6 +67,7 @@ fn chain(
                 occurred_at: at(posted_at) - Duration::seconds(2),
                 source_id: SourceId::parse(source).unwrap(),
                 details,
+                grants: Vec::new(),
             }
         })
         .collect()

@@ -112,7 +112,29 @@ pub async fn assert_consistent(store: &dyn LedgerStore, id: &AccountId) -> Accou
     let distinct: HashSet<_> = entries.iter().map(|e| &e.source_id).collect();
     assert_eq!(distinct.len(), entries.len(), "no source id is applied twice");
     assert_eq!(account.status, account.status_for(account.balance_usd));
+    assert_grants_are_their_shares(&account, &entries);
     account
+}
+
+/// Each credit grant's remainder is what its entries' shares add up to (opened and given back
+/// by credits, drawn and removed by debits), and a used-up grant leaves the account.
+pub fn assert_grants_are_their_shares(account: &Account, entries: &[ledger::Entry]) {
+    let mut left: std::collections::BTreeMap<&str, Decimal> = Default::default();
+    for entry in entries {
+        for share in &entry.grants {
+            let moved = match entry.kind {
+                EntryKind::Credit => share.amount_usd,
+                EntryKind::Debit => -share.amount_usd,
+            };
+            *left.entry(share.grant.as_str()).or_default() += moved;
+        }
+    }
+    for (grant, remaining) in &left {
+        assert!(*remaining >= Decimal::ZERO, "{}: grant {grant} overdrawn", account.id);
+        let held = account.grants.iter().find(|g| g.id == *grant).map(|g| g.remaining_usd);
+        assert_eq!(held.unwrap_or(Decimal::ZERO), *remaining, "{}: grant {grant}", account.id);
+    }
+    assert!(account.grants.iter().all(|g| left.contains_key(g.id.as_str())));
 }
 
 fn applied(result: &PostingResult) -> (u64, Decimal) {

@@ -5,6 +5,7 @@
 pub mod cases;
 pub mod crash;
 pub mod docs;
+pub mod grants;
 pub mod holds;
 pub mod model;
 pub mod refunds;
@@ -69,6 +70,11 @@ macro_rules! conformance_suite {
             the_number_release_steps_once_each_and_a_top_up_cancels_it,
         );
 
+        $crate::conformance_suite!(@grant $factory,
+            debits_draw_on_grants_first_and_expiry_removes_what_is_left_once,
+            a_grant_opens_once_and_a_void_removes_what_is_left_once,
+        );
+
         #[test]
         fn random_histories_match_a_plain_model() {
             $crate::model::random_histories_match_a_plain_model(|| $factory(), $model_cases);
@@ -79,6 +85,14 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 $crate::holds::$name($factory().await).await;
+            }
+        )+
+    };
+    (@grant $factory:path, $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::grants::$name($factory().await).await;
             }
         )+
     };
