@@ -18,6 +18,11 @@
 //! unknown outcome), extends and releases them, and reports calls with their authorization id,
 //! redelivered at random, while usage without holds drains the same balances.
 //!
+//! Credit grants join it: the operator grants promotional and goodwill credit (some expiring
+//! within hours, some never; resent after an unknown outcome) and voids some, while usage,
+//! holds, refunds and disputes draw on the same balances; the daily sweep removes what is left
+//! of expired grants, and so does any write past an expiry.
+//!
 //! After the chaos the faults stop and the system is driven to quiescence; then the invariants
 //! are checked (see [`check`]). A failure names the seed; `ringledger-sim --seed N` replays it
 //! exactly.
@@ -124,6 +129,10 @@ pub struct Stats {
     /// Disputes the processor opened, and how many of them withdrew funds.
     pub disputes: usize,
     pub disputes_withdrawn: usize,
+    /// Credit grants opened, voided, and expired with something left (removed by an entry).
+    pub grants_opened: usize,
+    pub grants_voided: usize,
+    pub grants_expired: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -585,6 +594,8 @@ pub struct World {
     refund_failures: Vec<(String, String)>,
     started: DateTime<Utc>,
     holds: Vec<SimHold>,
+    /// Credit grants asked for: (account, grant id, amount, terms); resent with the same ones.
+    grants: Vec<(usize, String, Amount, ledger::GrantTerms)>,
     /// Number-release events relayed, by id.
     release_events: BTreeMap<String, LedgerEvent>,
     /// Broken hold promises seen while running (an answer granting more than was available).
@@ -714,6 +725,7 @@ impl World {
             refund_failures: Vec::new(),
             started: now,
             holds: Vec::new(),
+            grants: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
             next_id: 0,
@@ -850,7 +862,8 @@ impl World {
             55..=64 => self.relay().await,
             65..=67 => self.refund().await,
             68..=69 => self.dispute().await,
-            70..=89 => self.deliver().await,
+            70..=72 => self.grant().await,
+            73..=89 => self.deliver().await,
             _ => {
                 self.advance();
                 self.sweep_releases().await;
@@ -868,9 +881,13 @@ impl World {
         self.processor.set_now(self.now);
     }
 
-    /// The daily number-release sweep, run whenever time moves on (it is idempotent).
+    /// The daily sweep, run whenever time moves on (it is idempotent): expired credit grants,
+    /// then the number release.
     async fn sweep_releases(&mut self) {
         for id in self.accounts.clone() {
+            if let Ok(true) = jobs::release::expire_grants(&*self.store, &id, self.now).await {
+                self.note(format!("grant sweep {id}: expired grants removed"));
+            }
             let result = jobs::release::sweep(&*self.store, &id, self.now).await;
             if let Ok(jobs::release::SweepOutcome::Advanced(stage)) = result {
                 self.stats.release_steps += 1;
@@ -885,6 +902,7 @@ impl World {
             event.kind,
             LedgerEventKind::NumbersReleaseWarning { .. }
                 | LedgerEventKind::NumbersReleaseDue { .. }
+                | LedgerEventKind::Reactivated
         ) {
             self.release_events.insert(event.id.clone(), event.clone());
         }
@@ -904,6 +922,82 @@ impl World {
         let store: &dyn LedgerStore = &*self.store;
         let result = store.post(&id, vec![posting], self.now).await;
         self.note(format!("usage {id} {} -> {}", debit.value(), result.is_ok()));
+    }
+
+    /// The operator's side of credit grants: open one (or resend one whose answer was lost, as
+    /// the API's Idempotency-Key allows), or void one (the API's two writes, either of which
+    /// may fail).
+    async fn grant(&mut self) {
+        let shared = self.store.clone();
+        let store: &dyn LedgerStore = &*shared;
+        if !self.grants.is_empty() && self.rng.chance(25) {
+            let pick = self.rng.below(self.grants.len() as u64) as usize;
+            let (index, grant_id, _, _) = self.grants[pick].clone();
+            let id = self.accounts[index].clone();
+            let now = ledger::truncate_to_micros(self.now);
+            let target = grant_id.clone();
+            let voided = store
+                .modify_account(
+                    &id,
+                    Arc::new(move |a: &mut Account| {
+                        if let Some(grant) = a.grants.iter_mut().find(|g| g.id == target) {
+                            if grant.expires_at.is_none_or(|at| at > now) {
+                                grant.expires_at = Some(now);
+                            }
+                        }
+                        Ok(())
+                    }),
+                    self.now,
+                )
+                .await;
+            let removed = match voided {
+                Ok(_) => store.post(&id, Vec::new(), self.now).await.is_ok(),
+                Err(_) => false,
+            };
+            if voided.is_ok() {
+                self.stats.grants_voided += 1;
+            }
+            self.note(format!("void grant {grant_id} of {id}: {} / {removed}", voided.is_ok()));
+            return;
+        }
+        let (id, grant_id, amount, terms) = if !self.grants.is_empty() && self.rng.chance(20) {
+            // A resend after an unknown outcome: the same id and terms.
+            let pick = self.rng.below(self.grants.len() as u64) as usize;
+            let (index, grant_id, amount, terms) = self.grants[pick].clone();
+            (self.accounts[index].clone(), grant_id, amount, terms)
+        } else {
+            let (index, id) = self.account();
+            let n = self.next();
+            let amount = cents(&mut self.rng, 1, 30);
+            let expires_at = match self.rng.below(3) {
+                0 => None,
+                1 => Some(self.now + Duration::minutes(1 + self.rng.below(24 * 60) as i64)),
+                _ => Some(self.now + Duration::days(1 + self.rng.below(20) as i64)),
+            };
+            let terms = ledger::GrantTerms {
+                category: ledger::GrantCategory::Promotional,
+                expires_at: expires_at.map(ledger::truncate_to_micros),
+                priority: (self.rng.below(3) * 50) as u8,
+            };
+            let grant_id = format!("cg:sim-{n}");
+            self.grants.push((index, grant_id.clone(), amount, terms.clone()));
+            (id, grant_id, amount, terms)
+        };
+        let posting = Posting::grant(
+            SourceId::parse(grant_id.clone()).expect("source"),
+            amount,
+            terms,
+            self.now,
+        )
+        .expect("grant");
+        let result = store.post(&id, vec![posting], self.now).await;
+        if matches!(
+            result.as_ref().map(|o| &o.results[0]),
+            Ok(ledger::PostingResult::Applied { .. })
+        ) {
+            self.stats.grants_opened += 1;
+        }
+        self.note(format!("grant {grant_id} {} to {id}: {}", amount.value(), result.is_ok()));
     }
 
     /// The platform's side of holds: authorize (new or replayed), extend, release, report.
@@ -1429,6 +1523,9 @@ impl World {
             self.hold_violations.push(format!("dispute reconciliation failed at rest: {error}"));
         }
         self.drain().await;
+        // The daily sweep once more: nothing expired may be left on an account.
+        self.sweep_releases().await;
+        self.drain().await;
     }
 
     /// Relay and deliver until the outbox and the queue are empty.
@@ -1528,6 +1625,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     check_holds(world).await?;
     check_releases(world).await?;
     check_disputes(world).await?;
+    check_grants(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -1801,6 +1899,110 @@ async fn check_disputes(world: &World) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Credit grants at rest:
+/// - each grant opened at most once, for what was asked, and removed at most once;
+/// - each grant's remainder on the account is what its entries' shares add up to, never below
+///   zero, and a grant with nothing left is gone from the account;
+/// - no debit drew on a grant at or after its expiry (the asked one, or a void's, which the
+///   removal entry is dated at), and money bound for the card processor (card refunds,
+///   chargebacks) never came out of a grant;
+/// - a removal takes only from its own grant, all of what was left: paid funds never expire;
+/// - after the final sweep, no expired grant is left on any account.
+async fn check_grants(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let asked: HashMap<&str, (&Amount, &ledger::GrantTerms)> =
+        world.grants.iter().map(|(_, id, amount, terms)| (id.as_str(), (amount, terms))).collect();
+    for id in &world.accounts {
+        let account = store.account(id).await.expect("read").expect("account");
+        let entries = all_entries(store, id).await;
+        let mut left: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut opened: BTreeMap<String, usize> = BTreeMap::new();
+        let mut removed_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for entry in &entries {
+            if entry.item == BillingItem::CreditGrant && entry.kind == EntryKind::Credit {
+                let grant = entry.source_id.as_str();
+                *opened.entry(grant.to_string()).or_default() += 1;
+                match asked.get(grant) {
+                    Some((amount, _)) if **amount == entry.amount_usd => {}
+                    _ => return Err(world.violation(format!("{id}: grant {grant} not as asked"))),
+                }
+            }
+            if entry.item == BillingItem::CreditGrant && entry.kind == EntryKind::Debit {
+                let [share] = entry.grants.as_slice() else {
+                    return Err(world.violation(format!(
+                        "{id}: removal {} takes from several grants",
+                        entry.seq
+                    )));
+                };
+                if share.amount_usd != entry.amount_usd.value()
+                    || entry.source_id.as_str() != ledger::grant::expiry_source_id(&share.grant)
+                {
+                    return Err(
+                        world.violation(format!("{id}: removal {} is not its grant's", entry.seq))
+                    );
+                }
+                if removed_at.insert(share.grant.clone(), entry.occurred_at).is_some() {
+                    return Err(
+                        world.violation(format!("{id}: grant {} removed twice", share.grant))
+                    );
+                }
+            }
+            if matches!(entry.item, BillingItem::CardRefund | BillingItem::Dispute)
+                && !entry.grants.is_empty()
+            {
+                return Err(world.violation(format!(
+                    "{id}: entry {} sent a grant to the processor",
+                    entry.seq
+                )));
+            }
+            for share in &entry.grants {
+                let moved = match entry.kind {
+                    EntryKind::Credit => share.amount_usd,
+                    EntryKind::Debit => -share.amount_usd,
+                };
+                let now_left = *left.entry(share.grant.clone()).or_default() + moved;
+                left.insert(share.grant.clone(), now_left);
+                if now_left < Decimal::ZERO {
+                    return Err(world.violation(format!(
+                        "{id}: grant {} overdrawn at entry {}",
+                        share.grant, entry.seq
+                    )));
+                }
+                let drew = entry.kind == EntryKind::Debit && entry.item != BillingItem::CreditGrant;
+                let expiry = asked.get(share.grant.as_str()).and_then(|(_, t)| t.expires_at);
+                if drew && expiry.is_some_and(|at| entry.posted_at >= at) {
+                    return Err(world.violation(format!(
+                        "{id}: entry {} drew on expired grant {}",
+                        entry.seq, share.grant
+                    )));
+                }
+            }
+        }
+        if let Some((grant, n)) = opened.iter().find(|(_, n)| **n > 1) {
+            return Err(world.violation(format!("{id}: grant {grant} opened {n} times")));
+        }
+        // A draw after a void's removal date would show as a share after the removal: the
+        // remainder went to zero there, so any later debit share overdraws (checked above).
+        for (grant, remaining) in &left {
+            let held = account.grants.iter().find(|g| &g.id == grant).map(|g| g.remaining_usd);
+            if held.unwrap_or(Decimal::ZERO) != *remaining {
+                return Err(world.violation(format!(
+                    "{id}: grant {grant} holds {held:?} but its shares leave {remaining}"
+                )));
+            }
+        }
+        if let Some(grant) = account.grants.iter().find(|g| g.expired_at(world.now)) {
+            return Err(
+                world.violation(format!("{id}: expired grant {} left after the sweep", grant.id))
+            );
+        }
+        if account.paid_usd() != account.balance_usd - account.granted_usd() {
+            return Err(world.violation(format!("{id}: paid funds are not balance less grants")));
+        }
+    }
+    Ok(())
+}
+
 /// Holds at rest: every reported call debited exactly its rated cost, once, and nothing else
 /// carrying its authorization id; no hold twice; and once every hold's time has passed,
 /// nothing is held.
@@ -1843,7 +2045,16 @@ async fn check_holds(world: &World) -> Result<(), Violation> {
 /// active account carries no release stage.
 async fn check_releases(world: &World) -> Result<(), Violation> {
     let store: &dyn LedgerStore = &*world.store;
-    let mut steps: BTreeMap<(AccountId, DateTime<Utc>, u32), usize> = BTreeMap::new();
+    // Each suspension raises each step once. Two suspensions may begin at the same instant (a
+    // grant reactivates the account and its void suspends it again without the clock moving):
+    // a step raised again is right only with a reactivation between the two.
+    let reactivations: Vec<(&AccountId, u64)> = world
+        .release_events
+        .values()
+        .filter(|e| e.kind == LedgerEventKind::Reactivated)
+        .map(|e| (&e.account_id, e.seq))
+        .collect();
+    let mut steps: BTreeMap<(AccountId, DateTime<Utc>, u32), Vec<u64>> = BTreeMap::new();
     for event in world.release_events.values() {
         let (release_at, days) = match &event.kind {
             LedgerEventKind::NumbersReleaseWarning { release_at, days_left } => {
@@ -1855,10 +2066,20 @@ async fn check_releases(world: &World) -> Result<(), Violation> {
         if event.raised_at < release_at - Duration::days(i64::from(days)) {
             return Err(world.violation(format!("{} raised early", event.id)));
         }
-        *steps.entry((event.account_id.clone(), release_at, days)).or_default() += 1;
+        steps.entry((event.account_id.clone(), release_at, days)).or_default().push(event.seq);
     }
-    if let Some(((id, at, days), _)) = steps.iter().find(|(_, n)| **n > 1) {
-        return Err(world.violation(format!("{id}: release step {days} for {at} raised twice")));
+    for ((id, at, days), seqs) in &mut steps {
+        seqs.sort_unstable();
+        for pair in seqs.windows(2) {
+            let between = reactivations
+                .iter()
+                .any(|(account, seq)| *account == id && *seq > pair[0] && *seq <= pair[1]);
+            if !between {
+                return Err(
+                    world.violation(format!("{id}: release step {days} for {at} raised twice"))
+                );
+            }
+        }
     }
     for id in &world.accounts {
         let account = store.account(id).await.expect("read").expect("account");
@@ -1891,6 +2112,14 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
         if world.processor.refunded_cents(&intent) > 0 {
             world.stats.refunds_returned += 1;
         }
+    }
+    for id in &world.accounts {
+        let store: &dyn LedgerStore = &*world.store;
+        world.stats.grants_expired += all_entries(store, id)
+            .await
+            .iter()
+            .filter(|e| e.item == BillingItem::CreditGrant && e.kind == EntryKind::Debit)
+            .count();
     }
     check(&world).await?;
     world.stats.credits = world.stats.charges_succeeded;

@@ -67,6 +67,9 @@ fn main() {
                 totals.refunds_returned += stats.refunds_returned;
                 totals.disputes += stats.disputes;
                 totals.disputes_withdrawn += stats.disputes_withdrawn;
+                totals.grants_opened += stats.grants_opened;
+                totals.grants_voided += stats.grants_voided;
+                totals.grants_expired += stats.grants_expired;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -76,7 +79,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds)",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry)",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -89,6 +92,9 @@ fn main() {
         totals.refund_calls,
         totals.refunds_returned,
         totals.disputes,
-        totals.disputes_withdrawn
+        totals.disputes_withdrawn,
+        totals.grants_opened,
+        totals.grants_voided,
+        totals.grants_expired
     );
 }

@@ -9,6 +9,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut holds, mut reports, mut releases) = (0, 0, 0);
     let (mut refund_calls, mut refunded) = (0, 0);
     let (mut disputes, mut withdrawn) = (0, 0);
+    let (mut grants, mut expired) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -22,6 +23,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 refunded += stats.refunds_returned;
                 disputes += stats.disputes;
                 withdrawn += stats.disputes_withdrawn;
+                grants += stats.grants_opened;
+                expired += stats.grants_expired;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -37,4 +40,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(refunded > 1_000, "only {refunded} payments refunded");
     assert!(disputes > 1_000, "only {disputes} disputes");
     assert!(withdrawn > 500, "only {withdrawn} disputes withdrew funds");
+    assert!(grants > 3_000, "only {grants} credit grants opened");
+    assert!(expired > 500, "only {expired} grants removed at expiry");
 }
