@@ -452,6 +452,7 @@ mod tests {
             month: october,
             reason: "monthly cap reached".into(),
             until_lifted: false,
+            day: None,
         });
         let json = serde_json::to_value(&used).unwrap();
         assert_eq!(json["plan_usage"]["month"], "2026-10");

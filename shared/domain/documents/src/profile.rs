@@ -206,6 +206,14 @@ pub struct Profile {
     /// The most auto-recharge may charge per calendar month (UTC); `None` is no cap.
     #[serde(default)]
     pub auto_recharge_monthly_cap_usd: Option<ledger::Amount>,
+    /// The most auto-recharge may charge per UTC day (a bound on what toll fraud on a stolen
+    /// account can cost in a day); `None` is no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_recharge_daily_cap_usd: Option<ledger::Amount>,
+    /// The operator's choice: Pay Now payments count toward the auto-recharge caps (by default
+    /// they do not: a customer paying by hand is not the runaway the caps bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caps_count_manual_payments: bool,
 }
 
 impl Profile {

@@ -302,6 +302,9 @@ pub struct RechargeStop {
     /// closed card is not tried again every month.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub until_lifted: bool,
+    /// A stop for one UTC day only (the daily cap): it holds through `day`, not the month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<chrono::NaiveDate>,
 }
 
 /// Consecutive failed auto-recharge attempts (every card declined) after which auto-recharge
@@ -313,10 +316,10 @@ impl Account {
     /// `at`'s month.
     pub fn recharge_may_start(&self, at: DateTime<Utc>) -> bool {
         self.recharge_in_flight.is_none()
-            && self
-                .recharge_stopped
-                .as_ref()
-                .is_none_or(|stop| !stop.until_lifted && stop.month != Month::of(at))
+            && self.recharge_stopped.as_ref().is_none_or(|stop| match stop.day {
+                Some(day) => !stop.until_lifted && day != at.date_naive(),
+                None => !stop.until_lifted && stop.month != Month::of(at),
+            })
     }
 
     pub fn open(id: AccountId, credit_limit_usd: Option<Amount>, now: DateTime<Utc>) -> Self {
@@ -406,6 +409,7 @@ mod tests {
             month: october,
             reason: "monthly cap reached".into(),
             until_lifted: false,
+            day: None,
         });
         let text = serde_json::to_string(&account).unwrap();
         assert!(

@@ -36,6 +36,11 @@ impl Month {
         Month { year: at.year(), number: at.month() }
     }
 
+    /// The month a (UTC) day falls in.
+    pub fn of_date(day: chrono::NaiveDate) -> Month {
+        Month { year: day.year(), number: day.month() }
+    }
+
     pub fn year(self) -> i32 {
         self.year
     }

@@ -81,6 +81,9 @@ pub struct RechargeStopView {
     /// Turned off until a card change, a payment, new auto-recharge settings or an operator's
     /// re-arm (after every card failed 3 attempts in a row); the month ending does not lift it.
     pub until_lifted: bool,
+    /// A stop for one UTC day (the daily cap reached): it holds through this day only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<chrono::NaiveDate>,
 }
 
 impl From<&ledger::RechargeStop> for RechargeStopView {
@@ -89,6 +92,7 @@ impl From<&ledger::RechargeStop> for RechargeStopView {
             month: stop.month.to_string(),
             reason: stop.reason.clone(),
             until_lifted: stop.until_lifted,
+            day: stop.day,
         }
     }
 }
@@ -114,11 +118,20 @@ pub struct AutoRechargeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Usd>)]
     pub monthly_cap_usd: Option<Amount>,
+    /// The customer's cap on auto-recharge spend per UTC day, when one is set: a bound on what
+    /// toll fraud on a stolen account can cost in a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Usd>)]
+    pub daily_cap_usd: Option<Amount>,
+    /// Pay Now payments count toward the caps (the operator's choice; shown when they do).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub caps_count_manual_payments: bool,
 }
 
 impl AutoRechargeView {
-    /// `None` until auto-recharge was ever set.
-    pub fn of(account: &Account, monthly_cap_usd: Option<Amount>) -> Option<Self> {
+    /// `None` until auto-recharge was ever set. The caps come from the profile (`None`: not
+    /// shown, as in the overview).
+    pub fn of(account: &Account, profile: Option<&profile::Profile>) -> Option<Self> {
         let settings = account.recharge.as_ref()?;
         Some(AutoRechargeView {
             enabled: settings.enabled(),
@@ -128,7 +141,9 @@ impl AutoRechargeView {
             in_flight: account.recharge_in_flight.is_some(),
             stopped: account.recharge_stopped.as_ref().map(RechargeStopView::from),
             pending_payments: account.pending_payments.len(),
-            monthly_cap_usd,
+            monthly_cap_usd: profile.and_then(|p| p.auto_recharge_monthly_cap_usd),
+            daily_cap_usd: profile.and_then(|p| p.auto_recharge_daily_cap_usd),
+            caps_count_manual_payments: profile.is_some_and(|p| p.caps_count_manual_payments),
         })
     }
 }
@@ -321,7 +336,7 @@ async fn settings(
     let account = account_or_404(&state, id).await?;
     let (profile, _) = profile::load(state.docs(), id).await?;
     Ok(Json(Settings {
-        auto_recharge: AutoRechargeView::of(&account, profile.auto_recharge_monthly_cap_usd),
+        auto_recharge: AutoRechargeView::of(&account, Some(&profile)),
         low_balance_usd: account.low_balance_usd,
         billing_emails: profile.billing_emails,
         recharge_failure_email: profile.recharge_failure_email,
@@ -352,6 +367,11 @@ pub struct AutoRechargeBody {
     #[serde(default)]
     #[schema(value_type = Option<Usd>)]
     pub monthly_cap_usd: Option<Amount>,
+    /// Optional cap on auto-recharge spend per UTC day (at least the amount, at most the
+    /// monthly cap); left out or null: no daily cap.
+    #[serde(default)]
+    #[schema(value_type = Option<Usd>)]
+    pub daily_cap_usd: Option<Amount>,
 }
 
 /// Auto-recharge as saved.
@@ -399,10 +419,27 @@ async fn put_auto_recharge(
             .on_field("monthly_cap_usd"));
         }
     }
+    if let Some(cap) = request.daily_cap_usd {
+        if cap < request.amount_usd {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "the daily cap must allow at least one recharge",
+            )
+            .on_field("daily_cap_usd"));
+        }
+        if request.monthly_cap_usd.is_some_and(|monthly| cap > monthly) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "the daily cap cannot be above the monthly cap",
+            )
+            .on_field("daily_cap_usd"));
+        }
+    }
     let before = account_or_404(&state, &id).await?;
     require_terms(&before)?;
     let (profile_before, profile_after) = profile::update_with(state.docs(), &id, |p| {
         p.auto_recharge_monthly_cap_usd = request.monthly_cap_usd;
+        p.auto_recharge_daily_cap_usd = request.daily_cap_usd;
         Ok::<(), ApiError>(())
     })
     .await?;
@@ -418,9 +455,7 @@ async fn put_auto_recharge(
         )
         .await
         .map_err(ApiError::from_store)?;
-    let with_cap = |account: &Account, p: &profile::Profile| {
-        AutoRechargeView::of(account, p.auto_recharge_monthly_cap_usd)
-    };
+    let with_cap = |account: &Account, p: &profile::Profile| AutoRechargeView::of(account, Some(p));
     audit::record(
         state.docs(),
         &id,

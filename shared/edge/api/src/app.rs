@@ -97,6 +97,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/rate-card"),
     ("PUT", "/v1/operator/accounts/{account_id}/credit-limit"),
     ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
+    ("PUT", "/v1/operator/accounts/{account_id}/recharge-caps"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
     ("POST", "/v1/operator/accounts/{account_id}/credit-grants"),

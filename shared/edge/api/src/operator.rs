@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(set_rate_card))
         .routes(routes!(set_credit_limit))
         .routes(routes!(set_tax_exemption))
+        .routes(routes!(set_recharge_caps))
         .routes(routes!(set_service_policy))
         .routes(routes!(adjust))
         .routes(routes!(rearm))
@@ -501,6 +502,47 @@ async fn set_tax_exemption(
         audit::change_profile(&state, &id, &identity.user, "tax_exempt", change, |p| p.tax_exempt)
             .await?;
     Ok(Json(TaxExemption { tax_exempt: after.tax_exempt }))
+}
+
+/// Whether Pay Now payments count toward the account's auto-recharge caps (monthly and
+/// daily). By default they do not: the caps bound runaway automatic charges, not a customer
+/// paying by hand.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RechargeCaps {
+    pub count_manual_payments: bool,
+}
+
+#[utoipa::path(
+    put, path = "/v1/operator/accounts/{account_id}/recharge-caps",
+    summary = "Whether Pay Now counts toward the auto-recharge caps (operator)",
+    params(AccountPath),
+    request_body = RechargeCaps,
+    responses(
+        (status = 200, description = "Saved (applies to payments made from now on)", body = RechargeCaps),
+        (status = 404, description = "No such account or resource", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
+async fn set_recharge_caps(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(account_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<RechargeCaps>, ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let request: RechargeCaps = body::json(&raw)?;
+    account_or_404(&state, &id).await?;
+    let change = |p: &mut profile::Profile| {
+        p.caps_count_manual_payments = request.count_manual_payments;
+        Ok(())
+    };
+    let after = audit::change_profile(&state, &id, &identity.user, "recharge_caps", change, |p| {
+        p.caps_count_manual_payments
+    })
+    .await?;
+    Ok(Json(RechargeCaps { count_manual_payments: after.caps_count_manual_payments }))
 }
 
 /// The entry `seq` of the account (one small read).

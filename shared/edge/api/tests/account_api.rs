@@ -943,6 +943,7 @@ async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
                     month: ledger::Month::of(chrono::Utc::now()),
                     reason: "out of attempts".into(),
                     until_lifted: true,
+                    day: None,
                 });
                 Ok(())
             }),
@@ -1006,7 +1007,57 @@ async fn pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it(ap
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text);
 }
 
+async fn the_daily_cap_is_validated_shown_and_audited(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let path = "/v1/settings/auto-recharge";
+    let body = |daily: &str, monthly: &str| {
+        format!(
+            r#"{{"enabled": true, "amount_usd": "50", "threshold_usd": "10", "mode": "add", "daily_cap_usd": {daily}, "monthly_cap_usd": {monthly}}}"#
+        )
+    };
+    for (daily, monthly, why) in [
+        (r#""49.99""#, "null", "at least one recharge"),
+        (r#""300""#, r#""200""#, "above the monthly cap"),
+    ] {
+        let refused = app.send("PUT", path, &admin, &body(daily, monthly)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert_eq!(refused.json["field"], "daily_cap_usd");
+        assert!(refused.text.contains(why), "{}", refused.text);
+    }
+    let settings = app.get("/v1/settings", &admin).await;
+    assert_eq!(settings.json["auto_recharge"], serde_json::Value::Null, "nothing changed");
+    let saved = app.send("PUT", path, &admin, &body(r#""100""#, r#""500""#)).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.text);
+    assert_eq!(saved.json["auto_recharge"]["daily_cap_usd"], "100");
+    assert!(saved.json["auto_recharge"].get("caps_count_manual_payments").is_none());
+    let switch = app
+        .call(
+            "PUT",
+            "/v1/operator/accounts/acme/recharge-caps",
+            Some(&app.operator()),
+            &[],
+            Some(r#"{"count_manual_payments": true}"#),
+        )
+        .await;
+    assert_eq!(switch.status, StatusCode::OK, "{}", switch.text);
+    let settings = app.get("/v1/settings", &admin).await;
+    assert_eq!(settings.json["auto_recharge"]["caps_count_manual_payments"], true);
+    let audit = app.get("/v1/settings/audit", &admin).await;
+    assert!(audit.text.contains("recharge_caps"), "{}", audit.text);
+    let forbidden = app
+        .call(
+            "PUT",
+            "/v1/operator/accounts/acme/recharge-caps",
+            Some(&admin),
+            &[],
+            Some(r#"{"count_manual_payments": false}"#),
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+}
+
 in_every_mode!(
+    the_daily_cap_is_validated_shown_and_audited,
     requests_without_a_valid_token_are_refused,
     billable_actions_answer_403_until_the_terms_are_accepted,
     viewers_read_and_only_admins_pay_or_change_settings,

@@ -170,6 +170,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             accepted_fields::<api::refunds::RefundBody>(empty()),
         ),
         (
+            "put",
+            "/v1/operator/accounts/{account_id}/recharge-caps",
+            accepted_fields::<operator::RechargeCaps>(empty()),
+        ),
+        (
             "post",
             "/v1/operator/accounts/{account_id}/credit-grants",
             accepted_fields::<api::grants::GrantBody>(empty()),
@@ -474,6 +479,12 @@ async fn every_route_answers_its_documented_success() {
             "POST",
             "/v1/operator/accounts/{account_id}/adjustments",
             Some(r#"{"kind": "credit", "amount_usd": "5", "reason": "goodwill"}"#),
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/operator/accounts/{account_id}/recharge-caps",
+            Some(r#"{"count_manual_payments": true}"#),
             200,
         ),
         ("POST", "/v1/operator/accounts/{account_id}/auto-recharge/rearm", None, 200),

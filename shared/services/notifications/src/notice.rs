@@ -84,6 +84,12 @@ pub enum NoticeKind {
         cap_usd: Amount,
         spent_usd: Decimal,
     },
+    /// The daily auto-recharge cap was reached: no more until the next UTC day.
+    RechargeDailyCapReached {
+        day: chrono::NaiveDate,
+        cap_usd: Amount,
+        spent_usd: Decimal,
+    },
     LowBalance {
         balance_usd: Decimal,
     },
@@ -123,6 +129,7 @@ impl NoticeKind {
             NoticeKind::Dispute { .. } => "dispute",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",
             NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
+            NoticeKind::RechargeDailyCapReached { .. } => "recharge_daily_cap_reached",
             NoticeKind::LowBalance { .. } => "low_balance",
             NoticeKind::Suspended { .. } => "suspended",
             NoticeKind::Reactivated { .. } => "reactivated",

@@ -152,6 +152,9 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             failures,
             *next_attempt_at,
         ),
+        NoticeKind::RechargeDailyCapReached { day, cap_usd, spent_usd } => {
+            recharge_daily_cap_reached(account, notice.raised_at, *day, *cap_usd, *spent_usd)
+        }
         NoticeKind::RechargeCapReached { month, cap_usd, spent_usd } => {
             recharge_cap_reached(account, notice.raised_at, *month, *cap_usd, *spent_usd)
         }
@@ -440,6 +443,44 @@ fn recharge_failed(
         )),
     }
     blocks.push(Block::List(steps));
+    (subject, blocks)
+}
+
+fn recharge_daily_cap_reached(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    day: chrono::NaiveDate,
+    cap_usd: Amount,
+    spent_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let cap = display_usd(cap_usd.value());
+    let day_text = day.format("%B %-d, %Y").to_string();
+    let subject = format!("Auto-recharge paused: daily limit of {cap} reached");
+    let blocks = vec![
+        Block::Heading("Auto-recharge paused for the day".into()),
+        Block::Paragraph(format!(
+            "Auto-recharge has added {} to the balance of account {} on {day_text} (UTC); \
+             another recharge would go past your daily limit of {cap}. No more automatic \
+             recharges will happen until 00:00 UTC. If you did not expect this much use in one \
+             day, check your account for calls you do not recognise.",
+            display_usd(spent_usd),
+            account.as_str(),
+        )),
+        Block::Facts(vec![
+            ("Day (UTC)", day_text),
+            ("Daily limit", cap),
+            ("Recharged today", display_usd(spent_usd)),
+            ("Date", datetime(raised_at)),
+        ]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "To keep your service running today, add funds with Pay Now on the Billing page."
+                .into(),
+            "To allow more automatic recharges per day, raise the daily limit in your \
+             auto-recharge settings."
+                .into(),
+        ]),
+    ];
     (subject, blocks)
 }
 

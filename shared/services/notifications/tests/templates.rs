@@ -120,6 +120,17 @@ fn cases() -> Vec<(&'static str, Notice)> {
             ),
         ),
         (
+            "recharge_daily_cap_reached",
+            notice(
+                "recharge_daily_cap:acme:2026-11-05",
+                NoticeKind::RechargeDailyCapReached {
+                    day: "2026-11-05".parse().unwrap(),
+                    cap_usd: usd("150"),
+                    spent_usd: dec!(100.00),
+                },
+            ),
+        ),
+        (
             "low_balance",
             notice("acme:low_balance:42", NoticeKind::LowBalance { balance_usd: dec!(4.1249) }),
         ),
@@ -325,6 +336,7 @@ fn every_kind_of_notice_has_a_snapshot() {
             "purchase_refused",
             "reactivated",
             "recharge_cap_reached",
+            "recharge_daily_cap_reached",
             "recharge_failed",
             "refund_receipt",
             "suspended"

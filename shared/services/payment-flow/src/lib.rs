@@ -528,6 +528,20 @@ async fn settle_claim(
     card_processor::count_outcome(&outcome);
     let answer = match outcome {
         Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
+            // Counted toward the auto-recharge caps only when the operator says so, before the
+            // credit (as auto-recharge counts: a cap check never misses a credited payment);
+            // once per key, so a replay counts nothing twice; on the day the payment was first
+            // written (a takeover of the claim restarts its clock, not the payment's).
+            let (profile, _) = documents::profile::load(ports.store, id).await?;
+            if profile.caps_count_manual_payments {
+                let day = payment.created_at.date_naive();
+                documents::spend::add(ports.store, id, day, &format!("pay:{key}"), amount)
+                    .await
+                    .map_err(|error| match error {
+                        documents::spend::SpendError::Store(error) => PayNowError::Store(error),
+                        busy => PayNowError::internal(busy),
+                    })?;
+            }
             let source = SourceId::parse(format!("pay:{key}")).map_err(PayNowError::internal)?;
             let posting = Posting::credit(source, BillingItem::FundsAdded, amount, now)
                 .and_then(|p| {

@@ -45,7 +45,9 @@ pub const MAX_ATTEMPTS: u32 = ledger::MAX_FAILED_ATTEMPTS;
 pub const OUT_OF_ATTEMPTS: &str = "out of attempts";
 /// Recharges a month's spend record counts; a month with more stops auto-recharge as the cap
 /// would (the record stays small; see decision 29).
-pub const MAX_COUNTED_RECHARGES_PER_MONTH: usize = 2_000;
+pub const MAX_COUNTED_RECHARGES_PER_MONTH: usize = documents::spend::MAX_COUNTED_PER_MONTH;
+/// Why a stop for the rest of the day was made.
+pub const DAILY_CAP_REACHED: &str = "daily cap reached";
 /// How long an unknown outcome (`processing`, timeout) waits before the processor is asked again.
 pub const UNKNOWN_OUTCOME_RETRY_MINUTES: i64 = 15;
 /// The processor's smallest charge (Stripe: $0.50).
@@ -506,11 +508,42 @@ impl RechargeWorker {
                     return Ok(Some(Outcome::NotNeeded("the balance is already at the target")));
                 }
                 let amount = Amount::whole_cents(amount.max(MIN_CHARGE_USD))?;
+                let month = ledger::Month::of(now);
+                let today = now.date_naive();
+                let caps = profile.auto_recharge_monthly_cap_usd.is_some()
+                    || profile.auto_recharge_daily_cap_usd.is_some();
+                let spend = if caps {
+                    documents::spend::load(&*self.store, account_id, month).await?
+                } else {
+                    documents::spend::Spend::default()
+                };
+                // The daily cap first: it is the tighter bound on a runaway (toll fraud on a
+                // stolen account), and it ends sooner.
+                if let Some(cap) = profile.auto_recharge_daily_cap_usd {
+                    let spent = spend.on(today);
+                    if spend.full() || spent + amount.value() > cap.value() {
+                        state.given_up = true;
+                        if self.save_state(account_id, request_id, &state, version).await?.is_none()
+                        {
+                            return Ok(None);
+                        }
+                        self.notify(Notice {
+                            id: format!("recharge_daily_cap:{account_id}:{today}"),
+                            account_id: account_id.clone(),
+                            raised_at: now,
+                            kind: NoticeKind::RechargeDailyCapReached {
+                                day: today,
+                                cap_usd: cap,
+                                spent_usd: spent,
+                            },
+                        })
+                        .await?;
+                        self.stop(account_id, request_id, DAILY_CAP_REACHED, now).await?;
+                        return Ok(Some(Outcome::Stopped(DAILY_CAP_REACHED)));
+                    }
+                }
                 if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
-                    let month = ledger::Month::of(now);
-                    let spend = self.spend_in(account_id, month).await?;
-                    let full = spend.requests.len() >= MAX_COUNTED_RECHARGES_PER_MONTH;
-                    if full || spend.total_usd + amount.value() > cap.value() {
+                    if spend.full() || spend.total_usd + amount.value() > cap.value() {
                         state.given_up = true;
                         if self.save_state(account_id, request_id, &state, version).await?.is_none()
                         {
@@ -684,6 +717,8 @@ impl RechargeWorker {
         // Out of attempts turns auto-recharge off until someone acts; a reached cap ends with
         // the month.
         let until_lifted = reason == OUT_OF_ATTEMPTS;
+        // A reached daily cap ends with its day.
+        let day = (reason == DAILY_CAP_REACHED).then(|| now.date_naive());
         self.store
             .modify_account(
                 account,
@@ -694,6 +729,7 @@ impl RechargeWorker {
                             month,
                             reason: reason.to_string(),
                             until_lifted,
+                            day,
                         });
                     }
                     Ok(())
@@ -821,6 +857,22 @@ impl RechargeWorker {
                     "trigger": "auto",
                 }))
             })?;
+        // Counted toward the caps before the credit: the credit settles the request and frees
+        // the account to raise the next one, whose cap check must already see this charge (a
+        // store fault after the credit, before the count, let a second request pass a daily cap
+        // in the simulation). Counted once per request, so a replay changes nothing.
+        documents::spend::add(
+            &*self.store,
+            account_id,
+            charging.started_at.date_naive(),
+            request_id,
+            amount,
+        )
+        .await
+        .map_err(|error| match error {
+            documents::spend::SpendError::Store(error) => RechargeError::from(error),
+            documents::spend::SpendError::Busy => RechargeError::Contention,
+        })?;
         let posted = self.store.post(account_id, vec![posting], now).await?;
         let seq = match posted.results.first() {
             Some(
@@ -841,8 +893,6 @@ impl RechargeWorker {
             )
         };
         save_payment(&*self.store, account_id, &record).await?;
-        self.add_spend(account_id, ledger::Month::of(charging.started_at), request_id, amount)
-            .await?;
         state.charging = None;
         state.next_attempt_at = None;
         state.settled_payment_id = Some(payment_id.clone());
@@ -874,68 +924,6 @@ impl RechargeWorker {
             card_last4: charging.card_last4.clone(),
         })
     }
-
-    async fn spend_in(
-        &self,
-        account_id: &AccountId,
-        month: ledger::Month,
-    ) -> Result<MonthlySpend, RechargeError> {
-        let id = format!("recharge-spend-{month}");
-        match self.store.get_doc(account_id, DocKind::Monthly, &id).await? {
-            None => Ok(MonthlySpend::default()),
-            Some(doc) => Ok(serde_json::from_str(&doc.body)
-                .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?),
-        }
-    }
-
-    /// Add a settled recharge to its month's spend, once per request. The record holds at most
-    /// [`MAX_COUNTED_RECHARGES_PER_MONTH`] requests, which the cap check treats as reached, so
-    /// it can neither grow past a document's size nor silently stop counting.
-    async fn add_spend(
-        &self,
-        account_id: &AccountId,
-        month: ledger::Month,
-        request_id: &str,
-        amount: Amount,
-    ) -> Result<(), RechargeError> {
-        let id = format!("recharge-spend-{month}");
-        for _ in 0..16 {
-            let current = self.store.get_doc(account_id, DocKind::Monthly, &id).await?;
-            let (mut spend, version) = match &current {
-                None => (MonthlySpend::default(), None),
-                Some(doc) => (
-                    serde_json::from_str::<MonthlySpend>(&doc.body)
-                        .map_err(|e| StoreError::Corrupt(format!("monthly spend: {e}")))?,
-                    Some(doc.version),
-                ),
-            };
-            if spend.requests.iter().any(|r| r == request_id) {
-                return Ok(());
-            }
-            spend.total_usd += amount.value();
-            spend.requests.push(request_id.to_string());
-            let body =
-                serde_json::to_string(&spend).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            match self.store.put_doc(account_id, DocKind::Monthly, &id, &body, version).await {
-                Ok(_) => return Ok(()),
-                Err(DocError::Conflict) => continue,
-                Err(DocError::TooLarge(size)) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "monthly spend record of {size} bytes"
-                    ))
-                    .into())
-                }
-                Err(DocError::Store(error)) => return Err(error.into()),
-            }
-        }
-        Err(RechargeError::Contention)
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct MonthlySpend {
-    total_usd: Decimal,
-    requests: Vec<String>,
 }
 
 /// A request received this many times that must still wait or retry is sent again as a fresh

@@ -575,6 +575,7 @@ async fn a_cap_stop_ends_with_its_month_and_an_out_of_attempts_stop_does_not() {
                     month,
                     reason: "monthly cap reached".into(),
                     until_lifted: false,
+                    day: None,
                 });
                 Ok(())
             }),
@@ -586,4 +587,118 @@ async fn a_cap_stop_ends_with_its_month_and_an_out_of_attempts_stop_does_not() {
     // month's stop no longer holds.)
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
     assert!(account.recharge_in_flight.is_some(), "a request was raised");
+}
+
+// ---- The daily cap (issue 16) ----
+
+/// The recharge request the last posting raised.
+fn raised(outcome: &ledger::PostOutcome) -> LedgerEvent {
+    outcome
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .cloned()
+        .expect("a recharge request")
+}
+
+#[tokio::test]
+async fn the_daily_cap_stops_auto_recharge_for_the_rest_of_the_day_only() {
+    let (rig, first) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    profile::update(&*rig.store, &rig.id, |p| {
+        p.auto_recharge_daily_cap_usd = Some(Amount::from_str("100").unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let day = Utc::now();
+    assert!(matches!(rig.worker.handle(&first, day).await.unwrap(), Outcome::Settled { .. }));
+    let second = rig.store.post(&rig.id, vec![usage("call-2", "50")], day).await.unwrap();
+    let second = raised(&second);
+    assert!(matches!(rig.worker.handle(&second, day).await.unwrap(), Outcome::Settled { .. }));
+    // $100 spent today: a third $50 would pass the cap.
+    let third = rig.store.post(&rig.id, vec![usage("call-3", "50")], day).await.unwrap();
+    let third = raised(&third);
+    assert_eq!(
+        rig.worker.handle(&third, day).await.unwrap(),
+        Outcome::Stopped("daily cap reached")
+    );
+    assert_eq!(rig.successes(), 2);
+    let said = rig.notices("recharge_daily_cap_reached");
+    assert_eq!(said.len(), 1);
+    assert!(matches!(
+        said[0].kind,
+        NoticeKind::RechargeDailyCapReached { spent_usd, .. } if spent_usd == usd("100")
+    ));
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    let stop = account.recharge_stopped.clone().expect("stopped");
+    assert_eq!(stop.day, Some(day.date_naive()));
+    // Later the same day, more usage raises nothing.
+    let later = rig.store.post(&rig.id, vec![usage("call-4", "1")], day).await.unwrap();
+    assert!(later
+        .events
+        .iter()
+        .all(|e| !matches!(e.kind, LedgerEventKind::RechargeRequested { .. })));
+    // The next UTC day, the next debit raises a request, and it is charged.
+    let tomorrow = day + Duration::days(1);
+    let next = rig.store.post(&rig.id, vec![usage("call-5", "1")], tomorrow).await.unwrap();
+    let next = raised(&next);
+    assert!(matches!(rig.worker.handle(&next, tomorrow).await.unwrap(), Outcome::Settled { .. }));
+    assert_eq!(rig.successes(), 3);
+    conformance::assert_consistent(&*rig.store, &rig.id).await;
+}
+
+/// Pay Now through the API, then the pending recharge: with the operator's switch on, the
+/// manual payment counts toward the daily cap; off (the default), it does not.
+async fn pay_then_recharge(count_manual_payments: bool) -> Outcome {
+    use tower::ServiceExt;
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    let dyn_store: Arc<dyn Store> = rig.store.clone();
+    let state = Arc::new(api::state::AppState {
+        store: dyn_store,
+        cards: rating::RateCards::standard_only(),
+        processor: rig.processor.clone(),
+        notices: None,
+        statements: None,
+    });
+    let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
+    let admin = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);
+    let operator = jwt.issue("ops@example.com", None, api::auth::Role::Operator, 600);
+    let app = api::app::local(state, jwt);
+    let call = |method: &str, path: &str, token: &str, body: &str, key: Option<&str>| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        app.clone().oneshot(request.body(axum::body::Body::from(body.to_string())).unwrap())
+    };
+    let caps = r#"{"enabled": true, "amount_usd": "50", "threshold_usd": "15", "mode": "add", "daily_cap_usd": "100"}"#;
+    let saved = call("PUT", "/v1/settings/auto-recharge", &admin, caps, None).await.unwrap();
+    assert_eq!(saved.status().as_u16(), 200);
+    let switch = format!(r#"{{"count_manual_payments": {count_manual_payments}}}"#);
+    let path = "/v1/operator/accounts/acme/recharge-caps";
+    assert_eq!(call("PUT", path, &operator, &switch, None).await.unwrap().status().as_u16(), 200);
+    let paid = call("POST", "/v1/payments", &admin, r#"{"amount_usd": "60"}"#, Some("by-hand-1"));
+    assert_eq!(paid.await.unwrap().status().as_u16(), 201);
+    // Back below the threshold: the request the Pay Now's re-arm raised, or the first one.
+    let drained = rig.store.post(&rig.id, vec![usage("call-9", "70")], Utc::now()).await.unwrap();
+    let event = drained
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, LedgerEventKind::RechargeRequested { .. }))
+        .cloned()
+        .unwrap_or(request);
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    let in_flight = account.recharge_in_flight.clone().expect("a request in flight");
+    let event =
+        LedgerEvent { kind: LedgerEventKind::RechargeRequested { request_id: in_flight }, ..event };
+    rig.worker.handle(&event, Utc::now()).await.unwrap()
+}
+
+#[tokio::test]
+async fn pay_now_counts_toward_the_caps_only_when_the_operator_says_so() {
+    assert_eq!(pay_then_recharge(true).await, Outcome::Stopped("daily cap reached"));
+    assert!(matches!(pay_then_recharge(false).await, Outcome::Settled { .. }));
 }

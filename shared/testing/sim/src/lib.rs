@@ -18,6 +18,9 @@
 //! unknown outcome), extends and releases them, and reports calls with their authorization id,
 //! redelivered at random, while usage without holds drains the same balances.
 //!
+//! The auto-recharge caps join it: half the accounts have a daily cap of one to three
+//! recharges, and some count their Pay Now payments toward it.
+//!
 //! Credit grants join it: the operator grants promotional and goodwill credit (some expiring
 //! within hours, some never; resent after an unknown outcome) and voids some, while usage,
 //! holds, refunds and disputes draw on the same balances; the daily sweep removes what is left
@@ -133,6 +136,8 @@ pub struct Stats {
     pub grants_opened: usize,
     pub grants_voided: usize,
     pub grants_expired: usize,
+    /// Days on which an account's daily auto-recharge cap stopped auto-recharge.
+    pub daily_cap_stops: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -594,6 +599,12 @@ pub struct World {
     refund_failures: Vec<(String, String)>,
     started: DateTime<Utc>,
     holds: Vec<SimHold>,
+    /// Each account's daily auto-recharge cap, and whether its Pay Now payments count toward
+    /// the caps (set when it is opened).
+    daily_caps: Vec<Option<Amount>>,
+    /// When the daily sweep last ran.
+    swept_at: DateTime<Utc>,
+    count_manual: Vec<bool>,
     /// Credit grants asked for: (account, grant id, amount, terms); resent with the same ones.
     grants: Vec<(usize, String, Amount, ledger::GrantTerms)>,
     /// Number-release events relayed, by id.
@@ -726,6 +737,9 @@ impl World {
             started: now,
             holds: Vec::new(),
             grants: Vec::new(),
+            daily_caps: Vec::new(),
+            swept_at: now,
+            count_manual: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
             next_id: 0,
@@ -810,6 +824,21 @@ impl World {
             mode,
         )
         .expect("settings");
+        // Half the accounts cap auto-recharge per day (room for one to three recharges); some
+        // count their Pay Now payments toward it.
+        let daily_cap = self.rng.chance(50).then(|| {
+            amount(&(recharge_amount + self.rng.below(2 * recharge_amount + 1)).to_string())
+        });
+        let count_manual = self.rng.chance(30);
+        self.daily_caps.push(daily_cap);
+        self.count_manual.push(count_manual);
+        profile::update(&*self.store, &id, |p| {
+            p.auto_recharge_daily_cap_usd = daily_cap;
+            p.caps_count_manual_payments = count_manual;
+            Ok(())
+        })
+        .await
+        .expect("caps");
         store
             .modify_account(
                 &id,
@@ -884,6 +913,7 @@ impl World {
     /// The daily sweep, run whenever time moves on (it is idempotent): expired credit grants,
     /// then the number release.
     async fn sweep_releases(&mut self) {
+        self.swept_at = self.now;
         for id in self.accounts.clone() {
             if let Ok(true) = jobs::release::expire_grants(&*self.store, &id, self.now).await {
                 self.note(format!("grant sweep {id}: expired grants removed"));
@@ -1626,6 +1656,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     check_releases(world).await?;
     check_disputes(world).await?;
     check_grants(world).await?;
+    check_caps(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -1899,6 +1930,46 @@ async fn check_disputes(world: &World) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The auto-recharge caps' record at rest: every settled recharge (and, where the operator says
+/// so, every Pay Now) counted exactly once, and no day of an account that counts only
+/// auto-recharge past its daily cap.
+async fn check_caps(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    for (index, id) in world.accounts.iter().enumerate() {
+        let mut counted = Decimal::ZERO;
+        let mut month = ledger::Month::of(world.started);
+        while month <= ledger::Month::of(world.now) {
+            let spend = documents::spend::load(&*world.store, id, month).await.expect("spend");
+            counted += spend.total_usd;
+            if let (Some(cap), false) = (world.daily_caps[index], world.count_manual[index]) {
+                if let Some((day, spent)) = spend.by_day.iter().find(|(_, v)| **v > cap.value()) {
+                    return Err(world.violation(format!(
+                        "{id}: auto-recharge spent {spent} on {day}, past the daily cap {}",
+                        cap.value()
+                    )));
+                }
+            }
+            month = month.next();
+        }
+        let paid: Decimal = all_entries(store, id)
+            .await
+            .iter()
+            .filter(|e| e.item == BillingItem::FundsAdded && e.kind == EntryKind::Credit)
+            .filter(|e| {
+                let trigger = e.details.get("trigger").and_then(|t| t.as_str());
+                trigger == Some("auto") || (trigger == Some("manual") && world.count_manual[index])
+            })
+            .map(|e| e.amount_usd.value())
+            .sum();
+        if counted != paid {
+            return Err(world.violation(format!(
+                "{id}: the caps' record counts {counted}, the ledger's counted payments {paid}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Credit grants at rest:
 /// - each grant opened at most once, for what was asked, and removed at most once;
 /// - each grant's remainder on the account is what its entries' shares add up to, never below
@@ -1991,7 +2062,7 @@ async fn check_grants(world: &World) -> Result<(), Violation> {
                 )));
             }
         }
-        if let Some(grant) = account.grants.iter().find(|g| g.expired_at(world.now)) {
+        if let Some(grant) = account.grants.iter().find(|g| g.expired_at(world.swept_at)) {
             return Err(
                 world.violation(format!("{id}: expired grant {} left after the sweep", grant.id))
             );
@@ -2121,6 +2192,16 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
             .filter(|e| e.item == BillingItem::CreditGrant && e.kind == EntryKind::Debit)
             .count();
     }
+    let mut capped: Vec<String> = world
+        .notices
+        .published()
+        .into_iter()
+        .filter(|n| n.kind.as_str() == "recharge_daily_cap_reached")
+        .map(|n| n.id)
+        .collect();
+    capped.sort();
+    capped.dedup();
+    world.stats.daily_cap_stops = capped.len();
     check(&world).await?;
     world.stats.credits = world.stats.charges_succeeded;
     Ok(world.stats)

@@ -70,6 +70,7 @@ fn main() {
                 totals.grants_opened += stats.grants_opened;
                 totals.grants_voided += stats.grants_voided;
                 totals.grants_expired += stats.grants_expired;
+                totals.daily_cap_stops += stats.daily_cap_stops;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -79,7 +80,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry)",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -95,6 +96,7 @@ fn main() {
         totals.disputes_withdrawn,
         totals.grants_opened,
         totals.grants_voided,
-        totals.grants_expired
+        totals.grants_expired,
+        totals.daily_cap_stops
     );
 }

@@ -9,7 +9,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut holds, mut reports, mut releases) = (0, 0, 0);
     let (mut refund_calls, mut refunded) = (0, 0);
     let (mut disputes, mut withdrawn) = (0, 0);
-    let (mut grants, mut expired) = (0, 0);
+    let (mut grants, mut expired, mut capped) = (0, 0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -25,6 +25,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 withdrawn += stats.disputes_withdrawn;
                 grants += stats.grants_opened;
                 expired += stats.grants_expired;
+                capped += stats.daily_cap_stops;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -42,4 +43,5 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(withdrawn > 500, "only {withdrawn} disputes withdrew funds");
     assert!(grants > 3_000, "only {grants} credit grants opened");
     assert!(expired > 500, "only {expired} grants removed at expiry");
+    assert!(capped > 100, "only {capped} daily-cap stops");
 }
