@@ -177,6 +177,21 @@ pub struct StoredCard {
 }
 
 impl StoredCard {
+    /// The last day the card can be charged: the last day of its expiry month.
+    pub fn last_valid_day(&self) -> Option<chrono::NaiveDate> {
+        let (year, month) = match self.exp_month {
+            12 => (i32::from(self.exp_year) + 1, 1),
+            month => (i32::from(self.exp_year), u32::from(month) + 1),
+        };
+        chrono::NaiveDate::from_ymd_opt(year, month, 1)?.pred_opt()
+    }
+
+    /// Expires within `days` of `today` (and has not expired yet).
+    pub fn expires_within(&self, today: chrono::NaiveDate, days: i64) -> bool {
+        !self.expired(today)
+            && self.last_valid_day().is_some_and(|last| (last - today).num_days() < days)
+    }
+
     pub fn expired(&self, today: chrono::NaiveDate) -> bool {
         use chrono::Datelike;
         let (year, month) = (today.year(), today.month());
@@ -222,6 +237,12 @@ impl Profile {
         let mut cards: Vec<&StoredCard> = self.cards.iter().collect();
         cards.sort_by_key(|c| (c.role != CardRole::Primary, c.added_at));
         cards
+    }
+
+    /// The card a payment made now charges: the primary, or, when it has expired, the first
+    /// backup that has not (an expired card is never sent to the processor).
+    pub fn payable_card(&self, today: chrono::NaiveDate) -> Option<&StoredCard> {
+        self.charge_order().into_iter().find(|card| !card.expired(today))
     }
 
     pub fn primary_card(&self) -> Option<&StoredCard> {

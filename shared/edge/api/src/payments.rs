@@ -725,7 +725,7 @@ impl From<PayNowError> for ApiError {
 
 #[utoipa::path(
     post, path = "/v1/payments",
-    summary = "Pay Now: charge the primary card (admin; Idempotency-Key required)",
+    summary = "Pay Now: charge the primary card, or the first backup that has not expired when the primary has (admin; Idempotency-Key required)",
     params(
         ("Idempotency-Key" = String, Header, min_length = 1, max_length = 100, pattern = "^[!-~]+$",
             description = "Makes a resend charge nothing twice: the same key answers the same payment"),
@@ -737,7 +737,7 @@ impl From<PayNowError> for ApiError {
         (status = 400, description = "Bad request: the message says what is wrong; nothing changed (or the processor refused the request: the failed payment is included)", body = PayNowBadRequest),
         (status = 402, description = "Card declined: nothing was credited; the failed payment is included", body = PaymentRefused),
         (status = 404, description = "No such account or resource", body = ApiError),
-        (status = 409, description = "Conflict with the current state (no primary card, or the same key is in progress)", body = ApiError),
+        (status = 409, description = "Conflict with the current state (no primary card, every card expired, or the same key is in progress)", body = ApiError),
         (status = 422, description = "Idempotency-Key reused with a different request", body = ApiError),
         (status = 429, description = "Too many payments are still pending, or the card-testing limit (5 declined payments per account and hour) is reached (`Retry-After` says when): nothing was charged", body = ApiError),
         (status = 502, description = "Card processor unavailable", body = ApiError),
@@ -768,9 +768,19 @@ async fn pay_now(
     let account = account_or_404(&state, &id).await?;
     require_terms(&account)?;
     let (profile, _) = profile::load(state.docs(), &id).await?;
+    // An expired primary falls through to the first backup that has not expired, without
+    // asking the processor (it would only decline).
+    let today = Utc::now().date_naive();
     let (Some(card), Some(customer)) =
-        (profile.primary_card().cloned(), profile.processor_customer_id.clone())
+        (profile.payable_card(today).cloned(), profile.processor_customer_id.clone())
     else {
+        if profile.primary_card().is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "cards_expired",
+                "every card on file has expired; add a card before paying",
+            ));
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_primary_card",

@@ -1056,7 +1056,39 @@ async fn the_daily_cap_is_validated_shown_and_audited(app: TestApp) {
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
 }
 
+/// Set the expiry of `which` cards (all: `None`) to January 2020.
+async fn expire(app: &TestApp, which: Option<documents::profile::CardRole>) {
+    let id = ledger::AccountId::parse("acme").unwrap();
+    documents::profile::update(&*app.store, &id, |p| {
+        for card in p.cards.iter_mut().filter(|c| which.is_none_or(|role| c.role == role)) {
+            card.exp_month = 1;
+            card.exp_year = 2020;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+async fn pay_now_skips_an_expired_primary_for_a_backup_without_asking_the_processor(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let backup = r#"{"payment_method_token": "pm_card_mastercard", "card_manager_email": "c@acme.example", "role": "backup"}"#;
+    assert_eq!(app.send("POST", "/v1/cards", &admin, backup).await.status, StatusCode::CREATED);
+    expire(&app, Some(documents::profile::CardRole::Primary)).await;
+    let primary =
+        app.get("/v1/cards", &admin).await.json["cards"][0]["id"].as_str().unwrap().to_string();
+    let paid = app.pay(&admin, "after-expiry", "25").await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+    assert_eq!(paid.json["payment"]["card_last4"], "4444", "the backup paid");
+    assert_eq!(app.processor.charge_attempts(&primary), 0, "the expired card was never sent");
+    expire(&app, None).await;
+    let refused = app.pay(&admin, "all-expired", "25").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert_eq!(refused.json["code"], "cards_expired");
+}
+
 in_every_mode!(
+    pay_now_skips_an_expired_primary_for_a_backup_without_asking_the_processor,
     the_daily_cap_is_validated_shown_and_audited,
     requests_without_a_valid_token_are_refused,
     billable_actions_answer_403_until_the_terms_are_accepted,

@@ -19,8 +19,9 @@ pub enum Job {
     ScheduledStatement { account_id: AccountId, cadence: Cadence, from: NaiveDate, to: NaiveDate },
     /// Send a statement someone asked for (the API).
     Statement(StatementRequest),
-    /// The daily sweep of one account: remove what is left of expired credit grants, then move
-    /// a suspended account's number release on (see [`crate::release`]).
+    /// The daily sweep of one account: remove what is left of expired credit grants, move a
+    /// suspended account's number release on (see [`crate::release`]), and tell the contacts of
+    /// a primary card expiring within a month ([`crate::cards`]).
     ReleaseSweep { account_id: AccountId },
 }
 

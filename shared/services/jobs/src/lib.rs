@@ -11,6 +11,7 @@
 //! - **Number release** ([`release`]): daily, a suspended account's numbers move towards
 //!   release, each step (notice 7 days before, 1 day before, due) raised once.
 
+pub mod cards;
 pub mod job;
 pub mod plan;
 pub mod release;

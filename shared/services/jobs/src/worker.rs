@@ -45,8 +45,21 @@ impl Workers {
                 let ledger = &*statements.ledger;
                 let expired = crate::release::expire_grants(ledger, account_id, now).await?;
                 let release = crate::release::sweep(ledger, account_id, now).await?;
+                let card = crate::cards::expiry_notice(
+                    &*statements.docs,
+                    &*statements.mailer,
+                    &statements.from_address,
+                    account_id,
+                    now.date_naive(),
+                )
+                .await?;
                 Ok(match release {
                     crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",
+                    crate::release::SweepOutcome::NothingDue
+                        if card == crate::cards::ExpiryOutcome::Noticed =>
+                    {
+                        "card expiry noticed"
+                    }
                     other => other.as_str(),
                 })
             }

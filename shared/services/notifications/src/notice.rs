@@ -110,6 +110,17 @@ pub enum NoticeKind {
         release_at: DateTime<Utc>,
         balance_usd: Decimal,
     },
+    /// The primary card expires within a month (sent once per card and expiry), to the card
+    /// manager and the billing contacts.
+    CardExpiring {
+        card_brand: String,
+        card_last4: String,
+        exp_month: u8,
+        exp_year: u16,
+        card_manager_email: Option<String>,
+        /// The backup that payments fall through to once it has expired ("Mastercard 4444").
+        backup: Option<String>,
+    },
     /// An advance purchase (a phone number) was refused: nothing was charged.
     PurchaseRefused {
         item: BillingItem,
@@ -134,6 +145,7 @@ impl NoticeKind {
             NoticeKind::Suspended { .. } => "suspended",
             NoticeKind::Reactivated { .. } => "reactivated",
             NoticeKind::PurchaseRefused { .. } => "purchase_refused",
+            NoticeKind::CardExpiring { .. } => "card_expiring",
             NoticeKind::NumbersReleaseWarning { .. } => "numbers_release_warning",
             NoticeKind::NumbersReleaseDue { .. } => "numbers_release_due",
         }

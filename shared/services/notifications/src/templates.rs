@@ -171,6 +171,9 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
         NoticeKind::NumbersReleaseDue { release_at, balance_usd } => {
             numbers_release(account, *release_at, None, *balance_usd)
         }
+        NoticeKind::CardExpiring {
+            card_brand, card_last4, exp_month, exp_year, backup, ..
+        } => card_expiring(account, card_brand, card_last4, (*exp_month, *exp_year), backup),
         NoticeKind::PurchaseRefused { item, amount_usd, refusal, number, balance_usd } => {
             purchase_refused(
                 account,
@@ -183,6 +186,47 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             )
         }
     }
+}
+
+fn card_expiring(
+    account: &AccountId,
+    brand: &str,
+    last4: &str,
+    (month, year): (u8, u16),
+    backup: &Option<String>,
+) -> (String, Vec<Block>) {
+    let card = format!("{brand} {last4}");
+    let expiry = format!("{month:02}/{year}");
+    let subject = format!("Your {card} expires at the end of {expiry}");
+    let after = match backup {
+        Some(backup) => format!(
+            "After that, payments and automatic recharges use your backup card, {backup}, \
+             until you update the primary card."
+        ),
+        None => "After that, automatic recharges and Pay Now cannot charge it, and the \
+                 account has no backup card: when the balance runs out, service stops."
+            .to_string(),
+    };
+    let blocks = vec![
+        Block::Heading("Your card is about to expire".into()),
+        Block::Paragraph(format!(
+            "The primary card of account {}, {card}, expires at the end of {expiry}. {after}",
+            account.as_str()
+        )),
+        Block::Facts(vec![
+            ("Card", card.clone()),
+            ("Expires", expiry),
+            ("Backup card", backup.clone().unwrap_or_else(|| "none".into())),
+        ]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Add the renewed or a new card under Payment methods on the Billing page and make \
+             it the primary."
+                .into(),
+            "If you have already done so, you can ignore this message.".into(),
+        ]),
+    ];
+    (subject, blocks)
 }
 
 fn purchase_refused(

@@ -124,6 +124,8 @@ pub async fn load_contacts(
 pub fn recipients(kind: &NoticeKind, contacts: &Contacts) -> Vec<String> {
     let recharge_failure = match kind {
         NoticeKind::RechargeFailed { .. } => contacts.recharge_failure_email.as_deref(),
+        // The card's manager first: the person who can replace it.
+        NoticeKind::CardExpiring { card_manager_email, .. } => card_manager_email.as_deref(),
         _ => None,
     };
     dedupe_addresses(

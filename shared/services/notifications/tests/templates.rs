@@ -131,6 +131,20 @@ fn cases() -> Vec<(&'static str, Notice)> {
             ),
         ),
         (
+            "card_expiring",
+            notice(
+                "card_expiring:acme:pm_1:2026-12",
+                NoticeKind::CardExpiring {
+                    card_brand: "Visa".into(),
+                    card_last4: "4242".into(),
+                    exp_month: 12,
+                    exp_year: 2026,
+                    card_manager_email: Some("cards@acme.example".into()),
+                    backup: Some("Mastercard 4444".into()),
+                },
+            ),
+        ),
+        (
             "low_balance",
             notice("acme:low_balance:42", NoticeKind::LowBalance { balance_usd: dec!(4.1249) }),
         ),
@@ -328,6 +342,7 @@ fn every_kind_of_notice_has_a_snapshot() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "card_expiring",
             "dispute",
             "low_balance",
             "numbers_release_due",
