@@ -256,6 +256,11 @@ pub struct Account {
     /// [`crate::MAX_GRANTS`] as the operator API enforces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<crate::grant::CreditGrant>,
+    /// Disputes (chargebacks) of the account's payments that are open, by dispute id: kept by
+    /// the dispute flow from each payment's dispute record (which only moves forward), read by
+    /// the authorization when the operator suspends accounts with an open dispute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_disputes: Vec<String>,
     /// The operator's rules below the floor (see [`crate::service`]); `None`: the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServicePolicy>,
@@ -339,6 +344,7 @@ impl Account {
             low_balance_noticed: false,
             holds: Vec::new(),
             grants: Vec::new(),
+            open_disputes: Vec::new(),
             service: None,
             suspended_since: None,
             release_stage: 0,

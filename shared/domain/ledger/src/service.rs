@@ -33,6 +33,10 @@ pub struct ServicePolicy {
     pub inbound_grace_hours: Option<u32>,
     #[serde(default = "default_release_after_days")]
     pub release_after_days: u32,
+    /// Outbound calls, messages and number purchases stop while a dispute (chargeback) of one
+    /// of the account's payments is open, whatever the balance; inbound traffic keeps running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_while_disputed: bool,
 }
 
 fn default_release_after_days() -> u32 {
@@ -45,6 +49,7 @@ impl Default for ServicePolicy {
             inbound_grace_usd: Decimal::ZERO,
             inbound_grace_hours: None,
             release_after_days: DEFAULT_RELEASE_AFTER_DAYS,
+            suspend_while_disputed: false,
         }
     }
 }

@@ -330,6 +330,10 @@ pub struct ServicePolicyBody {
     /// Days suspended before the numbers are due for release; 7 to 365.
     #[schema(minimum = 7, maximum = 365, example = 30)]
     pub release_after_days: u32,
+    /// Stop outbound calls, messages and number purchases while a dispute (chargeback) of one
+    /// of the account's payments is open, whatever the balance (default false).
+    #[serde(default)]
+    pub suspend_while_disputed: bool,
 }
 
 /// The policy as saved.
@@ -339,6 +343,9 @@ pub struct ServicePolicySaved {
     pub inbound_grace_usd: Decimal,
     pub inbound_grace_hours: Option<u32>,
     pub release_after_days: u32,
+    pub suspend_while_disputed: bool,
+    /// Disputes of the account's payments open now (by dispute id).
+    pub open_disputes: Vec<String>,
     /// While suspended: when the numbers are due for release.
     pub release_at: Option<DateTime<Utc>>,
 }
@@ -390,6 +397,7 @@ async fn set_service_policy(
         inbound_grace_usd: grace.normalize(),
         inbound_grace_hours: request.inbound_grace_hours,
         release_after_days: request.release_after_days,
+        suspend_while_disputed: request.suspend_while_disputed,
     };
     let after = audit::change_account(
         &state,
@@ -403,6 +411,7 @@ async fn set_service_policy(
                 "inbound_grace_usd": policy.inbound_grace_usd,
                 "inbound_grace_hours": policy.inbound_grace_hours,
                 "release_after_days": policy.release_after_days,
+                "suspend_while_disputed": policy.suspend_while_disputed,
             })
         },
     )
@@ -412,6 +421,8 @@ async fn set_service_policy(
         inbound_grace_usd: saved.inbound_grace_usd,
         inbound_grace_hours: saved.inbound_grace_hours,
         release_after_days: saved.release_after_days,
+        suspend_while_disputed: saved.suspend_while_disputed,
+        open_disputes: after.open_disputes.clone(),
         release_at: after.release_at(),
     }))
 }

@@ -167,10 +167,44 @@ pub async fn apply_dispute(
         now,
     )
     .await?;
+    // The account knows which of its disputes are open (the operator may stop outbound service
+    // while one is). Taken from the record's line, which only moves forward: a stale "open"
+    // arriving after "won" leaves the dispute closed here too.
+    sync_open_dispute(ports, &id, &state.dispute_id, line.status == DisputeOutcome::Open, now)
+        .await?;
     if posted > 0 || line.updated_at == now {
         notify(ports, &id, &payment, state, &line, now).await;
     }
     Ok(DisputeApplied { account_id: id, payment_id: payment.payment_id, posted, line })
+}
+
+/// List or unlist `dispute` among the account's open disputes (no write when it already is).
+async fn sync_open_dispute(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    dispute: &str,
+    open: bool,
+    now: DateTime<Utc>,
+) -> Result<(), DisputeError> {
+    let account = ports.store.account(id).await?;
+    let listed = account.is_some_and(|a| a.open_disputes.iter().any(|d| d == dispute));
+    if listed == open {
+        return Ok(());
+    }
+    let dispute = dispute.to_string();
+    let change = std::sync::Arc::new(move |a: &mut ledger::Account| {
+        let listed = a.open_disputes.iter().any(|d| *d == dispute);
+        match (listed, open) {
+            (false, true) => a.open_disputes.push(dispute.clone()),
+            (true, false) => a.open_disputes.retain(|d| *d != dispute),
+            _ => return Err(ledger::LedgerError::Unchanged),
+        }
+        Ok(())
+    });
+    match ports.store.modify_account(id, change, now).await {
+        Ok(_) | Err(ledger::StoreError::Rejected(ledger::LedgerError::Unchanged)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Merge the state into the payment's dispute record, only ever forward.

@@ -32,6 +32,9 @@ pub enum Denial {
     /// Suspended, and the inbound grace the operator set (an amount below the floor, or a
     /// period after the suspension) is used up.
     GraceExhausted,
+    /// A dispute (chargeback) of one of the account's payments is open, and the operator stops
+    /// outbound service while one is.
+    DisputeOpen,
 }
 
 impl Denial {
@@ -45,6 +48,9 @@ impl Denial {
             }
             Denial::GraceExhausted => {
                 "the account is suspended and its grace for inbound calls and messages is used up"
+            }
+            Denial::DisputeOpen => {
+                "a payment of the account is disputed: outbound service stops until the dispute is decided"
             }
         }
     }
@@ -96,6 +102,12 @@ pub fn budget(account: &Account, action: &Action, at: DateTime<Utc>) -> Result<D
     }
     let suspended =
         account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd();
+    if !action.is_inbound()
+        && account.service_policy().suspend_while_disputed
+        && !account.open_disputes.is_empty()
+    {
+        return Err(Denial::DisputeOpen);
+    }
     if !action.is_inbound() {
         return if suspended { Err(Denial::Suspended) } else { Ok(account.available_usd(at)) };
     }

@@ -131,3 +131,36 @@ async fn a_top_up_lifts_the_suspension_and_clears_its_start() {
     assert_eq!(account.suspended_since, None);
     assert_eq!(account.release_at(), None);
 }
+
+#[tokio::test]
+async fn an_open_dispute_stops_outbound_service_only_where_the_operator_says_so() {
+    let store = MemoryStore::new();
+    let id = open(&store, "acme", dec!(50)).await;
+    accept_terms(&store, &id).await;
+    let card = RateCards::standard_only().card(None).unwrap();
+    let base = account(&store, &id).await;
+    let with = |policy: bool, disputes: Vec<String>| {
+        let mut account = base.clone();
+        account.service =
+            Some(ServicePolicy { suspend_while_disputed: policy, ..ServicePolicy::default() });
+        account.open_disputes = disputes;
+        account
+    };
+    let outbound = [
+        outbound_call(),
+        Action::Sms { direction: Direction::Outbound, segments: 1 },
+        Action::NumberPurchase { number_type: NumberType::Local },
+    ];
+    let disputed = with(true, vec!["dp_1".into()]);
+    for action in &outbound {
+        let decision = authorize(&disputed, &card, action, now(), 14_400);
+        assert_eq!(decision.reason, Some(Denial::DisputeOpen), "{action:?}");
+    }
+    assert!(authorize(&disputed, &card, &inbound_call(), now(), 14_400).allowed, "inbound runs");
+    // The policy off, or no dispute open: service as usual, whatever the balance says.
+    for account in [with(false, vec!["dp_1".into()]), with(true, Vec::new())] {
+        for action in &outbound {
+            assert!(authorize(&account, &card, action, now(), 14_400).allowed, "{action:?}");
+        }
+    }
+}

@@ -331,6 +331,22 @@ pub async fn dispute_states_apply_once_in_any_order(store: Arc<dyn Store>) {
     assert_eq!(after.len(), entries.len() + 1, "only the refund's debit was added");
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
     assert_eq!(account.balance_usd, usd("-15"));
+    assert!(account.open_disputes.is_empty(), "{:?}", account.open_disputes);
+    // A dispute left open is listed on the account (for the operator's policy), once however
+    // often its state arrives, and unlisted when it is decided, even if "open" comes late.
+    let open = rig.processor.open_dispute(&intent, 1_000).unwrap();
+    let opened = rig.processor.disputes().into_iter().find(|d| d.dispute_id == open).unwrap();
+    for _ in 0..2 {
+        apply_dispute(&rig.ports(), &opened, Utc::now()).await.expect("apply");
+    }
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert_eq!(account.open_disputes, [open.clone()]);
+    let decided = rig.processor.decide_dispute(&open, true).unwrap();
+    for state in [&decided, &opened] {
+        apply_dispute(&rig.ports(), state, Utc::now()).await.expect("apply");
+    }
+    let account = rig.store.account(&rig.id).await.unwrap().unwrap();
+    assert!(account.open_disputes.is_empty(), "{:?}", account.open_disputes);
 }
 
 /// A refund the processor took and failed afterwards (its event delivered twice, late) is

@@ -138,6 +138,8 @@ pub struct Stats {
     pub grants_expired: usize,
     /// Days on which an account's daily auto-recharge cap stopped auto-recharge.
     pub daily_cap_stops: usize,
+    /// Outbound calls refused because a dispute was open on an account that stops for one.
+    pub dispute_denials: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -771,7 +773,12 @@ impl World {
             .expect("open");
         // Short releases on some accounts, so suspensions reach them within a run.
         let days = [7, 8, 30][self.rng.below(3) as usize];
-        let policy = ledger::ServicePolicy { release_after_days: days, ..Default::default() };
+        // Half the accounts stop outbound service while a dispute is open.
+        let policy = ledger::ServicePolicy {
+            release_after_days: days,
+            suspend_while_disputed: index % 2 == 0,
+            ..Default::default()
+        };
         store
             .modify_account(
                 &id,
@@ -1044,12 +1051,27 @@ impl World {
                     direction: Direction::Outbound,
                     to: format!("+1555{:07}", self.rng.below(10_000_000)),
                 };
+                let before = store.account(&id).await.ok().flatten();
                 let result =
                     holds::place(store, &cards, &id, &authorization, &action, self.now, 14_400)
                         .await;
                 self.check_grant(&authorization, &result);
                 if result.as_ref().is_ok_and(|a| a.decision.allowed) {
                     self.stats.holds_granted += 1;
+                    // The operator's policy: no outbound call while a dispute is open.
+                    if before.is_some_and(|a| {
+                        a.service_policy().suspend_while_disputed && !a.open_disputes.is_empty()
+                    }) {
+                        self.hold_violations.push(format!(
+                            "{authorization}: an outbound call granted on {id} with a dispute open"
+                        ));
+                    }
+                }
+                if result
+                    .as_ref()
+                    .is_ok_and(|a| a.decision.reason == Some(usage::authorize::Denial::DisputeOpen))
+                {
+                    self.stats.dispute_denials += 1;
                 }
                 self.note(format!("authorize {id} {authorization} -> {}", describe(&result)));
                 self.holds.push(SimHold {
@@ -1926,6 +1948,29 @@ async fn check_disputes(world: &World) -> Result<(), Violation> {
     }
     if let Some(source) = entries_by_source.keys().next() {
         return Err(world.violation(format!("dispute entry {source} for no processor dispute")));
+    }
+    // Each account lists exactly its disputes that are open at the processor (all applied by
+    // the reconciliation at rest).
+    let mut open: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for dispute in world.processor.disputes() {
+        if dispute.status != payments::DisputeStatus::Open {
+            continue;
+        }
+        let account = world.processor.payment_account(&dispute.payment_intent_id).await;
+        if let Ok(Some(account)) = account {
+            open.entry(account).or_default().insert(dispute.dispute_id.clone());
+        }
+    }
+    for id in &world.accounts {
+        let account = store.account(id).await.expect("read").expect("account");
+        let listed: std::collections::BTreeSet<String> =
+            account.open_disputes.iter().cloned().collect();
+        let expected = open.remove(id.as_str()).unwrap_or_default();
+        if listed != expected {
+            return Err(world.violation(format!(
+                "{id}: lists open disputes {listed:?}, the processor has {expected:?}"
+            )));
+        }
     }
     Ok(())
 }
