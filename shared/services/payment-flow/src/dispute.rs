@@ -193,7 +193,7 @@ async fn sync_open_dispute(
     }
     let dispute = dispute.to_string();
     let change = std::sync::Arc::new(move |a: &mut ledger::Account| {
-        let listed = a.open_disputes.iter().any(|d| *d == dispute);
+        let listed = a.open_disputes.contains(&dispute);
         match (listed, open) {
             (false, true) => a.open_disputes.push(dispute.clone()),
             (true, false) => a.open_disputes.retain(|d| *d != dispute),
