@@ -340,7 +340,7 @@ pub async fn dispute_states_apply_once_in_any_order(store: Arc<dyn Store>) {
         apply_dispute(&rig.ports(), &opened, Utc::now()).await.expect("apply");
     }
     let account = rig.store.account(&rig.id).await.unwrap().unwrap();
-    assert_eq!(account.open_disputes, [open.clone()]);
+    assert_eq!(account.open_disputes, std::slice::from_ref(&open));
     let decided = rig.processor.decide_dispute(&open, true).unwrap();
     for state in [&decided, &opened] {
         apply_dispute(&rig.ports(), state, Utc::now()).await.expect("apply");
