@@ -776,7 +776,7 @@ impl World {
         // Half the accounts stop outbound service while a dispute is open.
         let policy = ledger::ServicePolicy {
             release_after_days: days,
-            suspend_while_disputed: index % 2 == 0,
+            suspend_while_disputed: index.is_multiple_of(2),
             ..Default::default()
         };
         store
