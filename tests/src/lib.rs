@@ -385,6 +385,13 @@ impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor
     ) -> Result<Option<String>, payments::ProcessorError> {
         self.inner.payment_account(payment_intent_id).await
     }
+
+    async fn customer_account(
+        &self,
+        customer: &payments::CustomerId,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.inner.customer_account(customer).await
+    }
 }
 
 /// Every payment intent localstripe holds for `customer` (its list filtered by customer, as

@@ -183,6 +183,10 @@ async fn a_customer_is_created_with_its_account_and_email() {
     let stored = rig.get(&format!("/v1/customers/{customer}")).await;
     assert_eq!(stored["email"], "billing@acme.example");
     assert_eq!(stored["metadata"]["account_id"], account.as_str());
+    // Card events name the customer only: its account is read back from the metadata.
+    assert_eq!(rig.stripe.customer_account(&customer).await.expect("lookup"), Some(account));
+    let unknown = payments::CustomerId("cus_doesnotexist0".into());
+    assert_eq!(rig.stripe.customer_account(&unknown).await.expect("lookup"), None);
 }
 
 #[tokio::test]

@@ -702,6 +702,19 @@ impl CardProcessor for SimulatedProcessor {
         Ok(state.disputes.iter().filter(|(_, at)| *at >= since).map(|(d, _)| d.clone()).collect())
     }
 
+    async fn customer_account(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Option<String>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        Ok(state
+            .customers_by_account
+            .iter()
+            .find(|(_, id)| *id == customer)
+            .map(|(account, _)| account.clone()))
+    }
+
     async fn payment_account(
         &self,
         payment_intent_id: &str,

@@ -454,6 +454,22 @@ impl CardProcessor for StripeProcessor {
             .map(str::to_owned))
     }
 
+    async fn customer_account(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Option<String>, ProcessorError> {
+        check_object_id("customer", customer.as_str())?;
+        let (status, body) = self.get(&format!("/v1/customers/{}", customer.as_str()), &[]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let customer: CustomerBody = parse(&body, "customer")?;
+        Ok(customer.metadata.get("account_id").filter(|a| !a.is_empty()).cloned())
+    }
+
     #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
     async fn find_refund(
         &self,
@@ -629,7 +645,9 @@ fn outcome_of(
     }
 }
 
-fn card_details(payment_method: PaymentMethodBody) -> Result<CardDetails, ProcessorError> {
+pub(crate) fn card_details(
+    payment_method: PaymentMethodBody,
+) -> Result<CardDetails, ProcessorError> {
     let Some(card) = payment_method.card.filter(|_| payment_method.kind == "card") else {
         return Err(ProcessorError::InvalidRequest(format!(
             "payment method {} is a {}, not a card",
@@ -758,10 +776,12 @@ struct IdOnly {
 #[derive(Deserialize)]
 struct CustomerBody {
     id: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
-struct PaymentMethodBody {
+pub(crate) struct PaymentMethodBody {
     id: String,
     #[serde(rename = "type")]
     kind: String,
@@ -1156,6 +1176,23 @@ mod tests {
             "POST /v1/payment_methods/pm_card_mastercard/attach HTTP/1.1"
         );
         assert_eq!(seen[0].form(), vec![("customer".to_owned(), "cus_1".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_customers_account_is_read_from_its_metadata() {
+        let (url, seen) = canned(vec![
+            (200, r#"{"id":"cus_42","object":"customer","metadata":{"account_id":"acme"}}"#),
+            (200, r#"{"id":"cus_43","object":"customer","metadata":{}}"#),
+            (404, r#"{"error":{"type":"invalid_request_error","message":"No such customer"}}"#),
+        ])
+        .await;
+        let stripe = processor(&url);
+        let ids = ["cus_42", "cus_43", "cus_44"].map(|id| CustomerId(id.into()));
+        assert_eq!(stripe.customer_account(&ids[0]).await.unwrap(), Some("acme".into()));
+        assert_eq!(stripe.customer_account(&ids[1]).await.unwrap(), None, "not one of ours");
+        assert_eq!(stripe.customer_account(&ids[2]).await.unwrap(), None, "unknown");
+        let line = seen.lock().expect("seen")[0].request_line.clone();
+        assert!(line.starts_with("GET /v1/customers/cus_42"), "{line}");
     }
 
     #[tokio::test]

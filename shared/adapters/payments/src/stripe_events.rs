@@ -114,6 +114,12 @@ pub enum EventAction {
     /// reconciler's next look (`payment_flow::reconcile_pending_payment`, which also serves a
     /// stale or repeated event).
     PayNowOutcome { account_id: String, key: String },
+    /// `payment_method.updated` or `.automatically_updated` (the card networks' updater gave the
+    /// card a new expiry or number): the stored card is brought up to date.
+    CardUpdated { customer: String, card: card_processor::CardDetails },
+    /// `customer.source.expiring`: the card expires at the end of next month; the primary's
+    /// contacts get the expiry notice (once, shared with the daily sweep's).
+    CardExpiring { customer: String, card: card_processor::CardDetails },
     /// Nothing (yet): acknowledged and kept.
     Ignore,
 }
@@ -122,6 +128,50 @@ pub enum EventAction {
 struct IntentObject {
     #[serde(default)]
     metadata: std::collections::HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    customer: Option<String>,
+}
+
+/// A legacy card object (`customer.source.expiring`).
+#[derive(Deserialize)]
+struct SourceCard {
+    id: String,
+    brand: String,
+    last4: String,
+    exp_month: u8,
+    exp_year: u16,
+}
+
+/// A card event's customer and card, or `Ignore` for one that names no customer (a detached
+/// payment method).
+fn card_event(
+    object: serde_json::Value,
+    kind: &str,
+) -> Result<Option<(String, card_processor::CardDetails)>, WebhookError> {
+    let unreadable = |e: String| WebhookError::Unreadable(format!("{kind}: {e}"));
+    let owner: Owner =
+        serde_json::from_value(object.clone()).map_err(|e| unreadable(e.to_string()))?;
+    let Some(customer) = owner.customer.filter(|c| c.starts_with("cus_")) else { return Ok(None) };
+    let card = if kind == "customer.source.expiring" {
+        let card: SourceCard =
+            serde_json::from_value(object).map_err(|e| unreadable(e.to_string()))?;
+        let object = serde_json::json!({
+            "id": card.id, "type": "card",
+            "card": {"brand": card.brand.to_lowercase(), "last4": card.last4,
+                     "exp_month": card.exp_month, "exp_year": card.exp_year},
+        });
+        let method: crate::stripe::PaymentMethodBody =
+            serde_json::from_value(object).map_err(|e| unreadable(e.to_string()))?;
+        crate::stripe::card_details(method)
+    } else {
+        let method: crate::stripe::PaymentMethodBody =
+            serde_json::from_value(object).map_err(|e| unreadable(e.to_string()))?;
+        crate::stripe::card_details(method)
+    };
+    card.map(|card| Some((customer, card))).map_err(|e| unreadable(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -175,6 +225,19 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
         });
         // Auto-recharge's own payments are settled by their request (the recharge queue).
         pay_now.unwrap_or(EventAction::Ignore)
+    } else if matches!(
+        envelope.kind.as_str(),
+        "payment_method.updated" | "payment_method.automatically_updated"
+    ) {
+        match card_event(envelope.data.object, &envelope.kind)? {
+            Some((customer, card)) => EventAction::CardUpdated { customer, card },
+            None => EventAction::Ignore,
+        }
+    } else if envelope.kind == "customer.source.expiring" {
+        match card_event(envelope.data.object, &envelope.kind)? {
+            Some((customer, card)) => EventAction::CardExpiring { customer, card },
+            None => EventAction::Ignore,
+        }
     } else if envelope.kind == "charge.refund.updated" {
         let refund: RefundObject = serde_json::from_value(envelope.data.object)
             .map_err(|e| WebhookError::Unreadable(format!("refund: {e}")))?;

@@ -91,6 +91,13 @@ pub trait CardProcessor: Send + Sync {
         &self,
         payment_intent_id: &str,
     ) -> Result<Option<String>, ProcessorError>;
+
+    /// The account a customer was made for (its metadata); `Ok(None)` for a customer the
+    /// processor does not know or that is not ours. Card events name the customer only.
+    async fn customer_account(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Option<String>, ProcessorError>;
 }
 
 /// Where a dispute stands at the processor.
@@ -643,6 +650,13 @@ impl CardProcessor for NoProcessor {
     async fn payment_account(
         &self,
         _payment_intent_id: &str,
+    ) -> Result<Option<String>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn customer_account(
+        &self,
+        _customer: &CustomerId,
     ) -> Result<Option<String>, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
     }

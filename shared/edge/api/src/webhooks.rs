@@ -211,6 +211,16 @@ pub async fn apply_event(
                 Err(error) => Err(Box::new(error)),
             }
         }
+        EventAction::CardUpdated { customer, card } => {
+            let outcome = payment_flow::cards::card_updated(ports, customer, card).await?;
+            tracing::info!(event = %id, ?outcome, "card update applied");
+            Ok(())
+        }
+        EventAction::CardExpiring { customer, card } => {
+            let outcome = payment_flow::cards::card_expiring(ports, customer, card, now).await?;
+            tracing::info!(event = %id, ?outcome, "card expiry applied");
+            Ok(())
+        }
         EventAction::Ignore => Ok(()),
     }
 }

@@ -209,3 +209,90 @@ async fn a_pay_now_event_settles_the_payment_its_key_names_once() {
     assert!(account.pending_payments.is_empty());
     assert_eq!(processor.successful_charges(&stored.id), 1);
 }
+
+#[derive(Default)]
+struct Notices(Mutex<Vec<notifications::notice::Notice>>);
+
+#[async_trait::async_trait]
+impl notifications::notice::NoticeSink for Notices {
+    async fn publish(
+        &self,
+        notice: &notifications::notice::Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(notice.clone());
+        Ok(())
+    }
+}
+
+/// The card networks' updater gave the card a new expiry: the stored card follows, once; a
+/// stale update (an earlier expiry, arriving late) changes nothing; the processor's "expiring"
+/// event sends the primary's expiry notice, under the same id as the daily sweep's.
+#[tokio::test]
+async fn card_events_update_the_stored_card_and_notice_its_expiry() {
+    use payments::{CardProcessor, SimulatedProcessor};
+    let store = MemoryStore::new();
+    let processor = SimulatedProcessor::new();
+    let ledger: &dyn ledger::LedgerStore = &store;
+    let id = conformance::open(ledger, "acme", None).await;
+    let customer = processor.create_customer("acme", None).await.unwrap();
+    let card = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+    let stored = conformance::refunds::primary_card(card.clone());
+    documents::profile::update(&store, &id, |p| {
+        p.processor_customer_id = Some(customer.as_str().to_string());
+        p.cards = vec![stored.clone()];
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let notices = Notices::default();
+    let ports = payment_flow::PaymentPorts {
+        store: &store,
+        processor: &processor,
+        notices: Some(&notices),
+    };
+    let event = |kind: &str, object: serde_json::Value| {
+        let body = serde_json::json!({"id": "evt_c", "type": kind, "created": 1, "data": {"object": object}});
+        payments::stripe_events::parse_event(body.to_string().as_bytes()).unwrap()
+    };
+    let method = |year: u16, last4: &str| {
+        serde_json::json!({"id": card.payment_method_id, "object": "payment_method", "type": "card",
+            "customer": customer.as_str(),
+            "card": {"brand": "visa", "last4": last4, "exp_month": 8, "exp_year": year}})
+    };
+    let updated = event("payment_method.automatically_updated", method(2045, "1881"));
+    let stale = event("payment_method.updated", method(2043, "4242"));
+    for delivered in [&updated, &stale, &updated] {
+        api::webhooks::apply_event(&ports, delivered, chrono::Utc::now()).await.unwrap();
+    }
+    let (profile, _) = documents::profile::load(&store, &id).await.unwrap();
+    let card_now = &profile.cards[0];
+    assert_eq!((card_now.last4.as_str(), card_now.exp_month, card_now.exp_year), ("1881", 8, 2045));
+    // A detached method names no customer: acknowledged, nothing changes.
+    let mut detached = method(2035, "0000");
+    detached["customer"] = serde_json::Value::Null;
+    let detached = event("payment_method.updated", detached);
+    assert!(matches!(detached.action, EventAction::Ignore));
+
+    let expiring = event(
+        "customer.source.expiring",
+        serde_json::json!({"id": card.payment_method_id, "object": "card", "customer": customer.as_str(),
+            "brand": "Visa", "last4": "1881", "exp_month": 8, "exp_year": 2045}),
+    );
+    assert!(matches!(expiring.action, EventAction::CardExpiring { .. }));
+    for _ in 0..2 {
+        api::webhooks::apply_event(&ports, &expiring, chrono::Utc::now()).await.unwrap();
+    }
+    let said = notices.0.lock().unwrap().clone();
+    assert!(!said.is_empty());
+    let expected_id = format!("card_expiring:acme:{}:2045-08", card.payment_method_id);
+    assert!(said.iter().all(|n| n.id == expected_id), "{said:?}");
+    // A customer that is not ours: nothing.
+    let stranger = event("payment_method.updated", {
+        let mut other = method(2032, "1111");
+        other["customer"] = serde_json::json!("cus_stranger");
+        other
+    });
+    api::webhooks::apply_event(&ports, &stranger, chrono::Utc::now()).await.unwrap();
+    let (after, _) = documents::profile::load(&store, &id).await.unwrap();
+    assert_eq!(after.cards[0].exp_year, 2045);
+}

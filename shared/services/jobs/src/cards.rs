@@ -9,7 +9,6 @@ use chrono::NaiveDate;
 use ledger::docs::DocStore;
 use ledger::AccountId;
 use messaging::mail::Mailer;
-use notifications::notice::{Notice, NoticeKind};
 
 use crate::tax::JobError;
 
@@ -38,25 +37,8 @@ pub async fn expiry_notice(
     if !card.expires_within(today, EXPIRY_NOTICE_DAYS) {
         return Ok(ExpiryOutcome::NothingDue);
     }
-    let backup = profile
-        .charge_order()
-        .into_iter()
-        .filter(|other| other.id != card.id)
-        .find(|other| other.last_valid_day() > card.last_valid_day())
-        .map(|other| format!("{} {}", other.brand, other.last4));
-    let notice = Notice {
-        id: format!("card_expiring:{id}:{}:{}-{:02}", card.id, card.exp_year, card.exp_month),
-        account_id: id.clone(),
-        raised_at: today.and_time(chrono::NaiveTime::MIN).and_utc(),
-        kind: NoticeKind::CardExpiring {
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            card_manager_email: Some(card.card_manager_email.as_str().to_string()),
-            backup,
-        },
-    };
+    let at = today.and_time(chrono::NaiveTime::MIN).and_utc();
+    let notice = notifications::notice::card_expiring(id, &profile, card, at);
     notifications::worker::send_notice(docs, mailer, from, &notice).await?;
     Ok(ExpiryOutcome::Noticed)
 }

@@ -231,3 +231,33 @@ impl NoticeSink for QueueNotices {
         self.0.send(&message).await
     }
 }
+
+/// The notice that `card` (the account's primary) expires soon: its id names the card and the
+/// expiry, so the daily sweep and the processor's `customer.source.expiring` event send it once
+/// between them. The backup named is the next card in charge order that outlives it.
+pub fn card_expiring(
+    account: &ledger::AccountId,
+    profile: &documents::profile::Profile,
+    card: &documents::profile::StoredCard,
+    raised_at: DateTime<Utc>,
+) -> Notice {
+    let backup = profile
+        .charge_order()
+        .into_iter()
+        .filter(|other| other.id != card.id)
+        .find(|other| other.last_valid_day() > card.last_valid_day())
+        .map(|other| format!("{} {}", other.brand, other.last4));
+    Notice {
+        id: format!("card_expiring:{account}:{}:{}-{:02}", card.id, card.exp_year, card.exp_month),
+        account_id: account.clone(),
+        raised_at,
+        kind: NoticeKind::CardExpiring {
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            card_manager_email: Some(card.card_manager_email.as_str().to_string()),
+            backup,
+        },
+    }
+}

@@ -670,6 +670,7 @@ pub async fn reconcile_pending_payment(
 /// How long a payment whose outcome is still unknown waits before the processor is asked again.
 pub const RECONCILE_RETRY_MINUTES: i64 = 15;
 
+pub mod cards;
 pub mod dispute;
 pub mod refund;
 

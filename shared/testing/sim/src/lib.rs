@@ -495,6 +495,13 @@ impl CardProcessor for WatchedProcessor {
     ) -> Result<Option<String>, payments::ProcessorError> {
         self.inner.payment_account(payment_intent_id).await
     }
+
+    async fn customer_account(
+        &self,
+        customer: &payments::CustomerId,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.inner.customer_account(customer).await
+    }
 }
 
 /// Register a card as the API does: attach the token at the processor, keep its ids, brand,

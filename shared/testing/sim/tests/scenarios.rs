@@ -450,6 +450,13 @@ impl CardProcessor for Yielding {
     ) -> Result<Option<String>, payments::ProcessorError> {
         self.0.payment_account(payment_intent_id).await
     }
+
+    async fn customer_account(
+        &self,
+        customer: &payments::CustomerId,
+    ) -> Result<Option<String>, payments::ProcessorError> {
+        self.0.customer_account(customer).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
