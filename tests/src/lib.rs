@@ -386,6 +386,13 @@ impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor
         self.inner.payment_account(payment_intent_id).await
     }
 
+    async fn cancel_charge(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        self.inner.cancel_charge(payment_intent_id).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,

@@ -516,3 +516,47 @@ async fn the_adapter_reads_a_409_in_progress_as_unavailable_never_as_a_decline()
     assert_eq!(retried, ChargeOutcome::Succeeded { payment_intent_id: intent_id });
     assert_eq!(rig.payment_intents_of(&customer).await.len(), 1);
 }
+
+/// Pay Now is on session (its `pay:` key): a card that needs 3-D Secure waits for its holder
+/// instead of declining, the client gets the intent's client secret, and once the holder has
+/// authenticated (localstripe's `_authenticate`, standing in for the browser) the payment is
+/// found succeeded; a payment left waiting is cancelled and reported declined.
+#[tokio::test]
+async fn an_on_session_charge_that_needs_authentication_waits_for_the_holder() {
+    let rig = Rig::new();
+    let customer = rig.customer("3ds-on").await;
+    let card = rig.attached_card(&customer, REQUIRES_AUTHENTICATION).await;
+    let key = format!("pay:{}:order-1", unique_account("a"));
+    let request = charge_of(&customer, &card, &key, 2500);
+    let outcome = rig.charge(&request).await.expect("an outcome");
+    let ChargeOutcome::RequiresAction { payment_intent_id, client_secret } = outcome else {
+        panic!("expected the payment to wait for its holder, got {outcome:?}");
+    };
+    assert!(client_secret.starts_with(&payment_intent_id), "{client_secret}");
+    let response = rig
+        .http
+        .post(format!("{}/v1/payment_intents/{payment_intent_id}/_authenticate", rig.endpoint))
+        .bearer_auth(SECRET_KEY)
+        .form(&[("client_secret", client_secret.as_str()), ("success", "true")])
+        .send()
+        .await
+        .expect("authenticate");
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+    let found = rig.stripe.find_charge(&customer, &key).await.expect("lookup");
+    assert_eq!(
+        found,
+        Some(ChargeOutcome::Succeeded { payment_intent_id: payment_intent_id.clone() })
+    );
+    // A cancel that comes after the holder's success loses: the payment stands.
+    let ended = rig.stripe.cancel_charge(&payment_intent_id).await.expect("cancel");
+    assert_eq!(ended, ChargeOutcome::Succeeded { payment_intent_id });
+
+    let abandoned = format!("pay:{}:order-2", unique_account("a"));
+    let outcome =
+        rig.charge(&charge_of(&customer, &card, &abandoned, 2500)).await.expect("outcome");
+    let ChargeOutcome::RequiresAction { payment_intent_id, .. } = outcome else {
+        panic!("expected the payment to wait for its holder, got {outcome:?}");
+    };
+    let ended = rig.stripe.cancel_charge(&payment_intent_id).await.expect("cancel");
+    assert!(matches!(ended, ChargeOutcome::Declined { .. }), "{ended:?}");
+}

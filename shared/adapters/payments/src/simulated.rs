@@ -36,8 +36,15 @@ fn test_token(token: &str) -> Option<(&'static str, &'static str, Option<Decline
         "pm_card_chargeDeclinedProcessingError" => {
             ("visa", "0119", Some(DeclineCode::ProcessingError))
         }
+        // Every charge asks for 3-D Secure: on session it waits for the holder
+        // (`requires_action`, see `SimulatedProcessor::authenticate`), off session it declines.
+        "pm_card_authenticationRequired" => ("visa", "3184", Some(authentication_required())),
         _ => return None,
     })
+}
+
+fn authentication_required() -> DeclineCode {
+    DeclineCode::Other("authentication_required".into())
 }
 
 /// Stripe's messages for the same declines.
@@ -146,7 +153,25 @@ struct SavedRefund {
     created_at: DateTime<Utc>,
 }
 
+/// The payment intent an outcome names, if any.
+fn payment_intent_of(outcome: &ChargeOutcome) -> Option<&str> {
+    match outcome {
+        ChargeOutcome::Succeeded { payment_intent_id }
+        | ChargeOutcome::Processing { payment_intent_id }
+        | ChargeOutcome::RequiresAction { payment_intent_id, .. } => Some(payment_intent_id),
+        ChargeOutcome::Declined { payment_intent_id, .. } => payment_intent_id.as_deref(),
+    }
+}
+
 impl State {
+    /// The payment waiting for its holder to authenticate it (3-D Secure), by intent.
+    fn waiting_for_holder(&self, payment_intent_id: &str) -> Option<usize> {
+        self.payments.iter().position(|p| {
+            matches!(&p.outcome, ChargeOutcome::RequiresAction { payment_intent_id: id, .. }
+                if id == payment_intent_id)
+        })
+    }
+
     /// Cents of the payment intent's succeeded charge, if it has one.
     fn charged_cents(&self, payment_intent_id: &str) -> Option<u64> {
         self.payments.iter().find_map(|p| match &p.outcome {
@@ -279,6 +304,43 @@ impl SimulatedProcessor {
             .filter_map(|p| match &p.outcome {
                 ChargeOutcome::Succeeded { payment_intent_id } => {
                     Some((p.request.clone(), payment_intent_id.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The holder answers 3-D Secure for a payment waiting for it: authenticated (the payment
+    /// succeeds) or failed (declined). `false` when no payment waits under that intent.
+    pub fn authenticate(&self, payment_intent_id: &str, authenticated: bool) -> bool {
+        let mut state = self.state();
+        let Some(index) = state.waiting_for_holder(payment_intent_id) else { return false };
+        let intent = Some(payment_intent_id.to_string());
+        state.payments[index].outcome = if authenticated {
+            let pm = state.payments[index].request.payment_method_id.clone();
+            *state.successes_by_payment_method.entry(pm).or_default() += 1;
+            ChargeOutcome::Succeeded { payment_intent_id: payment_intent_id.to_string() }
+        } else {
+            ChargeOutcome::Declined {
+                payment_intent_id: intent,
+                decline: Decline::new(
+                    DeclineCode::Other("payment_intent_authentication_failure".into()),
+                    "The cardholder could not be authenticated.",
+                ),
+            }
+        };
+        let _ = self.persist(&state);
+        true
+    }
+
+    /// Payment intents waiting for their holder to authenticate them.
+    pub fn waiting_for_authentication(&self) -> Vec<String> {
+        self.state()
+            .payments
+            .iter()
+            .filter_map(|p| match &p.outcome {
+                ChargeOutcome::RequiresAction { payment_intent_id, .. } => {
+                    Some(payment_intent_id.clone())
                 }
                 _ => None,
             })
@@ -542,6 +604,12 @@ impl CardProcessor for SimulatedProcessor {
         let now = state.now();
         let mut resolution = None;
         let outcome = match (decline, &fault) {
+            (Some(code), _) if code == authentication_required() && request.on_session() => {
+                ChargeOutcome::RequiresAction {
+                    client_secret: format!("{payment_intent_id}_secret_sim"),
+                    payment_intent_id,
+                }
+            }
             (Some(code), _) => {
                 let message = processor_message(&code);
                 ChargeOutcome::Declined {
@@ -593,7 +661,7 @@ impl CardProcessor for SimulatedProcessor {
         let outcome =
             matching.iter().map(|&i| state.payments[i].outcome.clone()).max_by_key(|o| match o {
                 ChargeOutcome::Succeeded { .. } => 2,
-                ChargeOutcome::Processing { .. } => 1,
+                ChargeOutcome::Processing { .. } | ChargeOutcome::RequiresAction { .. } => 1,
                 ChargeOutcome::Declined { .. } => 0,
             });
         self.persist(&state)?;
@@ -702,6 +770,36 @@ impl CardProcessor for SimulatedProcessor {
         Ok(state.disputes.iter().filter(|(_, at)| *at >= since).map(|(d, _)| d.clone()).collect())
     }
 
+    async fn cancel_charge(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<ChargeOutcome, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        let Some(index) = state.waiting_for_holder(payment_intent_id) else {
+            // Not waiting (decided, or not ours): how it stands is the answer.
+            let outcome = state.payments.iter().find_map(|p| {
+                (payment_intent_of(&p.outcome) == Some(payment_intent_id))
+                    .then(|| p.outcome.clone())
+            });
+            return outcome.ok_or_else(|| {
+                ProcessorError::InvalidRequest(format!(
+                    "No such PaymentIntent: '{payment_intent_id}'"
+                ))
+            });
+        };
+        let outcome = ChargeOutcome::Declined {
+            payment_intent_id: Some(payment_intent_id.to_string()),
+            decline: Decline::new(
+                DeclineCode::Other("payment_intent_authentication_failure".into()),
+                "The payment was canceled: its holder did not authenticate it.",
+            ),
+        };
+        state.payments[index].outcome = outcome.clone();
+        self.persist(&state)?;
+        Ok(outcome)
+    }
+
     async fn customer_account(
         &self,
         customer: &CustomerId,
@@ -724,7 +822,8 @@ impl CardProcessor for SimulatedProcessor {
         Ok(state.payments.iter().find_map(|p| {
             let id = match &p.outcome {
                 ChargeOutcome::Succeeded { payment_intent_id }
-                | ChargeOutcome::Processing { payment_intent_id } => payment_intent_id,
+                | ChargeOutcome::Processing { payment_intent_id }
+                | ChargeOutcome::RequiresAction { payment_intent_id, .. } => payment_intent_id,
                 ChargeOutcome::Declined { payment_intent_id, .. } => payment_intent_id.as_ref()?,
             };
             (id == payment_intent_id)

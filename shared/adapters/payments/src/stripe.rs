@@ -314,20 +314,27 @@ impl CardProcessor for StripeProcessor {
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
         request.validate()?;
         let amount = request.amount_cents.to_string();
-        let form = [
+        let mut form = vec![
             ("amount", amount.as_str()),
             ("currency", "usd"),
             ("customer", request.customer.as_str()),
             ("payment_method", request.payment_method_id.as_str()),
             // Without this Stripe enables the Dashboard's payment methods, and confirming then
-            // asks for a return_url; an off-session charge of a saved card needs none.
+            // asks for a return_url; a charge of a saved card needs none (3-D Secure, on
+            // session, comes back as `use_stripe_sdk` for the page to handle).
             ("payment_method_types[]", "card"),
-            ("off_session", "true"),
+        ];
+        // Auto-recharge charges without the customer: Stripe then answers a card that wants
+        // authentication with a 402 `authentication_required` instead of waiting for it.
+        if !request.on_session() {
+            form.push(("off_session", "true"));
+        }
+        form.extend([
             ("confirm", "true"),
             ("description", request.description.as_str()),
             // Lets a reconciliation find the payment after the key's 24 h lifetime.
             ("metadata[idempotency_key]", request.idempotency_key.as_str()),
-        ];
+        ]);
         let (status, body) =
             self.post("/v1/payment_intents", &form, Some(&request.idempotency_key)).await?;
         if status == StatusCode::PAYMENT_REQUIRED {
@@ -452,6 +459,33 @@ impl CardProcessor for StripeProcessor {
             .get("idempotency_key")
             .and_then(|key| crate::account_of_key(key))
             .map(str::to_owned))
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
+    async fn cancel_charge(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<ChargeOutcome, ProcessorError> {
+        check_object_id("payment_intent_id", payment_intent_id)?;
+        let path = format!("/v1/payment_intents/{payment_intent_id}/cancel");
+        let form: [(&str, &str); 0] = [];
+        let key = format!("ringledger-cancel-{payment_intent_id}");
+        let (status, body) = self.post(&path, &form, Some(&key)).await?;
+        let (status, body) = if status.is_success() {
+            (status, body)
+        } else if status == StatusCode::BAD_REQUEST {
+            // Not cancelable any more (the holder authenticated it, or it was canceled
+            // already): how it stands is the answer.
+            self.get(&format!("/v1/payment_intents/{payment_intent_id}"), &[]).await?
+        } else {
+            return Err(error_from_answer(status, &body));
+        };
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        let intent: PaymentIntentBody = parse(&body, "payment intent")?;
+        let amount = intent.amount.unwrap_or_default();
+        outcome_of(intent, amount)
     }
 
     async fn customer_account(
@@ -622,6 +656,14 @@ fn outcome_of(
         "succeeded" => Ok(ChargeOutcome::Succeeded { payment_intent_id: intent.id }),
         // Decided later by the processor (some card networks, async methods): unknown for now.
         "processing" => Ok(ChargeOutcome::Processing { payment_intent_id: intent.id }),
+        // A customer-present payment the issuer wants authenticated: the page completes it.
+        // (Off session, Stripe declines these with a 402; one left waiting is a decline.)
+        "requires_action" if intent.client_secret.is_some() && intent.on_session() => {
+            Ok(ChargeOutcome::RequiresAction {
+                payment_intent_id: intent.id,
+                client_secret: intent.client_secret.unwrap_or_default(),
+            })
+        }
         "requires_payment_method" | "canceled" => {
             let decline =
                 intent.last_payment_error.as_ref().map(decline_from_body).unwrap_or_else(|| {
@@ -802,8 +844,18 @@ struct PaymentIntentBody {
     status: String,
     amount: Option<u64>,
     last_payment_error: Option<ErrorBody>,
+    /// For the customer's browser to complete 3-D Secure (Stripe.js); never logged or stored.
+    #[serde(default)]
+    client_secret: Option<String>,
     #[serde(default)]
     metadata: HashMap<String, String>,
+}
+
+impl PaymentIntentBody {
+    /// Made for a customer-present payment (a Pay Now key; see `ChargeRequest::on_session`).
+    fn on_session(&self) -> bool {
+        self.metadata.get("idempotency_key").is_some_and(|key| key.starts_with("pay:"))
+    }
 }
 
 impl Listed for PaymentIntentBody {

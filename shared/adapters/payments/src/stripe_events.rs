@@ -213,7 +213,10 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
         }
     } else if matches!(
         envelope.kind.as_str(),
-        "payment_intent.succeeded" | "payment_intent.payment_failed" | "payment_intent.processing"
+        "payment_intent.succeeded"
+            | "payment_intent.payment_failed"
+            | "payment_intent.processing"
+            | "payment_intent.canceled"
     ) {
         let intent: IntentObject = serde_json::from_value(envelope.data.object)
             .map_err(|e| WebhookError::Unreadable(format!("payment intent: {e}")))?;

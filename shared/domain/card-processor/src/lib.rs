@@ -61,6 +61,12 @@ pub trait CardProcessor: Send + Sync {
         idempotency_key: &str,
     ) -> Result<Option<ChargeOutcome>, ProcessorError>;
 
+    /// Give up on a payment waiting for its holder to authenticate it (3-D Secure abandoned):
+    /// cancel it at the processor and answer how it ended, which is `Succeeded` if the holder
+    /// authenticated it after all (a cancel loses that race and the payment stands).
+    async fn cancel_charge(&self, payment_intent_id: &str)
+        -> Result<ChargeOutcome, ProcessorError>;
+
     /// Return `amount_cents` of a succeeded payment to its card, with an Idempotency-Key (the
     /// same key yields the same refund). Like [`CardProcessor::charge`], three outcomes:
     /// `Ok(Sent | Pending)` (the processor took it: the money is on its way back),
@@ -225,6 +231,13 @@ pub struct ChargeRequest {
 }
 
 impl ChargeRequest {
+    /// A customer-present payment (Pay Now, whose keys are `pay:<account>:<key>`): the issuer
+    /// may ask for 3-D Secure, which the customer can answer. Everything else (auto-recharge)
+    /// is off-session, where a request for authentication is a decline.
+    pub fn on_session(&self) -> bool {
+        self.idempotency_key.starts_with("pay:")
+    }
+
     /// Checks what both processors would refuse, before anything is sent.
     pub fn validate(&self) -> Result<(), ProcessorError> {
         if !(MIN_CHARGE_CENTS..=MAX_CHARGE_CENTS).contains(&self.amount_cents) {
@@ -249,6 +262,14 @@ pub enum ChargeOutcome {
     /// outcome is unknown and may still become a success. Settle it later by asking again.
     Processing {
         payment_intent_id: String,
+    },
+    /// The card's issuer asks its holder to authenticate the payment (3-D Secure): nothing is
+    /// charged until they do. Only an on-session payment (Pay Now, the customer present) gets
+    /// here; the client completes it with `client_secret` (Stripe.js `handleNextAction`), and
+    /// the payment is then settled like any other, by its event or by asking again.
+    RequiresAction {
+        payment_intent_id: String,
+        client_secret: String,
     },
     /// `payment_intent_id` is the processor's record of the failed attempt, when it made one.
     Declined {
@@ -660,6 +681,13 @@ impl CardProcessor for NoProcessor {
     ) -> Result<Option<String>, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
     }
+
+    async fn cancel_charge(
+        &self,
+        _payment_intent_id: &str,
+    ) -> Result<ChargeOutcome, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
 }
 
 /// The account named by one of our idempotency keys (`pay:<account>:<key>`,
@@ -690,7 +718,9 @@ pub fn count_outcome(outcome: &Result<ChargeOutcome, ProcessorError>) {
         Ok(ChargeOutcome::Succeeded { .. }) => CHARGES,
         Ok(ChargeOutcome::Declined { .. })
         | Err(ProcessorError::Declined(_) | ProcessorError::InvalidRequest(_)) => DECLINES,
-        Ok(ChargeOutcome::Processing { .. }) | Err(_) => UNKNOWN_OUTCOMES,
+        Ok(ChargeOutcome::Processing { .. } | ChargeOutcome::RequiresAction { .. }) | Err(_) => {
+            UNKNOWN_OUTCOMES
+        }
     };
     count(name, 1);
 }

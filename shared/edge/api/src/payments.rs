@@ -616,11 +616,29 @@ pub struct PaymentCredited {
     pub payment: PaymentView,
 }
 
-/// Pay Now is waiting for the processor's answer.
+/// Pay Now is waiting for the processor's answer, or for the cardholder to authenticate it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentPending {
     pub payment: PaymentView,
     pub message: String,
+    /// The card's issuer asks its holder to authenticate the payment (3-D Secure): complete it
+    /// in the customer's browser with Stripe.js (`stripe.handleNextAction({clientSecret})`).
+    /// Nothing is credited until it succeeds; a payment not authenticated within an hour is
+    /// cancelled and marked failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_action: Option<NextActionView>,
+}
+
+/// What the client does next for a pending payment.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NextAction)]
+pub struct NextActionView {
+    /// `use_stripe_sdk`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The processor's client secret of the payment, for its script in the customer's
+    /// browser; not a credential of this API.
+    pub client_secret: String,
 }
 
 /// The processor declined the card or refused the request: nothing was credited; the payment
@@ -668,6 +686,12 @@ pub const PENDING_MESSAGE: &str = "The card processor has not confirmed this pay
 
 /// A Pay Now answer as HTTP: 201 credited, 402 declined, 400 refused by the processor, 202
 /// pending.
+/// What a client is told while the holder's authentication is awaited.
+pub const AUTHENTICATION_MESSAGE: &str = "The card's issuer asks the cardholder to authenticate \
+    this payment (3-D Secure). Complete it with next_action in the customer's browser; the \
+    payment is credited once it succeeds, and cancelled if it is not authenticated within an \
+    hour.";
+
 pub fn answer_response(answer: &PayNowAnswer) -> (StatusCode, PayNowReply) {
     match answer {
         PayNowAnswer::Credited { payment } => (
@@ -690,11 +714,18 @@ pub fn answer_response(answer: &PayNowAnswer) -> (StatusCode, PayNowReply) {
                 payment: payment.into(),
             }),
         ),
-        PayNowAnswer::Pending { payment } => (
+        PayNowAnswer::Pending { payment, next_action } => (
             StatusCode::ACCEPTED,
             PayNowReply::Pending(PaymentPending {
                 payment: payment.into(),
-                message: PENDING_MESSAGE.to_string(),
+                message: match next_action {
+                    Some(_) => AUTHENTICATION_MESSAGE.to_string(),
+                    None => PENDING_MESSAGE.to_string(),
+                },
+                next_action: next_action.as_ref().map(|action| NextActionView {
+                    kind: action.kind.clone(),
+                    client_secret: action.client_secret.clone(),
+                }),
             }),
         ),
     }

@@ -1087,7 +1087,22 @@ async fn pay_now_skips_an_expired_primary_for_a_backup_without_asking_the_proces
     assert_eq!(refused.json["code"], "cards_expired");
 }
 
+async fn a_pay_now_that_needs_3d_secure_answers_202_with_the_next_action(app: TestApp) {
+    let admin = app.ready_account("acme", "pm_card_authenticationRequired").await;
+    let reply = app.pay(&admin, "needs-3ds", "30").await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.json["next_action"]["type"], "use_stripe_sdk");
+    let secret = reply.json["next_action"]["client_secret"].as_str().unwrap();
+    let intent = reply.json["payment"]["processor_payment_id"].as_str();
+    assert!(intent.is_none_or(|intent| secret.starts_with(intent)), "{}", reply.text);
+    assert!(reply.json["message"].as_str().unwrap().contains("3-D Secure"));
+    assert_eq!(reply.json["payment"]["status"], "pending");
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["balance_usd"], "0", "nothing credited before the holder acts");
+}
+
 in_every_mode!(
+    a_pay_now_that_needs_3d_secure_answers_202_with_the_next_action,
     pay_now_skips_an_expired_primary_for_a_backup_without_asking_the_processor,
     the_daily_cap_is_validated_shown_and_audited,
     requests_without_a_valid_token_are_refused,

@@ -296,3 +296,65 @@ async fn card_events_update_the_stored_card_and_notice_its_expiry() {
     let (after, _) = documents::profile::load(&store, &id).await.unwrap();
     assert_eq!(after.cards[0].exp_year, 2045);
 }
+
+/// 3-D Secure on Pay Now: the payment waits for its holder (the caller gets the next action,
+/// nothing is credited); the holder's success, announced by the processor's event, credits it
+/// once; a payment never authenticated is cancelled after the window and marked failed.
+#[tokio::test]
+async fn a_pay_now_that_needs_authentication_is_credited_only_once_authenticated() {
+    use payments::{CardProcessor, SimulatedProcessor};
+    let store = MemoryStore::new();
+    let processor = SimulatedProcessor::new();
+    let ledger: &dyn ledger::LedgerStore = &store;
+    let id = conformance::open(ledger, "acme", None).await;
+    let customer = processor.create_customer("acme", None).await.unwrap();
+    let card = processor.attach_card(&customer, "pm_card_authenticationRequired").await.unwrap();
+    let stored = conformance::refunds::primary_card(card);
+    let ports = payment_flow::PaymentPorts { store: &store, processor: &processor, notices: None };
+    let now = chrono::Utc::now();
+    let amount = conformance::amount("25");
+    let pay = |key: &'static str| {
+        payment_flow::pay_now_with(&ports, &id, key, amount, &stored, customer.as_str(), now)
+    };
+    let answer = pay("order-3ds").await.unwrap();
+    let payment_flow::PayNowAnswer::Pending { payment, next_action: Some(action) } = answer else {
+        panic!("expected a payment waiting for its holder, got {answer:?}");
+    };
+    assert_eq!(action.kind, "use_stripe_sdk");
+    let intent = payment.processor_payment_id.clone().unwrap();
+    assert!(action.client_secret.starts_with(&intent));
+    assert!(payment.pending_reason.unwrap().contains("3-D Secure"));
+    assert_eq!(
+        ledger.account(&id).await.unwrap().unwrap().balance_usd,
+        rust_decimal::Decimal::ZERO
+    );
+
+    assert!(processor.authenticate(&intent, true));
+    let event = ProcessorEvent {
+        id: "evt_3ds".into(),
+        kind: "payment_intent.succeeded".into(),
+        created: now.timestamp(),
+        action: EventAction::PayNowOutcome { account_id: "acme".into(), key: "order-3ds".into() },
+    };
+    let later = now + chrono::Duration::seconds(payment_flow::STALE_IN_PROGRESS_SECONDS + 1);
+    for _ in 0..3 {
+        api::webhooks::apply_event(&ports, &event, later).await.unwrap();
+    }
+    let account = ledger.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, rust_decimal::Decimal::from(25), "credited once");
+
+    // Left waiting: the reconciler asks again within the window (still pending), then cancels.
+    let answer = pay("order-abandoned").await.unwrap();
+    assert!(matches!(answer, payment_flow::PayNowAnswer::Pending { next_action: Some(_), .. }));
+    let soon = now + chrono::Duration::minutes(30);
+    let settled = payment_flow::reconcile_pending_payment(&ports, &id, "order-abandoned", soon);
+    assert!(!matches!(settled.await.unwrap(), payment_flow::Reconciled::Final));
+    let late = now + chrono::Duration::minutes(payment_flow::AUTHENTICATION_WINDOW_MINUTES + 1);
+    let settled = payment_flow::reconcile_pending_payment(&ports, &id, "order-abandoned", late);
+    assert!(matches!(settled.await.unwrap(), payment_flow::Reconciled::Final));
+    let account = ledger.account(&id).await.unwrap().unwrap();
+    assert_eq!(account.balance_usd, rust_decimal::Decimal::from(25), "nothing more");
+    assert!(account.pending_payments.is_empty());
+    assert_eq!(processor.successful_charges(&stored.id), 1);
+    assert!(processor.waiting_for_authentication().is_empty(), "cancelled at the processor");
+}

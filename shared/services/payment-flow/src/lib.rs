@@ -25,6 +25,20 @@ use serde_json::{json, Value};
 /// An in-progress Pay Now older than this may be taken over by a retry with the same key (the
 /// processor's idempotency key and the ledger's source id keep it to one charge, one credit).
 pub const STALE_IN_PROGRESS_SECONDS: i64 = 60;
+/// How long a Pay Now waits for its holder to authenticate it (3-D Secure) before it is
+/// cancelled at the processor and marked failed: a customer who left the page never will.
+pub const AUTHENTICATION_WINDOW_MINUTES: i64 = 60;
+
+/// What the client must do next for a pending payment: complete 3-D Secure in the customer's
+/// browser with the processor's script (Stripe.js `handleNextAction` with `client_secret`).
+/// Given to the caller only; never stored or logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextAction {
+    /// `use_stripe_sdk`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub client_secret: String,
+}
 
 /// What a Pay Now came to (stored with the claim and replayed to a retry with the same key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +50,13 @@ pub enum PayNowAnswer {
     Declined { message: String, payment: PaymentRecord },
     /// The processor refused the request (no such card, ...): nothing charged.
     Rejected { message: String, payment: PaymentRecord },
-    /// The processor has not answered: credited once or marked failed when it does.
-    Pending { payment: PaymentRecord },
+    /// The processor has not answered, or waits for the holder to authenticate the payment
+    /// (`next_action`): credited once or marked failed when it is decided.
+    Pending {
+        payment: PaymentRecord,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_action: Option<NextAction>,
+    },
 }
 
 impl PayNowAnswer {
@@ -46,7 +65,7 @@ impl PayNowAnswer {
             PayNowAnswer::Credited { payment }
             | PayNowAnswer::Declined { payment, .. }
             | PayNowAnswer::Rejected { payment, .. }
-            | PayNowAnswer::Pending { payment } => payment,
+            | PayNowAnswer::Pending { payment, .. } => payment,
         }
     }
 }
@@ -435,7 +454,7 @@ pub async fn pay_now_with(
         Claim::Done(answer) => return Ok(*answer),
         Claim::Busy { payment_id } => {
             return match load_payment(ports.store, id, &payment_id).await? {
-                Some(payment) => Ok(PayNowAnswer::Pending { payment }),
+                Some(payment) => Ok(PayNowAnswer::Pending { payment, next_action: None }),
                 None => Err(PayNowError::InProgress),
             };
         }
@@ -525,6 +544,17 @@ async fn settle_claim(
     } else {
         ports.processor.charge(&request).await
     };
+    // A payment whose holder has not authenticated it within the window is cancelled at the
+    // processor; the answer says how it ended (a success that beat the cancel stands).
+    let outcome = match outcome {
+        Ok(ChargeOutcome::RequiresAction { payment_intent_id, .. })
+            if now - payment.created_at
+                >= chrono::Duration::minutes(AUTHENTICATION_WINDOW_MINUTES) =>
+        {
+            ports.processor.cancel_charge(&payment_intent_id).await
+        }
+        other => other,
+    };
     card_processor::count_outcome(&outcome);
     let answer = match outcome {
         Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
@@ -610,6 +640,17 @@ async fn settle_claim(
             payment.failure_reason = Some(message.clone());
             PayNowAnswer::Rejected { message, payment: payment.clone() }
         }
+        // Waiting for the holder (3-D Secure): nothing is charged yet. The client gets the next
+        // action; the payment's event, a retry with the same key or the reconciler settles it,
+        // and after the window it is cancelled.
+        Ok(ChargeOutcome::RequiresAction { payment_intent_id, client_secret }) => {
+            payment.processor_payment_id = Some(payment_intent_id);
+            payment.pending_reason =
+                Some("waiting for the cardholder to authenticate the payment (3-D Secure)".into());
+            save_payment(ports.store, id, &payment).await?;
+            let next_action = NextAction { kind: "use_stripe_sdk".into(), client_secret };
+            return Ok(PayNowAnswer::Pending { payment, next_action: Some(next_action) });
+        }
         // Unknown: the card may have been charged. The claim stays; the reconciler or a retry
         // with the same key settles it.
         Ok(ChargeOutcome::Processing { .. }) | Err(_) => {
@@ -622,7 +663,7 @@ async fn settle_claim(
             };
             payment.pending_reason = Some(reason);
             save_payment(ports.store, id, &payment).await?;
-            return Ok(PayNowAnswer::Pending { payment });
+            return Ok(PayNowAnswer::Pending { payment, next_action: None });
         }
     };
     save_payment(ports.store, id, &payment).await?;

@@ -693,6 +693,46 @@ impl RechargeWorker {
                 )
                 .await
             }
+            // Off session nobody can authenticate a payment (Stripe declines these with
+            // `authentication_required`; a processor that leaves one waiting gets it cancelled):
+            // a decline, unless it went through before the cancel.
+            Ok(ChargeOutcome::RequiresAction { payment_intent_id, .. }) => {
+                match self
+                    .processor
+                    .cancel_charge(&payment_intent_id)
+                    .await
+                    .map_err(RechargeError::Processor)?
+                {
+                    ChargeOutcome::Succeeded { payment_intent_id } => self
+                        .settle(
+                            account_id,
+                            request_id,
+                            state,
+                            version,
+                            charging,
+                            payment_id,
+                            payment_intent_id,
+                            now,
+                        )
+                        .await
+                        .map(Some),
+                    _ => {
+                        let reason = "the card requires authentication by its holder".to_string();
+                        self.record_decline(
+                            account_id,
+                            request_id,
+                            state,
+                            version,
+                            charging,
+                            payment_id,
+                            Some(payment_intent_id),
+                            reason,
+                            now,
+                        )
+                        .await
+                    }
+                }
+            }
             // Unknown: the attempt stays written down and is asked about again later.
             Ok(ChargeOutcome::Processing { .. }) => {
                 Ok(Some(Outcome::NotYet(now + Duration::minutes(UNKNOWN_OUTCOME_RETRY_MINUTES))))

@@ -18,6 +18,11 @@
 //! unknown outcome), extends and releases them, and reports calls with their authorization id,
 //! redelivered at random, while usage without holds drains the same balances.
 //!
+//! 3-D Secure joins it: one card in five asks for authentication; Pay Now waits for the holder,
+//! who authenticates (most), fails, or walks away (cancelled after the window), and
+//! auto-recharge, off session, takes it as a decline. Half the accounts stop outbound service
+//! while one of their payments is disputed.
+//!
 //! The auto-recharge caps join it: half the accounts have a daily cap of one to three
 //! recharges, and some count their Pay Now payments toward it.
 //!
@@ -140,6 +145,8 @@ pub struct Stats {
     pub daily_cap_stops: usize,
     /// Outbound calls refused because a dispute was open on an account that stops for one.
     pub dispute_denials: usize,
+    /// Pay Now payments whose holder completed 3-D Secure.
+    pub authenticated: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -496,6 +503,13 @@ impl CardProcessor for WatchedProcessor {
         self.inner.payment_account(payment_intent_id).await
     }
 
+    async fn cancel_charge(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        self.inner.cancel_charge(payment_intent_id).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,
@@ -644,8 +658,14 @@ impl std::fmt::Display for Violation {
     }
 }
 
-const CARD_TOKENS: [&str; 4] =
-    ["pm_card_visa", "pm_card_mastercard", "pm_card_chargeDeclined", "pm_card_visa"];
+const CARD_TOKENS: [&str; 5] = [
+    "pm_card_visa",
+    "pm_card_mastercard",
+    "pm_card_chargeDeclined",
+    "pm_card_visa",
+    // Asks for 3-D Secure on every charge: Pay Now waits for the holder, auto-recharge declines.
+    "pm_card_authenticationRequired",
+];
 
 fn amount(text: &str) -> Amount {
     Amount::from_str(text).expect("simulation amounts are valid")
@@ -909,6 +929,7 @@ impl World {
             73..=89 => self.deliver().await,
             _ => {
                 self.advance();
+                self.holders_authenticate();
                 self.sweep_releases().await;
             }
         }
@@ -922,6 +943,25 @@ impl World {
         };
         self.now += Duration::minutes(minutes as i64);
         self.processor.set_now(self.now);
+    }
+
+    /// Cardholders asked for 3-D Secure answer, or not: each waiting payment is authenticated
+    /// (most), failed, or left for the window to cancel it.
+    fn holders_authenticate(&mut self) {
+        for intent in self.processor.waiting_for_authentication() {
+            match self.rng.below(10) {
+                0..=5 => {
+                    self.processor.authenticate(&intent, true);
+                    self.stats.authenticated += 1;
+                    self.note(format!("holder authenticated {intent}"));
+                }
+                6..=7 => {
+                    self.processor.authenticate(&intent, false);
+                    self.note(format!("holder failed to authenticate {intent}"));
+                }
+                _ => self.note(format!("holder left {intent} waiting")),
+            }
+        }
     }
 
     /// The daily sweep, run whenever time moves on (it is idempotent): expired credit grants,

@@ -72,6 +72,7 @@ fn main() {
                 totals.grants_expired += stats.grants_expired;
                 totals.daily_cap_stops += stats.daily_cap_stops;
                 totals.dispute_denials += stats.dispute_denials;
+                totals.authenticated += stats.authenticated;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -81,7 +82,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure)",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -99,6 +100,7 @@ fn main() {
         totals.grants_voided,
         totals.grants_expired,
         totals.daily_cap_stops,
-        totals.dispute_denials
+        totals.dispute_denials,
+        totals.authenticated
     );
 }

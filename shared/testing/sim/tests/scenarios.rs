@@ -451,6 +451,13 @@ impl CardProcessor for Yielding {
         self.0.payment_account(payment_intent_id).await
     }
 
+    async fn cancel_charge(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<payments::ChargeOutcome, payments::ProcessorError> {
+        self.0.cancel_charge(payment_intent_id).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,

@@ -10,6 +10,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut refund_calls, mut refunded) = (0, 0);
     let (mut disputes, mut withdrawn) = (0, 0);
     let (mut grants, mut expired, mut capped) = (0, 0, 0);
+    let (mut denied, mut authenticated) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -26,6 +27,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 grants += stats.grants_opened;
                 expired += stats.grants_expired;
                 capped += stats.daily_cap_stops;
+                denied += stats.dispute_denials;
+                authenticated += stats.authenticated;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -44,4 +47,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(grants > 3_000, "only {grants} credit grants opened");
     assert!(expired > 500, "only {expired} grants removed at expiry");
     assert!(capped > 100, "only {capped} daily-cap stops");
+    assert!(denied > 100, "only {denied} calls refused for an open dispute");
+    assert!(authenticated > 1_000, "only {authenticated} payments authenticated (3-D Secure)");
 }
