@@ -132,6 +132,15 @@ impl BillingItem {
     }
 }
 
+/// The part of one entry a grant bore: drawn from it (a debit) or given back to it (a credit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantShare {
+    #[serde(rename = "g")]
+    pub grant: String,
+    #[serde(rename = "a")]
+    pub amount_usd: Decimal,
+}
+
 /// One immutable ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -151,7 +160,7 @@ pub struct Entry {
     /// The part of the amount each credit grant bore (see [`crate::grant`]): drawn from it by a
     /// debit, given back to it by a credit. The rest is paid funds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub grants: Vec<crate::grant::GrantShare>,
+    pub grants: Vec<GrantShare>,
 }
 
 impl Entry {

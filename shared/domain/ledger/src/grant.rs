@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::entry::Entry;
+use crate::entry::{Entry, GrantShare};
 use crate::Account;
 
 /// Grants one account may hold at once (those with something left): a bound on the account
@@ -89,15 +89,6 @@ impl CreditGrant {
     fn draw_order(&self) -> (bool, Option<DateTime<Utc>>, u8, DateTime<Utc>, &str) {
         (self.expires_at.is_none(), self.expires_at, self.priority, self.granted_at, &self.id)
     }
-}
-
-/// The part of one entry a grant bore: drawn from it (a debit) or given back to it (a credit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GrantShare {
-    #[serde(rename = "g")]
-    pub grant: String,
-    #[serde(rename = "a")]
-    pub amount_usd: Decimal,
 }
 
 impl Account {

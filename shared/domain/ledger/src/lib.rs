@@ -22,10 +22,9 @@ pub use account::{
     RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_FAILED_ATTEMPTS,
     MAX_PENDING_PAYMENTS,
 };
-pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind};
+pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind, GrantShare};
 pub use grant::{
-    CreditGrant, GrantCategory, GrantShare, GrantTerms, DEFAULT_GRANT_PRIORITY, MAX_GRANTS,
-    MAX_GRANT_PRIORITY,
+    CreditGrant, GrantCategory, GrantTerms, DEFAULT_GRANT_PRIORITY, MAX_GRANTS, MAX_GRANT_PRIORITY,
 };
 pub use hold::{HeldCall, Hold, HoldPurpose, MAX_HOLDS};
 pub use ids::{AccountId, IdError, SourceId};

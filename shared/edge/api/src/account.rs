@@ -179,7 +179,7 @@ pub struct OverviewView {
     #[schema(value_type = Usd)]
     pub granted_usd: String,
     /// The credit grants with something left, in the order debits draw on them.
-    pub grants: Vec<crate::grants::GrantView>,
+    pub grants: Vec<GrantView>,
     /// The active holds, oldest first.
     pub holds: Vec<crate::authorization::HoldView>,
     pub status: doc::AccountStatus,
@@ -217,7 +217,7 @@ pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
         available_usd: account.available_usd(now).normalize().to_string(),
         paid_usd: account.paid_usd().normalize().to_string(),
         granted_usd: account.granted_usd().normalize().to_string(),
-        grants: crate::grants::GrantsView::of(account, now).grants,
+        grants: grant_views(account, now),
         holds: account
             .holds
             .iter()
@@ -762,6 +762,73 @@ fn entry_query(params: &Params, max_limit: u32) -> Result<EntryQuery, ApiError> 
         cursor: params.get("cursor").map(str::to_string),
         limit: params.limit(100.min(max_limit), max_limit)?,
     })
+}
+
+/// Why the credit is granted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantCategoryName {
+    Promotional,
+    Goodwill,
+}
+
+impl From<GrantCategoryName> for ledger::GrantCategory {
+    fn from(value: GrantCategoryName) -> Self {
+        match value {
+            GrantCategoryName::Promotional => ledger::GrantCategory::Promotional,
+            GrantCategoryName::Goodwill => ledger::GrantCategory::Goodwill,
+        }
+    }
+}
+
+impl From<ledger::GrantCategory> for GrantCategoryName {
+    fn from(value: ledger::GrantCategory) -> Self {
+        match value {
+            ledger::GrantCategory::Promotional => GrantCategoryName::Promotional,
+            ledger::GrantCategory::Goodwill => GrantCategoryName::Goodwill,
+        }
+    }
+}
+
+/// A credit grant with something left.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = CreditGrant)]
+pub struct GrantView {
+    /// `cg:<Idempotency-Key>`; entries' `grants` name it.
+    pub grant_id: String,
+    pub category: GrantCategoryName,
+    #[schema(value_type = Usd)]
+    pub granted_usd: String,
+    #[schema(value_type = Usd)]
+    pub remaining_usd: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub priority: u8,
+    pub granted_at: DateTime<Utc>,
+    /// Expired: it pays for nothing any more, and the next write of the account removes what
+    /// is left.
+    pub expired: bool,
+}
+
+impl GrantView {
+    pub fn of(grant: &ledger::CreditGrant, now: DateTime<Utc>) -> Self {
+        GrantView {
+            grant_id: grant.id.clone(),
+            category: grant.category.into(),
+            granted_usd: grant.granted_usd.normalize().to_string(),
+            remaining_usd: grant.remaining_usd.normalize().to_string(),
+            expires_at: grant.expires_at,
+            priority: grant.priority,
+            granted_at: grant.granted_at,
+            expired: grant.expired_at(now),
+        }
+    }
+}
+
+/// An account's grants with something left, in the order debits draw on them.
+pub fn grant_views(account: &Account, now: DateTime<Utc>) -> Vec<GrantView> {
+    let mut grants: Vec<&ledger::CreditGrant> = account.grants.iter().collect();
+    grants.sort_by_key(|g| (g.expires_at.is_none(), g.expires_at, g.priority, g.granted_at));
+    grants.into_iter().map(|g| GrantView::of(g, now)).collect()
 }
 
 /// One ledger entry as the API shows it.

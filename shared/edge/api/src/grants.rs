@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use ledger::{
-    Account, Amount, CreditGrant, Entry, GrantCategory, GrantTerms, Posting, PostingResult,
-    SourceId, DEFAULT_GRANT_PRIORITY, MAX_GRANTS, MAX_GRANT_PRIORITY,
+    Account, Amount, Entry, GrantTerms, Posting, PostingResult, SourceId, DEFAULT_GRANT_PRIORITY,
+    MAX_GRANTS, MAX_GRANT_PRIORITY,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::account::{account_or_404, idempotency_key};
+use crate::account::{account_or_404, grant_views, idempotency_key, GrantCategoryName, GrantView};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::openapi::{SignedUsd, Usd};
@@ -40,32 +40,6 @@ pub const MAX_GRANT_DAYS: i64 = 3_653;
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::default().routes(routes!(create_grant, list_grants)).routes(routes!(void_grant))
-}
-
-/// Why the credit is granted.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantCategoryName {
-    Promotional,
-    Goodwill,
-}
-
-impl From<GrantCategoryName> for GrantCategory {
-    fn from(value: GrantCategoryName) -> Self {
-        match value {
-            GrantCategoryName::Promotional => GrantCategory::Promotional,
-            GrantCategoryName::Goodwill => GrantCategory::Goodwill,
-        }
-    }
-}
-
-impl From<GrantCategory> for GrantCategoryName {
-    fn from(value: GrantCategory) -> Self {
-        match value {
-            GrantCategory::Promotional => GrantCategoryName::Promotional,
-            GrantCategory::Goodwill => GrantCategoryName::Goodwill,
-        }
-    }
 }
 
 /// A credit grant to open.
@@ -88,40 +62,6 @@ pub struct GrantBody {
     pub priority: Option<u8>,
 }
 
-/// A credit grant with something left.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(as = CreditGrant)]
-pub struct GrantView {
-    /// `cg:<Idempotency-Key>`; entries' `grants` name it.
-    pub grant_id: String,
-    pub category: GrantCategoryName,
-    #[schema(value_type = Usd)]
-    pub granted_usd: String,
-    #[schema(value_type = Usd)]
-    pub remaining_usd: String,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub priority: u8,
-    pub granted_at: DateTime<Utc>,
-    /// Expired: it pays for nothing any more, and the next write of the account removes what
-    /// is left.
-    pub expired: bool,
-}
-
-impl GrantView {
-    pub fn of(grant: &CreditGrant, now: DateTime<Utc>) -> Self {
-        GrantView {
-            grant_id: grant.id.clone(),
-            category: grant.category.into(),
-            granted_usd: grant.granted_usd.normalize().to_string(),
-            remaining_usd: grant.remaining_usd.normalize().to_string(),
-            expires_at: grant.expires_at,
-            priority: grant.priority,
-            granted_at: grant.granted_at,
-            expired: grant.expired_at(now),
-        }
-    }
-}
-
 /// What the account's balance is made of.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GrantsView {
@@ -139,13 +79,11 @@ pub struct GrantsView {
 
 impl GrantsView {
     pub fn of(account: &Account, now: DateTime<Utc>) -> Self {
-        let mut grants: Vec<&CreditGrant> = account.grants.iter().collect();
-        grants.sort_by_key(|g| (g.expires_at.is_none(), g.expires_at, g.priority, g.granted_at));
         GrantsView {
             balance_usd: account.balance_usd.normalize().to_string(),
             paid_usd: account.paid_usd().normalize().to_string(),
             granted_usd: account.granted_usd().normalize().to_string(),
-            grants: grants.into_iter().map(|g| GrantView::of(g, now)).collect(),
+            grants: grant_views(account, now),
         }
     }
 }

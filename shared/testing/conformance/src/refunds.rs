@@ -384,6 +384,104 @@ pub async fn a_refund_that_fails_later_is_reversed_once(store: Arc<dyn Store>) {
         .is_none());
 }
 
+/// 3-D Secure on Pay Now: the payment's events (the processor's `payment_intent.*`, which
+/// reconcile the payment) arrive before the holder acts, after, twice, concurrently: nothing is
+/// credited before the success and it is credited once after; a second payment left waiting is
+/// cancelled after the window, with nothing credited.
+pub async fn a_payment_waiting_for_its_holder_is_credited_once_whatever_its_events_do(
+    store: Arc<dyn Store>,
+) {
+    use payment_flow::{reconcile_pending_payment, AUTHENTICATION_WINDOW_MINUTES};
+    let rig = Rig::new(store, "three-ds").await;
+    let customer = rig.processor.create_customer(rig.id.as_str(), None).await.unwrap();
+    let card = rig.processor.attach_card(&customer, "pm_card_authenticationRequired").await;
+    let stored = primary_card(card.unwrap());
+    let now = Utc::now();
+    let pay = |key: &'static str| {
+        let ports = rig.ports();
+        let stored = stored.clone();
+        let customer = customer.clone();
+        let id = rig.id.clone();
+        async move {
+            pay_now_with(&ports, &id, key, amount("40"), &stored, customer.as_str(), now).await
+        }
+    };
+    let answer = pay("auth-1").await.expect("pay now");
+    let PayNowAnswer::Pending { payment, next_action: Some(_) } = answer else {
+        panic!("expected a payment waiting for its holder, got {answer:?}");
+    };
+    let later = now + chrono::Duration::seconds(payment_flow::STALE_IN_PROGRESS_SECONDS + 1);
+    let balance = || async {
+        let store: &dyn LedgerStore = &*rig.store;
+        store.account(&rig.id).await.unwrap().unwrap().balance_usd
+    };
+    // An event before the holder acts: still waiting, nothing credited.
+    let early = reconcile_pending_payment(&rig.ports(), &rig.id, "auth-1", later).await.unwrap();
+    assert!(matches!(early, Reconciled::NotYet(_)), "{early:?}");
+    assert_eq!(balance().await, Decimal::ZERO);
+    assert!(rig.processor.authenticate(payment.processor_payment_id.as_deref().unwrap(), true));
+    // The success's event, delivered four times at once (after the early look's claim went
+    // stale: until then a look finds the payment in that look's hands).
+    let after = later + chrono::Duration::seconds(payment_flow::STALE_IN_PROGRESS_SECONDS + 1);
+    let ports = rig.ports();
+    let deliveries = (0..4).map(|_| reconcile_pending_payment(&ports, &rig.id, "auth-1", after));
+    for delivered in futures::future::join_all(deliveries).await {
+        delivered.expect("reconcile");
+    }
+    assert_eq!(balance().await, usd("40"), "credited once");
+    // Left waiting: cancelled after the window, nothing credited, nothing pending.
+    let answer = pay("auth-2").await.expect("pay now");
+    assert!(matches!(answer, PayNowAnswer::Pending { next_action: Some(_), .. }));
+    let late = now + chrono::Duration::minutes(AUTHENTICATION_WINDOW_MINUTES + 1);
+    for _ in 0..2 {
+        let settled = reconcile_pending_payment(&rig.ports(), &rig.id, "auth-2", late).await;
+        assert!(matches!(settled.expect("reconcile"), Reconciled::Final));
+    }
+    assert_eq!(balance().await, usd("40"));
+    let store: &dyn LedgerStore = &*rig.store;
+    assert!(store.account(&rig.id).await.unwrap().unwrap().pending_payments.is_empty());
+    assert_eq!(rig.processor.successful_charges(&stored.id), 1);
+}
+
+/// The processor's card events, repeated and out of order: the stored card ends as the newest
+/// update says, never back to an earlier expiry.
+pub async fn card_updates_apply_once_in_any_order(store: Arc<dyn Store>) {
+    use payment_flow::cards::{card_updated, CardEvent};
+    let rig = Rig::new(store, "card-updates").await;
+    let customer = rig.processor.create_customer(rig.id.as_str(), None).await.unwrap();
+    let card = rig.processor.attach_card(&customer, "pm_card_visa").await.unwrap();
+    let stored = primary_card(card.clone());
+    documents::profile::update(&*rig.store, &rig.id, |p| {
+        p.cards = vec![stored.clone()];
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let update = |year: u16, last4: &str| payments::CardDetails {
+        exp_year: year,
+        exp_month: 3,
+        last4: last4.into(),
+        ..card.clone()
+    };
+    let (newest, older) = (update(2046, "1881"), update(2044, "0000"));
+    let mut outcomes = Vec::new();
+    for details in [&older, &newest, &older, &newest] {
+        outcomes.push(card_updated(&rig.ports(), customer.as_str(), details).await.unwrap());
+    }
+    assert_eq!(
+        outcomes,
+        [CardEvent::Updated, CardEvent::Updated, CardEvent::Unchanged, CardEvent::Unchanged]
+    );
+    let (profile, _) = documents::profile::load(&*rig.store, &rig.id).await.unwrap();
+    let now = &profile.cards[0];
+    assert_eq!((now.last4.as_str(), now.exp_month, now.exp_year), ("1881", 3, 2046));
+    let stranger = payments::CustomerId("cus_not_ours".into());
+    assert_eq!(
+        card_updated(&rig.ports(), stranger.as_str(), &newest).await.unwrap(),
+        CardEvent::NotOurs
+    );
+}
+
 /// Generate one `#[tokio::test]` per refund case for a store that keeps ledger and documents.
 #[macro_export]
 macro_rules! refund_suite {
@@ -396,6 +494,8 @@ macro_rules! refund_suite {
             refunding_spent_money_suspends_the_account,
             dispute_states_apply_once_in_any_order,
             a_refund_that_fails_later_is_reversed_once,
+            a_payment_waiting_for_its_holder_is_credited_once_whatever_its_events_do,
+            card_updates_apply_once_in_any_order,
         );
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {
