@@ -393,6 +393,20 @@ impl<P: payments::CardProcessor> payments::CardProcessor for ControlledProcessor
         self.inner.cancel_charge(payment_intent_id).await
     }
 
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.inner.refunds_of(payment_intent_id).await
+    }
+
+    async fn recent_refunds(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.inner.recent_refunds(since).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,

@@ -405,6 +405,25 @@ async fn a_refund_returns_part_of_a_payment_once_per_key_and_is_found_by_its_key
     );
     let unused = unique_account("refund-unused");
     assert_eq!(rig.stripe.find_refund(&payment_intent_id, &unused).await.expect("lookup"), None);
+    // A refund made in the dashboard (no metadata of ours) is listed beside ours, without a key.
+    let response = rig
+        .http
+        .post(format!("{}/v1/refunds", rig.endpoint))
+        .bearer_auth(SECRET_KEY)
+        .form(&[("payment_intent", payment_intent_id.as_str()), ("amount", "300")])
+        .send()
+        .await
+        .expect("a dashboard refund");
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+    let listed = rig.stripe.refunds_of(&payment_intent_id).await.expect("refunds of the payment");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let theirs: Vec<_> = listed.iter().filter(|r| r.idempotency_key.is_none()).collect();
+    assert_eq!(theirs.len(), 1, "{listed:?}");
+    assert_eq!(theirs[0].amount_cents, 300);
+    assert!(matches!(theirs[0].outcome, RefundOutcome::Sent { .. }), "{listed:?}");
+    assert!(listed.iter().all(|r| r.payment_intent_id == payment_intent_id));
+    // (localstripe cannot filter refunds by creation time: `recent_refunds` is tested against
+    // recorded answers in the adapter's unit tests.)
     // A refund of a payment intent that does not exist is refused, not unknown.
     let missing = RefundRequest { payment_intent_id: "pi_doesnotexist".into(), ..request };
     assert!(matches!(rig.stripe.refund(&missing).await, Err(ProcessorError::InvalidRequest(_))));

@@ -155,6 +155,13 @@ pub async fn reconcile_disputes(
         Ok(applied) => tracing::info!(applied, "dispute reconciliation"),
         Err(error) => tracing::warn!(%error, "dispute reconciliation failed; retried next hour"),
     }
+    // Refunds made at the processor outside this system, on the same schedule.
+    use payment_flow::refund::{reconcile_external_refunds, EXTERNAL_REFUND_LOOKBACK_DAYS};
+    let since = now - chrono::Duration::days(EXTERNAL_REFUND_LOOKBACK_DAYS);
+    match reconcile_external_refunds(&ports, since, now).await {
+        Ok(changed) => tracing::info!(changed, "external refund reconciliation"),
+        Err(error) => tracing::warn!(%error, "refund reconciliation failed; retried next hour"),
+    }
 }
 
 /// Processor events applied in process, as the webhook receives them (in AWS the

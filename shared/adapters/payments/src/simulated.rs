@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
-    DeclineCode, DisputeState, DisputeStatus, ProcessorError, RefundOutcome, RefundRequest,
+    DeclineCode, DisputeState, DisputeStatus, ProcessorError, ProcessorRefund, RefundOutcome,
+    RefundRequest,
 };
 
 /// The simulated processor's dispute fee, as Stripe's: $15.00.
@@ -151,6 +152,19 @@ struct SavedRefund {
     request: RefundRequest,
     outcome: RefundOutcome,
     created_at: DateTime<Utc>,
+}
+
+impl SavedRefund {
+    /// As the processor lists it: our key when we made it (a dashboard refund has none).
+    fn listed(&self) -> ProcessorRefund {
+        let key = &self.request.idempotency_key;
+        ProcessorRefund {
+            payment_intent_id: self.request.payment_intent_id.clone(),
+            amount_cents: self.request.amount_cents,
+            outcome: self.outcome.clone(),
+            idempotency_key: (!key.starts_with("dashboard:")).then(|| key.clone()),
+        }
+    }
 }
 
 /// The payment intent an outcome names, if any.
@@ -451,6 +465,50 @@ impl SimulatedProcessor {
             reason: "expired_or_canceled_card".into(),
         };
         Some(refund.request.clone())
+    }
+
+    /// Someone refunds `amount_cents` of a payment in the processor's dashboard (no key of
+    /// ours): the refund's id. Refused beyond what is left of the payment, as Stripe does.
+    pub fn refund_outside(
+        &self,
+        payment_intent_id: &str,
+        amount_cents: u64,
+    ) -> Result<String, ProcessorError> {
+        let mut state = self.state();
+        let Some(charged) = state.charged_cents(payment_intent_id) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No succeeded charge for PaymentIntent '{payment_intent_id}'"
+            )));
+        };
+        let disputed: u64 = state
+            .disputes
+            .iter()
+            .filter(|(d, _)| d.payment_intent_id == payment_intent_id)
+            .filter(|(d, _)| d.status != DisputeStatus::Won)
+            .map(|(d, _)| d.amount_cents)
+            .sum();
+        let left = charged
+            .saturating_sub(state.refunded_cents(payment_intent_id))
+            .saturating_sub(disputed);
+        if amount_cents == 0 || amount_cents > left {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "Refund amount ({amount_cents} cents) is greater than unrefunded amount on \
+                 charge ({left} cents)"
+            )));
+        }
+        let refund_id = state.next_id("re");
+        let now = state.now();
+        state.refunds.push(SavedRefund {
+            request: RefundRequest {
+                payment_intent_id: payment_intent_id.to_string(),
+                amount_cents,
+                idempotency_key: format!("dashboard:{refund_id}"),
+            },
+            outcome: RefundOutcome::Sent { refund_id: refund_id.clone() },
+            created_at: now,
+        });
+        self.persist(&state)?;
+        Ok(refund_id)
     }
 
     /// Every refund the processor has made, with its outcome now.
@@ -798,6 +856,34 @@ impl CardProcessor for SimulatedProcessor {
         state.payments[index].outcome = outcome.clone();
         self.persist(&state)?;
         Ok(outcome)
+    }
+
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        Ok(state
+            .refunds
+            .iter()
+            .filter(|r| r.request.payment_intent_id == payment_intent_id)
+            .map(SavedRefund::listed)
+            .collect())
+    }
+
+    async fn recent_refunds(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        let state = self.state();
+        state.check_available()?;
+        Ok(state
+            .refunds
+            .iter()
+            .filter(|r| r.created_at >= since)
+            .map(SavedRefund::listed)
+            .collect())
     }
 
     async fn customer_account(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::{
     check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor,
     ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, DisputeState, DisputeStatus,
-    ProcessorError, RefundOutcome, RefundRequest,
+    ProcessorError, ProcessorRefund, RefundOutcome, RefundRequest,
 };
 
 pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";
@@ -440,6 +440,23 @@ impl CardProcessor for StripeProcessor {
     }
 
     #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        check_object_id("payment_intent_id", payment_intent_id)?;
+        self.listed_refunds(&[("payment_intent", payment_intent_id)]).await
+    }
+
+    async fn recent_refunds(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        let since = since.timestamp().to_string();
+        self.listed_refunds(&[("created[gte]", since.as_str())]).await
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_intent = %payment_intent_id), err(Debug))]
     async fn payment_account(
         &self,
         payment_intent_id: &str,
@@ -539,6 +556,36 @@ impl StripeProcessor {
 
     /// The payment intent's refunds (newest first), picking the ones whose metadata carries
     /// the key; a sent or pending one outranks a failed one.
+    /// Every refund the filter lists, as [`ProcessorRefund`]s (refunds of no payment intent,
+    /// which a card charge always has, are skipped).
+    async fn listed_refunds(
+        &self,
+        filter: &[(&str, &str)],
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        let mut found = Vec::new();
+        let complete = self
+            .for_each_listed("/v1/refunds", filter, "refund list", |refund: RefundBody| {
+                let Some(payment_intent_id) = refund.payment_intent.clone() else { return Ok(()) };
+                let idempotency_key = refund.metadata.get("idempotency_key").cloned();
+                let amount_cents = refund.amount.unwrap_or_default();
+                let outcome = refund_outcome_of(refund, amount_cents)?;
+                found.push(ProcessorRefund {
+                    payment_intent_id,
+                    amount_cents,
+                    outcome,
+                    idempotency_key,
+                });
+                Ok(())
+            })
+            .await?;
+        if !complete {
+            return Err(ProcessorError::Unexpected(format!(
+                "more than {MAX_LOOKUP_PAGES} pages of refunds"
+            )));
+        }
+        Ok(found)
+    }
+
     async fn stripe_find_refund(
         &self,
         payment_intent_id: &str,
@@ -894,6 +941,8 @@ struct RefundBody {
     status: String,
     amount: Option<u64>,
     #[serde(default)]
+    payment_intent: Option<String>,
+    #[serde(default)]
     failure_reason: Option<String>,
     #[serde(default)]
     metadata: HashMap<String, String>,
@@ -1245,6 +1294,43 @@ mod tests {
         assert_eq!(stripe.customer_account(&ids[2]).await.unwrap(), None, "unknown");
         let line = seen.lock().expect("seen")[0].request_line.clone();
         assert!(line.starts_with("GET /v1/customers/cus_42"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn recent_refunds_list_by_creation_time_with_their_keys() {
+        let page = r#"{"object":"list","has_more":false,"data":[
+            {"id":"re_1","object":"refund","status":"succeeded","amount":300,"payment_intent":"pi_1"},
+            {"id":"re_2","object":"refund","status":"failed","amount":500,"payment_intent":"pi_2",
+             "failure_reason":"expired_or_canceled_card",
+             "metadata":{"idempotency_key":"refund:acme:00ff:r-1"}},
+            {"id":"re_3","object":"refund","status":"succeeded","amount":100}]}"#;
+        let (url, seen) = canned(vec![(200, page)]).await;
+        let since = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let listed = processor(&url).recent_refunds(since).await.expect("listed");
+        assert_eq!(
+            listed,
+            vec![
+                ProcessorRefund {
+                    payment_intent_id: "pi_1".into(),
+                    amount_cents: 300,
+                    outcome: RefundOutcome::Sent { refund_id: "re_1".into() },
+                    idempotency_key: None,
+                },
+                ProcessorRefund {
+                    payment_intent_id: "pi_2".into(),
+                    amount_cents: 500,
+                    outcome: RefundOutcome::Failed {
+                        refund_id: Some("re_2".into()),
+                        reason: "expired_or_canceled_card".into(),
+                    },
+                    idempotency_key: Some("refund:acme:00ff:r-1".into()),
+                },
+            ],
+            "a refund of no payment intent is not a card payment's"
+        );
+        let line = seen.lock().expect("seen")[0].request_line.clone();
+        assert!(line.starts_with("GET /v1/refunds?"), "{line}");
+        assert!(line.contains("created%5Bgte%5D=1700000000"), "{line}");
     }
 
     #[tokio::test]

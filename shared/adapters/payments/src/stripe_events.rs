@@ -117,6 +117,10 @@ pub enum EventAction {
     /// `payment_method.updated` or `.automatically_updated` (the card networks' updater gave the
     /// card a new expiry or number): the stored card is brought up to date.
     CardUpdated { customer: String, card: card_processor::CardDetails },
+    /// `charge.refunded`, or `charge.refund.updated` for a refund that is not ours: refunds
+    /// made at the processor outside this system (its dashboard) are followed
+    /// (`payment_flow::refund::sync_external_refunds`).
+    ExternalRefunds { payment_intent_id: String },
     /// `customer.source.expiring`: the card expires at the end of next month; the primary's
     /// contacts get the expiry notice (once, shared with the daily sweep's).
     CardExpiring { customer: String, card: card_processor::CardDetails },
@@ -128,6 +132,12 @@ pub enum EventAction {
 struct IntentObject {
     #[serde(default)]
     metadata: std::collections::HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ChargeObject {
+    #[serde(default)]
+    payment_intent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +246,13 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
             Some((customer, card)) => EventAction::CardUpdated { customer, card },
             None => EventAction::Ignore,
         }
+    } else if envelope.kind == "charge.refunded" {
+        let charge: ChargeObject = serde_json::from_value(envelope.data.object)
+            .map_err(|e| WebhookError::Unreadable(format!("charge: {e}")))?;
+        match charge.payment_intent {
+            Some(payment_intent_id) => EventAction::ExternalRefunds { payment_intent_id },
+            None => EventAction::Ignore,
+        }
     } else if envelope.kind == "customer.source.expiring" {
         match card_event(envelope.data.object, &envelope.kind)? {
             Some((customer, card)) => EventAction::CardExpiring { customer, card },
@@ -244,11 +261,12 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
     } else if envelope.kind == "charge.refund.updated" {
         let refund: RefundObject = serde_json::from_value(envelope.data.object)
             .map_err(|e| WebhookError::Unreadable(format!("refund: {e}")))?;
-        match (
-            refund.status.as_str(),
-            refund.payment_intent,
-            refund.metadata.get("idempotency_key"),
-        ) {
+        let ours = refund.metadata.get("idempotency_key").filter(|k| k.starts_with("refund:"));
+        match (refund.status.as_str(), refund.payment_intent, ours) {
+            // Made outside this system: followed as the processor has it.
+            (_, Some(payment_intent_id), None) => {
+                EventAction::ExternalRefunds { payment_intent_id }
+            }
             ("failed" | "canceled", Some(payment_intent_id), Some(key)) => {
                 EventAction::RefundFailed {
                     payment_intent_id,
@@ -280,6 +298,31 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(seconds, 0).single().unwrap()
+    }
+
+    #[test]
+    fn refunds_not_ours_are_followed_and_ours_that_fail_are_reversed() {
+        let event = |kind: &str, object: serde_json::Value| {
+            let body = serde_json::json!({"id": "evt_r", "type": kind, "created": 1,
+                "data": {"object": object}});
+            parse_event(body.to_string().as_bytes()).unwrap().action
+        };
+        let refunded =
+            event("charge.refunded", serde_json::json!({"id": "ch_1", "payment_intent": "pi_1"}));
+        assert_eq!(refunded, EventAction::ExternalRefunds { payment_intent_id: "pi_1".into() });
+        let theirs = event(
+            "charge.refund.updated",
+            serde_json::json!({"id": "re_1", "status": "failed", "payment_intent": "pi_1"}),
+        );
+        assert_eq!(theirs, EventAction::ExternalRefunds { payment_intent_id: "pi_1".into() });
+        let ours = event(
+            "charge.refund.updated",
+            serde_json::json!({"id": "re_2", "status": "failed", "payment_intent": "pi_1",
+                "metadata": {"idempotency_key": "refund:acme:00ff:r-1"}}),
+        );
+        assert!(matches!(ours, EventAction::RefundFailed { .. }), "{ours:?}");
+        let no_intent = event("charge.refunded", serde_json::json!({"id": "ch_2"}));
+        assert_eq!(no_intent, EventAction::Ignore);
     }
 
     #[test]

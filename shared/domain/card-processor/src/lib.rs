@@ -61,6 +61,19 @@ pub trait CardProcessor: Send + Sync {
         idempotency_key: &str,
     ) -> Result<Option<ChargeOutcome>, ProcessorError>;
 
+    /// Every refund of a payment, as it stands now (ours and the dashboard's).
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError>;
+
+    /// Refunds created at or after `since`, as they stand now: what the scheduled
+    /// reconciliation follows, so a refund made at the processor is never missed.
+    async fn recent_refunds(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError>;
+
     /// Give up on a payment waiting for its holder to authenticate it (3-D Secure abandoned):
     /// cancel it at the processor and answer how it ended, which is `Succeeded` if the holder
     /// authenticated it after all (a cancel loses that race and the payment stands).
@@ -172,6 +185,17 @@ pub enum RefundOutcome {
     Pending { refund_id: String },
     /// Definitely not returned (Stripe's `failed` or `canceled`): nothing left the account.
     Failed { refund_id: Option<String>, reason: String },
+}
+
+/// A refund as the processor lists it: ours (its key in the metadata) or made outside this
+/// system (the processor's dashboard), which the ledger must follow too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorRefund {
+    pub payment_intent_id: String,
+    pub amount_cents: u64,
+    pub outcome: RefundOutcome,
+    /// Our idempotency key (`refund:<account>:...`) when we made it.
+    pub idempotency_key: Option<String>,
 }
 
 /// Hours a processor remembers an idempotency key (Stripe: 24). A replay of a write-ahead
@@ -686,6 +710,20 @@ impl CardProcessor for NoProcessor {
         &self,
         _payment_intent_id: &str,
     ) -> Result<ChargeOutcome, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn refunds_of(
+        &self,
+        _payment_intent_id: &str,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
+        Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
+    }
+
+    async fn recent_refunds(
+        &self,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ProcessorRefund>, ProcessorError> {
         Err(ProcessorError::Unavailable(Box::new(NotConfigured)))
     }
 }

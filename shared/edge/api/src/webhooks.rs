@@ -211,6 +211,19 @@ pub async fn apply_event(
                 Err(error) => Err(Box::new(error)),
             }
         }
+        EventAction::ExternalRefunds { payment_intent_id } => {
+            match payment_flow::refund::sync_external_refunds(ports, payment_intent_id, now).await {
+                Ok(changed) => {
+                    tracing::info!(event = %id, changed, "refunds at the processor followed");
+                    Ok(())
+                }
+                Err(error @ RefundError::NoSuchPayment(_)) => {
+                    tracing::warn!(%error, event = %id, "refund event left to the reconciliation");
+                    Ok(())
+                }
+                Err(error) => Err(Box::new(error)),
+            }
+        }
         EventAction::CardUpdated { customer, card } => {
             let outcome = payment_flow::cards::card_updated(ports, customer, card).await?;
             tracing::info!(event = %id, ?outcome, "card update applied");

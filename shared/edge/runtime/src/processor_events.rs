@@ -85,7 +85,12 @@ pub async fn serve_worker() -> Result<(), Error> {
             let since = now - chrono::Duration::days(DISPUTE_LOOKBACK_DAYS);
             let applied = reconcile_disputes(&ports, since, now).await?;
             tracing::info!(applied, "dispute reconciliation");
-            json!({ "reconciled_disputes": applied })
+            // Refunds made at the processor outside this system, on the same schedule.
+            use payment_flow::refund::{reconcile_external_refunds, EXTERNAL_REFUND_LOOKBACK_DAYS};
+            let since = now - chrono::Duration::days(EXTERNAL_REFUND_LOOKBACK_DAYS);
+            let refunds = reconcile_external_refunds(&ports, since, now).await?;
+            tracing::info!(refunds, "external refund reconciliation");
+            json!({ "reconciled_disputes": applied, "reconciled_refunds": refunds })
         } else {
             return Err(Error::from(format!("unknown payload: {payload}")));
         };

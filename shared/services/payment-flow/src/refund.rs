@@ -640,3 +640,199 @@ pub async fn refund_failed_later(
     .await?;
     finish_failed(ports, &id, payment, refund, now).await.map(Some)
 }
+
+/// How far back the scheduled reconciliation looks for refunds made at the processor (a refund
+/// fails, if it does, within days; a month and a margin).
+pub const EXTERNAL_REFUND_LOOKBACK_DAYS: i64 = 35;
+
+/// Who made a refund at the processor outside this system, as its line records it.
+pub const AT_THE_PROCESSOR: &str = "card processor";
+
+/// Follow the refunds of one payment made at the processor outside this system (its dashboard):
+/// each becomes a refund line of the payment (id: the processor's refund id) and a `card_refund`
+/// debit, once; one that fails later is reversed once, as ours are. State, not events: whatever
+/// arrives, late, twice or never, the payment ends as the processor has it. Our own refunds
+/// (our key in their metadata) are left to the refund flow. How many refunds changed.
+///
+/// Order, so a crash anywhere is finished by the next run: the line is written first (what is
+/// to be debited), then the debit (its source id makes it once), then the line records the
+/// debit's entry; a failure is recorded on a line only once its debit is, and its reversal
+/// follows from the record (`finish_failed`).
+pub async fn sync_external_refunds(
+    ports: &PaymentPorts<'_>,
+    payment_intent_id: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, RefundError> {
+    let now = ledger::truncate_to_micros(now);
+    let missing = || RefundError::NoSuchPayment(payment_intent_id.to_string());
+    let account = ports.processor.payment_account(payment_intent_id).await.map_err(processor)?;
+    let Some(id) = account.and_then(|a| AccountId::parse(a).ok()) else { return Err(missing()) };
+    let Some(payment) = crate::payment_by_processor_id(ports.store, &id, payment_intent_id).await?
+    else {
+        return Err(missing());
+    };
+    let payment_id = payment.payment_id.clone();
+    let external: Vec<card_processor::ProcessorRefund> = ports
+        .processor
+        .refunds_of(payment_intent_id)
+        .await
+        .map_err(processor)?
+        .into_iter()
+        .filter(|r| r.idempotency_key.as_deref().and_then(parse_refund_key).is_none())
+        .collect();
+    let mut changed = 0;
+    for refund in &external {
+        let (refund_id, failed) = match &refund.outcome {
+            RefundOutcome::Sent { refund_id } | RefundOutcome::Pending { refund_id } => {
+                (refund_id.clone(), None)
+            }
+            RefundOutcome::Failed { refund_id: Some(refund_id), reason } => {
+                (refund_id.clone(), Some(reason.clone()))
+            }
+            RefundOutcome::Failed { refund_id: None, .. } => continue,
+        };
+        if check_refund_id(&refund_id).is_err() {
+            tracing::warn!(refund = %refund_id, "a processor refund id we cannot keep; skipped");
+            continue;
+        }
+        let Ok(amount) = Amount::whole_cents(Decimal::new(refund.amount_cents as i64, 2)) else {
+            continue;
+        };
+        // 1. The line (a refund that failed before we ever saw it moved no money: no line).
+        let line = match load_line(ports, &id, &payment_id, &refund_id).await? {
+            Some(line) => line,
+            None if failed.is_some() => continue,
+            None => {
+                let status = match refund.outcome {
+                    RefundOutcome::Pending { .. } => RefundStatus::Pending,
+                    _ => RefundStatus::Sent,
+                };
+                changed += 1;
+                add_external_line(ports, &id, &payment_id, &refund_id, amount, status, now).await?
+            }
+        };
+        // 2. Its debit, once, and the entry on the line.
+        if line.entry_seq.is_none() {
+            let details = json!({
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "processor_payment_id": payment_intent_id,
+                "card": format!("{} {}", payment.card_brand, payment.card_last4),
+                "reason": line.reason,
+            });
+            let debit = Posting::new(
+                source("rf", &payment_id, &refund_id)?,
+                EntryKind::Debit,
+                BillingItem::CardRefund,
+                line.amount_usd,
+                PostingRule::Always,
+                now,
+            )
+            .and_then(|p| p.with_details(details))
+            .map_err(|e| RefundError::Internal(e.to_string()))?;
+            let posted = ports.store.post(&id, vec![debit], now).await?;
+            let seq = applied_seq(posted.results.first())?;
+            update_line(ports, &id, &payment_id, &refund_id, |l| l.entry_seq = Some(seq)).await?;
+        }
+        // 3. A failure: recorded, then reversed from the record.
+        let Some(reason) = failed else { continue };
+        let line = load_line(ports, &id, &payment_id, &refund_id).await?.ok_or_else(missing)?;
+        if line.status == RefundStatus::Failed && line.reversal_seq.is_some() {
+            continue;
+        }
+        changed += 1;
+        let (payment, line) = update_line(ports, &id, &payment_id, &refund_id, |l| {
+            l.status = RefundStatus::Failed;
+            l.failure_reason.get_or_insert_with(|| reason.clone());
+        })
+        .await?;
+        finish_failed(ports, &id, payment, line, now).await?;
+    }
+    if changed > 0 {
+        tracing::info!(account = %id, payment = %payment_id, changed, "refunds made at the processor followed");
+    }
+    Ok(changed)
+}
+
+/// Follow every refund the processor made since `since` (the scheduled reconciliation): the
+/// payments with refunds made outside this system are synced. How many refunds changed.
+pub async fn reconcile_external_refunds(
+    ports: &PaymentPorts<'_>,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, RefundError> {
+    let listed = ports.processor.recent_refunds(since).await.map_err(processor)?;
+    let mut intents: Vec<&str> = listed
+        .iter()
+        .filter(|r| r.idempotency_key.as_deref().and_then(parse_refund_key).is_none())
+        .map(|r| r.payment_intent_id.as_str())
+        .collect();
+    intents.sort_unstable();
+    intents.dedup();
+    let mut changed = 0;
+    for intent in intents {
+        match sync_external_refunds(ports, intent, now).await {
+            Ok(n) => changed += n,
+            // A payment that is not ours, or not recorded yet: the next run sees it again.
+            Err(RefundError::NoSuchPayment(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(changed)
+}
+
+fn processor(error: ProcessorError) -> RefundError {
+    RefundError::Internal(format!("card processor: {error}"))
+}
+
+async fn load_line(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+) -> Result<Option<RefundLine>, RefundError> {
+    let Some((payment, _)) = load_payment_version(ports.store, id, payment_id).await? else {
+        return Err(RefundError::NoSuchPayment(payment_id.to_string()));
+    };
+    Ok(payment.refunds.into_iter().find(|r| r.refund_id == refund_id))
+}
+
+/// Write a refund made at the processor onto its payment (version-checked; a line already there
+/// is kept as it is).
+async fn add_external_line(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    payment_id: &str,
+    refund_id: &str,
+    amount: Amount,
+    status: RefundStatus,
+    now: DateTime<Utc>,
+) -> Result<RefundLine, RefundError> {
+    for _ in 0..8 {
+        let Some((mut payment, version)) =
+            load_payment_version(ports.store, id, payment_id).await?
+        else {
+            return Err(RefundError::NoSuchPayment(payment_id.to_string()));
+        };
+        if let Some(line) = payment.refunds.iter().find(|r| r.refund_id == refund_id) {
+            return Ok(line.clone());
+        }
+        let line = RefundLine {
+            refund_id: refund_id.to_string(),
+            amount_usd: amount,
+            reason: "refunded at the card processor".into(),
+            status,
+            requested_at: now,
+            by: Some(AT_THE_PROCESSOR.into()),
+            processor_refund_id: Some(refund_id.to_string()),
+            entry_seq: None,
+            reversal_seq: None,
+            failure_reason: None,
+        };
+        payment.refunds.push(line.clone());
+        if save_payment_version(ports.store, id, &payment, version).await? {
+            return Ok(line);
+        }
+    }
+    Err(RefundError::Busy)
+}

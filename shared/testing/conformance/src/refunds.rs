@@ -482,6 +482,47 @@ pub async fn card_updates_apply_once_in_any_order(store: Arc<dyn Store>) {
     );
 }
 
+/// A refund made in the processor's dashboard is followed once however often its event comes
+/// (and by the reconciliation when it does not); failing later, it is reversed once; our own
+/// refunds are left to the refund flow.
+pub async fn refunds_made_at_the_processor_are_followed_once(store: Arc<dyn Store>) {
+    use payment_flow::refund::{
+        reconcile_external_refunds, sync_external_refunds, AT_THE_PROCESSOR,
+    };
+    let rig = Rig::new(store, "dashboard").await;
+    let payment = rig.paid("pay-1", "100").await;
+    let intent = payment.processor_payment_id.clone().unwrap();
+    assert_eq!(rig.refund(&payment.payment_id, "ours", "10").await.unwrap(), RefundStatus::Sent);
+    let outside = rig.processor.refund_outside(&intent, 3_000).unwrap();
+    for _ in 0..3 {
+        sync_external_refunds(&rig.ports(), &intent, Utc::now()).await.expect("sync");
+    }
+    let since = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(reconcile_external_refunds(&rig.ports(), since, Utc::now()).await.unwrap(), 0);
+    let record = rig.payment(&payment.payment_id).await;
+    assert_eq!(record.refunds.len(), 2, "ours and the dashboard's: {:?}", record.refunds);
+    let line = record.refund(&outside).expect("the dashboard's refund is on the payment");
+    assert_eq!((line.amount_usd, line.by.as_deref()), (amount("30"), Some(AT_THE_PROCESSOR)));
+    assert_eq!(record.refundable_usd(), usd("60"));
+    assert_eq!(rig.refund_entries().await, (usd("40"), Decimal::ZERO, 2));
+    // It fails at the processor later: reversed once, refundable again.
+    assert!(rig.processor.fail_refund_later(&format!("dashboard:{outside}")).is_some());
+    for _ in 0..2 {
+        sync_external_refunds(&rig.ports(), &intent, Utc::now()).await.expect("sync");
+    }
+    assert_eq!(reconcile_external_refunds(&rig.ports(), since, Utc::now()).await.unwrap(), 0);
+    assert_eq!(rig.refund_entries().await, (usd("40"), usd("30"), 3));
+    let record = rig.payment(&payment.payment_id).await;
+    assert_eq!(record.refund(&outside).unwrap().status, RefundStatus::Failed);
+    assert_eq!(record.refundable_usd(), usd("90"));
+    // One the event never announced: the reconciliation finds it.
+    let unannounced = rig.processor.refund_outside(&intent, 500).unwrap();
+    assert_eq!(reconcile_external_refunds(&rig.ports(), since, Utc::now()).await.unwrap(), 1);
+    assert!(rig.payment(&payment.payment_id).await.refund(&unannounced).is_some());
+    let store: &dyn LedgerStore = &*rig.store;
+    assert_eq!(store.account(&rig.id).await.unwrap().unwrap().balance_usd, usd("85"));
+}
+
 /// Generate one `#[tokio::test]` per refund case for a store that keeps ledger and documents.
 #[macro_export]
 macro_rules! refund_suite {
@@ -496,6 +537,7 @@ macro_rules! refund_suite {
             a_refund_that_fails_later_is_reversed_once,
             a_payment_waiting_for_its_holder_is_credited_once_whatever_its_events_do,
             card_updates_apply_once_in_any_order,
+            refunds_made_at_the_processor_are_followed_once,
         );
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {

@@ -147,6 +147,8 @@ pub struct Stats {
     pub dispute_denials: usize,
     /// Pay Now payments whose holder completed 3-D Secure.
     pub authenticated: usize,
+    /// Refunds made in the processor's dashboard (outside the system).
+    pub dashboard_refunds: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -510,6 +512,20 @@ impl CardProcessor for WatchedProcessor {
         self.inner.cancel_charge(payment_intent_id).await
     }
 
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.inner.refunds_of(payment_intent_id).await
+    }
+
+    async fn recent_refunds(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.inner.recent_refunds(since).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,
@@ -628,6 +644,8 @@ pub struct World {
     /// When the daily sweep last ran.
     swept_at: DateTime<Utc>,
     count_manual: Vec<bool>,
+    /// Refunds made in the processor's dashboard: (payment intent, refund id).
+    dashboard_refunds: Vec<(String, String)>,
     /// Credit grants asked for: (account, grant id, amount, terms); resent with the same ones.
     grants: Vec<(usize, String, Amount, ledger::GrantTerms)>,
     /// Number-release events relayed, by id.
@@ -766,6 +784,7 @@ impl World {
             started: now,
             holds: Vec::new(),
             grants: Vec::new(),
+            dashboard_refunds: Vec::new(),
             daily_caps: Vec::new(),
             swept_at: now,
             count_manual: Vec::new(),
@@ -926,7 +945,8 @@ impl World {
             65..=67 => self.refund().await,
             68..=69 => self.dispute().await,
             70..=72 => self.grant().await,
-            73..=89 => self.deliver().await,
+            73..=74 => self.dashboard_refund().await,
+            75..=89 => self.deliver().await,
             _ => {
                 self.advance();
                 self.holders_authenticate();
@@ -1006,6 +1026,52 @@ impl World {
         let store: &dyn LedgerStore = &*self.store;
         let result = store.post(&id, vec![posting], self.now).await;
         self.note(format!("usage {id} {} -> {}", debit.value(), result.is_ok()));
+    }
+
+    /// Someone refunds a payment in the processor's dashboard (or a refund made there fails
+    /// later); its event reaches the webhook four times in five.
+    async fn dashboard_refund(&mut self) {
+        let succeeded = self.processor.succeeded_payments();
+        if succeeded.is_empty() {
+            return;
+        }
+        let (request, intent) = succeeded[self.rng.below(succeeded.len() as u64) as usize].clone();
+        if !self.dashboard_refunds.is_empty() && self.rng.chance(25) {
+            let pick = self.rng.below(self.dashboard_refunds.len() as u64) as usize;
+            let (intent, refund) = self.dashboard_refunds[pick].clone();
+            let failed = self.processor.fail_refund_later(&format!("dashboard:{refund}"));
+            self.note(format!(
+                "dashboard refund {refund} of {intent} failed later: {}",
+                failed.is_some()
+            ));
+            if failed.is_some() && self.rng.chance(80) {
+                self.sync_refunds(&intent).await;
+            }
+            return;
+        }
+        let cents = 1 + self.rng.below(request.amount_cents / 3 + 1);
+        match self.processor.refund_outside(&intent, cents) {
+            Ok(refund) => {
+                self.stats.dashboard_refunds += 1;
+                self.note(format!("dashboard refund {refund} of {cents} cents of {intent}"));
+                self.dashboard_refunds.push((intent.clone(), refund));
+                if self.rng.chance(80) {
+                    self.sync_refunds(&intent).await;
+                }
+            }
+            Err(error) => self.note(format!("dashboard refund of {intent} refused: {error}")),
+        }
+    }
+
+    /// The webhook's `charge.refunded` / `charge.refund.updated` for a refund not ours.
+    async fn sync_refunds(&mut self, intent: &str) {
+        let ports = PaymentPorts {
+            store: &*self.store,
+            processor: &*self.processor,
+            notices: Some(&*self.notices),
+        };
+        let result = payment_flow::refund::sync_external_refunds(&ports, intent, self.now).await;
+        self.note(format!("refund event of {intent} -> {result:?}"));
     }
 
     /// The operator's side of credit grants: open one (or resend one whose answer was lost, as
@@ -1621,6 +1687,12 @@ impl World {
         {
             self.hold_violations.push(format!("dispute reconciliation failed at rest: {error}"));
         }
+        // And every refund made at the processor outside the system.
+        if let Err(error) =
+            payment_flow::refund::reconcile_external_refunds(&ports, self.started, self.now).await
+        {
+            self.hold_violations.push(format!("refund reconciliation failed at rest: {error}"));
+        }
         self.drain().await;
         // The daily sweep once more: nothing expired may be left on an account.
         self.sweep_releases().await;
@@ -1835,7 +1907,9 @@ pub async fn check(world: &World) -> Result<(), Violation> {
                     world.violation(format!("{id}: payment {} left pending", record.payment_id))
                 );
             }
-            if record.refunds.is_empty() {
+            let intent = record.processor_payment_id.as_deref().unwrap_or_default();
+            let at_processor = Decimal::new(world.processor.refunded_cents(intent) as i64, 2);
+            if record.refunds.is_empty() && at_processor.is_zero() {
                 continue;
             }
             let pid = &record.payment_id;
@@ -1868,8 +1942,6 @@ pub async fn check(world: &World) -> Result<(), Violation> {
                     returned += line.amount_usd.value();
                 }
             }
-            let intent = record.processor_payment_id.as_deref().unwrap_or_default();
-            let at_processor = Decimal::new(world.processor.refunded_cents(intent) as i64, 2);
             if at_processor != returned {
                 return Err(world.violation(format!(
                     "{id}: payment {pid}: {returned} refunded in the ledger, {at_processor} at \

@@ -458,6 +458,20 @@ impl CardProcessor for Yielding {
         self.0.cancel_charge(payment_intent_id).await
     }
 
+    async fn refunds_of(
+        &self,
+        payment_intent_id: &str,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.0.refunds_of(payment_intent_id).await
+    }
+
+    async fn recent_refunds(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<payments::ProcessorRefund>, payments::ProcessorError> {
+        self.0.recent_refunds(since).await
+    }
+
     async fn customer_account(
         &self,
         customer: &payments::CustomerId,
