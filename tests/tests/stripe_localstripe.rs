@@ -578,4 +578,28 @@ async fn an_on_session_charge_that_needs_authentication_waits_for_the_holder() {
     };
     let ended = rig.stripe.cancel_charge(&payment_intent_id).await.expect("cancel");
     assert!(matches!(ended, ChargeOutcome::Declined { .. }), "{ended:?}");
+
+    // The holder fails: the intent waits for another payment method, which the browser could
+    // still confirm; Pay Now cancels a declined intent before recording it failed, and then
+    // nothing can capture it any more.
+    let failing = format!("pay:{}:order-3", unique_account("a"));
+    let outcome = rig.charge(&charge_of(&customer, &card, &failing, 2500)).await.expect("outcome");
+    let ChargeOutcome::RequiresAction { payment_intent_id, client_secret } = outcome else {
+        panic!("expected the payment to wait for its holder, got {outcome:?}");
+    };
+    let response = rig
+        .http
+        .post(format!("{}/v1/payment_intents/{payment_intent_id}/_authenticate", rig.endpoint))
+        .bearer_auth(SECRET_KEY)
+        .form(&[("client_secret", client_secret.as_str()), ("success", "false")])
+        .send()
+        .await
+        .expect("authenticate");
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+    let found = rig.stripe.find_charge(&customer, &failing).await.expect("lookup");
+    assert!(matches!(found, Some(ChargeOutcome::Declined { .. })), "{found:?}");
+    let ended = rig.stripe.cancel_charge(&payment_intent_id).await.expect("cancel");
+    assert!(matches!(ended, ChargeOutcome::Declined { .. }), "{ended:?}");
+    let stored = rig.get(&format!("/v1/payment_intents/{payment_intent_id}")).await;
+    assert_eq!(stored["status"], "canceled", "{stored}");
 }

@@ -671,7 +671,10 @@ pub fn crossings(
         after.low_balance_noticed = false;
     }
     if let Some(level) = after.low_balance_usd.map(Amount::value) {
-        let (was, is) = (before.unreserved_usd(at), after.unreserved_usd(at));
+        // Before: the balance less holds, a grant that expired still counted (the expiry's
+        // removal, posting now, is the crossing the customer is told of).
+        let was = before.balance_usd - before.held_usd(at, None);
+        let is = after.unreserved_usd(at);
         if after.low_balance_noticed && after.balance_usd > before.balance_usd && is >= level {
             after.low_balance_noticed = false;
         }

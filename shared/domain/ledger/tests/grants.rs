@@ -269,3 +269,15 @@ proptest! {
         prop_assert_eq!(left.values().copied().sum::<Decimal>(), account.granted_usd());
     }
 }
+
+#[test]
+fn an_expiry_that_takes_the_balance_under_the_low_balance_level_says_so() {
+    let mut account = account(dec!(2));
+    account.low_balance_usd = Some(usd(dec!(5)));
+    let granted =
+        apply(&account, &[grant("cg:a", dec!(10), Some(1), 50)], &HashMap::new(), t0()).unwrap();
+    assert!(granted.events.is_empty(), "$12 is above the $5 level");
+    let expired = apply(&granted.account, &[], &HashMap::new(), hours(2)).unwrap();
+    let kinds: Vec<&str> = expired.events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"low_balance"), "{kinds:?}");
+}

@@ -555,6 +555,24 @@ async fn settle_claim(
         }
         other => other,
     };
+    // A declined intent the customer's browser still holds (its client secret) could be
+    // confirmed again after we record the failure: cancel it first, so a payment recorded as
+    // failed can never be captured. A success that beat the cancel stands; a cancel that gets
+    // no answer leaves the payment pending (asked again later).
+    let outcome = match outcome {
+        Ok(ChargeOutcome::Declined { payment_intent_id: Some(intent), decline }) => {
+            match ports.processor.cancel_charge(&intent).await {
+                Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
+                    Ok(ChargeOutcome::Succeeded { payment_intent_id })
+                }
+                Ok(_) => Ok(ChargeOutcome::Declined { payment_intent_id: Some(intent), decline }),
+                Err(error) => Err(ProcessorError::Unexpected(format!(
+                    "cancelling the declined payment failed: {error}"
+                ))),
+            }
+        }
+        other => other,
+    };
     card_processor::count_outcome(&outcome);
     let answer = match outcome {
         Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {

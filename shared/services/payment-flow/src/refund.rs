@@ -711,6 +711,13 @@ pub async fn sync_external_refunds(
                 add_external_line(ports, &id, &payment_id, &refund_id, amount, status, now).await?
             }
         };
+        // A refund on its way that has arrived.
+        if line.status == RefundStatus::Pending
+            && matches!(refund.outcome, RefundOutcome::Sent { .. })
+        {
+            update_line(ports, &id, &payment_id, &refund_id, |l| l.status = RefundStatus::Sent)
+                .await?;
+        }
         // 2. Its debit, once, and the entry on the line.
         if line.entry_seq.is_none() {
             let details = json!({
@@ -775,7 +782,10 @@ pub async fn reconcile_external_refunds(
             Ok(n) => changed += n,
             // A payment that is not ours, or not recorded yet: the next run sees it again.
             Err(RefundError::NoSuchPayment(_)) => {}
-            Err(error) => return Err(error),
+            // One payment's trouble never starves the others: logged, retried next run.
+            Err(error) => {
+                tracing::warn!(%error, payment_intent = %intent, "refunds not followed; next run")
+            }
         }
     }
     Ok(changed)

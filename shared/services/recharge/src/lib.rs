@@ -48,6 +48,18 @@ pub const OUT_OF_ATTEMPTS: &str = "out of attempts";
 pub const MAX_COUNTED_RECHARGES_PER_MONTH: usize = documents::spend::MAX_COUNTED_PER_MONTH;
 /// Why a stop for the rest of the day was made.
 pub const DAILY_CAP_REACHED: &str = "daily cap reached";
+/// Why a stop for the rest of the month was made.
+pub const MONTHLY_CAP_REACHED: &str = "monthly cap reached";
+
+/// The stop reason a recorded cap stop names (an unknown one is read as the monthly cap's,
+/// which ends soonest of what is left, never as "out of attempts", which does not end).
+fn cap_reason(reason: &str) -> &'static str {
+    if reason == DAILY_CAP_REACHED {
+        DAILY_CAP_REACHED
+    } else {
+        MONTHLY_CAP_REACHED
+    }
+}
 /// How long an unknown outcome (`processing`, timeout) waits before the processor is asked again.
 pub const UNKNOWN_OUTCOME_RETRY_MINUTES: i64 = 15;
 /// The processor's smallest charge (Stripe: $0.50).
@@ -90,6 +102,11 @@ pub struct RechargeState {
     #[serde(default)]
     pub cancelled: bool,
     pub history: Vec<CardAttempt>,
+    /// A reached cap gave the request up: why (`daily cap reached`, `monthly cap reached`) and
+    /// the notice saying so, written with `given_up` so a redelivery after a crash or a failed
+    /// notice replays the same stop and notice (absent: out of attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_stop: Option<(String, Notice)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +271,8 @@ pub enum Fault {
     AfterChargeBeforeCredit,
     /// The credit is posted; the payment record, spend and receipt were never written.
     AfterCreditBeforeBookkeeping,
+    /// A reached cap is written down; its notice and stop never happened.
+    AfterCapRecorded,
 }
 
 pub struct RechargeWorker {
@@ -474,8 +493,15 @@ impl RechargeWorker {
             return Ok(Some(Outcome::NotNeeded("auto-recharge is off")));
         };
         if state.given_up {
-            self.stop(account_id, request_id, OUT_OF_ATTEMPTS, now).await?;
-            return Ok(Some(Outcome::Stopped(OUT_OF_ATTEMPTS)));
+            let reason = match state.cap_stop.clone() {
+                Some((reason, notice)) => {
+                    self.notify(notice).await?;
+                    cap_reason(&reason)
+                }
+                None => OUT_OF_ATTEMPTS,
+            };
+            self.stop(account_id, request_id, reason, now).await?;
+            return Ok(Some(Outcome::Stopped(reason)));
         }
         if state.charging.is_none() {
             if let Some(next) = state.next_attempt_at.filter(|next| *next > now) {
@@ -522,12 +548,7 @@ impl RechargeWorker {
                 if let Some(cap) = profile.auto_recharge_daily_cap_usd {
                     let spent = spend.on(today);
                     if spend.full() || spent + amount.value() > cap.value() {
-                        state.given_up = true;
-                        if self.save_state(account_id, request_id, &state, version).await?.is_none()
-                        {
-                            return Ok(None);
-                        }
-                        self.notify(Notice {
+                        let notice = Notice {
                             id: format!("recharge_daily_cap:{account_id}:{today}"),
                             account_id: account_id.clone(),
                             raised_at: now,
@@ -536,20 +557,23 @@ impl RechargeWorker {
                                 cap_usd: cap,
                                 spent_usd: spent,
                             },
-                        })
-                        .await?;
-                        self.stop(account_id, request_id, DAILY_CAP_REACHED, now).await?;
-                        return Ok(Some(Outcome::Stopped(DAILY_CAP_REACHED)));
+                        };
+                        return self
+                            .cap_reached(
+                                account_id,
+                                request_id,
+                                state,
+                                version,
+                                DAILY_CAP_REACHED,
+                                notice,
+                                now,
+                            )
+                            .await;
                     }
                 }
                 if let Some(cap) = profile.auto_recharge_monthly_cap_usd {
                     if spend.full() || spend.total_usd + amount.value() > cap.value() {
-                        state.given_up = true;
-                        if self.save_state(account_id, request_id, &state, version).await?.is_none()
-                        {
-                            return Ok(None);
-                        }
-                        self.notify(Notice {
+                        let notice = Notice {
                             id: format!("recharge_cap:{account_id}:{month}"),
                             account_id: account_id.clone(),
                             raised_at: now,
@@ -558,10 +582,18 @@ impl RechargeWorker {
                                 cap_usd: cap,
                                 spent_usd: spend.total_usd,
                             },
-                        })
-                        .await?;
-                        self.stop(account_id, request_id, "monthly cap reached", now).await?;
-                        return Ok(Some(Outcome::Stopped("monthly cap reached")));
+                        };
+                        return self
+                            .cap_reached(
+                                account_id,
+                                request_id,
+                                state,
+                                version,
+                                MONTHLY_CAP_REACHED,
+                                notice,
+                                now,
+                            )
+                            .await;
                     }
                 }
                 if profile.charge_order().is_empty() {
@@ -716,7 +748,14 @@ impl RechargeWorker {
                         )
                         .await
                         .map(Some),
-                    _ => {
+                    // Not decided yet: asked again later, never taken for a decline (the next
+                    // card could then be charged beside it).
+                    ChargeOutcome::Processing { .. } | ChargeOutcome::RequiresAction { .. } => {
+                        Ok(Some(Outcome::NotYet(
+                            now + Duration::minutes(UNKNOWN_OUTCOME_RETRY_MINUTES),
+                        )))
+                    }
+                    ChargeOutcome::Declined { .. } => {
                         let reason = "the card requires authentication by its holder".to_string();
                         self.record_decline(
                             account_id,
@@ -745,6 +784,30 @@ impl RechargeWorker {
     /// remembers that auto-recharge stopped this month (so the ledger does not raise a new
     /// request at once) until a new month, a settings change, a card change, a payment or an
     /// operator re-arms it.
+    /// A cap stops the request: written down first (with its reason and notice, so a
+    /// redelivery replays exactly this), then the notice, then the stop.
+    #[allow(clippy::too_many_arguments)]
+    async fn cap_reached(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        mut state: RechargeState,
+        version: Option<u64>,
+        reason: &'static str,
+        notice: Notice,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, RechargeError> {
+        state.given_up = true;
+        state.cap_stop = Some((reason.to_string(), notice.clone()));
+        if self.save_state(account_id, request_id, &state, version).await?.is_none() {
+            return Ok(None);
+        }
+        self.crash_at(Fault::AfterCapRecorded)?;
+        self.notify(notice).await?;
+        self.stop(account_id, request_id, reason, now).await?;
+        Ok(Some(Outcome::Stopped(reason)))
+    }
+
     async fn stop(
         &self,
         account: &AccountId,

@@ -647,6 +647,30 @@ async fn the_daily_cap_stops_auto_recharge_for_the_rest_of_the_day_only() {
     conformance::assert_consistent(&*rig.store, &rig.id).await;
 }
 
+/// A crash after a reached cap was written down: the redelivery replays the same stop (for the
+/// day, not "out of attempts", which would turn auto-recharge off for good) and the notice.
+#[tokio::test]
+async fn a_cap_stop_interrupted_by_a_crash_is_replayed_as_the_same_stop() {
+    let (rig, request) = rig(&["pm_card_visa"], RechargeMode::Add).await;
+    profile::update(&*rig.store, &rig.id, |p| {
+        p.auto_recharge_daily_cap_usd = Some(Amount::from_str("49.99").unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let day = Utc::now();
+    rig.worker.inject_fault_once(Fault::AfterCapRecorded);
+    assert!(rig.worker.handle(&request, day).await.is_err(), "crashed");
+    assert!(rig.notices("recharge_daily_cap_reached").is_empty());
+    let outcome = rig.worker.handle(&request, day).await.unwrap();
+    assert_eq!(outcome, Outcome::Stopped("daily cap reached"));
+    let stop = rig.store.account(&rig.id).await.unwrap().unwrap().recharge_stopped.unwrap();
+    assert!(!stop.until_lifted, "a cap is not a failure: {stop:?}");
+    assert_eq!(stop.day, Some(day.date_naive()));
+    assert_eq!(rig.notices("recharge_daily_cap_reached").len(), 1);
+    assert_eq!(rig.attempts(), 0);
+}
+
 /// Pay Now through the API, then the pending recharge: with the operator's switch on, the
 /// manual payment counts toward the daily cap; off (the default), it does not.
 async fn pay_then_recharge(count_manual_payments: bool) -> Outcome {

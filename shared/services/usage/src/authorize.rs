@@ -100,8 +100,7 @@ pub fn budget(account: &Account, action: &Action, at: DateTime<Utc>) -> Result<D
     if !account.terms_accepted() {
         return Err(Denial::TermsNotAccepted);
     }
-    let suspended =
-        account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd();
+    let suspended = is_suspended(account, at);
     if !action.is_inbound()
         && account.service_policy().suspend_while_disputed
         && !account.open_disputes.is_empty()
@@ -127,10 +126,16 @@ pub fn budget(account: &Account, action: &Action, at: DateTime<Utc>) -> Result<D
     }
 }
 
+/// At or below the floor, counting a credit grant that has expired (and is not removed yet) as
+/// gone: the account is treated as suspended from the expiry, not from the next write.
+fn is_suspended(account: &Account, at: DateTime<Utc>) -> bool {
+    account.status == AccountStatus::Suspended
+        || account.balance_usd - account.expired_grants_usd(at) <= account.floor_usd()
+}
+
 /// Why `action` costing more than its budget is refused.
 pub fn short_of(account: &Account, action: &Action, at: DateTime<Utc>) -> Denial {
-    let suspended =
-        account.status == AccountStatus::Suspended || account.balance_usd <= account.floor_usd();
+    let suspended = is_suspended(account, at);
     if suspended && action.is_inbound() {
         Denial::GraceExhausted
     } else if account.held_usd(at, None) > Decimal::ZERO {

@@ -164,3 +164,25 @@ async fn an_open_dispute_stops_outbound_service_only_where_the_operator_says_so(
         }
     }
 }
+
+#[tokio::test]
+async fn an_account_living_on_an_expired_grant_is_suspended_from_the_expiry() {
+    let store = MemoryStore::new();
+    let id = open(&store, "acme", dec!(0)).await;
+    accept_terms(&store, &id).await;
+    let mut account = account(&store, &id).await;
+    account.balance_usd = dec!(5);
+    account.status = AccountStatus::Active;
+    account.grants = vec![ledger::CreditGrant {
+        id: "cg:promo".into(),
+        category: ledger::GrantCategory::Promotional,
+        granted_usd: dec!(5),
+        remaining_usd: dec!(5),
+        expires_at: Some(now() - Duration::hours(1)),
+        priority: 50,
+        granted_at: now() - Duration::days(1),
+    }];
+    let card = RateCards::standard_only().card(None).unwrap();
+    let decision = authorize(&account, &card, &outbound_call(), now(), 14_400);
+    assert_eq!(decision.reason, Some(Denial::Suspended), "the balance left is only expired credit");
+}
