@@ -10,6 +10,7 @@
 //! through these types, so a field renamed here is renamed for all of them.
 
 pub mod payment;
+pub mod plan;
 pub mod profile;
 pub mod spend;
 

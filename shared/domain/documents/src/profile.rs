@@ -229,6 +229,9 @@ pub struct Profile {
     /// they do not: a customer paying by hand is not the runaway the caps bound).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub caps_count_manual_payments: bool,
+    /// The account's software plan, charged at each renewal (see [`crate::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::Plan>,
 }
 
 impl Profile {

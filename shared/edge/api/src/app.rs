@@ -98,6 +98,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/credit-limit"),
     ("PUT", "/v1/operator/accounts/{account_id}/tax-exemption"),
     ("PUT", "/v1/operator/accounts/{account_id}/recharge-caps"),
+    ("PUT", "/v1/operator/accounts/{account_id}/plan"),
+    ("DELETE", "/v1/operator/accounts/{account_id}/plan"),
+    ("GET", "/v1/plan"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
     ("POST", "/v1/operator/accounts/{account_id}/credit-grants"),
@@ -140,7 +143,8 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
     let routes = match group {
         Group::Settings => crate::account::settings_router()
             .merge(crate::operator::router())
-            .merge(crate::grants::router()),
+            .merge(crate::grants::router())
+            .merge(crate::plans::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),
     };

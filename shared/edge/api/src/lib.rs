@@ -14,6 +14,7 @@ pub mod limits;
 pub mod openapi;
 pub mod operator;
 pub mod payments;
+pub mod plans;
 pub mod query;
 pub mod refunds;
 /// The billing profile lives in `documents`; re-exported for the routes.

@@ -171,6 +171,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
         ),
         (
             "put",
+            "/v1/operator/accounts/{account_id}/plan",
+            accepted_fields::<api::plans::PlanBody>(empty()),
+        ),
+        (
+            "put",
             "/v1/operator/accounts/{account_id}/recharge-caps",
             accepted_fields::<operator::RechargeCaps>(empty()),
         ),
@@ -396,6 +401,7 @@ async fn every_route_answers_its_documented_success() {
         ("POST", "/v1/payments", "/v1/payments", Some(r#"{"amount_usd": "25.00"}"#), 201),
         ("GET", "/v1/payments", "/v1/payments", None, 200),
         ("GET", "/v1/settings/audit", "/v1/settings/audit", None, 200),
+        ("GET", "/v1/plan", "/v1/plan", None, 200),
         ("GET", "/v1/activity", "/v1/activity", None, 200),
         ("GET", "/v1/activity.csv", "/v1/activity.csv?limit=1", None, 200),
         ("GET", "/v1/statement", "/v1/statement?from=2026-01-01&to=2026-01-31", None, 200),
@@ -487,6 +493,13 @@ async fn every_route_answers_its_documented_success() {
             Some(r#"{"count_manual_payments": true}"#),
             200,
         ),
+        (
+            "PUT",
+            "/v1/operator/accounts/{account_id}/plan",
+            Some(r#"{"name": "Pro", "price_usd": "29", "period": "monthly"}"#),
+            200,
+        ),
+        ("DELETE", "/v1/operator/accounts/{account_id}/plan", None, 200),
         ("POST", "/v1/operator/accounts/{account_id}/auto-recharge/rearm", None, 200),
         ("GET", "/v1/operator/auto-recharge/attention", None, 200),
     ];

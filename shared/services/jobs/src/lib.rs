@@ -14,6 +14,7 @@
 pub mod cards;
 pub mod job;
 pub mod plan;
+pub mod plans;
 pub mod release;
 pub mod statements;
 pub mod tax;

@@ -36,6 +36,9 @@ pub enum JobError {
     /// same one).
     #[error("the tax posting is invalid: {0}")]
     InvalidTaxPosting(#[source] LedgerError),
+    /// Permanent: a job's posting is invalid (a bug; retrying builds the same one).
+    #[error("the posting is invalid: {0}")]
+    InvalidPosting(String),
     /// Permanent: the message is for the other job function's worker.
     #[error("this worker does not run {kind} jobs")]
     NotThisWorker { kind: &'static str },
@@ -66,6 +69,7 @@ impl JobError {
         match self {
             JobError::MonthNotOver { .. }
             | JobError::InvalidTaxPosting(_)
+            | JobError::InvalidPosting(_)
             | JobError::NotThisWorker { .. } => true,
             JobError::UnreadableProfile { .. }
             | JobError::TaxNotApplied { .. }

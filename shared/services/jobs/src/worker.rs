@@ -44,6 +44,10 @@ impl Workers {
             (Job::ReleaseSweep { account_id }, _, Some(statements)) => {
                 let ledger = &*statements.ledger;
                 let expired = crate::release::expire_grants(ledger, account_id, now).await?;
+                // Plan fees fall due before anything reads the balance.
+                let renewed =
+                    crate::plans::renew(ledger, &*statements.docs, account_id, now.date_naive())
+                        .await?;
                 let release = crate::release::sweep(ledger, account_id, now).await?;
                 let card = crate::cards::expiry_notice(
                     &*statements.docs,
@@ -54,6 +58,7 @@ impl Workers {
                 )
                 .await?;
                 Ok(match release {
+                    crate::release::SweepOutcome::NothingDue if renewed > 0 => "plan renewed",
                     crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",
                     crate::release::SweepOutcome::NothingDue
                         if card == crate::cards::ExpiryOutcome::Noticed =>

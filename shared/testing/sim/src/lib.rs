@@ -149,6 +149,8 @@ pub struct Stats {
     pub authenticated: usize,
     /// Refunds made in the processor's dashboard (outside the system).
     pub dashboard_refunds: usize,
+    /// Plan periods charged by the sweep.
+    pub plan_fees: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -643,6 +645,8 @@ pub struct World {
     daily_caps: Vec<Option<Amount>>,
     /// When the daily sweep last ran.
     swept_at: DateTime<Utc>,
+    /// Each account's plan as it was set (a third of them have one).
+    plans: Vec<Option<documents::plan::Plan>>,
     count_manual: Vec<bool>,
     /// Refunds made in the processor's dashboard: (payment intent, refund id).
     dashboard_refunds: Vec<(String, String)>,
@@ -787,6 +791,7 @@ impl World {
             dashboard_refunds: Vec::new(),
             daily_caps: Vec::new(),
             swept_at: now,
+            plans: Vec::new(),
             count_manual: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
@@ -885,9 +890,20 @@ impl World {
         let count_manual = self.rng.chance(30);
         self.daily_caps.push(daily_cap);
         self.count_manual.push(count_manual);
+        // A third of the accounts pay a monthly plan, charged by the daily sweep.
+        let plan = self.rng.chance(33).then(|| {
+            let terms = documents::plan::PlanTerms {
+                name: "Pro".into(),
+                price_usd: cents(&mut self.rng, 5, 20),
+                period: documents::plan::PlanPeriod::Monthly,
+            };
+            documents::plan::Plan::starting(terms, self.now.date_naive())
+        });
+        self.plans.push(plan.clone());
         profile::update(&*self.store, &id, |p| {
             p.auto_recharge_daily_cap_usd = daily_cap;
             p.caps_count_manual_payments = count_manual;
+            p.plan = plan.clone();
             Ok(())
         })
         .await
@@ -991,6 +1007,15 @@ impl World {
         for id in self.accounts.clone() {
             if let Ok(true) = jobs::release::expire_grants(&*self.store, &id, self.now).await {
                 self.note(format!("grant sweep {id}: expired grants removed"));
+            }
+            let today = self.now.date_naive();
+            match jobs::plans::renew(&*self.store, &*self.store, &id, today).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.stats.plan_fees += n;
+                    self.note(format!("plan sweep {id}: {n} periods charged"));
+                }
+                Err(error) => self.note(format!("plan sweep {id} failed: {error}")),
             }
             let result = jobs::release::sweep(&*self.store, &id, self.now).await;
             if let Ok(jobs::release::SweepOutcome::Advanced(stage)) = result {
@@ -1798,6 +1823,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     check_disputes(world).await?;
     check_grants(world).await?;
     check_caps(world).await?;
+    check_plans(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -2089,6 +2115,43 @@ async fn check_disputes(world: &World) -> Result<(), Violation> {
             return Err(world.violation(format!(
                 "{id}: lists open disputes {listed:?}, the processor has {expected:?}"
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans at rest: every period started by the last sweep charged exactly once, at the plan's
+/// price, and nothing else; the plan's next renewal is the first period not charged.
+async fn check_plans(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    for (index, id) in world.accounts.iter().enumerate() {
+        let fees: Vec<ledger::Entry> = all_entries(store, id)
+            .await
+            .into_iter()
+            .filter(|e| e.item == BillingItem::PlanFee)
+            .collect();
+        let Some(plan) = &world.plans[index] else {
+            if !fees.is_empty() {
+                return Err(world.violation(format!("{id}: plan fees without a plan")));
+            }
+            continue;
+        };
+        let mut expected = Vec::new();
+        let mut start = plan.next_renewal;
+        while start <= world.swept_at.date_naive() {
+            expected.push(documents::plan::fee_source_id(start));
+            start = plan.period_end(start, plan.terms.period);
+        }
+        let charged: Vec<String> = fees.iter().map(|e| e.source_id.to_string()).collect();
+        if charged != expected || fees.iter().any(|e| e.amount_usd != plan.terms.price_usd) {
+            return Err(world.violation(format!(
+                "{id}: plan fees {charged:?}, expected {expected:?} at {}",
+                plan.terms.price_usd.value()
+            )));
+        }
+        let (profile, _) = profile::load(&*world.store, id).await.expect("profile");
+        if profile.plan.map(|p| p.next_renewal) != Some(start) {
+            return Err(world.violation(format!("{id}: the plan's next renewal is not {start}")));
         }
     }
     Ok(())

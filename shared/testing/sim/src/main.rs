@@ -74,6 +74,7 @@ fn main() {
                 totals.dispute_denials += stats.dispute_denials;
                 totals.authenticated += stats.authenticated;
                 totals.dashboard_refunds += stats.dashboard_refunds;
+                totals.plan_fees += stats.plan_fees;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -83,7 +84,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -103,6 +104,7 @@ fn main() {
         totals.daily_cap_stops,
         totals.dispute_denials,
         totals.authenticated,
-        totals.dashboard_refunds
+        totals.dashboard_refunds,
+        totals.plan_fees
     );
 }

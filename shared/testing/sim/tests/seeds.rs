@@ -10,7 +10,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut refund_calls, mut refunded) = (0, 0);
     let (mut disputes, mut withdrawn) = (0, 0);
     let (mut grants, mut expired, mut capped) = (0, 0, 0);
-    let (mut denied, mut authenticated, mut dashboard) = (0, 0, 0);
+    let (mut denied, mut authenticated, mut dashboard, mut plan_fees) = (0, 0, 0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -30,6 +30,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 denied += stats.dispute_denials;
                 authenticated += stats.authenticated;
                 dashboard += stats.dashboard_refunds;
+                plan_fees += stats.plan_fees;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -51,4 +52,5 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(denied > 100, "only {denied} calls refused for an open dispute");
     assert!(authenticated > 1_000, "only {authenticated} payments authenticated (3-D Secure)");
     assert!(dashboard > 1_000, "only {dashboard} refunds made in the processor's dashboard");
+    assert!(plan_fees > 1_000, "only {plan_fees} plan periods charged");
 }
