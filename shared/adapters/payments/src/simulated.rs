@@ -196,6 +196,20 @@ impl State {
         })
     }
 
+    /// What is left to refund of a payment that charged `charged` cents: less what was
+    /// returned and what a dispute not won holds (a disputed amount goes back through the
+    /// dispute, not as a refund: Stripe refuses to refund it).
+    fn refundable_cents(&self, payment_intent_id: &str, charged: u64) -> u64 {
+        let disputed: u64 = self
+            .disputes
+            .iter()
+            .filter(|(d, _)| d.payment_intent_id == payment_intent_id)
+            .filter(|(d, _)| d.status != DisputeStatus::Won)
+            .map(|(d, _)| d.amount_cents)
+            .sum();
+        charged.saturating_sub(self.refunded_cents(payment_intent_id)).saturating_sub(disputed)
+    }
+
     /// Cents returned (or on their way back) against the payment intent.
     fn refunded_cents(&self, payment_intent_id: &str) -> u64 {
         self.refunds
@@ -480,16 +494,7 @@ impl SimulatedProcessor {
                 "No succeeded charge for PaymentIntent '{payment_intent_id}'"
             )));
         };
-        let disputed: u64 = state
-            .disputes
-            .iter()
-            .filter(|(d, _)| d.payment_intent_id == payment_intent_id)
-            .filter(|(d, _)| d.status != DisputeStatus::Won)
-            .map(|(d, _)| d.amount_cents)
-            .sum();
-        let left = charged
-            .saturating_sub(state.refunded_cents(payment_intent_id))
-            .saturating_sub(disputed);
+        let left = state.refundable_cents(payment_intent_id, charged);
         if amount_cents == 0 || amount_cents > left {
             return Err(ProcessorError::InvalidRequest(format!(
                 "Refund amount ({amount_cents} cents) is greater than unrefunded amount on \
@@ -757,18 +762,7 @@ impl CardProcessor for SimulatedProcessor {
                 request.payment_intent_id
             )));
         };
-        // A disputed amount goes back through the dispute, not as a refund (Stripe refuses to
-        // refund what a dispute holds).
-        let disputed: u64 = state
-            .disputes
-            .iter()
-            .filter(|(d, _)| d.payment_intent_id == request.payment_intent_id)
-            .filter(|(d, _)| d.status != DisputeStatus::Won)
-            .map(|(d, _)| d.amount_cents)
-            .sum();
-        let left = charged
-            .saturating_sub(state.refunded_cents(&request.payment_intent_id))
-            .saturating_sub(disputed);
+        let left = state.refundable_cents(&request.payment_intent_id, charged);
         if request.amount_cents > left {
             return Err(ProcessorError::InvalidRequest(format!(
                 "Refund amount ({} cents) is greater than unrefunded amount on charge ({left} \
