@@ -19,3 +19,4 @@ async fn fresh_both() -> Arc<dyn conformance::refunds::DocumentStore> {
 }
 
 conformance::refund_suite!(fresh_both);
+conformance::plan_charge_suite!(fresh_both);

@@ -186,6 +186,7 @@ fn trigger_name(trigger: Trigger) -> &'static str {
     match trigger {
         Trigger::Manual => "manual",
         Trigger::Auto => "auto",
+        Trigger::Plan => "plan",
     }
 }
 

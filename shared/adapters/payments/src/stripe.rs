@@ -1430,6 +1430,7 @@ mod tests {
         assert_eq!(crate::account_of_key("pay:acme:order-1"), Some("acme"));
         assert_eq!(crate::account_of_key("rch:acme:12:v3:a1:pm_1"), Some("acme"));
         assert_eq!(crate::account_of_key("refund:acme:00ff:r-1"), Some("acme"));
+        assert_eq!(crate::account_of_key("plan:acme:2026-12-01/1/pm_1"), Some("acme"));
         assert_eq!(crate::account_of_key("someone-else:acme:x"), None);
         assert_eq!(crate::account_of_key("pay::x"), None);
         assert_eq!(crate::account_of_key("pay:acme"), None);

@@ -236,8 +236,19 @@ pub fn parse_event(body: &[u8]) -> Result<ProcessorEvent, WebhookError> {
             (!account.is_empty() && !key.is_empty())
                 .then(|| EventAction::PayNowOutcome { account_id: account.into(), key: key.into() })
         });
+        // A plan period's direct charge (`plan:<account>:<period>/<attempt>/<card>`): the
+        // period's pending key, which settles that period's charges.
+        let plan = intent.metadata.get("idempotency_key").and_then(|key| {
+            let rest = key.strip_prefix("plan:")?;
+            let (account, claim) = rest.split_once(':')?;
+            let (period, _) = claim.split_once('/')?;
+            (!account.is_empty() && !period.is_empty()).then(|| EventAction::PayNowOutcome {
+                account_id: account.into(),
+                key: format!("plan:{period}"),
+            })
+        });
         // Auto-recharge's own payments are settled by their request (the recharge queue).
-        pay_now.unwrap_or(EventAction::Ignore)
+        pay_now.or(plan).unwrap_or(EventAction::Ignore)
     } else if matches!(
         envelope.kind.as_str(),
         "payment_method.updated" | "payment_method.automatically_updated"
@@ -422,7 +433,11 @@ mod tests {
             parse_event(intent("pay:acme:order-7").as_bytes()).unwrap().action,
             EventAction::PayNowOutcome { account_id: "acme".into(), key: "order-7".into() }
         );
-        for not_pay_now in ["rch:acme:3:v4:a1:pm_1", "pay:acme", "other"] {
+        assert_eq!(
+            parse_event(intent("plan:acme:2026-12-01/2/pm_1").as_bytes()).unwrap().action,
+            EventAction::PayNowOutcome { account_id: "acme".into(), key: "plan:2026-12-01".into() }
+        );
+        for not_pay_now in ["rch:acme:3:v4:a1:pm_1", "pay:acme", "other", "plan:acme:x"] {
             assert_eq!(
                 parse_event(intent(not_pay_now).as_bytes()).unwrap().action,
                 EventAction::Ignore,

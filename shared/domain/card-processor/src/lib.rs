@@ -729,11 +729,13 @@ impl CardProcessor for NoProcessor {
 }
 
 /// The account named by one of our idempotency keys (`pay:<account>:<key>`,
-/// `rch:<account>:...`, `refund:<account>:...`), if it is one.
+/// `rch:<account>:...`, `refund:<account>:...`, `plan:<account>:<period>/...`), if it is one.
 pub fn account_of_key(key: &str) -> Option<&str> {
     let mut parts = key.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("pay" | "rch" | "refund"), Some(account), Some(_)) if !account.is_empty() => {
+        (Some("pay" | "rch" | "refund" | "plan"), Some(account), Some(_))
+            if !account.is_empty() =>
+        {
             Some(account)
         }
         _ => None,

@@ -21,6 +21,8 @@ pub enum PaymentStatus {
 pub enum Trigger {
     Manual,
     Auto,
+    /// A plan period charged to the card (opt-in direct charge).
+    Plan,
 }
 
 /// One charge attempt, as the payment history shows it.

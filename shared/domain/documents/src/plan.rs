@@ -5,7 +5,7 @@
 //! A change of plan made mid-period takes effect at the next renewal (the period already paid
 //! for runs on the old terms), and so does a cancellation.
 
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use ledger::Amount;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,39 @@ pub struct Plan {
     /// The plan ends at the next renewal: nothing more is charged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_at_renewal: bool,
+    /// "Opt-in direct charge for plan subscription": each period is charged to the account's
+    /// cards (the primary, then the backups) and never touches the balance; only after
+    /// [`MAX_DIRECT_ATTEMPTS`] attempts in which every card declined is the fee taken from the
+    /// balance instead. Off: the fee is debited from the balance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct_charge: bool,
+    /// The direct charge of the period due now, while its attempts have failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_attempts: Option<DirectAttempts>,
+}
+
+/// Failed direct-charge attempts of one period (reset when the period is paid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectAttempts {
+    /// The period's first day.
+    pub period: NaiveDate,
+    /// Attempts in which every card declined.
+    pub failed: u32,
+    /// The next attempt is not made before this.
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_failure: String,
+}
+
+/// Attempts (each tries every card) before a direct-charge period's fee is taken from the
+/// balance: the three-failure rule of auto-recharge.
+pub const MAX_DIRECT_ATTEMPTS: u32 = 3;
+
+/// Wait after the n-th failed direct-charge attempt (1-based), as auto-recharge waits.
+pub fn direct_backoff_after(failed: u32) -> chrono::Duration {
+    match failed {
+        0 | 1 => chrono::Duration::hours(1),
+        _ => chrono::Duration::hours(6),
+    }
 }
 
 impl Plan {
@@ -66,7 +99,20 @@ impl Plan {
             anchor_day: on.day(),
             change: None,
             cancel_at_renewal: false,
+            direct_charge: false,
+            direct_attempts: None,
         }
+    }
+
+    /// The plan after the period starting on `start` was paid: the next period on the
+    /// renewing terms, attempts cleared. `None`: the plan moved on already (paid before).
+    pub fn paid(&self, start: NaiveDate) -> Option<Plan> {
+        if self.next_renewal != start {
+            return None;
+        }
+        let terms = self.renewing_terms().clone();
+        let next_renewal = self.period_end(start, terms.period);
+        Some(Plan { terms, next_renewal, change: None, direct_attempts: None, ..self.clone() })
     }
 
     /// The day after the period that starts on `start` under `period` ends (the next renewal).
@@ -87,8 +133,18 @@ impl Plan {
 }
 
 /// The ledger source id of the fee for the period starting on `start` (per account, so once).
+/// A direct-charge period's pending-payment key is the same text.
 pub fn fee_source_id(start: NaiveDate) -> String {
-    format!("plan:{start}")
+    format!("{PLAN_KEY_PREFIX}{start}")
+}
+
+/// What the fee's source id and a direct charge's keys begin with (reserved: a client's
+/// `Idempotency-Key` may not begin with it).
+pub const PLAN_KEY_PREFIX: &str = "plan:";
+
+/// The period a direct-charge pending key (`plan:YYYY-MM-DD`) names.
+pub fn period_of_key(key: &str) -> Option<NaiveDate> {
+    key.strip_prefix(PLAN_KEY_PREFIX)?.parse().ok()
 }
 
 #[cfg(test)]

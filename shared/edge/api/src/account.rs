@@ -1121,5 +1121,12 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         )
         .on_field("Idempotency-Key"));
     }
+    if key.starts_with(documents::plan::PLAN_KEY_PREFIX) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "Idempotency-Key may not begin with \"plan:\" (reserved for plan charges)",
+        )
+        .on_field("Idempotency-Key"));
+    }
     Ok(key.to_string())
 }

@@ -101,6 +101,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/plan"),
     ("DELETE", "/v1/operator/accounts/{account_id}/plan"),
     ("GET", "/v1/plan"),
+    ("PUT", "/v1/plan/direct-charge"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
     ("POST", "/v1/operator/accounts/{account_id}/credit-grants"),

@@ -288,8 +288,9 @@ mirror_enum! {
 }
 
 mirror_enum! {
-    /// Who asked for a payment: the customer (Pay Now) or auto-recharge.
-    Trigger = documents::payment::Trigger { Manual, Auto }
+    /// Who asked for a payment: the customer (Pay Now), auto-recharge, or a plan period charged
+    /// to the card (opt-in direct charge).
+    Trigger = documents::payment::Trigger { Manual, Auto, Plan }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The account's software plan (operator role; issue 15): set a plan (charged at once for its
 //! first period, then at each renewal by the daily sweep), change it (from the next renewal:
-//! the period already paid runs on its terms), or end it at the next renewal. Audited.
+//! the period already paid runs on its terms), or end it at the next renewal. Audited. The
+//! customer chooses whether each period is charged to the cards ("opt-in direct charge",
+//! `payment_flow::plan`) or debited from the balance.
 
 use std::sync::Arc;
 
@@ -25,7 +27,10 @@ use crate::state::AppState;
 use crate::{audit, body};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::default().routes(routes!(set_plan, end_plan)).routes(routes!(show_plan))
+    OpenApiRouter::default()
+        .routes(routes!(set_plan, end_plan))
+        .routes(routes!(show_plan))
+        .routes(routes!(set_direct_charge))
 }
 
 /// `monthly` or `annual`.
@@ -67,6 +72,29 @@ pub struct PlanBody {
     /// A new plan's first day (UTC; today or later; default today). Ignored for a change.
     #[serde(default)]
     pub starts_on: Option<NaiveDate>,
+    /// Charge each period to the account's cards instead of the balance (the customer may
+    /// also turn it on and off: `PUT /v1/plan/direct-charge`). Left out: unchanged (off for a
+    /// new plan).
+    #[serde(default)]
+    pub direct_charge: Option<bool>,
+}
+
+/// The customer's choice of how the plan is paid.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectChargeBody {
+    /// `true`: each period is charged to the cards (primary, then backups) and never touches
+    /// the balance; `false`: each period is debited from the balance.
+    pub enabled: bool,
+}
+
+/// Failed direct-charge attempts of the period due now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectAttemptsView {
+    /// Attempts in which every card declined (after 3 the fee is taken from the balance).
+    pub failed: u32,
+    pub next_attempt_at: chrono::DateTime<Utc>,
+    pub last_failure: String,
 }
 
 /// A plan's terms as shown.
@@ -101,6 +129,12 @@ pub struct PlanView {
     pub cancel_at_renewal: bool,
     /// Periods this request charged (a new plan's first period, when it starts today).
     pub charged_now: usize,
+    /// Each period is charged to the cards, not the balance ("opt-in direct charge").
+    pub direct_charge: bool,
+    /// A direct charge of the period due now is under way (the payments worker charges it).
+    pub card_charge_pending: bool,
+    /// The due period's failed direct-charge attempts, if any.
+    pub direct_attempts: Option<DirectAttemptsView>,
 }
 
 impl PlanView {
@@ -111,7 +145,28 @@ impl PlanView {
             change: plan.change.as_ref().map(Into::into),
             cancel_at_renewal: plan.cancel_at_renewal,
             charged_now,
+            direct_charge: plan.direct_charge,
+            card_charge_pending: false,
+            direct_attempts: plan.direct_attempts.as_ref().map(|a| DirectAttemptsView {
+                failed: a.failed,
+                next_attempt_at: a.next_attempt_at,
+                last_failure: a.last_failure.clone(),
+            }),
         }
+    }
+
+    /// The view, with whether the account lists the due period's card charge as pending.
+    async fn read(
+        state: &AppState,
+        id: &ledger::AccountId,
+        plan: &Plan,
+        charged_now: usize,
+    ) -> Result<Self, ApiError> {
+        let mut view = PlanView::of(plan, charged_now);
+        let key = documents::plan::fee_source_id(plan.next_renewal);
+        let account = account_or_404(state, id).await?;
+        view.card_charge_pending = account.pending_payments.contains(&key);
+        Ok(view)
     }
 }
 
@@ -157,12 +212,20 @@ async fn set_plan(
     }
     account_or_404(&state, &id).await?;
     let terms = PlanTerms { name, price_usd: request.price_usd, period: request.period.into() };
+    let direct_charge = request.direct_charge;
     let change = move |p: &mut documents::profile::Profile| {
         match p.plan.as_mut() {
-            None => p.plan = Some(Plan::starting(terms.clone(), starts_on)),
+            None => {
+                let mut plan = Plan::starting(terms.clone(), starts_on);
+                plan.direct_charge = direct_charge.unwrap_or(false);
+                p.plan = Some(plan);
+            }
             Some(plan) => {
                 plan.change = (plan.terms != terms).then(|| terms.clone());
                 plan.cancel_at_renewal = false;
+                if let Some(direct) = direct_charge {
+                    plan.direct_charge = direct;
+                }
             }
         }
         Ok(())
@@ -176,7 +239,7 @@ async fn set_plan(
     let plan = profile.plan.ok_or_else(|| {
         ApiError::internal(&std::io::Error::other("the plan vanished while it was set"))
     })?;
-    Ok(Json(PlanView::of(&plan, charged)))
+    Ok(Json(PlanView::read(&state, &id, &plan, charged).await?))
 }
 
 #[utoipa::path(
@@ -194,7 +257,68 @@ async fn show_plan(
     let id = identity.account()?.clone();
     account_or_404(&state, &id).await?;
     let (profile, _) = documents::profile::load(state.docs(), &id).await?;
-    Ok(Json(profile.plan.as_ref().map(|plan| PlanView::of(plan, 0))))
+    match profile.plan {
+        Some(plan) => Ok(Json(Some(PlanView::read(&state, &id, &plan, 0).await?))),
+        None => Ok(Json(None)),
+    }
+}
+
+#[utoipa::path(
+    put, path = "/v1/plan/direct-charge",
+    summary = "Opt in to (or out of) charging the plan to the cards",
+    description = "With direct charge on, each plan period is charged to the account's cards (the primary, then the backups, off session) and never touches the prepaid balance; a receipt goes to the billing contacts. An attempt in which every card declines is emailed (to the recharge-failure address and the billing contacts) and retried after 1 hour and then 6 hours; after the third, the period's fee is taken from the balance, as without direct charge. Off: each period is debited from the balance. Takes effect from the period due next (one being charged now finishes as it started). Owner or admin; audited.",
+    request_body = DirectChargeBody,
+    responses(
+        (status = 200, description = "Saved: the plan as it stands", body = PlanView),
+        (status = 400, description = "Bad request: the message says what is wrong; nothing changed", body = ApiError),
+        (status = 403, description = "A viewer may not change billing settings", body = ApiError),
+        (status = 404, description = "No such account, or it has no plan", body = ApiError),
+        (status = 409, description = "Direct charge needs a card on file", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
+async fn set_direct_charge(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    raw: Bytes,
+) -> Result<Json<PlanView>, ApiError> {
+    let id = identity.admin_account()?.clone();
+    let request: DirectChargeBody = body::json(&raw)?;
+    account_or_404(&state, &id).await?;
+    let (profile, _) = documents::profile::load(state.docs(), &id).await?;
+    if profile.plan.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "the account has no plan"));
+    }
+    if request.enabled && profile.payable_card(Utc::now().date_naive()).is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_card",
+            "direct charge needs a card on file that has not expired: add one first",
+        ));
+    }
+    let enabled = request.enabled;
+    change_existing_plan(&state, &id, &identity.user, move |plan| plan.direct_charge = enabled)
+        .await
+}
+
+/// Change the account's plan (audited): the plan as it stands after; 404 when there is none.
+async fn change_existing_plan(
+    state: &AppState,
+    id: &ledger::AccountId,
+    user: &str,
+    edit: impl Fn(&mut Plan) + Send + Sync + 'static,
+) -> Result<Json<PlanView>, ApiError> {
+    let change = move |p: &mut documents::profile::Profile| {
+        if let Some(plan) = p.plan.as_mut() {
+            edit(plan);
+        }
+        Ok(())
+    };
+    let after = audit::change_profile(state, id, user, "plan", change, |p| p.plan.clone()).await?;
+    let plan = after.plan.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "the account has no plan")
+    })?;
+    Ok(Json(PlanView::read(state, id, &plan, 0).await?))
 }
 
 #[utoipa::path(
@@ -219,17 +343,5 @@ async fn end_plan(
     if profile.plan.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "the account has no plan"));
     }
-    let change = |p: &mut documents::profile::Profile| {
-        if let Some(plan) = p.plan.as_mut() {
-            plan.cancel_at_renewal = true;
-        }
-        Ok(())
-    };
-    let after =
-        audit::change_profile(&state, &id, &identity.user, "plan", change, |p| p.plan.clone())
-            .await?;
-    let plan = after.plan.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "the account has no plan")
-    })?;
-    Ok(Json(PlanView::of(&plan, 0)))
+    change_existing_plan(&state, &id, &identity.user, |plan| plan.cancel_at_renewal = true).await
 }

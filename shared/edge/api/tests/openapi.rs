@@ -174,6 +174,7 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             "/v1/operator/accounts/{account_id}/plan",
             accepted_fields::<api::plans::PlanBody>(empty()),
         ),
+        ("put", "/v1/plan/direct-charge", accepted_fields::<api::plans::DirectChargeBody>(empty())),
         (
             "put",
             "/v1/operator/accounts/{account_id}/recharge-caps",
@@ -536,6 +537,10 @@ async fn every_route_answers_its_documented_success() {
     let path = void.replace("{account_id}", "acme").replace("{grant_id}", "cg:welcome-1");
     let reply = app.call("POST", &path, Some(&operator), &[], None).await;
     expect("POST", void, 200, reply);
+    // The plan (set above, ending at its renewal) paid by card from now on.
+    let direct = "/v1/plan/direct-charge";
+    let reply = app.call("PUT", direct, Some(&admin), &[], Some(r#"{"enabled": true}"#)).await;
+    expect("PUT", direct, 200, reply);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

@@ -184,7 +184,7 @@ async fn a_pay_now_event_settles_the_payment_its_key_names_once() {
     let id = conformance::open(ledger, "acme", None).await;
     let customer = processor.create_customer("acme", None).await.unwrap();
     let card = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-    let stored = conformance::refunds::primary_card(card);
+    let stored = conformance::cases::primary_card(card);
     let ports = payment_flow::PaymentPorts { store: &store, processor: &processor, notices: None };
     processor.push_fault(ChargeFault::AnswerLost);
     let now = chrono::Utc::now();
@@ -236,7 +236,7 @@ async fn card_events_update_the_stored_card_and_notice_its_expiry() {
     let id = conformance::open(ledger, "acme", None).await;
     let customer = processor.create_customer("acme", None).await.unwrap();
     let card = processor.attach_card(&customer, "pm_card_visa").await.unwrap();
-    let stored = conformance::refunds::primary_card(card.clone());
+    let stored = conformance::cases::primary_card(card.clone());
     documents::profile::update(&store, &id, |p| {
         p.processor_customer_id = Some(customer.as_str().to_string());
         p.cards = vec![stored.clone()];
@@ -309,7 +309,7 @@ async fn a_pay_now_that_needs_authentication_is_credited_only_once_authenticated
     let id = conformance::open(ledger, "acme", None).await;
     let customer = processor.create_customer("acme", None).await.unwrap();
     let card = processor.attach_card(&customer, "pm_card_authenticationRequired").await.unwrap();
-    let stored = conformance::refunds::primary_card(card);
+    let stored = conformance::cases::primary_card(card);
     let ports = payment_flow::PaymentPorts { store: &store, processor: &processor, notices: None };
     let now = chrono::Utc::now();
     let amount = conformance::amount("25");

@@ -9,9 +9,12 @@
 //! (nothing changes) and moves the plan on. Missed periods (the sweep did not run) are each
 //! charged, oldest first. A change of terms takes effect at the renewal; a cancellation ends the
 //! plan there, charging nothing more.
+//!
+//! A plan with direct charge is not debited here: its due period is handed to the payments
+//! worker (`payment_flow::plan`), which charges the cards and moves the plan on.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use documents::plan::{fee_source_id, Plan};
+use documents::plan::fee_source_id;
 use ledger::docs::DocStore;
 use ledger::{AccountId, BillingItem, LedgerStore, Posting, PostingResult, SourceId};
 use serde_json::json;
@@ -46,6 +49,12 @@ pub async fn renew(
             .await?;
             break;
         }
+        if plan.direct_charge {
+            // Charged to the card by the payments worker: listed as a pending payment (which
+            // raises its event in the same write), once; it moves the plan on when paid.
+            request_direct_charge(ledger, id, &fee_source_id(start)).await?;
+            break;
+        }
         let terms = plan.renewing_terms().clone();
         let end = plan.period_end(start, terms.period);
         let at: DateTime<Utc> = start.and_time(NaiveTime::MIN).and_utc();
@@ -66,15 +75,40 @@ pub async fn renew(
             charged += 1;
         }
         update_plan(docs, id, |p| {
-            if let Some(plan) = p.plan.as_mut().filter(|p| p.next_renewal == start) {
-                *plan =
-                    Plan { terms: terms.clone(), next_renewal: end, change: None, ..plan.clone() };
+            if let Some(next) = p.plan.as_ref().and_then(|plan| plan.paid(start)) {
+                p.plan = Some(next);
             }
             Ok(())
         })
         .await?;
     }
     Ok(charged)
+}
+
+/// List a direct-charge period's key as a pending payment (nothing if it is listed already).
+async fn request_direct_charge(
+    ledger: &dyn LedgerStore,
+    id: &AccountId,
+    key: &str,
+) -> Result<(), JobError> {
+    let listed = |a: &ledger::Account| a.pending_payments.iter().any(|k| k == key);
+    if ledger.account(id).await?.is_some_and(|a| listed(&a)) {
+        return Ok(());
+    }
+    let key = key.to_string();
+    ledger
+        .modify_account(
+            id,
+            std::sync::Arc::new(move |a| {
+                if !a.pending_payments.contains(&key) {
+                    a.pending_payments.push(key.clone());
+                }
+                Ok(())
+            }),
+            Utc::now(),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Change the profile's plan, mapping a document error as the jobs do.

@@ -20,6 +20,8 @@ pub struct Notice {
 pub enum PaymentTrigger {
     Manual,
     Auto,
+    /// A plan period charged to the card (opt-in direct charge).
+    Plan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,17 @@ pub enum NoticeKind {
         amount_usd: Amount,
         failures: Vec<CardFailure>,
         /// When the next attempt happens; `None` when auto-recharge gave up.
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// A plan period's direct charge failed on every card: to the recharge-failure email and
+    /// the billing contacts. `next_attempt_at` `None`: out of attempts, the fee was taken from
+    /// the balance instead.
+    PlanChargeFailed {
+        plan: String,
+        period_from: chrono::NaiveDate,
+        amount_usd: Amount,
+        attempt: u32,
+        failures: Vec<CardFailure>,
         next_attempt_at: Option<DateTime<Utc>>,
     },
     /// The customer's monthly auto-recharge cap was reached: no more this month.
@@ -139,6 +152,7 @@ impl NoticeKind {
             NoticeKind::RefundReceipt { .. } => "refund_receipt",
             NoticeKind::Dispute { .. } => "dispute",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",
+            NoticeKind::PlanChargeFailed { .. } => "plan_charge_failed",
             NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
             NoticeKind::RechargeDailyCapReached { .. } => "recharge_daily_cap_reached",
             NoticeKind::LowBalance { .. } => "low_balance",

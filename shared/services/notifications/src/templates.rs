@@ -152,6 +152,22 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             failures,
             *next_attempt_at,
         ),
+        NoticeKind::PlanChargeFailed {
+            plan,
+            period_from,
+            amount_usd,
+            attempt,
+            failures,
+            next_attempt_at,
+        } => plan_charge_failed(
+            account,
+            notice.raised_at,
+            (plan, *period_from),
+            *attempt,
+            *amount_usd,
+            failures,
+            *next_attempt_at,
+        ),
         NoticeKind::RechargeDailyCapReached { day, cap_usd, spent_usd } => {
             recharge_daily_cap_reached(account, notice.raised_at, *day, *cap_usd, *spent_usd)
         }
@@ -298,6 +314,12 @@ fn payment_receipt(
             "Auto-recharge payment received",
             "Auto-recharge",
             format!("Your balance fell below your auto-recharge threshold, so we charged {amount} to your {card} and added it to the balance of account {}.", account.as_str()),
+        ),
+        PaymentTrigger::Plan => (
+            format!("Plan receipt: {amount} charged to your card"),
+            "Plan payment received",
+            "Plan fee (charged to the card)",
+            format!("We charged {amount} to your {card} for the plan of account {}. The plan fee was paid by the card: your prepaid balance did not change.", account.as_str()),
         ),
     };
     let blocks = vec![
@@ -450,18 +472,7 @@ fn recharge_failed(
             datetime(raised_at)
         )),
     ];
-    if failures.is_empty() {
-        blocks.push(Block::Paragraph("There is no card on file that we could charge.".into()));
-    } else {
-        let tried = if failures.len() == 1 { "The card we tried" } else { "Every card we tried" };
-        blocks.push(Block::Paragraph(format!("{tried} was declined:")));
-        blocks.push(Block::List(
-            failures
-                .iter()
-                .map(|f| format!("{}: {}", card(&f.card_brand, &f.card_last4), f.reason))
-                .collect(),
-        ));
-    }
+    blocks.extend(declined_cards(failures));
     blocks.push(Block::Facts(vec![
         ("Amount", amount),
         ("Attempt", attempt.to_string()),
@@ -484,6 +495,73 @@ fn recharge_failed(
              page. Add funds before your balance runs out, or your calls, text messages and \
              number purchases will stop.",
             if attempt == 1 { "attempt" } else { "attempts" }
+        )),
+    }
+    blocks.push(Block::List(steps));
+    (subject, blocks)
+}
+
+/// The cards that declined, as the failure notices list them.
+fn declined_cards(failures: &[CardFailure]) -> Vec<Block> {
+    if failures.is_empty() {
+        return vec![Block::Paragraph("There is no card on file that we could charge.".into())];
+    }
+    let tried = if failures.len() == 1 { "The card we tried" } else { "Every card we tried" };
+    vec![
+        Block::Paragraph(format!("{tried} was declined:")),
+        Block::List(
+            failures
+                .iter()
+                .map(|f| format!("{}: {}", card(&f.card_brand, &f.card_last4), f.reason))
+                .collect(),
+        ),
+    ]
+}
+
+fn plan_charge_failed(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    (plan, period_from): (&str, chrono::NaiveDate),
+    attempt: u32,
+    amount_usd: Amount,
+    failures: &[CardFailure],
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let subject = match next_attempt_at {
+        Some(_) => format!("Action needed: the {amount} charge for your plan failed"),
+        None => {
+            format!("Your plan's {amount} was taken from your balance: no card could be charged")
+        }
+    };
+    let mut blocks = vec![
+        Block::Heading("Plan payment failed".into()),
+        Block::Paragraph(format!(
+            "We could not charge {amount} to a card for the {plan} plan of account {} on {}.",
+            account.as_str(),
+            datetime(raised_at)
+        )),
+    ];
+    blocks.extend(declined_cards(failures));
+    blocks.push(Block::Facts(vec![
+        ("Plan", plan.into()),
+        ("Period from", period_from.format("%Y-%m-%d").to_string()),
+        ("Amount", amount.clone()),
+        ("Attempt", attempt.to_string()),
+    ]));
+    blocks.push(Block::Heading("What to do next".into()));
+    let mut steps =
+        vec!["Check the card with your bank, or add or replace a card on the Billing page."
+            .to_string()];
+    match next_attempt_at {
+        Some(next) => steps.push(format!(
+            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
+            datetime(next)
+        )),
+        None => steps.push(format!(
+            "After {attempt} failed attempts, the plan fee of {amount} was taken from your \
+             prepaid balance instead, as plans without direct charge are. Add funds if your \
+             balance is low, or your calls, text messages and number purchases will stop."
         )),
     }
     blocks.push(Block::List(steps));

@@ -70,6 +70,38 @@ fn cases() -> Vec<(&'static str, Notice)> {
             notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Auto)),
         ),
         (
+            "payment_receipt_plan",
+            notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Plan)),
+        ),
+        (
+            "plan_charge_failed_will_retry",
+            notice(
+                "plan_charge_failed:acme:2026-11-04:1",
+                NoticeKind::PlanChargeFailed {
+                    plan: "Pro".into(),
+                    period_from: "2026-11-04".parse().unwrap(),
+                    amount_usd: usd("29"),
+                    attempt: 1,
+                    failures: declines(),
+                    next_attempt_at: Some(at("2026-11-04T11:15:00Z")),
+                },
+            ),
+        ),
+        (
+            "plan_charge_failed_from_balance",
+            notice(
+                "plan_charge_failed:acme:2026-11-04:3",
+                NoticeKind::PlanChargeFailed {
+                    plan: "Pro".into(),
+                    period_from: "2026-11-04".parse().unwrap(),
+                    amount_usd: usd("29"),
+                    attempt: 3,
+                    failures: vec![],
+                    next_attempt_at: None,
+                },
+            ),
+        ),
+        (
             "recharge_failed_will_retry",
             notice(
                 "recharge_failed:rr-acme-7:1",
@@ -348,6 +380,7 @@ fn every_kind_of_notice_has_a_snapshot() {
             "numbers_release_due",
             "numbers_release_warning",
             "payment_receipt",
+            "plan_charge_failed",
             "purchase_refused",
             "reactivated",
             "recharge_cap_reached",

@@ -224,6 +224,19 @@ struct IdempotencyRecord {
     /// claim later replays exactly this, even if the card was deleted or replaced since.
     #[serde(default)]
     charge: Option<ClaimedCharge>,
+    /// A plan period charged to the card (opt-in direct charge): the success posts the payment
+    /// and the period's fee together, so the balance does not move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan_fee: Option<PlanFeeCharge>,
+}
+
+/// The plan period a direct charge pays for, fixed when its key is claimed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlanFeeCharge {
+    plan: String,
+    period: String,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
 }
 
 impl IdempotencyRecord {
@@ -315,7 +328,7 @@ async fn claim(
     id: &AccountId,
     key: &str,
     amount: Amount,
-    charge: ClaimedCharge,
+    (charge, plan_fee): (ClaimedCharge, Option<PlanFeeCharge>),
     now: DateTime<Utc>,
 ) -> Result<Claim, PayNowError> {
     let now = ledger::truncate_to_micros(now);
@@ -328,6 +341,7 @@ async fn claim(
         status: None,
         response: None,
         charge: Some(charge.clone()),
+        plan_fee,
     };
     for round in 0..50 {
         if let Some(version) = put_record(store, id, key, &fresh, None).await? {
@@ -450,16 +464,17 @@ pub async fn pay_now_with(
         card_brand: card.brand.clone(),
         card_last4: card.last4.clone(),
     };
-    let (record, version, replay) = match claim(ports.store, id, key, amount, charge, now).await? {
-        Claim::Done(answer) => return Ok(*answer),
-        Claim::Busy { payment_id } => {
-            return match load_payment(ports.store, id, &payment_id).await? {
-                Some(payment) => Ok(PayNowAnswer::Pending { payment, next_action: None }),
-                None => Err(PayNowError::InProgress),
-            };
-        }
-        Claim::Mine { record, version, replay } => (*record, version, replay),
-    };
+    let (record, version, replay) =
+        match claim(ports.store, id, key, amount, (charge, None), now).await? {
+            Claim::Done(answer) => return Ok(*answer),
+            Claim::Busy { payment_id } => {
+                return match load_payment(ports.store, id, &payment_id).await? {
+                    Some(payment) => Ok(PayNowAnswer::Pending { payment, next_action: None }),
+                    None => Err(PayNowError::InProgress),
+                };
+            }
+            Claim::Mine { record, version, replay } => (*record, version, replay),
+        };
     if let Err(error) = mark_pending(ports.store, id, key).await {
         if !replay {
             // Nothing was charged under this claim: let the key be used again.
@@ -494,7 +509,7 @@ async fn settle_claim(
             card_brand: charge.card_brand.clone(),
             card_last4: charge.card_last4.clone(),
             status: PaymentStatus::Pending,
-            trigger: Trigger::Manual,
+            trigger: if record.plan_fee.is_some() { Trigger::Plan } else { Trigger::Manual },
             created_at: record.started_at,
             processor_payment_id: None,
             failure_code: None,
@@ -529,8 +544,18 @@ async fn settle_claim(
         customer: CustomerId(charge.customer.clone()),
         payment_method_id: charge.card_id.clone(),
         amount_cents: cents,
-        idempotency_key: format!("pay:{id}:{key}"),
-        description: format!("ringledger Pay Now {}", payment.payment_id),
+        // A plan's direct charge is off session (nobody is there to authenticate it).
+        idempotency_key: match record.plan_fee {
+            Some(_) => format!(
+                "plan:{id}:{}",
+                key.strip_prefix(documents::plan::PLAN_KEY_PREFIX).unwrap_or(key)
+            ),
+            None => format!("pay:{id}:{key}"),
+        },
+        description: match &record.plan_fee {
+            Some(fee) => format!("ringledger plan {} from {}", fee.plan, fee.from),
+            None => format!("ringledger Pay Now {}", payment.payment_id),
+        },
     };
     let outcome = if replay {
         match ports.processor.find_charge(&request.customer, &request.idempotency_key).await {
@@ -581,7 +606,7 @@ async fn settle_claim(
             // once per key, so a replay counts nothing twice; on the day the payment was first
             // written (a takeover of the claim restarts its clock, not the payment's).
             let (profile, _) = documents::profile::load(ports.store, id).await?;
-            if profile.caps_count_manual_payments {
+            if profile.caps_count_manual_payments && record.plan_fee.is_none() {
                 let day = payment.created_at.date_naive();
                 documents::spend::add(ports.store, id, day, &format!("pay:{key}"), amount)
                     .await
@@ -597,19 +622,25 @@ async fn settle_claim(
                         "payment_id": payment.payment_id,
                         "processor_payment_id": payment_intent_id,
                         "card": format!("{} {}", charge.card_brand, charge.card_last4),
-                        "trigger": "manual",
+                        "trigger": if record.plan_fee.is_some() { "plan" } else { "manual" },
                     }))
                 })
                 .map_err(PayNowError::internal)?;
-            let posted = ports.store.post(id, vec![posting], now).await?;
+            let mut postings = vec![posting];
+            if let Some(fee) = &record.plan_fee {
+                postings.push(plan_fee_posting(fee, amount, &payment.payment_id)?);
+            }
+            let posted = ports.store.post(id, postings, now).await?;
             let seq = match posted.results.first() {
                 Some(PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq }) => {
                     Some(*seq)
                 }
                 _ => None,
             };
-            if let Err(error) = rearm_auto_recharge(ports.store, id).await {
-                tracing::warn!(%error, "auto-recharge backoff not reset");
+            if record.plan_fee.is_none() {
+                if let Err(error) = rearm_auto_recharge(ports.store, id).await {
+                    tracing::warn!(%error, "auto-recharge backoff not reset");
+                }
             }
             payment.status = PaymentStatus::Succeeded;
             payment.pending_reason = None;
@@ -627,7 +658,10 @@ async fn settle_claim(
                         card_brand: charge.card_brand.clone(),
                         card_last4: charge.card_last4.clone(),
                         balance_after_usd: posted.account.balance_usd,
-                        trigger: notifications::notice::PaymentTrigger::Manual,
+                        trigger: match record.plan_fee {
+                            Some(_) => notifications::notice::PaymentTrigger::Plan,
+                            None => notifications::notice::PaymentTrigger::Manual,
+                        },
                         paid_at: ledger::truncate_to_micros(now),
                     },
                 };
@@ -690,8 +724,33 @@ async fn settle_claim(
     Ok(answer)
 }
 
+/// The period's `plan_fee` debit: the same source id whether the card or the balance pays it,
+/// so a period is charged once.
+fn plan_fee_posting(
+    fee: &PlanFeeCharge,
+    amount: Amount,
+    payment_id: &str,
+) -> Result<Posting, PayNowError> {
+    let source =
+        SourceId::parse(documents::plan::fee_source_id(fee.from)).map_err(PayNowError::internal)?;
+    let at = fee.from.and_time(chrono::NaiveTime::MIN).and_utc();
+    Posting::usage(source, BillingItem::PlanFee, amount, at)
+        .and_then(|p| {
+            p.with_details(json!({
+                "plan": fee.plan,
+                "period": fee.period,
+                "from": fee.from,
+                "to": fee.to,
+                "paid_by": "card",
+                "payment_id": payment_id,
+            }))
+        })
+        .map_err(PayNowError::internal)
+}
+
 /// Settle a Pay Now announced by a `PaymentPending` event: nothing if it is final, wait if its
-/// owner may still be working on it, otherwise take it over and replay it.
+/// owner may still be working on it, otherwise take it over and replay it. A plan period's key
+/// (`plan:YYYY-MM-DD`) runs that period's direct charge ([`plan::charge_period`]).
 pub async fn reconcile_pending_payment(
     ports: &PaymentPorts<'_>,
     id: &AccountId,
@@ -699,6 +758,9 @@ pub async fn reconcile_pending_payment(
     now: DateTime<Utc>,
 ) -> Result<Reconciled, PayNowError> {
     let now = ledger::truncate_to_micros(now);
+    if let Some(period) = documents::plan::period_of_key(key) {
+        return plan::charge_period(ports, id, period, now).await;
+    }
     let Some(doc) = ports.store.get_doc(id, DocKind::Idempotency, key).await? else {
         // Never claimed (or the claim was released before anything was charged).
         clear_pending(ports.store, id, key).await?;
@@ -731,6 +793,7 @@ pub const RECONCILE_RETRY_MINUTES: i64 = 15;
 
 pub mod cards;
 pub mod dispute;
+pub mod plan;
 pub mod refund;
 
 /// The account's payment record that the processor's `payment_intent_id` made (disputes and

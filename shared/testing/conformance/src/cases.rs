@@ -939,3 +939,17 @@ pub async fn account_ids_list_every_account_in_order(store: Arc<dyn LedgerStore>
         Err(StoreError::Rejected(LedgerError::BadPageSize { .. }))
     ));
 }
+
+/// A card the processor attached, as the profile keeps it: the primary.
+pub fn primary_card(card: payments::CardDetails) -> documents::profile::StoredCard {
+    documents::profile::StoredCard {
+        id: card.payment_method_id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        role: documents::profile::CardRole::Primary,
+        card_manager_email: "billing@example.com".to_string().try_into().unwrap(),
+        added_at: chrono::Utc::now(),
+    }
+}

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod grants;
 pub mod holds;
 pub mod model;
+pub mod plan_charges;
 pub mod refunds;
 
 pub use cases::*;

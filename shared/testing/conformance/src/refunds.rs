@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use documents::payment::{load_payment, PaymentRecord, RefundStatus};
-use documents::profile::{CardRole, StoredCard};
 use documents::Store;
 use ledger::{AccountId, AccountStatus, BillingItem, EntryKind, LedgerEventKind, LedgerStore};
 use payment_flow::refund::{reconcile_pending_refund, refund_payment, RefundAsk, RefundError};
@@ -15,24 +14,10 @@ use payment_flow::{pay_now_with, PayNowAnswer, PaymentPorts, Reconciled};
 use payments::{CardProcessor, RefundFault, SimulatedProcessor};
 use rust_decimal::Decimal;
 
-use crate::cases::{amount, open};
+use crate::cases::{amount, open, primary_card};
 
 /// A store that keeps both the ledger and the documents (every real store does).
 pub use documents::Store as DocumentStore;
-
-/// A card the processor attached, as the profile keeps it: the primary.
-pub fn primary_card(card: payments::CardDetails) -> StoredCard {
-    StoredCard {
-        id: card.payment_method_id,
-        brand: card.brand,
-        last4: card.last4,
-        exp_month: card.exp_month,
-        exp_year: card.exp_year,
-        role: CardRole::Primary,
-        card_manager_email: "billing@example.com".to_string().try_into().unwrap(),
-        added_at: Utc::now(),
-    }
-}
 
 struct Rig {
     store: Arc<dyn Store>,

@@ -149,8 +149,12 @@ pub struct Stats {
     pub authenticated: usize,
     /// Refunds made in the processor's dashboard (outside the system).
     pub dashboard_refunds: usize,
-    /// Plan periods charged by the sweep.
+    /// Plan periods charged (from the balance or to a card), counted at rest.
     pub plan_fees: usize,
+    /// Plan periods paid by a card (opt-in direct charge).
+    pub plan_card_paid: usize,
+    /// Direct-charge periods taken from the balance after every card declined three times.
+    pub plan_fallbacks: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -897,7 +901,10 @@ impl World {
                 price_usd: cents(&mut self.rng, 5, 20),
                 period: documents::plan::PlanPeriod::Monthly,
             };
-            documents::plan::Plan::starting(terms, self.now.date_naive())
+            let mut plan = documents::plan::Plan::starting(terms, self.now.date_naive());
+            // Half of them charge each period to the cards instead of the balance.
+            plan.direct_charge = self.rng.chance(50);
+            plan
         });
         self.plans.push(plan.clone());
         profile::update(&*self.store, &id, |p| {
@@ -1011,10 +1018,7 @@ impl World {
             let today = self.now.date_naive();
             match jobs::plans::renew(&*self.store, &*self.store, &id, today).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    self.stats.plan_fees += n;
-                    self.note(format!("plan sweep {id}: {n} periods charged"));
-                }
+                Ok(n) => self.note(format!("plan sweep {id}: {n} periods charged")),
                 Err(error) => self.note(format!("plan sweep {id} failed: {error}")),
             }
             let result = jobs::release::sweep(&*self.store, &id, self.now).await;
@@ -1595,7 +1599,20 @@ impl World {
     }
 
     async fn settings_change(&mut self) {
-        let (_, id) = self.account();
+        let (index, id) = self.account();
+        // Sometimes the customer switches the plan's direct charge instead.
+        if self.plans[index].is_some() && self.rng.chance(25) {
+            let direct = self.rng.chance(50);
+            let result = profile::update(&*self.store, &id, |p| {
+                if let Some(plan) = p.plan.as_mut() {
+                    plan.direct_charge = direct;
+                }
+                Ok(())
+            })
+            .await;
+            self.note(format!("plan direct charge {id} -> {direct}: {}", result.is_ok()));
+            return;
+        }
         let enable = self.rng.chance(70);
         let store: &dyn LedgerStore = &*self.store;
         let result = store
@@ -2136,22 +2153,71 @@ async fn check_plans(world: &World) -> Result<(), Violation> {
             }
             continue;
         };
+        // Every period from the first to the plan's next renewal charged once (the balance's
+        // sweep charges all that are due; a card-paid period that paid chains to the next one
+        // due, so a drain that ran past a renewal may have paid one more), and nothing that
+        // the last sweep saw due is left unpaid.
+        let (profile, _) = profile::load(&*world.store, id).await.expect("profile");
+        let Some(next) = profile.plan.as_ref().map(|p| p.next_renewal) else {
+            return Err(world.violation(format!("{id}: the plan is gone")));
+        };
         let mut expected = Vec::new();
         let mut start = plan.next_renewal;
-        while start <= world.swept_at.date_naive() {
+        while start < next {
             expected.push(documents::plan::fee_source_id(start));
             start = plan.period_end(start, plan.terms.period);
         }
         let charged: Vec<String> = fees.iter().map(|e| e.source_id.to_string()).collect();
-        if charged != expected || fees.iter().any(|e| e.amount_usd != plan.terms.price_usd) {
+        if charged != expected
+            || start != next
+            || next <= world.swept_at.date_naive()
+            || fees.iter().any(|e| e.amount_usd != plan.terms.price_usd)
+        {
             return Err(world.violation(format!(
-                "{id}: plan fees {charged:?}, expected {expected:?} at {}",
+                "{id}: plan fees {charged:?}, next renewal {next}, last sweep {} at {}",
+                world.swept_at.date_naive(),
                 plan.terms.price_usd.value()
             )));
         }
-        let (profile, _) = profile::load(&*world.store, id).await.expect("profile");
-        if profile.plan.map(|p| p.next_renewal) != Some(start) {
-            return Err(world.violation(format!("{id}: the plan's next renewal is not {start}")));
+        // A period is charged to one card at most (an unknown outcome is settled before any
+        // other card is tried).
+        let mut periods: Vec<String> = world
+            .processor
+            .succeeded_payments()
+            .iter()
+            .filter_map(|(request, _)| {
+                let rest = request.idempotency_key.strip_prefix(&format!("plan:{id}:"))?;
+                Some(rest.split('/').next().unwrap_or_default().to_string())
+            })
+            .collect();
+        let paid = periods.len();
+        periods.sort();
+        periods.dedup();
+        if periods.len() != paid {
+            return Err(world.violation(format!("{id}: a plan period charged to two cards")));
+        }
+        if profile.plan.as_ref().is_some_and(|p| p.direct_attempts.is_some()) {
+            return Err(world.violation(format!("{id}: direct-charge attempts left at rest")));
+        }
+        // A period a card paid has the payment's credit of the same amount beside it (the
+        // balance did not move), and that payment is the plan's.
+        for fee in &fees {
+            if fee.details.get("paid_by").and_then(|v| v.as_str()) != Some("card") {
+                continue;
+            }
+            let payment = fee.details.get("payment_id").and_then(|v| v.as_str());
+            let beside = all_entries(store, id).await.into_iter().any(|e| {
+                e.item == BillingItem::FundsAdded
+                    && e.details.get("payment_id").and_then(|v| v.as_str()) == payment
+                    && e.details.get("trigger").and_then(|v| v.as_str()) == Some("plan")
+                    && e.amount_usd == fee.amount_usd
+            });
+            if !beside {
+                return Err(world.violation(format!(
+                    "{id}: plan fee {} paid by card without its payment's credit",
+                    fee.source_id
+                )));
+            }
         }
     }
     Ok(())
@@ -2418,6 +2484,17 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
             .iter()
             .filter(|e| e.item == BillingItem::CreditGrant && e.kind == EntryKind::Debit)
             .count();
+    }
+    for id in &world.accounts {
+        let store: &dyn LedgerStore = &*world.store;
+        for fee in all_entries(store, id).await.iter().filter(|e| e.item == BillingItem::PlanFee) {
+            world.stats.plan_fees += 1;
+            match fee.details.get("paid_by").and_then(|v| v.as_str()) {
+                Some("card") => world.stats.plan_card_paid += 1,
+                Some("balance") => world.stats.plan_fallbacks += 1,
+                _ => {}
+            }
+        }
     }
     let mut capped: Vec<String> = world
         .notices

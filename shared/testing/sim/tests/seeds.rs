@@ -11,6 +11,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut disputes, mut withdrawn) = (0, 0);
     let (mut grants, mut expired, mut capped) = (0, 0, 0);
     let (mut denied, mut authenticated, mut dashboard, mut plan_fees) = (0, 0, 0, 0);
+    let (mut plan_card_paid, mut plan_fallbacks) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -31,6 +32,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 authenticated += stats.authenticated;
                 dashboard += stats.dashboard_refunds;
                 plan_fees += stats.plan_fees;
+                plan_card_paid += stats.plan_card_paid;
+                plan_fallbacks += stats.plan_fallbacks;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -53,4 +56,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(authenticated > 1_000, "only {authenticated} payments authenticated (3-D Secure)");
     assert!(dashboard > 1_000, "only {dashboard} refunds made in the processor's dashboard");
     assert!(plan_fees > 1_000, "only {plan_fees} plan periods charged");
+    assert!(plan_card_paid > 400, "only {plan_card_paid} plan periods paid by card");
+    assert!(plan_fallbacks > 50, "only {plan_fallbacks} plan periods taken from the balance");
 }
