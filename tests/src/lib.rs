@@ -89,6 +89,15 @@ pub fn moto_endpoint() -> String {
 }
 
 /// An SES v2 client on moto (`RINGLEDGER_SES_ENDPOINT`); fails loudly without it.
+/// An SNS client on moto (critical texts, the SES feedback topic).
+pub async fn sns_client() -> aws_sdk_sns::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_endpoint())
+        .load()
+        .await;
+    aws_sdk_sns::Client::new(&config)
+}
+
 pub async fn ses_client() -> aws_sdk_sesv2::Client {
     let endpoint = std::env::var("RINGLEDGER_SES_ENDPOINT").unwrap_or_else(|_| {
         panic!(

@@ -63,6 +63,7 @@ struct Rig {
     sqs: aws_sdk_sqs::Client,
     docs: Arc<dyn DocStore>,
     mailer: Arc<dyn Mailer>,
+    texts: Arc<dyn messaging::text::TextSender>,
     queue_url: String,
     dlq_url: String,
     account: AccountId,
@@ -88,6 +89,7 @@ impl Rig {
             sqs,
             docs,
             mailer: Arc::new(SesMailer::new(ses)),
+            texts: Arc::new(mailers::SnsTexts::new(e2e::sns_client().await, None)),
             queue_url,
             dlq_url,
             account,
@@ -137,9 +139,10 @@ impl Rig {
         let mut handed = 0;
         while Instant::now() < deadline {
             let (docs, mailer, from) = (self.docs.clone(), self.mailer.clone(), self.from.clone());
+            let texts = Some(self.texts.clone());
             let queue = SqsQueue::new(self.sqs.clone(), &self.queue_url);
             let stats = poll_once(&queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
-                sqs::verdicts_of(&process_batch(docs, mailer, &from, messages).await)
+                sqs::verdicts_of(&process_batch(docs, mailer, texts, &from, messages).await)
             })
             .await
             .expect("poll");
@@ -277,7 +280,8 @@ async fn an_unverified_sender_is_retried_and_a_refused_address_is_recorded_not_r
     // SES refuses an unverified sender: configuration, so the message goes back to the queue
     // and the claim is released for the retry.
     let unverified = format!("nobody-{}@ringledger-unverified.example", rig.account.as_str());
-    let failures = process_batch(rig.docs.clone(), rig.mailer.clone(), &unverified, batch()).await;
+    let failures =
+        process_batch(rig.docs.clone(), rig.mailer.clone(), None, &unverified, batch()).await;
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(
         failures[0].reason.contains("will retry: the mail service is unavailable"),
@@ -298,14 +302,102 @@ async fn an_unverified_sender_is_retried_and_a_refused_address_is_recorded_not_r
         )
         .await
         .expect("overwrite the profile");
-    let failures = process_batch(rig.docs.clone(), rig.mailer.clone(), &rig.from, batch()).await;
+    let failures =
+        process_batch(rig.docs.clone(), rig.mailer.clone(), None, &rig.from, batch()).await;
     assert!(failures.is_empty(), "{failures:?}");
     let record = delivery_record(&*rig.docs, &rig.account, &receipt.id).await.unwrap().unwrap();
     assert_eq!(record.recipients, ["ops,billing@nowhere.example"]);
     let Delivery::Failed { reason, .. } = record.delivery else { panic!("{record:?}") };
     assert!(reason.starts_with("the email was rejected"), "{reason}");
     assert!(reason.contains("Missing domain"), "moto's reason is kept: {reason}");
-    let failures = process_batch(rig.docs.clone(), rig.mailer.clone(), &rig.from, batch()).await;
+    let failures =
+        process_batch(rig.docs.clone(), rig.mailer.clone(), None, &rig.from, batch()).await;
     assert!(failures.is_empty(), "a refused notice is not tried again");
     assert!(received_by("ops,billing@nowhere.example").await.is_empty());
+}
+
+/// The texts moto's SNS sent to `phone` that mention `needle` (`data.json`, key `sns` → `SMS`).
+async fn texts_to(phone: &str, needle: &str) -> Vec<String> {
+    let url = format!("{}/moto-api/data.json", e2e::moto_endpoint());
+    let data: serde_json::Value =
+        reqwest::get(&url).await.expect("moto data").json().await.expect("moto json");
+    data["sns"]["SMS"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["phone_number"] == phone)
+        .filter_map(|m| m["message"].as_str().map(String::from))
+        .filter(|m| m.contains(needle))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_notices_text_the_critical_phone_once_and_bounces_through_sns_mark_addresses() {
+    let rig = Rig::new().await;
+    rig.write_contacts().await;
+    let phone = "+14155550123";
+    api::profile::update(&*rig.docs, &rig.account, |profile| {
+        profile.critical_phone = Some(phone.to_string().try_into().unwrap());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let suspended = Notice {
+        id: format!("{}:suspended:e2e", rig.account.as_str()),
+        account_id: rig.account.clone(),
+        raised_at: Utc::now(),
+        kind: NoticeKind::Suspended { balance_usd: Decimal::ZERO },
+    };
+    let body = serde_json::to_string(&suspended).unwrap();
+    rig.send(&[body.clone(), body]).await;
+    rig.run_until_drained(0).await;
+    let texts = texts_to(phone, rig.account.as_str()).await;
+    assert_eq!(texts.len(), 1, "one text for a notice delivered twice: {texts:?}");
+    assert!(texts[0].contains("out of funds"), "{}", texts[0]);
+    assert_eq!(received_by(&rig.ops).await.len(), 1, "and its email, once");
+
+    // SES publishes a permanent bounce of the ops address to its feedback topic, which
+    // delivers to the queue (SNS's envelope, as in AWS).
+    let sns = e2e::sns_client().await;
+    let topic = sns
+        .create_topic()
+        .name(format!("ses-feedback-{}", rig.account.as_str()))
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn
+        .expect("topic arn");
+    let queue_arn = rig
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&rig.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&queue_arn).send().await.unwrap();
+    let bounce = serde_json::json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": rig.ops, "diagnosticCode": "smtp; 550 5.1.1"}],
+        },
+        "mail": {"timestamp": Utc::now().to_rfc3339(), "messageId": "x",
+                 "tags": {"account_id": [rig.account.as_str()]}},
+    });
+    sns.publish().topic_arn(&topic).message(bounce.to_string()).send().await.unwrap();
+    rig.run_until_drained(0).await;
+    let (profile, _) = documents::profile::load(&*rig.docs, &rig.account).await.unwrap();
+    let marked: Vec<&str> =
+        profile.undeliverable_emails.iter().map(|u| u.address.as_str()).collect();
+    assert_eq!(marked, [rig.ops.as_str()]);
+    // The next notice skips the bounced address.
+    rig.send(&[serde_json::to_string(&rig.receipt()).unwrap()]).await;
+    rig.run_until_drained(0).await;
+    assert_eq!(received_by(&rig.ops).await.len(), 1, "nothing more to the bounced address");
+    assert_eq!(received_by(&rig.cfo).await.len(), 2);
 }

@@ -329,7 +329,7 @@ impl Rig {
             let (docs, mailer) = (docs.clone(), mailer.clone());
             let stats = poll_once(&queue, 0, Redelivery::QUEUE_DEFAULT, |messages| async move {
                 let failures =
-                    notifications::worker::process_batch(docs, mailer, FROM, messages).await;
+                    notifications::worker::process_batch(docs, mailer, None, FROM, messages).await;
                 sqs::verdicts_of(&failures)
             })
             .await

@@ -36,6 +36,8 @@ const ROUND_PAGE: u32 = 100;
 pub struct DirectNotices {
     pub store: Arc<dyn Store>,
     pub mailer: Arc<dyn Mailer>,
+    /// Critical texts, written beside the emails (`<id>.sms.txt`).
+    pub texts: Arc<dyn messaging::text::TextSender>,
 }
 
 #[async_trait]
@@ -48,6 +50,7 @@ impl NoticeSink for DirectNotices {
         let failures = notifications::worker::process_batch(
             self.store.clone(),
             self.mailer.clone(),
+            Some(self.texts.clone()),
             MAIL_FROM,
             vec![message],
         )
@@ -141,7 +144,8 @@ impl Pipeline {
         outbox_dir: PathBuf,
     ) -> Self {
         let mailer: Arc<dyn Mailer> = Arc::new(FileMailer::new(outbox_dir.clone()));
-        let notices = Arc::new(DirectNotices { store: store.clone(), mailer });
+        let texts = Arc::new(mailers::FileTexts::new(outbox_dir.clone()));
+        let notices = Arc::new(DirectNotices { store: store.clone(), mailer, texts });
         let recharge = RechargeWorker::new(store.clone(), processor, notices.clone());
         Pipeline { store, notices, recharge, outbox_dir }
     }

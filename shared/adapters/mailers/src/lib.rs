@@ -1,4 +1,5 @@
-//! The mailer port's adapters: SES v2 (AWS) and a folder of `.eml` files (the local outbox).
+//! The mailer port's adapters: SES v2 (AWS) and a folder of `.eml` files (the local outbox);
+//! and the text-message port's: SNS (AWS) and `.sms.txt` files beside the `.eml` ones.
 
 use std::path::{Path, PathBuf};
 
@@ -6,11 +7,14 @@ use async_trait::async_trait;
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::primitives::Blob;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, RawMessage};
+use aws_sdk_sesv2::types::{
+    Body, Content, Destination, EmailContent, Message, MessageTag, RawMessage,
+};
 use chrono::Utc;
 use messaging::mail::{
     bare_address, file_stem, to_eml, BoxError, Email, MailError, Mailer, MAX_RAW_MESSAGE_BYTES,
 };
+use messaging::text::{TextMessage, TextSender};
 
 /// Sends through SES's v2 API: `SendEmail` with simple content (HTML and text parts), or, for
 /// an email with attachments, with raw content: the MIME message [`to_eml`] writes.
@@ -77,12 +81,20 @@ impl Mailer for SesMailer {
             .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
             .content(content)
             .set_configuration_set_name(self.configuration_set.clone())
+            .set_email_tags(account_tag(email))
             .send()
             .await
             .map_err(|error| classify_ses_error(error, &email.from))?;
         // SES always answers with an id; an answer without one is still a sent email.
         Ok(output.message_id.unwrap_or_default())
     }
+}
+
+/// The `account_id` message tag (SES puts it on bounce and complaint notifications). Account
+/// ids are `[A-Za-z0-9_-]`, which a tag value accepts as it is.
+fn account_tag(email: &Email) -> Option<Vec<MessageTag>> {
+    let account = email.account_id.as_deref()?;
+    MessageTag::builder().name("account_id").value(account).build().ok().map(|tag| vec![tag])
 }
 
 /// Which SES failures are permanent. `BadRequest` (an invalid address; moto and SES v1 call it
@@ -167,6 +179,94 @@ impl Mailer for FileMailer {
     }
 }
 
+/// Sends text messages through SNS `Publish` to a phone number, as transactional SMS (the
+/// type that is delivered at once and may reach numbers that opted out of promotions only), with
+/// an optional sender id where the destination country takes one.
+#[derive(Debug, Clone)]
+pub struct SnsTexts {
+    client: aws_sdk_sns::Client,
+    sender_id: Option<String>,
+}
+
+impl SnsTexts {
+    pub fn new(client: aws_sdk_sns::Client, sender_id: Option<String>) -> Self {
+        SnsTexts { client, sender_id: sender_id.filter(|s| !s.is_empty()) }
+    }
+}
+
+fn sms_attribute(value: &str) -> Option<aws_sdk_sns::types::MessageAttributeValue> {
+    aws_sdk_sns::types::MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .ok()
+}
+
+#[async_trait]
+impl TextSender for SnsTexts {
+    #[tracing::instrument(skip_all, fields(text_id = %message.id), err)]
+    async fn send_text(&self, message: &TextMessage) -> Result<String, MailError> {
+        let mut publish = self.client.publish().phone_number(&message.to).message(&message.body);
+        if let Some(kind) = sms_attribute("Transactional") {
+            publish = publish.message_attributes("AWS.SNS.SMS.SMSType", kind);
+        }
+        if let Some(sender) = self.sender_id.as_deref().and_then(sms_attribute) {
+            publish = publish.message_attributes("AWS.SNS.SMS.SenderID", sender);
+        }
+        match publish.send().await {
+            Ok(output) => Ok(output.message_id.unwrap_or_default()),
+            Err(error) => {
+                use aws_sdk_sns::error::ProvideErrorMetadata as _;
+                let reason = aws_sdk_sns::error::DisplayErrorContext(&error).to_string();
+                let code = error.code().unwrap_or_default().to_string();
+                let source: Option<BoxError> = Some(Box::new(error));
+                Err(match code.as_str() {
+                    // The number or the text is refused: the same text fails again.
+                    "InvalidParameter" | "InvalidParameterValue" | "OptedOut" => {
+                        MailError::Rejected { reason, source }
+                    }
+                    "Throttling" | "ThrottledException" => MailError::Throttled { reason, source },
+                    _ => MailError::Unavailable { reason, source },
+                })
+            }
+        }
+    }
+}
+
+/// Writes each text as `<id>.sms.txt` (`To:` and the body) into the local outbox, beside the
+/// `.eml` files; a re-send replaces the file.
+#[derive(Debug, Clone)]
+pub struct FileTexts {
+    pub dir: PathBuf,
+}
+
+impl FileTexts {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileTexts { dir: dir.into() }
+    }
+
+    /// Where the text of `id` is written.
+    pub fn path_for(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{}.sms.txt", file_stem(id)))
+    }
+}
+
+#[async_trait]
+impl TextSender for FileTexts {
+    /// Returns the file's path as the message id.
+    async fn send_text(&self, message: &TextMessage) -> Result<String, MailError> {
+        let path = self.path_for(&message.id);
+        let contents = format!("To: {}\n\n{}\n", message.to, message.body);
+        write_atomically(&self.dir, &path, contents.as_bytes()).await.map_err(|error| {
+            MailError::Unavailable {
+                reason: format!("cannot write {}", path.display()),
+                source: Some(Box::new(error)),
+            }
+        })?;
+        Ok(path.display().to_string())
+    }
+}
+
 /// Write to a temporary file beside `path`, then rename: a reader never sees half an email.
 async fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
@@ -184,6 +284,7 @@ mod tests {
     fn email() -> Email {
         Email {
             notice_id: "receipt:pay_1".into(),
+            account_id: None,
             from: "Ringledger Billing <billing@ringledger.example>".into(),
             to: vec!["ops@acme.example".into(), "cfo@acme.example".into()],
             subject: "Payment receipt: $50.00 added to your balance".into(),

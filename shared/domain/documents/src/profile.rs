@@ -232,7 +232,27 @@ pub struct Profile {
     /// The account's software plan, charged at each renewal (see [`crate::plan`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<crate::plan::Plan>,
+    /// The holder answered STOP: no critical billing texts to `critical_phone`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical_sms_opt_out: bool,
+    /// Billing addresses the mail service reported as undeliverable (a permanent bounce or a
+    /// complaint): no email goes to them until the contacts are saved again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undeliverable_emails: Vec<Undeliverable>,
 }
+
+/// An address the mail service could not deliver to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeliverable {
+    pub address: String,
+    /// `bounce` (permanent) or `complaint` (marked as spam).
+    pub kind: String,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Undeliverable marks an account keeps at most (the newest are kept).
+pub const MAX_UNDELIVERABLE: usize = 20;
 
 impl Profile {
     /// The cards auto-recharge tries, in order: the primary, then the backups.
@@ -246,6 +266,22 @@ impl Profile {
     /// backup that has not (an expired card is never sent to the processor).
     pub fn payable_card(&self, today: chrono::NaiveDate) -> Option<&StoredCard> {
         self.charge_order().into_iter().find(|card| !card.expired(today))
+    }
+
+    /// Whether the mail service reported `address` undeliverable (compared without case).
+    pub fn is_undeliverable(&self, address: &str) -> bool {
+        self.undeliverable_emails.iter().any(|u| u.address.eq_ignore_ascii_case(address.trim()))
+    }
+
+    /// Mark `address` undeliverable (once; the newest [`MAX_UNDELIVERABLE`] are kept).
+    pub fn mark_undeliverable(&mut self, mark: Undeliverable) -> bool {
+        if self.is_undeliverable(&mark.address) {
+            return false;
+        }
+        self.undeliverable_emails.push(mark);
+        let excess = self.undeliverable_emails.len().saturating_sub(MAX_UNDELIVERABLE);
+        self.undeliverable_emails.drain(..excess);
+        true
     }
 
     pub fn primary_card(&self) -> Option<&StoredCard> {

@@ -15,6 +15,9 @@ pub const MAX_RAW_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
 pub struct Email {
     /// The notification id it carries; names the outbox file, so a re-send replaces it.
     pub notice_id: String,
+    /// The account it is about: tagged on the SES message, so a bounce or a complaint finds
+    /// the account whose address it was (`notifications::feedback`).
+    pub account_id: Option<String>,
     pub from: String,
     pub to: Vec<String>,
     pub subject: String,
@@ -334,6 +337,7 @@ mod tests {
     fn email() -> Email {
         Email {
             notice_id: "receipt:pay_1".into(),
+            account_id: None,
             from: "Ringledger Billing <billing@ringledger.example>".into(),
             to: vec!["ops@acme.example".into(), "cfo@acme.example".into()],
             subject: "Payment receipt: $50.00 added to your balance".into(),

@@ -17,6 +17,10 @@ pub const UNKNOWN_OUTCOMES: &str = "UnknownChargeOutcomes";
 pub const RECHARGE_REQUESTS: &str = "RechargeRequests";
 /// Notices and statements sent by email.
 pub const NOTICES_SENT: &str = "NoticesSent";
+/// Critical billing texts (SMS) sent to the critical phone.
+pub const TEXTS_SENT: &str = "TextsSent";
+/// Billing addresses marked undeliverable by a bounce or complaint.
+pub const UNDELIVERABLE_ADDRESSES: &str = "UndeliverableAddresses";
 /// Usage events posted to the ledger.
 pub const USAGE_EVENTS: &str = "UsageEventsPosted";
 /// Store commits retried because another writer changed the account first.
@@ -41,6 +45,8 @@ pub const ALL: &[&str] = &[
     UNKNOWN_OUTCOMES,
     RECHARGE_REQUESTS,
     NOTICES_SENT,
+    TEXTS_SENT,
+    UNDELIVERABLE_ADDRESSES,
     USAGE_EVENTS,
     CONTENTION_RETRIES,
     MESSAGES_RETRIED,

@@ -204,6 +204,34 @@ pub struct OverviewView {
     /// The operator's view of an account only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tax_exempt: Option<bool>,
+    /// Billing addresses the mail service could not deliver to (a permanent bounce or a
+    /// complaint): no email goes to them until the contacts are saved again.
+    pub undeliverable_emails: Vec<UndeliverableView>,
+}
+
+/// A billing address marked undeliverable, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UndeliverableView {
+    pub address: String,
+    /// `bounce` or `complaint`.
+    pub kind: String,
+    pub reason: String,
+    pub at: chrono::DateTime<Utc>,
+}
+
+impl UndeliverableView {
+    pub fn list(profile: &profile::Profile) -> Vec<UndeliverableView> {
+        profile
+            .undeliverable_emails
+            .iter()
+            .map(|u| UndeliverableView {
+                address: u.address.clone(),
+                kind: u.kind.clone(),
+                reason: u.reason.clone(),
+                at: u.at,
+            })
+            .collect()
+    }
 }
 
 pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
@@ -237,6 +265,7 @@ pub fn overview_view(state: &AppState, account: &Account) -> OverviewView {
             month: month.to_string(),
         },
         tax_exempt: None,
+        undeliverable_emails: Vec::new(),
     }
 }
 
@@ -300,7 +329,10 @@ async fn overview(
     identity: Identity,
 ) -> Result<Json<OverviewView>, ApiError> {
     let account = account_or_404(&state, identity.account()?).await?;
-    Ok(Json(overview_view(&state, &account)))
+    let (profile, _) = profile::load(state.docs(), &account.id).await?;
+    let mut view = overview_view(&state, &account);
+    view.undeliverable_emails = UndeliverableView::list(&profile);
+    Ok(Json(view))
 }
 
 /// Every setting of the account.
@@ -318,6 +350,10 @@ pub struct Settings {
     pub service_address: Option<Address>,
     pub statement_schedule: doc::StatementSchedule,
     pub tax_exempt: bool,
+    /// The critical phone's holder answered STOP: no critical billing texts.
+    pub critical_sms_opt_out: bool,
+    /// Billing addresses the mail service could not deliver to.
+    pub undeliverable_emails: Vec<UndeliverableView>,
 }
 
 #[utoipa::path(
@@ -335,6 +371,7 @@ async fn settings(
     let id = identity.account()?;
     let account = account_or_404(&state, id).await?;
     let (profile, _) = profile::load(state.docs(), id).await?;
+    let undeliverable_emails = UndeliverableView::list(&profile);
     Ok(Json(Settings {
         auto_recharge: AutoRechargeView::of(&account, Some(&profile)),
         low_balance_usd: account.low_balance_usd,
@@ -344,6 +381,8 @@ async fn settings(
         service_address: profile.service_address.map(Address::from),
         statement_schedule: profile.statement_schedule.into(),
         tax_exempt: profile.tax_exempt,
+        critical_sms_opt_out: profile.critical_sms_opt_out,
+        undeliverable_emails,
     }))
 }
 
@@ -526,6 +565,11 @@ pub struct Contacts {
     pub recharge_failure_email: Option<profile::Email>,
     #[schema(value_type = Option<PhoneNumber>, required = true)]
     pub critical_phone: Option<profile::Phone>,
+    /// The critical phone receives texts for critical billing events (a failed recharge or
+    /// plan charge, service paused, numbers about to be released) unless this is `true` (its
+    /// holder answered STOP). Left out: `false`.
+    #[serde(default)]
+    pub critical_sms_opt_out: bool,
 }
 
 impl Contacts {
@@ -534,6 +578,7 @@ impl Contacts {
             billing_emails: p.billing_emails.clone(),
             recharge_failure_email: p.recharge_failure_email.clone(),
             critical_phone: p.critical_phone.clone(),
+            critical_sms_opt_out: p.critical_sms_opt_out,
         }
     }
 }
@@ -567,6 +612,16 @@ async fn put_contacts(
         p.billing_emails = request.billing_emails.clone();
         p.recharge_failure_email = request.recharge_failure_email.clone();
         p.critical_phone = request.critical_phone.clone();
+        p.critical_sms_opt_out = request.critical_sms_opt_out;
+        // The customer vouches for every address saved: their undeliverable marks go.
+        let saved: Vec<&str> = request
+            .billing_emails
+            .iter()
+            .chain(request.recharge_failure_email.as_ref())
+            .map(|e| e.as_str())
+            .collect();
+        p.undeliverable_emails
+            .retain(|u| !saved.iter().any(|a| a.eq_ignore_ascii_case(&u.address)));
         Ok(())
     };
     let after =

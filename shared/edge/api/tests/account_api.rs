@@ -251,6 +251,40 @@ async fn contacts_address_and_schedule_validate_and_read_back(app: TestApp) {
     let next = audit["next_cursor"].as_str().expect("more audit entries");
     let older = app.get(&format!("/v1/settings/audit?limit=50&cursor={next}"), &admin).await.json;
     assert!(older["entries"].as_array().unwrap().iter().any(|e| e["change"] == "contacts"));
+    assert_eq!(settings["critical_sms_opt_out"], false);
+    assert_eq!(settings["undeliverable_emails"], json!([]));
+    // The mail service reports a bounce (notifications::feedback): settings and overview show
+    // it; saving the contacts again clears the address saved, and STOP is kept as a setting.
+    let id = ledger::AccountId::parse("acme").unwrap();
+    documents::profile::update(&*app.store, &id, |p| {
+        p.mark_undeliverable(documents::profile::Undeliverable {
+            address: "cfo@acme.example".into(),
+            kind: "bounce".into(),
+            reason: "smtp; 550 user unknown".into(),
+            at: chrono::Utc::now(),
+        });
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let overview = app.get("/v1/overview", &admin).await.json;
+    assert_eq!(overview["undeliverable_emails"][0]["address"], "cfo@acme.example");
+    let settings = app.get("/v1/settings", &admin).await.json;
+    assert_eq!(settings["undeliverable_emails"][0]["kind"], "bounce");
+    let resaved = r#"{"billing_emails": ["billing@acme.example", "cfo@acme.example"], "recharge_failure_email": null, "critical_phone": "+14155550100", "critical_sms_opt_out": true}"#;
+    let reply = app.send("PUT", "/v1/settings/contacts", &admin, resaved).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["critical_sms_opt_out"], true);
+    let settings = app.get("/v1/settings", &admin).await.json;
+    assert_eq!(
+        (&settings["undeliverable_emails"], &settings["critical_sms_opt_out"]),
+        (&json!([]), &json!(true))
+    );
+    let bad_stop = r#"{"billing_emails": ["a@b.co"], "recharge_failure_email": null, "critical_phone": null, "critical_sms_opt_out": "yes"}"#;
+    assert_eq!(
+        app.send("PUT", "/v1/settings/contacts", &admin, bad_stop).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn cards_register_list_change_role_and_delete_without_storing_numbers(app: TestApp) {

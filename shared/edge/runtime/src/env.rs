@@ -25,6 +25,8 @@ pub const STRIPE_URL: &str = "RINGLEDGER_STRIPE_URL";
 pub const MAIL_FROM: &str = "RINGLEDGER_MAIL_FROM";
 /// Optional: an SES configuration set (event publishing, dedicated IPs).
 pub const SES_CONFIGURATION_SET: &str = "RINGLEDGER_SES_CONFIGURATION_SET";
+/// Optional: the SMS sender id critical billing texts carry where the country takes one.
+pub const SMS_SENDER_ID: &str = "RINGLEDGER_SMS_SENDER_ID";
 /// Optional: a JSON file of rate cards (default: the standard card only).
 pub const RATE_CARDS: &str = "RINGLEDGER_RATE_CARDS";
 /// The processor webhook's signing secret (`whsec_...`; the webhook function only).
@@ -43,6 +45,7 @@ pub const ALL: &[&str] = &[
     STRIPE_URL,
     MAIL_FROM,
     SES_CONFIGURATION_SET,
+    SMS_SENDER_ID,
     RATE_CARDS,
     STRIPE_WEBHOOK_SECRET,
     PROCESSOR_EVENTS_QUEUE_URL,

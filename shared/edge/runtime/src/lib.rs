@@ -86,6 +86,12 @@ impl Aws {
             .with_configuration_set(config.configuration_set);
         Ok((Arc::new(mailer), config.from))
     }
+
+    /// Critical billing texts through SNS (`sns:Publish` to phone numbers).
+    pub fn texts(&self) -> Arc<dyn messaging::text::TextSender> {
+        let sender = env::optional(env::SMS_SENDER_ID);
+        Arc::new(mailers::SnsTexts::new(aws_sdk_sns::Client::new(&self.config), sender))
+    }
 }
 
 /// Serve an SQS event source whose worker reports the messages that failed; they come back

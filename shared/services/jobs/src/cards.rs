@@ -39,6 +39,6 @@ pub async fn expiry_notice(
     }
     let at = today.and_time(chrono::NaiveTime::MIN).and_utc();
     let notice = notifications::notice::card_expiring(id, &profile, card, at);
-    notifications::worker::send_notice(docs, mailer, from, &notice).await?;
+    notifications::worker::send_notice(docs, mailer, None, from, &notice).await?;
     Ok(ExpiryOutcome::Noticed)
 }

@@ -5,9 +5,13 @@
 //! - [`templates`]: subject, plain text and HTML for every kind of notice;
 //! - [`worker`]: the queue worker that sends each notice once per id;
 //! - [`statement`]: statements by email (summary, line items, CSV attachment), once per request;
+//! - [`feedback`]: the mail service's bounces and complaints, marking addresses undeliverable;
 //! - [`error`]: why a notice or statement could not be handled now (the queue retries it).
+//!
+//! Critical notices also go by text message to the critical phone (`messaging::text`).
 
 pub mod error;
+pub mod feedback;
 pub mod notice;
 pub mod statement;
 pub mod templates;

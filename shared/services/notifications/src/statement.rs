@@ -361,6 +361,7 @@ pub async fn send_statement(
     let rendered = render_statement(&statement, Some(&info));
     let email = Email {
         notice_id: request.id.clone(),
+        account_id: Some(account.to_string()),
         from: from_address.to_string(),
         to,
         subject: rendered.subject,

@@ -38,6 +38,65 @@ pub fn render(notice: &Notice) -> Rendered {
     }
 }
 
+/// The text message (SMS) a critical notice also sends to the critical phone: failed
+/// recharges and plan charges, a paused account, numbers about to be released. `None` for
+/// every other notice. `bounced`: no billing address took the email (said in the text).
+pub fn critical_text(notice: &Notice, bounced: bool) -> Option<String> {
+    let account = notice.account_id.as_str();
+    let usd = |amount: Decimal| display_usd(amount);
+    let what = match &notice.kind {
+        NoticeKind::RechargeFailed { amount_usd, next_attempt_at, .. } => match next_attempt_at {
+            Some(next) => format!(
+                "auto-recharge of {} for account {account} failed: every card declined. We \
+                 try again {}. Update your card in Billing settings.",
+                usd(amount_usd.value()),
+                datetime(*next)
+            ),
+            None => format!(
+                "auto-recharge of {} for account {account} failed and is now off. Add funds or \
+                 update your card in Billing settings before the balance runs out.",
+                usd(amount_usd.value())
+            ),
+        },
+        NoticeKind::PlanChargeFailed { plan, amount_usd, next_attempt_at, .. } => {
+            match next_attempt_at {
+                Some(next) => format!(
+                    "the {} charge for the {plan} plan of account {account} failed on every \
+                     card. We try again {}. Update your card in Billing settings.",
+                    usd(amount_usd.value()),
+                    datetime(*next)
+                ),
+                None => format!(
+                    "the {} {plan} plan fee of account {account} could not be charged to a \
+                     card and was taken from your balance.",
+                    usd(amount_usd.value())
+                ),
+            }
+        }
+        NoticeKind::Suspended { balance_usd } => format!(
+            "account {account} is out of funds (balance {}): outgoing calls, texts and number \
+             purchases are paused. Add funds in Billing settings.",
+            usd(*balance_usd)
+        ),
+        NoticeKind::NumbersReleaseWarning { release_at, days_left, .. } => format!(
+            "the phone numbers of account {account} will be released on {} ({days_left} days) \
+             unless funds are added. Add funds in Billing settings.",
+            datetime(*release_at)
+        ),
+        NoticeKind::NumbersReleaseDue { .. } => format!(
+            "the phone numbers of account {account} are being released: the account stayed out \
+             of funds. Add funds in Billing settings to keep service."
+        ),
+        _ => return None,
+    };
+    let bounced = if bounced {
+        " Our emails to your billing address bounced: update it in Billing settings."
+    } else {
+        ""
+    };
+    Some(format!("ringledger billing: {what}{bounced} Reply STOP to opt out."))
+}
+
 /// One piece of a message. Everything in it is plain text; the HTML renderer escapes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Block {

@@ -36,6 +36,7 @@ use crate::error::DeliveryError;
 use crate::notice::{Notice, NoticeKind, NoticeSink};
 use crate::templates;
 use messaging::mail::{Email, Mailer};
+use messaging::text::{TextMessage, TextSender};
 
 /// Messages handled concurrently within one batch.
 pub const MESSAGE_CONCURRENCY: usize = 10;
@@ -89,21 +90,40 @@ pub async fn delivery_record(
     .transpose()
 }
 
-/// Who a notice may go to, from the account's profile (the billing documents' own type).
+/// Who a notice may go to, from the account's profile (the billing documents' own type):
+/// addresses the mail service reported undeliverable are left out, and the critical phone is
+/// there only while its holder has not answered STOP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contacts {
     pub billing_emails: Vec<String>,
     pub recharge_failure_email: Option<String>,
+    pub critical_phone: Option<String>,
+    /// Some address was left out as undeliverable.
+    pub undeliverable: bool,
 }
 
 impl From<&documents::profile::Profile> for Contacts {
     fn from(profile: &documents::profile::Profile) -> Self {
+        let deliverable = |e: &documents::profile::Email| !profile.is_undeliverable(e.as_str());
         Contacts {
-            billing_emails: profile.billing_emails.iter().map(|e| e.as_str().to_string()).collect(),
+            billing_emails: profile
+                .billing_emails
+                .iter()
+                .filter(|e| deliverable(e))
+                .map(|e| e.as_str().to_string())
+                .collect(),
             recharge_failure_email: profile
                 .recharge_failure_email
                 .as_ref()
+                .filter(|e| deliverable(e))
                 .map(|e| e.as_str().to_string()),
+            critical_phone: profile
+                .critical_phone
+                .clone()
+                .filter(|_| !profile.critical_sms_opt_out)
+                .map(String::from),
+            undeliverable: profile.billing_emails.iter().any(|e| !deliverable(e))
+                || profile.recharge_failure_email.as_ref().is_some_and(|e| !deliverable(e)),
         }
     }
 }
@@ -168,6 +188,10 @@ pub enum Outcome {
     Invalid {
         reason: String,
     },
+    /// A bounce or complaint notification: this many addresses newly marked undeliverable.
+    Feedback {
+        marked: usize,
+    },
 }
 
 impl Outcome {
@@ -181,6 +205,7 @@ impl Outcome {
             Outcome::NoRecipients => "no_recipients",
             Outcome::NotANotice => "not_a_notice",
             Outcome::Invalid { .. } => "invalid",
+            Outcome::Feedback { .. } => "feedback",
         }
     }
 }
@@ -189,12 +214,14 @@ impl Outcome {
 pub async fn process_batch(
     docs: Arc<dyn DocStore>,
     mailer: Arc<dyn Mailer>,
+    texts: Option<Arc<dyn TextSender>>,
     from: &str,
     messages: Vec<Message>,
 ) -> Vec<Failure> {
     let from: Arc<str> = Arc::from(from);
     let tasks = messages.into_iter().map(|message| {
         let (docs, mailer, from) = (docs.clone(), mailer.clone(), from.clone());
+        let texts = texts.clone();
         let span = tracing::info_span!(
             "notice_message",
             message_id = %message.id,
@@ -204,10 +231,13 @@ pub async fn process_batch(
         );
         async move {
             let Message { id: message_id, body } = message;
-            let task = tokio::spawn(
-                async move { handle_message(&*docs, &*mailer, &from, &body).await }
+            let task =
+                tokio::spawn(
+                    async move {
+                        handle_message(&*docs, &*mailer, texts.as_deref(), &from, &body).await
+                    }
                     .instrument(span.clone()),
-            );
+                );
             let result =
                 task.await.unwrap_or_else(|join_error| Err(DeliveryError::Panicked(join_error)));
             match result {
@@ -235,9 +265,14 @@ pub async fn process_batch(
 pub async fn handle_message(
     docs: &dyn DocStore,
     mailer: &dyn Mailer,
+    texts: Option<&dyn TextSender>,
     from: &str,
     body: &str,
 ) -> Result<Outcome, DeliveryError> {
+    // The mail service's bounce and complaint notifications share the queue (through SNS).
+    if let Some(feedback) = crate::feedback::parse(body) {
+        return crate::feedback::apply(docs, &feedback?).await;
+    }
     let notice = match Notice::parse_message(body) {
         Ok(Some(notice)) => notice,
         Ok(None) => {
@@ -248,13 +283,14 @@ pub async fn handle_message(
     };
     check_doc_id(&notice.id)
         .map_err(|source| DeliveryError::BadNoticeId { id: notice.id.clone(), source })?;
-    send_notice(docs, mailer, from, &notice).await
+    send_notice(docs, mailer, texts, from, &notice).await
 }
 
 /// Send one notice once per notification id (see the module documentation).
 pub async fn send_notice(
     docs: &dyn DocStore,
     mailer: &dyn Mailer,
+    texts: Option<&dyn TextSender>,
     from: &str,
     notice: &Notice,
 ) -> Result<Outcome, DeliveryError> {
@@ -264,14 +300,34 @@ pub async fn send_notice(
     span.record("kind", notice.kind.as_str());
     let account = &notice.account_id;
 
-    let to = recipients(&notice.kind, &load_contacts(docs, account).await?);
+    let contacts = load_contacts(docs, account).await?;
+    let to = recipients(&notice.kind, &contacts);
+    // A critical notice also goes by text to the critical phone (once per notice id, on its
+    // own delivery record), whatever becomes of the email: a dead mailbox never means a
+    // silent suspension.
+    let texted = match (texts, contacts.critical_phone.as_deref()) {
+        (Some(texts), Some(phone)) => {
+            let bounced = to.is_empty() && contacts.undeliverable;
+            match templates::critical_text(notice, bounced) {
+                Some(body) => Some(send_text_once(docs, texts, notice, phone, body).await),
+                None => None,
+            }
+        }
+        _ => None,
+    };
     if to.is_empty() {
-        warn!("the account has no billing contact for this notice; nothing to send");
-        return Ok(Outcome::NoRecipients);
+        return match texted {
+            Some(outcome) => outcome,
+            None => {
+                warn!("the account has no billing contact for this notice; nothing to send");
+                Ok(Outcome::NoRecipients)
+            }
+        };
     }
     let rendered = templates::render(notice);
     let email = Email {
         notice_id: notice.id.clone(),
+        account_id: Some(account.to_string()),
         from: from.to_string(),
         to,
         subject: rendered.subject,
@@ -279,7 +335,37 @@ pub async fn send_notice(
         html: rendered.html,
         attachments: vec![],
     };
-    deliver_once(docs, mailer, account, notice.kind.as_str(), email).await
+    let emailed = deliver_once(docs, mailer, account, notice.kind.as_str(), email).await;
+    // A text that must be retried retries the message (the email, sent, is not sent again).
+    if let Some(Err(error)) = texted {
+        emailed?;
+        return Err(error);
+    }
+    emailed
+}
+
+/// The critical text of `notice` to `phone`, once per notice id (`sms:<notice id>`).
+async fn send_text_once(
+    docs: &dyn DocStore,
+    texts: &dyn TextSender,
+    notice: &Notice,
+    phone: &str,
+    body: String,
+) -> Result<Outcome, DeliveryError> {
+    let text = TextMessage {
+        id: format!("sms:{}", notice.id),
+        to: phone.to_string(),
+        body: messaging::text::fit(&body),
+    };
+    let kind = format!("{}_text", notice.kind.as_str());
+    let to = [text.to.clone()];
+    let outcome =
+        deliver_once_via(docs, &notice.account_id, &text.id, &kind, &to, texts.send_text(&text))
+            .await?;
+    if matches!(outcome, Outcome::Sent { .. }) {
+        messaging::metrics::count(messaging::metrics::TEXTS_SENT, 1);
+    }
+    Ok(outcome)
 }
 
 /// Where a delivery record leaves the next attempt.
@@ -344,7 +430,26 @@ pub async fn deliver_once(
     kind: &str,
     email: Email,
 ) -> Result<Outcome, DeliveryError> {
-    let id = email.notice_id.as_str();
+    let outcome =
+        deliver_once_via(docs, account, &email.notice_id, kind, &email.to, mailer.send(&email))
+            .await?;
+    if let Outcome::Sent { message_id } = &outcome {
+        info!(%message_id, recipients = email.to.len(), "notice sent");
+        messaging::metrics::count(messaging::metrics::NOTICES_SENT, 1);
+    }
+    Ok(outcome)
+}
+
+/// The once-per-id protocol of [`deliver_once`] for any message: `send` runs only once the id
+/// is claimed (it is a future not yet polled), and its message id is recorded as `sent`.
+pub async fn deliver_once_via(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    id: &str,
+    kind: &str,
+    to: &[String],
+    send: impl std::future::Future<Output = Result<String, messaging::mail::MailError>>,
+) -> Result<Outcome, DeliveryError> {
     let (expected_version, attempt) = match claim_state(docs, account, id, Utc::now()).await? {
         Claim::Done(outcome) => return Ok(outcome),
         Claim::Free { expected_version, attempt } => (expected_version, attempt),
@@ -356,7 +461,7 @@ pub async fn deliver_once(
              already and is sent again (at least once)"
         );
     }
-    let record = |delivery: Delivery| record_body(kind, &email.to, delivery);
+    let record = |delivery: Delivery| record_body(kind, to, delivery);
 
     let claim = record(Delivery::Sending { claimed_at: Utc::now(), attempt })?;
     let claimed_version =
@@ -366,7 +471,7 @@ pub async fn deliver_once(
             Err(error) => return Err(DeliveryError::Docs(error)),
         };
 
-    match mailer.send(&email).await {
+    match send.await {
         Ok(message_id) => {
             let sent = record(Delivery::Sent {
                 message_id: message_id.clone(),
@@ -374,8 +479,6 @@ pub async fn deliver_once(
                 attempts: attempt,
             })?;
             mark_sent(docs, account, id, &sent, claimed_version).await;
-            info!(%message_id, recipients = email.to.len(), "notice sent");
-            messaging::metrics::count(messaging::metrics::NOTICES_SENT, 1);
             Ok(Outcome::Sent { message_id })
         }
         Err(error) if error.is_permanent() => {
@@ -470,6 +573,7 @@ async fn release(docs: &dyn DocStore, account: &AccountId, id: &str, claimed_ver
 pub struct DirectSink {
     pub docs: Arc<dyn DocStore>,
     pub mailer: Arc<dyn Mailer>,
+    pub texts: Option<Arc<dyn TextSender>>,
     pub from: String,
 }
 
@@ -480,7 +584,7 @@ impl NoticeSink for DirectSink {
         notice: &Notice,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         check_doc_id(&notice.id)?;
-        send_notice(&*self.docs, &*self.mailer, &self.from, notice)
+        send_notice(&*self.docs, &*self.mailer, self.texts.as_deref(), &self.from, notice)
             .await
             .map(|_| ())
             .map_err(Into::into)

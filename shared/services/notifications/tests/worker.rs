@@ -12,6 +12,7 @@ use ledger::memory::MemoryStore;
 use ledger::{AccountId, Amount, LedgerEvent, LedgerEventKind};
 use messaging::mail::{Email, MailError, Mailer};
 use messaging::queue::Message;
+use messaging::text::{TextMessage, TextSender};
 use notifications::notice::{CardFailure, Notice, NoticeKind, NoticeSink, PaymentTrigger};
 use notifications::worker::{
     delivery_record, process_batch, recipients, Contacts, Delivery, DirectSink, NoticeRecord,
@@ -64,9 +65,34 @@ impl Mailer for RecordingMailer {
     }
 }
 
+/// A text sender that records what it is asked to send and fails on cue.
+#[derive(Default)]
+struct RecordingTexts {
+    sent: Mutex<Vec<TextMessage>>,
+    cues: Mutex<VecDeque<Cue>>,
+}
+
+#[async_trait]
+impl TextSender for RecordingTexts {
+    async fn send_text(&self, message: &TextMessage) -> Result<String, MailError> {
+        match self.cues.lock().unwrap().pop_front() {
+            Some(Cue::Transient) => {
+                Err(MailError::Unavailable { reason: "SNS is down".into(), source: None })
+            }
+            Some(_) => Err(MailError::Rejected { reason: "opted out".into(), source: None }),
+            None => {
+                let mut sent = self.sent.lock().unwrap();
+                sent.push(message.clone());
+                Ok(format!("sns-{}", sent.len()))
+            }
+        }
+    }
+}
+
 struct Rig {
     store: Arc<MemoryStore>,
     mailer: Arc<RecordingMailer>,
+    texts: Arc<RecordingTexts>,
     account: AccountId,
 }
 
@@ -76,7 +102,12 @@ impl Rig {
         let account = AccountId::parse("acme").unwrap();
         let profile: documents::profile::Profile = serde_json::from_str(profile).unwrap();
         documents::profile::store(&*store, &account, &profile).await.unwrap();
-        Rig { store, mailer: Arc::new(RecordingMailer::default()), account }
+        Rig {
+            store,
+            mailer: Arc::new(RecordingMailer::default()),
+            texts: Arc::new(RecordingTexts::default()),
+            account,
+        }
     }
 
     async fn with_contacts() -> Rig {
@@ -94,7 +125,16 @@ impl Rig {
             .enumerate()
             .map(|(i, body)| Message { id: format!("m{i}"), body: body.to_string() })
             .collect();
-        process_batch(self.store.clone(), self.mailer.clone(), FROM, messages).await
+        let texts: Arc<dyn TextSender> = self.texts.clone();
+        process_batch(self.store.clone(), self.mailer.clone(), Some(texts), FROM, messages).await
+    }
+
+    fn texts(&self) -> Vec<TextMessage> {
+        self.texts.sent.lock().unwrap().clone()
+    }
+
+    async fn profile(&self) -> documents::profile::Profile {
+        documents::profile::load(&*self.store, &self.account).await.unwrap().0
     }
 
     async fn record(&self, notice_id: &str) -> Option<NoticeRecord> {
@@ -177,6 +217,7 @@ fn recipients_are_deduplicated_without_case_and_blank_ones_dropped() {
             "cards@acme.example".into(),
         ],
         recharge_failure_email: Some("Cards@Acme.example".into()),
+        ..Contacts::default()
     };
     assert_eq!(
         recipients(&recharge_failed().kind, &contacts),
@@ -198,6 +239,7 @@ fn recipients_are_deduplicated_without_case_and_blank_ones_dropped() {
     let only_failure_address = Contacts {
         billing_emails: vec![],
         recharge_failure_email: Some("cards@acme.example".into()),
+        ..Contacts::default()
     };
     assert!(recipients(&receipt().kind, &only_failure_address).is_empty());
 }
@@ -384,6 +426,7 @@ async fn the_lambda_handler_reports_only_failed_records() {
     let failures = notifications::worker::process_batch(
         rig.store.clone(),
         rig.mailer.clone(),
+        None,
         FROM,
         batch.messages(),
     )
@@ -398,11 +441,138 @@ async fn the_lambda_handler_reports_only_failed_records() {
 #[tokio::test]
 async fn the_direct_sink_sends_in_process_once_per_id() {
     let rig = Rig::with_contacts().await;
-    let sink =
-        DirectSink { docs: rig.store.clone(), mailer: rig.mailer.clone(), from: FROM.into() };
+    let sink = DirectSink {
+        docs: rig.store.clone(),
+        mailer: rig.mailer.clone(),
+        texts: None,
+        from: FROM.into(),
+    };
     sink.publish(&receipt()).await.unwrap();
     sink.publish(&receipt()).await.unwrap();
     assert_eq!(rig.mailer.sent().len(), 1);
     rig.mailer.cue(Cue::Transient);
     assert!(sink.publish(&recharge_failed()).await.is_err());
+}
+
+async fn with_phone(opted_out: bool) -> Rig {
+    Rig::new(&format!(
+        r#"{{"billing_emails": ["ops@acme.example", "cfo@acme.example"],
+            "recharge_failure_email": "cards@acme.example",
+            "critical_phone": "+14155550100", "critical_sms_opt_out": {opted_out},
+            "tax_exempt": false, "cards": []}}"#
+    ))
+    .await
+}
+
+fn suspended(id: &str) -> Notice {
+    Notice {
+        id: id.into(),
+        account_id: AccountId::parse("acme").unwrap(),
+        raised_at: Utc::now(),
+        kind: NoticeKind::Suspended { balance_usd: dec!(0) },
+    }
+}
+
+#[tokio::test]
+async fn critical_notices_also_go_by_text_once_and_others_do_not() {
+    let rig = with_phone(false).await;
+    let critical = json(&suspended("acme:suspended:1"));
+    assert!(rig.run(&[&critical, &critical, &json(&receipt())]).await.is_empty());
+    assert!(rig.run(&[&critical]).await.is_empty());
+    let texts = rig.texts();
+    assert_eq!(texts.len(), 1, "one text per notice id: {texts:?}");
+    assert_eq!(texts[0].to, "+14155550100");
+    assert_eq!(texts[0].id, "sms:acme:suspended:1");
+    assert!(texts[0].body.contains("out of funds") && texts[0].body.contains("STOP"));
+    assert!(texts[0].body.chars().count() <= messaging::text::MAX_TEXT_CHARS);
+    assert_eq!(rig.mailer.sent().len(), 2, "the email of each notice, once");
+    let record = rig.record("sms:acme:suspended:1").await.unwrap();
+    assert_eq!(record.notice_kind, "suspended_text");
+    // A failed recharge is critical too; a holder who answered STOP gets no text.
+    assert!(rig.run(&[&json(&recharge_failed())]).await.is_empty());
+    assert_eq!(rig.texts().len(), 2);
+    let quiet = with_phone(true).await;
+    assert!(quiet.run(&[&critical, &json(&recharge_failed())]).await.is_empty());
+    assert!(quiet.texts().is_empty());
+    assert_eq!(quiet.mailer.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_text_that_fails_for_now_retries_the_message_without_a_second_email() {
+    let rig = with_phone(false).await;
+    rig.texts.cues.lock().unwrap().push_back(Cue::Transient);
+    let critical = json(&suspended("acme:suspended:2"));
+    assert_eq!(rig.run(&[&critical]).await.len(), 1, "retried for the text");
+    assert_eq!(rig.mailer.sent().len(), 1);
+    assert!(rig.texts().is_empty());
+    assert!(rig.run(&[&critical]).await.is_empty());
+    assert_eq!((rig.mailer.sent().len(), rig.texts().len()), (1, 1));
+    // A number the service refuses for good is recorded, not retried.
+    rig.texts.cues.lock().unwrap().push_back(Cue::Permanent);
+    assert!(rig.run(&[&json(&suspended("acme:suspended:3"))]).await.is_empty());
+    let record = rig.record("sms:acme:suspended:3").await.unwrap();
+    assert!(matches!(record.delivery, Delivery::Failed { .. }));
+}
+
+/// An SES notification as SNS delivers it to the queue (not raw).
+fn through_sns(notification: serde_json::Value) -> String {
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "b1",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ringledger-ses-feedback",
+        "Message": notification.to_string(),
+    })
+    .to_string()
+}
+
+fn bounce(kind: &str, addresses: &[&str], account: Option<&str>) -> String {
+    let recipients: Vec<_> = addresses
+        .iter()
+        .map(|a| serde_json::json!({"emailAddress": a, "diagnosticCode": "smtp; 550 5.1.1 user unknown"}))
+        .collect();
+    let tags = match account {
+        Some(id) => serde_json::json!({"account_id": [id]}),
+        None => serde_json::json!({}),
+    };
+    through_sns(serde_json::json!({
+        "notificationType": "Bounce",
+        "bounce": {"bounceType": kind, "bounceSubType": "General", "bouncedRecipients": recipients},
+        "mail": {"timestamp": "2026-12-03T10:00:00.000Z", "messageId": "ses-1", "tags": tags},
+    }))
+}
+
+#[tokio::test]
+async fn bounces_and_complaints_mark_addresses_undeliverable_once() {
+    let rig = with_phone(false).await;
+    // A soft bounce, or one without our tag, changes nothing.
+    let soft = bounce("Transient", &["ops@acme.example"], Some("acme"));
+    let untagged = bounce("Permanent", &["ops@acme.example"], None);
+    assert!(rig.run(&[&soft, &untagged]).await.is_empty());
+    assert!(rig.profile().await.undeliverable_emails.is_empty());
+    let hard = bounce("Permanent", &["OPS@acme.example"], Some("acme"));
+    assert!(rig.run(&[&hard]).await.is_empty());
+    assert!(rig.run(&[&hard]).await.is_empty());
+    let marks = rig.profile().await.undeliverable_emails;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!((marks[0].kind.as_str(), marks[0].address.as_str()), ("bounce", "OPS@acme.example"));
+    // The bounced address gets no more email.
+    assert!(rig.run(&[&json(&receipt())]).await.is_empty());
+    assert_eq!(rig.mailer.sent().last().unwrap().to, ["cfo@acme.example"]);
+    let complaint = through_sns(serde_json::json!({
+        "notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "cfo@acme.example"}],
+                      "complaintFeedbackType": "abuse"},
+        "mail": {"timestamp": "2026-12-03T11:00:00Z", "tags": {"account_id": ["acme"]}},
+    }));
+    let recharge_bounce = bounce("Permanent", &["cards@acme.example"], Some("acme"));
+    assert!(rig.run(&[&complaint, &recharge_bounce]).await.is_empty());
+    assert_eq!(rig.profile().await.undeliverable_emails.len(), 3);
+    // No address takes email now: a critical notice still reaches the phone, saying so.
+    let sent_before = rig.mailer.sent().len();
+    assert!(rig.run(&[&json(&suspended("acme:suspended:9"))]).await.is_empty());
+    assert_eq!(rig.mailer.sent().len(), sent_before);
+    let text = rig.texts().pop().unwrap();
+    assert!(text.body.contains("bounced"), "{}", text.body);
+    // Something that is neither a notice nor feedback still fails.
+    assert_eq!(rig.run(&[r#"{"Type": "Notification", "Message": "{}"}"#]).await.len(), 1);
 }
