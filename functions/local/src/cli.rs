@@ -292,6 +292,9 @@ pub enum RoleArg {
     Viewer,
     Admin,
     Operator,
+    /// An agency's user: its own account and its clients' (named by `Ringledger-Account`).
+    AgencyAdmin,
+    AgencyViewer,
 }
 
 impl From<RoleArg> for api::auth::Role {
@@ -300,6 +303,8 @@ impl From<RoleArg> for api::auth::Role {
             RoleArg::Viewer => api::auth::Role::Viewer,
             RoleArg::Admin => api::auth::Role::Admin,
             RoleArg::Operator => api::auth::Role::Operator,
+            RoleArg::AgencyAdmin => api::auth::Role::AgencyAdmin,
+            RoleArg::AgencyViewer => api::auth::Role::AgencyViewer,
         }
     }
 }

@@ -127,10 +127,26 @@ impl Api {
         body: Option<&impl Serialize>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer, DemoError> {
+        self.call_on(None, method, path, token, body, idempotency_key).await
+    }
+
+    /// A call that names the account to act on (an agency user on one of its clients).
+    pub async fn call_on(
+        &self,
+        named: Option<&str>,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&impl Serialize>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, DemoError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("authorization", format!("Bearer {token}"));
+        if let Some(account) = named {
+            request = request.header(api::auth::ACCOUNT_HEADER, account);
+        }
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
@@ -166,7 +182,23 @@ impl Api {
         expected: StatusCode,
         what: impl FnOnce(&Answer) -> Result<String, DemoError>,
     ) -> Result<Answer, DemoError> {
-        let answer = self.call(method.clone(), path, token, Some(body), idempotency_key).await?;
+        self.step_on(None, (method, path), token, body, idempotency_key, expected, what).await
+    }
+
+    /// [`Api::step`] on the account `named` (`Ringledger-Account`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn step_on(
+        &self,
+        named: Option<&str>,
+        (method, path): (Method, &str),
+        token: &str,
+        body: &impl Serialize,
+        idempotency_key: Option<&str>,
+        expected: StatusCode,
+        what: impl FnOnce(&Answer) -> Result<String, DemoError>,
+    ) -> Result<Answer, DemoError> {
+        let answer =
+            self.call_on(named, method.clone(), path, token, Some(body), idempotency_key).await?;
         if answer.status != expected {
             return Err(
                 format!("{method} {path} answered {}: {}", answer.status, answer.text()).into()

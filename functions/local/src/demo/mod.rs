@@ -2,6 +2,7 @@
 //! `tower::ServiceExt::oneshot`), the usage worker's real batch path and the real auto-recharge
 //! and notification workers (`pipeline`), on the chosen store.
 
+mod agency;
 mod client;
 mod summary;
 mod traffic;
@@ -282,6 +283,8 @@ pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> CliResult {
         overview.status,
         entries.len(),
     );
+    agency::agency_with_two_clients(&api, &jwt, &operator, &workers.pipeline, stamp).await?;
+
     let db = match store_args.kind {
         StoreKind::Sqlite if store_args.db != "ringledger.db" => format!(" --db {}", store_args.db),
         _ => String::new(),

@@ -239,6 +239,33 @@ pub struct Profile {
     /// complaint): no email goes to them until the contacts are saved again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undeliverable_emails: Vec<Undeliverable>,
+    /// A client account: the agency whose cards pay for it and whose billing emails hear of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agency_id: Option<ledger::AccountId>,
+    /// An agency account: its client accounts, in the order they were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agency_clients: Vec<ledger::AccountId>,
+}
+
+/// Client accounts one agency holds at most.
+pub const MAX_AGENCY_CLIENTS: usize = 500;
+
+/// Whose cards pay for an account: its own, or its agency's.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    /// The account whose profile holds the cards (the agency for a client).
+    pub account: AccountId,
+    /// That account's profile: its processor customer and cards.
+    pub profile: Profile,
+}
+
+/// The payer of `account`: the agency's profile for a client account, its own otherwise.
+pub async fn load_payer(docs: &dyn DocStore, account: &AccountId) -> Result<Payer, DocumentError> {
+    let (profile, _) = load(docs, account).await?;
+    match profile.agency_id.clone() {
+        Some(agency) => Ok(Payer { profile: load(docs, &agency).await?.0, account: agency }),
+        None => Ok(Payer { account: account.clone(), profile }),
+    }
 }
 
 /// An address the mail service could not deliver to, and why.

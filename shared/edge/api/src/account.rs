@@ -434,7 +434,7 @@ async fn put_auto_recharge(
     identity: Identity,
     raw: Bytes,
 ) -> Result<Json<AutoRechargeSaved>, ApiError> {
-    let id = identity.admin_account()?.clone();
+    let id = crate::auth::billing_admin(&state, &identity).await?;
     let request: AutoRechargeBody = body::json(&raw)?;
     let settings = RechargeSettings::new(
         request.enabled,

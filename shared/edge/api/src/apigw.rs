@@ -13,6 +13,8 @@ fn role(value: &str) -> Option<Role> {
         "viewer" => Some(Role::Viewer),
         "admin" => Some(Role::Admin),
         "operator" => Some(Role::Operator),
+        "agency_admin" => Some(Role::AgencyAdmin),
+        "agency_viewer" => Some(Role::AgencyViewer),
         _ => None,
     }
 }

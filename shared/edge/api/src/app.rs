@@ -102,6 +102,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/operator/accounts/{account_id}/plan"),
     ("GET", "/v1/plan"),
     ("PUT", "/v1/plan/direct-charge"),
+    ("PUT", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
+    ("DELETE", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
+    ("GET", "/v1/agency/clients"),
     ("PUT", "/v1/operator/accounts/{account_id}/service-policy"),
     ("POST", "/v1/operator/accounts/{account_id}/adjustments"),
     ("POST", "/v1/operator/accounts/{account_id}/credit-grants"),
@@ -145,7 +148,8 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
         Group::Settings => crate::account::settings_router()
             .merge(crate::operator::router())
             .merge(crate::grants::router())
-            .merge(crate::plans::router()),
+            .merge(crate::plans::router())
+            .merge(crate::agency::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),
     };

@@ -13,7 +13,10 @@ use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, 
 use ledger::AccountId;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,7 +27,15 @@ pub enum Role {
     Admin,
     /// Staff: the operator routes, on any account.
     Operator,
+    /// An agency's user who pays and changes settings: on the agency's own account, and on any
+    /// of its client accounts named by the `Ringledger-Account` header.
+    AgencyAdmin,
+    /// An agency's user who reads: the agency's account and its clients'.
+    AgencyViewer,
 }
+
+/// The header an agency user names one of the agency's client accounts with.
+pub const ACCOUNT_HEADER: &str = "ringledger-account";
 
 /// The claims ringledger reads from a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,12 +53,14 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
-/// The authenticated caller.
+/// The authenticated caller. An agency user's `role` is `Admin` or `Viewer` on the account it
+/// acts on (`account`: the agency's own, or a client's it named), and `agency` is its agency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub account: Option<AccountId>,
     pub role: Role,
+    pub agency: Option<AccountId>,
 }
 
 impl Identity {
@@ -59,7 +72,24 @@ impl Identity {
         if claims.sub.is_empty() || (claims.role != Role::Operator && account.is_none()) {
             return Err(unauthorized());
         }
-        Ok(Identity { user: claims.sub.clone(), account, role: claims.role })
+        let (role, agency) = match claims.role {
+            Role::AgencyAdmin => (Role::Admin, account.clone()),
+            Role::AgencyViewer => (Role::Viewer, account.clone()),
+            role => (role, None),
+        };
+        Ok(Identity { user: claims.sub.clone(), account, role, agency })
+    }
+
+    /// The agency of an agency user acting on the agency's own account (the roll-up of its
+    /// clients); 403 for anyone else.
+    pub fn agency_home(&self) -> Result<&AccountId, ApiError> {
+        match (&self.agency, &self.account) {
+            (Some(agency), Some(account)) if agency == account => Ok(agency),
+            (Some(_), _) => {
+                Err(forbidden("ask on the agency's own account (no Ringledger-Account)"))
+            }
+            _ => Err(forbidden("agency users only")),
+        }
     }
 
     /// The caller's own account (any role but operator).
@@ -96,11 +126,53 @@ pub fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Identity {
+/// The identity the caller's layer put in the request, scoped to the client account an agency
+/// user names with [`ACCOUNT_HEADER`] (checked against the client's profile: a client of
+/// another agency, or no client at all, is a 404 — it does not exist for this caller).
+impl FromRequestParts<Arc<AppState>> for Identity {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Identity>().cloned().ok_or_else(unauthorized)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let mut identity = parts.extensions.get::<Identity>().cloned().ok_or_else(unauthorized)?;
+        let Some(named) = parts.headers.get(ACCOUNT_HEADER) else { return Ok(identity) };
+        let Some(agency) = identity.agency.clone() else {
+            return Err(forbidden("only agency users may name an account with Ringledger-Account"));
+        };
+        let client =
+            named.to_str().ok().and_then(|v| AccountId::parse(v.trim()).ok()).ok_or_else(|| {
+                ApiError::bad_request("invalid_field", "Ringledger-Account is not an account id")
+                    .on_field(ACCOUNT_HEADER)
+            })?;
+        if client != agency {
+            let (profile, _) = documents::profile::load(state.docs(), &client).await?;
+            if profile.agency_id.as_ref() != Some(&agency) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such client account of this agency",
+                ));
+            }
+        }
+        identity.account = Some(client);
+        Ok(identity)
+    }
+}
+
+/// The account whose billing (cards, payments, auto-recharge, how the plan is paid) the caller
+/// may change: an admin's own account, unless it is a client account, whose billing only its
+/// agency's users change.
+pub async fn billing_admin(state: &AppState, identity: &Identity) -> Result<AccountId, ApiError> {
+    let id = identity.admin_account()?.clone();
+    let (profile, _) = documents::profile::load(state.docs(), &id).await?;
+    match profile.agency_id {
+        Some(agency) if identity.agency.as_ref() != Some(&agency) => Err(forbidden(
+            "the billing of this account is managed by its agency: the agency's users pay and \
+             change it",
+        )),
+        _ => Ok(id),
     }
 }
 

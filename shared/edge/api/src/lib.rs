@@ -2,6 +2,7 @@
 //! the local runner over TCP, so both speak exactly the same API.
 
 pub mod account;
+pub mod agency;
 pub mod apigw;
 pub mod app;
 pub mod audit;

@@ -74,6 +74,29 @@ pub(crate) fn add_common_responses(operation: &mut Operation) {
     if !platform {
         common.push(("401", "No valid bearer token"));
         common.push(("403", "Not allowed for this role, or terms not accepted"));
+        common.push((
+            "404",
+            "No such account or resource (or, for an agency user, no such client account of \
+             the agency as `Ringledger-Account` names)",
+        ));
+        // An agency user acts on one of its clients by naming it.
+        let named = utoipa::openapi::path::ParameterBuilder::new()
+            .name("Ringledger-Account")
+            .parameter_in(utoipa::openapi::path::ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(
+                "Agency users only: the client account to act on (default: the agency's own)",
+            ))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .pattern(Some("^[A-Za-z0-9_-]{1,64}$")),
+            ))
+            .build();
+        let parameters = operation.parameters.get_or_insert_with(Vec::new);
+        if !parameters.iter().any(|p| p.name == "Ringledger-Account") {
+            parameters.push(named);
+        }
     }
     for (status, description) in common {
         operation.responses.responses.entry(status.to_string()).or_insert_with(|| {

@@ -129,8 +129,22 @@ async fn list_cards(
 ) -> Result<Json<CardList>, ApiError> {
     let id = identity.account()?;
     account_or_404(&state, id).await?;
+    // A client account pays with its agency's cards: those are the ones shown.
+    let payer = profile::load_payer(state.docs(), id).await?;
+    Ok(Json(CardList::of(&payer.profile)))
+}
+
+/// Cards are changed on the account that holds them: a client account's are its agency's.
+async fn own_cards(state: &AppState, id: &ledger::AccountId) -> Result<(), ApiError> {
     let (profile, _) = profile::load(state.docs(), id).await?;
-    Ok(Json(CardList::of(&profile)))
+    match profile.agency_id {
+        Some(agency) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "agency_cards",
+            format!("this client account pays with the cards of its agency {agency}: change them on the agency's account"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Register a card by the token the processor's card form gave (never a card number).
@@ -175,6 +189,7 @@ async fn add_card(
     raw: Bytes,
 ) -> Result<(StatusCode, Json<CardAdded>), ApiError> {
     let id = identity.admin_account()?.clone();
+    own_cards(&state, &id).await?;
     let request: AddCard = crate::body::json(&raw)?;
     let token = request.payment_method_token.trim();
     if token.is_empty() || token.len() > 255 || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -303,6 +318,7 @@ async fn set_role(
     raw: Bytes,
 ) -> Result<Json<CardList>, ApiError> {
     let id = identity.admin_account()?.clone();
+    own_cards(&state, &id).await?;
     let request: RoleBody = crate::body::json(&raw)?;
     let role: CardRole = request.role.into();
     account_or_404(&state, &id).await?;
@@ -355,6 +371,7 @@ async fn delete_card(
     Path(card_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = identity.admin_account()?.clone();
+    own_cards(&state, &id).await?;
     account_or_404(&state, &id).await?;
     let (before, after) = profile::update_with(state.docs(), &id, |p| {
         let Some(index) = p.cards.iter().position(|c| c.id == card_id) else {
@@ -781,7 +798,7 @@ async fn pay_now(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = identity.admin_account()?.clone();
+    let id = crate::auth::billing_admin(&state, &identity).await?;
     let key = idempotency_key(&headers)?;
     let request: PayNowBody = crate::body::json(&raw)?;
     let amount = request.amount_usd;
@@ -798,7 +815,8 @@ async fn pay_now(
     }
     let account = account_or_404(&state, &id).await?;
     require_terms(&account)?;
-    let (profile, _) = profile::load(state.docs(), &id).await?;
+    // The cards: the account's own, or its agency's for a client account.
+    let profile = profile::load_payer(state.docs(), &id).await?.profile;
     // An expired primary falls through to the first backup that has not expired, without
     // asking the processor (it would only decline).
     let today = Utc::now().date_naive();

@@ -282,14 +282,15 @@ async fn set_direct_charge(
     identity: Identity,
     raw: Bytes,
 ) -> Result<Json<PlanView>, ApiError> {
-    let id = identity.admin_account()?.clone();
+    let id = crate::auth::billing_admin(&state, &identity).await?;
     let request: DirectChargeBody = body::json(&raw)?;
     account_or_404(&state, &id).await?;
     let (profile, _) = documents::profile::load(state.docs(), &id).await?;
     if profile.plan.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "the account has no plan"));
     }
-    if request.enabled && profile.payable_card(Utc::now().date_naive()).is_none() {
+    let payer = documents::profile::load_payer(state.docs(), &id).await?.profile;
+    if request.enabled && payer.payable_card(Utc::now().date_naive()).is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_card",

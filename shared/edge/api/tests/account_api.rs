@@ -933,26 +933,6 @@ async fn card_testing_limits_hold_for_the_hour_and_then_reset(app: TestApp) {
     assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{}", declined.text);
 }
 
-macro_rules! in_every_mode {
-    ($($name:ident),+ $(,)?) => {
-        mod in_process {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::InProcess).await).await })+
-        }
-        mod over_http {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::Http).await).await })+
-        }
-        mod through_api_gateway_events {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::ApiGateway).await).await })+
-        }
-    };
-}
-
 async fn an_operator_lists_a_stopped_auto_recharge_and_rearms_it(app: TestApp) {
     use ledger::LedgerStore;
     let admin = app.ready_account("acme", "pm_card_visa").await;
@@ -1135,7 +1115,7 @@ async fn a_pay_now_that_needs_3d_secure_answers_202_with_the_next_action(app: Te
     assert_eq!(overview.json["balance_usd"], "0", "nothing credited before the holder acts");
 }
 
-in_every_mode!(
+common::in_every_mode!(
     a_pay_now_that_needs_3d_secure_answers_202_with_the_next_action,
     pay_now_skips_an_expired_primary_for_a_backup_without_asking_the_processor,
     the_daily_cap_is_validated_shown_and_audited,

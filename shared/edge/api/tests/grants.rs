@@ -146,27 +146,7 @@ async fn bad_grants_are_refused_and_change_nothing(app: TestApp) {
     assert_eq!(full.json["code"], "too_many_grants");
 }
 
-macro_rules! in_every_mode {
-    ($($name:ident),+ $(,)?) => {
-        mod in_process {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::InProcess).await).await })+
-        }
-        mod over_http {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::Http).await).await })+
-        }
-        mod through_api_gateway_events {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::ApiGateway).await).await })+
-        }
-    };
-}
-
-in_every_mode!(
+common::in_every_mode!(
     a_grant_pays_first_says_so_everywhere_and_a_void_removes_what_is_left,
     bad_grants_are_refused_and_change_nothing,
 );

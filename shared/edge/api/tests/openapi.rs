@@ -541,6 +541,17 @@ async fn every_route_answers_its_documented_success() {
     let direct = "/v1/plan/direct-charge";
     let reply = app.call("PUT", direct, Some(&admin), &[], Some(r#"{"enabled": true}"#)).await;
     expect("PUT", direct, 200, reply);
+    // acme becomes a client of an agency; the agency's user sees the roll-up; then it leaves.
+    let created =
+        app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "agency"}"#);
+    assert_eq!(created.await.status.as_u16(), 201);
+    let link = "/v1/operator/agencies/{agency_id}/clients/{client_id}";
+    let path = "/v1/operator/agencies/agency/clients/acme";
+    expect("PUT", link, 200, app.call("PUT", path, Some(&operator), &[], None).await);
+    let rollup = "/v1/agency/clients";
+    let agency = app.agency_admin("agency");
+    expect("GET", rollup, 200, app.call("GET", rollup, Some(&agency), &[], None).await);
+    expect("DELETE", link, 200, app.call("DELETE", path, Some(&operator), &[], None).await);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

@@ -169,27 +169,7 @@ async fn direct_charge_needs_a_plan_and_a_card(app: TestApp) {
     assert_eq!(app.charges(&ready).await, 0);
 }
 
-macro_rules! in_every_mode {
-    ($($name:ident),+ $(,)?) => {
-        mod in_process {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::InProcess).await).await })+
-        }
-        mod over_http {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::Http).await).await })+
-        }
-        mod through_api_gateway_events {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(TestApp::new(Mode::ApiGateway).await).await })+
-        }
-    };
-}
-
-in_every_mode!(
+common::in_every_mode!(
     a_plan_is_charged_once_per_period_and_changes_wait_for_the_renewal,
     bad_plans_are_refused_and_change_nothing,
     a_plan_charged_to_the_card_leaves_the_balance_alone,

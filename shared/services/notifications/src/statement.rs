@@ -297,12 +297,8 @@ async fn load_profile(
     docs: &dyn DocStore,
     account: &AccountId,
 ) -> Result<(Contacts, AccountInfo), DeliveryError> {
-    let (profile, _) =
-        documents::profile::load(docs, account).await.map_err(|error| match error {
-            documents::DocumentError::Store(error) => DeliveryError::Store(error),
-            source => DeliveryError::UnreadableProfile { account: account.clone(), source },
-        })?;
-    Ok((Contacts::from(&profile), AccountInfo { service_address: profile.service_address }))
+    let (contacts, profile) = crate::worker::load_contacts_and_profile(docs, account).await?;
+    Ok((contacts, AccountInfo { service_address: profile.service_address }))
 }
 
 /// Build, render and email the statement of `request`, once per request id (see the module

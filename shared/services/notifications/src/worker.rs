@@ -132,11 +132,28 @@ pub async fn load_contacts(
     docs: &dyn DocStore,
     account: &AccountId,
 ) -> Result<Contacts, DeliveryError> {
-    match documents::profile::load(docs, account).await {
-        Ok((profile, _)) => Ok(Contacts::from(&profile)),
-        Err(documents::DocumentError::Store(error)) => Err(DeliveryError::Store(error)),
-        Err(source) => Err(DeliveryError::UnreadableProfile { account: account.clone(), source }),
+    Ok(load_contacts_and_profile(docs, account).await?.0)
+}
+
+/// The contacts and the profile they came from. A client account's billing emails also hear of
+/// it through its agency's billing emails (after its own).
+pub async fn load_contacts_and_profile(
+    docs: &dyn DocStore,
+    account: &AccountId,
+) -> Result<(Contacts, documents::profile::Profile), DeliveryError> {
+    let read = |id: AccountId| async move {
+        documents::profile::load(docs, &id).await.map(|(p, _)| p).map_err(|error| match error {
+            documents::DocumentError::Store(error) => DeliveryError::Store(error),
+            source => DeliveryError::UnreadableProfile { account: id.clone(), source },
+        })
+    };
+    let profile = read(account.clone()).await?;
+    let mut contacts = Contacts::from(&profile);
+    if let Some(agency) = profile.agency_id.clone() {
+        let agency = Contacts::from(&read(agency).await?);
+        contacts.billing_emails.extend(agency.billing_emails);
     }
+    Ok((contacts, profile))
 }
 
 /// Who gets a notice: the billing contacts; for a failed recharge the recharge-failure address

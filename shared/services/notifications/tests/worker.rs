@@ -576,3 +576,23 @@ async fn bounces_and_complaints_mark_addresses_undeliverable_once() {
     // Something that is neither a notice nor feedback still fails.
     assert_eq!(rig.run(&[r#"{"Type": "Notification", "Message": "{}"}"#]).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_client_accounts_notices_also_reach_its_agencys_billing_emails() {
+    let rig = Rig::new(
+        r#"{"billing_emails": ["ops@acme.example"], "agency_id": "agency",
+            "tax_exempt": false, "cards": []}"#,
+    )
+    .await;
+    let agency = AccountId::parse("agency").unwrap();
+    let agency_profile: documents::profile::Profile = serde_json::from_str(
+        r#"{"billing_emails": ["billing@agency.example", "OPS@acme.example"],
+            "agency_clients": ["acme"], "tax_exempt": false, "cards": []}"#,
+    )
+    .unwrap();
+    documents::profile::store(&*rig.store, &agency, &agency_profile).await.unwrap();
+    assert!(rig.run(&[&json(&receipt())]).await.is_empty());
+    let sent = rig.mailer.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, ["ops@acme.example", "billing@agency.example"]);
+}

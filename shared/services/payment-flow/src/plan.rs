@@ -95,12 +95,14 @@ pub async fn charge_period(
             end.pred_opt().unwrap_or(end)
         },
     };
-    let customer = profile.processor_customer_id.clone().unwrap_or_default();
+    // The cards: the account's own, or its agency's for a client account.
+    let payer = documents::profile::load_payer(ports.store, id).await?.profile;
+    let customer = payer.processor_customer_id.clone().unwrap_or_default();
     let mut failures = Vec::new();
     let cards: Vec<_> = if customer.is_empty() {
         Vec::new()
     } else {
-        profile.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())).collect()
+        payer.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())).collect()
     };
     for card in cards {
         let charge = ClaimedCharge {

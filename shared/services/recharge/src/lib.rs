@@ -445,6 +445,11 @@ impl RechargeWorker {
             return Ok(Some(Outcome::NotNeeded("already settled")));
         }
         let (profile, _) = profile::load(&*self.store, account_id).await?;
+        // The cards: the account's own, or its agency's for a client account.
+        let payer = match profile.agency_id.clone() {
+            Some(agency) => profile::load(&*self.store, &agency).await?.0,
+            None => profile.clone(),
+        };
 
         // Recovery first: an attempt written down and not yet decided is replayed exactly (its
         // key, card and amount) and settled before anything else is looked at, whatever has
@@ -457,7 +462,7 @@ impl RechargeWorker {
                         StoreError::Corrupt("recharge state without a version".into()).into()
                     );
                 };
-                let customer = profile
+                let customer = payer
                     .processor_customer_id
                     .clone()
                     .ok_or(RechargeError::NoProcessorCustomer { what: "an attempt" })?;
@@ -596,7 +601,7 @@ impl RechargeWorker {
                             .await;
                     }
                 }
-                if profile.charge_order().is_empty() {
+                if payer.charge_order().is_empty() {
                     return self
                         .all_failed(account_id, request_id, state, version, amount, Vec::new(), now)
                         .await;
@@ -615,7 +620,7 @@ impl RechargeWorker {
         };
         // The next card of the attempt not yet declined, expired cards skipped (recorded as
         // declined without asking the processor).
-        let cards: Vec<StoredCard> = profile
+        let cards: Vec<StoredCard> = payer
             .charge_order()
             .into_iter()
             .filter(|c| !charging.declined.contains(&c.id))
@@ -655,7 +660,7 @@ impl RechargeWorker {
                 "the card has expired",
             )))
         } else {
-            let customer = profile
+            let customer = payer
                 .processor_customer_id
                 .clone()
                 .ok_or(RechargeError::NoProcessorCustomer { what: "cards" })?;

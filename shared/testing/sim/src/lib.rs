@@ -155,6 +155,10 @@ pub struct Stats {
     pub plan_card_paid: usize,
     /// Direct-charge periods taken from the balance after every card declined three times.
     pub plan_fallbacks: usize,
+    /// Worlds with a client account paying with its agency's cards, and that client's
+    /// payments charged to the agency's cards.
+    pub agency_clients: usize,
+    pub agency_charges: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -806,6 +810,28 @@ impl World {
         for index in 0..world.config.accounts {
             world.open_account(index).await;
         }
+        // In two worlds of five the last account is a client of the first (an agency): it
+        // keeps its own balance and pays with the agency's cards (its own are dropped).
+        if world.accounts.len() > 1 && world.rng.chance(40) {
+            let agency = world.accounts[0].clone();
+            let client = world.accounts[world.accounts.len() - 1].clone();
+            profile::update(&*world.store, &client, |p| {
+                p.agency_id = Some(agency.clone());
+                p.cards.clear();
+                p.processor_customer_id = None;
+                Ok(())
+            })
+            .await
+            .expect("client of an agency");
+            profile::update(&*world.store, &agency, |p| {
+                p.agency_clients.push(client.clone());
+                Ok(())
+            })
+            .await
+            .expect("agency");
+            world.stats.agency_clients += 1;
+            world.note(format!("{client} is a client of the agency {agency}"));
+        }
         world.store.set_percent(world.config.store_fault_percent);
         world
     }
@@ -1354,7 +1380,9 @@ impl World {
             amount = Amount::new(amount.value() + Decimal::ONE).expect("positive");
         }
         let id = self.accounts[index].clone();
-        let Ok((profile, _)) = profile::load(&*self.store, &id).await else { return };
+        // A client account pays with its agency's cards.
+        let Ok(payer) = profile::load_payer(&*self.store, &id).await else { return };
+        let profile = payer.profile;
         let (Some(card), Some(customer)) =
             (profile.primary_card().cloned(), profile.processor_customer_id.clone())
         else {
@@ -1562,8 +1590,10 @@ impl World {
     }
 
     async fn card_change(&mut self) {
-        let (_, id) = self.account();
-        let Ok((profile, _)) = profile::load(&*self.store, &id).await else { return };
+        let (_, client) = self.account();
+        // A client's cards are its agency's: they change there.
+        let Ok(payer) = profile::load_payer(&*self.store, &client).await else { return };
+        let (id, profile) = (payer.account, payer.profile);
         if profile.cards.len() > 1 && self.rng.chance(50) {
             // Delete the primary (the backup takes over), as a customer replacing a card would.
             let removed = profile.primary_card().map(|c| c.id.clone()).unwrap_or_default();
@@ -1595,7 +1625,7 @@ impl World {
             .await;
             self.note(format!("card ({token}) added to {id}: {:?}", added.map(|c| c.id)));
         }
-        let _ = payment_flow::rearm_auto_recharge(&*self.store, &id).await;
+        let _ = payment_flow::rearm_auto_recharge(&*self.store, &client).await;
     }
 
     async fn settings_change(&mut self) {
@@ -1848,6 +1878,24 @@ pub async fn check(world: &World) -> Result<(), Violation> {
             payment_intent_id.clone(),
             (Decimal::new(request.amount_cents as i64, 2), request.idempotency_key.clone()),
         );
+    }
+    // A client account's payments are charged to its agency's cards, never to cards of its own.
+    for id in &world.accounts {
+        let (client, _) = profile::load(&*world.store, id).await.expect("profile");
+        let Some(agency) = client.agency_id else { continue };
+        let (agency_profile, _) = profile::load(&*world.store, &agency).await.expect("profile");
+        for (request, _) in &succeeded {
+            if payments::account_of_key(&request.idempotency_key) != Some(id.as_str()) {
+                continue;
+            }
+            if agency_profile.processor_customer_id.as_deref() != Some(request.customer.0.as_str())
+            {
+                return Err(world.violation(format!(
+                    "{id}: payment {} charged to {}, not to its agency {agency}'s cards",
+                    request.idempotency_key, request.customer.0
+                )));
+            }
+        }
     }
     let mut credited: HashMap<String, Decimal> = HashMap::new();
     for id in &world.accounts {
@@ -2494,6 +2542,17 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
                 Some("balance") => world.stats.plan_fallbacks += 1,
                 _ => {}
             }
+        }
+    }
+    for id in &world.accounts {
+        let (client, _) = profile::load(&*world.store, id).await.expect("profile");
+        if client.agency_id.is_some() {
+            world.stats.agency_charges += world
+                .processor
+                .succeeded_payments()
+                .iter()
+                .filter(|(r, _)| payments::account_of_key(&r.idempotency_key) == Some(id.as_str()))
+                .count();
         }
     }
     let mut capped: Vec<String> = world

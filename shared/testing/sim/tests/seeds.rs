@@ -11,7 +11,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut disputes, mut withdrawn) = (0, 0);
     let (mut grants, mut expired, mut capped) = (0, 0, 0);
     let (mut denied, mut authenticated, mut dashboard, mut plan_fees) = (0, 0, 0, 0);
-    let (mut plan_card_paid, mut plan_fallbacks) = (0, 0);
+    let (mut plan_card_paid, mut plan_fallbacks, mut agency_charges) = (0, 0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -34,6 +34,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 plan_fees += stats.plan_fees;
                 plan_card_paid += stats.plan_card_paid;
                 plan_fallbacks += stats.plan_fallbacks;
+                agency_charges += stats.agency_charges;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -58,4 +59,5 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(plan_fees > 1_000, "only {plan_fees} plan periods charged");
     assert!(plan_card_paid > 400, "only {plan_card_paid} plan periods paid by card");
     assert!(plan_fallbacks > 50, "only {plan_fallbacks} plan periods taken from the balance");
+    assert!(agency_charges > 1_000, "only {agency_charges} client payments on agencies' cards");
 }

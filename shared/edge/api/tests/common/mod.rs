@@ -121,10 +121,12 @@ impl TestApp {
         let authorizer = token.and_then(|t| self.jwt.verify(t).ok()).map(|identity| {
             let mut claims = serde_json::json!({
                 "sub": identity.user,
-                "role": match identity.role {
-                    Role::Viewer => "viewer",
-                    Role::Admin => "admin",
-                    Role::Operator => "operator",
+                "role": match (identity.role, identity.agency.is_some()) {
+                    (Role::Admin, true) => "agency_admin",
+                    (Role::Viewer, true) => "agency_viewer",
+                    (Role::Viewer, false) => "viewer",
+                    (Role::Admin, false) => "admin",
+                    _ => "operator",
                 },
                 "iss": "https://issuer.example", "aud": "ringledger",
             });
@@ -164,6 +166,14 @@ impl TestApp {
 
     pub fn operator(&self) -> String {
         self.token(None, Role::Operator)
+    }
+
+    pub fn agency_admin(&self, agency: &str) -> String {
+        self.token(Some(agency), Role::AgencyAdmin)
+    }
+
+    pub fn agency_viewer(&self, agency: &str) -> String {
+        self.token(Some(agency), Role::AgencyViewer)
     }
 
     /// One request; the reply is held to the OpenAPI document (its status documented for the
@@ -311,3 +321,29 @@ impl TestApp {
         admin
     }
 }
+
+/// One `#[tokio::test]` per named case and per mode (in process, over HTTP, as API Gateway
+/// events); each case is an `async fn(TestApp)` of the calling test file.
+#[allow(unused_macros)]
+macro_rules! in_every_mode {
+    ($($name:ident),+ $(,)?) => {
+        mod in_process {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::InProcess).await).await })+
+        }
+        mod over_http {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::Http).await).await })+
+        }
+        mod through_api_gateway_events {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(TestApp::new(Mode::ApiGateway).await).await })+
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use in_every_mode;
