@@ -31,6 +31,15 @@ impl PlanPeriod {
             PlanPeriod::Annual => "annual",
         }
     }
+
+    /// The period [`PlanPeriod::as_str`] names.
+    pub fn parse(text: &str) -> Option<PlanPeriod> {
+        match text {
+            "monthly" => Some(PlanPeriod::Monthly),
+            "annual" => Some(PlanPeriod::Annual),
+            _ => None,
+        }
+    }
 }
 
 /// A plan's terms: what each renewal charges.
@@ -104,15 +113,23 @@ impl Plan {
         }
     }
 
-    /// The plan after the period starting on `start` was paid: the next period on the
-    /// renewing terms, attempts cleared. `None`: the plan moved on already (paid before).
-    pub fn paid(&self, start: NaiveDate) -> Option<Plan> {
+    /// The plan after the period starting on `start` was paid on `charged` (the terms its fee
+    /// was charged on): the next renewal follows that period, and a change made after the
+    /// charge stays pending for the next one; attempts are cleared. `None`: the plan moved on
+    /// already (paid before).
+    pub fn paid(&self, start: NaiveDate, charged: &PlanTerms) -> Option<Plan> {
         if self.next_renewal != start {
             return None;
         }
-        let terms = self.renewing_terms().clone();
-        let next_renewal = self.period_end(start, terms.period);
-        Some(Plan { terms, next_renewal, change: None, direct_attempts: None, ..self.clone() })
+        let next_renewal = self.period_end(start, charged.period);
+        let change = self.change.clone().filter(|change| change != charged);
+        Some(Plan {
+            terms: charged.clone(),
+            next_renewal,
+            change,
+            direct_attempts: None,
+            ..self.clone()
+        })
     }
 
     /// The day after the period that starts on `start` under `period` ends (the next renewal).

@@ -129,8 +129,12 @@ async fn list_cards(
 ) -> Result<Json<CardList>, ApiError> {
     let id = identity.account()?;
     account_or_404(&state, id).await?;
-    // A client account pays with its agency's cards: those are the ones shown.
+    // A client account pays with its agency's cards: its agency's users see them; the
+    // client's own users see none (the cards, and their managers' addresses, are the agency's).
     let payer = profile::load_payer(state.docs(), id).await?;
+    if payer.account != *id && identity.agency.as_ref() != Some(&payer.account) {
+        return Ok(Json(CardList::of(&profile::Profile::default())));
+    }
     Ok(Json(CardList::of(&payer.profile)))
 }
 

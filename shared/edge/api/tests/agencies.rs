@@ -62,9 +62,12 @@ async fn an_agency_pays_for_its_clients_who_keep_their_own_balances(app: TestApp
     assert_eq!(overview_a.json["balance_usd"], "30");
     assert_eq!(app.get("/v1/overview", &agency).await.json["balance_usd"], "0");
     assert_eq!(app.get("/v1/overview", &client_a).await.json["balance_usd"], "30");
-    // The client sees the agency's cards, and its own activity only.
-    let cards = app.get("/v1/cards", &client_a).await;
+    // The agency's user sees the agency's cards on a client; the client's own users see none
+    // (nor their managers' addresses).
+    let cards = app.call("GET", "/v1/cards", Some(&agency), &on_a, None).await;
     assert_eq!(cards.json["cards"].as_array().unwrap().len(), 1, "{}", cards.text);
+    let cards = app.get("/v1/cards", &client_a).await;
+    assert_eq!(cards.json["cards"], serde_json::json!([]), "{}", cards.text);
     let activity_b =
         app.call("GET", "/v1/activity", Some(&agency), &[(NAMED, "client-b")], None).await;
     assert_eq!(activity_b.json["entries"], serde_json::json!([]), "{}", activity_b.text);

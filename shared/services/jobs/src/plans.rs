@@ -75,7 +75,7 @@ pub async fn renew(
             charged += 1;
         }
         update_plan(docs, id, |p| {
-            if let Some(next) = p.plan.as_ref().and_then(|plan| plan.paid(start)) {
+            if let Some(next) = p.plan.as_ref().and_then(|plan| plan.paid(start, &terms)) {
                 p.plan = Some(next);
             }
             Ok(())
@@ -85,7 +85,9 @@ pub async fn renew(
     Ok(charged)
 }
 
-/// List a direct-charge period's key as a pending payment (nothing if it is listed already).
+/// List a direct-charge period's key as a pending payment, which raises its event. A key
+/// listed already is taken off and listed again, so each run raises the event anew: a period
+/// whose event was lost (or dead-lettered) is worked again by the next sweep, never stranded.
 async fn request_direct_charge(
     ledger: &dyn LedgerStore,
     id: &AccountId,
@@ -93,7 +95,17 @@ async fn request_direct_charge(
 ) -> Result<(), JobError> {
     let listed = |a: &ledger::Account| a.pending_payments.iter().any(|k| k == key);
     if ledger.account(id).await?.is_some_and(|a| listed(&a)) {
-        return Ok(());
+        let key = key.to_string();
+        ledger
+            .modify_account(
+                id,
+                std::sync::Arc::new(move |a| {
+                    a.pending_payments.retain(|k| *k != key);
+                    Ok(())
+                }),
+                Utc::now(),
+            )
+            .await?;
     }
     let key = key.to_string();
     ledger

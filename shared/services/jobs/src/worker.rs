@@ -44,10 +44,11 @@ impl Workers {
             (Job::ReleaseSweep { account_id }, _, Some(statements)) => {
                 let ledger = &*statements.ledger;
                 let expired = crate::release::expire_grants(ledger, account_id, now).await?;
-                // Plan fees fall due before anything reads the balance.
+                // Plan fees fall due before anything reads the balance. A renewal that fails
+                // does not hold up the release sweep; its error retries the job after it.
                 let renewed =
                     crate::plans::renew(ledger, &*statements.docs, account_id, now.date_naive())
-                        .await?;
+                        .await;
                 let release = crate::release::sweep(ledger, account_id, now).await?;
                 let card = crate::cards::expiry_notice(
                     &*statements.docs,
@@ -57,6 +58,7 @@ impl Workers {
                     now.date_naive(),
                 )
                 .await?;
+                let renewed = renewed?;
                 Ok(match release {
                     crate::release::SweepOutcome::NothingDue if renewed > 0 => "plan renewed",
                     crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",

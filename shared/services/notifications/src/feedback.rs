@@ -14,7 +14,6 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::error::DeliveryError;
-use crate::worker::Outcome;
 
 /// What one notification says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,19 +91,80 @@ fn read(kind: &'static str, inner: &Value) -> Result<Feedback, DeliveryError> {
     Ok(Feedback { kind, account, addresses, at })
 }
 
-/// Mark the notification's addresses undeliverable on its account's profile (once each).
-pub async fn apply(docs: &dyn DocStore, feedback: &Feedback) -> Result<Outcome, DeliveryError> {
+/// Mark the notification's addresses undeliverable (once each): an address on the tagged
+/// account's profile, or, for a client account, on its agency's profile when that is where the
+/// address is listed (a client's notices also go to its agency's billing emails). Returns how
+/// many addresses were newly marked.
+pub async fn apply(docs: &dyn DocStore, feedback: &Feedback) -> Result<usize, DeliveryError> {
     if feedback.addresses.is_empty() {
-        return Ok(Outcome::Feedback { marked: 0 });
+        return Ok(0);
     }
     let Some(account) = &feedback.account else {
         warn!(kind = feedback.kind, "a bounce or complaint without our account tag; ignored");
-        return Ok(Outcome::Feedback { marked: 0 });
+        return Ok(0);
     };
+    let unreadable = |account: &AccountId| {
+        let account = account.clone();
+        move |error| match error {
+            documents::DocumentError::Store(error) => DeliveryError::Store(error),
+            source => DeliveryError::UnreadableProfile { account, source },
+        }
+    };
+    let (client, _) = documents::profile::load(docs, account).await.map_err(unreadable(account))?;
+    let agency_lists = match &client.agency_id {
+        Some(agency) => {
+            let (profile, _) =
+                documents::profile::load(docs, agency).await.map_err(unreadable(agency))?;
+            Some((agency.clone(), profile))
+        }
+        None => None,
+    };
+    let mut on_client = Vec::new();
+    let mut on_agency = Vec::new();
+    for (address, reason) in &feedback.addresses {
+        let agency_only = agency_lists
+            .as_ref()
+            .is_some_and(|(_, agency)| lists(agency, address) && !lists(&client, address));
+        if agency_only {
+            on_agency.push((address, reason));
+        } else {
+            on_client.push((address, reason));
+        }
+    }
+    let mut marked = mark(docs, account, feedback, &on_client).await?;
+    if let Some((agency, _)) = &agency_lists {
+        marked += mark(docs, agency, feedback, &on_agency).await?;
+    }
+    if marked > 0 {
+        info!(%account, marked, kind = feedback.kind, "billing addresses marked undeliverable");
+        messaging::metrics::count(messaging::metrics::UNDELIVERABLE_ADDRESSES, marked as u64);
+    }
+    Ok(marked)
+}
+
+/// `address` is one of the profile's billing or recharge-failure addresses.
+fn lists(profile: &documents::profile::Profile, address: &str) -> bool {
+    let address = address.trim();
+    profile
+        .billing_emails
+        .iter()
+        .chain(profile.recharge_failure_email.as_ref())
+        .any(|e| e.as_str().eq_ignore_ascii_case(address))
+}
+
+async fn mark(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    feedback: &Feedback,
+    addresses: &[(&String, &String)],
+) -> Result<usize, DeliveryError> {
+    if addresses.is_empty() {
+        return Ok(0);
+    }
     let mut marked = 0;
     let result = documents::profile::update(docs, account, |profile| {
         marked = 0;
-        for (address, reason) in &feedback.addresses {
+        for (address, reason) in addresses {
             let mark = documents::profile::Undeliverable {
                 address: address.trim().to_string(),
                 kind: feedback.kind.to_string(),
@@ -119,15 +179,8 @@ pub async fn apply(docs: &dyn DocStore, feedback: &Feedback) -> Result<Outcome, 
     })
     .await;
     match result {
-        Ok(_) => {}
-        Err(documents::DocumentError::Store(error)) => return Err(DeliveryError::Store(error)),
-        Err(source) => {
-            return Err(DeliveryError::UnreadableProfile { account: account.clone(), source })
-        }
+        Ok(_) => Ok(marked),
+        Err(documents::DocumentError::Store(error)) => Err(DeliveryError::Store(error)),
+        Err(source) => Err(DeliveryError::UnreadableProfile { account: account.clone(), source }),
     }
-    if marked > 0 {
-        info!(%account, marked, kind = feedback.kind, "billing addresses marked undeliverable");
-        messaging::metrics::count(messaging::metrics::UNDELIVERABLE_ADDRESSES, marked as u64);
-    }
-    Ok(Outcome::Feedback { marked })
 }

@@ -94,7 +94,18 @@ pub fn critical_text(notice: &Notice, bounced: bool) -> Option<String> {
     } else {
         ""
     };
-    Some(format!("ringledger billing: {what}{bounced} Reply STOP to opt out."))
+    // The opt-out line is never cut: the message before it is (long plan names and ids).
+    let footer = format!("{bounced} Reply STOP to opt out.");
+    let room = messaging::text::MAX_TEXT_CHARS.saturating_sub(footer.chars().count());
+    let head = format!("ringledger billing: {what}");
+    let head = if head.chars().count() > room {
+        let mut cut: String = head.chars().take(room.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        head
+    };
+    Some(format!("{head}{footer}"))
 }
 
 /// One piece of a message. Everything in it is plain text; the HTML renderer escapes it.

@@ -288,7 +288,8 @@ pub async fn handle_message(
 ) -> Result<Outcome, DeliveryError> {
     // The mail service's bounce and complaint notifications share the queue (through SNS).
     if let Some(feedback) = crate::feedback::parse(body) {
-        return crate::feedback::apply(docs, &feedback?).await;
+        let marked = crate::feedback::apply(docs, &feedback?).await?;
+        return Ok(Outcome::Feedback { marked });
     }
     let notice = match Notice::parse_message(body) {
         Ok(Some(notice)) => notice,

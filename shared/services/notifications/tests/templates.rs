@@ -439,3 +439,28 @@ fn money_is_shown_to_the_cent_and_text_lines_stay_short() {
     let low = render(&cases().into_iter().find(|(n, _)| *n == "low_balance").unwrap().1);
     assert!(low.subject.contains("$4.12"), "{}", low.subject);
 }
+
+#[test]
+fn a_critical_text_keeps_its_opt_out_line_however_long_the_names() {
+    let long = NoticeKind::PlanChargeFailed {
+        plan: "P".repeat(100),
+        period_from: "2026-11-04".parse().unwrap(),
+        amount_usd: usd("29"),
+        attempt: 1,
+        failures: vec![],
+        next_attempt_at: Some(at("2026-11-04T11:15:00Z")),
+    };
+    let mut notice = notice("plan_charge_failed:x:2026-11-04:1", long);
+    notice.account_id = ledger::AccountId::parse("a".repeat(64)).unwrap();
+    let text = notifications::templates::critical_text(&notice, true).unwrap();
+    assert!(text.ends_with("Reply STOP to opt out."), "{text}");
+    assert!(text.contains("bounced"), "{text}");
+    assert!(text.chars().count() <= messaging::text::MAX_TEXT_CHARS, "{}", text.chars().count());
+    // Receipts are not critical.
+    let receipt = notice_for_receipt();
+    assert!(notifications::templates::critical_text(&receipt, false).is_none());
+}
+
+fn notice_for_receipt() -> Notice {
+    notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Manual))
+}

@@ -595,4 +595,13 @@ async fn a_client_accounts_notices_also_reach_its_agencys_billing_emails() {
     let sent = rig.mailer.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to, ["ops@acme.example", "billing@agency.example"]);
+    // A bounce of the agency's address (tagged with the client, whose notice it was) is marked
+    // where the address is listed: on the agency.
+    let agency_bounce = bounce("Permanent", &["billing@agency.example"], Some("acme"));
+    assert!(rig.run(&[&agency_bounce]).await.is_empty());
+    assert!(rig.profile().await.undeliverable_emails.is_empty());
+    let (agency_after, _) = documents::profile::load(&*rig.store, &agency).await.unwrap();
+    assert_eq!(agency_after.undeliverable_emails[0].address, "billing@agency.example");
+    assert!(rig.run(&[&json(&suspended("acme:suspended:agency"))]).await.is_empty());
+    assert_eq!(rig.mailer.sent().last().unwrap().to, ["ops@acme.example"]);
 }

@@ -239,6 +239,17 @@ struct PlanFeeCharge {
     to: chrono::NaiveDate,
 }
 
+impl PlanFeeCharge {
+    /// The plan terms this charge was made on (at `amount`).
+    fn terms(&self, amount: Amount) -> Option<documents::plan::PlanTerms> {
+        Some(documents::plan::PlanTerms {
+            name: self.plan.clone(),
+            price_usd: amount,
+            period: documents::plan::PlanPeriod::parse(&self.period)?,
+        })
+    }
+}
+
 impl IdempotencyRecord {
     /// The final answer of a finished claim, also from a record of an earlier version (which
     /// kept the HTTP status and body instead).
@@ -627,7 +638,12 @@ async fn settle_claim(
                 })
                 .map_err(PayNowError::internal)?;
             let mut postings = vec![posting];
-            if let Some(fee) = &record.plan_fee {
+            // The period's fee, while the plan still bills that period: a plan that ended
+            // meanwhile charges nothing for it, and the card's money is funds on the balance.
+            let still_billed = |fee: &PlanFeeCharge| {
+                profile.plan.as_ref().is_some_and(|p| p.next_renewal <= fee.from)
+            };
+            if let Some(fee) = record.plan_fee.as_ref().filter(|fee| still_billed(fee)) {
                 postings.push(plan_fee_posting(fee, amount, &payment.payment_id)?);
             }
             let posted = ports.store.post(id, postings, now).await?;

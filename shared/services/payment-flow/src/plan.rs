@@ -25,7 +25,7 @@
 //!   on, or direct charge was turned off and the sweep debited the balance) ends the event.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use documents::plan::{direct_backoff_after, DirectAttempts, Plan, MAX_DIRECT_ATTEMPTS};
+use documents::plan::{direct_backoff_after, DirectAttempts, Plan, PlanTerms, MAX_DIRECT_ATTEMPTS};
 use ledger::{AccountId, BillingItem, Posting, SourceId};
 use notifications::notice::{CardFailure, Notice, NoticeKind};
 use serde_json::json;
@@ -54,19 +54,22 @@ pub async fn charge_period(
     let (profile, _) = documents::profile::load(ports.store, id).await?;
     // Every claim this period has made, whatever the cards are now: one still unsettled is
     // settled first (a card deleted since may have been charged), and a paid one ends it.
-    for (card_key, record) in period_claims(ports, id, period).await? {
+    let claims = period_claims(ports, id, period).await?;
+    for (card_key, record) in &claims {
+        let (card_key, record) = (card_key.as_str(), record.clone());
+        let charged = record.plan_fee.as_ref().and_then(|fee| fee.terms(record.amount_usd));
         let answer = match record.done_answer() {
             Some(answer) if record.state == "done" => answer,
             _ => {
                 let Some(charge) = record.charge.clone() else { continue };
                 let fixed = (charge, record.plan_fee.clone());
-                match charge_card(ports, id, &card_key, record.amount_usd, fixed, now).await? {
+                match charge_card(ports, id, card_key, record.amount_usd, fixed, now).await? {
                     Ok(answer) => answer,
                     Err(wait) => return Ok(wait),
                 }
             }
         };
-        if let Some(done) = paid_or_waiting(ports, id, period, &answer, now).await? {
+        if let Some(done) = paid_or_waiting(ports, id, period, charged, &answer, now).await? {
             return Ok(done);
         }
     }
@@ -85,7 +88,10 @@ pub async fn charge_period(
         return Ok(Reconciled::NotYet(wait.next_attempt_at));
     }
     let attempt = waiting.map_or(0, |a| a.failed) + 1;
-    let terms = plan.renewing_terms().clone();
+    // The period's terms are the ones its first claim fixed (a change of plan made while it is
+    // retried waits for the next renewal); the renewing terms for a period not tried yet.
+    let first = claims.iter().find_map(|(_, r)| r.plan_fee.as_ref()?.terms(r.amount_usd));
+    let terms = first.unwrap_or_else(|| plan.renewing_terms().clone());
     let fee = PlanFeeCharge {
         plan: terms.name.clone(),
         period: terms.period.as_str().to_string(),
@@ -117,7 +123,8 @@ pub async fn charge_period(
             Ok(answer) => answer,
             Err(wait) => return Ok(wait),
         };
-        if let Some(done) = paid_or_waiting(ports, id, period, &answer, now).await? {
+        let charged = Some(terms.clone());
+        if let Some(done) = paid_or_waiting(ports, id, period, charged, &answer, now).await? {
             return Ok(done);
         }
         if let PayNowAnswer::Declined { message, payment }
@@ -166,7 +173,7 @@ pub async fn charge_period(
             })
             .map_err(PayNowError::internal)?;
         ports.store.post(id, vec![posting], now).await?;
-        return finish_period(ports, id, period, now).await;
+        return finish_period(ports, id, period, Some(terms), now).await;
     };
     let reason = failures
         .iter()
@@ -220,11 +227,14 @@ async fn paid_or_waiting(
     ports: &PaymentPorts<'_>,
     id: &AccountId,
     period: NaiveDate,
+    charged: Option<PlanTerms>,
     answer: &PayNowAnswer,
     now: DateTime<Utc>,
 ) -> Result<Option<Reconciled>, PayNowError> {
     match answer {
-        PayNowAnswer::Credited { .. } => Ok(Some(finish_period(ports, id, period, now).await?)),
+        PayNowAnswer::Credited { .. } => {
+            Ok(Some(finish_period(ports, id, period, charged, now).await?))
+        }
         PayNowAnswer::Pending { .. } => {
             Ok(Some(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES))))
         }
@@ -262,16 +272,19 @@ async fn period_claims(
     }
 }
 
-/// The period is paid: the plan moves to its next period (only from this one), a next period
-/// already due (a sweep that did not run) is listed at once, and this one's key is cleared.
+/// The period is paid on `charged`: the plan moves to its next period (only from this one), a
+/// next period already due (a sweep that did not run) is listed at once, and this one's key is
+/// cleared.
 async fn finish_period(
     ports: &PaymentPorts<'_>,
     id: &AccountId,
     period: NaiveDate,
+    charged: Option<PlanTerms>,
     now: DateTime<Utc>,
 ) -> Result<Reconciled, PayNowError> {
     update_plan(ports, id, move |plan| {
-        if let Some(next) = plan.paid(period) {
+        let terms = charged.clone().unwrap_or_else(|| plan.renewing_terms().clone());
+        if let Some(next) = plan.paid(period, &terms) {
             *plan = next;
         }
     })

@@ -128,6 +128,10 @@ pub struct Charging {
     /// replay it before anything else. (Records from before this field existed were all sent.)
     #[serde(default = "sent_by_default")]
     pub sent: bool,
+    /// The processor customer charged (the agency's for a client account): a replay looks the
+    /// charge up there even if the account changed agency since. Older records: the payer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 fn sent_by_default() -> bool {
@@ -462,9 +466,10 @@ impl RechargeWorker {
                         StoreError::Corrupt("recharge state without a version".into()).into()
                     );
                 };
-                let customer = payer
-                    .processor_customer_id
+                let customer = charging
+                    .customer
                     .clone()
+                    .or_else(|| payer.processor_customer_id.clone())
                     .ok_or(RechargeError::NoProcessorCustomer { what: "an attempt" })?;
                 let request = charging.charge_request(request_id, state.attempt, customer)?;
                 let outcome = match self
@@ -615,6 +620,7 @@ impl RechargeWorker {
                     started_at: ledger::truncate_to_micros(now),
                     declined: Vec::new(),
                     sent: false,
+                    customer: None,
                 }
             }
         };
@@ -645,6 +651,7 @@ impl RechargeWorker {
             card_brand: card.brand.clone(),
             card_last4: card.last4.clone(),
             sent: !card.expired(now.date_naive()),
+            customer: payer.processor_customer_id.clone(),
             ..charging
         };
         state.charging = Some(charging.clone());
@@ -660,8 +667,8 @@ impl RechargeWorker {
                 "the card has expired",
             )))
         } else {
-            let customer = payer
-                .processor_customer_id
+            let customer = charging
+                .customer
                 .clone()
                 .ok_or(RechargeError::NoProcessorCustomer { what: "cards" })?;
             let request = charging.charge_request(request_id, state.attempt, customer)?;

@@ -271,6 +271,40 @@ pub async fn an_unknown_direct_charge_outcome_pays_the_period_once(store: Arc<dy
     assert_eq!((fees.len(), credits), (1, vec![usd("29")]));
 }
 
+/// A change of plan made while a period is being charged (its first card's outcome unknown,
+/// then its attempts declining) waits for the next renewal: the period is charged on the terms
+/// its first claim fixed, and the plan moves on by that period, the change still pending.
+pub async fn a_change_made_while_a_period_is_charged_waits_for_the_next_renewal(
+    store: Arc<dyn Store>,
+) {
+    let rig = Rig::new(store, "plan-direct-change", &["pm_card_chargeDeclined"]).await;
+    rig.processor.push_fault(ChargeFault::Processing { succeeds: false, minutes: 30 });
+    rig.sweep().await;
+    let now = Utc::now();
+    assert!(matches!(rig.deliver(now).await, Reconciled::NotYet(_)));
+    let team =
+        PlanTerms { name: "Team".into(), price_usd: amount("99"), period: PlanPeriod::Annual };
+    documents::profile::update(&*rig.store, &rig.id, |p| {
+        p.plan.as_mut().unwrap().change = Some(team.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // The unknown outcome settles as declined; then two more attempts decline.
+    rig.processor.set_now(now + Duration::hours(1));
+    for at in [1, 2, 9] {
+        rig.deliver(now + Duration::hours(at)).await;
+    }
+    assert_eq!(rig.deliver(now + Duration::hours(10)).await, Reconciled::Final);
+    let (fees, _) = rig.entries().await;
+    assert_eq!(fees.len(), 1);
+    assert_eq!(rig.balance().await, usd("71"), "the period's $29, not the change's $99");
+    let plan = rig.plan().await;
+    assert_eq!(plan.terms.price_usd, amount("29"));
+    assert_eq!(plan.change, Some(team), "the change waits for the next renewal");
+    assert_eq!(plan.next_renewal, plan.period_end(rig.start, PlanPeriod::Monthly));
+}
+
 impl Rig {
     /// The processor's id of the profile's `n`-th card (in charge order).
     async fn processor_card(&self, n: usize) -> String {
@@ -289,6 +323,7 @@ macro_rules! plan_charge_suite {
             a_declined_primary_falls_through_to_the_backup,
             a_period_every_card_declines_is_paid_from_the_balance_after_three_attempts,
             an_unknown_direct_charge_outcome_pays_the_period_once,
+            a_change_made_while_a_period_is_charged_waits_for_the_next_renewal,
         );
     };
     (@case $factory:path, $($name:ident),+ $(,)?) => {
