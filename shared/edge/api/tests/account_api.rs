@@ -1019,6 +1019,31 @@ async fn pay_now_with_an_unknown_outcome_answers_202_pending_and_announces_it(ap
     // The same key with another amount is refused, never a new charge.
     let other = app.pay(&admin, "unknown-1", "26.00").await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text);
+    // A payment still processing that then fails is told by email once the reconciler learns
+    // it (the customer who was told "pending" is gone by then).
+    app.processor.push_fault(payments::ChargeFault::Processing { succeeds: false, minutes: 1 });
+    let processing = app.pay(&admin, "unknown-2", "30.00").await;
+    assert_eq!(processing.status, StatusCode::ACCEPTED, "{}", processing.text);
+    let ports = payment_flow::PaymentPorts {
+        store: &*app.store,
+        processor: &*app.processor,
+        notices: Some(&*app.notices),
+    };
+    let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+    app.processor.set_now(later);
+    let settled = payment_flow::reconcile_pending_payment(&ports, &id, "unknown-2", later).await;
+    assert_eq!(settled.unwrap(), payment_flow::Reconciled::Final);
+    let failed: Vec<_> = app
+        .notices
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| n.kind.as_str() == "payment_failed")
+        .map(|n| n.id.clone())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(app.get("/v1/overview", &admin).await.json["balance_usd"], "0");
 }
 
 async fn the_daily_cap_is_validated_shown_and_audited(app: TestApp) {

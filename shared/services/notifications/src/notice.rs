@@ -44,6 +44,16 @@ pub enum NoticeKind {
         trigger: PaymentTrigger,
         paid_at: DateTime<Utc>,
     },
+    /// A payment that was pending (the processor had not answered, the bank was still
+    /// processing it, or its holder had to authenticate it) ended failed, after the customer
+    /// was told it was pending: to the billing contacts.
+    PaymentFailed {
+        payment_id: String,
+        amount_usd: Amount,
+        card_brand: String,
+        card_last4: String,
+        reason: String,
+    },
     /// A refund of a payment to its card (or the processor's refusal of one): to the billing
     /// contacts.
     RefundReceipt {
@@ -149,6 +159,7 @@ impl NoticeKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             NoticeKind::PaymentReceipt { .. } => "payment_receipt",
+            NoticeKind::PaymentFailed { .. } => "payment_failed",
             NoticeKind::RefundReceipt { .. } => "refund_receipt",
             NoticeKind::Dispute { .. } => "dispute",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",

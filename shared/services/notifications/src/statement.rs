@@ -202,9 +202,14 @@ fn lines_table(statement: &Statement) -> Table {
     }
 }
 
-/// An effect on the balance to the cent: "+$5.00", "-$1.20", "$0.00".
+/// An effect on the balance to the cent: "+$5.00", "-$1.20", "$0.00"; one that is not zero but
+/// rounds to it is shown exactly ("-$0.0025"), so no debit ever reads as $0.00.
 fn signed_usd(value: Decimal) -> String {
     let shown = display_usd(value);
+    if shown == "$0.00" && !value.is_zero() {
+        let sign = if value.is_sign_negative() { "-" } else { "+" };
+        return format!("{sign}${}", value.abs().normalize());
+    }
     if shown.starts_with('-') || shown == "$0.00" {
         shown
     } else {
@@ -409,7 +414,9 @@ mod tests {
     fn signed_amounts_show_their_direction() {
         assert_eq!(signed_usd(Decimal::new(5, 0)), "+$5.00");
         assert_eq!(signed_usd(Decimal::new(-12, 1)), "-$1.20");
-        assert_eq!(signed_usd(Decimal::new(-4, 3)), "$0.00");
+        assert_eq!(signed_usd(Decimal::new(-4, 3)), "-$0.004");
+        assert_eq!(signed_usd(Decimal::new(-25, 4)), "-$0.0025");
+        assert_eq!(signed_usd(Decimal::new(3, 3)), "+$0.003");
         assert_eq!(signed_usd(Decimal::ZERO), "$0.00");
     }
 }

@@ -188,6 +188,16 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
                 refunded_at: *refunded_at,
             },
         ),
+        NoticeKind::PaymentFailed { payment_id, amount_usd, card_brand, card_last4, reason } => {
+            payment_failed(
+                account,
+                notice.raised_at,
+                payment_id,
+                *amount_usd,
+                &card(card_brand, card_last4),
+                reason,
+            )
+        }
         NoticeKind::Dispute {
             payment_id,
             dispute_id,
@@ -568,6 +578,38 @@ fn recharge_failed(
         )),
     }
     blocks.push(Block::List(steps));
+    (subject, blocks)
+}
+
+fn payment_failed(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    payment_id: &str,
+    amount_usd: Amount,
+    card: &str,
+    reason: &str,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let subject = format!("Your payment of {amount} did not go through");
+    let blocks = vec![
+        Block::Heading("Payment failed".into()),
+        Block::Paragraph(format!(
+            "The payment of {amount} from your {card} to account {} was pending and has now \
+             failed: {reason}. Nothing was added to your balance and nothing was charged.",
+            account.as_str()
+        )),
+        Block::Facts(vec![
+            ("Amount", amount),
+            ("Paid with", card.into()),
+            ("Payment", payment_id.into()),
+            ("Decided", datetime(raised_at)),
+        ]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Check the payment method with your bank, or add another on the Billing page.".into(),
+            "Then pay again with Pay Now if you still want to add funds.".into(),
+        ]),
+    ];
     (subject, blocks)
 }
 

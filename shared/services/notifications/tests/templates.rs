@@ -70,6 +70,19 @@ fn cases() -> Vec<(&'static str, Notice)> {
             notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Auto)),
         ),
         (
+            "payment_failed",
+            notice(
+                "payment_failed:acme:pay_20261104_0001",
+                NoticeKind::PaymentFailed {
+                    payment_id: "pay_20261104_0001".into(),
+                    amount_usd: usd("50"),
+                    card_brand: "visa".into(),
+                    card_last4: "4242".into(),
+                    reason: "Your card was declined.".into(),
+                },
+            ),
+        ),
+        (
             "payment_receipt_plan",
             notice("receipt:pay_20261104_0001", receipt(PaymentTrigger::Plan)),
         ),
@@ -379,6 +392,7 @@ fn every_kind_of_notice_has_a_snapshot() {
             "low_balance",
             "numbers_release_due",
             "numbers_release_warning",
+            "payment_failed",
             "payment_receipt",
             "plan_charge_failed",
             "purchase_refused",

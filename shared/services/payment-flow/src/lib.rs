@@ -801,6 +801,30 @@ pub async fn reconcile_pending_payment(
     if matches!(answer, PayNowAnswer::Pending { .. }) {
         return Ok(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)));
     }
+    // The customer was told it was pending and is no longer there: a failure is told by email
+    // (once per payment; a success already sent its receipt).
+    if let (
+        PayNowAnswer::Declined { message, payment } | PayNowAnswer::Rejected { message, payment },
+        Some(notices),
+    ) = (&answer, ports.notices)
+    {
+        let notice = notifications::notice::Notice {
+            id: format!("payment_failed:{id}:{}", payment.payment_id),
+            account_id: id.clone(),
+            raised_at: now,
+            kind: notifications::notice::NoticeKind::PaymentFailed {
+                payment_id: payment.payment_id.clone(),
+                amount_usd: payment.amount_usd,
+                card_brand: payment.card_brand.clone(),
+                card_last4: payment.card_last4.clone(),
+                reason: message.clone(),
+            },
+        };
+        // The failure stands either way; a lost notice is logged, as a lost receipt is.
+        if let Err(error) = notices.publish(&notice).await {
+            tracing::warn!(%error, payment = %payment.payment_id, "failure notice not queued");
+        }
+    }
     Ok(Reconciled::Final)
 }
 
