@@ -32,8 +32,9 @@ use crate::worker::{
 };
 use messaging::mail::{Attachment, Email, Mailer};
 
-/// The most line items the email itself shows; the CSV attachment has every one.
-pub const MAX_EMAIL_LINES: usize = 200;
+/// The most line items the email itself lists; a busier period is summarised by day in the
+/// email (a busy day is thousands of entries), and the CSV attachment has every one.
+pub const MAX_EMAIL_LINES: usize = 100;
 /// The most recipients one statement goes to (SES takes 50 per message).
 pub const MAX_STATEMENT_RECIPIENTS: usize = 50;
 /// The record kind of statements in the delivery records (`DocKind::Notice`).
@@ -106,20 +107,23 @@ pub fn render_statement(statement: &Statement, account: Option<&AccountInfo>) ->
         Block::Facts(facts),
         Block::Heading("Summary".into()),
         Block::Table(summary_table(statement)),
-        Block::Heading("Line items".into()),
+        Block::Heading(
+            if statement.lines.len() > MAX_EMAIL_LINES { "Activity by day" } else { "Line items" }
+                .into(),
+        ),
     ];
     let count = statement.lines.len();
     if count == 0 {
         blocks
             .push(Block::Paragraph("There was no activity on the account in this period.".into()));
-    } else {
+    } else if count <= MAX_EMAIL_LINES {
         blocks.push(Block::Table(lines_table(statement)));
-        if count > MAX_EMAIL_LINES {
-            blocks.push(Block::Paragraph(format!(
-                "This email shows the first {MAX_EMAIL_LINES} of the {count} entries of the \
-                 period. The attached CSV file lists all of them."
-            )));
-        }
+    } else {
+        blocks.push(Block::Paragraph(format!(
+            "The period has {count} entries: this email sums them up by day. The attached CSV \
+             file lists every one."
+        )));
+        blocks.push(Block::Table(days_table(statement)));
     }
     blocks.push(Block::Paragraph(
         "Amounts are in US dollars: credits are shown with +, debits with -. They are rounded to \
@@ -175,11 +179,68 @@ fn summary_table(statement: &Statement) -> Table {
     }
 }
 
+/// Each UTC day's entries: how many, their debits and credits, and the balance it ended on.
+fn days_table(statement: &Statement) -> Table {
+    let mut rows: Vec<TableRow> = Vec::new();
+    type Day = (chrono::NaiveDate, usize, Decimal, Decimal, Decimal);
+    let mut day: Option<Day> = None;
+    let close = |rows: &mut Vec<TableRow>, (date, n, debits, credits, balance): Day| {
+        rows.push(TableRow {
+            cells: vec![
+                date.format("%Y-%m-%d").to_string(),
+                n.to_string(),
+                signed_usd(debits),
+                signed_usd(credits),
+                display_usd(balance),
+            ],
+            strong: false,
+            indent: false,
+        })
+    };
+    for line in &statement.lines {
+        let date = line.posted_at.date_naive();
+        match day.as_mut() {
+            Some(open) if open.0 == date => {
+                open.1 += 1;
+                if line.amount_usd.is_sign_negative() {
+                    open.2 += line.amount_usd;
+                } else {
+                    open.3 += line.amount_usd;
+                }
+                open.4 = line.balance_after_usd;
+            }
+            _ => {
+                if let Some(done) = day.take() {
+                    close(&mut rows, done);
+                }
+                let (debit, credit) = if line.amount_usd.is_sign_negative() {
+                    (line.amount_usd, Decimal::ZERO)
+                } else {
+                    (Decimal::ZERO, line.amount_usd)
+                };
+                day = Some((date, 1, debit, credit, line.balance_after_usd));
+            }
+        }
+    }
+    if let Some(done) = day {
+        close(&mut rows, done);
+    }
+    Table {
+        columns: vec![
+            Column { title: "Date (UTC)", numeric: false },
+            Column { title: "Entries", numeric: true },
+            Column { title: "Debits", numeric: true },
+            Column { title: "Credits", numeric: true },
+            Column { title: "Balance", numeric: true },
+        ],
+        rows,
+    }
+}
+
 fn lines_table(statement: &Statement) -> Table {
     let rows = statement
         .lines
         .iter()
-        .take(MAX_EMAIL_LINES)
         .map(|line| TableRow {
             cells: vec![
                 line.posted_at.format("%Y-%m-%d %H:%M").to_string(),

@@ -391,11 +391,11 @@ fn the_csv_has_every_line_exactly_and_reads_back() {
 }
 
 #[test]
-fn a_busy_period_shows_the_first_lines_and_attaches_them_all() {
+fn a_busy_period_is_summed_up_by_day_and_attaches_every_line() {
     let specs = (0..MAX_EMAIL_LINES + 50)
         .map(|n| {
             (
-                "2026-10-02T00:00:00Z",
+                if n < 120 { "2026-10-02T00:00:00Z" } else { "2026-10-03T08:00:00Z" },
                 EntryKind::Debit,
                 BillingItem::IncomingSms,
                 dec!(0.0075),
@@ -411,20 +411,27 @@ fn a_busy_period_shows_the_first_lines_and_attaches_them_all() {
     let statement =
         Statement::build(acme(), day("2026-10-01"), day("2026-10-31"), dec!(10), &entries).unwrap();
     let rendered = render_statement(&statement, None);
-    let shown = rendered.html.matches("sms-").count();
-    assert_eq!(shown, 0, "source ids are not in the email");
+    assert_eq!(rendered.html.matches("sms-").count(), 0, "source ids are not in the email");
     let rows = rendered.html.matches("<tr>").count();
-    let (facts_rows, summary_rows) = (2, 8);
-    assert_eq!(
-        rows,
-        facts_rows + summary_rows + 1 + MAX_EMAIL_LINES,
-        "the facts, the summary, and the line items' header and first 200 lines"
-    );
-    let note = "This email shows the first 200 of the 250 entries of the period. The attached \
-                CSV file lists all of them.";
+    let (facts_rows, summary_rows, days) = (2, 8, 2);
+    assert_eq!(rows, facts_rows + summary_rows + 1 + days, "facts, summary, and one row a day");
+    let note = "The period has 150 entries: this email sums them up by day. The attached CSV \
+                file lists every one.";
     assert!(rendered.html.contains(note), "{}", rendered.html);
     assert!(rendered.text.replace('\n', " ").contains(note));
-    assert_eq!(statement_csv(&statement).matches("\r\n").count(), 251);
+    // 120 SMS of $0.0075 on the 2nd (-$0.90), 30 on the 3rd (-$0.225, rounded to -$0.23).
+    assert!(rendered.text.contains("2026-10-02"), "{}", rendered.text);
+    assert!(
+        rendered.text.contains("-$0.90") && rendered.text.contains("$9.10"),
+        "{}",
+        rendered.text
+    );
+    assert!(
+        rendered.text.contains("-$0.23") && rendered.text.contains("$8.88"),
+        "{}",
+        rendered.text
+    );
+    assert_eq!(statement_csv(&statement).matches("\r\n").count(), 151);
 }
 
 #[test]
