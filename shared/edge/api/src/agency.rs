@@ -131,7 +131,13 @@ async fn link_client(
     write_link(&state, &identity.user, &agency, &client, true).await.map(Json)
 }
 
-/// Write (or remove) the link on both accounts, audited: the client's side first.
+/// Write (or remove) the link on both accounts, audited. The rules are checked again inside
+/// each version-checked write, so two operators racing cannot build a chain of agencies:
+/// linking writes the agency's list (it is no client), then the client's link (it is no agency
+/// and belongs to no other), then checks the agency is still no client, undoing the link if it
+/// became one. Access reads only the client's own link; the roll-up lists only clients whose
+/// link names the agency, so a failure between the writes grants and shows nothing wrong, and
+/// sending the request again finishes it. Unlinking removes the client's link first.
 async fn write_link(
     state: &AppState,
     user: &str,
@@ -140,32 +146,78 @@ async fn write_link(
     linked: bool,
 ) -> Result<ClientLink, ApiError> {
     let owner = agency.clone();
-    let client_side = |p: &mut documents::profile::Profile| {
-        match (linked, p.agency_id.as_ref() == Some(&owner)) {
-            (true, _) => p.agency_id = Some(owner.clone()),
-            (false, true) => p.agency_id = None,
-            (false, false) => {}
-        }
-        Ok(())
-    };
-    crate::audit::change_profile(state, client, user, "agency", client_side, |p| {
-        p.agency_id.clone()
-    })
-    .await?;
     let member = client.clone();
     let agency_side = |p: &mut documents::profile::Profile| {
         if !linked {
             p.agency_clients.retain(|c| *c != member);
-        } else if !p.agency_clients.contains(&member) {
+            return Ok(());
+        }
+        if let Some(above) = &p.agency_id {
+            return Err(conflict(format!(
+                "{owner} is a client of {above}: it cannot be an agency"
+            )));
+        }
+        if !p.agency_clients.contains(&member) {
+            if p.agency_clients.len() >= MAX_AGENCY_CLIENTS {
+                return Err(conflict(format!(
+                    "the agency holds {MAX_AGENCY_CLIENTS} clients already"
+                )));
+            }
             p.agency_clients.push(member.clone());
         }
         Ok(())
     };
-    let after =
-        crate::audit::change_profile(state, agency, user, "agency_clients", agency_side, |p| {
-            p.agency_clients.clone()
-        })
-        .await?;
+    let client_side = |p: &mut documents::profile::Profile| {
+        if !linked {
+            if p.agency_id.as_ref() == Some(&owner) {
+                p.agency_id = None;
+            }
+            return Ok(());
+        }
+        if !p.agency_clients.is_empty() {
+            return Err(conflict(format!("{member} is an agency: it cannot be a client")));
+        }
+        match &p.agency_id {
+            Some(other) if *other != owner => {
+                Err(conflict(format!("{member} is a client of {other}; unlink it there first")))
+            }
+            _ => {
+                p.agency_id = Some(owner.clone());
+                Ok(())
+            }
+        }
+    };
+    let list = |p: &documents::profile::Profile| p.agency_clients.clone();
+    let link = |p: &documents::profile::Profile| p.agency_id.clone();
+    let after = if linked {
+        let after =
+            crate::audit::change_profile(state, agency, user, "agency_clients", agency_side, list)
+                .await?;
+        let linked_client =
+            crate::audit::change_profile(state, client, user, "agency", client_side, link).await;
+        if let Err(refused) = linked_client {
+            // Not this agency's client after all: off its list again (the roll-up would skip it).
+            let unlist = |p: &mut documents::profile::Profile| {
+                p.agency_clients.retain(|c| c != client);
+                Ok(())
+            };
+            let _ =
+                crate::audit::change_profile(state, agency, user, "agency_clients", unlist, list)
+                    .await;
+            return Err(refused);
+        }
+        // The agency became a client meanwhile: undo the link (its own check refuses it).
+        let (now, _) = documents::profile::load(state.docs(), agency).await?;
+        if let Some(owner) = now.agency_id {
+            Box::pin(write_link(state, user, agency, client, false)).await?;
+            return Err(conflict(format!("{agency} became a client of {owner} meanwhile")));
+        }
+        after
+    } else {
+        crate::audit::change_profile(state, client, user, "agency", client_side, link).await?;
+        crate::audit::change_profile(state, agency, user, "agency_clients", agency_side, list)
+            .await?
+    };
     Ok(ClientLink {
         agency_id: agency.to_string(),
         client_id: client.to_string(),

@@ -165,7 +165,34 @@ async fn nobody_reaches_another_tenant(app: TestApp) {
     assert_eq!(own.status, StatusCode::OK, "{}", own.text);
 }
 
+async fn racing_links_never_build_a_chain_of_agencies(app: TestApp) {
+    for round in 0..8 {
+        let (a, x, y) = (format!("a{round}"), format!("x{round}"), format!("y{round}"));
+        for id in [&a, &x, &y] {
+            bare_account(&app, id).await;
+        }
+        // x becomes a's client while y becomes x's: at most one of the two may hold.
+        let (first, second) = tokio::join!(link(&app, &a, &x), link(&app, &x, &y));
+        let profile = |id: &str| {
+            let id = ledger::AccountId::parse(id).unwrap();
+            let store = app.store.clone();
+            async move { documents::profile::load(&*store, &id).await.unwrap().0 }
+        };
+        let (px, py) = (profile(&x).await, profile(&y).await);
+        let chain =
+            px.agency_id.is_some() && py.agency_id.as_ref().is_some_and(|o| o.as_str() == x);
+        assert!(!chain, "round {round}: {} / {}", first.text, second.text);
+        assert!(first.status == StatusCode::OK || second.status == StatusCode::OK);
+        // An agency's list names only clients whose own link names it (after any undo).
+        if px.agency_id.is_none() {
+            let listed = profile(&a).await.agency_clients;
+            assert!(listed.is_empty(), "round {round}: {listed:?}");
+        }
+    }
+}
+
 common::in_every_mode!(
     an_agency_pays_for_its_clients_who_keep_their_own_balances,
     nobody_reaches_another_tenant,
+    racing_links_never_build_a_chain_of_agencies,
 );
