@@ -145,6 +145,8 @@ impl Rig {
             let token = e2e::stripe::card_token(&self.http, prefix, exp_year).await;
             let details = self.stripe.attach_card(&customer, &token).await.unwrap();
             stored.push(StoredCard {
+                kind: Default::default(),
+                verified: true,
                 id: details.payment_method_id,
                 brand: details.brand,
                 last4: details.last4,

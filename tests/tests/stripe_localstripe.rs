@@ -151,6 +151,7 @@ fn charge_of(
     amount_cents: u64,
 ) -> ChargeRequest {
     ChargeRequest {
+        method: Default::default(),
         customer: customer.clone(),
         payment_method_id: card.payment_method_id.clone(),
         amount_cents,
@@ -198,6 +199,8 @@ async fn attach_returns_brand_last4_and_expiry_and_detach_removes_the_card() {
     assert_eq!(
         card,
         CardDetails {
+            kind: Default::default(),
+            verified: true,
             payment_method_id: token.clone(),
             brand: "visa".into(),
             last4: "4242".into(),

@@ -203,6 +203,8 @@ mod tests {
         let customer = processor.create_customer("acme", None).await.unwrap();
         let details = processor.attach_card(&customer, "pm_card_chargeDeclined").await.unwrap();
         let card = StoredCard {
+            kind: Default::default(),
+            verified: true,
             id: details.payment_method_id.clone(),
             brand: details.brand,
             last4: details.last4,

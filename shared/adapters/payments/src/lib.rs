@@ -9,8 +9,8 @@ mod stripe;
 pub mod stripe_events;
 
 pub use simulated::{
-    ChargeFault, RefundFault, SimulatedProcessor, SIMULATED_DISPUTE_FEE_CENTS, SIMULATED_EXP_MONTH,
-    SIMULATED_EXP_YEAR,
+    ChargeFault, RefundFault, SimulatedProcessor, ACH_SETTLEMENT_MINUTES, SIMULATED_BANK,
+    SIMULATED_DISPUTE_FEE_CENTS, SIMULATED_EXP_MONTH, SIMULATED_EXP_YEAR, SIMULATED_MICRODEPOSITS,
 };
 pub use stripe::{
     SecretKey, StripeConfig, StripeConfigError, StripeProcessor, DEFAULT_STRIPE_BASE_URL,

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check_object_id, CardDetails, CardProcessor, ChargeOutcome, ChargeRequest, CustomerId, Decline,
-    DeclineCode, DisputeState, DisputeStatus, ProcessorError, ProcessorRefund, RefundOutcome,
-    RefundRequest,
+    DeclineCode, DisputeState, DisputeStatus, MethodKind, ProcessorError, ProcessorRefund,
+    RefundOutcome, RefundRequest,
 };
 
 /// The simulated processor's dispute fee, as Stripe's: $15.00.
@@ -43,6 +43,29 @@ fn test_token(token: &str) -> Option<(&'static str, &'static str, Option<Decline
         _ => return None,
     })
 }
+
+/// Bank-account (ACH) test tokens: the account's last 4, the failure its debits settle to (if
+/// any), and whether it is verified at once (instant verification) or waits for microdeposits.
+fn bank_token(token: &str) -> Option<(&'static str, Option<DeclineCode>, bool)> {
+    Some(match token {
+        "pm_usBankAccount" => ("6789", None, true),
+        "pm_usBankAccount_microdeposits" => ("1116", None, false),
+        "pm_usBankAccount_accountClosed" => {
+            ("0003", Some(DeclineCode::Other("account_closed".into())), true)
+        }
+        "pm_usBankAccount_insufficientFunds" => {
+            ("0004", Some(DeclineCode::InsufficientFunds), true)
+        }
+        _ => return None,
+    })
+}
+
+/// The bank name test accounts carry.
+pub const SIMULATED_BANK: &str = "STRIPE TEST BANK";
+/// The microdeposits a test account waiting for verification received, in cents.
+pub const SIMULATED_MICRODEPOSITS: [u32; 2] = [32, 45];
+/// How long an ACH debit stays `processing` before it is decided (three business days).
+pub const ACH_SETTLEMENT_MINUTES: i64 = 3 * 24 * 60;
 
 fn authentication_required() -> DeclineCode {
     DeclineCode::Other("authentication_required".into())
@@ -145,6 +168,10 @@ struct SavedCharge {
     created_at: DateTime<Utc>,
     /// For a `processing` payment: whether it succeeds, and when it is decided.
     resolution: Option<(bool, DateTime<Utc>)>,
+    /// What a failing `processing` payment fails with (an ACH return); a processing error
+    /// when none is named.
+    #[serde(default)]
+    failure: Option<DeclineCode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,15 +278,13 @@ impl State {
         };
         payment.resolution = None;
         let pm = payment.request.payment_method_id.clone();
+        let code = payment.failure.clone().unwrap_or(DeclineCode::ProcessingError);
         payment.outcome = if succeeds {
             ChargeOutcome::Succeeded { payment_intent_id }
         } else {
             ChargeOutcome::Declined {
                 payment_intent_id: Some(payment_intent_id),
-                decline: Decline::new(
-                    DeclineCode::ProcessingError,
-                    processor_message(&DeclineCode::ProcessingError),
-                ),
+                decline: Decline::new(code.clone(), processor_message(&code)),
             }
         };
         if succeeds {
@@ -321,6 +346,17 @@ impl SimulatedProcessor {
     }
 
     /// Every payment that has succeeded so far: (the request that made it, its intent id).
+    /// Bank-account debits that came back failed (an ACH return).
+    pub fn returned_bank_debits(&self) -> usize {
+        let state = self.state();
+        state
+            .payments
+            .iter()
+            .filter(|p| p.request.method == MethodKind::UsBankAccount)
+            .filter(|p| matches!(p.outcome, ChargeOutcome::Declined { .. }))
+            .count()
+    }
+
     pub fn succeeded_payments(&self) -> Vec<(ChargeRequest, String)> {
         let mut state = self.state();
         for index in 0..state.payments.len() {
@@ -577,20 +613,36 @@ impl CardProcessor for SimulatedProcessor {
         if !state.customers.contains_key(customer) {
             return Err(ProcessorError::InvalidRequest(format!("No such customer: '{customer}'")));
         }
-        let Some((brand, last4, decline)) = test_token(payment_method_token) else {
-            return Err(ProcessorError::InvalidRequest(format!(
-                "No such PaymentMethod: '{payment_method_token}'"
-            )));
-        };
         // Like Stripe, each attach of a test token makes a new payment method.
-        let payment_method_id = state.next_id("pm");
-        let card = CardDetails {
-            payment_method_id: payment_method_id.clone(),
-            brand: brand.to_owned(),
-            last4: last4.to_owned(),
-            exp_month: SIMULATED_EXP_MONTH,
-            exp_year: SIMULATED_EXP_YEAR,
-        };
+        let (card, decline) =
+            if let Some((brand, last4, decline)) = test_token(payment_method_token) {
+                let card = CardDetails {
+                    kind: MethodKind::Card,
+                    verified: true,
+                    payment_method_id: state.next_id("pm"),
+                    brand: brand.to_owned(),
+                    last4: last4.to_owned(),
+                    exp_month: SIMULATED_EXP_MONTH,
+                    exp_year: SIMULATED_EXP_YEAR,
+                };
+                (card, decline)
+            } else if let Some((last4, decline, verified)) = bank_token(payment_method_token) {
+                let account = CardDetails {
+                    kind: MethodKind::UsBankAccount,
+                    verified,
+                    payment_method_id: state.next_id("pm"),
+                    brand: SIMULATED_BANK.to_owned(),
+                    last4: last4.to_owned(),
+                    exp_month: 12,
+                    exp_year: card_processor::BANK_ACCOUNT_EXP_YEAR,
+                };
+                (account, decline)
+            } else {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "No such PaymentMethod: '{payment_method_token}'"
+                )));
+            };
+        let payment_method_id = card.payment_method_id.clone();
         state.payment_methods.insert(
             payment_method_id,
             PaymentMethod { customer: Some(customer.clone()), card: card.clone(), decline },
@@ -656,17 +708,38 @@ impl CardProcessor for SimulatedProcessor {
                     request.payment_method_id, request.customer
                 )))
             }
+            Some(pm) if pm.card.kind == MethodKind::UsBankAccount && !pm.card.verified => {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "The bank account {} has not been verified yet",
+                    request.payment_method_id
+                )))
+            }
+            Some(pm) if pm.card.kind != request.method => {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "The PaymentMethod {} is not of the payment method type the PaymentIntent allows",
+                    request.payment_method_id
+                )))
+            }
             Some(pm) => {
                 debug_assert_eq!(pm.card.payment_method_id, request.payment_method_id);
                 pm.decline.clone()
             }
         };
+        let bank = request.method == MethodKind::UsBankAccount;
         let payment_intent_id = state.next_id("pi");
         let pm = request.payment_method_id.clone();
         *state.attempts_by_payment_method.entry(pm.clone()).or_default() += 1;
         let now = state.now();
         let mut resolution = None;
+        let mut failure = None;
         let outcome = match (decline, &fault) {
+            // An ACH debit is `processing` for days, then succeeds or is returned.
+            (decline, _) if bank => {
+                let settles = now + Duration::minutes(ACH_SETTLEMENT_MINUTES);
+                resolution = Some((decline.is_none(), settles));
+                failure = decline;
+                ChargeOutcome::Processing { payment_intent_id }
+            }
             (Some(code), _) if code == authentication_required() && request.on_session() => {
                 ChargeOutcome::RequiresAction {
                     client_secret: format!("{payment_intent_id}_secret_sim"),
@@ -694,6 +767,7 @@ impl CardProcessor for SimulatedProcessor {
             outcome: outcome.clone(),
             created_at: now,
             resolution,
+            failure,
         });
         let index = state.payments.len() - 1;
         state.keys.insert(request.idempotency_key.clone(), index);
@@ -822,6 +896,40 @@ impl CardProcessor for SimulatedProcessor {
         Ok(state.disputes.iter().filter(|(_, at)| *at >= since).map(|(d, _)| d.clone()).collect())
     }
 
+    async fn verify_bank_account(
+        &self,
+        customer: &CustomerId,
+        payment_method_id: &str,
+        amounts_cents: [u32; 2],
+    ) -> Result<CardDetails, ProcessorError> {
+        let mut state = self.state();
+        state.check_available()?;
+        let Some(pm) = state.payment_methods.get_mut(payment_method_id) else {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "No such PaymentMethod: '{payment_method_id}'"
+            )));
+        };
+        if pm.customer.as_ref() != Some(customer) || pm.card.kind != MethodKind::UsBankAccount {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "{payment_method_id} is not a bank account of this customer"
+            )));
+        }
+        let mut sent = SIMULATED_MICRODEPOSITS;
+        let mut given = amounts_cents;
+        sent.sort_unstable();
+        given.sort_unstable();
+        if !pm.card.verified && sent != given {
+            return Err(ProcessorError::InvalidRequest(
+                "The amounts provided do not match the amounts that were sent to the bank account."
+                    .into(),
+            ));
+        }
+        pm.card.verified = true;
+        let card = pm.card.clone();
+        self.persist(&state)?;
+        Ok(card)
+    }
+
     async fn cancel_charge(
         &self,
         payment_intent_id: &str,
@@ -931,12 +1039,63 @@ mod tests {
         amount_cents: u64,
     ) -> ChargeRequest {
         ChargeRequest {
+            method: Default::default(),
             customer: customer.clone(),
             payment_method_id: card.payment_method_id.clone(),
             amount_cents,
             idempotency_key: key.to_owned(),
             description: "Pay Now".to_owned(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bank_account_debit_is_processing_for_days_then_settles_and_needs_verifying_first() {
+        let sim = SimulatedProcessor::new();
+        let start = Utc::now();
+        sim.set_now(start);
+        let (customer, account) = customer_with(&sim, "pm_usBankAccount").await;
+        assert_eq!((account.kind, account.verified), (MethodKind::UsBankAccount, true));
+        let debit = ChargeRequest {
+            method: MethodKind::UsBankAccount,
+            ..charge_of(&customer, &account, "pay:acme:ach-1", 5_000)
+        };
+        assert!(matches!(sim.charge(&debit).await, Ok(ChargeOutcome::Processing { .. })));
+        // As a card it is refused (the intent does not allow the method).
+        let as_card = charge_of(&customer, &account, "pay:acme:ach-2", 5_000);
+        assert!(matches!(sim.charge(&as_card).await, Err(ProcessorError::InvalidRequest(_))));
+        sim.set_now(start + Duration::days(2));
+        let still = sim.find_charge(&customer, "pay:acme:ach-1").await.unwrap();
+        assert!(matches!(still, Some(ChargeOutcome::Processing { .. })), "{still:?}");
+        sim.set_now(start + Duration::minutes(ACH_SETTLEMENT_MINUTES));
+        let settled = sim.find_charge(&customer, "pay:acme:ach-1").await.unwrap();
+        assert!(matches!(settled, Some(ChargeOutcome::Succeeded { .. })), "{settled:?}");
+        // A returned debit settles failed with its reason.
+        let (customer, poor) = customer_with(&sim, "pm_usBankAccount_insufficientFunds").await;
+        let debit = ChargeRequest {
+            method: MethodKind::UsBankAccount,
+            ..charge_of(&customer, &poor, "pay:acme:ach-3", 5_000)
+        };
+        sim.charge(&debit).await.unwrap();
+        sim.set_now(start + Duration::days(7));
+        let returned = sim.find_charge(&customer, "pay:acme:ach-3").await.unwrap();
+        let Some(ChargeOutcome::Declined { decline, .. }) = returned else {
+            panic!("{returned:?}")
+        };
+        assert_eq!(decline.code, DeclineCode::InsufficientFunds);
+        // An account waiting for microdeposits is refused until they are confirmed.
+        let (customer, waiting) = customer_with(&sim, "pm_usBankAccount_microdeposits").await;
+        assert!(!waiting.verified);
+        let debit = ChargeRequest {
+            method: MethodKind::UsBankAccount,
+            ..charge_of(&customer, &waiting, "pay:acme:ach-4", 5_000)
+        };
+        assert!(matches!(sim.charge(&debit).await, Err(ProcessorError::InvalidRequest(_))));
+        let id = &waiting.payment_method_id;
+        let wrong = sim.verify_bank_account(&customer, id, [10, 20]).await;
+        assert!(matches!(wrong, Err(ProcessorError::InvalidRequest(_))));
+        let verified = sim.verify_bank_account(&customer, id, [45, 32]).await.unwrap();
+        assert!(verified.verified);
+        assert!(matches!(sim.charge(&debit).await, Ok(ChargeOutcome::Processing { .. })));
     }
 
     #[tokio::test]
@@ -950,6 +1109,8 @@ mod tests {
             assert_eq!(
                 card,
                 CardDetails {
+                    kind: Default::default(),
+                    verified: true,
                     payment_method_id: "pm_sim000002".into(),
                     brand: brand.into(),
                     last4: last4.into(),

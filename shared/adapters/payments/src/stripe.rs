@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::{
     check_idempotency_key, check_object_id, redact_card_numbers, CardDetails, CardProcessor,
     ChargeOutcome, ChargeRequest, CustomerId, Decline, DeclineCode, DisputeState, DisputeStatus,
-    ProcessorError, ProcessorRefund, RefundOutcome, RefundRequest,
+    MethodKind, ProcessorError, ProcessorRefund, RefundOutcome, RefundRequest,
 };
 
 pub const DEFAULT_STRIPE_BASE_URL: &str = "https://api.stripe.com";
@@ -322,7 +322,15 @@ impl CardProcessor for StripeProcessor {
             // Without this Stripe enables the Dashboard's payment methods, and confirming then
             // asks for a return_url; a charge of a saved card needs none (3-D Secure, on
             // session, comes back as `use_stripe_sdk` for the page to handle).
-            ("payment_method_types[]", "card"),
+            // A bank account is debited by ACH: `processing` for days, then succeeded or
+            // failed (its mandate was given when the account was collected).
+            (
+                "payment_method_types[]",
+                match request.method {
+                    MethodKind::Card => "card",
+                    MethodKind::UsBankAccount => "us_bank_account",
+                },
+            ),
         ];
         // Auto-recharge charges without the customer: Stripe then answers a card that wants
         // authentication with a 402 `authentication_required` instead of waiting for it.
@@ -737,6 +745,36 @@ fn outcome_of(
 pub(crate) fn card_details(
     payment_method: PaymentMethodBody,
 ) -> Result<CardDetails, ProcessorError> {
+    // A US bank account (ACH): collected and verified by Stripe.js (Financial Connections, or
+    // microdeposits confirmed there) with its mandate, so the account that reaches us is
+    // chargeable; it has no expiry.
+    if payment_method.kind == "us_bank_account" {
+        let Some(account) = payment_method.us_bank_account else {
+            return Err(ProcessorError::Unexpected(format!(
+                "payment method {} has no bank account details",
+                payment_method.id
+            )));
+        };
+        let well_formed = account.last4.len() == 4
+            && account.last4.bytes().all(|b| b.is_ascii_digit())
+            && check_object_id("payment method id", &payment_method.id).is_ok();
+        if !well_formed {
+            return Err(ProcessorError::Unexpected(format!(
+                "payment method {} has malformed bank account details",
+                payment_method.id
+            )));
+        }
+        let bank = account.bank_name.filter(|b| !b.is_empty()).unwrap_or_else(|| "bank".into());
+        return Ok(CardDetails {
+            kind: MethodKind::UsBankAccount,
+            verified: true,
+            payment_method_id: payment_method.id,
+            brand: bank.chars().take(32).collect(),
+            last4: account.last4,
+            exp_month: 12,
+            exp_year: crate::BANK_ACCOUNT_EXP_YEAR,
+        });
+    }
     let Some(card) = payment_method.card.filter(|_| payment_method.kind == "card") else {
         return Err(ProcessorError::InvalidRequest(format!(
             "payment method {} is a {}, not a card",
@@ -756,6 +794,8 @@ pub(crate) fn card_details(
         )));
     }
     Ok(CardDetails {
+        kind: Default::default(),
+        verified: true,
         payment_method_id: payment_method.id,
         brand: card.brand,
         last4: card.last4,
@@ -875,6 +915,15 @@ pub(crate) struct PaymentMethodBody {
     #[serde(rename = "type")]
     kind: String,
     card: Option<CardBody>,
+    #[serde(default)]
+    us_bank_account: Option<BankAccountBody>,
+}
+
+#[derive(Deserialize)]
+struct BankAccountBody {
+    #[serde(default)]
+    bank_name: Option<String>,
+    last4: String,
 }
 
 #[derive(Deserialize)]
@@ -1065,6 +1114,7 @@ mod tests {
 
     fn request() -> ChargeRequest {
         ChargeRequest {
+            method: Default::default(),
             customer: CustomerId("cus_1".into()),
             payment_method_id: "pm_1".into(),
             amount_cents: 2500,
@@ -1258,6 +1308,8 @@ mod tests {
         assert_eq!(
             card,
             CardDetails {
+                kind: Default::default(),
+                verified: true,
                 payment_method_id: "pm_9".into(),
                 brand: "mastercard".into(),
                 last4: "4444".into(),
@@ -1361,6 +1413,35 @@ mod tests {
         assert!(matches!(error, ProcessorError::InvalidRequest(_)));
         let error = stripe.create_customer("", None).await.expect_err("refused");
         assert!(matches!(error, ProcessorError::InvalidRequest(_)));
+    }
+
+    /// A US bank account payment method as Stripe returns it (shape recorded from
+    /// docs.stripe.com/api/payment_methods/object, type `us_bank_account`): localstripe has no
+    /// bank accounts, so the reading is tested on the recorded object.
+    #[test]
+    fn a_us_bank_account_payment_method_reads_as_a_bank_account() {
+        let recorded = serde_json::json!({
+            "id": "pm_1Q0PsIJvEtkwdCNYMSaVuRz6", "object": "payment_method",
+            "type": "us_bank_account", "customer": "cus_QsAQRpS8b4QdvA", "livemode": false,
+            "billing_details": {"email": null, "name": "John Doe", "phone": null},
+            "us_bank_account": {
+                "account_holder_type": "individual", "account_type": "checking",
+                "bank_name": "STRIPE TEST BANK", "financial_connections_account": null,
+                "fingerprint": "LstWJFsCK7P349Bg", "last4": "6789",
+                "networks": {"preferred": "ach", "supported": ["ach"]},
+                "routing_number": "110000000", "status_details": {}
+            }
+        });
+        let body: PaymentMethodBody = serde_json::from_value(recorded).expect("a payment method");
+        let account = card_details(body).expect("a bank account");
+        assert_eq!(account.kind, MethodKind::UsBankAccount);
+        assert_eq!((account.brand.as_str(), account.last4.as_str()), ("STRIPE TEST BANK", "6789"));
+        assert!(account.verified && !account.is_expired(chrono::NaiveDate::MAX));
+        let broken = serde_json::json!({
+            "id": "pm_2", "type": "us_bank_account", "us_bank_account": {"last4": "67"}
+        });
+        let body: PaymentMethodBody = serde_json::from_value(broken).expect("a payment method");
+        assert!(matches!(card_details(body), Err(ProcessorError::Unexpected(_))));
     }
 
     #[test]

@@ -80,6 +80,20 @@ pub trait CardProcessor: Send + Sync {
     async fn cancel_charge(&self, payment_intent_id: &str)
         -> Result<ChargeOutcome, ProcessorError>;
 
+    /// Verify a bank account by the two microdeposit amounts (in cents) the holder read on
+    /// their statement: the account as it stands after (verified), or `InvalidRequest` when the
+    /// amounts do not match. Processors that verify in the browser answer `InvalidRequest`.
+    async fn verify_bank_account(
+        &self,
+        _customer: &CustomerId,
+        _payment_method_id: &str,
+        _amounts_cents: [u32; 2],
+    ) -> Result<CardDetails, ProcessorError> {
+        Err(ProcessorError::InvalidRequest(
+            "this processor verifies bank accounts in the customer's browser".into(),
+        ))
+    }
+
     /// Return `amount_cents` of a succeeded payment to its card, with an Idempotency-Key (the
     /// same key yields the same refund). Like [`CardProcessor::charge`], three outcomes:
     /// `Ok(Sent | Pending)` (the processor took it: the money is on its way back),
@@ -221,8 +235,29 @@ impl fmt::Display for CustomerId {
     }
 }
 
-/// What the system keeps about a card: the processor's payment method id, brand, last 4 digits
-/// and expiry. Never the number or the CVC.
+/// What a payment method is: a card, or a US bank account debited by ACH (which settles in
+/// days: its payments are `processing` first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    #[default]
+    Card,
+    UsBankAccount,
+}
+
+impl MethodKind {
+    pub fn is_card(&self) -> bool {
+        *self == MethodKind::Card
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the system keeps about a card (or bank account): the processor's payment method id,
+/// brand (the bank's name for an account), last 4 digits and expiry (none for an account: a
+/// far date). Never the number or the CVC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardDetails {
     pub payment_method_id: String,
@@ -232,12 +267,21 @@ pub struct CardDetails {
     /// 1 to 12.
     pub exp_month: u8,
     pub exp_year: u16,
+    #[serde(default)]
+    pub kind: MethodKind,
+    /// A bank account the processor has not verified yet (microdeposits) cannot be charged.
+    #[serde(default = "yes")]
+    pub verified: bool,
 }
+
+/// Far enough that a bank account never counts as expired.
+pub const BANK_ACCOUNT_EXP_YEAR: u16 = 9999;
 
 impl CardDetails {
     /// A card is good through the last day of its expiry month.
     pub fn is_expired(&self, today: NaiveDate) -> bool {
-        (today.year(), today.month()) > (i32::from(self.exp_year), u32::from(self.exp_month))
+        self.kind == MethodKind::Card
+            && (today.year(), today.month()) > (i32::from(self.exp_year), u32::from(self.exp_month))
     }
 }
 
@@ -252,6 +296,9 @@ pub struct ChargeRequest {
     /// never a fresh value per attempt, or a retry after a crash charges twice.
     pub idempotency_key: String,
     pub description: String,
+    /// A card, or a bank account (an ACH debit: `processing` for days, then decided).
+    #[serde(default, skip_serializing_if = "MethodKind::is_card")]
+    pub method: MethodKind,
 }
 
 impl ChargeRequest {
@@ -515,6 +562,8 @@ mod tests {
 
     fn card(exp_month: u8, exp_year: u16) -> CardDetails {
         CardDetails {
+            kind: Default::default(),
+            verified: true,
             payment_method_id: "pm_1".into(),
             brand: "visa".into(),
             last4: "4242".into(),
@@ -604,6 +653,7 @@ mod tests {
     #[test]
     fn charge_requests_are_checked_before_anything_is_sent() {
         let good = ChargeRequest {
+            method: Default::default(),
             customer: CustomerId("cus_1".into()),
             payment_method_id: "pm_1".into(),
             amount_cents: 5000,

@@ -174,9 +174,43 @@ pub struct StoredCard {
     pub role: CardRole,
     pub card_manager_email: Email,
     pub added_at: chrono::DateTime<chrono::Utc>,
+    /// A card, or a US bank account (ACH: its payments settle in days).
+    #[serde(default, skip_serializing_if = "MethodKind::is_card")]
+    pub kind: MethodKind,
+    /// A bank account waiting for its microdeposit verification is never charged.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub verified: bool,
+}
+
+/// What a stored payment method is (the processor's `card` or `us_bank_account`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    #[default]
+    Card,
+    UsBankAccount,
+}
+
+impl MethodKind {
+    pub fn is_card(&self) -> bool {
+        *self == MethodKind::Card
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl StoredCard {
+    /// Chargeable now: a card that has not expired, or a verified bank account.
+    pub fn chargeable(&self, today: chrono::NaiveDate) -> bool {
+        self.verified && !self.expired(today)
+    }
+
     /// The last day the card can be charged: the last day of its expiry month.
     pub fn last_valid_day(&self) -> Option<chrono::NaiveDate> {
         let (year, month) = match self.exp_month {
@@ -194,6 +228,9 @@ impl StoredCard {
 
     pub fn expired(&self, today: chrono::NaiveDate) -> bool {
         use chrono::Datelike;
+        if self.kind == MethodKind::UsBankAccount {
+            return false;
+        }
         let (year, month) = (today.year(), today.month());
         i32::from(self.exp_year) < year
             || (i32::from(self.exp_year) == year && u32::from(self.exp_month) < month)
@@ -282,9 +319,10 @@ pub struct Undeliverable {
 pub const MAX_UNDELIVERABLE: usize = 20;
 
 impl Profile {
-    /// The cards auto-recharge tries, in order: the primary, then the backups.
+    /// The cards auto-recharge tries, in order: the primary, then the backups (a bank account
+    /// waiting for verification is never tried).
     pub fn charge_order(&self) -> Vec<&StoredCard> {
-        let mut cards: Vec<&StoredCard> = self.cards.iter().collect();
+        let mut cards: Vec<&StoredCard> = self.cards.iter().filter(|c| c.verified).collect();
         cards.sort_by_key(|c| (c.role != CardRole::Primary, c.added_at));
         cards
     }

@@ -90,6 +90,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/cards"),
     ("PUT", "/v1/cards/{card_id}/role"),
     ("DELETE", "/v1/cards/{card_id}"),
+    ("POST", "/v1/bank-accounts"),
+    ("POST", "/v1/bank-accounts/{card_id}/verify"),
     ("POST", "/v1/payments"),
     ("GET", "/v1/payments"),
     ("POST", "/v1/operator/accounts"),

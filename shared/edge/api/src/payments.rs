@@ -34,6 +34,8 @@ pub const MAX_PAYMENT_USD: rust_decimal::Decimal =
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::default()
         .routes(routes!(list_cards, add_card))
+        .routes(routes!(add_bank_account))
+        .routes(routes!(verify_bank_account))
         .routes(routes!(set_role))
         .routes(routes!(delete_card))
         .routes(routes!(pay_now, history))
@@ -82,12 +84,47 @@ pub struct CardView {
     pub expired: bool,
     #[schema(value_type = EmailAddress)]
     pub card_manager_email: Email,
+    /// `card`, or `us_bank_account` (ACH: its payments settle in a few business days; `brand`
+    /// is the bank's name, and it never expires).
+    pub kind: PaymentMethodKind,
+    /// A bank account waiting for its microdeposit amounts (`POST
+    /// /v1/bank-accounts/{id}/verify`) is never charged; cards are always verified.
+    pub verified: bool,
+}
+
+/// `card` or `us_bank_account`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethodKind {
+    Card,
+    UsBankAccount,
+}
+
+impl From<profile::MethodKind> for PaymentMethodKind {
+    fn from(kind: profile::MethodKind) -> Self {
+        match kind {
+            profile::MethodKind::Card => PaymentMethodKind::Card,
+            profile::MethodKind::UsBankAccount => PaymentMethodKind::UsBankAccount,
+        }
+    }
 }
 
 fn card_view(card: &StoredCard) -> CardView {
-    let StoredCard { id, brand, last4, exp_month, exp_year, role, card_manager_email, added_at: _ } =
-        card;
+    let StoredCard {
+        id,
+        brand,
+        last4,
+        exp_month,
+        exp_year,
+        role,
+        card_manager_email,
+        added_at: _,
+        kind,
+        verified,
+    } = card;
     CardView {
+        kind: (*kind).into(),
+        verified: *verified,
         id: id.clone(),
         brand: brand.clone(),
         last4: last4.clone(),
@@ -195,6 +232,37 @@ async fn add_card(
     let id = identity.admin_account()?.clone();
     own_cards(&state, &id).await?;
     let request: AddCard = crate::body::json(&raw)?;
+    let method = NewMethod {
+        token: &request.payment_method_token,
+        manager_email: request.card_manager_email,
+        role: request.role,
+        kind: profile::MethodKind::Card,
+    };
+    register(&state, &identity, &id, method).await
+}
+
+/// A payment method to register: a card, or a bank account.
+struct NewMethod<'a> {
+    token: &'a str,
+    manager_email: Email,
+    role: doc::CardRole,
+    kind: profile::MethodKind,
+}
+
+/// Attach a token at the processor and keep what it is (a card or a bank account: the one
+/// the route registers; the other kind is refused and detached).
+async fn register(
+    state: &AppState,
+    identity: &Identity,
+    id: &AccountId,
+    method: NewMethod<'_>,
+) -> Result<(StatusCode, Json<CardAdded>), ApiError> {
+    let id = id.clone();
+    let request = AddCard {
+        payment_method_token: method.token.to_string(),
+        card_manager_email: method.manager_email,
+        role: method.role,
+    };
     let token = request.payment_method_token.trim();
     if token.is_empty() || token.len() > 255 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request("invalid_field", "payment_method_token is not a token")
@@ -210,7 +278,7 @@ async fn add_card(
         )
         .on_field("payment_method_token"));
     }
-    let account = account_or_404(&state, &id).await?;
+    let account = account_or_404(state, &id).await?;
     require_terms(&account)?;
     let (current, _) = profile::load(state.docs(), &id).await?;
     if current.cards.len() >= profile::MAX_CARDS {
@@ -246,7 +314,25 @@ async fn add_card(
     crate::limits::record(state.docs(), &id, crate::limits::Limited::CardRegistration, Utc::now())
         .await;
     let details = state.processor.attach_card(&customer, token).await.map_err(processor_error)?;
+    let kind = match details.kind {
+        payments::MethodKind::Card => profile::MethodKind::Card,
+        payments::MethodKind::UsBankAccount => profile::MethodKind::UsBankAccount,
+    };
+    if kind != method.kind {
+        let _ = state.processor.detach_card(&details.payment_method_id).await;
+        let message = match kind {
+            profile::MethodKind::Card => "this token is a card: register it with POST /v1/cards",
+            profile::MethodKind::UsBankAccount => {
+                "this token is a bank account: register it with POST /v1/bank-accounts"
+            }
+        };
+        return Err(
+            ApiError::bad_request("invalid_field", message).on_field("payment_method_token")
+        );
+    }
     let card = StoredCard {
+        kind,
+        verified: details.verified,
         id: details.payment_method_id.clone(),
         brand: details.brand.clone(),
         last4: details.last4.clone(),
@@ -282,13 +368,13 @@ async fn add_card(
             return Err(error);
         }
     };
-    reset_recharge_backoff(&state, &id).await;
+    reset_recharge_backoff(state, &id).await;
     let stored = after.cards.iter().find(|c| c.id == card.id).unwrap_or(&card);
     crate::audit::record(
         state.docs(),
         &id,
         &identity.user,
-        "card_added",
+        if kind.is_card() { "card_added" } else { "bank_account_added" },
         Value::Null,
         json!({ "card": stored.id, "brand": stored.brand, "last4": stored.last4, "role": stored.role }),
     )
@@ -827,6 +913,14 @@ async fn pay_now(
     let (Some(card), Some(customer)) =
         (profile.payable_card(today).cloned(), profile.processor_customer_id.clone())
     else {
+        if profile.cards.iter().any(|c| !c.verified) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unverified_bank_account",
+                "the bank account on file is not verified yet: verify it with its two \
+                 microdeposit amounts (POST /v1/bank-accounts/{id}/verify) or add a card",
+            ));
+        }
         if profile.primary_card().is_some() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -886,4 +980,139 @@ async fn history(
         state.doc_page::<PaymentRecord>(id, DocKind::Payment, params.get("cursor"), limit).await?;
     let payments = payments.iter().map(PaymentView::from).collect();
     Ok(Json(PaymentPage { payments, next_cursor }))
+}
+
+/// Register a US bank account by the processor's token (from its bank-account form: Stripe.js
+/// collects it with Financial Connections or by hand for microdeposits; never an account
+/// number). The holder's authorization to debit it (the ACH mandate) is required.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddBankAccount {
+    #[schema(min_length = 1, max_length = 255)]
+    pub payment_method_token: String,
+    /// Who manages the account's billing details (receives its notices).
+    #[schema(value_type = EmailAddress)]
+    pub manager_email: Email,
+    pub role: doc::CardRole,
+    /// The holder authorized ringledger to debit the account for payments and auto-recharge
+    /// (the ACH mandate shown beside the form). Must be `true`.
+    pub mandate_accepted: bool,
+}
+
+#[utoipa::path(
+    post, path = "/v1/bank-accounts",
+    summary = "Register a US bank account (ACH) by processor token, with the holder's mandate (admin)",
+    description = "Usable like a card for Pay Now and as primary or backup for auto-recharge once verified. An account the processor verified at once (instant verification) is chargeable now; one waiting for microdeposits is kept with `verified: false` and never charged until `POST /v1/bank-accounts/{id}/verify`. ACH payments settle in a few business days: they are `pending` first and credited only when they succeed (or marked failed, with a `payment_failed` email).",
+    request_body = AddBankAccount,
+    responses(
+        (status = 201, description = "Registered (see `verified`)", body = CardAdded),
+        (status = 409, description = "Conflict with the current state (too many payment methods)", body = ApiError),
+        (status = 429, description = "Card-testing limit: 10 registrations per account and hour; `Retry-After` says when to try again", body = ApiError),
+        (status = 502, description = "Card processor unavailable", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
+async fn add_bank_account(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    raw: Bytes,
+) -> Result<(StatusCode, Json<CardAdded>), ApiError> {
+    let id = identity.admin_account()?.clone();
+    own_cards(&state, &id).await?;
+    let request: AddBankAccount = crate::body::json(&raw)?;
+    if !request.mandate_accepted {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "the account holder must authorize the debits (mandate_accepted: true)",
+        )
+        .on_field("mandate_accepted"));
+    }
+    let method = NewMethod {
+        token: &request.payment_method_token,
+        manager_email: request.manager_email,
+        role: request.role,
+        kind: profile::MethodKind::UsBankAccount,
+    };
+    register(&state, &identity, &id, method).await
+}
+
+/// The two microdeposit amounts, in cents, as the holder read them on their statement.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBankAccount {
+    #[schema(min_items = 2, max_items = 2)]
+    pub amounts_cents: [u32; 2],
+}
+
+#[utoipa::path(
+    post, path = "/v1/bank-accounts/{card_id}/verify",
+    summary = "Verify a bank account by its two microdeposits (admin)",
+    params(("card_id" = String, Path, description = "The bank account's payment-method id")),
+    request_body = VerifyBankAccount,
+    responses(
+        (status = 200, description = "Verified: chargeable from now on", body = CardAdded),
+        (status = 400, description = "The amounts do not match (nothing changed), or a bad request", body = ApiError),
+        (status = 404, description = "No such bank account on the account", body = ApiError),
+        (status = 502, description = "Card processor unavailable", body = ApiError),
+        (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
+    )
+)]
+async fn verify_bank_account(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path(card_id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<CardAdded>, ApiError> {
+    let id = identity.admin_account()?.clone();
+    own_cards(&state, &id).await?;
+    let request: VerifyBankAccount = crate::body::json(&raw)?;
+    let (current, _) = profile::load(state.docs(), &id).await?;
+    let Some(account) = current
+        .cards
+        .iter()
+        .find(|c| c.id == card_id && c.kind == profile::MethodKind::UsBankAccount)
+        .cloned()
+    else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such bank account"));
+    };
+    if !account.verified {
+        let customer = CustomerId(current.processor_customer_id.clone().unwrap_or_default());
+        let verified = state
+            .processor
+            .verify_bank_account(&customer, &card_id, request.amounts_cents)
+            .await
+            .map_err(|error| match error {
+                ProcessorError::InvalidRequest(message) => {
+                    ApiError::bad_request("invalid_field", message).on_field("amounts_cents")
+                }
+                other => processor_error(other),
+            })?;
+        if !verified.verified {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "the processor has not verified the account",
+            )
+            .on_field("amounts_cents"));
+        }
+        profile::update_with(state.docs(), &id, |p| {
+            for card in p.cards.iter_mut().filter(|c| c.id == card_id) {
+                card.verified = true;
+            }
+            Ok::<(), ApiError>(())
+        })
+        .await?;
+        reset_recharge_backoff(&state, &id).await;
+        crate::audit::record(
+            state.docs(),
+            &id,
+            &identity.user,
+            "bank_account_verified",
+            Value::Null,
+            json!({ "card": card_id }),
+        )
+        .await?;
+    }
+    let (after, _) = profile::load(state.docs(), &id).await?;
+    let stored = after.cards.iter().find(|c| c.id == card_id).unwrap_or(&account);
+    Ok(Json(CardAdded { card: card_view(stored) }))
 }

@@ -135,6 +135,12 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             accepted_fields::<account::ScheduleBody>(empty()),
         ),
         ("post", "/v1/cards", accepted_fields::<payments::AddCard>(empty())),
+        ("post", "/v1/bank-accounts", accepted_fields::<payments::AddBankAccount>(empty())),
+        (
+            "post",
+            "/v1/bank-accounts/{card_id}/verify",
+            accepted_fields::<payments::VerifyBankAccount>(empty()),
+        ),
         ("put", "/v1/cards/{card_id}/role", accepted_fields::<payments::RoleBody>(empty())),
         ("post", "/v1/payments", accepted_fields::<payments::PayNowBody>(empty())),
         ("post", "/v1/statements", accepted_fields::<statements::SendBody>(empty())),
@@ -441,6 +447,14 @@ async fn every_route_answers_its_documented_success() {
     expect("DELETE", "/v1/cards/{card_id}", 204, reply);
     let reply = app.send("POST", "/v1/terms", &admin, r#"{"version": "2026-02"}"#).await;
     expect("POST", "/v1/terms", 200, reply);
+    // A bank account waiting for its microdeposits, then verified.
+    let bank = r#"{"payment_method_token": "pm_usBankAccount_microdeposits", "manager_email": "ap@acme.example", "role": "backup", "mandate_accepted": true}"#;
+    let added = app.send("POST", "/v1/bank-accounts", &admin, bank).await;
+    let account = added.json["card"]["id"].as_str().unwrap().to_string();
+    expect("POST", "/v1/bank-accounts", 201, added);
+    let verify = format!("/v1/bank-accounts/{account}/verify");
+    let reply = app.send("POST", &verify, &admin, r#"{"amounts_cents": [32, 45]}"#).await;
+    expect("POST", "/v1/bank-accounts/{card_id}/verify", 200, reply);
 
     let operator_calls: Vec<(&str, &str, Option<&str>, u16)> = vec![
         (

@@ -52,7 +52,9 @@ pub async fn renew(
         if plan.direct_charge {
             // Charged to the card by the payments worker: listed as a pending payment (which
             // raises its event in the same write), once; it moves the plan on when paid.
-            request_direct_charge(ledger, id, &fee_source_id(start)).await?;
+            // Listed again (a fresh event) from the day after it fell due: a period whose
+            // event was lost is worked again, once a day, not at every run of the sweep.
+            request_direct_charge(ledger, id, &fee_source_id(start), start < today).await?;
             break;
         }
         let terms = plan.renewing_terms().clone();
@@ -86,15 +88,19 @@ pub async fn renew(
 }
 
 /// List a direct-charge period's key as a pending payment, which raises its event. A key
-/// listed already is taken off and listed again, so each run raises the event anew: a period
-/// whose event was lost (or dead-lettered) is worked again by the next sweep, never stranded.
+/// listed already is, when `raise_again`, taken off and listed again, raising the event anew:
+/// a period whose event was lost (or dead-lettered) is worked again, never stranded.
 async fn request_direct_charge(
     ledger: &dyn LedgerStore,
     id: &AccountId,
     key: &str,
+    raise_again: bool,
 ) -> Result<(), JobError> {
     let listed = |a: &ledger::Account| a.pending_payments.iter().any(|k| k == key);
     if ledger.account(id).await?.is_some_and(|a| listed(&a)) {
+        if !raise_again {
+            return Ok(());
+        }
         let key = key.to_string();
         ledger
             .modify_account(

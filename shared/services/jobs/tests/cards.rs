@@ -25,6 +25,8 @@ impl Mailer for RecordingMailer {
 
 fn card(id: &str, role: CardRole, (month, year): (u8, u16)) -> StoredCard {
     StoredCard {
+        kind: Default::default(),
+        verified: true,
         id: id.into(),
         brand: "Visa".into(),
         last4: "4242".into(),

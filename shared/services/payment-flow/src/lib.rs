@@ -275,6 +275,9 @@ struct ClaimedCharge {
     card_id: String,
     card_brand: String,
     card_last4: String,
+    /// An ACH debit of a bank account (settles in days) rather than a card charge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bank_account: bool,
 }
 
 /// What a client is told while the processor has not answered.
@@ -474,6 +477,7 @@ pub async fn pay_now_with(
         card_id: card.id.clone(),
         card_brand: card.brand.clone(),
         card_last4: card.last4.clone(),
+        bank_account: card.kind == documents::profile::MethodKind::UsBankAccount,
     };
     let (record, version, replay) =
         match claim(ports.store, id, key, amount, (charge, None), now).await? {
@@ -552,6 +556,11 @@ async fn settle_claim(
         .parse::<u64>()
         .map_err(PayNowError::internal)?;
     let request = ChargeRequest {
+        method: if charge.bank_account {
+            card_processor::MethodKind::UsBankAccount
+        } else {
+            card_processor::MethodKind::Card
+        },
         customer: CustomerId(charge.customer.clone()),
         payment_method_id: charge.card_id.clone(),
         amount_cents: cents,
@@ -797,9 +806,17 @@ pub async fn reconcile_pending_payment(
         // Someone else took it over just now.
         return Ok(Reconciled::NotYet(now + chrono::Duration::seconds(STALE_IN_PROGRESS_SECONDS)));
     };
+    let bank = taken.charge.as_ref().is_some_and(|c| c.bank_account);
     let answer = settle_claim(ports, id, key, taken, version, true, now).await?;
     if matches!(answer, PayNowAnswer::Pending { .. }) {
-        return Ok(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)));
+        // An ACH debit takes days: asked again every few hours, not every few minutes (the
+        // processor's event settles it at once when it comes).
+        let wait = if bank {
+            chrono::Duration::hours(BANK_RECONCILE_RETRY_HOURS)
+        } else {
+            chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)
+        };
+        return Ok(Reconciled::NotYet(now + wait));
     }
     // The customer was told it was pending and is no longer there: a failure is told by email
     // (once per payment; a success already sent its receipt).
@@ -830,6 +847,8 @@ pub async fn reconcile_pending_payment(
 
 /// How long a payment whose outcome is still unknown waits before the processor is asked again.
 pub const RECONCILE_RETRY_MINUTES: i64 = 15;
+/// The same for a bank account's ACH debit, which settles in a few business days.
+pub const BANK_RECONCILE_RETRY_HOURS: i64 = 6;
 
 pub mod cards;
 pub mod dispute;

@@ -69,7 +69,9 @@ pub async fn charge_period(
                 }
             }
         };
-        if let Some(done) = paid_or_waiting(ports, id, period, charged, &answer, now).await? {
+        let bank = record.charge.as_ref().is_some_and(|c| c.bank_account);
+        let decided = paid_or_waiting(ports, id, period, charged, &answer, bank, now).await?;
+        if let Some(done) = decided {
             return Ok(done);
         }
     }
@@ -116,6 +118,7 @@ pub async fn charge_period(
             card_id: card.id.clone(),
             card_brand: card.brand.clone(),
             card_last4: card.last4.clone(),
+            bank_account: card.kind == documents::profile::MethodKind::UsBankAccount,
         };
         let card_key = attempt_key(period, attempt, &card.id);
         let fixed = (charge, Some(fee.clone()));
@@ -124,7 +127,9 @@ pub async fn charge_period(
             Err(wait) => return Ok(wait),
         };
         let charged = Some(terms.clone());
-        if let Some(done) = paid_or_waiting(ports, id, period, charged, &answer, now).await? {
+        let bank = card.kind == documents::profile::MethodKind::UsBankAccount;
+        let decided = paid_or_waiting(ports, id, period, charged, &answer, bank, now).await?;
+        if let Some(done) = decided {
             return Ok(done);
         }
         if let PayNowAnswer::Declined { message, payment }
@@ -229,12 +234,17 @@ async fn paid_or_waiting(
     period: NaiveDate,
     charged: Option<PlanTerms>,
     answer: &PayNowAnswer,
+    bank: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<Reconciled>, PayNowError> {
     match answer {
         PayNowAnswer::Credited { .. } => {
             Ok(Some(finish_period(ports, id, period, charged, now).await?))
         }
+        // An ACH debit takes days: asked again every few hours.
+        PayNowAnswer::Pending { .. } if bank => Ok(Some(Reconciled::NotYet(
+            now + chrono::Duration::hours(crate::BANK_RECONCILE_RETRY_HOURS),
+        ))),
         PayNowAnswer::Pending { .. } => {
             Ok(Some(Reconciled::NotYet(now + chrono::Duration::minutes(RECONCILE_RETRY_MINUTES))))
         }

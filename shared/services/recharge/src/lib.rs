@@ -62,6 +62,8 @@ fn cap_reason(reason: &str) -> &'static str {
 }
 /// How long an unknown outcome (`processing`, timeout) waits before the processor is asked again.
 pub const UNKNOWN_OUTCOME_RETRY_MINUTES: i64 = 15;
+/// How long an ACH debit still `processing` waits before the processor is asked again.
+pub const BANK_PROCESSING_RETRY_HOURS: i64 = 6;
 /// The processor's smallest charge (Stripe: $0.50).
 pub const MIN_CHARGE_USD: Decimal = Decimal::from_parts(50, 0, 0, false, 2);
 
@@ -132,6 +134,9 @@ pub struct Charging {
     /// charge up there even if the account changed agency since. Older records: the payer's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
+    /// An ACH debit of a bank account (settles in days) rather than a card charge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bank_account: bool,
 }
 
 fn sent_by_default() -> bool {
@@ -206,6 +211,11 @@ impl Charging {
             .parse::<u64>()
             .map_err(RechargeError::Cents)?;
         Ok(ChargeRequest {
+            method: if self.bank_account {
+                card_processor::MethodKind::UsBankAccount
+            } else {
+                card_processor::MethodKind::Card
+            },
             customer: CustomerId(customer),
             payment_method_id: self.card_id.clone(),
             amount_cents: cents,
@@ -621,6 +631,7 @@ impl RechargeWorker {
                     declined: Vec::new(),
                     sent: false,
                     customer: None,
+                    bank_account: false,
                 }
             }
         };
@@ -652,6 +663,7 @@ impl RechargeWorker {
             card_last4: card.last4.clone(),
             sent: !card.expired(now.date_naive()),
             customer: payer.processor_customer_id.clone(),
+            bank_account: card.kind == profile::MethodKind::UsBankAccount,
             ..charging
         };
         state.charging = Some(charging.clone());
@@ -784,7 +796,11 @@ impl RechargeWorker {
                     }
                 }
             }
-            // Unknown: the attempt stays written down and is asked about again later.
+            // Unknown: the attempt stays written down and is asked about again later (an ACH
+            // debit, which takes days, every few hours).
+            Ok(ChargeOutcome::Processing { .. }) if charging.bank_account => {
+                Ok(Some(Outcome::NotYet(now + Duration::hours(BANK_PROCESSING_RETRY_HOURS))))
+            }
             Ok(ChargeOutcome::Processing { .. }) => {
                 Ok(Some(Outcome::NotYet(now + Duration::minutes(UNKNOWN_OUTCOME_RETRY_MINUTES))))
             }

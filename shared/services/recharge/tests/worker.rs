@@ -54,6 +54,8 @@ async fn rig(card_tokens: &[&str], mode: RechargeMode) -> (Rig, LedgerEvent) {
         let details = processor.attach_card(&customer, token).await.unwrap();
         cards.push(details.payment_method_id.clone());
         let card = StoredCard {
+            kind: Default::default(),
+            verified: true,
             id: details.payment_method_id,
             brand: details.brand,
             last4: details.last4,
@@ -251,6 +253,8 @@ async fn out_of_attempts_turns_auto_recharge_off_until_a_card_change_whatever_th
             card.role = CardRole::Backup;
         }
         p.cards.push(StoredCard {
+            kind: Default::default(),
+            verified: true,
             id: visa.payment_method_id.clone(),
             brand: visa.brand.clone(),
             last4: visa.last4.clone(),

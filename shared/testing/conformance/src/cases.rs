@@ -943,6 +943,8 @@ pub async fn account_ids_list_every_account_in_order(store: Arc<dyn LedgerStore>
 /// A card the processor attached, as the profile keeps it: the primary.
 pub fn primary_card(card: payments::CardDetails) -> documents::profile::StoredCard {
     documents::profile::StoredCard {
+        kind: Default::default(),
+        verified: true,
         id: card.payment_method_id,
         brand: card.brand,
         last4: card.last4,

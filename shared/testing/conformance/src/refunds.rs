@@ -445,6 +445,8 @@ pub async fn card_updates_apply_once_in_any_order(store: Arc<dyn Store>) {
     .await
     .unwrap();
     let update = |year: u16, last4: &str| payments::CardDetails {
+        kind: Default::default(),
+        verified: true,
         exp_year: year,
         exp_month: 3,
         last4: last4.into(),

@@ -159,6 +159,9 @@ pub struct Stats {
     /// payments charged to the agency's cards.
     pub agency_clients: usize,
     pub agency_charges: usize,
+    /// Bank-account (ACH) debits that settled, and those that came back.
+    pub ach_settled: usize,
+    pub ach_returned: usize,
 }
 
 /// The faulty store: the memory store behind writes that may fail before or after applying.
@@ -558,6 +561,11 @@ pub async fn register_card(
 ) -> Option<StoredCard> {
     let details = processor.attach_card(customer, token).await.ok()?;
     let card = StoredCard {
+        kind: match details.kind {
+            payments::MethodKind::Card => documents::profile::MethodKind::Card,
+            payments::MethodKind::UsBankAccount => documents::profile::MethodKind::UsBankAccount,
+        },
+        verified: details.verified,
         id: details.payment_method_id,
         brand: details.brand,
         last4: details.last4,
@@ -688,13 +696,17 @@ impl std::fmt::Display for Violation {
     }
 }
 
-const CARD_TOKENS: [&str; 5] = [
+const CARD_TOKENS: [&str; 7] = [
     "pm_card_visa",
     "pm_card_mastercard",
     "pm_card_chargeDeclined",
     "pm_card_visa",
     // Asks for 3-D Secure on every charge: Pay Now waits for the holder, auto-recharge declines.
     "pm_card_authenticationRequired",
+    // US bank accounts (ACH): every debit is processing for three days, then succeeds or comes
+    // back for insufficient funds.
+    "pm_usBankAccount",
+    "pm_usBankAccount_insufficientFunds",
 ];
 
 fn amount(text: &str) -> Amount {
@@ -1773,7 +1785,10 @@ impl World {
 
     /// Relay and deliver until the outbox and the queue are empty.
     async fn drain(&mut self) {
-        for _ in 0..400 {
+        // Up to about twelve weeks of simulated time: a plan period paid from three bank
+        // accounts whose debits all come back takes three attempts of nine days each (three
+        // days a debit), and periods falling due meanwhile are charged too.
+        for _ in 0..4_000 {
             self.relay_all().await;
             let mut worked = false;
             while self.queue.iter().any(|m| m.visible_at <= self.now) {
@@ -2555,6 +2570,12 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
                 .count();
         }
     }
+    for (request, _) in world.processor.succeeded_payments() {
+        if request.method == payments::MethodKind::UsBankAccount {
+            world.stats.ach_settled += 1;
+        }
+    }
+    world.stats.ach_returned = world.processor.returned_bank_debits();
     let mut capped: Vec<String> = world
         .notices
         .published()

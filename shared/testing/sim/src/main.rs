@@ -79,6 +79,8 @@ fn main() {
                 totals.plan_fallbacks += stats.plan_fallbacks;
                 totals.agency_clients += stats.agency_clients;
                 totals.agency_charges += stats.agency_charges;
+                totals.ach_settled += stats.ach_settled;
+                totals.ach_returned += stats.ach_returned;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -88,7 +90,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards)",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards), {} bank-account debits settled and {} returned",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -113,6 +115,8 @@ fn main() {
         totals.plan_card_paid,
         totals.plan_fallbacks,
         totals.agency_clients,
-        totals.agency_charges
+        totals.agency_charges,
+        totals.ach_settled,
+        totals.ach_returned
     );
 }

@@ -12,6 +12,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut grants, mut expired, mut capped) = (0, 0, 0);
     let (mut denied, mut authenticated, mut dashboard, mut plan_fees) = (0, 0, 0, 0);
     let (mut plan_card_paid, mut plan_fallbacks, mut agency_charges) = (0, 0, 0);
+    let (mut ach_settled, mut ach_returned) = (0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -35,6 +36,8 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 plan_card_paid += stats.plan_card_paid;
                 plan_fallbacks += stats.plan_fallbacks;
                 agency_charges += stats.agency_charges;
+                ach_settled += stats.ach_settled;
+                ach_returned += stats.ach_returned;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -60,4 +63,6 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(plan_card_paid > 400, "only {plan_card_paid} plan periods paid by card");
     assert!(plan_fallbacks > 50, "only {plan_fallbacks} plan periods taken from the balance");
     assert!(agency_charges > 1_000, "only {agency_charges} client payments on agencies' cards");
+    assert!(ach_settled > 2_000, "only {ach_settled} bank-account debits settled");
+    assert!(ach_returned > 2_000, "only {ach_returned} bank-account debits returned");
 }
