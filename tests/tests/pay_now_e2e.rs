@@ -80,8 +80,24 @@ impl App {
         key: Option<&str>,
         body: Option<String>,
     ) -> Reply {
+        self.call_on(None, method, path, token, key, body).await
+    }
+
+    /// A call naming the account to act on (`Ringledger-Account`: an agency user's client).
+    async fn call_on(
+        &self,
+        named: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> Reply {
         let mut request =
             self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(token);
+        if let Some(account) = named {
+            request = request.header("ringledger-account", account);
+        }
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -308,4 +324,86 @@ async fn a_declined_card_credits_nothing_and_records_a_failed_payment() {
     assert_eq!(payments[0]["failure_code"], "card_declined");
     assert!(payments[0]["failure_reason"].as_str().is_some_and(|r| !r.is_empty()), "{payments:#?}");
     assert_eq!(app.receipts(), 0, "no receipt for a decline");
+}
+
+/// An agency's card at localstripe pays for its client (issue 15), over DynamoDB Local: the
+/// agency's user pays into the client by naming it, and the client's plan is charged to the
+/// agency's card by the payments worker's step, its balance untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_card_at_localstripe_pays_its_clients_payment_and_plan() {
+    let app = App::start(Duration::ZERO).await;
+    let agency = e2e::unique_table("agency");
+    let client = e2e::unique_table("client");
+    app.ready_account(&agency, e2e::stripe::VISA_SUCCESS).await;
+    let operator = app.jwt.issue("ops@ringledger.example", None, Role::Operator, 600);
+    let body = format!(r#"{{"account_id": "{client}"}}"#);
+    let created =
+        app.call(reqwest::Method::POST, "/v1/operator/accounts", &operator, None, Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let client_admin = app.jwt.issue("admin@client.example", Some(&client), Role::Admin, 600);
+    let terms = r#"{"version": "2026-01"}"#.to_string();
+    let accepted =
+        app.call(reqwest::Method::POST, "/v1/terms", &client_admin, None, Some(terms)).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text);
+    let link = format!("/v1/operator/agencies/{agency}/clients/{client}");
+    let linked = app.call(reqwest::Method::PUT, &link, &operator, None, None).await;
+    assert_eq!(linked.status, StatusCode::OK, "{}", linked.text);
+
+    let user = app.jwt.issue("billing@agency.example", Some(&agency), Role::AgencyAdmin, 600);
+    let pay = r#"{"amount_usd": "30"}"#.to_string();
+    let paid = app
+        .call_on(
+            Some(&client),
+            reqwest::Method::POST,
+            "/v1/payments",
+            &user,
+            Some("fund-1"),
+            Some(pay),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+    let agency_id = AccountId::parse(&agency).unwrap();
+    let client_id = AccountId::parse(&client).unwrap();
+    let intents = app.intents(&agency_id).await;
+    assert_eq!(intents.len(), 1, "charged on the agency's customer: {intents:#?}");
+    assert_eq!(intents[0]["amount"], 3000);
+    assert_eq!(
+        conformance::assert_consistent(&*app.store, &client_id).await.balance_usd,
+        usd("30")
+    );
+
+    let plan = r#"{"name": "Pro", "price_usd": "29", "period": "monthly", "direct_charge": true}"#;
+    let set = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/operator/accounts/{client}/plan"),
+            &operator,
+            None,
+            Some(plan.into()),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!(set.json["card_charge_pending"], true, "{}", set.text);
+    let ports = payment_flow::PaymentPorts {
+        store: &*app.store,
+        processor: &*app.processor,
+        notices: Some(&*app.notices),
+    };
+    let key = format!("plan:{}", Utc::now().date_naive());
+    for _ in 0..2 {
+        let settled =
+            payment_flow::reconcile_pending_payment(&ports, &client_id, &key, Utc::now()).await;
+        assert_eq!(settled.expect("settled"), payment_flow::Reconciled::Final);
+    }
+    let intents = app.intents(&agency_id).await;
+    assert_eq!(intents.len(), 2, "{intents:#?}");
+    let account = conformance::assert_consistent(&*app.store, &client_id).await;
+    assert_eq!(account.balance_usd, usd("30"), "the plan was paid by the agency's card");
+    let fees: Vec<_> = app
+        .entries(&client_id)
+        .await
+        .into_iter()
+        .filter(|e| e.item == ledger::BillingItem::PlanFee)
+        .collect();
+    assert_eq!(fees.len(), 1);
 }
