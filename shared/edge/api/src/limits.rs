@@ -15,6 +15,8 @@ use crate::error::ApiError;
 
 pub const MAX_CARD_REGISTRATIONS_PER_HOUR: u32 = 10;
 pub const MAX_DECLINES_PER_HOUR: u32 = 5;
+/// Wrong microdeposit amounts an account may send per hour (there are under 5,000 pairs).
+pub const MAX_FAILED_BANK_VERIFICATIONS_PER_HOUR: u32 = 3;
 const DOC_ID: &str = "card-attempts";
 
 /// What is limited.
@@ -22,6 +24,9 @@ const DOC_ID: &str = "card-attempts";
 pub enum Limited {
     CardRegistration,
     DeclinedPayment,
+    /// A wrong pair of microdeposit amounts for a bank account (guessing them would verify
+    /// someone else's account).
+    BankVerification,
 }
 
 /// This hour's counts.
@@ -31,6 +36,8 @@ pub struct Attempts {
     pub hour: i64,
     pub card_registrations: u32,
     pub declined_payments: u32,
+    #[serde(default)]
+    pub failed_bank_verifications: u32,
 }
 
 fn hour_of(now: DateTime<Utc>) -> i64 {
@@ -74,6 +81,11 @@ pub async fn check(
         Limited::DeclinedPayment => {
             (attempts.declined_payments, MAX_DECLINES_PER_HOUR, "declined payments")
         }
+        Limited::BankVerification => (
+            attempts.failed_bank_verifications,
+            MAX_FAILED_BANK_VERIFICATIONS_PER_HOUR,
+            "wrong microdeposit amounts",
+        ),
     };
     if used < max {
         return Ok(());
@@ -99,6 +111,7 @@ pub async fn record(docs: &dyn DocStore, id: &AccountId, what: Limited, now: Dat
         match what {
             Limited::CardRegistration => attempts.card_registrations += 1,
             Limited::DeclinedPayment => attempts.declined_payments += 1,
+            Limited::BankVerification => attempts.failed_bank_verifications += 1,
         }
         let Ok(body) = serde_json::to_string(&attempts) else { break };
         match docs.put_doc(id, DocKind::Limits, DOC_ID, &body, version).await {

@@ -319,7 +319,11 @@ async fn register(
         payments::MethodKind::UsBankAccount => profile::MethodKind::UsBankAccount,
     };
     if kind != method.kind {
-        let _ = state.processor.detach_card(&details.payment_method_id).await;
+        // Not kept: detached, unless it is a method the account already holds (a saved card's
+        // id sent to the wrong route must keep working).
+        if !current.cards.iter().any(|c| c.id == details.payment_method_id) {
+            let _ = state.processor.detach_card(&details.payment_method_id).await;
+        }
         let message = match kind {
             profile::MethodKind::Card => "this token is a card: register it with POST /v1/cards",
             profile::MethodKind::UsBankAccount => {
@@ -330,6 +334,9 @@ async fn register(
             ApiError::bad_request("invalid_field", message).on_field("payment_method_token")
         );
     }
+    // A bank account waiting for verification cannot pay: it is kept as a backup until then,
+    // so the primary stays a method that pays (and whose expiry is watched).
+    let role = if details.verified { request.role.into() } else { CardRole::Backup };
     let card = StoredCard {
         kind,
         verified: details.verified,
@@ -338,7 +345,7 @@ async fn register(
         last4: details.last4.clone(),
         exp_month: details.exp_month,
         exp_year: details.exp_year,
-        role: request.role.into(),
+        role,
         card_manager_email: request.card_manager_email,
         added_at: ledger::truncate_to_micros(Utc::now()),
     };
@@ -376,7 +383,11 @@ async fn register(
         &identity.user,
         if kind.is_card() { "card_added" } else { "bank_account_added" },
         Value::Null,
-        json!({ "card": stored.id, "brand": stored.brand, "last4": stored.last4, "role": stored.role }),
+        json!({
+            "card": stored.id, "brand": stored.brand, "last4": stored.last4, "role": stored.role,
+            // The holder's authorization to debit (ACH), by this user, now.
+            "mandate_accepted": (!kind.is_card()).then_some(true),
+        }),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(CardAdded { card: card_view(stored) })))
@@ -417,6 +428,12 @@ async fn set_role(
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such card"));
         };
         match role {
+            CardRole::Primary if !card.verified => return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unverified_bank_account",
+                "verify the bank account (POST /v1/bank-accounts/{id}/verify) before making it \
+                     primary",
+            )),
             CardRole::Primary => promote(&mut p.cards, &card_id),
             CardRole::Backup if card.role == CardRole::Primary => {
                 return Err(ApiError::new(
@@ -469,7 +486,10 @@ async fn delete_card(
         };
         let removed = p.cards.remove(index);
         if removed.role == CardRole::Primary {
-            if let Some(next) = p.cards.first().map(|c| c.id.clone()) {
+            // The next method that can pay becomes primary (not a bank account still waiting
+            // for its verification).
+            let next = p.charge_order().first().map(|c| c.id.clone());
+            if let Some(next) = next.or_else(|| p.cards.first().map(|c| c.id.clone())) {
                 promote(&mut p.cards, &next);
             }
         }
@@ -1053,6 +1073,7 @@ pub struct VerifyBankAccount {
         (status = 200, description = "Verified: chargeable from now on", body = CardAdded),
         (status = 400, description = "The amounts do not match (nothing changed), or a bad request", body = ApiError),
         (status = 404, description = "No such bank account on the account", body = ApiError),
+        (status = 429, description = "Three wrong pairs of amounts this hour: `Retry-After` says when to try again", body = ApiError),
         (status = 502, description = "Card processor unavailable", body = ApiError),
         (status = 503, description = "Busy: nothing was applied, retry", body = ApiError),
     )
@@ -1076,17 +1097,22 @@ async fn verify_bank_account(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such bank account"));
     };
     if !account.verified {
+        let limited = crate::limits::Limited::BankVerification;
+        crate::limits::check(state.docs(), &id, limited, Utc::now()).await?;
         let customer = CustomerId(current.processor_customer_id.clone().unwrap_or_default());
-        let verified = state
-            .processor
-            .verify_bank_account(&customer, &card_id, request.amounts_cents)
-            .await
-            .map_err(|error| match error {
-                ProcessorError::InvalidRequest(message) => {
+        let answer =
+            state.processor.verify_bank_account(&customer, &card_id, request.amounts_cents).await;
+        let verified = match answer {
+            Ok(verified) => verified,
+            Err(ProcessorError::InvalidRequest(message)) => {
+                // A wrong guess counts: a few an hour (the pairs are few enough to guess).
+                crate::limits::record(state.docs(), &id, limited, Utc::now()).await;
+                return Err(
                     ApiError::bad_request("invalid_field", message).on_field("amounts_cents")
-                }
-                other => processor_error(other),
-            })?;
+                );
+            }
+            Err(other) => return Err(processor_error(other)),
+        };
         if !verified.verified {
             return Err(ApiError::bad_request(
                 "invalid_field",

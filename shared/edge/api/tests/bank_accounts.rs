@@ -150,7 +150,45 @@ async fn an_unverified_account_is_never_debited_and_a_returned_debit_is_told(app
     );
 }
 
+async fn microdeposit_guesses_are_limited_and_an_unverified_account_waits_as_a_backup(
+    app: TestApp,
+) {
+    let admin = app.ready_account("acme", "pm_card_visa").await;
+    let added = app
+        .send(
+            "POST",
+            "/v1/bank-accounts",
+            &admin,
+            &bank("pm_usBankAccount_microdeposits", "primary", true),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert_eq!(added.json["card"]["role"], "backup", "the card that pays stays primary");
+    let account = added.json["card"]["id"].as_str().unwrap().to_string();
+    let primary = app
+        .send("PUT", &format!("/v1/cards/{account}/role"), &admin, r#"{"role": "primary"}"#)
+        .await;
+    assert_eq!(primary.status, StatusCode::CONFLICT, "{}", primary.text);
+    let verify = format!("/v1/bank-accounts/{account}/verify");
+    for guess in [[1, 2], [3, 4], [5, 6]] {
+        let body = format!(r#"{{"amounts_cents": [{}, {}]}}"#, guess[0], guess[1]);
+        assert_eq!(app.send("POST", &verify, &admin, &body).await.status, StatusCode::BAD_REQUEST);
+    }
+    let limited = app.send("POST", &verify, &admin, r#"{"amounts_cents": [32, 45]}"#).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    let cards = app.get("/v1/cards", &admin).await.json;
+    let bank_card = cards["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == account.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(bank_card["verified"], false);
+}
+
 common::in_every_mode!(
     a_bank_account_pays_days_later_and_is_credited_once,
     an_unverified_account_is_never_debited_and_a_returned_debit_is_told,
+    microdeposit_guesses_are_limited_and_an_unverified_account_waits_as_a_backup,
 );

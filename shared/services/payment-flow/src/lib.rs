@@ -545,6 +545,10 @@ async fn settle_claim(
                 payment,
             },
         };
+        // A crash may have come between recording the failure and emailing it.
+        if replay && record.plan_fee.is_none() {
+            notify_failed(ports, id, &answer, now).await?;
+        }
         finish(ports.store, id, key, record, version, &answer).await?;
         clear_pending(ports.store, id, key).await?;
         return Ok(answer);
@@ -744,9 +748,43 @@ async fn settle_claim(
         }
     };
     save_payment(ports.store, id, &payment).await?;
+    // A replay (the reconciler, the processor's event, a retry) that finds the payment failed:
+    // the customer was told it was pending and may be gone, so the failure is emailed, before
+    // the claim is finished (a publish that fails retries the step; the notice id makes it once).
+    if replay && record.plan_fee.is_none() {
+        notify_failed(ports, id, &answer, now).await?;
+    }
     finish(ports.store, id, key, record, version, &answer).await?;
     clear_pending(ports.store, id, key).await?;
     Ok(answer)
+}
+
+/// Email that a pending payment ended failed (once per payment: the notice id names it).
+async fn notify_failed(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    answer: &PayNowAnswer,
+    now: DateTime<Utc>,
+) -> Result<(), PayNowError> {
+    let (PayNowAnswer::Declined { message, payment } | PayNowAnswer::Rejected { message, payment }) =
+        answer
+    else {
+        return Ok(());
+    };
+    let Some(notices) = ports.notices else { return Ok(()) };
+    let notice = notifications::notice::Notice {
+        id: format!("payment_failed:{id}:{}", payment.payment_id),
+        account_id: id.clone(),
+        raised_at: ledger::truncate_to_micros(now),
+        kind: notifications::notice::NoticeKind::PaymentFailed {
+            payment_id: payment.payment_id.clone(),
+            amount_usd: payment.amount_usd,
+            card_brand: payment.card_brand.clone(),
+            card_last4: payment.card_last4.clone(),
+            reason: message.clone(),
+        },
+    };
+    notices.publish(&notice).await.map_err(PayNowError::internal)
 }
 
 /// The period's `plan_fee` debit: the same source id whether the card or the balance pays it,
@@ -817,30 +855,6 @@ pub async fn reconcile_pending_payment(
             chrono::Duration::minutes(RECONCILE_RETRY_MINUTES)
         };
         return Ok(Reconciled::NotYet(now + wait));
-    }
-    // The customer was told it was pending and is no longer there: a failure is told by email
-    // (once per payment; a success already sent its receipt).
-    if let (
-        PayNowAnswer::Declined { message, payment } | PayNowAnswer::Rejected { message, payment },
-        Some(notices),
-    ) = (&answer, ports.notices)
-    {
-        let notice = notifications::notice::Notice {
-            id: format!("payment_failed:{id}:{}", payment.payment_id),
-            account_id: id.clone(),
-            raised_at: now,
-            kind: notifications::notice::NoticeKind::PaymentFailed {
-                payment_id: payment.payment_id.clone(),
-                amount_usd: payment.amount_usd,
-                card_brand: payment.card_brand.clone(),
-                card_last4: payment.card_last4.clone(),
-                reason: message.clone(),
-            },
-        };
-        // The failure stands either way; a lost notice is logged, as a lost receipt is.
-        if let Err(error) = notices.publish(&notice).await {
-            tracing::warn!(%error, payment = %payment.payment_id, "failure notice not queued");
-        }
     }
     Ok(Reconciled::Final)
 }
