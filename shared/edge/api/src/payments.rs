@@ -258,12 +258,7 @@ async fn register(
     method: NewMethod<'_>,
 ) -> Result<(StatusCode, Json<CardAdded>), ApiError> {
     let id = id.clone();
-    let request = AddCard {
-        payment_method_token: method.token.to_string(),
-        card_manager_email: method.manager_email,
-        role: method.role,
-    };
-    let token = request.payment_method_token.trim();
+    let token = method.token.trim();
     if token.is_empty() || token.len() > 255 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request("invalid_field", "payment_method_token is not a token")
             .on_field("payment_method_token"));
@@ -336,7 +331,7 @@ async fn register(
     }
     // A bank account waiting for verification cannot pay: it is kept as a backup until then,
     // so the primary stays a method that pays (and whose expiry is watched).
-    let role = if details.verified { request.role.into() } else { CardRole::Backup };
+    let role = if details.verified { method.role.into() } else { CardRole::Backup };
     let card = StoredCard {
         kind,
         verified: details.verified,
@@ -346,7 +341,7 @@ async fn register(
         exp_month: details.exp_month,
         exp_year: details.exp_year,
         role,
-        card_manager_email: request.card_manager_email,
+        card_manager_email: method.manager_email,
         added_at: ledger::truncate_to_micros(Utc::now()),
     };
     let saved = profile::update_with(state.docs(), &id, |p| {
