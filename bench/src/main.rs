@@ -897,6 +897,36 @@ struct ZipfMode {
     elapsed: Duration,
 }
 
+/// Billed write units by the kind of item written (from its partition key, `keys.rs`).
+fn write_units_by_item_kind(
+    meter: &store_dynamodb::capacity::MeterState,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut by_kind = std::collections::BTreeMap::new();
+    for (pk, units) in &meter.write_units_by_key {
+        let kind = if pk.starts_with("O#") {
+            "outbox"
+        } else if pk.contains("#G#") {
+            "group marker"
+        } else if pk.contains("#S#") {
+            "source marker"
+        } else if pk.contains("#P#") {
+            "page"
+        } else if pk.ends_with("#I") {
+            "minute index"
+        } else if pk.ends_with("#M") {
+            "month"
+        } else if pk.contains("#D#") {
+            "document"
+        } else if pk.starts_with("A#") {
+            "account"
+        } else {
+            "other"
+        };
+        *by_kind.entry(kind).or_default() += units;
+    }
+    by_kind
+}
+
 impl ZipfMode {
     fn per_event(&self, value: f64) -> f64 {
         value / self.events as f64
@@ -937,10 +967,31 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
     create_table(&client, &table).await.expect("create table");
     let meter = Arc::new(CapacityMeter::default());
     let calls = Arc::new(PortCalls::default());
-    let store: Arc<dyn LedgerStore> = Arc::new(CountingStore {
-        inner: Arc::new(DynamoStore::new(client, table).with_meter(meter.clone())),
-        calls: calls.clone(),
-    });
+    let dynamo = Arc::new(DynamoStore::new(client, table).with_meter(meter.clone()));
+    let store: Arc<dyn LedgerStore> =
+        Arc::new(CountingStore { inner: dynamo.clone(), calls: calls.clone() });
+    // What the accounts' last commits left for their next posting (an inline batch's page,
+    // minute item and markers), written now: before a mode so it pays nothing of the mode
+    // before, and after it, counted, so each mode pays for all of its own events.
+    // (Taken off the item only before: in a steady stream the next commit replaces it.)
+    let settle = |ranks: Vec<usize>, take_off: bool| {
+        let dynamo = dynamo.clone();
+        async move {
+            stream::iter(ranks)
+                .for_each_concurrent(32, |rank| {
+                    let dynamo = dynamo.clone();
+                    async move {
+                        let id = AccountId::parse(zipf_account(rank)).expect("valid id");
+                        if take_off {
+                            dynamo.settle(&id).await.expect("settle an account");
+                        } else {
+                            dynamo.write_pending(&id).await.expect("write what is pending");
+                        }
+                    }
+                })
+                .await;
+        }
+    };
 
     // Every account exists and holds funds, so no posting crosses a threshold (no events).
     let setup = Instant::now();
@@ -965,7 +1016,11 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
     let zipf = Zipf::new(args.zipf_accounts, args.zipf_s);
     let mut random = SplitMix(0x5eed_0018);
     let ranks: Vec<usize> = (0..args.zipf_events).map(|_| zipf.rank(random.uniform())).collect();
-    let distinct = ranks.iter().collect::<std::collections::HashSet<_>>().len();
+    let touched: Vec<usize> = {
+        let set: std::collections::BTreeSet<usize> = ranks.iter().copied().collect();
+        set.into_iter().collect()
+    };
+    let distinct = touched.len();
     let busiest = ranks.iter().filter(|&&r| r == 0).count();
 
     let mut deliveries = vec![(None, args.lambda_batch)];
@@ -992,6 +1047,7 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
         let sizes: Vec<usize> = messages.iter().map(String::len).collect();
         assert!(sizes.iter().all(|&size| size <= usage::events::MAX_BATCH_BYTES));
         let cards = RateCards::standard_only();
+        settle(touched.clone(), true).await;
         meter.take();
         calls.take();
         requests.take();
@@ -1010,13 +1066,28 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
             assert!(report.failures.is_empty(), "{:?}", report.failures.first());
         }
         let elapsed = started.elapsed();
+        let port = calls.take();
+        let mut meter_state = meter.take();
+        let mut mode_requests = requests.take();
+        // What the mode's last commits left is written by each account's next posting: its
+        // writes are the mode's (the account reads to find it are not: that posting reads the
+        // account anyway), and so are its `BatchWriteItem` requests.
+        settle(touched.clone(), false).await;
+        let pending = meter.take();
+        meter_state.write_units += pending.write_units;
+        for (key, units) in pending.write_units_by_key {
+            *meter_state.write_units_by_key.entry(key).or_default() += units;
+        }
+        if let Some(writes) = requests.take().remove("BatchWriteItem") {
+            *mode_requests.entry("BatchWriteItem".to_string()).or_default() += writes;
+        }
         modes.push(ZipfMode {
             label,
             events: ranks.len(),
             invocations: durations.len(),
-            port: calls.take(),
-            requests: requests.take(),
-            meter: meter.take(),
+            port,
+            requests: mode_requests,
+            meter: meter_state,
             sqs: sqs_requests(&sizes),
             durations,
             elapsed,
@@ -1032,7 +1103,10 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
          accounts; the busiest took {busiest} events ({:.1}%). Every mode delivers the same \
          account sequence (fresh event ids) in full Lambda batches, one invocation after another \
          (a busy queue fills a batch before the 5 s window closes); every count below is per \
-         event delivered.\n",
+         event delivered. Each mode starts with every account settled, and its write units \
+         and `BatchWriteItem` requests include writing, after its last invocation, what its last \
+         commits left for each account's next posting (an inline batch's page, minute item and \
+         markers), so a mode pays for all of its own events and nothing of the one before.\n",
         setup.as_secs_f64(),
         100.0 * busiest as f64 / ranks.len() as f64,
     );
@@ -1066,6 +1140,11 @@ async fn zipf_suite(endpoint: &str, args: &Args) {
             .map(|(operation, count)| format!("{operation} {:.3}", mode.per_event(*count as f64)))
             .collect();
         println!("DynamoDB requests per event, {}: {}.\n", mode.label, breakdown.join(", "));
+        let by_kind: Vec<String> = write_units_by_item_kind(&mode.meter)
+            .iter()
+            .map(|(kind, units)| format!("{kind} {:.3}", mode.per_event(*units as f64)))
+            .collect();
+        println!("Billed write units per event by item, {}: {}.\n", mode.label, by_kind.join(", "));
     }
     println!("Cost per million usage events at on-demand list prices (us-east-1): DynamoDB ${DYNAMODB_USD_PER_MILLION_WRITE_UNITS}/M write units and ${DYNAMODB_USD_PER_MILLION_READ_UNITS}/M read units, SQS ${SQS_USD_PER_MILLION_REQUESTS}/M requests (each started 64 KiB of a call billed as one; the platform sending each message on its own or ten per `SendMessageBatch`; Lambda's pollers receive and delete in tens), Lambda arm64 ${LAMBDA_ARM_USD_PER_GB_SECOND}/GB-s at {} MB + ${LAMBDA_USD_PER_MILLION_REQUESTS}/M invocations, with the invocation time measured here against DynamoDB Local (an upper bound: DynamoDB Local on this machine is slower per call than DynamoDB).\n", (LAMBDA_MEMORY_GB * 1024.0) as u32);
     println!("| delivery | DynamoDB writes | DynamoDB reads | SQS (sent singly) | SQS (sent in tens) | Lambda | total (sent singly) | total (sent in tens) |");

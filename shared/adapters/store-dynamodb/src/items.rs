@@ -46,6 +46,12 @@ pub struct AccountItem {
     /// (accounts created before group markers), [`GROUP_MARKERS`] for one per group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markers: Option<u8>,
+    /// Pages written (or owed by an inline batch) since the last page that got a minute-index
+    /// item. The index is sparse: a batch opening a new minute indexes its page only once
+    /// [`crate::INDEX_EVERY_PAGES`] pages went unindexed, so a reader walks at most that many
+    /// pages past its start. Absent on items written before: the next new minute indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unindexed_pages: Option<u32>,
 }
 
 /// [`AccountItem::markers`] of accounts whose markers are one item per source-id group.
@@ -71,6 +77,8 @@ pub struct StoredAccountItem {
     inline: Option<InlineBatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     markers: Option<u8>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    unindexed_pages: Option<u32>,
 }
 
 pub(crate) fn deflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -103,6 +111,7 @@ impl From<AccountItem> for StoredAccountItem {
             debt_last: item.debt_last,
             inline: item.inline,
             markers: item.markers,
+            unindexed_pages: item.unindexed_pages,
         }
     }
 }
@@ -128,6 +137,7 @@ impl TryFrom<StoredAccountItem> for AccountItem {
             debt_last: stored.debt_last,
             inline: stored.inline,
             markers: stored.markers,
+            unindexed_pages: stored.unindexed_pages,
         })
     }
 }
@@ -426,6 +436,7 @@ mod tests {
             debt_last: None,
             inline: None,
             markers: None,
+            unindexed_pages: None,
         };
         let item = to_item(&fresh).unwrap();
         assert!(matches!(item.get("a"), Some(AttributeValue::B(_))), "stored deflated: {item:?}");

@@ -51,12 +51,20 @@ use items::{
     OutboxItem, PageEntry, PageItem, RegistryItem, GROUP_MARKERS,
 };
 use keys::*;
-use markers::{Markers, Settled};
+use markers::Markers;
+pub use markers::Settled;
 
 /// A batch rides on the account item (no page, no transaction) when the item stays within
 /// this size with it: one standard write of at most 2 KB instead of a transaction of the
 /// account item and a page (4 units or more).
 const INLINE_MAX_ITEM_BYTES: usize = 2048;
+
+/// The minute index is sparse: a batch that opens a new minute gets a minute-index item only
+/// when at least this many pages went unindexed before it, so an activity read walks at most
+/// this many pages (plus the pages of one minute) past the entries it returns, and a quiet
+/// account, whose every batch opens a new minute, pays for an index item on one batch in this
+/// many instead of on each (docs/decisions.md §60).
+pub const INDEX_EVERY_PAGES: u32 = 8;
 
 /// Entries JSON per page item; DynamoDB's item limit is 400 KB.
 const MAX_PAGE_JSON_BYTES: usize = 256 * 1024;
@@ -340,6 +348,7 @@ impl DynamoStore {
             debt_last: debt.map(|d| d.1),
             inline,
             markers: current.map_or(Some(GROUP_MARKERS), |c| c.markers),
+            unindexed_pages: current.and_then(|c| c.unindexed_pages),
         }
     }
 
@@ -522,10 +531,20 @@ impl DynamoStore {
         let first = application.entries[0].seq;
         let last = application.account.last_seq;
         let posted_at = application.entries[0].posted_at;
-        let opens_minute = current
+        let new_minute = current
             .account
             .last_posted_at
             .is_none_or(|previous| minute_sk(previous) != minute_sk(posted_at));
+        let opens_minute =
+            new_minute && current.unindexed_pages.is_none_or(|n| n >= INDEX_EVERY_PAGES);
+        // Pages since the last indexed one once this batch is written (`pages` of its own).
+        let unindexed_after = |pages: u32| {
+            if opens_minute {
+                pages - 1
+            } else {
+                current.unindexed_pages.unwrap_or(0).saturating_add(pages)
+            }
+        };
         let extends = match markers {
             Markers::PerGroup => known.extends_of(&application.entries)?,
             Markers::PerSource => None,
@@ -564,8 +583,9 @@ impl DynamoStore {
             opens_minute,
             extends: extends.clone(),
         };
-        let inline_item =
+        let mut inline_item =
             Self::account_item(&application.account, Some(&current), Carry::Inline(inline));
+        inline_item.unindexed_pages = Some(unindexed_after(1));
         let inline_item = to_item(&inline_item)?;
         if item_size_bytes(&inline_item) <= self.inline_max_bytes {
             let committed = if application.events.is_empty() && month_put.is_none() {
@@ -586,11 +606,13 @@ impl DynamoStore {
 
         // A large batch: the account item, its pages, the minute item, the closed month and the
         // outbox in one transaction; the markers after it, as debt until written.
-        let item =
+        let pages = Self::pages(id, &application.entries, extends.clone())?;
+        let mut item =
             Self::account_item(&application.account, Some(&current), Carry::Debt(first, last));
+        item.unindexed_pages = Some(unindexed_after(pages.len() as u32));
         let mut items = vec![self.account_put(to_item(&item)?, current.version)?];
         let mut marked = Vec::with_capacity(application.entries.len());
-        for page in Self::pages(id, &application.entries, extends.clone())? {
+        for page in pages {
             for entry in
                 &application.entries[(page.first - first) as usize..=(page.last - first) as usize]
             {
@@ -966,7 +988,9 @@ impl LedgerStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// The first page of the minute containing `from` (or the latest minute before it).
+    /// A page at or before the first entry posted at `from`: the first page of the latest
+    /// indexed minute not after `from`'s. The index is sparse ([`INDEX_EVERY_PAGES`]), so the
+    /// caller skips the entries before `from` on the pages between.
     async fn first_page_for(
         &self,
         id: &AccountId,

@@ -316,6 +316,35 @@ impl DynamoStore {
         written.and(marked)
     }
 
+    /// Write what the account's last commit left for the next poster (a large batch's markers,
+    /// or an inline batch's page, minute item and markers), as the next posting would, and
+    /// say what was written. It stays on the account item until a commit replaces it (or
+    /// [`DynamoStore::settle`] takes it off). Benchmarks call it to count what a stream of
+    /// postings owes when it stops; nothing needs it for correctness.
+    pub async fn write_pending(&self, id: &AccountId) -> Result<Option<Settled>, StoreError> {
+        let Some(current) = self.read_account(id).await? else {
+            return Err(StoreError::AccountNotFound(id.clone()));
+        };
+        let markers = Markers::of(&current);
+        if let Some((first, last)) = current.debt_first.zip(current.debt_last) {
+            self.pay_debt(id, markers, first, last).await?;
+            return Ok(Some(Settled::Debt(first)));
+        }
+        if let Some(inline) = &current.inline {
+            self.flush_inline(id, markers, inline).await?;
+            return Ok(Some(Settled::Inline(inline.first)));
+        }
+        Ok(None)
+    }
+
+    /// [`DynamoStore::write_pending`], then take it off the account item.
+    pub async fn settle(&self, id: &AccountId) -> Result<(), StoreError> {
+        if let Some(settled) = self.write_pending(id).await? {
+            self.clear_settled(id, settled).await;
+        }
+        Ok(())
+    }
+
     /// Remove a settled inline batch, or settled debt, from the account item when no commit
     /// follows to replace it (a batch of duplicates only): otherwise every redelivery would
     /// settle it again. Conditional on it still being the same batch; failure is harmless.
@@ -353,7 +382,7 @@ impl DynamoStore {
 
 /// What [`DynamoStore::clear_settled`] removes.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Settled {
+pub enum Settled {
     Debt(u64),
     Inline(u64),
 }

@@ -7,6 +7,7 @@
 mod concurrency;
 mod inline;
 mod large_batch;
+mod minute_index;
 mod unusual_answers;
 mod wire;
 
