@@ -3,12 +3,14 @@
 //! - [`profile`]: contacts, service address (drives sales tax), tax exemption, statement
 //!   schedule, the card processor's customer id and the registered cards;
 //! - [`payment`]: the payment history's records;
+//! - [`invoice`]: postpaid accounts' monthly invoices and their gapless numbers;
 //! - [`spend`]: what auto-recharge (and, if the operator says so, Pay Now) spent per month and
 //!   day, for the caps.
 //!
 //! Every reader and writer (the HTTP API, auto-recharge, the monthly jobs, notifications) goes
 //! through these types, so a field renamed here is renamed for all of them.
 
+pub mod invoice;
 pub mod payment;
 pub mod plan;
 pub mod profile;

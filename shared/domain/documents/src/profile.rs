@@ -282,6 +282,13 @@ pub struct Profile {
     /// An agency account: its client accounts, in the order they were added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agency_clients: Vec<ledger::AccountId>,
+    /// Prepaid (the default) or postpaid: invoiced monthly (see [`crate::invoice`]).
+    #[serde(default, skip_serializing_if = "is_prepaid")]
+    pub billing_mode: crate::invoice::BillingMode,
+}
+
+fn is_prepaid(mode: &crate::invoice::BillingMode) -> bool {
+    *mode == crate::invoice::BillingMode::Prepaid
 }
 
 /// Client accounts one agency holds at most.

@@ -36,6 +36,9 @@ pub enum DocKind {
     ProcessorEvent,
     /// Per-account rate limits (card registrations and declined payments this hour).
     Limits,
+    /// One per invoiced month (postpaid accounts), id `YYYY-MM`; under the pseudo-account
+    /// `_invoice-numbers`, one counter per issuer.
+    Invoice,
 }
 
 /// The pseudo-account whose documents are the processor's events (no such ledger account).
@@ -53,6 +56,7 @@ impl DocKind {
             DocKind::Monthly => "monthly",
             DocKind::ProcessorEvent => "processor_event",
             DocKind::Limits => "limits",
+            DocKind::Invoice => "invoice",
         }
     }
 }

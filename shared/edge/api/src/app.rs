@@ -103,6 +103,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/plan"),
     ("DELETE", "/v1/operator/accounts/{account_id}/plan"),
     ("GET", "/v1/plan"),
+    ("GET", "/v1/invoices"),
+    ("GET", "/v1/invoices/{month}"),
+    ("PUT", "/v1/operator/accounts/{account_id}/billing-mode"),
+    ("POST", "/v1/operator/accounts/{account_id}/invoices"),
+    ("POST", "/v1/operator/accounts/{account_id}/manual-payments"),
     ("PUT", "/v1/plan/direct-charge"),
     ("PUT", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
     ("DELETE", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
@@ -151,6 +156,7 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
             .merge(crate::operator::router())
             .merge(crate::grants::router())
             .merge(crate::plans::router())
+            .merge(crate::invoices::router())
             .merge(crate::agency::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),

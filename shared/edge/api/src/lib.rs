@@ -11,6 +11,7 @@ pub mod authorization;
 pub mod body;
 pub mod error;
 pub mod grants;
+pub mod invoices;
 pub mod limits;
 pub mod openapi;
 pub mod operator;

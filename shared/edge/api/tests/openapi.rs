@@ -183,6 +183,21 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
         ("put", "/v1/plan/direct-charge", accepted_fields::<api::plans::DirectChargeBody>(empty())),
         (
             "put",
+            "/v1/operator/accounts/{account_id}/billing-mode",
+            accepted_fields::<api::invoices::BillingModeBody>(empty()),
+        ),
+        (
+            "post",
+            "/v1/operator/accounts/{account_id}/invoices",
+            accepted_fields::<api::invoices::IssueInvoiceBody>(empty()),
+        ),
+        (
+            "post",
+            "/v1/operator/accounts/{account_id}/manual-payments",
+            accepted_fields::<api::invoices::ManualPaymentBody>(empty()),
+        ),
+        (
+            "put",
             "/v1/operator/accounts/{account_id}/recharge-caps",
             accepted_fields::<operator::RechargeCaps>(empty()),
         ),
@@ -566,6 +581,33 @@ async fn every_route_answers_its_documented_success() {
     let agency = app.agency_admin("agency");
     expect("GET", rollup, 200, app.call("GET", rollup, Some(&agency), &[], None).await);
     expect("DELETE", link, 200, app.call("DELETE", path, Some(&operator), &[], None).await);
+    // acme becomes postpaid, is invoiced for last month and pays by cheque.
+    let limit = "/v1/operator/accounts/acme/credit-limit";
+    let body = r#"{"credit_limit_usd": "100"}"#;
+    assert_eq!(app.call("PUT", limit, Some(&operator), &[], Some(body)).await.status.as_u16(), 200);
+    let mode = "/v1/operator/accounts/{account_id}/billing-mode";
+    let path = mode.replace("{account_id}", "acme");
+    let body = r#"{"mode": "postpaid"}"#;
+    expect("PUT", mode, 200, app.call("PUT", &path, Some(&operator), &[], Some(body)).await);
+    let last_month = ledger::Month::of(chrono::Utc::now()).previous().to_string();
+    let issue = "/v1/operator/accounts/{account_id}/invoices";
+    let path = issue.replace("{account_id}", "acme");
+    let body = format!(r#"{{"month": "{last_month}"}}"#);
+    expect("POST", issue, 201, app.call("POST", &path, Some(&operator), &[], Some(&body)).await);
+    expect(
+        "GET",
+        "/v1/invoices",
+        200,
+        app.call("GET", "/v1/invoices", Some(&admin), &[], None).await,
+    );
+    let one = "/v1/invoices/{month}";
+    let path = one.replace("{month}", &last_month);
+    expect("GET", one, 200, app.call("GET", &path, Some(&admin), &[], None).await);
+    let manual = "/v1/operator/accounts/{account_id}/manual-payments";
+    let path = manual.replace("{account_id}", "acme");
+    let body = r#"{"method": "e_transfer", "amount_usd": "5", "reference": "ET-1", "received_on": "2026-12-01"}"#;
+    let reply = app.call("POST", &path, Some(&operator), &key("cheque-1"), Some(body)).await;
+    expect("POST", manual, 201, reply);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

@@ -23,6 +23,9 @@ pub enum Job {
     /// suspended account's number release on (see [`crate::release`]), and tell the contacts of
     /// a primary card expiring within a month ([`crate::cards`]).
     ReleaseSweep { account_id: AccountId },
+    /// Issue a postpaid account's invoice of `month` (if it is not issued yet) and email it
+    /// once (an operator's "issue now"; the monthly statement run does the same).
+    Invoice { account_id: AccountId, month: Month },
 }
 
 impl Job {
@@ -30,7 +33,8 @@ impl Job {
         match self {
             Job::Tax { account_id, .. }
             | Job::ScheduledStatement { account_id, .. }
-            | Job::ReleaseSweep { account_id } => account_id,
+            | Job::ReleaseSweep { account_id }
+            | Job::Invoice { account_id, .. } => account_id,
             Job::Statement(request) => &request.account_id,
         }
     }

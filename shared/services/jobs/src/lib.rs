@@ -8,10 +8,13 @@
 //!   address's jurisdiction rate and the per-item taxability table.
 //! - **Statements** ([`statements`]): scheduled (monthly or weekly, per the account's profile)
 //!   and on demand; each is sent once per statement id.
+//! - **Invoices** ([`invoices`]): on the monthly statement run, each postpaid account's
+//!   invoice for the month before, numbered without gaps, issued and emailed once.
 //! - **Number release** ([`release`]): daily, a suspended account's numbers move towards
 //!   release, each step (notice 7 days before, 1 day before, due) raised once.
 
 pub mod cards;
+pub mod invoices;
 pub mod job;
 pub mod plan;
 pub mod plans;

@@ -39,6 +39,9 @@ impl Workers {
             (Job::Statement(request), _, Some(statements)) => {
                 statements.send(request).await.map(|o| o.as_str())
             }
+            (Job::Invoice { account_id, month }, _, Some(statements)) => {
+                statements.invoice(account_id, *month, now).await.map(|o| o.as_str())
+            }
             // The statements function runs the daily sweep: it has the ledger and a schedule.
             // It removes expired credit grants first: a removal can suspend the account.
             (Job::ReleaseSweep { account_id }, _, Some(statements)) => {

@@ -1,0 +1,486 @@
+//! Postpaid accounts' monthly invoices (issue 17).
+//!
+//! An account in [`BillingMode::Postpaid`] runs below zero down to its credit limit, and on the
+//! 1st (UTC) it is invoiced for the month before. An invoice covers exactly the ledger entries
+//! posted from the month's first instant to the next month's (`[start, end)`, the activity
+//! export's own range): its lines sum them by billing item, and its closing balance is the
+//! ledger's balance after the month's last entry, so it reconciles to the cent with the export.
+//!
+//! An invoice is one document per account and month ([`DocKind::Invoice`], id `YYYY-MM`),
+//! written once as a draft and then numbered. Its content never changes after that: only the
+//! payments applied to it are added (and a void mark, should an operator ever void one).
+//!
+//! **Numbers without gaps.** One counter per issuer, a document of the pseudo-account
+//! [`NUMBERS_ACCOUNT`], holds the next number and the assignment in progress (`pending`: the
+//! number and the invoice it goes to). Assigning is three version-checked writes:
+//! 1. the counter moves to `next + 1` with `pending` naming this invoice;
+//! 2. the invoice gets its number;
+//! 3. the counter's `pending` is cleared.
+//!
+//! Anyone who finds `pending` set finishes that assignment first. So a number is taken only
+//! together with the invoice that receives it, and a crash between the steps is finished by
+//! whoever assigns next. Numbers are consecutive with no gap, and an invoice never gets two.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use ledger::docs::{DocError, DocKind, DocStore};
+use ledger::statement::StatementLine;
+use ledger::{AccountId, BillingItem, EntryKind, Month};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::DocumentError;
+
+/// Prepaid (the balance is topped up in advance; service stops at the floor) or postpaid
+/// (usage runs below zero down to the credit limit and is invoiced monthly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingMode {
+    #[default]
+    Prepaid,
+    Postpaid,
+}
+
+impl BillingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingMode::Prepaid => "prepaid",
+            BillingMode::Postpaid => "postpaid",
+        }
+    }
+}
+
+/// The pseudo-account whose documents are the invoice-number counters (no such ledger
+/// account; account ids cannot start with `_`).
+pub const NUMBERS_ACCOUNT: &str = "_invoice-numbers";
+
+/// The issuer whose numbers a deployment's invoices take (one sequence per issuer).
+pub const DEFAULT_ISSUER: &str = "RL";
+
+/// Days from issue to due date; an open invoice past it is overdue.
+pub const DAYS_TO_PAY: i64 = 15;
+
+/// One line of an invoice: the month's entries of one billing item and direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub item: BillingItem,
+    pub kind: EntryKind,
+    /// How many entries.
+    pub count: u64,
+    /// Their sum (positive; `kind` says which way).
+    pub amount_usd: Decimal,
+}
+
+/// A payment applied to an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPayment {
+    /// The ledger source id of the payment's credit (unique: applying twice is a no-op).
+    pub source_id: String,
+    pub amount_usd: Decimal,
+    pub applied_at: DateTime<Utc>,
+}
+
+/// An invoice's status as shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Open,
+    Paid,
+    Overdue,
+    Void,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Overdue => "overdue",
+            InvoiceStatus::Void => "void",
+        }
+    }
+}
+
+/// One account's invoice for one month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub account_id: AccountId,
+    pub month: Month,
+    /// `<issuer>-<number>`, six digits at least; `None` only on a draft being numbered.
+    pub number: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub due_on: NaiveDate,
+    /// The ledger balance when the month began and after its last entry.
+    pub opening_balance_usd: Decimal,
+    pub closing_balance_usd: Decimal,
+    /// Debits of the month (charges, taxes, fees).
+    pub charges_usd: Decimal,
+    /// Credits of the month (payments received, included minutes, refunds, adjustments).
+    pub credits_usd: Decimal,
+    /// What the customer owes: the closing balance below zero, to the cent (half up; the
+    /// balance keeps the exact figure, so a sub-cent remainder carries into the next month),
+    /// nothing when it is not below zero.
+    pub amount_due_usd: Decimal,
+    pub lines: Vec<InvoiceLine>,
+    /// The seq range of the month's entries (none when the month had none).
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    #[serde(default)]
+    pub payments: Vec<AppliedPayment>,
+    #[serde(default)]
+    pub void: bool,
+}
+
+impl Invoice {
+    /// The invoice of `month` from that month's entries (a statement's lines, oldest first,
+    /// every one posted in `[month.start(), month.end())`) and the balance when it began.
+    pub fn compute(
+        account_id: &AccountId,
+        month: Month,
+        opening_balance_usd: Decimal,
+        entries: &[StatementLine],
+        issued_at: DateTime<Utc>,
+    ) -> Invoice {
+        let mut lines: Vec<InvoiceLine> = Vec::new();
+        let (mut charges, mut credits) = (Decimal::ZERO, Decimal::ZERO);
+        for entry in entries {
+            let amount = entry.amount_usd.abs();
+            match entry.kind {
+                EntryKind::Debit => charges += amount,
+                EntryKind::Credit => credits += amount,
+            }
+            match lines.iter_mut().find(|l| l.item == entry.item && l.kind == entry.kind) {
+                Some(line) => {
+                    line.count += 1;
+                    line.amount_usd += amount;
+                }
+                None => lines.push(InvoiceLine {
+                    item: entry.item,
+                    kind: entry.kind,
+                    count: 1,
+                    amount_usd: amount,
+                }),
+            }
+        }
+        lines.sort_by_key(|l| (l.kind != EntryKind::Debit, l.item.as_str()));
+        let closing = entries.last().map_or(opening_balance_usd, |e| e.balance_after_usd);
+        Invoice {
+            account_id: account_id.clone(),
+            month,
+            number: None,
+            issued_at,
+            due_on: issued_at.date_naive() + Duration::days(DAYS_TO_PAY),
+            opening_balance_usd,
+            closing_balance_usd: closing,
+            charges_usd: charges,
+            credits_usd: credits,
+            amount_due_usd: (-closing)
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+                .max(Decimal::ZERO),
+            lines,
+            first_seq: entries.first().map(|e| e.seq),
+            last_seq: entries.last().map(|e| e.seq),
+            payments: Vec::new(),
+            void: false,
+        }
+    }
+
+    pub fn paid_usd(&self) -> Decimal {
+        self.payments.iter().map(|p| p.amount_usd).sum()
+    }
+
+    /// What is still owed on it.
+    pub fn outstanding_usd(&self) -> Decimal {
+        if self.void {
+            return Decimal::ZERO;
+        }
+        (self.amount_due_usd - self.paid_usd()).max(Decimal::ZERO)
+    }
+
+    pub fn status(&self, today: NaiveDate) -> InvoiceStatus {
+        if self.void {
+            InvoiceStatus::Void
+        } else if self.outstanding_usd().is_zero() {
+            InvoiceStatus::Paid
+        } else if today > self.due_on {
+            InvoiceStatus::Overdue
+        } else {
+            InvoiceStatus::Open
+        }
+    }
+}
+
+/// The document id of `month`'s invoice.
+pub fn doc_id(month: Month) -> String {
+    month.to_string()
+}
+
+fn unreadable(source: serde_json::Error) -> DocumentError {
+    DocumentError::Unreadable { what: "invoice", source }
+}
+
+fn to_body<T: Serialize>(value: &T) -> Result<String, DocumentError> {
+    serde_json::to_string(value).map_err(unreadable)
+}
+
+fn put_error(error: DocError) -> Result<(), DocumentError> {
+    match error {
+        DocError::Conflict => Ok(()),
+        DocError::TooLarge(_) => Err(DocumentError::TooLarge("invoice")),
+        DocError::Store(error) => Err(DocumentError::Store(error)),
+    }
+}
+
+/// The invoice of `month` and its version, if one was written.
+pub async fn load(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+) -> Result<Option<(Invoice, u64)>, DocumentError> {
+    match docs.get_doc(account, DocKind::Invoice, &doc_id(month)).await? {
+        None => Ok(None),
+        Some(doc) => Ok(Some((serde_json::from_str(&doc.body).map_err(unreadable)?, doc.version))),
+    }
+}
+
+/// Every invoice of the account, oldest month first.
+pub async fn list(docs: &dyn DocStore, account: &AccountId) -> Result<Vec<Invoice>, DocumentError> {
+    let mut invoices = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = docs.list_docs(account, DocKind::Invoice, after.as_deref(), 100).await?;
+        let Some(last) = page.last().map(|d| d.id.clone()) else { break };
+        for doc in &page {
+            invoices.push(serde_json::from_str(&doc.body).map_err(unreadable)?);
+        }
+        if page.len() < 100 {
+            break;
+        }
+        after = Some(last);
+    }
+    Ok(invoices)
+}
+
+/// Write `draft` unless the month's invoice exists, number it, and return the invoice as
+/// stored (the existing one, untouched, when it was issued before: issuing is idempotent).
+pub async fn issue(
+    docs: &dyn DocStore,
+    issuer: &str,
+    draft: Invoice,
+) -> Result<Invoice, DocumentError> {
+    let account = draft.account_id.clone();
+    let month = draft.month;
+    if load(docs, &account, month).await?.is_none() {
+        let body = to_body(&Invoice { number: None, ..draft })?;
+        // A conflict is a concurrent issuer's draft: numbered below all the same.
+        if let Err(error) =
+            docs.put_doc(&account, DocKind::Invoice, &doc_id(month), &body, None).await
+        {
+            put_error(error)?;
+        }
+    }
+    assign_number(docs, issuer, &account, month).await?;
+    let (invoice, _) = load(docs, &account, month).await?.ok_or(DocumentError::Busy("invoice"))?;
+    Ok(invoice)
+}
+
+/// The counter of one issuer's invoice numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Numbers {
+    /// The number the next invoice gets (the first is 1).
+    pub next: u64,
+    /// An assignment taken but perhaps not yet written into its invoice.
+    pub pending: Option<PendingNumber>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingNumber {
+    pub number: u64,
+    pub account_id: AccountId,
+    pub month: Month,
+}
+
+pub fn format_number(issuer: &str, number: u64) -> String {
+    format!("{issuer}-{number:06}")
+}
+
+fn numbers_account() -> AccountId {
+    AccountId::parse(NUMBERS_ACCOUNT).expect("the numbers pseudo-account id is valid")
+}
+
+async fn load_numbers(docs: &dyn DocStore, issuer: &str) -> Result<(Numbers, u64), DocumentError> {
+    match docs.get_doc(&numbers_account(), DocKind::Invoice, issuer).await? {
+        None => Ok((Numbers { next: 1, pending: None }, 0)),
+        Some(doc) => Ok((serde_json::from_str(&doc.body).map_err(unreadable)?, doc.version)),
+    }
+}
+
+/// Write `numbers` over `version` (0: none yet); `false` on a conflict.
+async fn put_numbers(
+    docs: &dyn DocStore,
+    issuer: &str,
+    numbers: &Numbers,
+    version: u64,
+) -> Result<bool, DocumentError> {
+    let expected = (version > 0).then_some(version);
+    match docs
+        .put_doc(&numbers_account(), DocKind::Invoice, issuer, &to_body(numbers)?, expected)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(DocError::Conflict) => Ok(false),
+        Err(error) => put_error(error).map(|()| false),
+    }
+}
+
+/// Write `number` into the invoice of `account` and `month` unless it has one.
+async fn write_number(
+    docs: &dyn DocStore,
+    issuer: &str,
+    account: &AccountId,
+    month: Month,
+    number: u64,
+) -> Result<(), DocumentError> {
+    for _ in 0..16 {
+        let Some((invoice, version)) = load(docs, account, month).await? else {
+            // Only an existing draft is ever named by `pending`.
+            return Err(DocumentError::Busy("invoice"));
+        };
+        if invoice.number.is_some() {
+            return Ok(());
+        }
+        let numbered = Invoice { number: Some(format_number(issuer, number)), ..invoice };
+        match docs
+            .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&numbered)?, Some(version))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(DocError::Conflict) => continue,
+            Err(error) => return put_error(error),
+        }
+    }
+    Err(DocumentError::Busy("invoice"))
+}
+
+/// Give the (drafted) invoice of `account` and `month` the issuer's next number, unless it has
+/// one; finishes any assignment left half done first.
+pub async fn assign_number(
+    docs: &dyn DocStore,
+    issuer: &str,
+    account: &AccountId,
+    month: Month,
+) -> Result<(), DocumentError> {
+    for _ in 0..64 {
+        let (numbers, version) = load_numbers(docs, issuer).await?;
+        if let Some(pending) = &numbers.pending {
+            write_number(docs, issuer, &pending.account_id, pending.month, pending.number).await?;
+            let cleared = Numbers { next: numbers.next, pending: None };
+            put_numbers(docs, issuer, &cleared, version).await?;
+            continue;
+        }
+        match load(docs, account, month).await? {
+            None => return Err(DocumentError::Busy("invoice")),
+            Some((invoice, _)) if invoice.number.is_some() => return Ok(()),
+            Some(_) => {}
+        }
+        let taken = Numbers {
+            next: numbers.next + 1,
+            pending: Some(PendingNumber {
+                number: numbers.next,
+                account_id: account.clone(),
+                month,
+            }),
+        };
+        if !put_numbers(docs, issuer, &taken, version).await? {
+            continue;
+        }
+        write_number(docs, issuer, account, month, numbers.next).await?;
+        // Best effort: whoever assigns next clears it otherwise.
+        let cleared = Numbers { next: taken.next, pending: None };
+        put_numbers(docs, issuer, &cleared, version + 1).await?;
+        return Ok(());
+    }
+    Err(DocumentError::Busy("invoice numbers"))
+}
+
+/// Apply `amount` (a payment credited to the ledger as `source_id`) to the account's open
+/// invoices, oldest first; idempotent by `source_id`. Returns what was applied to each invoice
+/// (what is left over stays on the balance as credit).
+pub async fn apply_payment(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    source_id: &str,
+    amount: Decimal,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Month, Decimal)>, DocumentError> {
+    let invoices = list(docs, account).await?;
+    // Already applied (a retry): left as it was.
+    if invoices.iter().any(|i| i.payments.iter().any(|p| p.source_id == source_id)) {
+        return Ok(invoices
+            .iter()
+            .flat_map(|i| {
+                i.payments
+                    .iter()
+                    .filter(|p| p.source_id == source_id)
+                    .map(|p| (i.month, p.amount_usd))
+            })
+            .collect());
+    }
+    let mut left = amount;
+    let mut applied = Vec::new();
+    for invoice in invoices.into_iter().filter(|i| i.number.is_some()) {
+        if left <= Decimal::ZERO {
+            break;
+        }
+        let share = left.min(invoice.outstanding_usd());
+        if share <= Decimal::ZERO {
+            continue;
+        }
+        add_payment(docs, account, invoice.month, source_id, share, now).await?;
+        applied.push((invoice.month, share));
+        left -= share;
+    }
+    Ok(applied)
+}
+
+async fn add_payment(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    source_id: &str,
+    amount: Decimal,
+    now: DateTime<Utc>,
+) -> Result<(), DocumentError> {
+    for _ in 0..16 {
+        let Some((mut invoice, version)) = load(docs, account, month).await? else {
+            return Ok(());
+        };
+        if invoice.payments.iter().any(|p| p.source_id == source_id) {
+            return Ok(());
+        }
+        invoice.payments.push(AppliedPayment {
+            source_id: source_id.to_string(),
+            amount_usd: amount,
+            applied_at: now,
+        });
+        match docs
+            .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&invoice)?, Some(version))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(DocError::Conflict) => continue,
+            Err(error) => return put_error(error),
+        }
+    }
+    Err(DocumentError::Busy("invoice"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_is_the_issuer_and_six_digits() {
+        assert_eq!(format_number("RL", 7), "RL-000007");
+        assert_eq!(format_number("RL", 1_234_567), "RL-1234567");
+    }
+}

@@ -1,0 +1,292 @@
+//! Postpaid invoices through the API (issue 17), in process, over HTTP and as API Gateway
+//! events: a postpaid account's month is invoiced once, numbered, reconciles with the activity
+//! export of the same range to the cent, and manual payments pay the oldest invoice first,
+//! once each; bad input changes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use common::{Mode, TestApp};
+use conformance::{credit, open, usage};
+use ledger::{Amount, BillingItem, LedgerStore, Posting, SourceId};
+use rust_decimal::Decimal;
+
+const NOVEMBER: &str = "2026-11";
+
+fn day(text: &str) -> DateTime<Utc> {
+    format!("{text}T12:00:00Z").parse().unwrap()
+}
+
+fn usd(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap()
+}
+
+/// `acme`, postpaid with a $500 credit limit, whose November 2026 is: a $20 payment, calls
+/// of $12.3456 and $0.0025 (a surcharge-sized debit), a $29 plan fee, and a $5 call on 1
+/// December 00:00:00 exactly (next month's).
+async fn november(app: &TestApp) -> (String, String) {
+    let id = open(&*app.store, "acme", Some("500")).await;
+    app.store.post(&id, vec![credit("pay:n1", "20")], day("2026-11-02")).await.unwrap();
+    app.store
+        .post(
+            &id,
+            vec![usage("use:c1#call", "12.3456"), usage("use:c2#call", "0.0025")],
+            day("2026-11-10"),
+        )
+        .await
+        .unwrap();
+    let fee = Posting::usage(
+        SourceId::parse("plan:2026-11-15").unwrap(),
+        BillingItem::PlanFee,
+        Amount::new(usd("29")).unwrap(),
+        day("2026-11-15"),
+    )
+    .unwrap();
+    app.store.post(&id, vec![fee], day("2026-11-15")).await.unwrap();
+    let first_of_december: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+    app.store.post(&id, vec![usage("use:c3#call", "5")], first_of_december).await.unwrap();
+    let operator = app.operator();
+    let mode = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/acme/billing-mode",
+            &operator,
+            r#"{"mode": "postpaid"}"#,
+        )
+        .await;
+    assert_eq!(mode.status, StatusCode::OK, "{}", mode.text);
+    assert_eq!(mode.json["mode"], "postpaid");
+    (app.admin("acme"), operator)
+}
+
+async fn a_month_is_invoiced_once_and_reconciles_with_the_export(app: TestApp) {
+    let (admin, operator) = november(&app).await;
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let issued = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let invoice = issued.json.clone();
+    assert_eq!(invoice["number"], "RL-000001");
+    assert_eq!(invoice["month"], NOVEMBER);
+    assert_eq!(invoice["opening_balance_usd"], "0");
+    // 20 - 12.3456 - 0.0025 - 29: the December call is not November's.
+    assert_eq!(invoice["closing_balance_usd"], "-21.3481");
+    // Due to the cent; the balance keeps the exact figure.
+    assert_eq!(invoice["amount_due_usd"], "21.35");
+    assert_eq!(invoice["status"], "open");
+    assert_eq!(invoice["charges_usd"], "41.3481");
+    assert_eq!(invoice["credits_usd"], "20");
+    // Its email is queued once per issue request; the job sends it once per invoice.
+    let queued = app.statement_jobs.take();
+    assert!(
+        matches!(&queued[..], [jobs::Job::Invoice { month, .. }] if month.to_string() == NOVEMBER),
+        "{queued:?}"
+    );
+
+    // Issued again (a re-run): the same invoice, nothing new, the same number.
+    let again = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json, invoice);
+
+    // It reconciles to the cent with the export of the same range.
+    let csv =
+        app.get("/v1/activity.csv?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z", &admin).await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let rows: Vec<Vec<&str>> = csv
+        .text
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    let mut by_line: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
+    for row in &rows {
+        let entry = by_line.entry((row[3].to_string(), row[4].to_string())).or_default();
+        entry.0 += 1;
+        entry.1 += usd(row[5]);
+    }
+    let lines = invoice["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), by_line.len(), "{lines:?} against {by_line:?}");
+    for line in lines {
+        let key = (
+            line["kind"].as_str().unwrap().to_string(),
+            line["item"].as_str().unwrap().to_string(),
+        );
+        let (count, amount) = by_line[&key];
+        assert_eq!(line["count"], count, "{key:?}");
+        assert_eq!(usd(line["amount_usd"].as_str().unwrap()), amount, "{key:?}");
+    }
+    let last_balance = rows.last().unwrap()[6];
+    assert_eq!(usd(last_balance), usd(invoice["closing_balance_usd"].as_str().unwrap()));
+    assert_eq!(invoice["first_seq"], 1);
+    assert_eq!(invoice["last_seq"], 4);
+
+    // The customer sees it, and why the balance is not what it said.
+    let list = app.get("/v1/invoices", &admin).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.json["billing_mode"], "postpaid");
+    assert_eq!(list.json["invoices"].as_array().unwrap().len(), 1);
+    assert_eq!(list.json["outstanding_usd"], "21.35");
+    assert_eq!(list.json["balance_usd"], "-26.3481");
+    assert_eq!(list.json["since_last_invoice_usd"], "-5");
+    assert!(list.json["explanation"].as_str().unwrap().contains("RL-000001"));
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json, invoice);
+}
+
+async fn manual_payments_pay_the_oldest_invoice_first_once(app: TestApp) {
+    let (admin, operator) = november(&app).await;
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let issued = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let pay = |key: &'static str, amount: &'static str| {
+        let app = &app;
+        let operator = operator.clone();
+        async move {
+            let body = format!(
+                r#"{{"method": "cheque", "amount_usd": "{amount}", "reference": "chq {key}", "received_on": "2026-12-02"}}"#
+            );
+            app.call(
+                "POST",
+                "/v1/operator/accounts/acme/manual-payments",
+                Some(&operator),
+                &[("Idempotency-Key", key)],
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let first = pay("p-1", "10").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json["applied"][0]["month"], NOVEMBER);
+    assert_eq!(first.json["applied"][0]["amount_usd"], "10");
+    // Sent again: recorded once.
+    let resent = pay("p-1", "10").await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.text);
+    assert_eq!(resent.json["entry_seq"], first.json["entry_seq"]);
+    assert_eq!(resent.json["balance_usd"], first.json["balance_usd"]);
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.json["status"], "open");
+    assert_eq!(shown.json["outstanding_usd"], "11.35");
+    assert_eq!(shown.json["payments"].as_array().unwrap().len(), 1);
+
+    // More than is owed: the invoice is paid, the rest stays on the balance.
+    let second = pay("p-2", "30").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    assert_eq!(second.json["applied"][0]["amount_usd"], "11.35");
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.json["status"], "paid");
+    assert_eq!(shown.json["outstanding_usd"], "0");
+    // The balance is not zero after paying: December's usage is not on this invoice.
+    let list = app.get("/v1/invoices", &admin).await;
+    assert_eq!(list.json["balance_usd"], "13.6519");
+    assert_eq!(list.json["outstanding_usd"], "0");
+    let activity = app.get("/v1/activity?show=credits", &admin).await;
+    let manual: Vec<_> = activity.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source_id"].as_str().unwrap().starts_with("man:"))
+        .collect();
+    assert_eq!(manual.len(), 2);
+    assert_eq!(manual[0]["details"]["method"], "cheque");
+    assert_eq!(manual[0]["details"]["reference"], "chq p-1");
+}
+
+async fn bad_requests_are_refused_and_change_nothing(app: TestApp) {
+    let operator = app.operator();
+    let admin = app.ready_account("prepaid", "pm_card_visa").await;
+    // Postpaid needs a credit limit.
+    let refused = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/prepaid/billing-mode",
+            &operator,
+            r#"{"mode": "postpaid"}"#,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert_eq!(refused.json["code"], "credit_limit_required");
+    let unknown = app
+        .send(
+            "PUT",
+            "/v1/operator/accounts/prepaid/billing-mode",
+            &operator,
+            r#"{"mode": "later"}"#,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.text);
+    // A prepaid account gets statements, not invoices.
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let prepaid =
+        app.send("POST", "/v1/operator/accounts/prepaid/invoices", &operator, &body).await;
+    assert_eq!(prepaid.status, StatusCode::CONFLICT, "{}", prepaid.text);
+    assert_eq!(prepaid.json["code"], "not_postpaid");
+    for (month, status) in [
+        ("2026-13", StatusCode::BAD_REQUEST),
+        ("next", StatusCode::BAD_REQUEST),
+        ("2999-01", StatusCode::CONFLICT),
+    ] {
+        let body = format!(r#"{{"month": "{month}"}}"#);
+        let reply =
+            app.send("POST", "/v1/operator/accounts/prepaid/invoices", &operator, &body).await;
+        assert_eq!(reply.status, status, "{month}: {}", reply.text);
+        assert_eq!(reply.json["field"], "month", "{}", reply.text);
+    }
+    // Customers cannot use the operator routes.
+    assert_eq!(
+        app.send("POST", "/v1/operator/accounts/prepaid/invoices", &admin, &body).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get("/v1/invoices/2026-13", &admin).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get("/v1/invoices/2026-11", &admin).await.status, StatusCode::NOT_FOUND);
+    // Manual payments: whole cents, a reference, a day not in the future, a key.
+    for (body, field) in [
+        (
+            r#"{"method": "eft", "amount_usd": "1.001", "reference": "r", "received_on": "2026-12-01"}"#,
+            "amount_usd",
+        ),
+        (
+            r#"{"method": "eft", "amount_usd": "1", "reference": " ", "received_on": "2026-12-01"}"#,
+            "reference",
+        ),
+        (
+            r#"{"method": "eft", "amount_usd": "1", "reference": "r", "received_on": "2999-12-01"}"#,
+            "received_on",
+        ),
+    ] {
+        let reply = app
+            .call(
+                "POST",
+                "/v1/operator/accounts/prepaid/manual-payments",
+                Some(&operator),
+                &[("Idempotency-Key", "k-1")],
+                Some(body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(reply.json["field"], field, "{}", reply.text);
+    }
+    let keyless = app
+        .send(
+            "POST",
+            "/v1/operator/accounts/prepaid/manual-payments",
+            &operator,
+            r#"{"method": "eft", "amount_usd": "1", "reference": "r", "received_on": "2026-12-01"}"#,
+        )
+        .await;
+    assert_eq!(keyless.status, StatusCode::BAD_REQUEST);
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["balance_usd"], "0", "nothing was credited: {}", overview.text);
+    assert!(app.statement_jobs.take().is_empty());
+}
+
+common::in_every_mode!(
+    a_month_is_invoiced_once_and_reconciles_with_the_export,
+    manual_payments_pay_the_oldest_invoice_first_once,
+    bad_requests_are_refused_and_change_nothing,
+);

@@ -1,0 +1,110 @@
+//! Postpaid accounts' monthly invoices (issue 17): on the 1st (UTC), the monthly statement
+//! run issues each postpaid account's invoice for the month before and emails it, once.
+//!
+//! An invoice is the month's statement made a document: the same entries (posted in
+//! `[1st 00:00, next 1st 00:00)`, the activity export's range), the same opening balance,
+//! numbered without gaps per issuer (`documents::invoice`). Issuing again (a re-run, a
+//! redelivered job, the operator's route) returns the invoice already issued and changes
+//! nothing; the email goes once per invoice (`invoice:<YYYY-MM>`).
+//!
+//! Tax: the monthly tax job posts a month's sales tax on the 1st of the next month, so a
+//! postpaid invoice shows, among its debits, the tax of the month before it. Each tax entry is
+//! on exactly one invoice, and an account that changes mode mid-month is taxed once for that
+//! month by the same job (prepaid or postpaid), whichever mode it ends the month in.
+
+use chrono::{DateTime, Utc};
+use documents::invoice::{self, BillingMode, Invoice};
+use ledger::docs::DocStore;
+use ledger::{AccountId, LedgerStore, Month};
+use notifications::worker::Outcome;
+
+use crate::statements::StatementJob;
+use crate::tax::{load_profile, JobError};
+
+/// What issuing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvoiceOutcome {
+    /// The account is prepaid: it gets statements, not invoices.
+    NotPostpaid,
+    /// Issued now or before (the stored invoice), and what its email did.
+    Issued { invoice: Box<Invoice>, email: Outcome },
+}
+
+impl InvoiceOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InvoiceOutcome::NotPostpaid => "not_postpaid",
+            InvoiceOutcome::Issued { .. } => "invoice_issued",
+        }
+    }
+}
+
+/// The invoice of `month` for `account`, from the ledger (not stored). `month` must be over.
+pub async fn draft(
+    ledger: &dyn LedgerStore,
+    account: &AccountId,
+    month: Month,
+    now: DateTime<Utc>,
+) -> Result<Invoice, JobError> {
+    if now < month.end() {
+        return Err(JobError::MonthNotOver { month });
+    }
+    let last_day = month.next().first_day().pred_opt().expect("a month has a last day");
+    let statement = ledger::statement::statement_for(ledger, account, month.first_day(), last_day)
+        .await
+        .map_err(|source| {
+            JobError::Delivery(notifications::error::DeliveryError::Statement { source })
+        })?;
+    Ok(Invoice::compute(account, month, statement.opening_balance_usd, &statement.lines, now))
+}
+
+/// Issue (idempotently) the invoice of `month` if the account is postpaid.
+pub async fn issue(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    now: DateTime<Utc>,
+) -> Result<Option<Invoice>, JobError> {
+    if let Some((stored, _)) = invoice::load(docs, account, month).await.map_err(document_error)? {
+        if stored.number.is_some() {
+            return Ok(Some(stored));
+        }
+    }
+    let profile = load_profile(docs, account).await?;
+    if profile.billing_mode != BillingMode::Postpaid {
+        return Ok(None);
+    }
+    let draft = draft(ledger, account, month, now).await?;
+    invoice::issue(docs, invoice::DEFAULT_ISSUER, draft).await.map(Some).map_err(document_error)
+}
+
+fn document_error(error: documents::DocumentError) -> JobError {
+    match error {
+        documents::DocumentError::Store(error) => JobError::Store(error),
+        other => JobError::InvalidPosting(other.to_string()),
+    }
+}
+
+impl StatementJob {
+    /// Issue the account's invoice of `month` (postpaid accounts) and email it, once each.
+    pub async fn invoice(
+        &self,
+        id: &AccountId,
+        month: Month,
+        now: DateTime<Utc>,
+    ) -> Result<InvoiceOutcome, JobError> {
+        let Some(invoice) = issue(&*self.ledger, &*self.docs, id, month, now).await? else {
+            return Ok(InvoiceOutcome::NotPostpaid);
+        };
+        let email = notifications::invoice::send_invoice(
+            &*self.docs,
+            &*self.ledger,
+            &*self.mailer,
+            &self.from_address,
+            &invoice,
+        )
+        .await?;
+        Ok(InvoiceOutcome::Issued { invoice: Box::new(invoice), email })
+    }
+}

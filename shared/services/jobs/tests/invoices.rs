@@ -1,0 +1,137 @@
+//! The monthly statement run invoices postpaid accounts: on the 1st it issues each postpaid
+//! account's invoice for the month before and emails it (summary, print-ready page, every
+//! entry as CSV), once; a redelivered job issues and sends nothing twice, and a prepaid account
+//! gets no invoice.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use documents::invoice::{self, BillingMode};
+use documents::profile::{self, Email};
+use jobs::invoices::InvoiceOutcome;
+use jobs::statements::{Cadence, StatementJob};
+use ledger::memory::MemoryStore;
+use ledger::{AccountId, Amount, BillingItem, LedgerStore, Month, NewAccount, Posting, SourceId};
+use messaging::mail::{MailError, Mailer};
+use rust_decimal_macros::dec;
+
+#[derive(Default)]
+struct RecordingMailer(Mutex<Vec<messaging::mail::Email>>);
+
+#[async_trait]
+impl Mailer for RecordingMailer {
+    async fn send(&self, email: &messaging::mail::Email) -> Result<String, MailError> {
+        let mut sent = self.0.lock().unwrap();
+        sent.push(email.clone());
+        Ok(format!("m-{}", sent.len()))
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+async fn account(store: &MemoryStore, name: &str, mode: BillingMode) -> AccountId {
+    let id = AccountId::parse(name).unwrap();
+    let limit = Some(Amount::new(dec!(100)).unwrap());
+    store
+        .create_account(
+            NewAccount { id: id.clone(), credit_limit_usd: limit },
+            at("2026-10-20T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let mut p = profile::Profile {
+        billing_emails: vec![Email::try_from(format!("billing@{name}.example")).unwrap()],
+        ..Default::default()
+    };
+    p.billing_mode = mode;
+    profile::store(store, &id, &p).await.unwrap();
+    for (n, (day, value)) in [
+        ("2026-10-31T23:59:59Z", dec!(1)),
+        ("2026-11-03T10:00:00Z", dec!(7.5)),
+        ("2026-11-30T23:00:00Z", dec!(0.0025)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let posting = Posting::usage(
+            SourceId::parse(format!("use:e{n}#call")).unwrap(),
+            BillingItem::PhoneCall,
+            Amount::new(value).unwrap(),
+            at(day),
+        )
+        .unwrap();
+        store.post(&id, vec![posting], at(day)).await.unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn the_first_of_the_month_invoices_postpaid_accounts_once_and_prepaid_ones_not_at_all() {
+    let store = Arc::new(MemoryStore::new());
+    let mailer = Arc::new(RecordingMailer::default());
+    let job = StatementJob {
+        ledger: store.clone(),
+        docs: store.clone(),
+        mailer: mailer.clone(),
+        from_address: "billing@ringledger.example".into(),
+    };
+    let postpaid = account(&store, "later", BillingMode::Postpaid).await;
+    let prepaid = account(&store, "now", BillingMode::Prepaid).await;
+    let run_at = at("2026-12-01T00:05:00Z");
+    let (from, to) = Cadence::Monthly.previous_period(run_at.date_naive());
+    assert_eq!(
+        (from, to),
+        (
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
+        )
+    );
+    for _ in 0..2 {
+        // The scheduled run, and its redelivery.
+        job.scheduled(&postpaid, Cadence::Monthly, from, to, run_at).await.unwrap();
+        job.scheduled(&prepaid, Cadence::Monthly, from, to, run_at).await.unwrap();
+    }
+    let november: Month = "2026-11".parse().unwrap();
+    let (issued, _) = invoice::load(&*store, &postpaid, november).await.unwrap().unwrap();
+    assert_eq!(issued.number.as_deref(), Some("RL-000001"));
+    // October's last second is not November's; the sub-cent call is.
+    assert_eq!(issued.opening_balance_usd, dec!(-1));
+    assert_eq!(issued.charges_usd, dec!(7.5025));
+    assert_eq!(issued.closing_balance_usd, dec!(-8.5025));
+    assert_eq!(issued.amount_due_usd, dec!(8.50), "due to the cent");
+    assert!(invoice::load(&*store, &prepaid, november).await.unwrap().is_none());
+
+    let sent = mailer.0.lock().unwrap().clone();
+    assert_eq!(
+        sent.len(),
+        1,
+        "one invoice email, once: {:?}",
+        sent.iter().map(|e| &e.subject).collect::<Vec<_>>()
+    );
+    let email = &sent[0];
+    assert_eq!(email.notice_id, "invoice:2026-11");
+    assert_eq!(email.to, vec!["billing@later.example".to_string()]);
+    assert!(
+        email.subject.contains("RL-000001") && email.subject.contains("$8.50"),
+        "{}",
+        email.subject
+    );
+    assert!(!email.text.contains("$0.00"), "no line shows $0.00:\n{}", email.text);
+    let names: Vec<&str> = email.attachments.iter().map(|a| a.filename.as_str()).collect();
+    assert_eq!(names, vec!["invoice-RL-000001.html", "invoice-RL-000001-entries.csv"]);
+    let csv = String::from_utf8(email.attachments[1].data.clone()).unwrap();
+    assert_eq!(csv.lines().count(), 3, "a header and November's two entries:\n{csv}");
+    assert!(csv.contains("0.0025"), "the CSV has the exact amounts:\n{csv}");
+
+    // Issued by hand afterwards (the operator's route uses the same job): nothing new.
+    let again = job.invoice(&postpaid, november, run_at).await.unwrap();
+    assert!(
+        matches!(again, InvoiceOutcome::Issued { ref invoice, .. } if invoice.as_ref() == &issued)
+    );
+    assert_eq!(mailer.0.lock().unwrap().len(), 1);
+    // A month that is not over is not invoiced.
+    assert!(job.invoice(&postpaid, "2026-12".parse().unwrap(), run_at).await.is_err());
+}
