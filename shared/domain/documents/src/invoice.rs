@@ -128,6 +128,67 @@ pub struct Invoice {
     pub payments: Vec<AppliedPayment>,
     #[serde(default)]
     pub void: bool,
+    /// The pre-authorized card charge's failed attempts (`payment_flow::invoice`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autopay: Option<AutopayAttempts>,
+}
+
+/// Failed attempts at charging an invoice to the pre-authorized cards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopayAttempts {
+    /// Attempts in which every card declined (after [`MAX_AUTOPAY_ATTEMPTS`], none more).
+    pub failed: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_failure: String,
+}
+
+/// Attempts at charging an invoice to the pre-authorized cards before it waits for a payment
+/// by hand (as auto-recharge stops after three).
+pub const MAX_AUTOPAY_ATTEMPTS: u32 = 3;
+
+/// How long after a failed attempt the next one is made: 6 hours, then a day.
+pub fn autopay_backoff_after(attempt: u32) -> chrono::Duration {
+    match attempt {
+        1 => chrono::Duration::hours(6),
+        _ => chrono::Duration::hours(24),
+    }
+}
+
+/// The pending-payment key of an invoice's pre-authorized charge (`inv:YYYY-MM`); each card of
+/// each attempt claims `inv:YYYY-MM/<attempt>/<card>`.
+pub fn autopay_key(month: Month) -> String {
+    format!("{AUTOPAY_KEY_PREFIX}{month}")
+}
+
+pub const AUTOPAY_KEY_PREFIX: &str = "inv:";
+
+/// The month of an invoice's pending-payment key ([`autopay_key`]), `None` for any other key.
+pub fn month_of_autopay_key(key: &str) -> Option<Month> {
+    key.strip_prefix(AUTOPAY_KEY_PREFIX)?.parse().ok()
+}
+
+/// Change the stored invoice's autopay attempts (version-checked; `change` may run again).
+pub async fn update_autopay(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    change: impl Fn(&mut Invoice),
+) -> Result<(), DocumentError> {
+    for _ in 0..16 {
+        let Some((mut invoice, version)) = load(docs, account, month).await? else {
+            return Ok(());
+        };
+        change(&mut invoice);
+        match docs
+            .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&invoice)?, Some(version))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(DocError::Conflict) => continue,
+            Err(error) => return put_error(error),
+        }
+    }
+    Err(DocumentError::Busy("invoice"))
 }
 
 impl Invoice {
@@ -181,6 +242,7 @@ impl Invoice {
             last_seq: entries.last().map(|e| e.seq),
             payments: Vec::new(),
             void: false,
+            autopay: None,
         }
     }
 
@@ -276,6 +338,13 @@ pub async fn issue(
             docs.put_doc(&account, DocKind::Invoice, &doc_id(month), &body, None).await
         {
             put_error(error)?;
+        }
+    }
+    // Drafts an earlier run wrote and did not number (it stopped between the two) are
+    // numbered first, oldest month first: an account's invoices are numbered in month order.
+    for earlier in list(docs, &account).await? {
+        if earlier.number.is_none() && earlier.month < month {
+            assign_number(docs, issuer, &account, earlier.month).await?;
         }
     }
     assign_number(docs, issuer, &account, month).await?;

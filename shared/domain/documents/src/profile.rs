@@ -285,6 +285,10 @@ pub struct Profile {
     /// Prepaid (the default) or postpaid: invoiced monthly (see [`crate::invoice`]).
     #[serde(default, skip_serializing_if = "is_prepaid")]
     pub billing_mode: crate::invoice::BillingMode,
+    /// A postpaid account's invoices are charged to its cards on the issue date (the customer's
+    /// pre-authorization, recorded by an operator).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_authorized_payment: bool,
 }
 
 fn is_prepaid(mode: &crate::invoice::BillingMode) -> bool {

@@ -63,10 +63,21 @@ impl From<BillingMode> for BillingModeName {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingModeBody {
     pub mode: BillingModeName,
+    /// The customer pre-authorized charging its invoices to its cards on the issue date (left
+    /// out: unchanged).
+    #[serde(default)]
+    pub pre_authorized_payment: Option<bool>,
+}
+
+/// How the account is billed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingModeView {
+    pub mode: BillingModeName,
+    pub pre_authorized_payment: bool,
 }
 
 /// One line of an invoice: the month's entries of one billing item and direction.
@@ -119,6 +130,17 @@ pub struct InvoiceView {
     /// The seq range of the month's entries (absent: the month had none).
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// Failed attempts at charging the pre-authorized cards, if any.
+    pub autopay: Option<AutopayView>,
+}
+
+/// The pre-authorized charge's failed attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AutopayView {
+    /// Attempts in which every card declined (after 3, none more: pay by hand).
+    pub failed: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_failure: String,
 }
 
 fn usd(value: rust_decimal::Decimal) -> String {
@@ -161,6 +183,11 @@ impl InvoiceView {
                 .collect(),
             first_seq: invoice.first_seq,
             last_seq: invoice.last_seq,
+            autopay: invoice.autopay.as_ref().map(|a| AutopayView {
+                failed: a.failed,
+                next_attempt_at: a.next_attempt_at,
+                last_failure: a.last_failure.clone(),
+            }),
         }
     }
 }
@@ -287,11 +314,11 @@ async fn show_invoice(
 #[utoipa::path(
     put, path = "/v1/operator/accounts/{account_id}/billing-mode",
     summary = "Make the account prepaid or postpaid (operator)",
-    description = "A postpaid account runs below zero down to its credit limit (set one first) and is invoiced on the 1st for the month before; a prepaid one is topped up in advance. Takes effect at once: the next month's invoice covers the whole month it is postpaid at its end (see the README on switching mid-month). Audited.",
+    description = "A postpaid account runs below zero down to its credit limit (set one first) and is invoiced on the 1st for the month before; a prepaid one is topped up in advance. With `pre_authorized_payment`, each invoice is charged to the account's cards on its issue date (declines are emailed and retried after 6 hours and a day, three attempts in all). Takes effect at once: the next month's invoice covers the whole month it is postpaid at its end (see the README on switching mid-month). Audited.",
     params(AccountPath),
     request_body = BillingModeBody,
     responses(
-        (status = 200, description = "Saved", body = BillingModeBody),
+        (status = 200, description = "Saved", body = BillingModeView),
         (status = 400, description = "Bad request: the message says what is wrong; nothing changed", body = ApiError),
         (status = 404, description = "No such account or resource", body = ApiError),
         (status = 409, description = "Postpaid needs a credit limit first: nothing changed", body = ApiError),
@@ -303,7 +330,7 @@ async fn set_billing_mode(
     identity: Identity,
     Path(account_id): Path<String>,
     raw: Bytes,
-) -> Result<Json<BillingModeBody>, ApiError> {
+) -> Result<Json<BillingModeView>, ApiError> {
     identity.operator()?;
     let id = path_account(&account_id)?;
     let request: BillingModeBody = body::json(&raw)?;
@@ -317,15 +344,21 @@ async fn set_billing_mode(
         )
         .on_field("mode"));
     }
+    let pre_authorized = request.pre_authorized_payment;
     let change = move |p: &mut documents::profile::Profile| {
         p.billing_mode = mode;
+        if let Some(pre_authorized) = pre_authorized {
+            p.pre_authorized_payment = pre_authorized;
+        }
         Ok(())
     };
-    let after = audit::change_profile(&state, &id, &identity.user, "billing_mode", change, |p| {
-        p.billing_mode.as_str()
-    })
-    .await?;
-    Ok(Json(BillingModeBody { mode: after.billing_mode.into() }))
+    let view = |p: &documents::profile::Profile| BillingModeView {
+        mode: p.billing_mode.into(),
+        pre_authorized_payment: p.pre_authorized_payment,
+    };
+    let after =
+        audit::change_profile(&state, &id, &identity.user, "billing_mode", change, view).await?;
+    Ok(Json(view(&after)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

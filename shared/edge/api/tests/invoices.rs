@@ -285,7 +285,133 @@ async fn bad_requests_are_refused_and_change_nothing(app: TestApp) {
     assert!(app.statement_jobs.take().is_empty());
 }
 
+/// The payments worker's turn at a pending payment, `after` from now.
+async fn settle(app: &TestApp, key: &str, after: chrono::Duration) -> payment_flow::Reconciled {
+    let ports = payment_flow::PaymentPorts {
+        store: &*app.store,
+        processor: &*app.processor,
+        notices: Some(&*app.notices),
+    };
+    let later = Utc::now() + after;
+    app.processor.set_now(later);
+    let id = ledger::AccountId::parse("acme").unwrap();
+    payment_flow::reconcile_pending_payment(&ports, &id, key, later).await.unwrap()
+}
+
+/// `november`, with a card on file and the invoices pre-authorized.
+async fn pre_authorized(app: &TestApp, token: &str) -> (String, String) {
+    let (admin, operator) = november(app).await;
+    let card = app
+        .send(
+            "POST",
+            "/v1/cards",
+            &admin,
+            &format!(
+                r#"{{"payment_method_token": "{token}", "card_manager_email": "cards@acme.example", "role": "primary"}}"#
+            ),
+        )
+        .await;
+    assert_eq!(card.status, StatusCode::CREATED, "{}", card.text);
+    let body = r#"{"mode": "postpaid", "pre_authorized_payment": true}"#;
+    let mode = app.send("PUT", "/v1/operator/accounts/acme/billing-mode", &operator, body).await;
+    assert_eq!(mode.json["pre_authorized_payment"], true, "{}", mode.text);
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let issued = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    (admin, operator)
+}
+
+async fn pending_keys(app: &TestApp) -> Vec<String> {
+    let id = ledger::AccountId::parse("acme").unwrap();
+    app.store.account(&id).await.unwrap().unwrap().pending_payments
+}
+
+async fn a_pre_authorized_card_pays_the_invoice_once_on_its_issue_date(app: TestApp) {
+    let (admin, _) = pre_authorized(&app, "pm_card_visa").await;
+    assert_eq!(pending_keys(&app).await, vec!["inv:2026-11".to_string()]);
+    assert_eq!(
+        settle(&app, "inv:2026-11", chrono::Duration::zero()).await,
+        payment_flow::Reconciled::Final
+    );
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.json["status"], "paid", "{}", shown.text);
+    let paid_by = shown.json["payments"][0]["source_id"].as_str().unwrap().to_string();
+    assert!(paid_by.starts_with("pay:inv:2026-11/1/"), "{paid_by}");
+    assert_eq!(shown.json["payments"][0]["amount_usd"], "21.35");
+    assert!(pending_keys(&app).await.is_empty());
+    assert_eq!(app.charges(&admin).await, 1);
+    // Redelivered and reordered events, and a re-run of the issue: nothing charged twice.
+    assert_eq!(
+        settle(&app, "inv:2026-11", chrono::Duration::hours(1)).await,
+        payment_flow::Reconciled::Final
+    );
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let operator = app.operator();
+    let again = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(pending_keys(&app).await.is_empty(), "a paid invoice is not charged again");
+    assert_eq!(app.charges(&admin).await, 1);
+    // The card's payment is on the balance; the sub-cent remainder carries on.
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["balance_usd"], "-4.9981", "{}", overview.text);
+}
+
+async fn declined_cards_are_retried_twice_then_left_for_a_payment_by_hand(app: TestApp) {
+    let (admin, _) = pre_authorized(&app, "pm_card_chargeDeclined").await;
+    let key = "inv:2026-11";
+    let first = settle(&app, key, chrono::Duration::zero()).await;
+    assert!(matches!(first, payment_flow::Reconciled::NotYet(_)), "{first:?}");
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.json["autopay"]["failed"], 1, "{}", shown.text);
+    // Too early: nothing tried.
+    assert!(matches!(
+        settle(&app, key, chrono::Duration::hours(1)).await,
+        payment_flow::Reconciled::NotYet(_)
+    ));
+    assert_eq!(app.charges(&admin).await, 1);
+    assert!(matches!(
+        settle(&app, key, chrono::Duration::hours(7)).await,
+        payment_flow::Reconciled::NotYet(_)
+    ));
+    assert_eq!(
+        settle(&app, key, chrono::Duration::hours(32)).await,
+        payment_flow::Reconciled::Final
+    );
+    assert_eq!(app.charges(&admin).await, 3);
+    let failures: Vec<(u32, bool)> = app
+        .notices
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|n| match &n.kind {
+            notifications::notice::NoticeKind::InvoicePaymentFailed {
+                attempt,
+                next_attempt_at,
+                number,
+                ..
+            } => {
+                assert_eq!(number, "RL-000001");
+                Some((*attempt, next_attempt_at.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, vec![(1, true), (2, true), (3, false)]);
+    let shown = app.get("/v1/invoices/2026-11", &admin).await;
+    assert_eq!(shown.json["status"], "open");
+    assert_eq!(shown.json["autopay"]["failed"], 3);
+    assert!(pending_keys(&app).await.is_empty());
+    // Nothing more is tried, whatever arrives.
+    assert_eq!(settle(&app, key, chrono::Duration::days(5)).await, payment_flow::Reconciled::Final);
+    assert_eq!(app.charges(&admin).await, 3);
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["balance_usd"], "-26.3481", "nothing was credited");
+}
+
 common::in_every_mode!(
+    a_pre_authorized_card_pays_the_invoice_once_on_its_issue_date,
+    declined_cards_are_retried_twice_then_left_for_a_payment_by_hand,
     a_month_is_invoiced_once_and_reconciles_with_the_export,
     manual_payments_pay_the_oldest_invoice_first_once,
     bad_requests_are_refused_and_change_nothing,

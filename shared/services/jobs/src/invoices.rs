@@ -66,17 +66,40 @@ pub async fn issue(
     month: Month,
     now: DateTime<Utc>,
 ) -> Result<Option<Invoice>, JobError> {
+    let profile = load_profile(docs, account).await?;
     if let Some((stored, _)) = invoice::load(docs, account, month).await.map_err(document_error)? {
         if stored.number.is_some() {
+            // Issued before: raised again in case the first run stopped before it was.
+            request_autopay(ledger, &profile, &stored).await?;
             return Ok(Some(stored));
         }
     }
-    let profile = load_profile(docs, account).await?;
     if profile.billing_mode != BillingMode::Postpaid {
         return Ok(None);
     }
     let draft = draft(ledger, account, month, now).await?;
-    invoice::issue(docs, invoice::DEFAULT_ISSUER, draft).await.map(Some).map_err(document_error)
+    let issued =
+        invoice::issue(docs, invoice::DEFAULT_ISSUER, draft).await.map_err(document_error)?;
+    request_autopay(ledger, &profile, &issued).await?;
+    Ok(Some(issued))
+}
+
+/// List the invoice's pre-authorized charge as a pending payment (raising the event the
+/// payments worker charges it on), when the customer pre-authorized it and something is owed.
+async fn request_autopay(
+    ledger: &dyn LedgerStore,
+    profile: &documents::profile::Profile,
+    issued: &Invoice,
+) -> Result<(), JobError> {
+    let failed = issued.autopay.as_ref().map_or(0, |a| a.failed);
+    if !profile.pre_authorized_payment
+        || issued.outstanding_usd().is_zero()
+        || failed >= invoice::MAX_AUTOPAY_ATTEMPTS
+    {
+        return Ok(());
+    }
+    let key = invoice::autopay_key(issued.month);
+    crate::plans::request_direct_charge(ledger, &issued.account_id, &key, false).await
 }
 
 fn document_error(error: documents::DocumentError) -> JobError {

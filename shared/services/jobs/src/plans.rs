@@ -32,6 +32,18 @@ pub async fn renew(
     id: &AccountId,
     today: NaiveDate,
 ) -> Result<usize, JobError> {
+    renew_at(ledger, docs, id, today, Utc::now()).await
+}
+
+/// [`renew`], posting the fees at `now` (the sweep's own clock: a run's fees are posted when it
+/// runs, never into a month already closed, and so never onto an issued invoice's month).
+pub async fn renew_at(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<usize, JobError> {
     let mut charged = 0;
     for _ in 0..MAX_PERIODS_PER_RUN {
         let profile = crate::tax::load_profile(docs, id).await?;
@@ -72,7 +84,7 @@ pub async fn renew(
                 }))
             })
             .map_err(|e| JobError::InvalidPosting(e.to_string()))?;
-        let posted = ledger.post(id, vec![posting], Utc::now()).await?;
+        let posted = ledger.post(id, vec![posting], now).await?;
         if matches!(posted.results.first(), Some(PostingResult::Applied { .. })) {
             charged += 1;
         }
@@ -90,7 +102,7 @@ pub async fn renew(
 /// List a direct-charge period's key as a pending payment, which raises its event. A key
 /// listed already is, when `raise_again`, taken off and listed again, raising the event anew:
 /// a period whose event was lost (or dead-lettered) is worked again, never stranded.
-async fn request_direct_charge(
+pub(crate) async fn request_direct_charge(
     ledger: &dyn LedgerStore,
     id: &AccountId,
     key: &str,

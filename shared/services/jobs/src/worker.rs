@@ -49,9 +49,14 @@ impl Workers {
                 let expired = crate::release::expire_grants(ledger, account_id, now).await?;
                 // Plan fees fall due before anything reads the balance. A renewal that fails
                 // does not hold up the release sweep; its error retries the job after it.
-                let renewed =
-                    crate::plans::renew(ledger, &*statements.docs, account_id, now.date_naive())
-                        .await;
+                let renewed = crate::plans::renew_at(
+                    ledger,
+                    &*statements.docs,
+                    account_id,
+                    now.date_naive(),
+                    now,
+                )
+                .await;
                 let release = crate::release::sweep(ledger, account_id, now).await?;
                 let card = crate::cards::expiry_notice(
                     &*statements.docs,

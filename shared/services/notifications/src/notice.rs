@@ -101,6 +101,17 @@ pub enum NoticeKind {
         failures: Vec<CardFailure>,
         next_attempt_at: Option<DateTime<Utc>>,
     },
+    /// Every card declined an invoice's pre-authorized charge in one attempt: to the
+    /// recharge-failure address and the billing contacts.
+    InvoicePaymentFailed {
+        number: String,
+        month: ledger::Month,
+        amount_usd: Amount,
+        attempt: u32,
+        failures: Vec<CardFailure>,
+        /// `None`: no more attempts; the invoice waits for a payment by hand.
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
     /// The customer's monthly auto-recharge cap was reached: no more this month.
     RechargeCapReached {
         month: ledger::Month,
@@ -164,6 +175,7 @@ impl NoticeKind {
             NoticeKind::Dispute { .. } => "dispute",
             NoticeKind::RechargeFailed { .. } => "recharge_failed",
             NoticeKind::PlanChargeFailed { .. } => "plan_charge_failed",
+            NoticeKind::InvoicePaymentFailed { .. } => "invoice_payment_failed",
             NoticeKind::RechargeCapReached { .. } => "recharge_cap_reached",
             NoticeKind::RechargeDailyCapReached { .. } => "recharge_daily_cap_reached",
             NoticeKind::LowBalance { .. } => "low_balance",

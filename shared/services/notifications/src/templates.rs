@@ -248,6 +248,22 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
             failures,
             *next_attempt_at,
         ),
+        NoticeKind::InvoicePaymentFailed {
+            number,
+            month,
+            amount_usd,
+            attempt,
+            failures,
+            next_attempt_at,
+        } => invoice_payment_failed(
+            account,
+            notice.raised_at,
+            (number, *month),
+            *attempt,
+            *amount_usd,
+            failures,
+            *next_attempt_at,
+        ),
         NoticeKind::RechargeDailyCapReached { day, cap_usd, spent_usd } => {
             recharge_daily_cap_reached(account, notice.raised_at, *day, *cap_usd, *spent_usd)
         }
@@ -674,6 +690,51 @@ fn plan_charge_failed(
             "After {attempt} failed attempts, the plan fee of {amount} was taken from your \
              prepaid balance instead, as plans without direct charge are. Add funds if your \
              balance is low, or your calls, text messages and number purchases will stop."
+        )),
+    }
+    blocks.push(Block::List(steps));
+    (subject, blocks)
+}
+
+fn invoice_payment_failed(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    (number, month): (&str, ledger::Month),
+    attempt: u32,
+    amount_usd: Amount,
+    failures: &[CardFailure],
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> (String, Vec<Block>) {
+    let amount = display_usd(amount_usd.value());
+    let subject = format!("Action needed: the {amount} charge for invoice {number} failed");
+    let mut blocks = vec![
+        Block::Heading("Invoice payment failed".into()),
+        Block::Paragraph(format!(
+            "We could not charge {amount} for invoice {number} ({}) of account {} to a card on {}.",
+            month.first_day().format("%B %Y"),
+            account.as_str(),
+            datetime(raised_at)
+        )),
+    ];
+    blocks.extend(declined_cards(failures));
+    blocks.push(Block::Facts(vec![
+        ("Invoice", number.into()),
+        ("Amount", amount.clone()),
+        ("Attempt", attempt.to_string()),
+    ]));
+    blocks.push(Block::Heading("What to do next".into()));
+    let mut steps =
+        vec!["Check the card with your bank, or add or replace a card on the Billing page."
+            .to_string()];
+    match next_attempt_at {
+        Some(next) => steps.push(format!(
+            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
+            datetime(next)
+        )),
+        None => steps.push(format!(
+            "After {attempt} failed attempts we will not try the cards again for this invoice. \
+             Please pay {amount} by e-transfer, EFT or cheque, quoting {number}, before it is \
+             overdue."
         )),
     }
     blocks.push(Block::List(steps));

@@ -160,9 +160,9 @@ pub async fn load_contacts_and_profile(
 /// first, then the billing contacts. Without duplicates (compared without case), in that order.
 pub fn recipients(kind: &NoticeKind, contacts: &Contacts) -> Vec<String> {
     let recharge_failure = match kind {
-        NoticeKind::RechargeFailed { .. } | NoticeKind::PlanChargeFailed { .. } => {
-            contacts.recharge_failure_email.as_deref()
-        }
+        NoticeKind::RechargeFailed { .. }
+        | NoticeKind::PlanChargeFailed { .. }
+        | NoticeKind::InvoicePaymentFailed { .. } => contacts.recharge_failure_email.as_deref(),
         // The card's manager first: the person who can replace it.
         NoticeKind::CardExpiring { card_manager_email, .. } => card_manager_email.as_deref(),
         _ => None,

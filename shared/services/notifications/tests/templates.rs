@@ -115,6 +115,34 @@ fn cases() -> Vec<(&'static str, Notice)> {
             ),
         ),
         (
+            "invoice_payment_failed_will_retry",
+            notice(
+                "invoice_payment_failed:acme:2026-11:1",
+                NoticeKind::InvoicePaymentFailed {
+                    number: "RL-000042".into(),
+                    month: "2026-11".parse().unwrap(),
+                    amount_usd: usd("21.35"),
+                    attempt: 1,
+                    failures: declines(),
+                    next_attempt_at: Some(at("2026-12-01T06:05:00Z")),
+                },
+            ),
+        ),
+        (
+            "invoice_payment_failed_last",
+            notice(
+                "invoice_payment_failed:acme:2026-11:3",
+                NoticeKind::InvoicePaymentFailed {
+                    number: "RL-000042".into(),
+                    month: "2026-11".parse().unwrap(),
+                    amount_usd: usd("21.35"),
+                    attempt: 3,
+                    failures: vec![],
+                    next_attempt_at: None,
+                },
+            ),
+        ),
+        (
             "recharge_failed_will_retry",
             notice(
                 "recharge_failed:rr-acme-7:1",
@@ -389,6 +417,7 @@ fn every_kind_of_notice_has_a_snapshot() {
         [
             "card_expiring",
             "dispute",
+            "invoice_payment_failed",
             "low_balance",
             "numbers_release_due",
             "numbers_release_warning",

@@ -824,6 +824,9 @@ pub async fn reconcile_pending_payment(
     if let Some(period) = documents::plan::period_of_key(key) {
         return plan::charge_period(ports, id, period, now).await;
     }
+    if let Some(month) = documents::invoice::month_of_autopay_key(key) {
+        return invoice::charge_invoice(ports, id, month, now).await;
+    }
     let Some(doc) = ports.store.get_doc(id, DocKind::Idempotency, key).await? else {
         // Never claimed (or the claim was released before anything was charged).
         clear_pending(ports.store, id, key).await?;
@@ -866,6 +869,7 @@ pub const BANK_RECONCILE_RETRY_HOURS: i64 = 6;
 
 pub mod cards;
 pub mod dispute;
+pub mod invoice;
 pub mod plan;
 pub mod refund;
 

@@ -207,7 +207,7 @@ pub async fn charge_period(
 
 /// Claim `card_key` (or find what it came to) and charge it: the answer, or (`Err`) when to
 /// ask again because someone else is charging it right now.
-async fn charge_card(
+pub(crate) async fn charge_card(
     ports: &PaymentPorts<'_>,
     id: &AccountId,
     card_key: &str,
@@ -258,7 +258,16 @@ async fn period_claims(
     id: &AccountId,
     period: NaiveDate,
 ) -> Result<Vec<(String, IdempotencyRecord)>, PayNowError> {
-    let prefix = format!("{}/", documents::plan::fee_source_id(period));
+    claims_with_prefix(ports, id, &format!("{}/", documents::plan::fee_source_id(period))).await
+}
+
+/// Every claim whose key starts with `prefix`, by key.
+pub(crate) async fn claims_with_prefix(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    prefix: &str,
+) -> Result<Vec<(String, IdempotencyRecord)>, PayNowError> {
+    let prefix = prefix.to_string();
     let mut after = prefix.clone();
     let mut claims = Vec::new();
     loop {

@@ -159,6 +159,11 @@ pub struct Stats {
     /// payments charged to the agency's cards.
     pub agency_clients: usize,
     pub agency_charges: usize,
+    /// Postpaid invoices issued, paid by the pre-authorized cards, and left for a payment by
+    /// hand after every attempt failed.
+    pub invoices: usize,
+    pub invoices_card_paid: usize,
+    pub invoices_autopay_exhausted: usize,
     /// Bank-account (ACH) debits that settled, and those that came back.
     pub ach_settled: usize,
     pub ach_returned: usize,
@@ -663,6 +668,8 @@ pub struct World {
     swept_at: DateTime<Utc>,
     /// Each account's plan as it was set (a third of them have one).
     plans: Vec<Option<documents::plan::Plan>>,
+    /// Which accounts are postpaid (invoiced monthly by the daily sweep's run).
+    postpaid: Vec<bool>,
     count_manual: Vec<bool>,
     /// Refunds made in the processor's dashboard: (payment intent, refund id).
     dashboard_refunds: Vec<(String, String)>,
@@ -812,6 +819,7 @@ impl World {
             daily_caps: Vec::new(),
             swept_at: now,
             plans: Vec::new(),
+            postpaid: Vec::new(),
             count_manual: Vec::new(),
             release_events: BTreeMap::new(),
             hold_violations: Vec::new(),
@@ -917,8 +925,12 @@ impl World {
         let mode = if self.rng.chance(50) { RechargeMode::Add } else { RechargeMode::TopUpTo };
         let threshold = 10 + self.rng.below(30);
         let recharge_amount = threshold + 40 + self.rng.below(60);
+        // A quarter of the accounts are postpaid (invoiced monthly, auto-recharge off at first),
+        // most of them with their invoices charged to their cards on the issue date.
+        let postpaid = self.rng.chance(25);
+        let pre_authorized = postpaid && self.rng.chance(70);
         let settings = RechargeSettings::new(
-            true,
+            !postpaid,
             amount(&recharge_amount.to_string()),
             amount(&threshold.to_string()),
             mode,
@@ -945,10 +957,15 @@ impl World {
             plan
         });
         self.plans.push(plan.clone());
+        self.postpaid.push(postpaid);
         profile::update(&*self.store, &id, |p| {
             p.auto_recharge_daily_cap_usd = daily_cap;
             p.caps_count_manual_payments = count_manual;
             p.plan = plan.clone();
+            if postpaid {
+                p.billing_mode = documents::invoice::BillingMode::Postpaid;
+                p.pre_authorized_payment = pre_authorized;
+            }
             Ok(())
         })
         .await
@@ -1054,16 +1071,36 @@ impl World {
                 self.note(format!("grant sweep {id}: expired grants removed"));
             }
             let today = self.now.date_naive();
-            match jobs::plans::renew(&*self.store, &*self.store, &id, today).await {
+            match jobs::plans::renew_at(&*self.store, &*self.store, &id, today, self.now).await {
                 Ok(0) => {}
                 Ok(n) => self.note(format!("plan sweep {id}: {n} periods charged")),
                 Err(error) => self.note(format!("plan sweep {id} failed: {error}")),
             }
+            self.invoice(&id).await;
             let result = jobs::release::sweep(&*self.store, &id, self.now).await;
             if let Ok(jobs::release::SweepOutcome::Advanced(stage)) = result {
                 self.stats.release_steps += 1;
                 self.note(format!("release sweep {id} -> {stage:?}"));
             }
+        }
+    }
+
+    /// The monthly run's invoice of a postpaid account for the month before (idempotent: run
+    /// by every sweep, as a redelivered job would).
+    async fn invoice(&mut self, id: &AccountId) {
+        let Some(index) = self.accounts.iter().position(|a| a == id) else { return };
+        if !self.postpaid[index] {
+            return;
+        }
+        let month = ledger::Month::of(self.now).previous();
+        match jobs::invoices::issue(&*self.store, &*self.store, id, month, self.now).await {
+            Ok(Some(invoice)) => self.note(format!(
+                "invoice {id} {month}: {} due {}",
+                invoice.number.unwrap_or_default(),
+                invoice.amount_due_usd
+            )),
+            Ok(None) => {}
+            Err(error) => self.note(format!("invoice {id} {month} failed: {error}")),
         }
     }
 
@@ -1754,6 +1791,11 @@ impl World {
                 self.hold_violations.push(format!("report of {} failed at rest: {error}", hold.id));
             }
         }
+        // The monthly run once more, now that nothing fails: it finishes an invoice whose
+        // numbering a fault interrupted (and raises its pre-authorized charge).
+        for id in self.accounts.clone() {
+            self.invoice(&id).await;
+        }
         self.drain().await;
         // Stripe redelivers a refund's failure until it is acknowledged: each at least once more.
         for (intent, key) in self.refund_failures.clone() {
@@ -1785,10 +1827,11 @@ impl World {
 
     /// Relay and deliver until the outbox and the queue are empty.
     async fn drain(&mut self) {
-        // Up to about twelve weeks of simulated time: a plan period paid from three bank
-        // accounts whose debits all come back takes three attempts of nine days each (three
-        // days a debit), and periods falling due meanwhile are charged too.
-        for _ in 0..4_000 {
+        // Up to about 24 weeks of simulated time: a plan period paid from three bank accounts
+        // whose debits all come back takes three attempts of nine days each (three days a
+        // debit), and periods falling due meanwhile are charged too, each after the one
+        // before: a backlog of such periods shrinks by only a few days a month.
+        for _ in 0..8_000 {
             self.relay_all().await;
             let mut worked = false;
             while self.queue.iter().any(|m| m.visible_at <= self.now) {
@@ -1886,6 +1929,7 @@ pub async fn check(world: &World) -> Result<(), Violation> {
     check_grants(world).await?;
     check_caps(world).await?;
     check_plans(world).await?;
+    check_invoices(world).await?;
     let succeeded = world.processor.succeeded_payments();
     let mut charged: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for (request, payment_intent_id) in &succeeded {
@@ -2286,6 +2330,126 @@ async fn check_plans(world: &World) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Postpaid invoices at rest:
+/// - numbered `RL-000001` onwards without a gap or a number given twice (one issuer);
+/// - each one what its month's ledger says (an issued invoice never changes): the month's
+///   entries by billing item, the balances, the amount due;
+/// - never paid beyond its amount due, each payment applied once and backed by a credit of
+///   the same amount under the same source id;
+/// - charged to a card at most once, and each card charge applied to it;
+/// - a pre-authorized invoice still owing something has had every attempt, and no invoice
+///   charge is left pending on the account.
+async fn check_invoices(world: &World) -> Result<(), Violation> {
+    let store: &dyn LedgerStore = &*world.store;
+    let mut numbers = Vec::new();
+    let succeeded = world.processor.succeeded_payments();
+    for (index, id) in world.accounts.iter().enumerate() {
+        let invoices = documents::invoice::list(&*world.store, id).await.expect("invoices");
+        if !world.postpaid[index] && !invoices.is_empty() {
+            return Err(world.violation(format!("{id}: a prepaid account was invoiced")));
+        }
+        let (profile, _) = profile::load(&*world.store, id).await.expect("profile");
+        let entries = all_entries(store, id).await;
+        for invoice in &invoices {
+            let Some(number) = invoice.number.clone() else {
+                return Err(
+                    world.violation(format!("{id}: invoice {} left unnumbered", invoice.month))
+                );
+            };
+            numbers.push(number.clone());
+            let expected =
+                jobs::invoices::draft(store, id, invoice.month, world.now).await.map_err(|e| {
+                    world.violation(format!("{id}: {number} cannot be recomputed: {e}"))
+                })?;
+            if (
+                &expected.lines,
+                expected.opening_balance_usd,
+                expected.closing_balance_usd,
+                expected.amount_due_usd,
+                expected.first_seq,
+                expected.last_seq,
+            ) != (
+                &invoice.lines,
+                invoice.opening_balance_usd,
+                invoice.closing_balance_usd,
+                invoice.amount_due_usd,
+                invoice.first_seq,
+                invoice.last_seq,
+            ) {
+                return Err(world.violation(format!(
+                    "{id}: {number} differs from its month's ledger: {invoice:?} against {expected:?}"
+                )));
+            }
+            if invoice.paid_usd() > invoice.amount_due_usd {
+                return Err(world.violation(format!("{id}: {number} paid beyond its amount due")));
+            }
+            let mut sources: Vec<&str> =
+                invoice.payments.iter().map(|p| p.source_id.as_str()).collect();
+            let applied = sources.len();
+            sources.sort();
+            sources.dedup();
+            if sources.len() != applied {
+                return Err(world.violation(format!("{id}: {number} has a payment applied twice")));
+            }
+            for payment in &invoice.payments {
+                let credit = entries.iter().find(|e| e.source_id.as_str() == payment.source_id);
+                if credit.is_none_or(|e| e.amount_usd.value() < payment.amount_usd) {
+                    return Err(world.violation(format!(
+                        "{id}: {number} has {} applied without its credit",
+                        payment.source_id
+                    )));
+                }
+            }
+            // Card charges of this invoice: at most one succeeded, and it is applied.
+            let prefix = format!("pay:{id}:inv:{}/", invoice.month);
+            let charged: Vec<String> = succeeded
+                .iter()
+                .filter(|(request, _)| request.idempotency_key.starts_with(&prefix))
+                .map(|(request, _)| {
+                    format!(
+                        "pay:{}",
+                        request.idempotency_key.trim_start_matches(&format!("pay:{id}:"))
+                    )
+                })
+                .collect();
+            if charged.len() > 1 {
+                return Err(world.violation(format!(
+                    "{id}: {number} charged to cards {} times",
+                    charged.len()
+                )));
+            }
+            if let Some(source) = charged.first() {
+                if !invoice.payments.iter().any(|p| &p.source_id == source) {
+                    return Err(world
+                        .violation(format!("{id}: {number}'s card payment {source} not applied")));
+                }
+            }
+            let failed = invoice.autopay.as_ref().map_or(0, |a| a.failed);
+            if profile.pre_authorized_payment
+                && invoice.outstanding_usd() > Decimal::ZERO
+                && failed < documents::invoice::MAX_AUTOPAY_ATTEMPTS
+                && charged.is_empty()
+            {
+                return Err(world.violation(format!(
+                    "{id}: {number} owes {} with {failed} failed attempts and no charge",
+                    invoice.outstanding_usd()
+                )));
+            }
+        }
+        let account = store.account(id).await.expect("account").expect("exists");
+        if let Some(key) = account.pending_payments.iter().find(|k| k.starts_with("inv:")) {
+            return Err(world.violation(format!("{id}: invoice charge {key} left pending")));
+        }
+    }
+    numbers.sort();
+    let expected: Vec<String> =
+        (1..=numbers.len() as u64).map(|n| documents::invoice::format_number("RL", n)).collect();
+    if numbers != expected {
+        return Err(world.violation(format!("invoice numbers {numbers:?}: gaps or repeats")));
+    }
+    Ok(())
+}
+
 /// The auto-recharge caps' record at rest: every settled recharge (and, where the operator says
 /// so, every Pay Now) counted exactly once, and no day of an account that counts only
 /// auto-recharge past its daily cap.
@@ -2533,6 +2697,21 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
         world.stats.disputes += 1;
         if dispute.funds_withdrawn {
             world.stats.disputes_withdrawn += 1;
+        }
+    }
+    for id in &world.accounts {
+        for invoice in documents::invoice::list(&*world.store, id).await.expect("invoices") {
+            world.stats.invoices += 1;
+            if invoice.payments.iter().any(|p| p.source_id.starts_with("pay:inv:")) {
+                world.stats.invoices_card_paid += 1;
+            }
+            if invoice
+                .autopay
+                .as_ref()
+                .is_some_and(|a| a.failed >= documents::invoice::MAX_AUTOPAY_ATTEMPTS)
+            {
+                world.stats.invoices_autopay_exhausted += 1;
+            }
         }
     }
     for (_, intent) in world.processor.succeeded_payments() {

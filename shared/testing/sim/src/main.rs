@@ -81,6 +81,9 @@ fn main() {
                 totals.agency_charges += stats.agency_charges;
                 totals.ach_settled += stats.ach_settled;
                 totals.ach_returned += stats.ach_returned;
+                totals.invoices += stats.invoices;
+                totals.invoices_card_paid += stats.invoices_card_paid;
+                totals.invoices_autopay_exhausted += stats.invoices_autopay_exhausted;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -90,7 +93,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards), {} bank-account debits settled and {} returned",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards), {} bank-account debits settled and {} returned, {} postpaid invoices ({} paid by the pre-authorized card, {} left for a payment by hand after three failed attempts)",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -117,6 +120,9 @@ fn main() {
         totals.agency_clients,
         totals.agency_charges,
         totals.ach_settled,
-        totals.ach_returned
+        totals.ach_returned,
+        totals.invoices,
+        totals.invoices_card_paid,
+        totals.invoices_autopay_exhausted
     );
 }
