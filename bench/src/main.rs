@@ -49,6 +49,12 @@ struct Args {
     /// Concurrent clients on one hot account in the holds suite.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 8, 32])]
     hold_clients: Vec<usize>,
+    /// Postpaid accounts the invoices suite issues October's invoices for.
+    #[arg(long, default_value_t = 10_000)]
+    invoice_accounts: usize,
+    /// Concurrent issuers per row of the invoices suite (the accounts are split between rows).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 8])]
+    invoice_issuers: Vec<usize>,
     /// Accounts in the monthly tax suite.
     #[arg(long, default_value_t = 10_000)]
     tax_accounts: usize,
@@ -601,6 +607,7 @@ async fn startup_suite(args: &Args) {
 }
 
 mod holds;
+mod invoices;
 mod sqlite_zipf;
 // ---------------------------------------------------------------------------------------------
 // Realistic traffic (issue 18): Zipf-distributed accounts, deliveries as Lambda receives them
@@ -1280,6 +1287,9 @@ async fn main() {
         }
         if wants("holds") {
             holds::suite(endpoint, &args).await;
+        }
+        if wants("invoices") {
+            invoices::suite(endpoint, &args).await;
         }
     }
     if wants("ledger") {

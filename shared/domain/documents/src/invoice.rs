@@ -481,7 +481,22 @@ pub async fn apply_payment(
     amount: Decimal,
     now: DateTime<Utc>,
 ) -> Result<Vec<(Month, Decimal)>, DocumentError> {
-    let invoices = list(docs, account).await?;
+    apply_payment_to(docs, account, None, source_id, amount, now).await
+}
+
+/// [`apply_payment`], paying the invoice of `first` before the others (a charge made for that
+/// invoice pays that invoice, whatever else is open).
+pub async fn apply_payment_to(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    first: Option<Month>,
+    source_id: &str,
+    amount: Decimal,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Month, Decimal)>, DocumentError> {
+    let mut invoices = list(docs, account).await?;
+    // Stable: the rest stay oldest first.
+    invoices.sort_by_key(|i| Some(i.month) != first);
     // Already applied (a retry): left as it was.
     if invoices.iter().any(|i| i.payments.iter().any(|p| p.source_id == source_id)) {
         return Ok(invoices

@@ -131,3 +131,24 @@ impl StatementJob {
         Ok(InvoiceOutcome::Issued { invoice: Box::new(invoice), email })
     }
 }
+
+/// The daily sweep's dunning of one account: each open invoice past its due date is reminded
+/// of at 1, 7 and 14 days overdue, once per step (a sweep that missed days sends the latest
+/// step reached, not the ones before it). How many reminders this run sent.
+pub async fn remind(
+    docs: &dyn DocStore,
+    mailer: &dyn messaging::mail::Mailer,
+    from_address: &str,
+    account: &AccountId,
+    today: chrono::NaiveDate,
+) -> Result<usize, JobError> {
+    let mut sent = 0;
+    for invoice in invoice::list(docs, account).await.map_err(document_error)? {
+        let outcome =
+            notifications::invoice::remind(docs, mailer, from_address, &invoice, today).await?;
+        if matches!(outcome, Some(Outcome::Sent { .. })) {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}

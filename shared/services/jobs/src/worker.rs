@@ -66,9 +66,20 @@ impl Workers {
                     now.date_naive(),
                 )
                 .await?;
+                // Overdue invoices are reminded of (postpaid accounts; nothing to read for
+                // the others but their empty invoice list).
+                let reminded = crate::invoices::remind(
+                    &*statements.docs,
+                    &*statements.mailer,
+                    &statements.from_address,
+                    account_id,
+                    now.date_naive(),
+                )
+                .await?;
                 let renewed = renewed?;
                 Ok(match release {
                     crate::release::SweepOutcome::NothingDue if renewed > 0 => "plan renewed",
+                    crate::release::SweepOutcome::NothingDue if reminded > 0 => "invoice reminded",
                     crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",
                     crate::release::SweepOutcome::NothingDue
                         if card == crate::cards::ExpiryOutcome::Noticed =>

@@ -135,3 +135,61 @@ async fn the_first_of_the_month_invoices_postpaid_accounts_once_and_prepaid_ones
     // A month that is not over is not invoiced.
     assert!(job.invoice(&postpaid, "2026-12".parse().unwrap(), run_at).await.is_err());
 }
+
+#[tokio::test]
+async fn an_overdue_invoice_is_reminded_of_at_fixed_steps_once_each_until_paid() {
+    let store = Arc::new(MemoryStore::new());
+    let mailer = Arc::new(RecordingMailer::default());
+    let job = StatementJob {
+        ledger: store.clone(),
+        docs: store.clone(),
+        mailer: mailer.clone(),
+        from_address: "billing@ringledger.example".into(),
+    };
+    let id = account(&store, "late", BillingMode::Postpaid).await;
+    let november: Month = "2026-11".parse().unwrap();
+    job.invoice(&id, november, at("2026-12-01T00:05:00Z")).await.unwrap();
+    mailer.0.lock().unwrap().clear();
+    let (issued, _) = invoice::load(&*store, &id, november).await.unwrap().unwrap();
+    assert_eq!(issued.due_on, NaiveDate::from_ymd_opt(2026, 12, 16).unwrap());
+    let remind = |days: i64| {
+        let store = store.clone();
+        let mailer = mailer.clone();
+        let id = id.clone();
+        async move {
+            let today = issued.due_on + chrono::Duration::days(days);
+            jobs::invoices::remind(&*store, &*mailer, "billing@ringledger.example", &id, today)
+                .await
+                .unwrap()
+        }
+    };
+    // Not overdue yet; then the first step, once however often the sweep runs.
+    assert_eq!(remind(0).await, 0);
+    assert_eq!(remind(1).await, 1);
+    assert_eq!(remind(1).await, 0);
+    assert_eq!(remind(3).await, 0);
+    // A sweep that missed days sends the latest step reached only.
+    assert_eq!(remind(15).await, 1);
+    assert_eq!(remind(20).await, 0);
+    let subjects: Vec<String> =
+        mailer.0.lock().unwrap().iter().map(|e| e.subject.clone()).collect();
+    assert_eq!(subjects.len(), 2);
+    assert!(
+        subjects[0].contains("1 days overdue") && subjects[0].contains("$8.50"),
+        "{subjects:?}"
+    );
+    assert!(subjects[1].contains("15 days overdue"), "{subjects:?}");
+    // Paid: no more reminders.
+    invoice::apply_payment(&*store, &id, "man:paid", dec!(8.50), at("2027-01-02T00:00:00Z"))
+        .await
+        .unwrap();
+    let (paid, _) = invoice::load(&*store, &id, november).await.unwrap().unwrap();
+    assert!(paid.outstanding_usd().is_zero());
+    mailer.0.lock().unwrap().clear();
+    let today = paid.due_on + chrono::Duration::days(30);
+    let sent = jobs::invoices::remind(&*store, &*mailer, "billing@ringledger.example", &id, today)
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+    assert!(mailer.0.lock().unwrap().is_empty());
+}

@@ -18,6 +18,11 @@ use crate::worker::{dedupe_addresses, deliver_once, Outcome};
 
 /// The record kind of invoices in the delivery records (`DocKind::Notice`).
 pub const INVOICE_KIND: &str = "invoice";
+/// The record kind of overdue reminders.
+pub const REMINDER_KIND: &str = "invoice_overdue";
+
+/// Days past the due date on which an open invoice is reminded of (each once).
+pub const REMINDER_DAYS: [i64; 3] = [1, 7, 14];
 
 /// The notice id an invoice is sent under.
 pub fn notice_id(invoice: &Invoice) -> String {
@@ -154,4 +159,75 @@ pub async fn send_invoice(
     let outcome = deliver_once(docs, mailer, account, INVOICE_KIND, email).await?;
     info!(account_id = %account, ?outcome, "invoice handled");
     Ok(outcome)
+}
+
+/// The overdue reminder step `days` past the due date reaches: the latest of
+/// [`REMINDER_DAYS`] not after it (`None` before the first).
+pub fn reminder_step(days_overdue: i64) -> Option<i64> {
+    REMINDER_DAYS.iter().copied().filter(|step| *step <= days_overdue).max()
+}
+
+/// Render the reminder of an overdue invoice. Pure.
+pub fn render_reminder(invoice: &Invoice, days_overdue: i64) -> Rendered {
+    let number = invoice.number.as_deref().unwrap_or("(draft)");
+    let owed = shown_usd(invoice.outstanding_usd());
+    let subject = format!("Reminder: invoice {number} is {days_overdue} days overdue ({owed} due)");
+    let blocks = vec![
+        Block::Heading(format!("Invoice {number} is overdue")),
+        Block::Facts(vec![
+            ("Invoice", number.to_string()),
+            ("Account", invoice.account_id.to_string()),
+            ("Due", invoice.due_on.format("%-d %B %Y").to_string()),
+            ("Days overdue", days_overdue.to_string()),
+            ("Still owed", owed.clone()),
+        ]),
+        Block::Paragraph(format!(
+            "We have not received the full payment of invoice {number}. Please pay {owed} by \
+             e-transfer, EFT or cheque quoting {number}, or update your card on the Billing \
+             page. If you paid in the last few days, thank you: please ignore this reminder."
+        )),
+    ];
+    let footer = format!(
+        "This is an automatic message from ringledger billing about account {}.",
+        invoice.account_id
+    );
+    Rendered {
+        text: render_text(&blocks, &footer),
+        html: render_html(&subject, &blocks, &footer),
+        subject,
+    }
+}
+
+/// Email the reminder of `invoice` for the step `today` reaches, once per invoice and step;
+/// `None` when it is not overdue, paid, void or before the first step.
+pub async fn remind(
+    docs: &dyn DocStore,
+    mailer: &dyn Mailer,
+    from_address: &str,
+    invoice: &Invoice,
+    today: chrono::NaiveDate,
+) -> Result<Option<Outcome>, DeliveryError> {
+    if invoice.number.is_none() || invoice.outstanding_usd().is_zero() {
+        return Ok(None);
+    }
+    let days = (today - invoice.due_on).num_days();
+    let Some(step) = reminder_step(days) else { return Ok(None) };
+    let account = &invoice.account_id;
+    let (contacts, _) = crate::worker::load_contacts_and_profile(docs, account).await?;
+    let to = dedupe_addresses(contacts.billing_emails.iter().map(String::as_str));
+    if to.is_empty() {
+        return Ok(Some(Outcome::NoRecipients));
+    }
+    let rendered = render_reminder(invoice, days);
+    let email = Email {
+        notice_id: format!("invoice_overdue:{}:{step}", invoice.month),
+        account_id: Some(account.to_string()),
+        from: from_address.to_string(),
+        to,
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        attachments: Vec::new(),
+    };
+    deliver_once(docs, mailer, account, REMINDER_KIND, email).await.map(Some)
 }

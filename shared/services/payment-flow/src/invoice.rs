@@ -178,9 +178,10 @@ async fn paid_or_waiting(
     match answer {
         PayNowAnswer::Credited { payment } => {
             let source = format!("pay:{card_key}");
-            documents::invoice::apply_payment(
+            documents::invoice::apply_payment_to(
                 ports.store,
                 id,
+                Some(month),
                 &source,
                 payment.amount_usd.value(),
                 now,

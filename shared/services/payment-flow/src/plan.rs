@@ -17,8 +17,9 @@
 //! - a crash anywhere is replayed from the claims: each (attempt, card) key answers what it
 //!   answered before, and the fee's source id posts once;
 //! - an attempt in which every card declined (or there is none) notifies the billing contacts
-//!   once per attempt and waits (1 h, then 6 h); after [`MAX_DIRECT_ATTEMPTS`] the fee is
-//!   debited from the balance instead (the same source id), so the period is paid once either
+//!   once per attempt and waits (1 h, then 6 h); after [`MAX_DIRECT_ATTEMPTS`], or once the
+//!   next period has started (slow bank debits that all come back), the fee is debited from
+//!   the balance instead (the same source id), so the period is paid once either
 //!   way and a dead card never means unpaid service. A declined intent is cancelled before it is
 //!   recorded, so no later capture can pay a period the balance paid.
 //! - redelivered or reordered events run the same steps; a period already paid (the plan moved
@@ -107,7 +108,12 @@ pub async fn charge_period(
     let payer = documents::profile::load_payer(ports.store, id).await?.profile;
     let customer = payer.processor_customer_id.clone().unwrap_or_default();
     let mut failures = Vec::new();
-    let cards: Vec<_> = if customer.is_empty() {
+    // Never a whole period behind: once the next period has started, this one (every claim of
+    // it settled above, none paid) is taken from the balance, as after the last attempt.
+    // Slow methods (bank debits of three days each, all returned) could otherwise push every
+    // later period further back for ever.
+    let behind = plan.period_end(period, terms.period) <= now.date_naive();
+    let cards: Vec<_> = if customer.is_empty() || behind {
         Vec::new()
     } else {
         payer.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())).collect()
@@ -144,7 +150,7 @@ pub async fn charge_period(
     }
     // Every card declined (or there was none): say so once per attempt, then wait or, out of
     // attempts, take the fee from the balance.
-    let out_of_attempts = attempt >= MAX_DIRECT_ATTEMPTS;
+    let out_of_attempts = attempt >= MAX_DIRECT_ATTEMPTS || behind;
     let next_attempt_at = (!out_of_attempts).then(|| now + direct_backoff_after(attempt));
     if let Some(notices) = ports.notices {
         let notice = Notice {
@@ -173,7 +179,11 @@ pub async fn charge_period(
                     "from": fee.from,
                     "to": fee.to,
                     "paid_by": "balance",
-                    "reason": format!("every card declined {attempt} times"),
+                    "reason": if behind {
+                        "the next period started before a card paid this one".to_string()
+                    } else {
+                        format!("every card declined {attempt} times")
+                    },
                 }))
             })
             .map_err(PayNowError::internal)?;
