@@ -174,11 +174,29 @@ pub async fn update_autopay(
     month: Month,
     change: impl Fn(&mut Invoice),
 ) -> Result<(), DocumentError> {
+    update(docs, account, month, |invoice| {
+        change(invoice);
+        true
+    })
+    .await
+}
+
+/// Read-modify-write the stored invoice of `month` with optimistic concurrency (bounded
+/// retries); `change` says whether it changed anything (nothing is written when not), and may
+/// run more than once. Nothing happens when there is no such invoice.
+async fn update(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    change: impl Fn(&mut Invoice) -> bool,
+) -> Result<(), DocumentError> {
     for _ in 0..16 {
         let Some((mut invoice, version)) = load(docs, account, month).await? else {
             return Ok(());
         };
-        change(&mut invoice);
+        if !change(&mut invoice) {
+            return Ok(());
+        }
         match docs
             .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&invoice)?, Some(version))
             .await
@@ -409,26 +427,22 @@ async fn write_number(
     month: Month,
     number: u64,
 ) -> Result<(), DocumentError> {
-    for _ in 0..16 {
-        let Some((invoice, version)) = load(docs, account, month).await? else {
-            // Only an existing draft is ever named by `pending`.
-            return Err(DocumentError::Busy("invoice"));
-        };
-        if invoice.number.is_some() {
-            return Ok(());
-        }
-        let numbered = Invoice { number: Some(format_number(issuer, number)), ..invoice };
-        match docs
-            .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&numbered)?, Some(version))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(DocError::Conflict) => continue,
-            Err(error) => return put_error(error),
-        }
+    if load(docs, account, month).await?.is_none() {
+        // Only an existing draft is ever named by `pending`.
+        return Err(DocumentError::Busy("invoice"));
     }
-    Err(DocumentError::Busy("invoice"))
+    update(docs, account, month, |invoice| {
+        if invoice.number.is_some() {
+            return false;
+        }
+        invoice.number = Some(format_number(issuer, number));
+        true
+    })
+    .await
 }
+
+/// Turns of [`assign_number`]'s loop before it gives up (`Busy`).
+pub const MAX_NUMBERING_TURNS: usize = 512;
 
 /// Give the (drafted) invoice of `account` and `month` the issuer's next number, unless it has
 /// one; finishes any assignment left half done first.
@@ -438,7 +452,10 @@ pub async fn assign_number(
     account: &AccountId,
     month: Month,
 ) -> Result<(), DocumentError> {
-    for _ in 0..64 {
+    // Every issuer of a month contends on the one counter: each turn of the loop is a read and
+    // a version-checked write, and someone wins each turn, so a few hundred turns cover the
+    // statements function's concurrency (a `Busy` after that is retried by the job's queue).
+    for _ in 0..MAX_NUMBERING_TURNS {
         let (numbers, version) = load_numbers(docs, issuer).await?;
         if let Some(pending) = &numbers.pending {
             write_number(docs, issuer, &pending.account_id, pending.month, pending.number).await?;
@@ -534,28 +551,18 @@ async fn add_payment(
     amount: Decimal,
     now: DateTime<Utc>,
 ) -> Result<(), DocumentError> {
-    for _ in 0..16 {
-        let Some((mut invoice, version)) = load(docs, account, month).await? else {
-            return Ok(());
-        };
+    update(docs, account, month, |invoice| {
         if invoice.payments.iter().any(|p| p.source_id == source_id) {
-            return Ok(());
+            return false;
         }
         invoice.payments.push(AppliedPayment {
             source_id: source_id.to_string(),
             amount_usd: amount,
             applied_at: now,
         });
-        match docs
-            .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&invoice)?, Some(version))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(DocError::Conflict) => continue,
-            Err(error) => return put_error(error),
-        }
-    }
-    Err(DocumentError::Busy("invoice"))
+        true
+    })
+    .await
 }
 
 #[cfg(test)]

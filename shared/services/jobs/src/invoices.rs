@@ -102,9 +102,17 @@ async fn request_autopay(
     crate::plans::request_direct_charge(ledger, &issued.account_id, &key, false).await
 }
 
+/// A store failure or a document kept busy by concurrent writers is retried (the job goes back
+/// to its queue); anything else is a document that cannot be written, which retrying cannot
+/// fix.
 fn document_error(error: documents::DocumentError) -> JobError {
     match error {
         documents::DocumentError::Store(error) => JobError::Store(error),
+        documents::DocumentError::Busy(what) => {
+            JobError::Store(ledger::StoreError::unavailable(std::io::Error::other(format!(
+                "the {what} document kept changing under concurrent writers"
+            ))))
+        }
         other => JobError::InvalidPosting(other.to_string()),
     }
 }
@@ -151,4 +159,17 @@ pub async fn remind(
         }
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_counter_is_retried_and_an_unwritable_invoice_is_not() {
+        let busy = document_error(documents::DocumentError::Busy("invoice numbers"));
+        assert!(!busy.is_permanent(), "{busy}");
+        let too_large = document_error(documents::DocumentError::TooLarge("invoice"));
+        assert!(too_large.is_permanent(), "{too_large}");
+    }
 }
