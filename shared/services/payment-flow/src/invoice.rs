@@ -26,11 +26,11 @@ use documents::invoice::{
     autopay_backoff_after, autopay_key, AutopayAttempts, Invoice, MAX_AUTOPAY_ATTEMPTS,
 };
 use ledger::{AccountId, Amount, Month};
-use notifications::notice::{CardFailure, Notice, NoticeKind};
+use notifications::notice::{Notice, NoticeKind};
 use rust_decimal::Decimal;
 
-use crate::plan::{charge_card, claims_with_prefix};
-use crate::{clear_pending, ClaimedCharge, PayNowAnswer, PayNowError, PaymentPorts, Reconciled};
+use crate::plan::{charge_card, charge_in_order, claims_with_prefix, failure_summary, InOrder};
+use crate::{clear_pending, PayNowAnswer, PayNowError, PaymentPorts, Reconciled};
 
 /// The claim key of one card in one attempt at an invoice.
 pub fn attempt_key(month: Month, attempt: u32, card_id: &str) -> String {
@@ -84,43 +84,17 @@ pub async fn charge_invoice(
     }
     let attempt = failed + 1;
     let amount = Amount::new(owed).map_err(PayNowError::internal)?;
-    // The cards: the account's own, or its agency's for a client account.
-    let payer = documents::profile::load_payer(ports.store, id).await?.profile;
-    let customer = payer.processor_customer_id.clone().unwrap_or_default();
-    let cards: Vec<_> = if customer.is_empty() {
-        Vec::new()
-    } else {
-        payer.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())).collect()
+    let key_of = |card: &str| attempt_key(month, attempt, card);
+    let failures = match charge_in_order(ports, id, key_of, amount, None, now).await? {
+        InOrder::Answered { card_key, answer, bank } => {
+            return match paid_or_waiting(ports, id, month, &card_key, &answer, bank, now).await? {
+                Some(decided) => Ok(decided),
+                None => Err(PayNowError::Internal("a decline stopped the charging".into())),
+            };
+        }
+        InOrder::Wait(wait) => return Ok(wait),
+        InOrder::AllDeclined(failures) => failures,
     };
-    let mut failures = Vec::new();
-    for card in cards {
-        let charge = ClaimedCharge {
-            customer: customer.clone(),
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
-            bank_account: card.kind == documents::profile::MethodKind::UsBankAccount,
-        };
-        let card_key = attempt_key(month, attempt, &card.id);
-        let answer = match charge_card(ports, id, &card_key, amount, (charge, None), now).await? {
-            Ok(answer) => answer,
-            Err(wait) => return Ok(wait),
-        };
-        let bank = card.kind == documents::profile::MethodKind::UsBankAccount;
-        let decided = paid_or_waiting(ports, id, month, &card_key, &answer, bank, now).await?;
-        if let Some(decided) = decided {
-            return Ok(decided);
-        }
-        if let PayNowAnswer::Declined { message, payment }
-        | PayNowAnswer::Rejected { message, payment } = answer
-        {
-            failures.push(CardFailure {
-                card_brand: payment.card_brand,
-                card_last4: payment.card_last4,
-                reason: message,
-            });
-        }
-    }
     // Every card declined (or there was none): said once per attempt, then a wait or, out of
     // attempts, nothing more (the invoice waits for a payment by hand).
     let next_attempt_at =
@@ -141,12 +115,7 @@ pub async fn charge_invoice(
         };
         notices.publish(&notice).await.map_err(PayNowError::internal)?;
     }
-    let reason = failures
-        .iter()
-        .map(|f| format!("{} {}: {}", f.card_brand, f.card_last4, f.reason))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let last_failure = if reason.is_empty() { "no card on file".to_string() } else { reason };
+    let last_failure = failure_summary(&failures);
     documents::invoice::update_autopay(ports.store, id, month, |invoice: &mut Invoice| {
         // Only forwards: a replay of an older attempt changes nothing.
         if invoice.autopay.as_ref().is_none_or(|a| a.failed < attempt) {

@@ -104,50 +104,29 @@ pub async fn charge_period(
             end.pred_opt().unwrap_or(end)
         },
     };
-    // The cards: the account's own, or its agency's for a client account.
-    let payer = documents::profile::load_payer(ports.store, id).await?.profile;
-    let customer = payer.processor_customer_id.clone().unwrap_or_default();
-    let mut failures = Vec::new();
     // Never a whole period behind: once the next period has started, this one (every claim of
     // it settled above, none paid) is taken from the balance, as after the last attempt.
     // Slow methods (bank debits of three days each, all returned) could otherwise push every
     // later period further back for ever.
     let behind = plan.period_end(period, terms.period) <= now.date_naive();
-    let cards: Vec<_> = if customer.is_empty() || behind {
+    let failures = if behind {
         Vec::new()
     } else {
-        payer.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())).collect()
+        let key_of = |card: &str| attempt_key(period, attempt, card);
+        let fixed = Some(fee.clone());
+        match charge_in_order(ports, id, key_of, terms.price_usd, fixed, now).await? {
+            InOrder::Answered { answer, bank, .. } => {
+                let charged = Some(terms.clone());
+                return match paid_or_waiting(ports, id, period, charged, &answer, bank, now).await?
+                {
+                    Some(done) => Ok(done),
+                    None => Err(PayNowError::Internal("a decline stopped the charging".into())),
+                };
+            }
+            InOrder::Wait(wait) => return Ok(wait),
+            InOrder::AllDeclined(failures) => failures,
+        }
     };
-    for card in cards {
-        let charge = ClaimedCharge {
-            customer: customer.clone(),
-            card_id: card.id.clone(),
-            card_brand: card.brand.clone(),
-            card_last4: card.last4.clone(),
-            bank_account: card.kind == documents::profile::MethodKind::UsBankAccount,
-        };
-        let card_key = attempt_key(period, attempt, &card.id);
-        let fixed = (charge, Some(fee.clone()));
-        let answer = match charge_card(ports, id, &card_key, terms.price_usd, fixed, now).await? {
-            Ok(answer) => answer,
-            Err(wait) => return Ok(wait),
-        };
-        let charged = Some(terms.clone());
-        let bank = card.kind == documents::profile::MethodKind::UsBankAccount;
-        let decided = paid_or_waiting(ports, id, period, charged, &answer, bank, now).await?;
-        if let Some(done) = decided {
-            return Ok(done);
-        }
-        if let PayNowAnswer::Declined { message, payment }
-        | PayNowAnswer::Rejected { message, payment } = answer
-        {
-            failures.push(CardFailure {
-                card_brand: payment.card_brand,
-                card_last4: payment.card_last4,
-                reason: message,
-            });
-        }
-    }
     // Every card declined (or there was none): say so once per attempt, then wait or, out of
     // attempts, take the fee from the balance.
     let out_of_attempts = attempt >= MAX_DIRECT_ATTEMPTS || behind;
@@ -190,12 +169,7 @@ pub async fn charge_period(
         ports.store.post(id, vec![posting], now).await?;
         return finish_period(ports, id, period, Some(terms), now).await;
     };
-    let reason = failures
-        .iter()
-        .map(|f| format!("{} {}: {}", f.card_brand, f.card_last4, f.reason))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let last_failure = if reason.is_empty() { "no card on file".to_string() } else { reason };
+    let last_failure = failure_summary(&failures);
     update_plan(ports, id, move |plan| {
         if plan.next_renewal == period
             && plan
@@ -213,6 +187,79 @@ pub async fn charge_period(
     })
     .await?;
     Ok(Reconciled::NotYet(next))
+}
+
+/// What charging the payer's methods in charge order came to.
+pub(crate) enum InOrder {
+    /// A method's answer that is not a decline (credited, or an unknown outcome): the charging
+    /// stopped there.
+    Answered { card_key: String, answer: Box<PayNowAnswer>, bank: bool },
+    /// Someone else is charging one of them right now: ask again then.
+    Wait(Reconciled),
+    /// Every method declined (or there was none to charge).
+    AllDeclined(Vec<CardFailure>),
+}
+
+/// Charge `amount` to the payer's methods (the account's own, or its agency's for a client
+/// account) in charge order, expired cards skipped, each under its own claim `key_of(card)`
+/// with `plan_fee` fixed in it, until one answers other than with a decline.
+pub(crate) async fn charge_in_order(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    key_of: impl Fn(&str) -> String,
+    amount: ledger::Amount,
+    plan_fee: Option<PlanFeeCharge>,
+    now: DateTime<Utc>,
+) -> Result<InOrder, PayNowError> {
+    let payer = documents::profile::load_payer(ports.store, id).await?.profile;
+    let customer = payer.processor_customer_id.clone().unwrap_or_default();
+    let mut failures = Vec::new();
+    if customer.is_empty() {
+        return Ok(InOrder::AllDeclined(failures));
+    }
+    for card in payer.charge_order().into_iter().filter(|c| !c.expired(now.date_naive())) {
+        let bank = card.kind == documents::profile::MethodKind::UsBankAccount;
+        let charge = ClaimedCharge {
+            customer: customer.clone(),
+            card_id: card.id.clone(),
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            bank_account: bank,
+        };
+        let card_key = key_of(&card.id);
+        let fixed = (charge, plan_fee.clone());
+        let answer = match charge_card(ports, id, &card_key, amount, fixed, now).await? {
+            Ok(answer) => answer,
+            Err(wait) => return Ok(InOrder::Wait(wait)),
+        };
+        match answer {
+            PayNowAnswer::Declined { message, payment }
+            | PayNowAnswer::Rejected { message, payment } => failures.push(CardFailure {
+                card_brand: payment.card_brand,
+                card_last4: payment.card_last4,
+                reason: message,
+            }),
+            answer => {
+                let answer = Box::new(answer);
+                return Ok(InOrder::Answered { card_key, answer, bank });
+            }
+        }
+    }
+    Ok(InOrder::AllDeclined(failures))
+}
+
+/// One line naming every method that declined and why ("no card on file" for none).
+pub(crate) fn failure_summary(failures: &[CardFailure]) -> String {
+    let reason = failures
+        .iter()
+        .map(|f| format!("{} {}: {}", f.card_brand, f.card_last4, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if reason.is_empty() {
+        "no card on file".to_string()
+    } else {
+        reason
+    }
 }
 
 /// Claim `card_key` (or find what it came to) and charge it: the answer, or (`Err`) when to
