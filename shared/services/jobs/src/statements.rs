@@ -107,12 +107,12 @@ impl StatementJob {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<StatementOutcome, JobError> {
         let profile = load_profile(&*self.docs, id).await?;
-        let whole_month = cadence == Cadence::Monthly
-            && from == ledger::Month::of_date(from).first_day()
-            && to.succ_opt() == Some(ledger::Month::of_date(from).next().first_day());
+        let month = ledger::Month::of_date(from);
+        let whole_month =
+            from == month.first_day() && to.succ_opt() == Some(month.next().first_day());
         if whole_month && profile.billing_mode == documents::invoice::BillingMode::Postpaid {
             // A postpaid account's month ends in its invoice (and a statement if it asks).
-            self.invoice(id, ledger::Month::of_date(from), now).await?;
+            self.invoice(id, month, now).await?;
         }
         if !cadence.wanted_by(profile.statement_schedule) {
             return Ok(StatementOutcome::NotScheduled);

@@ -121,8 +121,7 @@ pub async fn send_invoice(
     invoice: &Invoice,
 ) -> Result<Outcome, DeliveryError> {
     let account = &invoice.account_id;
-    let (contacts, _) = crate::worker::load_contacts_and_profile(docs, account).await?;
-    let to = dedupe_addresses(contacts.billing_emails.iter().map(String::as_str));
+    let to = billing_recipients(docs, account).await?;
     if to.is_empty() {
         warn!(account_id = %account, "the account has no billing contact for its invoice");
         return Ok(Outcome::NoRecipients);
@@ -213,8 +212,7 @@ pub async fn remind(
     let days = (today - invoice.due_on).num_days();
     let Some(step) = reminder_step(days) else { return Ok(None) };
     let account = &invoice.account_id;
-    let (contacts, _) = crate::worker::load_contacts_and_profile(docs, account).await?;
-    let to = dedupe_addresses(contacts.billing_emails.iter().map(String::as_str));
+    let to = billing_recipients(docs, account).await?;
     if to.is_empty() {
         return Ok(Some(Outcome::NoRecipients));
     }
@@ -230,4 +228,13 @@ pub async fn remind(
         attachments: Vec::new(),
     };
     deliver_once(docs, mailer, account, REMINDER_KIND, email).await.map(Some)
+}
+
+/// Where an invoice's emails go: the account's billing contacts (and its agency's).
+async fn billing_recipients(
+    docs: &dyn DocStore,
+    account: &ledger::AccountId,
+) -> Result<Vec<String>, DeliveryError> {
+    let contacts = crate::worker::load_contacts(docs, account).await?;
+    Ok(dedupe_addresses(contacts.billing_emails.iter().map(String::as_str)))
 }
