@@ -677,22 +677,14 @@ fn plan_charge_failed(
         ("Amount", amount.clone()),
         ("Attempt", attempt.to_string()),
     ]));
-    blocks.push(Block::Heading("What to do next".into()));
-    let mut steps =
-        vec!["Check the card with your bank, or add or replace a card on the Billing page."
-            .to_string()];
-    match next_attempt_at {
-        Some(next) => steps.push(format!(
-            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
-            datetime(next)
-        )),
-        None => steps.push(format!(
+    blocks.extend(card_retry_steps(
+        next_attempt_at,
+        format!(
             "After {attempt} failed attempts, the plan fee of {amount} was taken from your \
              prepaid balance instead, as plans without direct charge are. Add funds if your \
              balance is low, or your calls, text messages and number purchases will stop."
-        )),
-    }
-    blocks.push(Block::List(steps));
+        ),
+    ));
     (subject, blocks)
 }
 
@@ -722,23 +714,35 @@ fn invoice_payment_failed(
         ("Amount", amount.clone()),
         ("Attempt", attempt.to_string()),
     ]));
-    blocks.push(Block::Heading("What to do next".into()));
-    let mut steps =
-        vec!["Check the card with your bank, or add or replace a card on the Billing page."
-            .to_string()];
-    match next_attempt_at {
-        Some(next) => steps.push(format!(
-            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
-            datetime(next)
-        )),
-        None => steps.push(format!(
+    blocks.extend(card_retry_steps(
+        next_attempt_at,
+        format!(
             "After {attempt} failed attempts we will not try the cards again for this invoice. \
              Please pay {amount} by e-transfer, EFT or cheque, quoting {number}, before it is \
              overdue."
-        )),
-    }
-    blocks.push(Block::List(steps));
+        ),
+    ));
     (subject, blocks)
+}
+
+/// "What to do next" after a failed card charge: check the card, then when it is tried again
+/// or, with no attempt left, `out_of_attempts`.
+fn card_retry_steps(next_attempt_at: Option<DateTime<Utc>>, out_of_attempts: String) -> [Block; 2] {
+    let then = match next_attempt_at {
+        Some(next) => format!(
+            "We will try again on {}. If that attempt succeeds, you will get a receipt.",
+            datetime(next)
+        ),
+        None => out_of_attempts,
+    };
+    [
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Check the card with your bank, or add or replace a card on the Billing page."
+                .to_string(),
+            then,
+        ]),
+    ]
 }
 
 fn recharge_daily_cap_reached(
