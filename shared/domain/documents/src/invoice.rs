@@ -190,20 +190,30 @@ async fn update(
     month: Month,
     change: impl Fn(&mut Invoice) -> bool,
 ) -> Result<(), DocumentError> {
+    update_to(docs, account, month, change).await.map(|_| ())
+}
+
+/// [`update`], answering the invoice as stored afterwards (`None`: there is no such invoice).
+async fn update_to(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    change: impl Fn(&mut Invoice) -> bool,
+) -> Result<Option<Invoice>, DocumentError> {
     for _ in 0..16 {
         let Some((mut invoice, version)) = load(docs, account, month).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if !change(&mut invoice) {
-            return Ok(());
+            return Ok(Some(invoice));
         }
         match docs
             .put_doc(account, DocKind::Invoice, &doc_id(month), &to_body(&invoice)?, Some(version))
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Some(invoice)),
             Err(DocError::Conflict) => continue,
-            Err(error) => return put_error(error),
+            Err(error) => return put_error(error).map(|()| None),
         }
     }
     Err(DocumentError::Busy("invoice"))
@@ -514,35 +524,40 @@ pub async fn apply_payment_to(
     let mut invoices = list(docs, account).await?;
     // Stable: the rest stay oldest first.
     invoices.sort_by_key(|i| Some(i.month) != first);
-    // Already applied (a retry): left as it was.
-    if invoices.iter().any(|i| i.payments.iter().any(|p| p.source_id == source_id)) {
-        return Ok(invoices
-            .iter()
-            .flat_map(|i| {
-                i.payments
-                    .iter()
-                    .filter(|p| p.source_id == source_id)
-                    .map(|p| (i.month, p.amount_usd))
-            })
-            .collect());
-    }
-    let mut left = amount;
-    let mut applied = Vec::new();
+    // A retry (after a crash part way) keeps what was applied and goes on with the rest, in
+    // the same order: the amount is applied once in all.
+    let mine = |i: &Invoice| {
+        i.payments.iter().filter(|p| p.source_id == source_id).map(|p| p.amount_usd).sum()
+    };
+    let mut applied: Vec<(Month, Decimal)> = invoices
+        .iter()
+        .map(|i| (i.month, mine(i)))
+        .filter(|(_, share): &(Month, Decimal)| *share > Decimal::ZERO)
+        .collect();
+    let mut left = amount - applied.iter().map(|(_, share)| *share).sum::<Decimal>();
     for invoice in invoices.into_iter().filter(|i| i.number.is_some()) {
         if left <= Decimal::ZERO {
             break;
+        }
+        if mine(&invoice) > Decimal::ZERO {
+            continue;
         }
         let share = left.min(invoice.outstanding_usd());
         if share <= Decimal::ZERO {
             continue;
         }
-        add_payment(docs, account, invoice.month, source_id, share, now).await?;
-        applied.push((invoice.month, share));
-        left -= share;
+        let share = add_payment(docs, account, invoice.month, source_id, share, now).await?;
+        if share > Decimal::ZERO {
+            applied.push((invoice.month, share));
+            left -= share;
+        }
     }
     Ok(applied)
 }
 
+/// Apply up to `amount` of `source_id` to `month`'s invoice, capped at what it still owes when
+/// written (concurrent payments never pay it beyond its amount due); what is applied for the
+/// source, now or before.
 async fn add_payment(
     docs: &dyn DocStore,
     account: &AccountId,
@@ -550,19 +565,23 @@ async fn add_payment(
     source_id: &str,
     amount: Decimal,
     now: DateTime<Utc>,
-) -> Result<(), DocumentError> {
-    update(docs, account, month, |invoice| {
-        if invoice.payments.iter().any(|p| p.source_id == source_id) {
+) -> Result<Decimal, DocumentError> {
+    let stored = update_to(docs, account, month, |invoice| {
+        let share = amount.min(invoice.outstanding_usd());
+        if invoice.payments.iter().any(|p| p.source_id == source_id) || share <= Decimal::ZERO {
             return false;
         }
         invoice.payments.push(AppliedPayment {
             source_id: source_id.to_string(),
-            amount_usd: amount,
+            amount_usd: share,
             applied_at: now,
         });
         true
     })
-    .await
+    .await?;
+    Ok(stored.map_or(Decimal::ZERO, |invoice| {
+        invoice.payments.iter().filter(|p| p.source_id == source_id).map(|p| p.amount_usd).sum()
+    }))
 }
 
 #[cfg(test)]

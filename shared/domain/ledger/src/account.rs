@@ -15,7 +15,8 @@ use crate::service::ServicePolicy;
 pub enum AccountStatus {
     /// `balance > floor`: calls, SMS and purchases are allowed.
     Active,
-    /// `balance <= floor`: the authorization API refuses billable actions.
+    /// `balance <= floor`, or blocked for an overdue invoice ([`OverdueBlock`]): the
+    /// authorization API refuses billable actions.
     Suspended,
 }
 
@@ -273,6 +274,15 @@ pub struct Account {
     /// The id of the account's rate card (see the rating crate); `None` uses the standard card.
     #[serde(default)]
     pub rate_card: Option<String>,
+    /// Every credit that pays what the account owes (funds added, by any means, and operator
+    /// adjustments such as credit notes), summed over the account's life: the dunning block
+    /// lifts when it reaches the block's target, in the write that posts the payment.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub paid_in_usd: Decimal,
+    /// Blocked for an invoice left unpaid past the operator's number of days overdue (issue
+    /// 17): service stops as at the floor, until payments bring `paid_in_usd` to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_block: Option<OverdueBlock>,
     #[serde(default)]
     pub plan_usage: PlanUsage,
     /// Totals of the month of the account's last posting (see [`MonthTotals`]). Earlier months
@@ -286,6 +296,19 @@ pub struct Account {
     pub last_seq: u64,
     pub last_posted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A postpaid account blocked for an overdue invoice (set by the daily sweep, lifted by a
+/// payment in the same write that posts it, or by the sweep once no invoice is overdue that
+/// long).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverdueBlock {
+    /// The oldest invoice overdue past the limit.
+    pub month: Month,
+    pub since: DateTime<Utc>,
+    /// The block lifts when [`Account::paid_in_usd`] reaches this: what was paid in when the
+    /// sweep read the invoices, plus what they left outstanding.
+    pub until_paid_in_usd: Decimal,
 }
 
 fn is_zero_u8(value: &u8) -> bool {
@@ -349,6 +372,8 @@ impl Account {
             suspended_since: None,
             release_stage: 0,
             rate_card: None,
+            paid_in_usd: Decimal::ZERO,
+            overdue_block: None,
             plan_usage: PlanUsage::default(),
             month_totals: None,
             version: 0,
@@ -366,7 +391,7 @@ impl Account {
     }
 
     pub fn status_for(&self, balance_usd: Decimal) -> AccountStatus {
-        if balance_usd > self.floor_usd() {
+        if balance_usd > self.floor_usd() && self.overdue_block.is_none() {
             AccountStatus::Active
         } else {
             AccountStatus::Suspended

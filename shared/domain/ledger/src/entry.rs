@@ -67,6 +67,14 @@ pub enum BillingItem {
 }
 
 impl BillingItem {
+    /// A credit of this item pays what the account owes (lifting a dunning block): funds
+    /// added by any means, and an operator's adjustment (a credit note is one).
+    pub fn pays_what_is_owed(self) -> bool {
+        matches!(self, BillingItem::FundsAdded | BillingItem::Adjustment)
+    }
+}
+
+impl BillingItem {
     pub const ALL: [BillingItem; 16] = [
         BillingItem::PhoneNumber,
         BillingItem::PhoneCall,

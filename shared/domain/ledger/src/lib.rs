@@ -18,7 +18,7 @@ pub mod store;
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use account::{
-    Account, AccountStatus, MonthTotals, PlanUsage, RechargeMode, RechargeSettings,
+    Account, AccountStatus, MonthTotals, OverdueBlock, PlanUsage, RechargeMode, RechargeSettings,
     RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_FAILED_ATTEMPTS,
     MAX_PENDING_PAYMENTS,
 };

@@ -202,6 +202,11 @@ pub enum Refusal {
         floor_usd: Decimal,
     },
     TermsNotAccepted,
+    /// The account is blocked for the invoice of `month`, unpaid past the days overdue the
+    /// operator allows.
+    InvoiceOverdue {
+        month: Month,
+    },
 }
 
 /// What became of one posting.
@@ -284,8 +289,13 @@ pub enum LedgerEventKind {
     LowBalance,
     /// The balance reached the floor: service stops.
     Suspended,
-    /// A credit lifted the balance above the floor: service resumes.
+    /// A credit lifted the balance above the floor (or paid the overdue invoices that
+    /// blocked the account): service resumes.
     Reactivated,
+    /// The invoice of `month` is unpaid past the days overdue the operator allows: service
+    /// stops as at the floor until it is paid (raised instead of `Suspended` when the block
+    /// is what stopped it).
+    InvoiceOverdueBlock { month: Month },
     /// A Pay Now is waiting for the card processor's answer (by the claim's idempotency key):
     /// the payments reconciler settles it, credit once or mark failed, whatever became of the
     /// request that started it.
@@ -328,6 +338,7 @@ impl LedgerEventKind {
             LedgerEventKind::LowBalance => "low_balance",
             LedgerEventKind::Suspended => "suspended",
             LedgerEventKind::Reactivated => "reactivated",
+            LedgerEventKind::InvoiceOverdueBlock { .. } => "invoice_overdue_block",
             LedgerEventKind::PaymentPending { .. } => "payment_pending",
             LedgerEventKind::RefundPending { .. } => "refund_pending",
             LedgerEventKind::PurchaseRefused { .. } => "purchase_refused",
@@ -420,6 +431,8 @@ pub fn apply(
             let reserved = account.held_usd(posted_at, posting.settles.as_deref());
             let refusal = if !account.terms_accepted() {
                 Some(Refusal::TermsNotAccepted)
+            } else if let Some(block) = &account.overdue_block {
+                Some(Refusal::InvoiceOverdue { month: block.month })
             } else if next_balance < floor + reserved {
                 Some(Refusal::InsufficientBalance { balance_usd: balance, floor_usd: floor })
             } else {
@@ -511,6 +524,15 @@ pub fn apply(
         next.last_seq = seq;
         next.last_posted_at = Some(posted_at);
         next.version += 1;
+        // Payments count toward lifting a dunning block, in the write that posts them.
+        next.paid_in_usd += entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Credit && e.item.pays_what_is_owed())
+            .map(|e| e.amount_usd.value())
+            .sum::<Decimal>();
+        if next.overdue_block.as_ref().is_some_and(|b| next.paid_in_usd >= b.until_paid_in_usd) {
+            next.overdue_block = None;
+        }
         next.status = next.status_for(balance);
 
         // A recharge credit settles the request it was raised for.
@@ -639,7 +661,10 @@ pub fn crossings(
         (AccountStatus::Active, AccountStatus::Suspended) => {
             after.suspended_since = Some(at);
             after.release_stage = 0;
-            kinds.push(LedgerEventKind::Suspended)
+            // A block above the floor says so in its own event (below).
+            if after.balance_usd <= after.floor_usd() || after.overdue_block.is_none() {
+                kinds.push(LedgerEventKind::Suspended)
+            }
         }
         (AccountStatus::Suspended, AccountStatus::Active) => {
             // A top-up before the release cancels all of it.
@@ -648,6 +673,9 @@ pub fn crossings(
             kinds.push(LedgerEventKind::Reactivated)
         }
         _ => {}
+    }
+    if let (None, Some(block)) = (&before.overdue_block, &after.overdue_block) {
+        kinds.push(LedgerEventKind::InvoiceOverdueBlock { month: block.month });
     }
     // The number release moved on (the daily sweep sets the stage it has reached).
     if after.release_stage > before.release_stage && after.status == AccountStatus::Suspended {

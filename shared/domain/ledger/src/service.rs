@@ -6,6 +6,10 @@
 //! `release_after_days` suspended, the account's numbers are due for release: notices go out
 //! 7 days and 1 day before, then a `numbers_release_due` event the platform acts on. A credit
 //! that lifts the balance above the floor cancels all of it.
+//!
+//! A postpaid account whose invoice stays unpaid `block_after_days_overdue` days past its due
+//! date is blocked the same way (`Account::overdue_block`, status `Suspended`), whatever its
+//! balance, until payments cover what was overdue.
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
@@ -18,6 +22,9 @@ pub const DEFAULT_RELEASE_AFTER_DAYS: u32 = 30;
 /// The longest grace period (a week) and release delay (a year) an operator may set.
 pub const MAX_GRACE_HOURS: u32 = 168;
 pub const MAX_RELEASE_AFTER_DAYS: u32 = 365;
+/// Days past an invoice's due date before the account is blocked, unless the operator says
+/// otherwise (after the last reminder, at 14 days); at most [`MAX_RELEASE_AFTER_DAYS`].
+pub const DEFAULT_BLOCK_AFTER_DAYS_OVERDUE: u32 = 21;
 
 /// The operator's rules for an account below its floor. The default: no grace, numbers due for
 /// release after 30 days.
@@ -37,6 +44,14 @@ pub struct ServicePolicy {
     /// of the account's payments is open, whatever the balance; inbound traffic keeps running.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend_while_disputed: bool,
+    /// A postpaid account is blocked as at its floor once an invoice is this many days past
+    /// its due date unpaid (issue 17), until it is paid.
+    #[serde(default = "default_block_after_days_overdue")]
+    pub block_after_days_overdue: u32,
+}
+
+fn default_block_after_days_overdue() -> u32 {
+    DEFAULT_BLOCK_AFTER_DAYS_OVERDUE
 }
 
 fn default_release_after_days() -> u32 {
@@ -50,6 +65,7 @@ impl Default for ServicePolicy {
             inbound_grace_hours: None,
             release_after_days: DEFAULT_RELEASE_AFTER_DAYS,
             suspend_while_disputed: false,
+            block_after_days_overdue: DEFAULT_BLOCK_AFTER_DAYS_OVERDUE,
         }
     }
 }

@@ -1176,12 +1176,17 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         )
         .on_field("Idempotency-Key"));
     }
-    if key.starts_with(documents::plan::PLAN_KEY_PREFIX) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "Idempotency-Key may not begin with \"plan:\" (reserved for plan charges)",
-        )
-        .on_field("Idempotency-Key"));
+    for (prefix, what) in [
+        (documents::plan::PLAN_KEY_PREFIX, "plan charges"),
+        (documents::invoice::AUTOPAY_KEY_PREFIX, "invoice charges"),
+    ] {
+        if key.starts_with(prefix) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("Idempotency-Key may not begin with {prefix:?} (reserved for {what})"),
+            )
+            .on_field("Idempotency-Key"));
+        }
     }
     Ok(key.to_string())
 }

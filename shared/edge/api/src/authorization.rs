@@ -55,7 +55,7 @@ mirror_enum! {
     /// Why a billable action is refused.
     Denial = usage::authorize::Denial {
         TermsNotAccepted, Suspended, InsufficientBalance, InsufficientAvailableBalance,
-        GraceExhausted, DisputeOpen
+        GraceExhausted, DisputeOpen, InvoiceOverdue
     }
 }
 

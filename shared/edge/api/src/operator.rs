@@ -334,6 +334,15 @@ pub struct ServicePolicyBody {
     /// of the account's payments is open, whatever the balance (default false).
     #[serde(default)]
     pub suspend_while_disputed: bool,
+    /// Postpaid accounts: days past an invoice's due date, unpaid, before the account is
+    /// blocked as at its floor until it is paid; 1 to 365 (default 21).
+    #[schema(minimum = 1, maximum = 365, example = 21)]
+    #[serde(default = "default_block_after_days_overdue")]
+    pub block_after_days_overdue: u32,
+}
+
+fn default_block_after_days_overdue() -> u32 {
+    ledger::service::DEFAULT_BLOCK_AFTER_DAYS_OVERDUE
 }
 
 /// The policy as saved.
@@ -344,6 +353,7 @@ pub struct ServicePolicySaved {
     pub inbound_grace_hours: Option<u32>,
     pub release_after_days: u32,
     pub suspend_while_disputed: bool,
+    pub block_after_days_overdue: u32,
     /// Disputes of the account's payments open now (by dispute id).
     pub open_disputes: Vec<String>,
     /// While suspended: when the numbers are due for release.
@@ -393,11 +403,19 @@ async fn set_service_policy(
         return Err(ApiError::bad_request("invalid_field", "release_after_days must be 7 to 365")
             .on_field("release_after_days"));
     }
+    if !(1..=ledger::service::MAX_RELEASE_AFTER_DAYS).contains(&request.block_after_days_overdue) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "block_after_days_overdue must be 1 to 365",
+        )
+        .on_field("block_after_days_overdue"));
+    }
     let policy = ledger::ServicePolicy {
         inbound_grace_usd: grace.normalize(),
         inbound_grace_hours: request.inbound_grace_hours,
         release_after_days: request.release_after_days,
         suspend_while_disputed: request.suspend_while_disputed,
+        block_after_days_overdue: request.block_after_days_overdue,
     };
     let after = audit::change_account(
         &state,
@@ -412,6 +430,7 @@ async fn set_service_policy(
                 "inbound_grace_hours": policy.inbound_grace_hours,
                 "release_after_days": policy.release_after_days,
                 "suspend_while_disputed": policy.suspend_while_disputed,
+                "block_after_days_overdue": policy.block_after_days_overdue,
             })
         },
     )
@@ -422,6 +441,7 @@ async fn set_service_policy(
         inbound_grace_hours: saved.inbound_grace_hours,
         release_after_days: saved.release_after_days,
         suspend_while_disputed: saved.suspend_while_disputed,
+        block_after_days_overdue: saved.block_after_days_overdue,
         open_disputes: after.open_disputes.clone(),
         release_at: after.release_at(),
     }))

@@ -140,7 +140,108 @@ impl StatementJob {
     }
 }
 
-/// The daily sweep's dunning of one account: each open invoice past its due date is reminded
+/// What the daily dunning did to an account's block (see [`block_or_lift`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Blocked now for the invoice of this month (its event was raised).
+    Blocked(Month),
+    /// No invoice is overdue that long any more (paid, credited or void): the block is lifted.
+    Lifted,
+    Unchanged,
+}
+
+/// The daily sweep's dunning of one account: reminders ([`remind`]), then the block
+/// ([`block_or_lift`]).
+pub async fn dun(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    mailer: &dyn messaging::mail::Mailer,
+    from_address: &str,
+    account: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<(usize, BlockOutcome), JobError> {
+    let reminded = remind(docs, mailer, from_address, account, now.date_naive()).await?;
+    let block = block_or_lift(ledger, docs, account, now).await?;
+    Ok((reminded, block))
+}
+
+/// Block the account once an invoice is `block_after_days_overdue` days past its due date with
+/// something outstanding (service stops as at the floor: `ledger::OverdueBlock`), or lift the
+/// block once none is.
+///
+/// The block lifts itself in the ledger write of the payments that cover what was overdue
+/// (`paid_in_usd` reaching its target), so a payment restores service at once whatever path it
+/// came by; a credit note or a void is seen here, or by [`lift_if_settled`] right after it.
+///
+/// Failure model: the account is read before the invoices, and the block's target is what was
+/// paid in by then plus what the invoices leave outstanding; the write is refused when the
+/// account is already blocked or paid in enough meanwhile. A payment credited but not yet
+/// applied to its invoice when this runs (a crash between the two steps) counts twice against
+/// the customer until its flow applies it and the next sweep lifts the block; a payment that
+/// lands between the reads counts for the customer. Re-runs change nothing.
+pub async fn block_or_lift(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<BlockOutcome, JobError> {
+    let Some(account) = ledger.account(id).await? else { return Ok(BlockOutcome::Unchanged) };
+    let limit = i64::from(account.service_policy().block_after_days_overdue);
+    let today = now.date_naive();
+    let invoices = invoice::list(docs, id).await.map_err(document_error)?;
+    let overdue: Vec<&Invoice> = invoices
+        .iter()
+        .filter(|i| i.number.is_some() && i.outstanding_usd() > rust_decimal::Decimal::ZERO)
+        .filter(|i| (today - i.due_on).num_days() >= limit)
+        .collect();
+    let change: ledger::AccountChange = match (overdue.first(), &account.overdue_block) {
+        (Some(oldest), None) => {
+            let target = account.paid_in_usd
+                + overdue.iter().map(|i| i.outstanding_usd()).sum::<rust_decimal::Decimal>();
+            let month = oldest.month;
+            std::sync::Arc::new(move |a: &mut ledger::Account| {
+                if a.overdue_block.is_some() || a.paid_in_usd >= target {
+                    return Err(ledger::LedgerError::Unchanged);
+                }
+                a.overdue_block =
+                    Some(ledger::OverdueBlock { month, since: now, until_paid_in_usd: target });
+                Ok(())
+            })
+        }
+        (None, Some(_)) => std::sync::Arc::new(|a: &mut ledger::Account| {
+            a.overdue_block.take().map(|_| ()).ok_or(ledger::LedgerError::Unchanged)
+        }),
+        _ => return Ok(BlockOutcome::Unchanged),
+    };
+    match ledger.modify_account(id, change, now).await {
+        Ok(after) => Ok(match after.overdue_block {
+            Some(block) => BlockOutcome::Blocked(block.month),
+            None => BlockOutcome::Lifted,
+        }),
+        Err(ledger::StoreError::Rejected(ledger::LedgerError::Unchanged)) => {
+            Ok(BlockOutcome::Unchanged)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Lift the account's block now if no invoice is overdue past the limit any more (after a
+/// credit note or a void; a payment lifts it in its own write). Blocks nothing.
+pub async fn lift_if_settled(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<bool, JobError> {
+    match ledger.account(id).await? {
+        Some(account) if account.overdue_block.is_some() => {
+            Ok(block_or_lift(ledger, docs, id, now).await? == BlockOutcome::Lifted)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The daily sweep's reminders of one account: each open invoice past its due date is reminded
 /// of at 1, 7 and 14 days overdue, once per step (a sweep that missed days sends the latest
 /// step reached, not the ones before it). How many reminders this run sent.
 pub async fn remind(

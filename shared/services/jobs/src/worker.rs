@@ -66,18 +66,30 @@ impl Workers {
                     now.date_naive(),
                 )
                 .await?;
-                // Overdue invoices are reminded of (postpaid accounts; nothing to read for
-                // the others but their empty invoice list).
-                let reminded = crate::invoices::remind(
+                // Overdue invoices are reminded of, and block the account past the operator's
+                // limit (postpaid accounts; nothing to read for the others but their empty
+                // invoice list).
+                let (reminded, block) = crate::invoices::dun(
+                    ledger,
                     &*statements.docs,
                     &*statements.mailer,
                     &statements.from_address,
                     account_id,
-                    now.date_naive(),
+                    now,
                 )
                 .await?;
                 let renewed = renewed?;
                 Ok(match release {
+                    crate::release::SweepOutcome::NothingDue
+                        if matches!(block, crate::invoices::BlockOutcome::Blocked(_)) =>
+                    {
+                        "blocked for an overdue invoice"
+                    }
+                    crate::release::SweepOutcome::NothingDue
+                        if block == crate::invoices::BlockOutcome::Lifted =>
+                    {
+                        "overdue block lifted"
+                    }
                     crate::release::SweepOutcome::NothingDue if renewed > 0 => "plan renewed",
                     crate::release::SweepOutcome::NothingDue if reminded > 0 => "invoice reminded",
                     crate::release::SweepOutcome::NothingDue if expired => "credit grants expired",

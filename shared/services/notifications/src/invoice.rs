@@ -170,7 +170,8 @@ pub fn reminder_step(days_overdue: i64) -> Option<i64> {
 pub fn render_reminder(invoice: &Invoice, days_overdue: i64) -> Rendered {
     let number = invoice.number.as_deref().unwrap_or("(draft)");
     let owed = shown_usd(invoice.outstanding_usd());
-    let subject = format!("Reminder: invoice {number} is {days_overdue} days overdue ({owed} due)");
+    let days = if days_overdue == 1 { "1 day".to_string() } else { format!("{days_overdue} days") };
+    let subject = format!("Reminder: invoice {number} is {days} overdue ({owed} due)");
     let blocks = vec![
         Block::Heading(format!("Invoice {number} is overdue")),
         Block::Facts(vec![

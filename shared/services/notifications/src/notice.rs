@@ -133,6 +133,12 @@ pub enum NoticeKind {
     Reactivated {
         balance_usd: Decimal,
     },
+    /// A postpaid account was blocked: the invoice of `month` is unpaid past the days overdue
+    /// the operator allows.
+    InvoiceOverdueBlock {
+        month: ledger::Month,
+        balance_usd: Decimal,
+    },
     /// A suspended account's numbers are due for release in `days_left` days.
     NumbersReleaseWarning {
         release_at: DateTime<Utc>,
@@ -181,6 +187,7 @@ impl NoticeKind {
             NoticeKind::LowBalance { .. } => "low_balance",
             NoticeKind::Suspended { .. } => "suspended",
             NoticeKind::Reactivated { .. } => "reactivated",
+            NoticeKind::InvoiceOverdueBlock { .. } => "invoice_overdue_block",
             NoticeKind::PurchaseRefused { .. } => "purchase_refused",
             NoticeKind::CardExpiring { .. } => "card_expiring",
             NoticeKind::NumbersReleaseWarning { .. } => "numbers_release_warning",
@@ -202,6 +209,9 @@ impl Notice {
             LedgerEventKind::Suspended => NoticeKind::Suspended { balance_usd: event.balance_usd },
             LedgerEventKind::Reactivated => {
                 NoticeKind::Reactivated { balance_usd: event.balance_usd }
+            }
+            LedgerEventKind::InvoiceOverdueBlock { month } => {
+                NoticeKind::InvoiceOverdueBlock { month: *month, balance_usd: event.balance_usd }
             }
             LedgerEventKind::NumbersReleaseWarning { release_at, days_left } => {
                 NoticeKind::NumbersReleaseWarning {

@@ -78,6 +78,11 @@ pub fn critical_text(notice: &Notice, bounced: bool) -> Option<String> {
              purchases are paused. Add funds in Billing settings.",
             usd(*balance_usd)
         ),
+        NoticeKind::InvoiceOverdueBlock { month, .. } => format!(
+            "account {account} is blocked: its invoice for {} is overdue. Outgoing calls, texts \
+             and number purchases are paused until it is paid. Pay it in Billing settings.",
+            month_name(*month)
+        ),
         NoticeKind::NumbersReleaseWarning { release_at, days_left, .. } => format!(
             "the phone numbers of account {account} will be released on {} ({days_left} days) \
              unless funds are added. Add funds in Billing settings.",
@@ -277,6 +282,9 @@ fn content(notice: &Notice) -> (String, Vec<Block>) {
         NoticeKind::Reactivated { balance_usd } => {
             reactivated(account, notice.raised_at, *balance_usd)
         }
+        NoticeKind::InvoiceOverdueBlock { month, balance_usd } => {
+            invoice_overdue_block(account, notice.raised_at, *month, *balance_usd)
+        }
         NoticeKind::NumbersReleaseWarning { release_at, days_left, balance_usd } => {
             numbers_release(account, *release_at, Some(*days_left), *balance_usd)
         }
@@ -367,6 +375,11 @@ fn purchase_refused(
             "terms of service not accepted",
             "the account's administrator has not accepted the terms of service yet".to_string(),
             "Ask the account's administrator to accept the terms of service, then buy it again.",
+        ),
+        Refusal::InvoiceOverdue { month } => (
+            "invoice overdue",
+            format!("the account's invoice for {} is overdue", month_name(*month)),
+            "Pay the overdue invoice on the Billing page, then buy it again.",
         ),
     };
     let subject = format!("Purchase refused on account {}: {subject_reason}", account.as_str());
@@ -933,6 +946,44 @@ fn reactivated(
             account.as_str()
         )),
         Block::Facts(vec![("Balance", balance), ("Restored on", datetime(raised_at))]),
+    ];
+    (subject, blocks)
+}
+
+fn invoice_overdue_block(
+    account: &AccountId,
+    raised_at: DateTime<Utc>,
+    month: ledger::Month,
+    balance_usd: Decimal,
+) -> (String, Vec<Block>) {
+    let balance = display_usd(balance_usd);
+    let subject = format!(
+        "Service suspended on account {}: the invoice for {} is overdue",
+        account.as_str(),
+        month_name(month)
+    );
+    let blocks = vec![
+        Block::Heading("Your service is suspended".into()),
+        Block::Paragraph(format!(
+            "The invoice of account {} for {} is still unpaid, well past its due date. Outgoing \
+             calls, text messages and phone number purchases are blocked until it is paid.",
+            account.as_str(),
+            month_name(month)
+        )),
+        Block::Facts(vec![
+            ("Invoice", month_name(month)),
+            ("Balance", balance),
+            ("Suspended on", datetime(raised_at)),
+        ]),
+        Block::Heading("What to do next".into()),
+        Block::List(vec![
+            "Pay the invoice with Pay Now on the Billing page, or send the payment by \
+             e-transfer, EFT or cheque. Service resumes as soon as the payment is recorded."
+                .into(),
+            "If your phone numbers stay blocked for too long they are released: pay before \
+             then to keep them."
+                .into(),
+        ]),
     ];
     (subject, blocks)
 }

@@ -230,6 +230,16 @@ fn cases() -> Vec<(&'static str, Notice)> {
             notice("acme:reactivated:58", NoticeKind::Reactivated { balance_usd: dec!(57.2742) }),
         ),
         (
+            "invoice_overdue_block",
+            notice(
+                "acme:invoice_overdue_block:301:v77",
+                NoticeKind::InvoiceOverdueBlock {
+                    month: "2026-10".parse().unwrap(),
+                    balance_usd: dec!(-412.3025),
+                },
+            ),
+        ),
+        (
             "purchase_refused",
             notice(
                 "acme:purchase_refused:use:evt-num-buy-1",
@@ -417,6 +427,7 @@ fn every_kind_of_notice_has_a_snapshot() {
         [
             "card_expiring",
             "dispute",
+            "invoice_overdue_block",
             "invoice_payment_failed",
             "low_balance",
             "numbers_release_due",

@@ -48,7 +48,10 @@ pub async fn charge_invoice(
     let key = autopay_key(month);
     // Every claim made for this invoice: one still unsettled is settled first (a card deleted
     // since may have been charged), and a credited one is applied.
-    for (card_key, record) in claims_with_prefix(ports, id, &format!("{key}/")).await? {
+    let claims = claims_with_prefix(ports, id, &format!("{key}/")).await?;
+    let claimed: Vec<(String, Amount)> =
+        claims.iter().map(|(card_key, record)| (card_key.clone(), record.amount_usd)).collect();
+    for (card_key, record) in claims {
         let answer = match record.done_answer() {
             Some(answer) if record.state == "done" => answer,
             _ => {
@@ -83,7 +86,14 @@ pub async fn charge_invoice(
         }
     }
     let attempt = failed + 1;
-    let amount = Amount::new(owed).map_err(PayNowError::internal)?;
+    // An attempt's amount is fixed by its first claim: a card tried again in the same attempt
+    // (a replay) must present the same claim. A payment by hand meanwhile may leave less owed
+    // than that; what the charge brings beyond it stays on the balance as credit.
+    let prefix = format!("{key}/{attempt}/");
+    let amount = match claimed.iter().find(|(card_key, _)| card_key.starts_with(&prefix)) {
+        Some((_, amount)) => *amount,
+        None => Amount::new(owed).map_err(PayNowError::internal)?,
+    };
     let key_of = |card: &str| attempt_key(month, attempt, card);
     let failures = match charge_in_order(ports, id, key_of, amount, None, now).await? {
         InOrder::Answered { card_key, answer, bank } => {

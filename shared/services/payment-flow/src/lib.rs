@@ -545,6 +545,10 @@ async fn settle_claim(
                 payment,
             },
         };
+        // A crash may have come between the credit and paying the invoices with it.
+        if matches!(answer, PayNowAnswer::Credited { .. }) {
+            apply_to_invoices(ports, id, key, &record, now).await?;
+        }
         // A crash may have come between recording the failure and emailing it.
         if replay && record.plan_fee.is_none() {
             notify_failed(ports, id, &answer, now).await?;
@@ -660,6 +664,7 @@ async fn settle_claim(
                 postings.push(plan_fee_posting(fee, amount, &payment.payment_id)?);
             }
             let posted = ports.store.post(id, postings, now).await?;
+            apply_to_invoices(ports, id, key, &record, now).await?;
             let seq = match posted.results.first() {
                 Some(PostingResult::Applied { seq, .. } | PostingResult::Duplicate { seq }) => {
                     Some(*seq)
@@ -757,6 +762,26 @@ async fn settle_claim(
     finish(ports.store, id, key, record, version, &answer).await?;
     clear_pending(ports.store, id, key).await?;
     Ok(answer)
+}
+
+/// A Pay Now credit (`pay:<key>`) pays the account's open invoices, oldest first (postpaid
+/// accounts; one empty query for the others). A plan's charge pays its fee, and an invoice's
+/// pre-authorized charge pays its own invoice first (`invoice::charge_invoice`). Idempotent by
+/// the credit's source id.
+async fn apply_to_invoices(
+    ports: &PaymentPorts<'_>,
+    id: &AccountId,
+    key: &str,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), PayNowError> {
+    if record.plan_fee.is_some() || key.starts_with(documents::invoice::AUTOPAY_KEY_PREFIX) {
+        return Ok(());
+    }
+    let source = format!("pay:{key}");
+    documents::invoice::apply_payment(ports.store, id, &source, record.amount_usd.value(), now)
+        .await?;
+    Ok(())
 }
 
 /// Email that a pending payment ended failed (once per payment: the notice id names it).

@@ -1005,6 +1005,19 @@ impl RechargeWorker {
             documents::spend::SpendError::Busy => RechargeError::Contention,
         })?;
         let posted = self.store.post(account_id, vec![posting], now).await?;
+        // It pays the account's open invoices (postpaid accounts), once by its source id.
+        documents::invoice::apply_payment(
+            &*self.store,
+            account_id,
+            request_id,
+            amount.value(),
+            now,
+        )
+        .await
+        .map_err(|error| match error {
+            documents::DocumentError::Store(error) => RechargeError::from(error),
+            _ => RechargeError::Contention,
+        })?;
         let seq = match posted.results.first() {
             Some(
                 ledger::PostingResult::Applied { seq, .. }

@@ -35,6 +35,8 @@ pub enum Denial {
     /// A dispute (chargeback) of one of the account's payments is open, and the operator stops
     /// outbound service while one is.
     DisputeOpen,
+    /// Blocked: an invoice is unpaid past the days overdue the operator allows (postpaid).
+    InvoiceOverdue,
 }
 
 impl Denial {
@@ -51,6 +53,9 @@ impl Denial {
             }
             Denial::DisputeOpen => {
                 "a payment of the account is disputed: outbound service stops until the dispute is decided"
+            }
+            Denial::InvoiceOverdue => {
+                "an invoice of the account is overdue: service stops until it is paid"
             }
         }
     }
@@ -106,6 +111,9 @@ pub fn budget(account: &Account, action: &Action, at: DateTime<Utc>) -> Result<D
         && !account.open_disputes.is_empty()
     {
         return Err(Denial::DisputeOpen);
+    }
+    if !action.is_inbound() && account.overdue_block.is_some() {
+        return Err(Denial::InvoiceOverdue);
     }
     if !action.is_inbound() {
         return if suspended { Err(Denial::Suspended) } else { Ok(account.available_usd(at)) };

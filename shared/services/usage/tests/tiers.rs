@@ -186,3 +186,47 @@ async fn an_account_living_on_an_expired_grant_is_suspended_from_the_expiry() {
     let decision = authorize(&account, &card, &outbound_call(), now(), 14_400);
     assert_eq!(decision.reason, Some(Denial::Suspended), "the balance left is only expired credit");
 }
+
+/// A postpaid account blocked for an overdue invoice (issue 17) stops like one at its floor,
+/// whatever its balance: outbound answers `invoice_overdue`, inbound runs only on the grace.
+#[tokio::test]
+async fn an_account_blocked_for_an_overdue_invoice_stops_as_at_its_floor() {
+    let store = MemoryStore::new();
+    let id = open(&store, "acme", dec!(50)).await;
+    accept_terms(&store, &id).await;
+    let card = RateCards::standard_only().card(None).unwrap();
+    let block = ledger::OverdueBlock {
+        month: "2026-10".parse().unwrap(),
+        since: now(),
+        until_paid_in_usd: dec!(80),
+    };
+    let blocked = |policy: Option<ServicePolicy>| {
+        let store = &store;
+        let id = id.clone();
+        let block = block.clone();
+        async move {
+            let change = Arc::new(move |a: &mut ledger::Account| {
+                a.service = policy.clone();
+                a.overdue_block = Some(block.clone());
+                Ok(())
+            });
+            let after = store.modify_account(&id, change, now()).await.unwrap();
+            assert_eq!(after.status, AccountStatus::Suspended, "$50 above the floor, and blocked");
+            after
+        }
+    };
+    let account = blocked(None).await;
+    for action in [
+        outbound_call(),
+        Action::Sms { direction: Direction::Outbound, segments: 1 },
+        Action::NumberPurchase { number_type: NumberType::Local },
+    ] {
+        let decision = authorize(&account, &card, &action, now(), 14_400);
+        assert_eq!(decision.reason, Some(Denial::InvoiceOverdue), "{action:?}");
+    }
+    let inbound = authorize(&account, &card, &inbound_call(), now(), 14_400);
+    assert_eq!(inbound.reason, Some(Denial::Suspended), "no grace: inbound stops too");
+    let grace = ServicePolicy { inbound_grace_hours: Some(24), ..ServicePolicy::default() };
+    let account = blocked(Some(grace)).await;
+    assert!(authorize(&account, &card, &inbound_call(), now(), 14_400).allowed, "inside the grace");
+}

@@ -164,6 +164,12 @@ pub struct Stats {
     pub invoices: usize,
     pub invoices_card_paid: usize,
     pub invoices_autopay_exhausted: usize,
+    /// Postpaid accounts blocked for an overdue invoice, and blocks lifted (by a payment in
+    /// its own write, or by the sweep).
+    pub overdue_blocks: usize,
+    pub overdue_blocks_lifted: usize,
+    /// Invoices paid (in part) by a Pay Now or an auto-recharge, not by their own charge.
+    pub invoices_paid_by_pay_now: usize,
     /// Bank-account (ACH) debits that settled, and those that came back.
     pub ach_settled: usize,
     pub ach_returned: usize,
@@ -958,6 +964,12 @@ impl World {
         });
         self.plans.push(plan.clone());
         self.postpaid.push(postpaid);
+        // Postpaid accounts are blocked a few days into an invoice's overdue (the default, 21,
+        // is longer than most worlds run past a due date).
+        let service = postpaid.then(|| ledger::ServicePolicy {
+            block_after_days_overdue: 1 + self.rng.below(10) as u32,
+            ..ledger::ServicePolicy::default()
+        });
         profile::update(&*self.store, &id, |p| {
             p.auto_recharge_daily_cap_usd = daily_cap;
             p.caps_count_manual_payments = count_manual;
@@ -980,6 +992,7 @@ impl World {
                         accepted_at: a.created_at,
                     });
                     a.recharge = Some(settings.clone());
+                    a.service = service.clone();
                     Ok(())
                 }),
                 self.now,
@@ -1077,6 +1090,18 @@ impl World {
                 Err(error) => self.note(format!("plan sweep {id} failed: {error}")),
             }
             self.invoice(&id).await;
+            match jobs::invoices::block_or_lift(&*self.store, &*self.store, &id, self.now).await {
+                Ok(jobs::invoices::BlockOutcome::Blocked(month)) => {
+                    self.stats.overdue_blocks += 1;
+                    self.note(format!("dunning {id}: blocked for {month}"));
+                }
+                Ok(jobs::invoices::BlockOutcome::Lifted) => {
+                    self.stats.overdue_blocks_lifted += 1;
+                    self.note(format!("dunning {id}: block lifted"));
+                }
+                Ok(jobs::invoices::BlockOutcome::Unchanged) => {}
+                Err(error) => self.note(format!("dunning {id} failed: {error}")),
+            }
             let result = jobs::release::sweep(&*self.store, &id, self.now).await;
             if let Ok(jobs::release::SweepOutcome::Advanced(stage)) = result {
                 self.stats.release_steps += 1;
@@ -1275,6 +1300,11 @@ impl World {
                 self.check_grant(&authorization, &result);
                 if result.as_ref().is_ok_and(|a| a.decision.allowed) {
                     self.stats.holds_granted += 1;
+                    if before.as_ref().is_some_and(|a| a.overdue_block.is_some()) {
+                        self.hold_violations.push(format!(
+                            "{authorization}: an outbound call granted on {id}, blocked for an overdue invoice"
+                        ));
+                    }
                     // The operator's policy: no outbound call while a dispute is open.
                     if before.is_some_and(|a| {
                         a.service_policy().suspend_while_disputed && !a.open_disputes.is_empty()
@@ -2418,8 +2448,12 @@ async fn check_invoices(world: &World) -> Result<(), Violation> {
                     charged.len()
                 )));
             }
+            // Applied to it, unless other payments (a Pay Now made while the charge's outcome
+            // was unknown) paid it in full first: then its credit stays on the balance.
             if let Some(source) = charged.first() {
-                if !invoice.payments.iter().any(|p| &p.source_id == source) {
+                let credited = entries.iter().any(|e| e.source_id.as_str() == source);
+                let paid_without = invoice.outstanding_usd().is_zero() && credited;
+                if !invoice.payments.iter().any(|p| &p.source_id == source) && !paid_without {
                     return Err(world
                         .violation(format!("{id}: {number}'s card payment {source} not applied")));
                 }
@@ -2439,6 +2473,39 @@ async fn check_invoices(world: &World) -> Result<(), Violation> {
         let account = store.account(id).await.expect("account").expect("exists");
         if let Some(key) = account.pending_payments.iter().find(|k| k.starts_with("inv:")) {
             return Err(world.violation(format!("{id}: invoice charge {key} left pending")));
+        }
+        // Dunning at rest, after the final sweep: a blocked account is suspended and has an
+        // invoice overdue past the limit (nobody stays blocked for an invoice that is paid),
+        // and once the sweep has run again every such invoice blocks its account.
+        let limit = i64::from(account.service_policy().block_after_days_overdue);
+        let today = world.now.date_naive();
+        let overdue = |invoices: &[documents::invoice::Invoice]| {
+            invoices.iter().any(|i| {
+                i.outstanding_usd() > Decimal::ZERO && (today - i.due_on).num_days() >= limit
+            })
+        };
+        if let Some(block) = &account.overdue_block {
+            if account.status != ledger::AccountStatus::Suspended {
+                return Err(
+                    world.violation(format!("{id}: blocked for {} yet active", block.month))
+                );
+            }
+            if !overdue(&invoices) {
+                return Err(world.violation(format!(
+                    "{id}: blocked for {} with nothing overdue that long: {invoices:?}",
+                    block.month
+                )));
+            }
+        }
+        jobs::invoices::block_or_lift(store, &*world.store, id, world.now)
+            .await
+            .map_err(|e| world.violation(format!("{id}: dunning failed at rest: {e}")))?;
+        let after = store.account(id).await.expect("account").expect("exists");
+        if overdue(&invoices) != after.overdue_block.is_some() {
+            return Err(world.violation(format!(
+                "{id}: an invoice overdue past {limit} days and the block disagree: {:?}",
+                after.overdue_block
+            )));
         }
     }
     numbers.sort();
@@ -2704,6 +2771,13 @@ pub async fn run_seed(seed: u64, config: Config) -> Result<Stats, Violation> {
             world.stats.invoices += 1;
             if invoice.payments.iter().any(|p| p.source_id.starts_with("pay:inv:")) {
                 world.stats.invoices_card_paid += 1;
+            }
+            if invoice
+                .payments
+                .iter()
+                .any(|p| !p.source_id.starts_with("pay:inv:") && !p.source_id.starts_with("man:"))
+            {
+                world.stats.invoices_paid_by_pay_now += 1;
             }
             if invoice
                 .autopay
