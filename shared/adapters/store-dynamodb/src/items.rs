@@ -465,7 +465,14 @@ mod tests {
             until_lifted: false,
             day: None,
         });
+        used.paid_in_usd = rust_decimal::Decimal::new(12_345, 2);
+        used.overdue_block = Some(ledger::OverdueBlock {
+            month: october,
+            since: chrono::DateTime::UNIX_EPOCH,
+            until_paid_in_usd: rust_decimal::Decimal::new(20_000, 2),
+        });
         let json = serde_json::to_value(&used).unwrap();
+        assert_eq!(json["overdue_block"]["month"], "2026-10");
         assert_eq!(json["plan_usage"]["month"], "2026-10");
         assert_eq!(json["month_totals"]["month"], "2026-10");
         assert_eq!(json["recharge_stopped"]["month"], "2026-10");

@@ -116,10 +116,16 @@ pub struct Invoice {
     pub charges_usd: Decimal,
     /// Credits of the month (payments received, included minutes, refunds, adjustments).
     pub credits_usd: Decimal,
-    /// What the customer owes: the closing balance below zero, to the cent (half up; the
+    /// What this invoice asks for: the closing balance below zero, to the cent (half up; the
     /// balance keeps the exact figure, so a sub-cent remainder carries into the next month),
-    /// nothing when it is not below zero.
+    /// less what earlier invoices still asked for when the month ended
+    /// (`previous_unpaid_usd`, billed there, not again here); nothing when that is not above
+    /// zero.
     pub amount_due_usd: Decimal,
+    /// What earlier invoices still owed when this month ended ([`Invoice::unpaid_at`]): part
+    /// of the closing balance, and of what the customer owes, but asked for by them.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub previous_unpaid_usd: Decimal,
     pub lines: Vec<InvoiceLine>,
     /// The seq range of the month's entries (none when the month had none).
     pub first_seq: Option<u64>,
@@ -131,7 +137,37 @@ pub struct Invoice {
     /// The pre-authorized card charge's failed attempts (`payment_flow::invoice`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autopay: Option<AutopayAttempts>,
+    /// Corrections issued against it, oldest first (the invoice itself never changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credit_notes: Vec<CreditNote>,
 }
+
+/// A correction of an issued invoice: it lowers what the invoice asks for and credits the
+/// balance by the same amount (`adjustment`, source id `cn:<number>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNote {
+    /// `<invoice number>-CN-01`, `-CN-02`…: numbered without gaps per invoice.
+    pub number: String,
+    /// The operator's Idempotency-Key: the same key answers the same note.
+    pub key: String,
+    pub amount_usd: Decimal,
+    pub reason: String,
+    pub issued_by: String,
+    pub issued_at: DateTime<Utc>,
+    /// Its credit is posted to the ledger (the daily sweep posts one a failure left behind).
+    #[serde(default)]
+    pub credited: bool,
+}
+
+impl CreditNote {
+    /// The ledger source id of its credit.
+    pub fn source_id(&self) -> String {
+        format!("{CREDIT_NOTE_SOURCE_PREFIX}{}", self.number)
+    }
+}
+
+/// Credit notes' ledger credits start so (`ledger::Entry::pays_what_is_owed` counts them).
+pub const CREDIT_NOTE_SOURCE_PREFIX: &str = ledger::CREDIT_NOTE_SOURCE_PREFIX;
 
 /// Failed attempts at charging an invoice to the pre-authorized cards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +263,7 @@ impl Invoice {
         month: Month,
         opening_balance_usd: Decimal,
         entries: &[StatementLine],
+        previous_unpaid_usd: Decimal,
         issued_at: DateTime<Utc>,
     ) -> Invoice {
         let mut lines: Vec<InvoiceLine> = Vec::new();
@@ -262,15 +299,18 @@ impl Invoice {
             closing_balance_usd: closing,
             charges_usd: charges,
             credits_usd: credits,
-            amount_due_usd: (-closing)
+            amount_due_usd: ((-closing)
                 .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+                - previous_unpaid_usd)
                 .max(Decimal::ZERO),
+            previous_unpaid_usd,
             lines,
             first_seq: entries.first().map(|e| e.seq),
             last_seq: entries.last().map(|e| e.seq),
             payments: Vec::new(),
             void: false,
             autopay: None,
+            credit_notes: Vec::new(),
         }
     }
 
@@ -278,12 +318,31 @@ impl Invoice {
         self.payments.iter().map(|p| p.amount_usd).sum()
     }
 
+    /// What it still asked for at `at`, from what it records (credit notes issued and
+    /// payments applied before then): fixed once `at` is past, so a later invoice's amount due
+    /// can be recomputed from the stored invoices at any time.
+    pub fn unpaid_at(&self, at: DateTime<Utc>) -> Decimal {
+        if self.void {
+            return Decimal::ZERO;
+        }
+        let notes: Decimal =
+            self.credit_notes.iter().filter(|n| n.issued_at < at).map(|n| n.amount_usd).sum();
+        let paid: Decimal =
+            self.payments.iter().filter(|p| p.applied_at < at).map(|p| p.amount_usd).sum();
+        (self.amount_due_usd - notes - paid).max(Decimal::ZERO)
+    }
+
+    /// What its credit notes took off it.
+    pub fn credited_usd(&self) -> Decimal {
+        self.credit_notes.iter().map(|n| n.amount_usd).sum()
+    }
+
     /// What is still owed on it.
     pub fn outstanding_usd(&self) -> Decimal {
         if self.void {
             return Decimal::ZERO;
         }
-        (self.amount_due_usd - self.paid_usd()).max(Decimal::ZERO)
+        (self.amount_due_usd - self.credited_usd() - self.paid_usd()).max(Decimal::ZERO)
     }
 
     pub fn status(&self, today: NaiveDate) -> InvoiceStatus {
@@ -496,6 +555,111 @@ pub async fn assign_number(
         return Ok(());
     }
     Err(DocumentError::Busy("invoice numbers"))
+}
+
+/// What an operator asks of a credit note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditNoteRequest {
+    pub key: String,
+    pub amount_usd: Decimal,
+    pub reason: String,
+    pub issued_by: String,
+}
+
+/// Issue a credit note against `month`'s invoice (step one of two: the caller then posts its
+/// credit, `CreditNote::source_id`, and marks it credited). Idempotent by the request's key:
+/// the same key answers the note it issued (`false`: not new), and another amount or reason
+/// under it is refused. A note may not take more off the invoice than its amount due less the
+/// notes before it, nor be issued against a void invoice or a draft.
+pub async fn add_credit_note(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    request: &CreditNoteRequest,
+    now: DateTime<Utc>,
+) -> Result<(CreditNote, bool), DocumentError> {
+    let refusal = std::sync::Mutex::new(None);
+    let pushed = std::sync::atomic::AtomicBool::new(false);
+    let stored = update_to(docs, account, month, |invoice| {
+        *refusal.lock().expect("refusal") = None;
+        pushed.store(false, std::sync::atomic::Ordering::Relaxed);
+        if invoice.credit_notes.iter().any(|n| n.key == request.key) {
+            return false;
+        }
+        let refuse = |field, message: String| {
+            *refusal.lock().expect("refusal") = Some(DocumentError::invalid(field, message));
+            false
+        };
+        let Some(number) = invoice.number.clone() else {
+            return refuse("month", format!("the invoice of {month} is not issued yet"));
+        };
+        if invoice.void {
+            return refuse("month", format!("invoice {number} is void"));
+        }
+        let creditable = invoice.amount_due_usd - invoice.credited_usd();
+        if request.amount_usd > creditable {
+            return refuse(
+                "amount_usd",
+                format!(
+                    "a credit note may take at most {creditable} off invoice {number} (its amount \
+                     due less the credit notes before it)"
+                ),
+            );
+        }
+        invoice.credit_notes.push(CreditNote {
+            number: format!("{number}-CN-{:02}", invoice.credit_notes.len() + 1),
+            key: request.key.clone(),
+            amount_usd: request.amount_usd,
+            reason: request.reason.clone(),
+            issued_by: request.issued_by.clone(),
+            issued_at: now,
+            credited: false,
+        });
+        pushed.store(true, std::sync::atomic::Ordering::Relaxed);
+        true
+    })
+    .await?;
+    if let Some(refusal) = refusal.into_inner().expect("refusal") {
+        return Err(refusal);
+    }
+    let Some(stored) = stored else {
+        return Err(DocumentError::invalid("month", format!("no invoice for {month}")));
+    };
+    let note = stored
+        .credit_notes
+        .iter()
+        .find(|n| n.key == request.key)
+        .cloned()
+        .ok_or(DocumentError::Busy("invoice"))?;
+    if note.amount_usd != request.amount_usd || note.reason != request.reason {
+        return Err(DocumentError::invalid(
+            "Idempotency-Key",
+            format!(
+                "this Idempotency-Key already issued credit note {} for another amount or reason",
+                note.number
+            ),
+        ));
+    }
+    Ok((note, pushed.into_inner()))
+}
+
+/// Mark `month`'s credit note `number` credited (its ledger credit is posted).
+pub async fn mark_credited(
+    docs: &dyn DocStore,
+    account: &AccountId,
+    month: Month,
+    number: &str,
+) -> Result<(), DocumentError> {
+    update(docs, account, month, |invoice| {
+        match invoice.credit_notes.iter_mut().find(|n| n.number == number && !n.credited) {
+            Some(note) => {
+                note.credited = true;
+                true
+            }
+            None => false,
+        }
+    })
+    .await
 }
 
 /// Apply `amount` (a payment credited to the ledger as `source_id`) to the account's open

@@ -28,7 +28,7 @@ fn now() -> DateTime<Utc> {
 
 /// A draft owing `due` (its month had no entries; the balance was `-due` all month).
 fn draft(account: &str, of: &str, due: &str) -> Invoice {
-    Invoice::compute(&id(account), month(of), -usd(due), &[], now())
+    Invoice::compute(&id(account), month(of), -usd(due), &[], Decimal::ZERO, now())
 }
 
 #[tokio::test]

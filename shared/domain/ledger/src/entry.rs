@@ -66,11 +66,18 @@ pub enum BillingItem {
     CreditGrant,
 }
 
-impl BillingItem {
-    /// A credit of this item pays what the account owes (lifting a dunning block): funds
-    /// added by any means, and an operator's adjustment (a credit note is one).
-    pub fn pays_what_is_owed(self) -> bool {
-        matches!(self, BillingItem::FundsAdded | BillingItem::Adjustment)
+/// Credit notes' ledger credits (adjustments) carry source ids that start so.
+pub const CREDIT_NOTE_SOURCE_PREFIX: &str = "cn:";
+
+impl Entry {
+    /// This entry pays what the account owes (lifting a dunning block): a credit of funds
+    /// added by any means, or a credit note's adjustment (not any other adjustment: it settles
+    /// no invoice).
+    pub fn pays_what_is_owed(&self) -> bool {
+        self.kind == EntryKind::Credit
+            && (self.item == BillingItem::FundsAdded
+                || (self.item == BillingItem::Adjustment
+                    && self.source_id.as_str().starts_with(CREDIT_NOTE_SOURCE_PREFIX)))
     }
 }
 

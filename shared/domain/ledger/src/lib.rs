@@ -22,7 +22,9 @@ pub use account::{
     RechargeSettingsError, RechargeStop, TermsAcceptance, MAX_FAILED_ATTEMPTS,
     MAX_PENDING_PAYMENTS,
 };
-pub use entry::{verify_chain, BillingItem, ChainError, Entry, EntryKind, GrantShare};
+pub use entry::{
+    verify_chain, BillingItem, ChainError, Entry, EntryKind, GrantShare, CREDIT_NOTE_SOURCE_PREFIX,
+};
 pub use grant::{
     CreditGrant, GrantCategory, GrantTerms, DEFAULT_GRANT_PRIORITY, MAX_GRANTS, MAX_GRANT_PRIORITY,
 };

@@ -527,7 +527,7 @@ pub fn apply(
         // Payments count toward lifting a dunning block, in the write that posts them.
         next.paid_in_usd += entries
             .iter()
-            .filter(|e| e.kind == EntryKind::Credit && e.item.pays_what_is_owed())
+            .filter(|e| e.pays_what_is_owed())
             .map(|e| e.amount_usd.value())
             .sum::<Decimal>();
         if next.overdue_block.as_ref().is_some_and(|b| next.paid_in_usd >= b.until_paid_in_usd) {

@@ -108,6 +108,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/operator/accounts/{account_id}/billing-mode"),
     ("POST", "/v1/operator/accounts/{account_id}/invoices"),
     ("POST", "/v1/operator/accounts/{account_id}/manual-payments"),
+    ("POST", "/v1/operator/accounts/{account_id}/invoices/{month}/credit-notes"),
     ("PUT", "/v1/plan/direct-charge"),
     ("PUT", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
     ("DELETE", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),

@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(set_billing_mode))
         .routes(routes!(issue_invoice))
         .routes(routes!(record_manual_payment))
+        .routes(routes!(issue_credit_note))
 }
 
 /// `prepaid` or `postpaid`.
@@ -132,6 +133,27 @@ pub struct InvoiceView {
     pub last_seq: Option<u64>,
     /// Failed attempts at charging the pre-authorized cards, if any.
     pub autopay: Option<AutopayView>,
+    /// What earlier invoices still asked for when this month ended: part of the closing
+    /// balance, asked for by them and not again by this one.
+    #[schema(value_type = Usd)]
+    pub previous_unpaid_usd: String,
+    /// Corrections issued against it (it never changes itself), oldest first.
+    pub credit_notes: Vec<CreditNoteView>,
+    #[schema(value_type = Usd)]
+    pub credited_usd: String,
+}
+
+/// A credit note: it lowers what an invoice asks for and credits the balance by as much
+/// (`adjustment`, source id `cn:<number>`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditNoteView {
+    /// `<invoice number>-CN-01`, `-CN-02`…
+    pub number: String,
+    #[schema(value_type = Usd)]
+    pub amount_usd: String,
+    pub reason: String,
+    pub issued_by: String,
+    pub issued_at: DateTime<Utc>,
 }
 
 /// The pre-authorized charge's failed attempts.
@@ -188,6 +210,19 @@ impl InvoiceView {
                 next_attempt_at: a.next_attempt_at,
                 last_failure: a.last_failure.clone(),
             }),
+            previous_unpaid_usd: usd(invoice.previous_unpaid_usd),
+            credit_notes: invoice
+                .credit_notes
+                .iter()
+                .map(|n| CreditNoteView {
+                    number: n.number.clone(),
+                    amount_usd: usd(n.amount_usd),
+                    reason: n.reason.clone(),
+                    issued_by: n.issued_by.clone(),
+                    issued_at: n.issued_at,
+                })
+                .collect(),
+            credited_usd: usd(invoice.credited_usd()),
         }
     }
 }
@@ -209,6 +244,21 @@ pub struct InvoiceList {
     #[schema(value_type = SignedUsd)]
     pub since_last_invoice_usd: String,
     pub explanation: String,
+    /// Blocked for an overdue invoice: service stops as at the floor until it is paid.
+    pub blocked: Option<OverdueBlockView>,
+    /// Days past an invoice's due date, unpaid, before the account is blocked.
+    pub block_after_days_overdue: u32,
+}
+
+/// Why and since when the account is blocked, and what lifts it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverdueBlockView {
+    /// The oldest invoice overdue past the limit, `YYYY-MM`.
+    pub month: String,
+    pub since: DateTime<Utc>,
+    /// Payments still needed to lift it (received by any means; it lifts as they post).
+    #[schema(value_type = Usd)]
+    pub pay_usd: String,
 }
 
 async fn load_invoices(state: &AppState, id: &AccountId) -> Result<Vec<Invoice>, ApiError> {
@@ -261,6 +311,14 @@ async fn list_invoices(
         balance_usd: usd(account.balance_usd),
         since_last_invoice_usd: usd(since),
         explanation,
+        blocked: account.overdue_block.as_ref().map(|b| OverdueBlockView {
+            month: b.month.to_string(),
+            since: b.since,
+            pay_usd: usd(
+                (b.until_paid_in_usd - account.paid_in_usd).max(rust_decimal::Decimal::ZERO)
+            ),
+        }),
+        block_after_days_overdue: account.service_policy().block_after_days_overdue,
     }))
 }
 
@@ -379,7 +437,7 @@ pub struct IssueInvoiceBody {
         (status = 201, description = "Issued now", body = InvoiceView),
         (status = 400, description = "Bad request: the message says what is wrong; nothing changed", body = ApiError),
         (status = 404, description = "No such account or resource", body = ApiError),
-        (status = 409, description = "The account is prepaid, or the month is not over: nothing issued", body = ApiError),
+        (status = 409, description = "The account is prepaid, the month is not over, or a later month is invoiced already: nothing issued", body = ApiError),
         (status = 503, description = "Busy: retry", body = ApiError),
     )
 )]
@@ -407,9 +465,18 @@ async fn issue_invoice(
         doc_invoice::load(state.docs(), &id, month).await?,
         Some((ref invoice, _)) if invoice.number.is_some()
     );
-    let issued = jobs::invoices::issue(state.ledger(), state.docs(), &id, month, now)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let issued = match jobs::invoices::issue(state.ledger(), state.docs(), &id, month, now).await {
+        Ok(issued) => issued,
+        Err(error @ jobs::tax::JobError::LaterMonthInvoiced { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "later_month_invoiced",
+                error.to_string(),
+            )
+            .on_field("month"))
+        }
+        Err(error) => return Err(ApiError::internal(&error)),
+    };
     let Some(invoice) = issued else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -585,4 +652,111 @@ async fn record_manual_payment(
             balance_usd: usd(outcome.account.balance_usd),
         }),
     ))
+}
+
+/// A correction of an issued invoice.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditNoteBody {
+    /// Whole cents; at most what the invoice asked for less the credit notes before it.
+    #[schema(value_type = Usd)]
+    pub amount_usd: Amount,
+    /// Why (shown to the customer).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+}
+
+/// The credit note, and the invoice it corrects.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditNoteIssued {
+    pub credit_note: CreditNoteView,
+    pub invoice: InvoiceView,
+}
+
+#[utoipa::path(
+    post, path = "/v1/operator/accounts/{account_id}/invoices/{month}/credit-notes",
+    summary = "Correct an issued invoice with a credit note (operator; Idempotency-Key required)",
+    description = "The invoice never changes; the note, numbered `<invoice number>-CN-01`, `-CN-02`… per invoice, lowers what it asks for and credits the balance by the same amount (`adjustment`, source id `cn:<number>`, with the reason in its details). A block the invoice caused lifts once nothing else is overdue that long. A resend with the same key issues nothing twice.",
+    params(
+        AccountPath,
+        MonthPath,
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 100, pattern = "^[!-~]+$",
+            description = "Makes a resend issue nothing twice"),
+    ),
+    request_body = CreditNoteBody,
+    responses(
+        (status = 200, description = "Issued before with this key: the same note", body = CreditNoteIssued),
+        (status = 201, description = "Issued", body = CreditNoteIssued),
+        (status = 400, description = "Bad request (more than the invoice asked for, a void invoice, this key used for another note): the message says what is wrong; nothing changed", body = ApiError),
+        (status = 404, description = "No such account or invoice", body = ApiError),
+        (status = 503, description = "Busy: retry", body = ApiError),
+    )
+)]
+async fn issue_credit_note(
+    State(state): State<Arc<AppState>>,
+    identity: Identity,
+    Path((account_id, month)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<(StatusCode, Json<CreditNoteIssued>), ApiError> {
+    identity.operator()?;
+    let id = path_account(&account_id)?;
+    let month = parse_month(&month)?;
+    let key = idempotency_key(&headers)?;
+    let request: CreditNoteBody = body::json(&raw)?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(ApiError::bad_request("invalid_field", "reason must be 1 to 200 characters")
+            .on_field("reason"));
+    }
+    if request.amount_usd.value().scale() > 2 {
+        return Err(ApiError::bad_request("invalid_field", "amount_usd is in whole cents")
+            .on_field("amount_usd"));
+    }
+    account_or_404(&state, &id).await?;
+    match doc_invoice::load(state.docs(), &id, month).await? {
+        Some((invoice, _)) if invoice.number.is_some() => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("account {id} has no invoice for {month}"),
+            ))
+        }
+    }
+    let note_request = doc_invoice::CreditNoteRequest {
+        key,
+        amount_usd: request.amount_usd.value(),
+        reason: reason.to_string(),
+        issued_by: identity.user.clone(),
+    };
+    let now = Utc::now();
+    let (note, new) =
+        jobs::invoices::credit_note(state.ledger(), state.docs(), &id, month, &note_request, now)
+            .await
+            .map_err(|error| match error {
+                jobs::tax::JobError::InvalidPosting(message) => {
+                    ApiError::bad_request("invalid_request", message)
+                }
+                jobs::tax::JobError::Store(error) => ApiError::from_store(error),
+                other => ApiError::internal(&other),
+            })?;
+    let (invoice, _) = doc_invoice::load(state.docs(), &id, month)
+        .await?
+        .ok_or_else(|| ApiError::internal(&std::io::Error::other("the invoice went away")))?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let view = InvoiceView::of(&invoice, now.date_naive());
+    let credit_note = view
+        .credit_notes
+        .iter()
+        .find(|n| n.number == note.number)
+        .map(|n| CreditNoteView {
+            number: n.number.clone(),
+            amount_usd: n.amount_usd.clone(),
+            reason: n.reason.clone(),
+            issued_by: n.issued_by.clone(),
+            issued_at: n.issued_at,
+        })
+        .ok_or_else(|| ApiError::internal(&std::io::Error::other("the credit note went away")))?;
+    Ok((status, Json(CreditNoteIssued { credit_note, invoice: view })))
 }

@@ -409,7 +409,91 @@ async fn declined_cards_are_retried_twice_then_left_for_a_payment_by_hand(app: T
     assert_eq!(overview.json["balance_usd"], "-26.3481", "nothing was credited");
 }
 
+/// A credit note corrects an issued invoice (which itself never changes), numbered per
+/// invoice, once per key; more than the invoice asked for is refused and changes nothing. A
+/// blocked account (an invoice overdue past the operator's limit) says so in the list, with
+/// what lifts it, and a payment of that much lifts it at once.
+async fn credit_notes_correct_an_invoice_and_a_payment_lifts_a_block(app: TestApp) {
+    let (admin, operator) = november(&app).await;
+    let body = format!(r#"{{"month": "{NOVEMBER}"}}"#);
+    let issued = app.send("POST", "/v1/operator/accounts/acme/invoices", &operator, &body).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.text);
+    let path = "/v1/operator/accounts/acme/invoices/2026-11/credit-notes";
+    let note = |key: &'static str, amount: &'static str| {
+        let app = &app;
+        let operator = operator.clone();
+        async move {
+            let body = format!(r#"{{"amount_usd": "{amount}", "reason": "dropped calls"}}"#);
+            app.call("POST", path, Some(&operator), &[("Idempotency-Key", key)], Some(&body)).await
+        }
+    };
+    let balance = || {
+        let admin = admin.clone();
+        let app = &app;
+        async move { app.get("/v1/overview", &admin).await.json["balance_usd"].clone() }
+    };
+    let before = balance().await;
+    let first = note("cn-1", "1.35").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json["credit_note"]["number"], "RL-000001-CN-01");
+    assert_eq!(first.json["invoice"]["amount_due_usd"], "21.35", "unchanged");
+    assert_eq!(first.json["invoice"]["credited_usd"], "1.35");
+    assert_eq!(first.json["invoice"]["outstanding_usd"], "20");
+    let again = note("cn-1", "1.35").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json["credit_note"]["number"], "RL-000001-CN-01");
+    let too_much = note("cn-2", "20.01").await;
+    assert_eq!(too_much.status, StatusCode::BAD_REQUEST, "{}", too_much.text);
+    let after = balance().await;
+    assert_eq!(
+        Decimal::from_str(after.as_str().unwrap()).unwrap()
+            - Decimal::from_str(before.as_str().unwrap()).unwrap(),
+        usd("1.35"),
+        "credited once"
+    );
+    let credits = app.get("/v1/activity?show=credits", &admin).await;
+    let notes: Vec<_> = credits.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source_id"] == "cn:RL-000001-CN-01")
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["details"]["reason"], "dropped calls");
+
+    // Long overdue: the daily sweep blocks the account; the list says what lifts it.
+    let id = ledger::AccountId::parse("acme").unwrap();
+    let (invoice, _) = documents::invoice::load(&*app.store, &id, NOVEMBER.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let late =
+        (invoice.due_on + chrono::Duration::days(40)).and_hms_opt(2, 0, 0).unwrap().and_utc();
+    let blocked = jobs::invoices::block_or_lift(&*app.store, &*app.store, &id, late).await.unwrap();
+    assert_eq!(blocked, jobs::invoices::BlockOutcome::Blocked(NOVEMBER.parse().unwrap()));
+    let list = app.get("/v1/invoices", &admin).await;
+    assert_eq!(list.json["blocked"]["month"], NOVEMBER, "{}", list.text);
+    assert_eq!(list.json["blocked"]["pay_usd"], "20");
+    let overview = app.get("/v1/overview", &admin).await;
+    assert_eq!(overview.json["status"], "suspended", "{}", overview.text);
+    let body = r#"{"method": "eft", "amount_usd": "20", "reference": "EFT 1", "received_on": "2026-12-02"}"#;
+    let paid = app
+        .call(
+            "POST",
+            "/v1/operator/accounts/acme/manual-payments",
+            Some(&operator),
+            &[("Idempotency-Key", "eft-1")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+    let list = app.get("/v1/invoices", &admin).await;
+    assert!(list.json["blocked"].is_null(), "{}", list.text);
+    assert_eq!(list.json["invoices"][0]["status"], "paid");
+}
+
 common::in_every_mode!(
+    credit_notes_correct_an_invoice_and_a_payment_lifts_a_block,
     a_pre_authorized_card_pays_the_invoice_once_on_its_issue_date,
     declined_cards_are_retried_twice_then_left_for_a_payment_by_hand,
     a_month_is_invoiced_once_and_reconciles_with_the_export,

@@ -197,6 +197,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             accepted_fields::<api::invoices::ManualPaymentBody>(empty()),
         ),
         (
+            "post",
+            "/v1/operator/accounts/{account_id}/invoices/{month}/credit-notes",
+            accepted_fields::<api::invoices::CreditNoteBody>(empty()),
+        ),
+        (
             "put",
             "/v1/operator/accounts/{account_id}/recharge-caps",
             accepted_fields::<operator::RechargeCaps>(empty()),
@@ -589,7 +594,8 @@ async fn every_route_answers_its_documented_success() {
     let path = mode.replace("{account_id}", "acme");
     let body = r#"{"mode": "postpaid"}"#;
     expect("PUT", mode, 200, app.call("PUT", &path, Some(&operator), &[], Some(body)).await);
-    let last_month = ledger::Month::of(chrono::Utc::now()).previous().to_string();
+    let last_month = ledger::Month::of(chrono::Utc::now()).previous();
+    let last_month = last_month.to_string();
     let issue = "/v1/operator/accounts/{account_id}/invoices";
     let path = issue.replace("{account_id}", "acme");
     let body = format!(r#"{{"month": "{last_month}"}}"#);
@@ -608,6 +614,37 @@ async fn every_route_answers_its_documented_success() {
     let body = r#"{"method": "e_transfer", "amount_usd": "5", "reference": "ET-1", "received_on": "2026-12-01"}"#;
     let reply = app.call("POST", &path, Some(&operator), &key("cheque-1"), Some(body)).await;
     expect("POST", manual, 201, reply);
+    // A fresh postpaid account with a call at the end of last month: its invoice asks for
+    // something, which a credit note corrects.
+    let created =
+        app.send("POST", "/v1/operator/accounts", &operator, r#"{"account_id": "notes"}"#);
+    assert_eq!(created.await.status.as_u16(), 201);
+    let late =
+        ledger::Month::of(chrono::Utc::now()).previous().end() - chrono::Duration::seconds(1);
+    let late_call = ledger::Posting::usage(
+        ledger::SourceId::parse("use:openapi-late#call").unwrap(),
+        ledger::BillingItem::PhoneCall,
+        ledger::Amount::new(rust_decimal::Decimal::from(5)).unwrap(),
+        late,
+    )
+    .unwrap();
+    let notes = ledger::AccountId::parse("notes").unwrap();
+    ledger::LedgerStore::post(&*app.store, &notes, vec![late_call], late).await.unwrap();
+    let body = r#"{"credit_limit_usd": "100"}"#;
+    let path = "/v1/operator/accounts/notes/credit-limit";
+    assert_eq!(app.call("PUT", path, Some(&operator), &[], Some(body)).await.status.as_u16(), 200);
+    let path = "/v1/operator/accounts/notes/billing-mode";
+    let body = r#"{"mode": "postpaid"}"#;
+    assert_eq!(app.call("PUT", path, Some(&operator), &[], Some(body)).await.status.as_u16(), 200);
+    let path = "/v1/operator/accounts/notes/invoices";
+    let body = format!(r#"{{"month": "{last_month}"}}"#);
+    let reply = app.call("POST", path, Some(&operator), &[], Some(&body)).await;
+    assert_eq!(reply.status.as_u16(), 201);
+    let note = "/v1/operator/accounts/{account_id}/invoices/{month}/credit-notes";
+    let path = note.replace("{account_id}", "notes").replace("{month}", &last_month);
+    let body = r#"{"amount_usd": "0.01", "reason": "goodwill"}"#;
+    let reply = app.call("POST", &path, Some(&operator), &key("cn-1"), Some(body)).await;
+    expect("POST", note, 201, reply);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

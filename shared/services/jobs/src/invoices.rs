@@ -39,9 +39,16 @@ impl InvoiceOutcome {
     }
 }
 
-/// The invoice of `month` for `account`, from the ledger (not stored). `month` must be over.
+/// The invoice of `month` for `account`, from the ledger and the account's earlier invoices
+/// (not stored). `month` must be over.
+///
+/// Invoices carry the balance forward: the closing balance below zero is everything owed, so
+/// what earlier invoices still asked for when the month ended is taken off (they ask for it;
+/// a customer who skips a month is not billed twice for it). It is read from their records as
+/// of the month's end, so it is the same whenever the draft is made.
 pub async fn draft(
     ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
     account: &AccountId,
     month: Month,
     now: DateTime<Utc>,
@@ -55,7 +62,21 @@ pub async fn draft(
         .map_err(|source| {
             JobError::Delivery(notifications::error::DeliveryError::Statement { source })
         })?;
-    Ok(Invoice::compute(account, month, statement.opening_balance_usd, &statement.lines, now))
+    let previous: rust_decimal::Decimal = invoice::list(docs, account)
+        .await
+        .map_err(document_error)?
+        .iter()
+        .filter(|i| i.month < month && i.number.is_some())
+        .map(|i| i.unpaid_at(month.end()))
+        .sum();
+    Ok(Invoice::compute(
+        account,
+        month,
+        statement.opening_balance_usd,
+        &statement.lines,
+        previous,
+        now,
+    ))
 }
 
 /// Issue (idempotently) the invoice of `month` if the account is postpaid.
@@ -77,7 +98,13 @@ pub async fn issue(
     if profile.billing_mode != BillingMode::Postpaid {
         return Ok(None);
     }
-    let draft = draft(ledger, account, month, now).await?;
+    // Each invoice takes off what the ones before it ask for: one issued after a later month's
+    // would bill again what that one did.
+    let invoices = invoice::list(docs, account).await.map_err(document_error)?;
+    if let Some(later) = invoices.iter().find(|i| i.month > month && i.number.is_some()) {
+        return Err(JobError::LaterMonthInvoiced { month, later: later.month });
+    }
+    let draft = draft(ledger, docs, account, month, now).await?;
     let issued =
         invoice::issue(docs, invoice::DEFAULT_ISSUER, draft).await.map_err(document_error)?;
     request_autopay(ledger, &profile, &issued).await?;
@@ -150,8 +177,76 @@ pub enum BlockOutcome {
     Unchanged,
 }
 
-/// The daily sweep's dunning of one account: reminders ([`remind`]), then the block
-/// ([`block_or_lift`]).
+/// Issue a credit note against `month`'s invoice and credit the balance by it, once per
+/// Idempotency-Key (`documents::invoice::add_credit_note`): the note is written first, then its
+/// credit (`adjustment`, source id `cn:<number>`, once by that id), then it is marked credited,
+/// and a block the invoice caused is lifted if nothing else is overdue that long. A failure
+/// after the note is written leaves it uncredited: a retry with the same key, or the daily
+/// sweep ([`credit_notes_due`]), posts it. Whether the note is new.
+pub async fn credit_note(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    month: Month,
+    request: &invoice::CreditNoteRequest,
+    now: DateTime<Utc>,
+) -> Result<(invoice::CreditNote, bool), JobError> {
+    let (note, new) =
+        invoice::add_credit_note(docs, id, month, request, now).await.map_err(document_error)?;
+    post_credit_note(ledger, docs, id, month, &note, now).await?;
+    lift_if_settled(ledger, docs, id, now).await?;
+    Ok((note, new))
+}
+
+/// Post a credit note's credit and mark it credited (both idempotent).
+async fn post_credit_note(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    month: Month,
+    note: &invoice::CreditNote,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
+    if note.credited {
+        return Ok(());
+    }
+    let source = ledger::SourceId::parse(note.source_id())
+        .map_err(|e| JobError::InvalidPosting(e.to_string()))?;
+    let amount = ledger::Amount::new(note.amount_usd)
+        .map_err(|e| JobError::InvalidPosting(e.to_string()))?;
+    let posting = ledger::Posting::credit(source, ledger::BillingItem::Adjustment, amount, now)
+        .and_then(|p| {
+            p.with_details(serde_json::json!({
+                "credit_note": note.number,
+                "invoice_month": month.to_string(),
+                "reason": note.reason,
+                "by": note.issued_by,
+            }))
+        })
+        .map_err(|e| JobError::InvalidPosting(e.to_string()))?;
+    ledger.post(id, vec![posting], now).await?;
+    invoice::mark_credited(docs, id, month, &note.number).await.map_err(document_error)
+}
+
+/// The daily sweep's repair: post every credit note a failure left uncredited. How many.
+pub async fn credit_notes_due(
+    ledger: &dyn LedgerStore,
+    docs: &dyn DocStore,
+    id: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<usize, JobError> {
+    let mut posted = 0;
+    for invoice in invoice::list(docs, id).await.map_err(document_error)? {
+        for note in invoice.credit_notes.iter().filter(|n| !n.credited) {
+            post_credit_note(ledger, docs, id, invoice.month, note, now).await?;
+            posted += 1;
+        }
+    }
+    Ok(posted)
+}
+
+/// The daily sweep's dunning of one account: credit notes left uncredited, reminders
+/// ([`remind`]), then the block ([`block_or_lift`]).
 pub async fn dun(
     ledger: &dyn LedgerStore,
     docs: &dyn DocStore,
@@ -160,6 +255,7 @@ pub async fn dun(
     account: &AccountId,
     now: DateTime<Utc>,
 ) -> Result<(usize, BlockOutcome), JobError> {
+    credit_notes_due(ledger, docs, account, now).await?;
     let reminded = remind(docs, mailer, from_address, account, now.date_naive()).await?;
     let block = block_or_lift(ledger, docs, account, now).await?;
     Ok((reminded, block))
@@ -194,10 +290,16 @@ pub async fn block_or_lift(
         .filter(|i| i.number.is_some() && i.outstanding_usd() > rust_decimal::Decimal::ZERO)
         .filter(|i| (today - i.due_on).num_days() >= limit)
         .collect();
-    let change: ledger::AccountChange = match (overdue.first(), &account.overdue_block) {
+    // Never more than the balance owes: credits that are not payments (a goodwill grant, a
+    // dispute won) lower what is owed without paying an invoice, and an account whose balance
+    // owes nothing is not blocked.
+    let owed = (-account.balance_usd).max(rust_decimal::Decimal::ZERO);
+    let overdue_usd =
+        overdue.iter().map(|i| i.outstanding_usd()).sum::<rust_decimal::Decimal>().min(owed);
+    let oldest = overdue.first().filter(|_| overdue_usd > rust_decimal::Decimal::ZERO);
+    let change: ledger::AccountChange = match (oldest, &account.overdue_block) {
         (Some(oldest), None) => {
-            let target = account.paid_in_usd
-                + overdue.iter().map(|i| i.outstanding_usd()).sum::<rust_decimal::Decimal>();
+            let target = account.paid_in_usd + overdue_usd;
             let month = oldest.month;
             std::sync::Arc::new(move |a: &mut ledger::Account| {
                 if a.overdue_block.is_some() || a.paid_in_usd >= target {

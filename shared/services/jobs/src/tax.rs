@@ -36,6 +36,9 @@ pub enum JobError {
     /// same one).
     #[error("the tax posting is invalid: {0}")]
     InvalidTaxPosting(#[source] LedgerError),
+    /// Permanent: an invoice is asked for a month older than one already invoiced.
+    #[error("{later} is already invoiced: {month}, before it, can no longer be")]
+    LaterMonthInvoiced { month: Month, later: Month },
     /// Permanent: a job's posting is invalid (a bug; retrying builds the same one).
     #[error("the posting is invalid: {0}")]
     InvalidPosting(String),
@@ -68,6 +71,7 @@ impl JobError {
     pub fn is_permanent(&self) -> bool {
         match self {
             JobError::MonthNotOver { .. }
+            | JobError::LaterMonthInvoiced { .. }
             | JobError::InvalidTaxPosting(_)
             | JobError::InvalidPosting(_)
             | JobError::NotThisWorker { .. } => true,

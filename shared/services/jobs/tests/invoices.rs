@@ -14,6 +14,7 @@ use jobs::statements::{Cadence, StatementJob};
 use ledger::memory::MemoryStore;
 use ledger::{AccountId, Amount, BillingItem, LedgerStore, Month, NewAccount, Posting, SourceId};
 use messaging::mail::{MailError, Mailer};
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
 #[derive(Default)]
@@ -329,4 +330,130 @@ async fn the_sweep_lifts_a_block_once_nothing_is_overdue_that_long() {
     let account = store.account(&id).await.unwrap().unwrap();
     assert_eq!(account.overdue_block, None);
     assert_eq!(account.status, ledger::AccountStatus::Active);
+}
+
+/// Invoices carry the balance forward: a month left unpaid is on the next invoice's balance
+/// but not asked for again, and one payment of everything owed settles both.
+#[tokio::test]
+async fn a_month_left_unpaid_is_not_billed_again_by_the_next_invoice() {
+    let store = Arc::new(MemoryStore::new());
+    let job = StatementJob {
+        ledger: store.clone(),
+        docs: store.clone(),
+        mailer: Arc::new(RecordingMailer::default()),
+        from_address: "billing@ringledger.example".into(),
+    };
+    let id = account(&store, "skipper", BillingMode::Postpaid).await;
+    let (november, december): (Month, Month) =
+        ("2026-11".parse().unwrap(), "2026-12".parse().unwrap());
+    job.invoice(&id, november, at("2026-12-01T00:05:00Z")).await.unwrap();
+    let call = Posting::usage(
+        SourceId::parse("use:dec-1#call").unwrap(),
+        BillingItem::PhoneCall,
+        Amount::new(dec!(5)).unwrap(),
+        at("2026-12-10T10:00:00Z"),
+    )
+    .unwrap();
+    store.post(&id, vec![call], at("2026-12-10T10:00:00Z")).await.unwrap();
+    // An older month cannot be invoiced after a later one (it would bill again).
+    job.invoice(&id, december, at("2027-01-01T00:05:00Z")).await.unwrap();
+    let older = job.invoice(&id, "2026-10".parse().unwrap(), at("2027-01-01T00:06:00Z")).await;
+    assert!(matches!(older, Err(jobs::tax::JobError::LaterMonthInvoiced { .. })), "{older:?}");
+    let (dec_invoice, _) = invoice::load(&*store, &id, december).await.unwrap().unwrap();
+    assert_eq!(dec_invoice.closing_balance_usd, dec!(-13.5025));
+    assert_eq!(dec_invoice.previous_unpaid_usd, dec!(8.50), "November asks for its part");
+    assert_eq!(dec_invoice.amount_due_usd, dec!(5.00), "December's own charges only");
+    // One payment of all that is owed pays both, oldest first, to the cent.
+    let applied =
+        invoice::apply_payment(&*store, &id, "man:all", dec!(13.50), at("2027-01-05T00:00:00Z"))
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![(november, dec!(8.50)), (december, dec!(5.00))]);
+    for month in [november, december] {
+        let (paid, _) = invoice::load(&*store, &id, month).await.unwrap().unwrap();
+        assert!(paid.outstanding_usd().is_zero(), "{month}");
+    }
+}
+
+/// A credit note corrects an issued invoice without changing it: it lowers what the invoice
+/// asks for and credits the balance once (`cn:<number>`), numbered per invoice; the same
+/// key answers the same note, and more than the invoice asked for is refused.
+#[tokio::test]
+async fn a_credit_note_lowers_the_invoice_and_credits_the_balance_once() {
+    use documents::invoice::CreditNoteRequest;
+    let store = Arc::new(MemoryStore::new());
+    let job = StatementJob {
+        ledger: store.clone(),
+        docs: store.clone(),
+        mailer: Arc::new(RecordingMailer::default()),
+        from_address: "billing@ringledger.example".into(),
+    };
+    let id = account(&store, "credited", BillingMode::Postpaid).await;
+    let november: Month = "2026-11".parse().unwrap();
+    job.invoice(&id, november, at("2026-12-01T00:05:00Z")).await.unwrap();
+    let request = |key: &str, amount| CreditNoteRequest {
+        key: key.into(),
+        amount_usd: amount,
+        reason: "dropped calls on 3 November".into(),
+        issued_by: "ops@ringledger.example".into(),
+    };
+    let now = at("2026-12-03T09:00:00Z");
+    let before = store.account(&id).await.unwrap().unwrap().balance_usd;
+    let (note, new) = jobs::invoices::credit_note(
+        &*store,
+        &*store,
+        &id,
+        november,
+        &request("k1", dec!(2.50)),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(new);
+    assert_eq!(note.number, "RL-000001-CN-01");
+    let (again, new) = jobs::invoices::credit_note(
+        &*store,
+        &*store,
+        &id,
+        november,
+        &request("k1", dec!(2.50)),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(!new, "the same key answers the same note");
+    assert_eq!(again.number, note.number);
+    let reused =
+        jobs::invoices::credit_note(&*store, &*store, &id, november, &request("k1", dec!(3)), now)
+            .await;
+    assert!(reused.is_err(), "another amount under the key");
+    let too_much = jobs::invoices::credit_note(
+        &*store,
+        &*store,
+        &id,
+        november,
+        &request("k2", dec!(6.01)),
+        now,
+    )
+    .await;
+    assert!(too_much.is_err(), "8.50 due, 2.50 credited: 6.00 at most");
+    // A note whose credit a failure left unposted (written, then a crash): the daily sweep
+    // posts it, once.
+    let (second, _) =
+        invoice::add_credit_note(&*store, &id, november, &request("k3", dec!(6.00)), now)
+            .await
+            .unwrap();
+    assert_eq!(second.number, "RL-000001-CN-02");
+    assert!(!second.credited);
+    let midway = store.account(&id).await.unwrap().unwrap();
+    assert_eq!(midway.balance_usd, before + dec!(2.50));
+    assert_eq!(jobs::invoices::credit_notes_due(&*store, &*store, &id, now).await.unwrap(), 1);
+    assert_eq!(jobs::invoices::credit_notes_due(&*store, &*store, &id, now).await.unwrap(), 0);
+    let (stored, _) = invoice::load(&*store, &id, november).await.unwrap().unwrap();
+    assert_eq!(stored.amount_due_usd, dec!(8.50), "the invoice itself is unchanged");
+    assert_eq!(stored.outstanding_usd(), Decimal::ZERO);
+    assert!(stored.credit_notes.iter().all(|n| n.credited));
+    let after = store.account(&id).await.unwrap().unwrap();
+    assert_eq!(after.balance_usd, before + dec!(8.50), "each note credited once");
+    assert_eq!(after.paid_in_usd, dec!(8.50), "credit notes pay what is owed");
 }

@@ -87,6 +87,7 @@ fn main() {
                 totals.overdue_blocks += stats.overdue_blocks;
                 totals.overdue_blocks_lifted += stats.overdue_blocks_lifted;
                 totals.invoices_paid_by_pay_now += stats.invoices_paid_by_pay_now;
+                totals.credit_notes += stats.credit_notes;
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -96,7 +97,7 @@ fn main() {
     }
     let seconds = began.elapsed().as_secs_f64();
     println!(
-        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards), {} bank-account debits settled and {} returned, {} postpaid invoices ({} paid by the pre-authorized card, {} left for a payment by hand after three failed attempts), {} invoices paid by a Pay Now or an auto-recharge, {} accounts blocked for an overdue invoice ({} lifted)",
+        "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s): {} steps, {} charges, {} store faults, {} processor faults, {} deliveries, {} holds granted, {} calls reported against holds, {} number-release steps, {} refund calls, {} payments refunded, {} disputes ({} withdrew funds), {} credit grants ({} voided, {} removed at expiry), {} daily-cap stops, {} calls refused for an open dispute, {} payments authenticated by their holder (3-D Secure), {} refunds made in the processor's dashboard, {} plan periods charged ({} paid by card, {} taken from the balance after every card declined), {} worlds with an agency's client ({} of its payments charged to the agency's cards), {} bank-account debits settled and {} returned, {} postpaid invoices ({} paid by the pre-authorized card, {} left for a payment by hand after three failed attempts), {} credit notes, {} invoices paid by a Pay Now or an auto-recharge, {} accounts blocked for an overdue invoice ({} lifted)",
         count as f64 / seconds.max(1e-9),
         totals.steps,
         totals.charges_succeeded,
@@ -127,6 +128,7 @@ fn main() {
         totals.invoices,
         totals.invoices_card_paid,
         totals.invoices_autopay_exhausted,
+        totals.credit_notes,
         totals.invoices_paid_by_pay_now,
         totals.overdue_blocks,
         totals.overdue_blocks_lifted
