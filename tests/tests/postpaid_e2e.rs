@@ -17,7 +17,6 @@ use ledger::{AccountId, Amount, BillingItem, EntryKind, EntryQuery, LedgerStore,
 use mailers::SesMailer;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
-use store_dynamodb::DynamoStore;
 use usage::worker::RateCards;
 
 fn at(text: &str) -> DateTime<Utc> {
