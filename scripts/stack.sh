@@ -75,6 +75,24 @@ install_java() {
     fi
 }
 
+# Debian's chromium and chromium-driver, for the browser tests (never a browser download).
+install_chromium() {
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        log "chromium and chromedriver found"
+        return 0
+    fi
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "the browser tests need Debian's chromium and chromium-driver: \`sudo apt-get install -y chromium chromium-driver\`"
+    fi
+    log "installing chromium and chromium-driver with apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+    hash -r
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null ||
+        die "installed chromium and chromium-driver but found no chromium / chromedriver on PATH"
+}
+
 install_python() {
     local marker="$VENV/.ringledger-installed" want
     want="$(python3 --version 2>&1) ${PIP_SPECS[*]}"
@@ -138,6 +156,7 @@ install_dynamodb() {
 
 cmd_install() {
     install_java
+    install_chromium
     install_dynamodb
     install_python
     log "install done"

@@ -8,6 +8,7 @@ use ledger::LedgerStore;
 use store_dynamodb::{client_for_endpoint, create_table, DynamoStore};
 
 /// The DynamoDB Local endpoint; panics with instructions when the stack is not running.
+pub mod browser;
 pub mod mime;
 
 pub fn dynamodb_endpoint() -> String {

@@ -78,6 +78,22 @@ pub fn render_invoice(invoice: &Invoice) -> Rendered {
         true,
         false,
     ));
+    // Balance forward: what earlier invoices still ask for is part of the balance, not of
+    // what this one asks for.
+    if invoice.previous_unpaid_usd > rust_decimal::Decimal::ZERO {
+        rows.push(row(
+            "Still owed on earlier invoices (asked for there)".into(),
+            shown_usd(invoice.previous_unpaid_usd),
+            false,
+            true,
+        ));
+        rows.push(row(
+            "Amount due on this invoice".into(),
+            shown_usd(invoice.amount_due_usd),
+            true,
+            false,
+        ));
+    }
     let summary = Table {
         columns: vec![Column { title: "", numeric: false }, Column { title: "", numeric: true }],
         rows,

@@ -1,0 +1,195 @@
+//! Headless Chromium driven over WebDriver: Debian's `chromium` and `chromium-driver`, which
+//! `./scripts/stack.sh install` installs (never a browser download). `CHROMIUM` and
+//! `CHROMEDRIVER` name other binaries. A phone is a real device emulation (chromedriver's
+//! `mobileEmulation`: viewport, pixel ratio, touch, mobile layout), not a narrow window: a
+//! headless window is never narrower than 500 px.
+//!
+//! Fails loudly when either binary is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+/// The browser binary: `CHROMIUM`, or `chromium` found on `PATH` (chromedriver wants a path).
+pub fn chromium() -> String {
+    if let Ok(binary) = std::env::var("CHROMIUM") {
+        return binary;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromium"))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.display().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no chromium on PATH: `./scripts/stack.sh install` installs Debian's chromium \
+                 and chromium-driver; CHROMIUM names another binary"
+            )
+        })
+}
+
+pub fn chromedriver() -> String {
+    std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
+}
+
+/// What the browser pretends to be.
+#[derive(Debug, Clone, Copy)]
+pub enum Screen {
+    /// A desktop window of this size.
+    Desktop { width: u32, height: u32 },
+    /// A phone of this viewport (CSS pixels), emulated.
+    Phone { width: u32, height: u32 },
+}
+
+pub const DESKTOP: Screen = Screen::Desktop { width: 1280, height: 900 };
+pub const PHONE: Screen = Screen::Phone { width: 390, height: 844 };
+
+/// One browser session and the chromedriver serving it (killed on drop).
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    profile: PathBuf,
+}
+
+impl Browser {
+    pub async fn start(screen: Screen) -> Browser {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            listener.local_addr().expect("its address").port()
+        };
+        let driver = Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chromedriver ({}) did not start: {e}. `./scripts/stack.sh install` installs \
+                     Debian's chromium and chromium-driver; CHROMEDRIVER names another binary",
+                    chromedriver()
+                )
+            });
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut ready = false;
+        for _ in 0..100 {
+            if let Ok(response) = http.get(format!("{base}/status")).send().await {
+                if response.status().is_success() {
+                    ready = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "chromedriver did not answer on {base}");
+        let profile = std::env::temp_dir().join(format!("ringledger-chromium-{port}"));
+        let mut args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--hide-scrollbars".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let mut options = json!({ "binary": chromium() });
+        match screen {
+            Screen::Desktop { width, height } => {
+                args.push(format!("--window-size={width},{height}"));
+            }
+            Screen::Phone { width, height } => {
+                options["mobileEmulation"] = json!({
+                    "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 }
+                });
+            }
+        }
+        options["args"] = json!(args);
+        let capabilities = json!({
+            "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": options } }
+        });
+        let mut browser = Browser { driver, base, session: String::new(), http, profile };
+        let created = browser.request(reqwest::Method::POST, "/session", Some(capabilities)).await;
+        browser.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_string();
+        browser
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
+        let status = response.status();
+        let value: Value = response.json().await.expect("a WebDriver answer");
+        assert!(status.is_success(), "WebDriver {path}: {status} {value}");
+        value.get("value").cloned().unwrap_or(value)
+    }
+
+    fn session_path(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session)
+    }
+
+    /// Open `url` and wait for it to load.
+    pub async fn goto(&self, url: &str) {
+        self.request(
+            reqwest::Method::POST,
+            &self.session_path("/url"),
+            Some(json!({ "url": url })),
+        )
+        .await;
+    }
+
+    /// Open a local file.
+    pub async fn open_file(&self, path: &Path) {
+        self.goto(&format!("file://{}", path.display())).await;
+    }
+
+    /// Run `script` (a function body: `return ...`) in the page; what it returns.
+    pub async fn eval(&self, script: &str) -> Value {
+        let body = json!({ "script": script, "args": [] });
+        self.request(reqwest::Method::POST, &self.session_path("/execute/sync"), Some(body)).await
+    }
+
+    /// The viewport as a PNG, written to `path`; its bytes.
+    pub async fn screenshot(&self, path: &Path) -> Vec<u8> {
+        let encoded =
+            self.request(reqwest::Method::GET, &self.session_path("/screenshot"), None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().expect("base64 PNG"))
+            .expect("a PNG");
+        std::fs::write(path, &bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        bytes
+    }
+
+    pub async fn close(mut self) {
+        let path = self.session_path("");
+        let _ = self.http.delete(format!("{}{path}", self.base)).send().await;
+        self.session.clear();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The directory test runs write screenshots to, for review: `target/screenshots/`.
+pub fn screenshots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("target/screenshots");
+    dir.canonicalize().expect("its path")
+}
