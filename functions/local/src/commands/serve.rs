@@ -24,7 +24,16 @@ pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
             .map_err(|e| e.to_string())?,
     );
     let statements = Arc::new(jobs_local::DirectJobs((*jobs).clone()));
-    let state = local.app_state(cards.clone(), Some(statements));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    // The billing page's portal links are signed with a secret derived from the local JWT
+    // secret, so they survive a restart of `serve` (until they expire).
+    let mut portal_secret = b"ringledger-portal:".to_vec();
+    portal_secret.extend(jwt_secret(args)?);
+    let portal = Arc::new(api::portal::PortalKeys::new(portal_secret, base_url.clone()));
+    let mut state = (*local.app_state(cards.clone(), Some(statements))).clone();
+    state.portal = Some(portal.clone());
+    let state = Arc::new(state);
     let authorization =
         api::authorization::router(Arc::new(api::authorization::AuthorizationState {
             store: local.store.clone(),
@@ -41,10 +50,29 @@ pub async fn serve(args: &StoreArgs, serve: ServeArgs) -> CliResult {
             notices: local.pipeline.notices.clone(),
         }),
     }));
-    let app = authorization.merge(webhooks).merge(api::app::local(state, local.jwt.clone()));
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("ringledger API on http://{} (OpenAPI at /openapi.json)", listener.local_addr()?);
+    let app = authorization
+        .merge(webhooks)
+        .merge(web::router(state.clone()))
+        .merge(api::app::local(state, local.jwt.clone()));
+    eprintln!("ringledger API on {base_url} (OpenAPI at /openapi.json)");
     eprintln!("issue a token: ringledger token --account <id> --role admin");
+    // A one-time link to the billing page of the first few accounts, for their admin.
+    let now = Utc::now();
+    let accounts = local.store.account_ids(None, 3).await.unwrap_or_default();
+    if accounts.is_empty() {
+        eprintln!(
+            "billing page: create an account (or run `ringledger demo`), then restart serve for \
+             a link, or POST /v1/operator/portal-sessions"
+        );
+    }
+    for id in accounts {
+        let user = format!("admin@{id}.example");
+        let (path, _) = portal.link(&id, &user, api::portal::PortalRole::Admin, now);
+        eprintln!(
+            "billing page of {id} (opens once, within {} minutes): {base_url}{path}",
+            api::portal::LINK_MINUTES
+        );
+    }
     eprintln!(
         "workers (auto-recharge, notifications) relay the outbox every second; emails are \
          written to {} as .eml files",

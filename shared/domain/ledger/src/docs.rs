@@ -39,6 +39,8 @@ pub enum DocKind {
     /// One per invoiced month (postpaid accounts), id `YYYY-MM`; under the pseudo-account
     /// `_invoice-numbers`, one counter per issuer.
     Invoice,
+    /// One per billing-portal link opened (its id): written create-only, so a link opens once.
+    PortalLink,
 }
 
 /// The pseudo-account whose documents are the processor's events (no such ledger account).
@@ -57,6 +59,7 @@ impl DocKind {
             DocKind::ProcessorEvent => "processor_event",
             DocKind::Limits => "limits",
             DocKind::Invoice => "invoice",
+            DocKind::PortalLink => "portal_link",
         }
     }
 }

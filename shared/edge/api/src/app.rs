@@ -109,6 +109,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/operator/accounts/{account_id}/invoices"),
     ("POST", "/v1/operator/accounts/{account_id}/manual-payments"),
     ("POST", "/v1/operator/accounts/{account_id}/invoices/{month}/credit-notes"),
+    ("POST", "/v1/operator/portal-sessions"),
     ("PUT", "/v1/plan/direct-charge"),
     ("PUT", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
     ("DELETE", "/v1/operator/agencies/{agency_id}/clients/{client_id}"),
@@ -158,6 +159,7 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
             .merge(crate::grants::router())
             .merge(crate::plans::router())
             .merge(crate::invoices::router())
+            .merge(crate::portal::router())
             .merge(crate::agency::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),

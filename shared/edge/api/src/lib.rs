@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod operator;
 pub mod payments;
 pub mod plans;
+pub mod portal;
 pub mod query;
 pub mod refunds;
 /// The billing profile lives in `documents`; re-exported for the routes.

@@ -18,6 +18,8 @@ pub struct AppState {
     /// Where emailed statements are queued (the statements queue; the job in process locally).
     /// `None`: `POST /v1/statements` answers 503.
     pub statements: Option<Arc<dyn jobs::JobSink>>,
+    /// The billing portal's keys (issue 14); `None`: portal links answer 503.
+    pub portal: Option<Arc<crate::portal::PortalKeys>>,
 }
 
 impl AppState {

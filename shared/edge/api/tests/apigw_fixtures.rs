@@ -38,6 +38,7 @@ async fn state_with_acme() -> Arc<AppState> {
         processor: Arc::new(payments::SimulatedProcessor::new()),
         notices: None,
         statements: None,
+        portal: None,
     })
 }
 

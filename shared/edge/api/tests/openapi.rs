@@ -202,6 +202,11 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
             accepted_fields::<api::invoices::CreditNoteBody>(empty()),
         ),
         (
+            "post",
+            "/v1/operator/portal-sessions",
+            accepted_fields::<api::portal::PortalSessionBody>(empty()),
+        ),
+        (
             "put",
             "/v1/operator/accounts/{account_id}/recharge-caps",
             accepted_fields::<operator::RechargeCaps>(empty()),
@@ -645,6 +650,9 @@ async fn every_route_answers_its_documented_success() {
     let body = r#"{"amount_usd": "0.01", "reason": "goodwill"}"#;
     let reply = app.call("POST", &path, Some(&operator), &key("cn-1"), Some(body)).await;
     expect("POST", note, 201, reply);
+    let portal = "/v1/operator/portal-sessions";
+    let body = r#"{"account_id": "acme", "user": "ann@acme.example", "role": "viewer"}"#;
+    expect("POST", portal, 201, app.call("POST", portal, Some(&operator), &[], Some(body)).await);
     let served: BTreeSet<(String, String)> =
         ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(seen, served, "every route answered its success");

@@ -184,8 +184,29 @@ pub async fn run_http(
         } else {
             None
         },
+        portal: api::portal::PortalKeys::from_env()
+            .map_err(|e| Error::from(e.as_str()))?
+            .map(Arc::new),
     };
     run_router(api::app::lambda_router(group(), Arc::new(state))).await
+}
+
+/// The billing page's Lambda: the whole account API's state (cards, Pay Now, receipts,
+/// statements), the portal keys required, and the page's router in front.
+pub async fn run_web() -> Result<(), Error> {
+    let aws = Aws::load().await;
+    let portal = api::portal::PortalKeys::from_env()
+        .map_err(|e| Error::from(e.as_str()))?
+        .ok_or_else(|| Error::from("RINGLEDGER_PORTAL_SECRET is not set"))?;
+    let state = AppState {
+        store: aws.store().await?,
+        cards: env::rate_cards()?,
+        processor: env::card_processor()?,
+        notices: Some(aws.notices()?),
+        statements: Some(Arc::new(::jobs::job::QueueJobs(aws.queue(env::STATEMENTS_QUEUE_URL)?))),
+        portal: Some(Arc::new(portal)),
+    };
+    run_router(web::router(Arc::new(state))).await
 }
 
 /// Serve an axum router behind API Gateway, printing each request's metrics after it.

@@ -385,6 +385,7 @@ async fn a_new_card_resets_the_backoff_and_a_fresh_request_is_charged_once() {
         processor: rig.processor.clone(),
         notices: None,
         statements: None,
+        portal: None,
     });
     let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
     let token = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);
@@ -687,6 +688,7 @@ async fn pay_then_recharge(count_manual_payments: bool) -> Outcome {
         processor: rig.processor.clone(),
         notices: None,
         statements: None,
+        portal: None,
     });
     let jwt = api::auth::LocalJwt::new(b"secret".to_vec());
     let admin = jwt.issue("admin@acme.example", Some("acme"), api::auth::Role::Admin, 600);

@@ -968,10 +968,7 @@ impl World {
         self.postpaid.push(postpaid);
         // Postpaid accounts are blocked a few days into an invoice's overdue (the default, 21,
         // is longer than most worlds run past a due date).
-        let service = postpaid.then(|| ledger::ServicePolicy {
-            block_after_days_overdue: 1 + self.rng.below(10) as u32,
-            ..ledger::ServicePolicy::default()
-        });
+        let block_after = postpaid.then(|| 1 + self.rng.below(10) as u32);
         profile::update(&*self.store, &id, |p| {
             p.auto_recharge_daily_cap_usd = daily_cap;
             p.caps_count_manual_payments = count_manual;
@@ -994,7 +991,11 @@ impl World {
                         accepted_at: a.created_at,
                     });
                     a.recharge = Some(settings.clone());
-                    a.service = service.clone();
+                    if let Some(days) = block_after {
+                        let mut policy = a.service_policy();
+                        policy.block_after_days_overdue = days;
+                        a.service = Some(policy);
+                    }
                     Ok(())
                 }),
                 self.now,

@@ -13,6 +13,7 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     let (mut denied, mut authenticated, mut dashboard, mut plan_fees) = (0, 0, 0, 0);
     let (mut plan_card_paid, mut plan_fallbacks, mut agency_charges) = (0, 0, 0);
     let (mut ach_settled, mut ach_returned) = (0, 0);
+    let (mut invoices, mut credit_notes, mut paid_by_pay_now) = (0, 0, 0);
     for seed in 1..=2_000 {
         match sim::run_seed_blocking(seed, sim::Config::default()) {
             Ok(stats) => {
@@ -38,6 +39,9 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
                 agency_charges += stats.agency_charges;
                 ach_settled += stats.ach_settled;
                 ach_returned += stats.ach_returned;
+                invoices += stats.invoices;
+                credit_notes += stats.credit_notes;
+                paid_by_pay_now += stats.invoices_paid_by_pay_now;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -65,4 +69,25 @@ fn two_thousand_seeded_worlds_keep_every_money_invariant() {
     assert!(agency_charges > 1_000, "only {agency_charges} client payments on agencies' cards");
     assert!(ach_settled > 2_000, "only {ach_settled} bank-account debits settled");
     assert!(ach_returned > 2_000, "only {ach_returned} bank-account debits returned");
+    assert!(invoices > 1_000, "only {invoices} postpaid invoices");
+    assert!(credit_notes > 50, "only {credit_notes} credit notes");
+    assert!(
+        paid_by_pay_now > 30,
+        "only {paid_by_pay_now} invoices paid by a Pay Now or a recharge"
+    );
+}
+
+/// Longer worlds (500 steps): invoices go past their due dates, so accounts are blocked for
+/// them (and some lifted), with every invariant kept.
+#[test]
+fn long_worlds_block_accounts_for_overdue_invoices() {
+    let mut blocks = 0;
+    for seed in 1..=150 {
+        let config = sim::Config { steps: 500, ..sim::Config::default() };
+        match sim::run_seed_blocking(seed, config) {
+            Ok(stats) => blocks += stats.overdue_blocks,
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+    assert!(blocks > 3, "only {blocks} accounts blocked for an overdue invoice");
 }

@@ -77,6 +77,10 @@ impl TestApp {
             processor: processor.clone(),
             notices: Some(notices.clone()),
             statements: Some(statement_jobs.clone()),
+            portal: Some(Arc::new(api::portal::PortalKeys::new(
+                b"api-tests-portal-secret-0123456789".to_vec(),
+                "http://billing.test",
+            ))),
         });
         let jwt = LocalJwt::new(b"test-secret".to_vec());
         let router = api::app::local(state.clone(), jwt.clone());
