@@ -11,7 +11,7 @@ VENV="$ROOT/.tools/venv"
 rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 export PATH="$VENV/bin:$PATH"
 FUNCTIONS=(usage-debits usage-authorization payments settings activity auto-recharge notifications outbox-relay
-    monthly-tax statements webhook processor-events)
+    monthly-tax statements webhook processor-events web)
 args=()
 for f in "${FUNCTIONS[@]}"; do args+=(--bin "$f"); done
 cargo lambda build --profile lambda --arm64 --output-format zip "${args[@]}"

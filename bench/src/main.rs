@@ -497,7 +497,7 @@ async fn tax_suite(endpoint: &str, args: &Args) {
 /// for its first invocation (cold start to ready: config, SDK clients, TLS-free endpoints).
 async fn startup_suite(args: &Args) {
     use std::sync::Mutex;
-    const BINARIES: [&str; 12] = [
+    const BINARIES: [&str; 13] = [
         "usage-debits",
         "usage-authorization",
         "payments",
@@ -510,6 +510,7 @@ async fn startup_suite(args: &Args) {
         "statements",
         "webhook",
         "processor-events",
+        "web",
     ];
     const RUNS: usize = 10;
     let ready: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Instant>>>> =
@@ -575,6 +576,8 @@ async fn startup_suite(args: &Args) {
                     "https://sqs.us-east-1.amazonaws.com/1/processor-events",
                 )
                 .env("RINGLEDGER_TAX_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/tax")
+                .env("RINGLEDGER_PORTAL_SECRET", "bench-portal-secret-0123456789abcdef")
+                .env("RINGLEDGER_PORTAL_BASE_URL", "https://billing.example.com")
                 .env(
                     "RINGLEDGER_STATEMENTS_QUEUE_URL",
                     "https://sqs.us-east-1.amazonaws.com/1/statements",

@@ -22,6 +22,21 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use usage::worker::RateCards;
 
+/// Receipts the recharge worker published.
+#[derive(Default)]
+struct Receipts(std::sync::Mutex<Vec<notifications::notice::Notice>>);
+
+#[async_trait::async_trait]
+impl notifications::notice::NoticeSink for Receipts {
+    async fn publish(
+        &self,
+        notice: &notifications::notice::Notice,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(notice.clone());
+        Ok(())
+    }
+}
+
 struct Site {
     base: String,
     http: reqwest::Client,
@@ -29,6 +44,7 @@ struct Site {
     keys: Arc<PortalKeys>,
     store: Arc<store_dynamodb::DynamoStore>,
     jobs: Arc<jobs::job::MemorySink>,
+    processor: Arc<payments::StripeProcessor>,
 }
 
 impl Site {
@@ -41,10 +57,11 @@ impl Site {
             base.clone(),
         ));
         let jobs = Arc::new(jobs::job::MemorySink::default());
+        let processor = Arc::new(e2e::stripe::processor());
         let state = Arc::new(AppState {
             store: store.clone(),
             cards: RateCards::standard_only(),
-            processor: Arc::new(e2e::stripe::processor()),
+            processor: processor.clone(),
             notices: None,
             statements: Some(jobs.clone()),
             portal: Some(keys.clone()),
@@ -52,7 +69,7 @@ impl Site {
         let jwt = LocalJwt::new(b"billing-page-jwt".to_vec());
         let app = web::router(state.clone()).merge(api::app::local(state, jwt.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Site { base, http: reqwest::Client::new(), jwt, keys, store, jobs }
+        Site { base, http: reqwest::Client::new(), jwt, keys, store, jobs, processor }
     }
 
     fn operator(&self) -> String {
@@ -194,13 +211,43 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     assert!(saved.contains("Saved.") && saved.contains("threshold"), "{saved}");
     assert!(saved.contains("below $20.00"), "{saved}");
 
-    // The payment, its receipt, the activity.
+    // Usage takes the balance below the threshold: the recharge worker (the one the local
+    // runner and the auto-recharge Lambda run) charges the primary card once.
+    let id = AccountId::parse(&name).unwrap();
+    let call = ledger::Posting::usage(
+        ledger::SourceId::parse("use:web-call-1#call").unwrap(),
+        ledger::BillingItem::PhoneCall,
+        "10".parse().unwrap(),
+        Utc::now(),
+    )
+    .unwrap();
+    let posted =
+        ledger::LedgerStore::post(&*site.store, &id, vec![call], Utc::now()).await.unwrap();
+    let request = posted
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, ledger::LedgerEventKind::RechargeRequested { .. }))
+        .expect("below $20: a recharge request")
+        .clone();
+    let worker = recharge::RechargeWorker::new(
+        site.store.clone(),
+        site.processor.clone(),
+        Arc::new(Receipts::default()),
+    );
+    for _ in 0..2 {
+        // Delivered twice, charged once.
+        worker.handle(&request, Utc::now()).await.unwrap();
+    }
+    browser.goto(&format!("{}/billing", site.base)).await;
+    assert_eq!(browser.text("#balance").await, "$65.00", "25 - 10 + a 50 recharge");
+    assert_eq!(browser.count("#history tr.payment").await, 2);
+
+    // The payments, a receipt, the activity.
     let history = browser.text("#history").await;
-    assert!(history.contains("$25.00") && history.contains("succeeded"), "{history}");
-    assert_eq!(browser.count("#history tr.payment").await, 1, "one payment: {history}");
+    assert!(history.contains("$25.00") && history.contains("$50.00"), "{history}");
     accessible(&browser, "billing page").await;
     shoot(&browser, "page-desktop").await;
-    browser.click("#history a").await;
+    browser.click("#history tr.payment:last-child a").await;
     assert_eq!(browser.text("#receipt-amount").await, "$25.00");
     accessible(&browser, "receipt").await;
     shoot(&browser, "receipt-desktop").await;
@@ -245,12 +292,16 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     shoot(&phone, "receipt-phone").await;
     phone.close().await;
 
-    // One charge at localstripe for the two presses.
-    let (profile, _) =
-        documents::profile::load(&*site.store, &AccountId::parse(&name).unwrap()).await.unwrap();
+    // One charge at localstripe for the two presses, and one for the recharge.
+    let (profile, _) = documents::profile::load(&*site.store, &id).await.unwrap();
     let intents = e2e::stripe_intents_of(&site.http, &profile.processor_customer_id.unwrap()).await;
-    let charged: Vec<_> = intents.iter().filter(|i| i["status"] == "succeeded").collect();
-    assert_eq!(charged.len(), 1, "{intents:?}");
+    let mut charged: Vec<i64> = intents
+        .iter()
+        .filter(|i| i["status"] == "succeeded")
+        .map(|i| i["amount"].as_i64().unwrap())
+        .collect();
+    charged.sort();
+    assert_eq!(charged, vec![2_500, 5_000], "{intents:?}");
 }
 
 #[tokio::test]

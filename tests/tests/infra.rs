@@ -197,6 +197,7 @@ fn the_http_api_routes_are_the_account_apis_routes() {
         api::app::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.extend(api::authorization::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())));
     expected.extend(api::webhooks::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())));
+    expected.extend(web::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())));
     let missing: Vec<_> = expected.difference(&unique).collect();
     let extra: Vec<_> = unique.difference(&expected).collect();
     assert!(missing.is_empty(), "routes the template does not deploy: {missing:?}");

@@ -31,6 +31,10 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{audit, body};
 
+/// The environment variables of the portal's secret and of the page's public address.
+pub const SECRET_VAR: &str = "RINGLEDGER_PORTAL_SECRET";
+pub const BASE_URL_VAR: &str = "RINGLEDGER_PORTAL_BASE_URL";
+
 /// How long a portal link may wait to be opened, and how long the session it opens lasts.
 pub const LINK_MINUTES: i64 = 10;
 pub const SESSION_MINUTES: i64 = 60;
@@ -132,11 +136,11 @@ impl PortalKeys {
     /// From `RINGLEDGER_PORTAL_SECRET` (at least 32 bytes) and `RINGLEDGER_PORTAL_BASE_URL`;
     /// `None` when the secret is not set (the portal is off).
     pub fn from_env() -> Result<Option<Self>, String> {
-        let Ok(secret) = std::env::var("RINGLEDGER_PORTAL_SECRET") else { return Ok(None) };
+        let Ok(secret) = std::env::var(SECRET_VAR) else { return Ok(None) };
         if secret.len() < 32 {
             return Err("RINGLEDGER_PORTAL_SECRET must be at least 32 bytes".into());
         }
-        let base = std::env::var("RINGLEDGER_PORTAL_BASE_URL").unwrap_or_default();
+        let base = std::env::var(BASE_URL_VAR).unwrap_or_default();
         Ok(Some(PortalKeys::new(secret.into_bytes(), base)))
     }
 

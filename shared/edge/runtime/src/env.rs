@@ -33,6 +33,10 @@ pub const RATE_CARDS: &str = "RINGLEDGER_RATE_CARDS";
 pub const STRIPE_WEBHOOK_SECRET: &str = "RINGLEDGER_STRIPE_WEBHOOK_SECRET";
 /// The processor-events queue (the webhook publishes verified events; its worker applies them).
 pub const PROCESSOR_EVENTS_QUEUE_URL: &str = "RINGLEDGER_PROCESSOR_EVENTS_QUEUE_URL";
+/// The billing portal's signing secret (32+ bytes; the settings and web functions).
+pub const PORTAL_SECRET: &str = api::portal::SECRET_VAR;
+/// Where the billing page is served (portal links start with it).
+pub const PORTAL_BASE_URL: &str = api::portal::BASE_URL_VAR;
 
 /// Every variable the functions read.
 pub const ALL: &[&str] = &[
@@ -49,6 +53,8 @@ pub const ALL: &[&str] = &[
     RATE_CARDS,
     STRIPE_WEBHOOK_SECRET,
     PROCESSOR_EVENTS_QUEUE_URL,
+    PORTAL_SECRET,
+    PORTAL_BASE_URL,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -31,6 +31,10 @@ use tower::ServiceExt;
 
 pub use page::{escape, Flash};
 
+/// The page's routes as API Gateway deploys them (the web function's, without an authorizer).
+pub const ROUTES: &[(&str, &str)] =
+    &[("GET", "/billing"), ("GET", "/billing/{proxy+}"), ("POST", "/billing/{proxy+}")];
+
 /// The session cookie's name.
 pub const COOKIE: &str = "rl_portal";
 
@@ -136,13 +140,13 @@ fn refusal_page(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 /// The session the request's cookie carries, or the page saying it has ended.
-fn session_of(web: &Web, headers: &HeaderMap) -> Result<PortalSession, Response> {
+fn session_of(web: &Web, headers: &HeaderMap) -> Result<PortalSession, Box<Response>> {
     let Some(keys) = web.state.portal.as_ref() else {
-        return Err(refusal_page(
+        return Err(Box::new(refusal_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Billing is not available",
             "The billing page is not configured on this server.",
-        ));
+        )));
     };
     let token = headers
         .get_all(header::COOKIE)
@@ -153,11 +157,11 @@ fn session_of(web: &Web, headers: &HeaderMap) -> Result<PortalSession, Response>
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.to_string());
     let ended = || {
-        refusal_page(
+        Box::new(refusal_page(
             StatusCode::UNAUTHORIZED,
             "Your billing session has ended",
             "Open Billing again from your account to continue.",
-        )
+        ))
     };
     let token = token.ok_or_else(ended)?;
     keys.session(&token, Utc::now()).map_err(|_| ended())
@@ -219,7 +223,7 @@ async fn show(
 ) -> Response {
     let session = match session_of(&web, &headers) {
         Ok(session) => session,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let body = page::render(&web, &session, &query, None).await;
     html(StatusCode::OK, body)
@@ -232,7 +236,7 @@ async fn receipt(
 ) -> Response {
     let session = match session_of(&web, &headers) {
         Ok(session) => session,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     // The account's own payments only: another account's id is not found.
     let mut cursor: Option<String> = None;
@@ -263,7 +267,7 @@ async fn activity_csv(
 ) -> Response {
     let session = match session_of(&web, &headers) {
         Ok(session) => session,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let uri = format!("/v1/activity.csv{}", page::activity_query(&query, false));
     let answer = web.get(&session, &uri).await;
@@ -294,7 +298,7 @@ async fn act(
 ) -> Response {
     let session = match session_of(&web, &headers) {
         Ok(session) => session,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if form.get("csrf").map(String::as_str) != Some(session.csrf.as_str()) {
         return refusal_page(
