@@ -14,3 +14,10 @@ grep -q "chain verified" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo: no ve
 grep -q "settles the hold; balance .*, nothing held" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo: the held call was not settled" >&2; exit 1; }
 ls "$WORK/outbox"/*.eml >/dev/null 2>&1 || { echo "$OUTPUT" >&2; echo "demo: no email written" >&2; exit 1; }
 grep -E "^final balance" <<<"$OUTPUT"
+# The postpaid story: two invoices issued, emailed and paid by the pre-authorized card.
+OUTPUT="$("$ROOT/target/debug/ringledger" demo-postpaid --db "$WORK/postpaid.db" \
+    --outbox-dir "$WORK/postpaid-outbox" 2>&1)" || { echo "$OUTPUT" >&2; exit 1; }
+[[ "$(grep -c "outstanding \$0.00" <<<"$OUTPUT")" -eq 2 ]] || { echo "$OUTPUT" >&2; echo "demo-postpaid: two invoices not both paid" >&2; exit 1; }
+[[ "$(ls "$WORK/postpaid-outbox" | grep -c '^invoice%3A')" -eq 2 ]] || { echo "$OUTPUT" >&2; echo "demo-postpaid: two invoice emails expected" >&2; exit 1; }
+grep -q "sales_tax" <<<"$OUTPUT" || { echo "$OUTPUT" >&2; echo "demo-postpaid: no tax on the second invoice" >&2; exit 1; }
+echo "demo-postpaid: two invoices issued, emailed and paid"

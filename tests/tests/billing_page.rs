@@ -241,6 +241,13 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     browser.goto(&format!("{}/billing", site.base)).await;
     assert_eq!(browser.text("#balance").await, "$65.00", "25 - 10 + a 50 recharge");
     assert_eq!(browser.count("#history tr.payment").await, 2);
+    // The last 30 days' usage gives the recommended settings.
+    let advice = browser.text("#advice").await;
+    assert!(
+        advice.contains("about $10.00")
+            && advice.contains("add $50.00 when the balance falls below $10.00"),
+        "{advice}"
+    );
 
     // The payments, a receipt, the activity.
     let history = browser.text("#history").await;

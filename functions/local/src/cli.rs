@@ -67,6 +67,9 @@ pub enum Command {
     /// Play the whole story through the in-process HTTP API: an operator creates an account, its
     /// admin sets it up and pays, a day of telephony traffic is rated and posted, a summary follows.
     Demo(DemoArgs),
+    /// Play a postpaid account through its last two months: plan fee, usage, tax, an invoice on
+    /// each 1st (emailed as .eml), charged to its pre-authorized card.
+    DemoPostpaid(PostpaidDemoArgs),
     /// Create an account (prepaid unless a credit limit is given).
     CreateAccount {
         #[arg(value_parser = account_id)]
@@ -189,6 +192,19 @@ pub struct DemoArgs {
     pub outbox_dir: Option<PathBuf>,
     #[command(flatten)]
     pub rate_cards: RateCardFile,
+}
+
+#[derive(clap::Args)]
+pub struct PostpaidDemoArgs {
+    /// The account to create (default: a fresh `ringoffice-<unix seconds>` per run).
+    #[arg(long, value_parser = account_id)]
+    pub account: Option<AccountId>,
+    /// Where the emails are written, as `.eml` files (default: `outbox` beside the database).
+    #[arg(long, env = env_names::OUTBOX_DIR)]
+    pub outbox_dir: Option<PathBuf>,
+    /// The tax tables.
+    #[command(flatten)]
+    pub tax: TaxFiles,
 }
 
 /// One manual posting: `credit` and `debit` take the same arguments.

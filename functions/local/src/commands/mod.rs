@@ -15,6 +15,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve::serve(&store, args).await,
         Command::Token(args) => serve::token(&store, args),
         Command::Demo(args) => crate::demo::run(&store, args).await,
+        Command::DemoPostpaid(args) => crate::demo::postpaid::run(&store, args).await,
         Command::CreateAccount { account, credit_limit_usd } => {
             accounts::create(&store, account, credit_limit_usd).await
         }

@@ -4,6 +4,7 @@
 
 mod agency;
 mod client;
+pub mod postpaid;
 mod summary;
 mod traffic;
 

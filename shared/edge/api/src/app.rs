@@ -159,7 +159,7 @@ pub fn group_api(group: Group) -> OpenApiRouter<Arc<AppState>> {
             .merge(crate::grants::router())
             .merge(crate::plans::router())
             .merge(crate::invoices::router())
-            .merge(crate::portal::router())
+            .merge(crate::portal_sessions::router())
             .merge(crate::agency::router()),
         Group::Activity => crate::account::activity_router().merge(crate::statements::router()),
         Group::Payments => crate::payments::router().merge(crate::refunds::router()),

@@ -18,6 +18,7 @@ pub mod operator;
 pub mod payments;
 pub mod plans;
 pub mod portal;
+pub mod portal_sessions;
 pub mod query;
 pub mod refunds;
 /// The billing profile lives in `documents`; re-exported for the routes.

@@ -204,7 +204,7 @@ fn every_request_body_schema_lists_exactly_the_fields_its_type_accepts() {
         (
             "post",
             "/v1/operator/portal-sessions",
-            accepted_fields::<api::portal::PortalSessionBody>(empty()),
+            accepted_fields::<api::portal_sessions::PortalSessionBody>(empty()),
         ),
         (
             "put",
