@@ -253,6 +253,21 @@ impl Browser {
         panic!("no element {css} on a loaded page")
     }
 
+    /// Wait (up to 10 s) until the element matching `css` shows `needle`; its text.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            if self.count(css).await > 0 {
+                last = self.text(css).await;
+                if last.contains(needle) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never showed {needle:?}; last: {last}")
+    }
+
     pub async fn url(&self) -> String {
         self.request(reqwest::Method::GET, &self.session_path("/url"), None)
             .await

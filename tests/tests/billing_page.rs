@@ -49,13 +49,21 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        Site::start_with(None).await
+    }
+
+    /// With the processor's hosted card fields: a stand-in for Stripe.js served by this site
+    /// (`/fake-stripe.js`), whose card field makes a real payment method at localstripe.
+    async fn start_with(card_form: Option<api::portal::CardForm>) -> Site {
         let store = Arc::new(e2e::fresh_dynamo_store().await);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let keys = Arc::new(PortalKeys::new(
-            b"billing-page-test-secret-0123456789".to_vec(),
-            base.clone(),
-        ));
+        let mut keys =
+            PortalKeys::new(b"billing-page-test-secret-0123456789".to_vec(), base.clone());
+        if let Some(card_form) = card_form {
+            keys = keys.with_card_form(card_form);
+        }
+        let keys = Arc::new(keys);
         let jobs = Arc::new(jobs::job::MemorySink::default());
         let processor = Arc::new(e2e::stripe::processor());
         let state = Arc::new(AppState {
@@ -67,7 +75,17 @@ impl Site {
             portal: Some(keys.clone()),
         });
         let jwt = LocalJwt::new(b"billing-page-jwt".to_vec());
-        let app = web::router(state.clone()).merge(api::app::local(state, jwt.clone()));
+        let fake_stripe = axum::Router::new()
+            .route(
+                "/fake-stripe.js",
+                axum::routing::get(|| async {
+                    ([("content-type", "application/javascript")], FAKE_STRIPE_JS)
+                }),
+            )
+            .route("/fake-stripe/token", axum::routing::get(fake_token));
+        let app = web::router(state.clone())
+            .merge(fake_stripe)
+            .merge(api::app::local(state, jwt.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Site { base, http: reqwest::Client::new(), jwt, keys, store, jobs, processor }
     }
@@ -135,6 +153,41 @@ impl Site {
         let status = response.status();
         (status, response.text().await.unwrap())
     }
+}
+
+/// A stand-in for Stripe.js: a card field of its own (not part of our form: it has no name),
+/// and `createPaymentMethod` turning what was typed into a payment method at localstripe.
+const FAKE_STRIPE_JS: &str = r#"window.Stripe = function (key) {
+  window.__stripeKey = key;
+  return {
+    elements: function () { return { create: function () { return { mount: function (selector) {
+      var input = document.createElement("input");
+      input.id = "fake-card-number";
+      input.setAttribute("aria-label", "Card number");
+      document.querySelector(selector).appendChild(input);
+    } }; } }; },
+    createPaymentMethod: function () {
+      var number = document.getElementById("fake-card-number").value;
+      return fetch("/fake-stripe/token?number=" + encodeURIComponent(number))
+        .then(function (r) { return r.json(); })
+        .then(function (pm) { return pm.error ? { error: pm.error } : { paymentMethod: pm }; });
+    }
+  };
+};
+"#;
+
+async fn fake_token(
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let number = query.get("number").cloned().unwrap_or_default();
+    if number.len() != 16 || !number.chars().all(|c| c.is_ascii_digit()) {
+        return axum::Json(
+            serde_json::json!({ "error": { "message": "Your card number is incomplete." } }),
+        );
+    }
+    let year = u16::try_from(Utc::now().year()).unwrap() + 3;
+    let token = e2e::stripe::card_token(&reqwest::Client::new(), &number[..15], year).await;
+    axum::Json(serde_json::json!({ "id": token }))
 }
 
 async fn accessible(browser: &Browser, page: &str) {
@@ -390,4 +443,37 @@ async fn viewers_used_links_expired_links_and_other_accounts_are_refused() {
     let (status, _) =
         site.with_cookie(reqwest::Method::GET, "/billing", "forged.token.value", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn cards_are_entered_in_the_processors_hosted_fields_when_configured() {
+    let card_form = api::portal::CardForm {
+        script_url: "/fake-stripe.js".into(),
+        publishable_key: "pk_test_billing_page".into(),
+    };
+    let site = Site::start_with(Some(card_form)).await;
+    let name = e2e::unique_table("web-h");
+    site.account(&name).await;
+    let url = site.link(&name, "owner@h.example", "admin").await;
+    let browser = Browser::start(DESKTOP).await;
+    browser.goto(&url).await;
+    browser.click("#terms button[type=submit]").await;
+    browser.wait_for_text("#overview", "$0.00").await;
+    // The processor's field, not ours: no token to type, and the page's key handed over.
+    assert_eq!(browser.count("#methods-token").await, 0);
+    assert_eq!(browser.count("#fake-card-number").await, 1);
+    assert_eq!(browser.eval("return window.__stripeKey;").await, "pk_test_billing_page");
+    accessible(&browser, "hosted card fields").await;
+    // An incomplete number: the processor's message, nothing sent to us.
+    browser.fill("#fake-card-number", "42424242").await;
+    browser.click("form[data-card-form] button[type=submit]").await;
+    browser.wait_for_text("#card-error", "incomplete").await;
+    assert_eq!(browser.count("#methods tr[data-card]").await, 0);
+    // A whole number: the token is made at localstripe and the card registered.
+    browser.fill("#fake-card-number", "4242424242424242").await;
+    browser.fill("#methods-manager", "cards@h.example").await;
+    browser.click("form[data-card-form] button[type=submit]").await;
+    let methods = browser.wait_for_text("#methods", "Card added.").await;
+    assert!(methods.contains("4242"), "{methods}");
+    browser.close().await;
 }

@@ -32,7 +32,23 @@ pub struct PortalKeys {
     secret: Vec<u8>,
     /// Where the billing page is served, e.g. `http://127.0.0.1:8080` (no trailing slash).
     pub base_url: String,
+    /// The processor's hosted card fields, when configured (production): the page then takes
+    /// the card in the processor's own fields and sends us only the token they make.
+    pub card_form: Option<CardForm>,
 }
+
+/// The processor's hosted card fields (Stripe.js Elements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardForm {
+    /// The script (`https://js.stripe.com/v3/`).
+    pub script_url: String,
+    /// The publishable key (`pk_live_…`): public by design.
+    pub publishable_key: String,
+}
+
+/// The publishable key that turns the hosted card fields on, and where their script is.
+pub const PUBLISHABLE_KEY_VAR: &str = "RINGLEDGER_STRIPE_PUBLISHABLE_KEY";
+pub const CARD_SCRIPT_VAR: &str = "RINGLEDGER_STRIPE_JS_URL";
 
 impl std::fmt::Debug for PortalKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +133,17 @@ fn random_id() -> String {
 
 impl PortalKeys {
     pub fn new(secret: impl Into<Vec<u8>>, base_url: impl Into<String>) -> Self {
-        PortalKeys { secret: secret.into(), base_url: base_url.into().trim_end_matches('/').into() }
+        PortalKeys {
+            secret: secret.into(),
+            base_url: base_url.into().trim_end_matches('/').into(),
+            card_form: None,
+        }
+    }
+
+    /// With the processor's hosted card fields.
+    pub fn with_card_form(mut self, card_form: CardForm) -> Self {
+        self.card_form = Some(card_form);
+        self
     }
 
     /// From `RINGLEDGER_PORTAL_SECRET` (at least 32 bytes) and `RINGLEDGER_PORTAL_BASE_URL`;
@@ -128,7 +154,15 @@ impl PortalKeys {
             return Err("RINGLEDGER_PORTAL_SECRET must be at least 32 bytes".into());
         }
         let base = std::env::var(BASE_URL_VAR).unwrap_or_default();
-        Ok(Some(PortalKeys::new(secret.into_bytes(), base)))
+        let mut keys = PortalKeys::new(secret.into_bytes(), base);
+        if let Some(publishable_key) =
+            std::env::var(PUBLISHABLE_KEY_VAR).ok().filter(|key| !key.trim().is_empty())
+        {
+            let script_url = std::env::var(CARD_SCRIPT_VAR)
+                .unwrap_or_else(|_| "https://js.stripe.com/v3/".into());
+            keys = keys.with_card_form(CardForm { script_url, publishable_key });
+        }
+        Ok(Some(keys))
     }
 
     fn sign(&self, claims: &PortalClaims) -> String {

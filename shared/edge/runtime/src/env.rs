@@ -37,6 +37,10 @@ pub const PROCESSOR_EVENTS_QUEUE_URL: &str = "RINGLEDGER_PROCESSOR_EVENTS_QUEUE_
 pub const PORTAL_SECRET: &str = api::portal::SECRET_VAR;
 /// Where the billing page is served (portal links start with it).
 pub const PORTAL_BASE_URL: &str = api::portal::BASE_URL_VAR;
+/// The processor's publishable key: the billing page's hosted card fields (web function).
+pub const STRIPE_PUBLISHABLE_KEY: &str = api::portal::PUBLISHABLE_KEY_VAR;
+/// Optional: where the hosted card fields' script is (default `https://js.stripe.com/v3/`).
+pub const STRIPE_JS_URL: &str = api::portal::CARD_SCRIPT_VAR;
 
 /// Every variable the functions read.
 pub const ALL: &[&str] = &[
@@ -55,6 +59,8 @@ pub const ALL: &[&str] = &[
     PROCESSOR_EVENTS_QUEUE_URL,
     PORTAL_SECRET,
     PORTAL_BASE_URL,
+    STRIPE_PUBLISHABLE_KEY,
+    STRIPE_JS_URL,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -53,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/billing/receipts/{payment_id}", get(receipt))
         .route("/billing/activity.csv", get(activity_csv))
         .route("/billing/actions/{action}", post(act))
+        .route("/billing/static/card.js", get(card_script))
         .with_state(web)
 }
 
@@ -115,22 +116,88 @@ impl Web {
     }
 }
 
-/// An HTML answer, never cached, framed by nobody, running no script but the page's own.
-fn html(status: StatusCode, body: String) -> Response {
+/// An HTML answer, never cached, framed by nobody. It runs no script, unless the processor's
+/// hosted card fields are configured: then their script and the page's own `card.js` only.
+fn html_for(
+    portal: Option<&api::portal::PortalKeys>,
+    status: StatusCode,
+    body: String,
+) -> Response {
+    let policy = match portal.and_then(|p| p.card_form.as_ref()) {
+        Some(form) => {
+            let origin = origin_of(&form.script_url);
+            format!(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+                 script-src 'self' {origin}; frame-src {origin}; connect-src 'self' {origin}; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            )
+        }
+        None => "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            .to_string(),
+    };
     (
         status,
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::X_FRAME_OPTIONS, "DENY".to_string()),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
         ],
         body,
+    )
+        .into_response()
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    html_for(None, status, body)
+}
+
+/// `https://js.stripe.com/v3/` → `https://js.stripe.com`; a path on this server → `'self'`.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+        }
+        None => "'self'".into(),
+    }
+}
+
+/// The hosted card fields' glue: mount the processor's card field, and on submit exchange it
+/// for a payment-method token (the only thing our server receives).
+const CARD_JS: &str = r##"(function () {
+  var form = document.querySelector("form[data-card-form]");
+  if (!form || typeof window.Stripe !== "function") { return; }
+  var stripe = window.Stripe(form.getAttribute("data-key"));
+  var card = stripe.elements().create("card");
+  card.mount("#card-element");
+  var token = form.querySelector("input[name=token]");
+  var error = document.getElementById("card-error");
+  var busy = false;
+  form.addEventListener("submit", function (event) {
+    if (token.value) { return; }
+    event.preventDefault();
+    if (busy) { return; }
+    busy = true;
+    stripe.createPaymentMethod({ type: "card", card: card }).then(function (result) {
+      busy = false;
+      if (result.error) { error.textContent = result.error.message; return; }
+      token.value = result.paymentMethod.id;
+      form.submit();
+    });
+  });
+})();
+"##;
+
+async fn card_script() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        CARD_JS,
     )
         .into_response()
 }
@@ -226,7 +293,7 @@ async fn show(
         Err(page) => return *page,
     };
     let body = page::render(&web, &session, &query, None).await;
-    html(StatusCode::OK, body)
+    html_for(web.state.portal.as_deref(), StatusCode::OK, body)
 }
 
 async fn receipt(
@@ -317,5 +384,5 @@ async fn act(
     let flash = page::perform(&web, &session, &action, &form).await;
     let status = flash.status;
     let body = page::render(&web, &session, &HashMap::new(), Some(flash)).await;
-    html(status, body)
+    html_for(web.state.portal.as_deref(), status, body)
 }

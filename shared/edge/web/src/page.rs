@@ -361,7 +361,24 @@ pub(crate) async fn render(
         }
         out.push_str("</tbody></table></div>");
     }
-    if form.admin() {
+    let card_form = web.state.portal.as_ref().and_then(|p| p.card_form.clone());
+    if let (true, Some(hosted)) = (form.admin(), card_form) {
+        // The processor's own card field; our form carries only the token it makes.
+        let _ = write!(
+            out,
+            "<h3>Add a card</h3><form method=\"post\" action=\"/billing/actions/card-add\" aria-label=\"Add a card\" data-card-form data-key=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"token\" value=\"\">\
+             <p class=\"hint\" id=\"card-hint\">Your card is entered in our card processor's secure field: its number never reaches us.</p>\
+             <div id=\"card-element\" aria-describedby=\"card-hint\"></div><p class=\"error\" id=\"card-error\" role=\"alert\"></p>\
+             {}<label for=\"methods-role\">Role</label><select id=\"methods-role\" name=\"role\"><option value=\"primary\">Primary</option><option value=\"backup\">Backup</option></select><br>\
+             <button type=\"submit\">Add the card</button></form>\
+             <script src=\"{}\"></script><script src=\"/billing/static/card.js\"></script>",
+            escape(&hosted.publishable_key),
+            escape(&session.csrf),
+            form.input("methods", "manager", "card_manager_email", "Card manager's email", "email", "", "Told when the card is about to expire."),
+            escape(&hosted.script_url)
+        );
+    } else if form.admin() {
         let _ = write!(
             out,
             "<h3>Add a card</h3>{}{}{}<label for=\"methods-role\">Role</label><select id=\"methods-role\" name=\"role\"><option value=\"primary\">Primary</option><option value=\"backup\">Backup</option></select><br><button type=\"submit\">Add the card</button></form>",
