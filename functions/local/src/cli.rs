@@ -459,9 +459,9 @@ mod tests {
         (env_names::PLATFORM_TOKEN, &["serve"]),
         (env_names::STRIPE_WEBHOOK_SECRET, &["serve"]),
         (env_names::RATE_CARDS, &["serve", "demo", "ingest"]),
-        (env_names::OUTBOX_DIR, &["serve", "demo", "statement", "statements"]),
-        (env_names::TAX_TABLE, &["serve", "tax"]),
-        (env_names::TAXABILITY, &["serve", "tax"]),
+        (env_names::OUTBOX_DIR, &["serve", "demo", "demo-postpaid", "statement", "statements"]),
+        (env_names::TAX_TABLE, &["serve", "tax", "demo-postpaid"]),
+        (env_names::TAXABILITY, &["serve", "tax", "demo-postpaid"]),
     ];
 
     const GLOBAL: &[&str] =
