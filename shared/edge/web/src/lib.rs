@@ -206,6 +206,12 @@ fn refusal_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, page::message_page(title, message))
 }
 
+/// Equal, compared in time that does not depend on where they differ.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given.bytes().zip(expected.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
 /// The session the request's cookie carries, or the page saying it has ended.
 fn session_of(web: &Web, headers: &HeaderMap) -> Result<PortalSession, Box<Response>> {
     let Some(keys) = web.state.portal.as_ref() else {
@@ -367,7 +373,7 @@ async fn act(
         Ok(session) => session,
         Err(page) => return *page,
     };
-    if form.get("csrf").map(String::as_str) != Some(session.csrf.as_str()) {
+    if !same_secret(form.get("csrf").map(String::as_str).unwrap_or(""), &session.csrf) {
         return refusal_page(
             StatusCode::FORBIDDEN,
             "This form has expired",

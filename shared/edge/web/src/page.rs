@@ -572,10 +572,14 @@ fn auto_words(auto: &Value) -> String {
 /// "You spend about $X a month": the last 30 days' usage debits, and the settings that would
 /// charge about once a month.
 async fn recommendation(web: &Web, session: &PortalSession, out: &mut String) {
-    let from = (Utc::now() - Duration::days(30)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let since = Utc::now() - Duration::days(30);
+    let from = since.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut spent = Decimal::ZERO;
     let mut cursor: Option<String> = None;
-    for _ in 0..10 {
+    // At most two pages (1,000 entries, oldest first): a busy account's month is estimated from
+    // the days they cover rather than read whole on every page view.
+    let mut covered_to: Option<chrono::DateTime<Utc>> = None;
+    for _ in 0..2 {
         let mut uri = format!("/v1/activity?show=debits&limit=500&from={}", query_escape(&from));
         if let Some(c) = &cursor {
             let _ = write!(uri, "&cursor={}", query_escape(c));
@@ -588,11 +592,23 @@ async fn recommendation(web: &Web, session: &PortalSession, out: &mut String) {
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(Decimal::ZERO);
             }
+            covered_to = entry["posted_at"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok())
+                .or(covered_to);
         }
         match page.json["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
-            None => break,
+            None => {
+                cursor = None;
+                break;
+            }
         }
+    }
+    // More than two pages: scaled from the days they covered to the 30.
+    if let (Some(_), Some(to)) = (&cursor, covered_to) {
+        let covered = (to - since).num_seconds().max(3_600);
+        spent = spent * Decimal::from(30 * 86_400) / Decimal::from(covered);
     }
     out.push_str("<section id=\"advice\" aria-labelledby=\"advice-h\"><h2 id=\"advice-h\">Recommended auto-recharge</h2>");
     if spent <= Decimal::ZERO {

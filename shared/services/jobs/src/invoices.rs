@@ -53,6 +53,18 @@ pub async fn draft(
     month: Month,
     now: DateTime<Utc>,
 ) -> Result<Invoice, JobError> {
+    let invoices = invoice::list(docs, account).await.map_err(document_error)?;
+    draft_from(ledger, &invoices, account, month, now).await
+}
+
+/// [`draft`], with the account's invoices already read.
+async fn draft_from(
+    ledger: &dyn LedgerStore,
+    invoices: &[Invoice],
+    account: &AccountId,
+    month: Month,
+    now: DateTime<Utc>,
+) -> Result<Invoice, JobError> {
     if now < month.end() {
         return Err(JobError::MonthNotOver { month });
     }
@@ -62,9 +74,7 @@ pub async fn draft(
         .map_err(|source| {
             JobError::Delivery(notifications::error::DeliveryError::Statement { source })
         })?;
-    let previous: rust_decimal::Decimal = invoice::list(docs, account)
-        .await
-        .map_err(document_error)?
+    let previous: rust_decimal::Decimal = invoices
         .iter()
         .filter(|i| i.month < month && i.number.is_some())
         .map(|i| i.unpaid_at(month.end()))
@@ -104,7 +114,7 @@ pub async fn issue(
     if let Some(later) = invoices.iter().find(|i| i.month > month && i.number.is_some()) {
         return Err(JobError::LaterMonthInvoiced { month, later: later.month });
     }
-    let draft = draft(ledger, docs, account, month, now).await?;
+    let draft = draft_from(ledger, &invoices, account, month, now).await?;
     let issued =
         invoice::issue(docs, invoice::DEFAULT_ISSUER, draft).await.map_err(document_error)?;
     request_autopay(ledger, &profile, &issued).await?;
