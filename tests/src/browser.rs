@@ -268,6 +268,17 @@ impl Browser {
         panic!("{css} never showed {needle:?}; last: {last}")
     }
 
+    /// Wait (up to 10 s) until an element matches `css`.
+    pub async fn wait_for(&self, css: &str) {
+        for _ in 0..100 {
+            if self.count(css).await > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nothing matched {css}")
+    }
+
     pub async fn url(&self) -> String {
         self.request(reqwest::Method::GET, &self.session_path("/url"), None)
             .await

@@ -217,7 +217,7 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     accessible(&browser, "terms").await;
     shoot(&browser, "terms-desktop").await;
     browser.click("#terms button[type=submit]").await;
-    assert!(browser.text("#overview").await.contains("$0.00"));
+    browser.wait_for_text("#overview", "$0.00").await;
 
     // A primary and a backup card (tokens made as the processor's hosted fields would).
     let year = u16::try_from(Utc::now().year()).unwrap() + 3;
@@ -231,7 +231,8 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
             ))
             .await;
         browser.click("form[action$='/card-add'] button[type=submit]").await;
-        assert!(browser.text("#methods").await.contains("Card added."), "{role}");
+        let last4 = &prefix[12..15];
+        browser.wait_for_text("#methods", last4).await;
     }
     let methods = browser.text("#methods").await;
     assert!(methods.contains("4242") && methods.contains("4444"), "{methods}");
@@ -241,8 +242,7 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     browser
         .eval("const b = document.querySelector(\"form[action$='/pay'] button\"); b.click(); b.click(); return true;")
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert!(browser.text("#pay").await.contains("Paid $25.00"), "{}", browser.text("#pay").await);
+    browser.wait_for_text("#pay", "Paid $25.00").await;
     let cookie = browser.cookie(web::COOKIE).await.expect("the session cookie");
     assert_eq!(browser.text("#balance").await, "$25.00");
 
@@ -253,15 +253,15 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     browser.fill("#auto-amount", "5").await;
     browser.fill("#auto-threshold", "10").await;
     browser.click("form[action$='/auto-recharge'] button[type=submit]").await;
-    let refused = browser.text("#auto").await;
+    let refused = browser.wait_for_text("#auto", "at least $50").await;
     assert_eq!(browser.count("#auto-amount[aria-invalid=true]").await, 1, "{refused}");
     assert!(browser.count("#auto-amount-error").await == 1, "{refused}");
     accessible(&browser, "auto-recharge refused").await;
     browser.fill("#auto-amount", "50").await;
     browser.fill("#auto-threshold", "20").await;
     browser.click("form[action$='/auto-recharge'] button[type=submit]").await;
-    let saved = browser.text("#auto").await;
-    assert!(saved.contains("Saved.") && saved.contains("threshold"), "{saved}");
+    let saved = browser.wait_for_text("#auto", "Saved.").await;
+    assert!(saved.contains("threshold"), "{saved}");
     assert!(saved.contains("below $20.00"), "{saved}");
 
     // Usage takes the balance below the threshold: the recharge worker (the one the local
@@ -322,9 +322,22 @@ async fn a_customer_pays_and_manages_billing_from_a_portal_link() {
     assert_eq!(status, StatusCode::OK, "{csv}");
     assert!(csv.lines().count() >= 2 && csv.contains("funds_added"), "{csv}");
 
+    // The service address: a bad country refused at its field, then saved.
+    browser.fill("#address-line1", "1 Broadway").await;
+    browser.fill("#address-city", "New York").await;
+    browser.fill("#address-region", "NY").await;
+    browser.fill("#address-postal_code", "10004").await;
+    browser.fill("#address-country", "USA").await;
+    browser.click("form[action$='/address'] button[type=submit]").await;
+    browser.wait_for("#address-country[aria-invalid=true]").await;
+    browser.fill("#address-country", "US").await;
+    browser.click("form[action$='/address'] button[type=submit]").await;
+    let saved = browser.wait_for_text("#address", "Service address saved.").await;
+    assert!(saved.contains("1 Broadway, New York, NY, 10004, US"), "{saved}");
+
     // A statement, sent now.
     browser.click("form[action$='/statement'] button[type=submit]").await;
-    assert!(browser.text("#statements").await.contains("on its way"));
+    browser.wait_for_text("#statements", "on its way").await;
     assert_eq!(site.jobs.0.lock().unwrap().len(), 1, "one statement job");
 
     // A form without the session's CSRF token changes nothing.

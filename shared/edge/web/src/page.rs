@@ -542,12 +542,29 @@ pub(crate) async fn render(
     };
     let _ = write!(
         out,
-        "<section id=\"address\" aria-labelledby=\"address-h\"><h2 id=\"address-h\">Service address and tax</h2>\
-         <p>{}</p><p>Tax exemption: {}.</p><p class=\"hint\">Usage times are UTC. Sales tax is charged on \
-         the 1st for the month before, from the service address.</p></section></main></body></html>",
+        "<section id=\"address\" aria-labelledby=\"address-h\"><h2 id=\"address-h\">Service address and tax</h2>{}\
+         <p id=\"address-now\">{}</p><p>Tax exemption: {}.</p><p class=\"hint\">Usage times are UTC. Sales tax is charged on \
+         the 1st for the month before, from the service address.</p>",
+        flash_html(flash, "address"),
         escape(&address_text),
         if settings["tax_exempt"] == true { "exempt" } else { "not exempt" }
     );
+    if form.admin() {
+        let value = |key: &str| address[key].as_str().unwrap_or("").to_string();
+        let _ = write!(
+            out,
+            "{}<div class=\"row\"><div>{}</div><div>{}</div></div><div class=\"row\"><div>{}</div><div>{}</div></div>\
+             <div class=\"row\"><div>{}</div><div>{}</div></div><button type=\"submit\">Save the address</button></form>",
+            form.open("address", "Service address"),
+            form.input("address", "line1", "line1", "Street address", "text", &value("line1"), ""),
+            form.input("address", "line2", "line2", "Apartment, suite (optional)", "text", &value("line2"), ""),
+            form.input("address", "city", "city", "City", "text", &value("city"), ""),
+            form.input("address", "region", "region", "State or province", "text", &value("region"), "A code, such as NY."),
+            form.input("address", "postal_code", "postal_code", "Postal code", "text", &value("postal_code"), ""),
+            form.input("address", "country", "country", "Country", "text", &value("country"), "Two letters, such as US.")
+        );
+    }
+    out.push_str("</section></main></body></html>");
     out
 }
 
@@ -852,6 +869,20 @@ pub(crate) async fn perform(
                     Some(field("key")),
                 )
             }
+            "address" => (
+                "address",
+                Method::PUT,
+                "/v1/settings/address".into(),
+                Some(json!({
+                    "line1": field("line1"),
+                    "line2": optional(form.get("line2")),
+                    "city": field("city"),
+                    "region": optional(form.get("region")),
+                    "postal_code": field("postal_code"),
+                    "country": field("country"),
+                })),
+                None,
+            ),
             "schedule" => (
                 "statements",
                 Method::PUT,
@@ -942,6 +973,7 @@ pub(crate) async fn perform(
         "card-delete" => "Card deleted.".into(),
         "statement" => "The statement is on its way.".into(),
         "schedule" => "Statement schedule saved.".into(),
+        "address" => "Service address saved.".into(),
         _ => "Done.".into(),
     };
     let ok = !(action == "pay" && message.starts_with("The payment was not made"));
