@@ -28,20 +28,7 @@ pub struct Flash {
     pub form: HashMap<String, String>,
 }
 
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use notifications::templates::escape_html as escape;
 
 fn query_escape(text: &str) -> String {
     text.bytes()
@@ -693,7 +680,7 @@ fn activity_section(out: &mut String, query: &HashMap<String, String>, activity:
                 "<tr class=\"entry\"><td>{}</td><td>{}</td><td class=\"num\">{sign}{}</td><td class=\"num\">{}</td></tr>",
                 escape(&e["posted_at"].as_str().unwrap_or_default().replace('T', " ").chars().take(16).collect::<String>()),
                 escape(&e["item"].as_str().unwrap_or_default().replace('_', " ")),
-                escape(&shown(amount)),
+                escape(&notifications::invoice::shown_usd(amount)),
                 escape(&usd_text(&e["balance_after_usd"]))
             );
         }
@@ -721,16 +708,6 @@ fn link_with_days(query: &HashMap<String, String>, cursor: &str) -> String {
     }
     parts.push(format!("cursor={}", query_escape(cursor)));
     format!("?{}", parts.join("&"))
-}
-
-/// An amount as shown: to the cent, or exactly when a sub-cent amount would read $0.00.
-fn shown(amount: Decimal) -> String {
-    let cents = amount.round_dp(2);
-    if cents.is_zero() && !amount.is_zero() {
-        format!("${}", amount.normalize())
-    } else {
-        ledger::display_usd(amount)
-    }
 }
 
 fn statements_section(out: &mut String, form: &Form<'_>, settings: &Value, flash: Option<&Flash>) {

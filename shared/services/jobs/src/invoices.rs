@@ -295,11 +295,7 @@ pub async fn block_or_lift(
     let limit = i64::from(account.service_policy().block_after_days_overdue);
     let today = now.date_naive();
     let invoices = invoice::list(docs, id).await.map_err(document_error)?;
-    let overdue: Vec<&Invoice> = invoices
-        .iter()
-        .filter(|i| i.number.is_some() && i.outstanding_usd() > rust_decimal::Decimal::ZERO)
-        .filter(|i| (today - i.due_on).num_days() >= limit)
-        .collect();
+    let overdue = overdue_past(&invoices, today, limit);
     // Never more than the balance owes: credits that are not payments (a goodwill grant, a
     // dispute won) lower what is owed without paying an invoice, and an account whose balance
     // owes nothing is not blocked.
@@ -335,6 +331,16 @@ pub async fn block_or_lift(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The issued invoices with something outstanding `limit` days or more past their due date on
+/// `today`, oldest first: what blocks an account (the one rule the sweep and its checks use).
+pub fn overdue_past(invoices: &[Invoice], today: chrono::NaiveDate, limit: i64) -> Vec<&Invoice> {
+    invoices
+        .iter()
+        .filter(|i| i.number.is_some() && i.outstanding_usd() > rust_decimal::Decimal::ZERO)
+        .filter(|i| (today - i.due_on).num_days() >= limit)
+        .collect()
 }
 
 /// Lift the account's block now if no invoice is overdue past the limit any more (after a

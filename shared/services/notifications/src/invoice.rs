@@ -29,8 +29,9 @@ pub fn notice_id(invoice: &Invoice) -> String {
     format!("invoice:{}", invoice.month)
 }
 
-/// An amount as an invoice shows it: to the cent, or exactly when that would read `$0.00`.
-fn shown_usd(value: Decimal) -> String {
+/// An amount as an invoice (and the billing page) shows it: to the cent, or exactly when that
+/// would read `$0.00`.
+pub fn shown_usd(value: Decimal) -> String {
     let shown = display_usd(value);
     if shown == "$0.00" && !value.is_zero() {
         format!("${}", value.abs().normalize())

@@ -1137,11 +1137,7 @@ impl World {
         let limit = i64::from(account.service_policy().block_after_days_overdue);
         let today = self.now.date_naive();
         let overdue = account.balance_usd < Decimal::ZERO
-            && invoices.iter().any(|i| {
-                i.number.is_some()
-                    && i.outstanding_usd() > Decimal::ZERO
-                    && (today - i.due_on).num_days() >= limit
-            });
+            && !jobs::invoices::overdue_past(&invoices, today, limit).is_empty();
         if overdue && account.overdue_block.is_none() {
             self.hold_violations.push(format!(
                 "{id}: an invoice overdue past {limit} days and no block after the sweep"
@@ -2603,9 +2599,7 @@ async fn check_invoices(world: &World) -> Result<(), Violation> {
         let today = world.now.date_naive();
         let overdue = |invoices: &[documents::invoice::Invoice], balance: Decimal| {
             balance < Decimal::ZERO
-                && invoices.iter().any(|i| {
-                    i.outstanding_usd() > Decimal::ZERO && (today - i.due_on).num_days() >= limit
-                })
+                && !jobs::invoices::overdue_past(invoices, today, limit).is_empty()
         };
         if let Some(block) = &account.overdue_block {
             if account.status != ledger::AccountStatus::Suspended {
